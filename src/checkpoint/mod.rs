@@ -1,0 +1,417 @@
+//! Checkpoint I/O: safetensors files whose `__metadata__` carries the model graph and task list.
+//!
+//! Reading maps the file and parses the header only; tensor data is touched when a tensor is loaded.
+
+pub mod metadata;
+pub mod reference;
+pub mod writer;
+
+use crate::graph::interpreter::Params;
+use crate::graph::{Model, TaskKind};
+use anyhow::{anyhow, bail, Context, Result};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+/// Element types `cut` reads and writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+    /// Only for integer buffers such as batch norm's `num_batches_tracked`.
+    I64,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+            DType::I64 => 8,
+        }
+    }
+    pub fn safetensors_name(self) -> &'static str {
+        match self {
+            DType::F32 => "F32",
+            DType::F16 => "F16",
+            DType::BF16 => "BF16",
+            DType::I64 => "I64",
+        }
+    }
+    pub fn kind(self) -> Kind {
+        match self {
+            DType::F32 => Kind::Float,
+            DType::F16 => Kind::Half,
+            DType::BF16 => Kind::BFloat16,
+            DType::I64 => Kind::Int64,
+        }
+    }
+    pub fn parse(text: &str) -> Result<DType> {
+        Ok(match text.to_ascii_lowercase().as_str() {
+            "f32" | "float32" => DType::F32,
+            "f16" | "float16" | "half" => DType::F16,
+            "bf16" | "bfloat16" => DType::BF16,
+            other => bail!("unknown dtype '{other}' (expected f32, f16 or bf16)"),
+        })
+    }
+    fn from_safetensors(dtype: Dtype) -> Option<DType> {
+        match dtype {
+            Dtype::F32 => Some(DType::F32),
+            Dtype::F16 => Some(DType::F16),
+            Dtype::BF16 => Some(DType::BF16),
+            Dtype::I64 => Some(DType::I64),
+            _ => None,
+        }
+    }
+    /// True when the little-endian element is zero (either sign for floats).
+    pub fn is_zero(self, bytes: &[u8]) -> bool {
+        match self {
+            DType::F32 => u32::from_le_bytes(bytes.try_into().unwrap()) & 0x7fff_ffff == 0,
+            DType::F16 | DType::BF16 => u16::from_le_bytes(bytes.try_into().unwrap()) & 0x7fff == 0,
+            DType::I64 => bytes.iter().all(|&b| b == 0),
+        }
+    }
+}
+
+impl std::fmt::Display for DType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+            DType::I64 => "i64",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TensorEntry {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+    /// Byte range within the data section.
+    pub begin: usize,
+    pub end: usize,
+}
+
+impl TensorEntry {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+    pub fn bytes(&self) -> usize {
+        self.end - self.begin
+    }
+}
+
+/// An open checkpoint: the mapped file and its parsed header.
+pub struct Checkpoint {
+    pub path: PathBuf,
+    file: File,
+    map: Mmap,
+    data_start: usize,
+    pub tensors: BTreeMap<String, TensorEntry>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// How to interpret a checkpoint that has no `cut.graph` (a converted reference state dict).
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    pub task_names: Option<Vec<String>>,
+    pub task_kinds: Option<Vec<TaskKind>>,
+}
+
+/// A model read from a checkpoint, with what was guessed on the way.
+pub struct LoadedModel {
+    pub model: Model,
+    pub warnings: Vec<String>,
+    /// True when the graph was inferred from reference tensor names rather than read from metadata.
+    pub inferred: bool,
+}
+
+fn describe(err: SafeTensorError) -> String {
+    match err {
+        SafeTensorError::HeaderTooSmall => "file is shorter than the 8-byte header length".into(),
+        SafeTensorError::InvalidHeaderLength => {
+            "header length runs past the end of the file".into()
+        }
+        SafeTensorError::HeaderTooLarge => "declared header length is over 100 MB".into(),
+        SafeTensorError::InvalidHeader(e) => format!("header is not UTF-8 ({e})"),
+        SafeTensorError::InvalidHeaderDeserialization(e) => {
+            format!("header is not valid safetensors JSON ({e})")
+        }
+        SafeTensorError::InvalidOffset(name) => {
+            format!("tensor '{name}' has data offsets that overlap another tensor or leave a gap")
+        }
+        SafeTensorError::MetadataIncompleteBuffer => {
+            "tensor data does not end where the file ends (truncated or padded file)".into()
+        }
+        SafeTensorError::ValidationOverflow => "a tensor's shape overflows".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Names the first tensor whose byte range disagrees with its dtype and shape, for errors the
+/// safetensors crate reports without a name.
+fn diagnose_sizes(header: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(header).ok()?;
+    for (name, info) in value.as_object()? {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype: Dtype = serde_json::from_value(info.get("dtype")?.clone()).ok()?;
+        let shape: Vec<usize> = serde_json::from_value(info.get("shape")?.clone()).ok()?;
+        let offsets: (usize, usize) =
+            serde_json::from_value(info.get("data_offsets")?.clone()).ok()?;
+        let expected = shape.iter().product::<usize>() * dtype.bitsize() / 8;
+        if offsets.1 < offsets.0 || offsets.1 - offsets.0 != expected {
+            return Some(format!(
+                "tensor '{name}' declares bytes {}..{} but its dtype and shape {:?} need {expected} bytes",
+                offsets.0, offsets.1, shape
+            ));
+        }
+    }
+    None
+}
+
+impl Checkpoint {
+    pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {
+        let path = path.as_ref().to_path_buf();
+        let shown = path.display();
+        let file = File::open(&path).map_err(|e| anyhow!("{shown}: cannot open ({e})"))?;
+        let meta = file.metadata().map_err(|e| anyhow!("{shown}: {e}"))?;
+        if meta.is_dir() {
+            bail!("{shown}: is a directory, not a checkpoint file");
+        }
+        if meta.len() < 8 {
+            bail!(
+                "{shown}: file is shorter than the 8-byte header length ({} bytes)",
+                meta.len()
+            );
+        }
+        // SAFETY: the map is read-only; a file truncated underneath us is the caller's race, as with
+        // any memory-mapped reader.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| anyhow!("{shown}: cannot map ({e})"))?;
+        let (header_len, parsed) = match SafeTensors::read_metadata(&map[..]) {
+            Ok(ok) => ok,
+            Err(err) => {
+                let detail = match err {
+                    SafeTensorError::TensorInvalidInfo => {
+                        let n = u64::from_le_bytes(map[..8].try_into().unwrap()) as usize;
+                        diagnose_sizes(&map[8..8 + n]).unwrap_or_else(|| {
+                            "a tensor's byte range does not match its dtype and shape".into()
+                        })
+                    }
+                    other => describe(other),
+                };
+                bail!("{shown}: {detail}");
+            }
+        };
+        let mut tensors = BTreeMap::new();
+        for (name, info) in parsed.tensors() {
+            let dtype = DType::from_safetensors(info.dtype).ok_or_else(|| {
+                anyhow!("{shown}: tensor '{name}' has dtype {:?}, which cut does not handle (f32, f16, bf16; i64 for counters)", info.dtype)
+            })?;
+            let (begin, end) = info.data_offsets;
+            tensors.insert(
+                name.clone(),
+                TensorEntry {
+                    name,
+                    dtype,
+                    shape: info.shape.clone(),
+                    begin,
+                    end,
+                },
+            );
+        }
+        let metadata = parsed
+            .metadata()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        Ok(Checkpoint {
+            path,
+            file,
+            map,
+            data_start: 8 + header_len,
+            tensors,
+            metadata,
+        })
+    }
+
+    pub fn file_len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The raw little-endian bytes of a tensor.
+    pub fn raw(&self, entry: &TensorEntry) -> &[u8] {
+        &self.map[self.data_start + entry.begin..self.data_start + entry.end]
+    }
+
+    pub fn entry(&self, name: &str) -> Result<&TensorEntry> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| anyhow!("{}: tensor '{name}' is missing", self.path.display()))
+    }
+
+    /// Loads a tensor on `device`; floating-point tensors come back as f32.
+    pub fn tensor(&self, name: &str, device: Device) -> Result<Tensor> {
+        let entry = self.entry(name)?;
+        let shape: Vec<i64> = entry.shape.iter().map(|&d| d as i64).collect();
+        let t = Tensor::f_from_data_size(self.raw(entry), &shape, entry.dtype.kind())
+            .with_context(|| format!("{}: tensor '{name}'", self.path.display()))?;
+        let t = if entry.dtype == DType::I64 {
+            t
+        } else {
+            t.to_kind(Kind::Float)
+        };
+        Ok(t.to_device(device))
+    }
+
+    /// Counts exactly-zero elements of a tensor. Reads through a small buffer rather than the map so
+    /// that scanning a whole file does not pull it into this process's resident memory.
+    pub fn count_zeros(&self, entry: &TensorEntry) -> Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let size = entry.dtype.size();
+        let mut buf = vec![0u8; (1 << 20) / size * size];
+        let (mut pos, end, mut zeros) = (
+            self.data_start + entry.begin,
+            self.data_start + entry.end,
+            0,
+        );
+        while pos < end {
+            let n = buf.len().min(end - pos);
+            self.file
+                .read_exact_at(&mut buf[..n], pos as u64)
+                .with_context(|| {
+                    format!("{}: reading tensor '{}'", self.path.display(), entry.name)
+                })?;
+            zeros += buf[..n]
+                .chunks_exact(size)
+                .filter(|b| entry.dtype.is_zero(b))
+                .count();
+            pos += n;
+        }
+        Ok(zeros)
+    }
+
+    /// The model this checkpoint holds: from `cut.graph` metadata, or inferred from reference
+    /// SceneNet tensor names when there is none. The tensors are checked against the graph.
+    pub fn model(&self, opts: &LoadOptions) -> Result<LoadedModel> {
+        let shown = self.path.display();
+        let loaded = if self.metadata.contains_key(metadata::GRAPH_KEY) {
+            if opts.task_names.is_some() || opts.task_kinds.is_some() {
+                bail!("{shown}: --task-names and --task-kinds only apply to checkpoints without a cut graph; this one has its own task list");
+            }
+            let model = metadata::read_model(&self.metadata).with_context(|| format!("{shown}"))?;
+            LoadedModel {
+                model,
+                warnings: Vec::new(),
+                inferred: false,
+            }
+        } else {
+            let shapes: BTreeMap<&str, &[usize]> = self
+                .tensors
+                .values()
+                .map(|e| (e.name.as_str(), e.shape.as_slice()))
+                .collect();
+            reference::infer_scenenet(&shapes, opts).with_context(|| format!("{shown}"))?
+        };
+        self.check_against(&loaded.model)
+            .with_context(|| format!("{shown}"))?;
+        Ok(loaded)
+    }
+
+    /// One error listing the first few missing, extra or mis-shaped tensors.
+    pub fn check_against(&self, model: &Model) -> Result<()> {
+        let specs = model.graph.param_specs();
+        let mut problems = Vec::new();
+        let mut count = 0;
+        for spec in &specs {
+            match self.tensors.get(&spec.name) {
+                None => {
+                    count += 1;
+                    problems.push(format!(
+                        "'{}' missing (expected {:?})",
+                        spec.name, spec.shape
+                    ));
+                }
+                Some(entry) if entry.shape != spec.shape => {
+                    count += 1;
+                    problems.push(format!(
+                        "'{}' expected {:?}, found {:?}",
+                        spec.name, spec.shape, entry.shape
+                    ));
+                }
+                Some(entry)
+                    if (entry.dtype == DType::I64)
+                        != (spec.role == crate::graph::ParamRole::BnBatchesTracked) =>
+                {
+                    count += 1;
+                    problems.push(format!(
+                        "'{}' has dtype {}, which does not suit its role",
+                        spec.name, entry.dtype
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let known: std::collections::BTreeSet<&str> =
+            specs.iter().map(|s| s.name.as_str()).collect();
+        for name in self.tensors.keys() {
+            if !known.contains(name.as_str()) {
+                count += 1;
+                problems.push(format!("'{name}' is not used by the graph"));
+            }
+        }
+        if count > 0 {
+            problems.truncate(5);
+            let more = if count > 5 {
+                format!(" and {} more", count - 5)
+            } else {
+                String::new()
+            };
+            bail!(
+                "graph does not match the tensors ({count} problems): {}{more}",
+                problems.join("; ")
+            );
+        }
+        Ok(())
+    }
+
+    /// Loads every tensor the graph uses, as trainable-ready f32 (i64 counters stay i64).
+    pub fn load_params(&self, model: &Model, device: Device) -> Result<Params> {
+        model
+            .graph
+            .param_specs()
+            .iter()
+            .map(|s| Ok((s.name.clone(), self.tensor(&s.name, device)?)))
+            .collect()
+    }
+}
+
+/// sha256 of a file, hex, read in chunks.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}

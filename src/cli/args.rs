@@ -1,0 +1,141 @@
+//! Arguments shared by several subcommands.
+
+use anyhow::{bail, Context, Result};
+use cut::checkpoint::LoadOptions;
+use cut::graph::{parse_task_list, TaskKind, TaskSpec};
+use std::path::PathBuf;
+
+/// How to read a model checkpoint.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// The model checkpoint (.safetensors).
+    pub model: PathBuf,
+    /// Task names for a checkpoint without a cut graph (a converted reference state dict), in head order.
+    #[arg(long, value_name = "a,b,c")]
+    pub task_names: Option<String>,
+    /// Task kinds for such a checkpoint (segmentation, normal, depth, classification, regression).
+    #[arg(long, value_name = "k1,k2,k3")]
+    pub task_kinds: Option<String>,
+}
+
+impl ModelArgs {
+    pub fn load_options(&self) -> Result<LoadOptions> {
+        let task_kinds = match &self.task_kinds {
+            Some(text) => Some(
+                parse_task_list(text)
+                    .iter()
+                    .map(|k| TaskKind::parse(k))
+                    .collect::<Result<Vec<_>>>()
+                    .context("--task-kinds")?,
+            ),
+            None => None,
+        };
+        Ok(LoadOptions {
+            task_names: self.task_names.as_deref().map(parse_task_list),
+            task_kinds,
+        })
+    }
+}
+
+/// Parses "3x480x640" (or "480x640", taking `channels`).
+pub fn parse_input_size(text: &str, channels: usize) -> Result<[usize; 3]> {
+    let parts: Vec<usize> = text
+        .split('x')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("--input '{text}': expected CxHxW such as 3x480x640"))?;
+    match parts.as_slice() {
+        [c, h, w] if *c > 0 && *h > 0 && *w > 0 => Ok([*c, *h, *w]),
+        [h, w] if *h > 0 && *w > 0 => Ok([channels, *h, *w]),
+        _ => bail!("--input '{text}': expected CxHxW such as 3x480x640"),
+    }
+}
+
+/// Parses "seg:segmentation:13,normal:normal,depth:depth" (outputs default to 3 for normal, 1 for depth).
+pub fn parse_task_specs(text: &str) -> Result<Vec<TaskSpec>> {
+    parse_task_list(text)
+        .iter()
+        .map(|item| {
+            let parts: Vec<&str> = item.split(':').collect();
+            let (name, kind, outputs) = match parts.as_slice() {
+                [name, kind] => (*name, TaskKind::parse(kind)?, None),
+                [name, kind, n] => (
+                    *name,
+                    TaskKind::parse(kind)?,
+                    Some(n.parse::<usize>().with_context(|| {
+                        format!("task '{item}': output count '{n}' is not a number")
+                    })?),
+                ),
+                _ => bail!(
+                    "task '{item}': expected name:kind[:outputs], such as seg:segmentation:13"
+                ),
+            };
+            let outputs = match (kind, outputs) {
+                (_, Some(0)) => bail!("task '{item}': output count must be positive"),
+                (_, Some(n)) => n,
+                (TaskKind::Normal, None) => 3,
+                (TaskKind::Depth | TaskKind::Regression, None) => 1,
+                _ => bail!(
+                    "task '{item}': give the number of classes, such as {name}:{}:13",
+                    kind.as_str()
+                ),
+            };
+            Ok(TaskSpec {
+                name: name.to_string(),
+                kind,
+                outputs,
+            })
+        })
+        .collect()
+}
+
+pub fn parse_usize_list(flag: &str, text: &str) -> Result<Vec<usize>> {
+    text.split(',')
+        .map(|p| {
+            p.trim()
+                .parse::<usize>()
+                .with_context(|| format!("{flag} '{text}': expected numbers separated by commas"))
+        })
+        .collect()
+}
+
+/// SceneNet shape flags, shared by `new` and `train`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct SceneNetArgs {
+    /// Tasks as name:kind[:outputs], e.g. seg:segmentation:13,normal:normal,depth:depth.
+    #[arg(long, value_name = "SPECS")]
+    pub tasks: String,
+    /// BasicBlocks per stage (3,4,6,3 is ResNet-34, 2,2,2,2 ResNet-18).
+    #[arg(long, default_value = "3,4,6,3")]
+    pub blocks: String,
+    /// Channels per stage.
+    #[arg(long, default_value = "64,128,256,512")]
+    pub widths: String,
+    /// Channels of the 7x7 stem convolution.
+    #[arg(long, default_value_t = 64)]
+    pub stem_width: usize,
+    /// Hidden channels of each head branch.
+    #[arg(long, default_value_t = 1024)]
+    pub head_width: usize,
+    /// Dilation rates of the summed head branches.
+    #[arg(long, default_value = "6,12,18,24")]
+    pub rates: String,
+    /// Default input size (HxW) recorded in the graph for compute counts.
+    #[arg(long, default_value = "480x640")]
+    pub input_size: String,
+}
+
+impl SceneNetArgs {
+    pub fn config(&self) -> Result<cut::graph::scenenet::SceneNetConfig> {
+        let mut config =
+            cut::graph::scenenet::SceneNetConfig::reference(parse_task_specs(&self.tasks)?);
+        config.blocks = parse_usize_list("--blocks", &self.blocks)?;
+        config.widths = parse_usize_list("--widths", &self.widths)?;
+        config.stem_width = self.stem_width;
+        config.head_width = self.head_width;
+        config.rates = parse_usize_list("--rates", &self.rates)?;
+        let [_, h, w] = parse_input_size(&self.input_size, 3)?;
+        config.input_hw = [h, w];
+        Ok(config)
+    }
+}

@@ -1,0 +1,136 @@
+use super::args::{parse_input_size, ModelArgs};
+use anyhow::Result;
+use cut::checkpoint::Checkpoint;
+use cut::report::inspect::{inspect, Inspection};
+use cut::report::table::{bytes, count, percent, render};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Input size CxHxW for multiply-accumulate counts (default: the graph's, 3x480x640 for SceneNet).
+    #[arg(long, value_name = "CxHxW")]
+    input: Option<String>,
+    /// Print one JSON document instead of tables.
+    #[arg(long)]
+    json: bool,
+    /// List every tensor.
+    #[arg(long)]
+    tensors: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let ckpt = Checkpoint::open(&a.model.model)?;
+    let input = a
+        .input
+        .as_deref()
+        .map(|t| parse_input_size(t, 3))
+        .transpose()?;
+    let report = inspect(&ckpt, &a.model.load_options()?, input, a.tensors)?;
+    for w in &report.warnings {
+        eprintln!("cut: warning: {w}");
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", human(&report));
+    }
+    Ok(())
+}
+
+fn human(r: &Inspection) -> String {
+    let mut out = format!(
+        "{}: {} on disk, {}{}\n",
+        r.file,
+        bytes(r.file_bytes as f64),
+        r.family.clone().unwrap_or_else(|| "graph".into()),
+        if r.inferred_graph {
+            " (graph inferred from reference tensor names)"
+        } else {
+            ""
+        }
+    );
+    out.push_str("tasks:\n");
+    for t in &r.tasks {
+        out.push_str(&format!(
+            "  {:<12} {:<14} {} outputs\n",
+            t.name,
+            t.kind.as_str(),
+            t.outputs
+        ));
+    }
+    out.push('\n');
+    let row = |g: &cut::report::inspect::GroupStats| {
+        vec![
+            g.group.clone(),
+            g.tensors.to_string(),
+            count(g.params as f64),
+            bytes(g.bytes as f64),
+            g.dtypes.join(","),
+            percent(g.zero_share),
+            count(g.macs as f64),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = r.groups.iter().map(row).collect();
+    rows.push(row(&r.total));
+    let macs_header = format!("MACs@{}x{}x{}", r.input[0], r.input[1], r.input[2]);
+    out.push_str(&render(
+        &[
+            "group",
+            "tensors",
+            "params",
+            "bytes",
+            "dtype",
+            "zeros",
+            &macs_header,
+        ],
+        &rows,
+    ));
+    if !r.drop_head_savings.is_empty() {
+        out.push_str("\ndropping a head saves:\n");
+        let rows: Vec<Vec<String>> = r
+            .drop_head_savings
+            .iter()
+            .map(|d| {
+                vec![
+                    d.task.clone(),
+                    count(d.params as f64),
+                    percent(d.share_of_params),
+                    bytes(d.bytes as f64),
+                    count(d.macs as f64),
+                ]
+            })
+            .collect();
+        out.push_str(&render(
+            &["task", "params", "of params", "bytes", "MACs"],
+            &rows,
+        ));
+    }
+    if let Some(list) = &r.tensor_list {
+        out.push('\n');
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    t.group.clone(),
+                    t.dtype.clone(),
+                    format!("{:?}", t.shape),
+                    t.elements.to_string(),
+                    percent(t.zeros as f64 / t.elements.max(1) as f64),
+                ]
+            })
+            .collect();
+        out.push_str(&render(
+            &["tensor", "group", "dtype", "shape", "elements", "zeros"],
+            &rows,
+        ));
+    }
+    if let Some(p) = &r.provenance {
+        out.push_str(&format!(
+            "\nwritten by {} {}: {}\n",
+            p.tool, p.version, p.command
+        ));
+    }
+    out
+}

@@ -1,0 +1,34 @@
+//! Subcommands. Each parses its arguments, calls the library and prints; nothing else.
+
+mod args;
+mod inspect;
+mod new;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cut",
+    version,
+    about = "Prune pre-trained multi-task models into compact task-specific models",
+    long_about = "Prune pre-trained multi-task models into compact task-specific models.\n\nExit codes: 0 success, 1 error (bad input, failed run), 2 bad command line."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a checkpoint's tasks, and per group (backbone, each head) its size, sparsity and compute.
+    Inspect(inspect::Args),
+    /// Write a freshly initialised SceneNet checkpoint.
+    New(new::Args),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Inspect(a) => inspect::run(a),
+        Command::New(a) => new::run(a),
+    }
+}

@@ -1,0 +1,34 @@
+//! Fresh parameters for any graph, deterministic for a seed.
+
+use super::interpreter::Params;
+use super::{Graph, ParamRole};
+use tch::{Device, Kind, Tensor};
+
+/// Initialises every parameter of the graph the way the reference does: conv weights
+/// N(0, 2 / (k*k*out_channels)) (He, fan-out), linear weights N(0, 1 / in_features), biases 0,
+/// batch norm weight 1, bias 0, running mean 0, running variance 1.
+pub fn init_params(graph: &Graph, seed: u64, device: Device) -> Params {
+    tch::manual_seed(seed as i64);
+    let mut params = Params::new();
+    for spec in graph.param_specs() {
+        let shape: Vec<i64> = spec.shape.iter().map(|&d| d as i64).collect();
+        let opts = (Kind::Float, Device::Cpu);
+        let tensor = match spec.role {
+            ParamRole::ConvWeight => {
+                let fan_out = (spec.shape[0] * spec.shape[2] * spec.shape[3]) as f64;
+                Tensor::randn(&shape, opts) * (2.0 / fan_out).sqrt()
+            }
+            ParamRole::LinearWeight => {
+                Tensor::randn(&shape, opts) * (1.0 / spec.shape[1] as f64).sqrt()
+            }
+            ParamRole::ConvBias
+            | ParamRole::LinearBias
+            | ParamRole::BnBias
+            | ParamRole::BnRunningMean => Tensor::zeros(&shape, opts),
+            ParamRole::BnWeight | ParamRole::BnRunningVar => Tensor::ones(&shape, opts),
+            ParamRole::BnBatchesTracked => Tensor::zeros(&shape, (Kind::Int64, Device::Cpu)),
+        };
+        params.insert(spec.name, tensor.to_device(device));
+    }
+    params
+}

@@ -1,0 +1,151 @@
+//! Runs a graph on tch for a batch. Only the nodes the requested tasks need are computed, and
+//! intermediate activations are dropped as soon as their last consumer has run.
+
+use super::{Graph, Op, UpsampleMode};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::{BTreeMap, HashMap};
+use tch::Tensor;
+
+/// Parameter tensors by name, on one device.
+pub type Params = BTreeMap<String, Tensor>;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Batch norm uses running statistics, dropout is off.
+    Eval,
+    /// Batch norm uses batch statistics and updates its running statistics; dropout is on.
+    Train,
+}
+
+fn param<'a>(params: &'a Params, name: &str) -> Result<&'a Tensor> {
+    params
+        .get(name)
+        .ok_or_else(|| anyhow!("tensor '{name}' is missing"))
+}
+
+fn opt_param<'a>(params: &'a Params, name: &Option<String>) -> Result<Option<&'a Tensor>> {
+    name.as_ref().map(|n| param(params, n)).transpose()
+}
+
+fn pair(v: [usize; 2]) -> [i64; 2] {
+    [v[0] as i64, v[1] as i64]
+}
+
+/// Runs the graph on `input` ([N, C, H, W]) and returns the outputs of `tasks` by task name.
+pub fn forward(
+    graph: &Graph,
+    params: &Params,
+    input: &Tensor,
+    tasks: &[&str],
+    mode: Mode,
+) -> Result<BTreeMap<String, Tensor>> {
+    for task in tasks {
+        if !graph.outputs.iter().any(|o| o.task == *task) {
+            bail!(
+                "the graph has no output for task '{task}' (it has: {})",
+                graph.tasks().join(", ")
+            );
+        }
+    }
+    let needed = graph.needed_nodes(tasks);
+    // Remaining consumers of each node among the needed ones, plus one hold per task output.
+    let mut uses: HashMap<&str, usize> = HashMap::new();
+    for node in graph.nodes.iter().filter(|n| needed.contains(&n.name)) {
+        for input in &node.inputs {
+            *uses.entry(input.as_str()).or_default() += 1;
+        }
+    }
+    let out_nodes: HashMap<&str, Vec<&str>> = graph
+        .outputs
+        .iter()
+        .filter(|o| tasks.contains(&o.task.as_str()))
+        .fold(HashMap::new(), |mut m, o| {
+            m.entry(o.node.as_str())
+                .or_insert_with(Vec::new)
+                .push(o.task.as_str());
+            m
+        });
+
+    let train = mode == Mode::Train;
+    let mut values: HashMap<&str, Tensor> = HashMap::new();
+    let mut results = BTreeMap::new();
+    for node in graph.nodes.iter().filter(|n| needed.contains(&n.name)) {
+        let arg = |i: usize| -> &Tensor { &values[node.inputs[i].as_str()] };
+        let value = (|| -> Result<Tensor> {
+            Ok(match &node.op {
+                Op::Input => input.shallow_clone(),
+                Op::Conv2d(c) => arg(0).conv2d(
+                    param(params, &c.weight)?,
+                    opt_param(params, &c.bias)?,
+                    pair(c.stride),
+                    pair(c.padding),
+                    pair(c.dilation),
+                    c.groups as i64,
+                ),
+                Op::BatchNorm(bn) => Tensor::batch_norm(
+                    arg(0),
+                    opt_param(params, &bn.weight)?,
+                    opt_param(params, &bn.bias)?,
+                    Some(param(params, &bn.running_mean)?),
+                    Some(param(params, &bn.running_var)?),
+                    train,
+                    0.1,
+                    bn.eps,
+                    true,
+                ),
+                Op::Relu => arg(0).relu(),
+                Op::MaxPool(p) => arg(0).max_pool2d(
+                    pair(p.kernel),
+                    pair(p.stride),
+                    pair(p.padding),
+                    [1, 1],
+                    p.ceil_mode,
+                ),
+                Op::Add => {
+                    let mut sum = arg(0) + arg(1);
+                    for i in 2..node.inputs.len() {
+                        sum += arg(i);
+                    }
+                    sum
+                }
+                Op::Dropout { p } => {
+                    if train && *p > 0.0 {
+                        arg(0).dropout(*p, true)
+                    } else {
+                        arg(0).shallow_clone()
+                    }
+                }
+                Op::Upsample(u) => {
+                    let x = arg(0);
+                    let size = x.size();
+                    let out = [size[2] * u.scale as i64, size[3] * u.scale as i64];
+                    match u.mode {
+                        UpsampleMode::Nearest => x.upsample_nearest2d(out, None, None),
+                        UpsampleMode::Bilinear => x.upsample_bilinear2d(out, false, None, None),
+                    }
+                }
+                Op::Linear(l) => {
+                    arg(0).linear(param(params, &l.weight)?, opt_param(params, &l.bias)?)
+                }
+                Op::GlobalAvgPool => arg(0).mean_dim([2i64, 3].as_slice(), false, None),
+                Op::Flatten => arg(0).flatten(1, -1),
+            })
+        })()
+        .with_context(|| format!("graph node '{}'", node.name))?;
+
+        for input in &node.inputs {
+            let left = uses.get_mut(input.as_str()).expect("counted above");
+            *left -= 1;
+            if *left == 0 {
+                values.remove(input.as_str());
+            }
+        }
+        if let Some(tasks) = out_nodes.get(node.name.as_str()) {
+            for task in tasks {
+                results.insert(task.to_string(), value.shallow_clone());
+            }
+        }
+        values.insert(node.name.as_str(), value);
+    }
+    Ok(results)
+}

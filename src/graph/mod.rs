@@ -1,0 +1,601 @@
+//! The typed model graph stored in a checkpoint's metadata, its validation and its analyses
+//! (parameter specs, shape inference, multiply-accumulates, task membership of nodes).
+
+pub mod init;
+pub mod interpreter;
+pub mod scenenet;
+pub mod shapes;
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Version of the graph JSON written by this build. Readers accept every version up to this one.
+pub const GRAPH_FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Graph {
+    pub format: u32,
+    /// Model family that emitted the graph ("scenenet"), for display only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    pub input: InputSpec,
+    pub nodes: Vec<Node>,
+    pub outputs: Vec<GraphOutput>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    pub channels: usize,
+    /// Default spatial size used for multiply-accumulate counts.
+    pub height: usize,
+    pub width: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GraphOutput {
+    pub task: String,
+    pub node: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<String>,
+    /// The task head this node belongs to, when the builder knows it. Without it, membership is
+    /// derived from which task outputs the node reaches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<String>,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    Input,
+    Conv2d(Conv2d),
+    BatchNorm(BatchNorm),
+    Relu,
+    MaxPool(MaxPool),
+    /// Element-wise sum of two or more inputs (residual additions, summed head branches).
+    Add,
+    /// Identity at inference; drops activations with probability `p` while training.
+    Dropout {
+        p: f64,
+    },
+    Upsample(Upsample),
+    Linear(Linear),
+    /// Mean over the spatial dimensions: [N, C, H, W] -> [N, C].
+    GlobalAvgPool,
+    /// [N, ...] -> [N, product of the rest].
+    Flatten,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conv2d {
+    pub weight: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias: Option<String>,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchNorm {
+    pub channels: usize,
+    pub weight: Option<String>,
+    pub bias: Option<String>,
+    pub running_mean: String,
+    pub running_var: String,
+    /// PyTorch's int64 counter; carried so reference state dicts round-trip, unused by inference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_batches_tracked: Option<String>,
+    pub eps: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MaxPool {
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub ceil_mode: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpsampleMode {
+    Nearest,
+    Bilinear,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Upsample {
+    pub scale: usize,
+    pub mode: UpsampleMode,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Linear {
+    pub weight: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias: Option<String>,
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+/// What a parameter tensor is to its node; initialisation and pruning depend on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ParamRole {
+    ConvWeight,
+    ConvBias,
+    LinearWeight,
+    LinearBias,
+    BnWeight,
+    BnBias,
+    BnRunningMean,
+    BnRunningVar,
+    BnBatchesTracked,
+}
+
+impl ParamRole {
+    /// Conv and linear weights: what unstructured pruning masks.
+    pub fn is_prunable_weight(self) -> bool {
+        matches!(self, ParamRole::ConvWeight | ParamRole::LinearWeight)
+    }
+    /// Buffers are not trained.
+    pub fn is_buffer(self) -> bool {
+        matches!(
+            self,
+            ParamRole::BnRunningMean | ParamRole::BnRunningVar | ParamRole::BnBatchesTracked
+        )
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub node: String,
+    pub role: ParamRole,
+    pub shape: Vec<usize>,
+}
+
+impl ParamSpec {
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Segmentation,
+    Normal,
+    Depth,
+    Classification,
+    Regression,
+}
+
+impl TaskKind {
+    pub fn parse(text: &str) -> Result<TaskKind> {
+        Ok(match text.trim().to_ascii_lowercase().as_str() {
+            "segmentation" | "seg" => TaskKind::Segmentation,
+            "normal" | "sn" | "normals" => TaskKind::Normal,
+            "depth" => TaskKind::Depth,
+            "classification" | "cls" => TaskKind::Classification,
+            "regression" | "reg" => TaskKind::Regression,
+            other => bail!(
+                "unknown task kind '{other}' (expected segmentation, normal, depth, classification or regression)"
+            ),
+        })
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskKind::Segmentation => "segmentation",
+            TaskKind::Normal => "normal",
+            TaskKind::Depth => "depth",
+            TaskKind::Classification => "classification",
+            TaskKind::Regression => "regression",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub name: String,
+    pub kind: TaskKind,
+    /// Width of the task's output (classes for segmentation, 3 for normals, 1 for depth).
+    pub outputs: usize,
+}
+
+/// A graph with its task list: everything needed to run a checkpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    pub graph: Graph,
+    pub tasks: Vec<TaskSpec>,
+}
+
+/// Where a node or parameter sits: the shared backbone or one task's head.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "group", content = "task")]
+pub enum Group {
+    Backbone,
+    Head(String),
+}
+
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Group::Backbone => write!(f, "backbone"),
+            Group::Head(task) => write!(f, "head {task}"),
+        }
+    }
+}
+
+impl Node {
+    pub fn new(name: impl Into<String>, inputs: &[&str], op: Op) -> Node {
+        Node {
+            name: name.into(),
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+            head: None,
+            op,
+        }
+    }
+
+    /// The parameter tensors this node references, with their roles and expected shapes.
+    pub fn params(&self) -> Vec<(String, ParamRole, Vec<usize>)> {
+        let mut out = Vec::new();
+        match &self.op {
+            Op::Conv2d(c) => {
+                out.push((
+                    c.weight.clone(),
+                    ParamRole::ConvWeight,
+                    vec![
+                        c.out_channels,
+                        c.in_channels / c.groups.max(1),
+                        c.kernel[0],
+                        c.kernel[1],
+                    ],
+                ));
+                if let Some(b) = &c.bias {
+                    out.push((b.clone(), ParamRole::ConvBias, vec![c.out_channels]));
+                }
+            }
+            Op::BatchNorm(bn) => {
+                if let Some(w) = &bn.weight {
+                    out.push((w.clone(), ParamRole::BnWeight, vec![bn.channels]));
+                }
+                if let Some(b) = &bn.bias {
+                    out.push((b.clone(), ParamRole::BnBias, vec![bn.channels]));
+                }
+                out.push((
+                    bn.running_mean.clone(),
+                    ParamRole::BnRunningMean,
+                    vec![bn.channels],
+                ));
+                out.push((
+                    bn.running_var.clone(),
+                    ParamRole::BnRunningVar,
+                    vec![bn.channels],
+                ));
+                if let Some(t) = &bn.num_batches_tracked {
+                    out.push((t.clone(), ParamRole::BnBatchesTracked, vec![]));
+                }
+            }
+            Op::Linear(l) => {
+                out.push((
+                    l.weight.clone(),
+                    ParamRole::LinearWeight,
+                    vec![l.out_features, l.in_features],
+                ));
+                if let Some(b) = &l.bias {
+                    out.push((b.clone(), ParamRole::LinearBias, vec![l.out_features]));
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    fn arity(&self) -> (usize, usize) {
+        match self.op {
+            Op::Input => (0, 0),
+            Op::Add => (2, usize::MAX),
+            _ => (1, 1),
+        }
+    }
+}
+
+impl Graph {
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn input_node(&self) -> Result<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| matches!(n.op, Op::Input))
+            .ok_or_else(|| anyhow::anyhow!("graph has no input node"))
+    }
+
+    pub fn tasks(&self) -> Vec<&str> {
+        self.outputs.iter().map(|o| o.task.as_str()).collect()
+    }
+
+    /// Structural checks: unique names, inputs defined before use, arities, one input, outputs.
+    pub fn validate(&self) -> Result<()> {
+        if self.format > GRAPH_FORMAT {
+            bail!(
+                "graph format {} is newer than this cut understands ({GRAPH_FORMAT}); upgrade cut",
+                self.format
+            );
+        }
+        let mut seen = BTreeSet::new();
+        let mut inputs = 0;
+        for node in &self.nodes {
+            if !seen.insert(node.name.as_str()) {
+                bail!("graph node '{}' is defined twice", node.name);
+            }
+            if matches!(node.op, Op::Input) {
+                inputs += 1;
+            }
+            let (lo, hi) = node.arity();
+            if node.inputs.len() < lo || node.inputs.len() > hi {
+                bail!(
+                    "graph node '{}' has {} inputs, its op takes {lo}{}",
+                    node.name,
+                    node.inputs.len(),
+                    if hi == usize::MAX {
+                        " or more".to_string()
+                    } else if hi == lo {
+                        String::new()
+                    } else {
+                        format!("..{hi}")
+                    }
+                );
+            }
+            for input in &node.inputs {
+                if !seen.contains(input.as_str()) || input == &node.name {
+                    bail!(
+                        "graph node '{}' reads '{}', which is not defined before it",
+                        node.name,
+                        input
+                    );
+                }
+            }
+            if let Op::Conv2d(c) = &node.op {
+                if c.groups == 0 || c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0
+                {
+                    bail!(
+                        "graph node '{}' has {} groups, which do not divide its channels",
+                        node.name,
+                        c.groups
+                    );
+                }
+            }
+        }
+        if inputs != 1 {
+            bail!("graph has {inputs} input nodes, expected exactly one");
+        }
+        if self.outputs.is_empty() {
+            bail!("graph has no task outputs");
+        }
+        let mut tasks = BTreeSet::new();
+        for out in &self.outputs {
+            if !tasks.insert(out.task.as_str()) {
+                bail!("graph output for task '{}' is defined twice", out.task);
+            }
+            if !seen.contains(out.node.as_str()) {
+                bail!(
+                    "graph output for task '{}' names node '{}', which does not exist",
+                    out.task,
+                    out.node
+                );
+            }
+        }
+        let mut params = BTreeSet::new();
+        for node in &self.nodes {
+            for (name, _, _) in node.params() {
+                if !params.insert(name.clone()) {
+                    bail!("tensor '{name}' is used by more than one graph node");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every parameter tensor the graph references, in node order.
+    pub fn param_specs(&self) -> Vec<ParamSpec> {
+        self.nodes
+            .iter()
+            .flat_map(|node| {
+                node.params()
+                    .into_iter()
+                    .map(move |(name, role, shape)| ParamSpec {
+                        name,
+                        node: node.name.clone(),
+                        role,
+                        shape,
+                    })
+            })
+            .collect()
+    }
+
+    /// For each node, the tasks whose outputs depend on it.
+    pub fn task_reach(&self) -> HashMap<String, BTreeSet<String>> {
+        let mut reach: HashMap<String, BTreeSet<String>> = self
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), BTreeSet::new()))
+            .collect();
+        for out in &self.outputs {
+            if let Some(set) = reach.get_mut(&out.node) {
+                set.insert(out.task.clone());
+            }
+        }
+        for node in self.nodes.iter().rev() {
+            let tasks = reach[&node.name].clone();
+            for input in &node.inputs {
+                if let Some(set) = reach.get_mut(input) {
+                    set.extend(tasks.iter().cloned());
+                }
+            }
+        }
+        reach
+    }
+
+    /// Backbone or head of each node: the `head` annotation where present, otherwise a node that
+    /// only one task's output depends on (in a graph with several tasks) belongs to that task's head.
+    pub fn node_groups(&self) -> HashMap<String, Group> {
+        let reach = self.task_reach();
+        let several = self.outputs.len() > 1;
+        self.nodes
+            .iter()
+            .map(|node| {
+                let group = match &node.head {
+                    Some(task) => Group::Head(task.clone()),
+                    None => {
+                        let tasks = &reach[&node.name];
+                        if several && tasks.len() == 1 {
+                            Group::Head(tasks.iter().next().unwrap().clone())
+                        } else {
+                            Group::Backbone
+                        }
+                    }
+                };
+                (node.name.clone(), group)
+            })
+            .collect()
+    }
+
+    /// Group of every parameter tensor.
+    pub fn param_groups(&self) -> BTreeMap<String, Group> {
+        let groups = self.node_groups();
+        self.param_specs()
+            .into_iter()
+            .map(|spec| {
+                let group = groups[&spec.node].clone();
+                (spec.name, group)
+            })
+            .collect()
+    }
+
+    /// Nodes needed to compute the given tasks' outputs.
+    pub fn needed_nodes(&self, tasks: &[&str]) -> BTreeSet<String> {
+        let mut needed: BTreeSet<String> = self
+            .outputs
+            .iter()
+            .filter(|o| tasks.contains(&o.task.as_str()))
+            .map(|o| o.node.clone())
+            .collect();
+        for node in self.nodes.iter().rev() {
+            if needed.contains(&node.name) {
+                for input in &node.inputs {
+                    needed.insert(input.clone());
+                }
+            }
+        }
+        needed
+    }
+
+    /// The graph restricted to the given tasks: other outputs and the nodes only they used are gone.
+    pub fn keep_tasks(&self, tasks: &[&str]) -> Graph {
+        let needed = self.needed_nodes(tasks);
+        let groups = self.node_groups();
+        let mut graph = self.clone();
+        graph.nodes.retain(|n| needed.contains(&n.name));
+        // Pin head membership so a single-task graph still knows its head from its backbone.
+        for node in &mut graph.nodes {
+            if let Group::Head(task) = &groups[&node.name] {
+                node.head = Some(task.clone());
+            }
+        }
+        graph.outputs.retain(|o| tasks.contains(&o.task.as_str()));
+        graph
+    }
+}
+
+impl Model {
+    /// Checks that graph and task list agree.
+    pub fn validate(&self) -> Result<()> {
+        self.graph.validate()?;
+        let graph_tasks: BTreeSet<&str> = self.graph.tasks().into_iter().collect();
+        let listed: BTreeSet<&str> = self.tasks.iter().map(|t| t.name.as_str()).collect();
+        if listed.len() != self.tasks.len() {
+            bail!("task list names a task twice");
+        }
+        if graph_tasks != listed {
+            bail!(
+                "task list ({}) does not match the graph's outputs ({})",
+                listed.into_iter().collect::<Vec<_>>().join(","),
+                graph_tasks.into_iter().collect::<Vec<_>>().join(",")
+            );
+        }
+        for task in &self.tasks {
+            if task.name.is_empty() || task.name.contains(',') {
+                bail!("task name '{}' is empty or contains a comma", task.name);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn task(&self, name: &str) -> Option<&TaskSpec> {
+        self.tasks.iter().find(|t| t.name == name)
+    }
+
+    pub fn task_names(&self) -> Vec<&str> {
+        self.tasks.iter().map(|t| t.name.as_str()).collect()
+    }
+
+    /// Resolves a user's task selection: every name must exist, none twice, at least one.
+    pub fn select_tasks(&self, names: &[String]) -> Result<Vec<TaskSpec>> {
+        if names.is_empty() {
+            bail!(
+                "no tasks given (the model has: {})",
+                self.task_names().join(", ")
+            );
+        }
+        let mut out: Vec<TaskSpec> = Vec::new();
+        for name in names {
+            let Some(task) = self.task(name) else {
+                bail!(
+                    "unknown task '{name}' (the model has: {})",
+                    self.task_names().join(", ")
+                );
+            };
+            if out.iter().any(|t| &t.name == name) {
+                bail!("task '{name}' is given twice");
+            }
+            out.push(task.clone());
+        }
+        Ok(out)
+    }
+
+    /// The model restricted to the given tasks.
+    pub fn keep_tasks(&self, tasks: &[&str]) -> Model {
+        Model {
+            graph: self.graph.keep_tasks(tasks),
+            tasks: self
+                .tasks
+                .iter()
+                .filter(|t| tasks.contains(&t.name.as_str()))
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// Parses a comma-separated task list such as "seg,depth".
+pub fn parse_task_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}

@@ -1,0 +1,11 @@
+//! `cut`: prune pre-trained multi-task models into compact task-specific models.
+//!
+//! - [`checkpoint`]: safetensors files that carry their model graph and task list.
+//! - [`graph`]: the typed graph, its interpreter on tch, and model-family builders.
+//! - [`report`]: inspection summaries and reports, as data.
+//! - [`device`]: CPU or CUDA selection.
+
+pub mod checkpoint;
+pub mod device;
+pub mod graph;
+pub mod report;

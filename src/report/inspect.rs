@@ -1,0 +1,209 @@
+//! `cut inspect`: sizes, sparsity and compute of a checkpoint per group (backbone, each head).
+
+use crate::checkpoint::metadata::{read_provenance, Provenance};
+use crate::checkpoint::{Checkpoint, LoadOptions};
+use crate::graph::{shapes, Group, TaskSpec};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct GroupStats {
+    /// "backbone" or the task name of a head.
+    pub group: String,
+    pub task: Option<String>,
+    pub tensors: usize,
+    /// Trainable elements (batch norm running statistics and counters excluded).
+    pub params: u64,
+    /// Conv and linear weights: what pruning masks.
+    pub weights: u64,
+    pub bytes: u64,
+    pub dtypes: Vec<String>,
+    /// Exactly-zero trainable elements.
+    pub zeros: u64,
+    pub zero_share: f64,
+    /// Multiply-accumulates for one input of the inspected size.
+    pub macs: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TensorStats {
+    pub name: String,
+    pub group: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub elements: u64,
+    pub bytes: u64,
+    pub zeros: u64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct DropSaving {
+    pub task: String,
+    pub params: u64,
+    pub bytes: u64,
+    pub macs: u64,
+    pub share_of_params: f64,
+    pub share_of_bytes: f64,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Inspection {
+    pub file: String,
+    pub file_bytes: u64,
+    pub family: Option<String>,
+    /// True when the graph was inferred from reference tensor names.
+    pub inferred_graph: bool,
+    pub warnings: Vec<String>,
+    pub input: [usize; 3],
+    pub tasks: Vec<TaskSpec>,
+    pub groups: Vec<GroupStats>,
+    pub total: GroupStats,
+    pub drop_head_savings: Vec<DropSaving>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tensor_list: Option<Vec<TensorStats>>,
+    pub provenance: Option<Provenance>,
+}
+
+fn group_label(group: &Group) -> (String, Option<String>) {
+    match group {
+        Group::Backbone => ("backbone".into(), None),
+        Group::Head(t) => (format!("head {t}"), Some(t.clone())),
+    }
+}
+
+/// Summarises a checkpoint. `input` overrides the graph's default [C, H, W] for MAC counts.
+pub fn inspect(
+    ckpt: &Checkpoint,
+    opts: &LoadOptions,
+    input: Option<[usize; 3]>,
+    list_tensors: bool,
+) -> Result<Inspection> {
+    let loaded = ckpt.model(opts)?;
+    let model = &loaded.model;
+    let graph = &model.graph;
+    let input = input.unwrap_or([graph.input.channels, graph.input.height, graph.input.width]);
+    let shapes = shapes::infer(graph, input)
+        .with_context(|| format!("{}: input size {input:?}", ckpt.path.display()))?;
+    let node_macs = shapes::macs(graph, &shapes);
+    let node_groups = graph.node_groups();
+
+    let mut order: Vec<Group> = vec![Group::Backbone];
+    order.extend(model.tasks.iter().map(|t| Group::Head(t.name.clone())));
+    let mut stats: BTreeMap<Group, GroupStats> = order
+        .iter()
+        .map(|g| {
+            let (group, task) = group_label(g);
+            (
+                g.clone(),
+                GroupStats {
+                    group,
+                    task,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    let mut tensor_list = Vec::new();
+    for spec in graph.param_specs() {
+        let entry = ckpt.entry(&spec.name)?;
+        let group = &node_groups[&spec.node];
+        let s = stats.get_mut(group).expect("every group is listed");
+        let elements = entry.numel() as u64;
+        let zeros = if spec.role.is_buffer() {
+            0
+        } else {
+            ckpt.count_zeros(entry)? as u64
+        };
+        s.tensors += 1;
+        s.bytes += entry.bytes() as u64;
+        if !spec.role.is_buffer() {
+            s.params += elements;
+            s.zeros += zeros;
+        }
+        if spec.role.is_prunable_weight() {
+            s.weights += elements;
+        }
+        let dtype = entry.dtype.to_string();
+        if !s.dtypes.contains(&dtype) && !spec.role.is_buffer() {
+            s.dtypes.push(dtype.clone());
+        }
+        if list_tensors {
+            tensor_list.push(TensorStats {
+                name: spec.name.clone(),
+                group: s.group.clone(),
+                dtype,
+                shape: entry.shape.clone(),
+                elements,
+                bytes: entry.bytes() as u64,
+                zeros,
+            });
+        }
+    }
+    for (node, macs) in &node_macs {
+        stats
+            .get_mut(&node_groups[node])
+            .expect("every group is listed")
+            .macs += macs;
+    }
+    let mut total = GroupStats {
+        group: "total".into(),
+        ..Default::default()
+    };
+    let groups: Vec<GroupStats> = order
+        .iter()
+        .map(|g| {
+            let mut s = stats.remove(g).expect("every group is listed");
+            s.zero_share = if s.params > 0 {
+                s.zeros as f64 / s.params as f64
+            } else {
+                0.0
+            };
+            total.tensors += s.tensors;
+            total.params += s.params;
+            total.weights += s.weights;
+            total.bytes += s.bytes;
+            total.zeros += s.zeros;
+            total.macs += s.macs;
+            for d in &s.dtypes {
+                if !total.dtypes.contains(d) {
+                    total.dtypes.push(d.clone());
+                }
+            }
+            s
+        })
+        .collect();
+    total.zero_share = if total.params > 0 {
+        total.zeros as f64 / total.params as f64
+    } else {
+        0.0
+    };
+    let drop_head_savings = groups
+        .iter()
+        .filter_map(|g| {
+            let task = g.task.clone()?;
+            Some(DropSaving {
+                task,
+                params: g.params,
+                bytes: g.bytes,
+                macs: g.macs,
+                share_of_params: g.params as f64 / total.params.max(1) as f64,
+                share_of_bytes: g.bytes as f64 / total.bytes.max(1) as f64,
+            })
+        })
+        .collect();
+    Ok(Inspection {
+        file: ckpt.path.display().to_string(),
+        file_bytes: ckpt.file_len() as u64,
+        family: graph.family.clone(),
+        inferred_graph: loaded.inferred,
+        warnings: loaded.warnings,
+        input,
+        tasks: model.tasks.clone(),
+        groups,
+        total,
+        drop_head_savings,
+        tensor_list: list_tensors.then_some(tensor_list),
+        provenance: read_provenance(&ckpt.metadata),
+    })
+}

@@ -1,0 +1,5 @@
+//! What `cut` tells its users: inspection summaries and (later) pruning reports, as data that the
+//! CLI prints as tables or JSON.
+
+pub mod inspect;
+pub mod table;
