@@ -81,7 +81,7 @@ fn human(r: &Inspection) -> String {
             "params",
             "bytes",
             "dtype",
-            "zeros",
+            "zero weights",
             &macs_header,
         ],
         &rows,

@@ -32,3 +32,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::New(a) => new::run(a),
     }
 }
+
+/// The command as the user typed it, program name normalised, for provenance records.
+pub fn command_line() -> String {
+    std::iter::once("cut".to_string())
+        .chain(std::env::args().skip(1))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -26,13 +26,12 @@ pub fn run(a: Args) -> Result<()> {
     writer::check_output(&a.out, &[], a.force)?;
     let model = a.scenenet.config()?.build()?;
     let params = cut::graph::init::init_params(&model.graph, a.seed, tch::Device::Cpu);
-    let command = std::env::args().collect::<Vec<_>>().join(" ");
     writer::save_model(
         &a.out,
         &model,
         &params,
         a.dtype,
-        Some(&Provenance::new(command, None)),
+        Some(&Provenance::new(super::command_line(), None)),
     )?;
     eprintln!("wrote {}", a.out.display());
     Ok(())

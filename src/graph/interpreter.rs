@@ -149,3 +149,102 @@ pub fn forward(
     }
     Ok(results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::tests_support::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn tiny_graph_by_hand() {
+        let g = two_head_graph();
+        let mut p = Params::new();
+        // stem: out_c = w . in + b with w = [[1,0],[0,1],[1,1]], b = [0,0,-10].
+        p.insert(
+            "stem.weight".into(),
+            Tensor::from_slice(&[1f32, 0., 0., 1., 1., 1.]).view([3, 2, 1, 1]),
+        );
+        p.insert("stem.bias".into(), Tensor::from_slice(&[0f32, 0., -10.]));
+        p.insert(
+            "a.weight".into(),
+            Tensor::from_slice(&[1f32, 2., 3.]).view([1, 3, 1, 1]),
+        );
+        p.insert("a.bias".into(), Tensor::from_slice(&[0.5f32]));
+        p.insert(
+            "b.weight".into(),
+            Tensor::from_slice(&[1f32, 0., 0., 0., -1., 0.]).view([2, 3, 1, 1]),
+        );
+        p.insert("b.bias".into(), Tensor::from_slice(&[0f32, 0.]));
+        // One pixel (x0, x1) = (2, 3), tiled over 4x4.
+        let x = Tensor::from_slice(&[2f32, 3.])
+            .view([1, 2, 1, 1])
+            .expand([1, 2, 4, 4], false)
+            .contiguous();
+        let out = forward(&g, &p, &x, &["ta", "tb"], Mode::Eval).unwrap();
+        // stem = (2, 3, 2+3-10 = -5); a = 2 + 6 - 15 + 0.5 = -6.5; b = relu(2, -3) = (2, 0).
+        assert_eq!(out["ta"].double_value(&[0, 0, 1, 2]), -6.5);
+        assert_eq!(out["tb"].double_value(&[0, 0, 3, 3]), 2.0);
+        assert_eq!(out["tb"].double_value(&[0, 1, 0, 0]), 0.0);
+
+        // Only the asked-for head runs: a missing head tensor does not matter.
+        p.remove("a.weight");
+        let out = forward(&g, &p, &x, &["tb"], Mode::Eval).unwrap();
+        assert_eq!(out.keys().collect::<Vec<_>>(), ["tb"]);
+        let err = forward(&g, &p, &x, &["ta"], Mode::Eval).unwrap_err();
+        assert_eq!(
+            format!("{err:#}"),
+            "graph node 'a': tensor 'a.weight' is missing"
+        );
+    }
+
+    #[test]
+    fn gradients_flow_by_hand() {
+        let g = two_head_graph();
+        let mut p = Params::new();
+        for (name, shape) in [
+            ("stem.weight", vec![3, 2, 1, 1]),
+            ("a.weight", vec![1, 3, 1, 1]),
+            ("b.weight", vec![2, 3, 1, 1]),
+        ] {
+            p.insert(
+                name.into(),
+                Tensor::ones(shape.as_slice(), (Kind::Float, Device::Cpu)).set_requires_grad(true),
+            );
+        }
+        for (name, n) in [("stem.bias", 3), ("a.bias", 1), ("b.bias", 2)] {
+            p.insert(
+                name.into(),
+                Tensor::zeros([n], (Kind::Float, Device::Cpu)).set_requires_grad(true),
+            );
+        }
+        let x = Tensor::ones([1, 2, 4, 4], (Kind::Float, Device::Cpu));
+        let out = forward(&g, &p, &x, &["ta"], Mode::Eval).unwrap();
+        out["ta"].sum(Kind::Float).backward();
+        // a = sum_c (x0 + x1) over 3 stem channels per pixel: d/da.weight[c] = sum over 16 pixels of stem_c = 16 * 2.
+        let grad = p["a.weight"].grad();
+        assert_eq!(grad.double_value(&[0, 1, 0, 0]), 32.0);
+        // Head b was not used: no gradient reached it.
+        assert!(!p["b.weight"].grad().defined());
+    }
+
+    #[test]
+    fn small_scenenet_output_shapes() {
+        let model = small_scenenet().build().unwrap();
+        let params = crate::graph::init::init_params(&model.graph, 0, Device::Cpu);
+        let x = Tensor::randn([2, 3, 64, 48], (Kind::Float, Device::Cpu));
+        let out = forward(
+            &model.graph,
+            &params,
+            &x,
+            &["seg", "normal", "depth"],
+            Mode::Eval,
+        )
+        .unwrap();
+        assert_eq!(out["seg"].size(), [2, 5, 9, 7]);
+        assert_eq!(out["normal"].size(), [2, 3, 9, 7]);
+        assert_eq!(out["depth"].size(), [2, 1, 9, 7]);
+        let shapes = crate::graph::shapes::infer(&model.graph, [3, 64, 48]).unwrap();
+        assert_eq!(shapes[&model.graph.outputs[0].node], vec![5, 9, 7]);
+    }
+}

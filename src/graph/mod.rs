@@ -599,3 +599,244 @@ pub fn parse_task_list(text: &str) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .collect()
 }
+
+/// Small graphs shared by unit tests.
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+
+    /// A SceneNet small enough to run in milliseconds, with tasks seg (5 classes), normal, depth.
+    pub fn small_scenenet() -> scenenet::SceneNetConfig {
+        let mut c = scenenet::SceneNetConfig::reference(vec![
+            TaskSpec {
+                name: "seg".into(),
+                kind: TaskKind::Segmentation,
+                outputs: 5,
+            },
+            TaskSpec {
+                name: "normal".into(),
+                kind: TaskKind::Normal,
+                outputs: 3,
+            },
+            TaskSpec {
+                name: "depth".into(),
+                kind: TaskKind::Depth,
+                outputs: 1,
+            },
+        ]);
+        c.blocks = vec![1, 1, 1, 1];
+        c.widths = vec![8, 8, 16, 16];
+        c.stem_width = 8;
+        c.head_width = 16;
+        c.input_hw = [64, 64];
+        c
+    }
+
+    /// input -> stem conv -> two heads (a: conv, b: conv -> relu); b's relu is only b's.
+    pub fn two_head_graph() -> Graph {
+        let conv = |name: &str, cin: usize, cout: usize| {
+            Op::Conv2d(Conv2d {
+                weight: format!("{name}.weight"),
+                bias: Some(format!("{name}.bias")),
+                in_channels: cin,
+                out_channels: cout,
+                kernel: [1, 1],
+                stride: [1, 1],
+                padding: [0, 0],
+                dilation: [1, 1],
+                groups: 1,
+            })
+        };
+        Graph {
+            format: GRAPH_FORMAT,
+            family: None,
+            input: InputSpec {
+                channels: 2,
+                height: 4,
+                width: 4,
+            },
+            nodes: vec![
+                Node::new("input", &[], Op::Input),
+                Node::new("stem", &["input"], conv("stem", 2, 3)),
+                Node::new("a", &["stem"], conv("a", 3, 1)),
+                Node::new("b", &["stem"], conv("b", 3, 2)),
+                Node::new("b_relu", &["b"], Op::Relu),
+            ],
+            outputs: vec![
+                GraphOutput {
+                    task: "ta".into(),
+                    node: "a".into(),
+                },
+                GraphOutput {
+                    task: "tb".into(),
+                    node: "b_relu".into(),
+                },
+            ],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::*;
+    use super::*;
+
+    #[test]
+    fn groups_follow_task_reach() {
+        let g = two_head_graph();
+        g.validate().unwrap();
+        let groups = g.node_groups();
+        assert_eq!(groups["stem"], Group::Backbone);
+        assert_eq!(groups["a"], Group::Head("ta".into()));
+        assert_eq!(groups["b_relu"], Group::Head("tb".into()));
+        let pg = g.param_groups();
+        assert_eq!(pg["stem.weight"], Group::Backbone);
+        assert_eq!(pg["b.bias"], Group::Head("tb".into()));
+    }
+
+    #[test]
+    fn keep_tasks_drops_other_heads_and_pins_membership() {
+        let g = two_head_graph().keep_tasks(&["tb"]);
+        let names: Vec<&str> = g.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["input", "stem", "b", "b_relu"]);
+        assert_eq!(g.outputs.len(), 1);
+        // With one task left, membership comes from the pinned annotation, not from reach.
+        let groups = g.node_groups();
+        assert_eq!(groups["stem"], Group::Backbone);
+        assert_eq!(groups["b"], Group::Head("tb".into()));
+    }
+
+    #[test]
+    fn validate_rejects_bad_graphs() {
+        let mut g = two_head_graph();
+        g.nodes[2].inputs = vec!["b".into()];
+        assert!(g
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("'a' reads 'b', which is not defined before it"));
+        let mut g = two_head_graph();
+        g.nodes.push(Node::new("a", &["stem"], Op::Relu));
+        assert!(g
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("defined twice"));
+        let mut g = two_head_graph();
+        g.nodes.push(Node::new("sum", &["a"], Op::Add));
+        assert!(g
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("has 1 inputs"));
+        let mut g = two_head_graph();
+        g.format = GRAPH_FORMAT + 1;
+        assert!(g.validate().unwrap_err().to_string().contains("newer"));
+    }
+
+    #[test]
+    fn graph_json_round_trips() {
+        let g = two_head_graph();
+        let text = serde_json::to_string(&g).unwrap();
+        assert!(text.contains(r#""op":"conv2d""#), "{text}");
+        let back: Graph = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, g);
+    }
+
+    #[test]
+    fn select_tasks_checks_names() {
+        let model = Model {
+            graph: two_head_graph(),
+            tasks: vec![
+                TaskSpec {
+                    name: "ta".into(),
+                    kind: TaskKind::Depth,
+                    outputs: 1,
+                },
+                TaskSpec {
+                    name: "tb".into(),
+                    kind: TaskKind::Segmentation,
+                    outputs: 2,
+                },
+            ],
+        };
+        model.validate().unwrap();
+        assert_eq!(model.select_tasks(&["tb".into()]).unwrap()[0].name, "tb");
+        let err = model.select_tasks(&["tc".into()]).unwrap_err().to_string();
+        assert_eq!(err, "unknown task 'tc' (the model has: ta, tb)");
+        assert!(model
+            .select_tasks(&["ta".into(), "ta".into()])
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        assert!(model
+            .select_tasks(&[])
+            .unwrap_err()
+            .to_string()
+            .contains("no tasks"));
+    }
+
+    #[test]
+    fn shapes_and_macs_by_hand() {
+        let g = two_head_graph();
+        let shapes = shapes::infer(&g, [2, 4, 4]).unwrap();
+        assert_eq!(shapes["b_relu"], vec![2, 4, 4]);
+        let macs = shapes::macs(&g, &shapes);
+        // 1x1 convs: H*W*Cout*Cin.
+        assert_eq!(macs["stem"], 16 * 3 * 2);
+        assert_eq!(macs["a"], 16 * 1 * 3);
+        assert_eq!(macs["b"], 16 * 2 * 3);
+        assert!(shapes::infer(&g, [3, 4, 4]).is_err());
+    }
+
+    #[test]
+    fn scenenet_reference_sizes_and_names() {
+        let tasks = vec![
+            TaskSpec {
+                name: "seg".into(),
+                kind: TaskKind::Segmentation,
+                outputs: 40,
+            },
+            TaskSpec {
+                name: "sn".into(),
+                kind: TaskKind::Normal,
+                outputs: 3,
+            },
+            TaskSpec {
+                name: "depth".into(),
+                kind: TaskKind::Depth,
+                outputs: 1,
+            },
+        ];
+        let model = scenenet::SceneNetConfig::reference(tasks).build().unwrap();
+        let specs = model.graph.param_specs();
+        let groups = model.graph.param_groups();
+        let conv: usize = specs
+            .iter()
+            .filter(|s| s.role.is_prunable_weight())
+            .map(|s| s.numel())
+            .sum();
+        let backbone: usize = specs
+            .iter()
+            .filter(|s| s.role.is_prunable_weight() && groups[&s.name] == Group::Backbone)
+            .map(|s| s.numel())
+            .sum();
+        // The note's figures: backbone conv weights 21.27 M, about 90.6 M in all with three heads.
+        assert_eq!(backbone, 21_267_648);
+        assert!((90_500_000..90_700_000).contains(&conv), "{conv}");
+        for name in [
+            "backbone.conv1.weight",
+            "backbone.bn1.num_batches_tracked",
+            "backbone.blocks.3.2.conv2.weight",
+            "backbone.ds.1.0.weight",
+            "backbone.ds.3.1.running_var",
+            "task3_fc1_c3.conv3.bias",
+        ] {
+            assert!(specs.iter().any(|s| s.name == name), "{name}");
+        }
+        // Stage 0 keeps width and stride: no downsample.
+        assert!(!specs.iter().any(|s| s.name.starts_with("backbone.ds.0.")));
+        let shapes = shapes::infer(&model.graph, [3, 321, 321]).unwrap();
+        assert_eq!(shapes[&model.graph.outputs[0].node], vec![40, 41, 41]);
+    }
+}

@@ -19,8 +19,9 @@ pub struct GroupStats {
     pub weights: u64,
     pub bytes: u64,
     pub dtypes: Vec<String>,
-    /// Exactly-zero trainable elements.
+    /// Exactly-zero conv and linear weights (biases and batch norm are not counted: they are not pruned).
     pub zeros: u64,
+    /// zeros / weights: the sparsity of the group.
     pub zero_share: f64,
     /// Multiply-accumulates for one input of the inspected size.
     pub macs: u64,
@@ -110,17 +111,17 @@ pub fn inspect(
         let group = &node_groups[&spec.node];
         let s = stats.get_mut(group).expect("every group is listed");
         let elements = entry.numel() as u64;
-        let zeros = if spec.role.is_buffer() {
-            0
-        } else {
+        let zeros = if spec.role.is_prunable_weight() {
             ckpt.count_zeros(entry)? as u64
+        } else {
+            0
         };
         s.tensors += 1;
         s.bytes += entry.bytes() as u64;
         if !spec.role.is_buffer() {
             s.params += elements;
-            s.zeros += zeros;
         }
+        s.zeros += zeros;
         if spec.role.is_prunable_weight() {
             s.weights += elements;
         }

@@ -1,0 +1,190 @@
+//! Checkpoint I/O through the library: round trips, inference from reference names, atomic writes.
+
+mod common;
+
+use common::*;
+use cut::checkpoint::metadata::{read_provenance, GRAPH_KEY};
+use cut::checkpoint::writer::{check_output, save_model, write_atomic};
+use cut::checkpoint::{Checkpoint, DType, LoadOptions};
+use cut::graph::interpreter::{forward, Mode};
+use cut::graph::TaskKind;
+use tch::{Device, Kind, Tensor};
+
+#[test]
+fn metadata_and_tensors_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, params) = small_model();
+    let path = write_small(dir.path(), "m.safetensors", DType::F32);
+    let ckpt = Checkpoint::open(&path).unwrap();
+    let loaded = ckpt.model(&LoadOptions::default()).unwrap();
+    assert!(!loaded.inferred);
+    assert_eq!(loaded.model, model);
+    assert_eq!(read_provenance(&ckpt.metadata).unwrap().command, "test");
+    let back = ckpt.load_params(&model, Device::Cpu).unwrap();
+    for (name, t) in &params {
+        assert!(back[name].equal(t), "{name}");
+    }
+    // The safetensors crate reads what we write.
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.len(), params.len());
+}
+
+#[test]
+fn half_precision_files_load_as_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, params) = small_model();
+    for dtype in [DType::F16, DType::BF16] {
+        let path = write_small(dir.path(), &format!("m-{dtype}.safetensors"), dtype);
+        let ckpt = Checkpoint::open(&path).unwrap();
+        assert_eq!(ckpt.entry("backbone.conv1.weight").unwrap().dtype, dtype);
+        assert_eq!(
+            ckpt.entry("backbone.bn1.num_batches_tracked")
+                .unwrap()
+                .dtype,
+            DType::I64
+        );
+        let back = ckpt.load_params(&model, Device::Cpu).unwrap();
+        let w = &back["backbone.conv1.weight"];
+        assert_eq!(w.kind(), Kind::Float);
+        let rel = (w - &params["backbone.conv1.weight"])
+            .abs()
+            .max()
+            .double_value(&[])
+            / params["backbone.conv1.weight"]
+                .abs()
+                .max()
+                .double_value(&[]);
+        assert!(rel < 1e-2, "{dtype}: {rel}");
+        assert!(rel > 0.0, "{dtype} should lose precision");
+    }
+}
+
+#[test]
+fn same_model_gives_identical_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_small(dir.path(), "a.safetensors", DType::F32);
+    let b = write_small(dir.path(), "b.safetensors", DType::F32);
+    assert_eq!(std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+}
+
+#[test]
+fn reference_state_dict_is_recognised() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_bare(dir.path(), "ref.safetensors");
+    let ckpt = Checkpoint::open(&path).unwrap();
+    assert!(!ckpt.metadata.contains_key(GRAPH_KEY));
+
+    let loaded = ckpt.model(&LoadOptions::default()).unwrap();
+    assert!(loaded.inferred);
+    let names: Vec<&str> = loaded.model.task_names();
+    assert_eq!(names, ["task1", "task2", "task3"]);
+    let kinds: Vec<TaskKind> = loaded.model.tasks.iter().map(|t| t.kind).collect();
+    assert_eq!(
+        kinds,
+        [TaskKind::Segmentation, TaskKind::Normal, TaskKind::Depth]
+    );
+    assert!(
+        loaded.warnings[0].contains("guessed from output widths"),
+        "{:?}",
+        loaded.warnings
+    );
+
+    // Same graph as the one that made the tensors, up to task names.
+    let (original, params) = small_model();
+    assert_eq!(loaded.model.graph.nodes.len(), original.graph.nodes.len());
+    let opts = LoadOptions {
+        task_names: Some(vec!["seg".into(), "normal".into(), "depth".into()]),
+        task_kinds: Some(vec![
+            TaskKind::Segmentation,
+            TaskKind::Normal,
+            TaskKind::Depth,
+        ]),
+    };
+    let named = ckpt.model(&opts).unwrap();
+    assert!(named.warnings.is_empty());
+    assert_eq!(named.model, original);
+
+    // And it computes the same outputs.
+    let loaded_params = ckpt.load_params(&named.model, Device::Cpu).unwrap();
+    let x = Tensor::randn([1, 3, 40, 40], (Kind::Float, Device::Cpu));
+    let a = forward(&original.graph, &params, &x, &["depth"], Mode::Eval).unwrap();
+    let b = forward(
+        &named.model.graph,
+        &loaded_params,
+        &x,
+        &["depth"],
+        Mode::Eval,
+    )
+    .unwrap();
+    let diff = (&a["depth"] - &b["depth"]).abs().max().double_value(&[]);
+    assert!(diff == 0.0, "max difference {diff}");
+
+    let wrong = LoadOptions {
+        task_names: Some(vec!["a".into()]),
+        ..Default::default()
+    };
+    let err = format!("{:#}", ckpt.model(&wrong).err().unwrap());
+    assert!(
+        err.contains("--task-names gives 1 names but the checkpoint has 3 task heads"),
+        "{err}"
+    );
+}
+
+#[test]
+fn mismatched_tensors_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_small(dir.path(), "m.safetensors", DType::F32);
+    let ckpt = Checkpoint::open(&path).unwrap();
+    let mut model = ckpt.model(&LoadOptions::default()).unwrap().model;
+    // Claim a wider stem than the file has.
+    if let cut::graph::Op::Conv2d(c) = &mut model.graph.nodes[1].op {
+        c.out_channels = 16;
+    }
+    let err = format!("{:#}", ckpt.check_against(&model).unwrap_err());
+    assert!(
+        err.contains("'backbone.conv1.weight' expected [16, 3, 7, 7], found [8, 3, 7, 7]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn outputs_are_checked_and_written_atomically() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write_small(dir.path(), "in.safetensors", DType::F32);
+    let err = check_output(&input, &[&input], true)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("refusing to overwrite the input"), "{err}");
+    // The same file reached through another spelling is still the input.
+    let other = dir.path().join(".").join("in.safetensors");
+    assert!(check_output(&other, &[&input], true).is_err());
+    let err = check_output(&dir.path().join("missing/out.safetensors"), &[], false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not exist"), "{err}");
+    let existing = dir.path().join("exists.bin");
+    std::fs::write(&existing, b"x").unwrap();
+    assert!(check_output(&existing, &[], false)
+        .unwrap_err()
+        .to_string()
+        .contains("--force"));
+    check_output(&existing, &[], true).unwrap();
+
+    write_atomic(&existing, b"new contents").unwrap();
+    assert_eq!(std::fs::read(&existing).unwrap(), b"new contents");
+    // No temporary files are left behind, after success or failure.
+    assert!(write_atomic(&dir.path().join("missing/x"), b"y").is_err());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.starts_with(".cut-"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    let (model, mut params) = small_model();
+    params.remove("backbone.conv1.weight");
+    let target = dir.path().join("never.safetensors");
+    assert!(save_model(&target, &model, &params, DType::F32, None).is_err());
+    assert!(!target.exists());
+}

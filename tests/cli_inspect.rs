@@ -1,0 +1,251 @@
+//! `cut inspect` and `cut new` as a user runs them, including every malformed-input case.
+
+mod common;
+
+use assert_cmd::Command;
+use common::*;
+use cut::checkpoint::DType;
+use std::path::Path;
+
+fn cut() -> Command {
+    Command::cargo_bin("cut").unwrap()
+}
+
+/// Runs `cut inspect` on a bad file and checks the failure is one clear line naming the file.
+fn fails_with(path: &Path, needle: &str) {
+    let out = cut().arg("inspect").arg(path).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&path.display().to_string()), "{stderr}");
+    assert!(stderr.contains(needle), "expected '{needle}' in: {stderr}");
+}
+
+#[test]
+fn inspect_reports_groups_and_savings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_small(dir.path(), "m.safetensors", DType::F32);
+    let out = cut()
+        .arg("inspect")
+        .arg(&path)
+        .arg("--json")
+        .arg("--input")
+        .arg("3x64x64")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = v["groups"].as_array().unwrap();
+    let names: Vec<&str> = groups
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["backbone", "head seg", "head normal", "head depth"]);
+
+    // Hand count for the depth head: 4 branches of conv1 (16x16x3x3 + 16), conv2 (16x16 + 16), conv3 (1x16 + 1).
+    let depth = &groups[3];
+    assert_eq!(
+        depth["params"],
+        4 * (16 * 16 * 9 + 16 + 16 * 16 + 16 + 16 + 1)
+    );
+    // At 64x64 the head runs at 9x9: per branch 81 * (16*16*9 + 16*16 + 16*1) MACs.
+    assert_eq!(depth["macs"], 4 * 81 * (16 * 16 * 9 + 16 * 16 + 16));
+    assert_eq!(depth["bytes"], depth["params"].as_u64().unwrap() * 4);
+    let total: u64 = groups.iter().map(|g| g["params"].as_u64().unwrap()).sum();
+    assert_eq!(v["total"]["params"], total);
+    assert_eq!(v["drop_head_savings"][2]["task"], "depth");
+    assert_eq!(v["drop_head_savings"][2]["params"], depth["params"]);
+    assert_eq!(v["total"]["zero_share"], 0.0);
+
+    let out = cut()
+        .arg("inspect")
+        .arg(&path)
+        .arg("--tensors")
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("dropping a head saves"), "{text}");
+    assert!(text.contains("task3_fc1_c3.conv3.weight"), "{text}");
+}
+
+#[test]
+fn inspect_counts_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, mut params) = small_model();
+    let _guard = tch::no_grad_guard();
+    let _ = params.get_mut("backbone.conv1.weight").unwrap().zero_();
+    let path = dir.path().join("z.safetensors");
+    cut::checkpoint::writer::save_model(&path, &model, &params, DType::F16, None).unwrap();
+    let out = cut()
+        .arg("inspect")
+        .arg(&path)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["groups"][0]["zeros"], 8 * 3 * 7 * 7);
+    assert_eq!(v["groups"][0]["dtypes"][0], "f16");
+}
+
+#[test]
+fn inspect_infers_reference_state_dicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_bare(dir.path(), "ref.safetensors");
+    let out = cut()
+        .arg("inspect")
+        .arg(&path)
+        .args(["--task-names", "seg,sn,depth"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("head sn"), "{stdout}");
+    assert!(stdout.contains("graph inferred"), "{stdout}");
+    assert!(stderr.contains("warning: task kinds guessed"), "{stderr}");
+    let out = cut()
+        .arg("inspect")
+        .arg(&path)
+        .args([
+            "--task-names",
+            "seg,sn,depth",
+            "--task-kinds",
+            "segmentation,normal,depth",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stderr.is_empty());
+    let out = cut()
+        .arg("inspect")
+        .arg(&path)
+        .args(["--task-kinds", "seg,wat,depth"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown task kind 'wat'"));
+}
+
+#[test]
+fn new_writes_a_runnable_model_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("n.safetensors");
+    let args = [
+        "new",
+        "--tasks",
+        "a:segmentation:4,b:depth",
+        "--blocks",
+        "1,1,1,1",
+        "--widths",
+        "8,8,8,8",
+        "--stem-width",
+        "8",
+        "--head-width",
+        "8",
+        "-o",
+    ];
+    cut().args(args).arg(&out_path).assert().success();
+    let again = cut().args(args).arg(&out_path).output().unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists; pass --force"));
+    cut()
+        .args(args)
+        .arg(&out_path)
+        .arg("--force")
+        .assert()
+        .success();
+    let out = cut()
+        .arg("inspect")
+        .arg(&out_path)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tasks"][1]["kind"], "depth");
+    assert!(v["provenance"]["command"]
+        .as_str()
+        .unwrap()
+        .contains("new --tasks"));
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    fails_with(&d.join("nope.safetensors"), "cannot open");
+    fails_with(d, "is a directory");
+
+    let short = d.join("short.safetensors");
+    std::fs::write(&short, [1u8, 2, 3]).unwrap();
+    fails_with(&short, "shorter than the 8-byte header length");
+
+    let long_header = d.join("long.safetensors");
+    let mut bytes = 1000u64.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{}");
+    std::fs::write(&long_header, bytes).unwrap();
+    fails_with(&long_header, "header length runs past the end of the file");
+
+    fails_with(
+        &raw_file(d, "notjson.safetensors", "this is not json", 0),
+        "not valid safetensors JSON",
+    );
+    let overlap = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
+    fails_with(
+        &raw_file(d, "overlap.safetensors", overlap, 12),
+        "tensor 'b' has data offsets that overlap",
+    );
+    let past_end = r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+    fails_with(
+        &raw_file(d, "pastend.safetensors", past_end, 8),
+        "does not end where the file ends",
+    );
+    let wrong_size = r#"{"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#;
+    fails_with(
+        &raw_file(d, "size.safetensors", wrong_size, 8),
+        "tensor 'w' declares bytes 0..8",
+    );
+    let f64_tensor = r#"{"x":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}"#;
+    fails_with(
+        &raw_file(d, "f64.safetensors", f64_tensor, 8),
+        "tensor 'x' has dtype F64, which cut does not handle",
+    );
+    let unknown = r#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    fails_with(
+        &raw_file(d, "unknown.safetensors", unknown, 4),
+        "tensor names are not the reference SceneNet's",
+    );
+
+    // A graph that does not match its tensors: drop one tensor from a valid file's header.
+    let (model, params) = small_model();
+    let mut tensors: Vec<_> = model
+        .graph
+        .param_specs()
+        .iter()
+        .filter(|s| s.name != "backbone.bn1.weight")
+        .map(|s| {
+            let dt = if s.role == cut::graph::ParamRole::BnBatchesTracked {
+                DType::I64
+            } else {
+                DType::F32
+            };
+            cut::checkpoint::writer::TensorBytes::from_tensor(&s.name, &params[&s.name], dt)
+                .unwrap()
+        })
+        .collect();
+    let meta = cut::checkpoint::metadata::model_metadata(&model, None).unwrap();
+    let bytes = cut::checkpoint::writer::serialize(&mut tensors, &meta).unwrap();
+    let mismatch = d.join("mismatch.safetensors");
+    std::fs::write(&mismatch, bytes).unwrap();
+    fails_with(&mismatch, "'backbone.bn1.weight' missing (expected [8])");
+
+    let broken_meta = r#"{"__metadata__":{"cut.graph":"{\"format\":1","cut.tasks":"[]"}}"#;
+    fails_with(
+        &raw_file(d, "meta.safetensors", broken_meta, 0),
+        "metadata field 'cut.graph' is not JSON",
+    );
+}

@@ -1,0 +1,92 @@
+//! Helpers shared by the integration tests: small models and hand-made safetensors files.
+#![allow(dead_code)]
+
+use cut::checkpoint::metadata::Provenance;
+use cut::checkpoint::writer;
+use cut::checkpoint::DType;
+use cut::graph::interpreter::Params;
+use cut::graph::scenenet::SceneNetConfig;
+use cut::graph::{Model, TaskKind, TaskSpec};
+use std::path::{Path, PathBuf};
+
+pub fn tasks3() -> Vec<TaskSpec> {
+    vec![
+        TaskSpec {
+            name: "seg".into(),
+            kind: TaskKind::Segmentation,
+            outputs: 5,
+        },
+        TaskSpec {
+            name: "normal".into(),
+            kind: TaskKind::Normal,
+            outputs: 3,
+        },
+        TaskSpec {
+            name: "depth".into(),
+            kind: TaskKind::Depth,
+            outputs: 1,
+        },
+    ]
+}
+
+/// A SceneNet that runs in milliseconds: one block per stage, narrow widths.
+pub fn small_config() -> SceneNetConfig {
+    let mut c = SceneNetConfig::reference(tasks3());
+    c.blocks = vec![1, 1, 1, 1];
+    c.widths = vec![8, 8, 16, 16];
+    c.stem_width = 8;
+    c.head_width = 16;
+    c
+}
+
+pub fn small_model() -> (Model, Params) {
+    let model = small_config().build().unwrap();
+    let params = cut::graph::init::init_params(&model.graph, 7, tch::Device::Cpu);
+    (model, params)
+}
+
+pub fn write_small(dir: &Path, name: &str, dtype: DType) -> PathBuf {
+    let (model, params) = small_model();
+    let path = dir.join(name);
+    writer::save_model(
+        &path,
+        &model,
+        &params,
+        dtype,
+        Some(&Provenance::new("test", None)),
+    )
+    .unwrap();
+    path
+}
+
+/// A safetensors file from a literal header and data, for malformed-input tests.
+pub fn raw_file(dir: &Path, name: &str, header: &str, data_len: usize) -> PathBuf {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(std::iter::repeat_n(0u8, data_len));
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Writes the small model's tensors with no metadata, as a converted reference state dict would be.
+pub fn write_bare(dir: &Path, name: &str) -> PathBuf {
+    let (model, params) = small_model();
+    let mut tensors: Vec<writer::TensorBytes> = model
+        .graph
+        .param_specs()
+        .iter()
+        .map(|s| {
+            let dt = if s.role == cut::graph::ParamRole::BnBatchesTracked {
+                DType::I64
+            } else {
+                DType::F32
+            };
+            writer::TensorBytes::from_tensor(&s.name, &params[&s.name], dt).unwrap()
+        })
+        .collect();
+    let bytes = writer::serialize(&mut tensors, &Default::default()).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
