@@ -35,11 +35,7 @@ pub fn resolve(choice: DeviceChoice) -> Result<Device> {
                 bail!("--device cuda: no usable CUDA device (libtorch_cuda.so could not be loaded or no GPU is visible); use --device cpu or auto")
             }
         }
-        DeviceChoice::Auto => Ok(if cuda_available() {
-            Device::Cuda(0)
-        } else {
-            Device::Cpu
-        }),
+        DeviceChoice::Auto => Ok(if cuda_available() { Device::Cuda(0) } else { Device::Cpu }),
     }
 }
 

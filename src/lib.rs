@@ -6,6 +6,10 @@
 //! - [`device`]: CPU or CUDA selection.
 
 pub mod checkpoint;
+pub mod data;
 pub mod device;
+pub mod eval;
 pub mod graph;
+pub mod metrics;
 pub mod report;
+pub mod train;

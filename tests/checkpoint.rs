@@ -39,22 +39,14 @@ fn half_precision_files_load_as_f32() {
         let ckpt = Checkpoint::open(&path).unwrap();
         assert_eq!(ckpt.entry("backbone.conv1.weight").unwrap().dtype, dtype);
         assert_eq!(
-            ckpt.entry("backbone.bn1.num_batches_tracked")
-                .unwrap()
-                .dtype,
+            ckpt.entry("backbone.bn1.num_batches_tracked").unwrap().dtype,
             DType::I64
         );
         let back = ckpt.load_params(&model, Device::Cpu).unwrap();
         let w = &back["backbone.conv1.weight"];
         assert_eq!(w.kind(), Kind::Float);
-        let rel = (w - &params["backbone.conv1.weight"])
-            .abs()
-            .max()
-            .double_value(&[])
-            / params["backbone.conv1.weight"]
-                .abs()
-                .max()
-                .double_value(&[]);
+        let rel = (w - &params["backbone.conv1.weight"]).abs().max().double_value(&[])
+            / params["backbone.conv1.weight"].abs().max().double_value(&[]);
         assert!(rel < 1e-2, "{dtype}: {rel}");
         assert!(rel > 0.0, "{dtype} should lose precision");
     }
@@ -80,10 +72,7 @@ fn reference_state_dict_is_recognised() {
     let names: Vec<&str> = loaded.model.task_names();
     assert_eq!(names, ["task1", "task2", "task3"]);
     let kinds: Vec<TaskKind> = loaded.model.tasks.iter().map(|t| t.kind).collect();
-    assert_eq!(
-        kinds,
-        [TaskKind::Segmentation, TaskKind::Normal, TaskKind::Depth]
-    );
+    assert_eq!(kinds, [TaskKind::Segmentation, TaskKind::Normal, TaskKind::Depth]);
     assert!(
         loaded.warnings[0].contains("guessed from output widths"),
         "{:?}",
@@ -95,11 +84,7 @@ fn reference_state_dict_is_recognised() {
     assert_eq!(loaded.model.graph.nodes.len(), original.graph.nodes.len());
     let opts = LoadOptions {
         task_names: Some(vec!["seg".into(), "normal".into(), "depth".into()]),
-        task_kinds: Some(vec![
-            TaskKind::Segmentation,
-            TaskKind::Normal,
-            TaskKind::Depth,
-        ]),
+        task_kinds: Some(vec![TaskKind::Segmentation, TaskKind::Normal, TaskKind::Depth]),
     };
     let named = ckpt.model(&opts).unwrap();
     assert!(named.warnings.is_empty());
@@ -109,14 +94,7 @@ fn reference_state_dict_is_recognised() {
     let loaded_params = ckpt.load_params(&named.model, Device::Cpu).unwrap();
     let x = Tensor::randn([1, 3, 40, 40], (Kind::Float, Device::Cpu));
     let a = forward(&original.graph, &params, &x, &["depth"], Mode::Eval).unwrap();
-    let b = forward(
-        &named.model.graph,
-        &loaded_params,
-        &x,
-        &["depth"],
-        Mode::Eval,
-    )
-    .unwrap();
+    let b = forward(&named.model.graph, &loaded_params, &x, &["depth"], Mode::Eval).unwrap();
     let diff = (&a["depth"] - &b["depth"]).abs().max().double_value(&[]);
     assert!(diff == 0.0, "max difference {diff}");
 
@@ -152,9 +130,7 @@ fn mismatched_tensors_are_listed() {
 fn outputs_are_checked_and_written_atomically() {
     let dir = tempfile::tempdir().unwrap();
     let input = write_small(dir.path(), "in.safetensors", DType::F32);
-    let err = check_output(&input, &[&input], true)
-        .unwrap_err()
-        .to_string();
+    let err = check_output(&input, &[&input], true).unwrap_err().to_string();
     assert!(err.contains("refusing to overwrite the input"), "{err}");
     // The same file reached through another spelling is still the input.
     let other = dir.path().join(".").join("in.safetensors");

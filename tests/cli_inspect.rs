@@ -34,25 +34,15 @@ fn inspect_reports_groups_and_savings() {
         .arg("3x64x64")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let groups = v["groups"].as_array().unwrap();
-    let names: Vec<&str> = groups
-        .iter()
-        .map(|g| g["group"].as_str().unwrap())
-        .collect();
+    let names: Vec<&str> = groups.iter().map(|g| g["group"].as_str().unwrap()).collect();
     assert_eq!(names, ["backbone", "head seg", "head normal", "head depth"]);
 
     // Hand count for the depth head: 4 branches of conv1 (16x16x3x3 + 16), conv2 (16x16 + 16), conv3 (1x16 + 1).
     let depth = &groups[3];
-    assert_eq!(
-        depth["params"],
-        4 * (16 * 16 * 9 + 16 + 16 * 16 + 16 + 16 + 1)
-    );
+    assert_eq!(depth["params"], 4 * (16 * 16 * 9 + 16 + 16 * 16 + 16 + 16 + 1));
     // At 64x64 the head runs at 9x9: per branch 81 * (16*16*9 + 16*16 + 16*1) MACs.
     assert_eq!(depth["macs"], 4 * 81 * (16 * 16 * 9 + 16 * 16 + 16));
     assert_eq!(depth["bytes"], depth["params"].as_u64().unwrap() * 4);
@@ -62,12 +52,7 @@ fn inspect_reports_groups_and_savings() {
     assert_eq!(v["drop_head_savings"][2]["params"], depth["params"]);
     assert_eq!(v["total"]["zero_share"], 0.0);
 
-    let out = cut()
-        .arg("inspect")
-        .arg(&path)
-        .arg("--tensors")
-        .output()
-        .unwrap();
+    let out = cut().arg("inspect").arg(&path).arg("--tensors").output().unwrap();
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("dropping a head saves"), "{text}");
     assert!(text.contains("task3_fc1_c3.conv3.weight"), "{text}");
@@ -81,12 +66,7 @@ fn inspect_counts_zeros() {
     let _ = params.get_mut("backbone.conv1.weight").unwrap().zero_();
     let path = dir.path().join("z.safetensors");
     cut::checkpoint::writer::save_model(&path, &model, &params, DType::F16, None).unwrap();
-    let out = cut()
-        .arg("inspect")
-        .arg(&path)
-        .arg("--json")
-        .output()
-        .unwrap();
+    let out = cut().arg("inspect").arg(&path).arg("--json").output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["groups"][0]["zeros"], 8 * 3 * 7 * 7);
     assert_eq!(v["groups"][0]["dtypes"][0], "f16");
@@ -153,24 +133,11 @@ fn new_writes_a_runnable_model_and_refuses_to_overwrite() {
     let again = cut().args(args).arg(&out_path).output().unwrap();
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists; pass --force"));
-    cut()
-        .args(args)
-        .arg(&out_path)
-        .arg("--force")
-        .assert()
-        .success();
-    let out = cut()
-        .arg("inspect")
-        .arg(&out_path)
-        .arg("--json")
-        .output()
-        .unwrap();
+    cut().args(args).arg(&out_path).arg("--force").assert().success();
+    let out = cut().arg("inspect").arg(&out_path).arg("--json").output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["tasks"][1]["kind"], "depth");
-    assert!(v["provenance"]["command"]
-        .as_str()
-        .unwrap()
-        .contains("new --tasks"));
+    assert!(v["provenance"]["command"].as_str().unwrap().contains("new --tasks"));
 }
 
 #[test]
@@ -233,8 +200,7 @@ fn bad_inputs_fail_cleanly() {
             } else {
                 DType::F32
             };
-            cut::checkpoint::writer::TensorBytes::from_tensor(&s.name, &params[&s.name], dt)
-                .unwrap()
+            cut::checkpoint::writer::TensorBytes::from_tensor(&s.name, &params[&s.name], dt).unwrap()
         })
         .collect();
     let meta = cut::checkpoint::metadata::model_metadata(&model, None).unwrap();

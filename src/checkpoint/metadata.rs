@@ -33,10 +33,7 @@ impl Provenance {
 }
 
 /// Metadata entries for a model and its provenance.
-pub fn model_metadata(
-    model: &Model,
-    provenance: Option<&Provenance>,
-) -> Result<BTreeMap<String, String>> {
+pub fn model_metadata(model: &Model, provenance: Option<&Provenance>) -> Result<BTreeMap<String, String>> {
     let mut meta = BTreeMap::new();
     meta.insert(GRAPH_KEY.to_string(), serde_json::to_string(&model.graph)?);
     meta.insert(TASKS_KEY.to_string(), serde_json::to_string(&model.tasks)?);
@@ -51,11 +48,13 @@ pub fn read_model(meta: &BTreeMap<String, String>) -> Result<Model> {
     let graph_text = meta
         .get(GRAPH_KEY)
         .ok_or_else(|| anyhow!("metadata has no '{GRAPH_KEY}'"))?;
-    let version: serde_json::Value = serde_json::from_str(graph_text)
-        .with_context(|| format!("metadata field '{GRAPH_KEY}' is not JSON"))?;
+    let version: serde_json::Value =
+        serde_json::from_str(graph_text).with_context(|| format!("metadata field '{GRAPH_KEY}' is not JSON"))?;
     match version.get("format").and_then(|v| v.as_u64()) {
         Some(v) if v as u32 <= GRAPH_FORMAT => {}
-        Some(v) => bail!("metadata field '{GRAPH_KEY}' has format {v}, newer than this cut reads ({GRAPH_FORMAT}); upgrade cut"),
+        Some(v) => bail!(
+            "metadata field '{GRAPH_KEY}' has format {v}, newer than this cut reads ({GRAPH_FORMAT}); upgrade cut"
+        ),
         None => bail!("metadata field '{GRAPH_KEY}' has no format version"),
     }
     let graph: Graph = serde_json::from_value(version)
@@ -73,6 +72,5 @@ pub fn read_model(meta: &BTreeMap<String, String>) -> Result<Model> {
 }
 
 pub fn read_provenance(meta: &BTreeMap<String, String>) -> Option<Provenance> {
-    meta.get(PROVENANCE_KEY)
-        .and_then(|t| serde_json::from_str(t).ok())
+    meta.get(PROVENANCE_KEY).and_then(|t| serde_json::from_str(t).ok())
 }

@@ -136,9 +136,7 @@ pub struct LoadedModel {
 fn describe(err: SafeTensorError) -> String {
     match err {
         SafeTensorError::HeaderTooSmall => "file is shorter than the 8-byte header length".into(),
-        SafeTensorError::InvalidHeaderLength => {
-            "header length runs past the end of the file".into()
-        }
+        SafeTensorError::InvalidHeaderLength => "header length runs past the end of the file".into(),
         SafeTensorError::HeaderTooLarge => "declared header length is over 100 MB".into(),
         SafeTensorError::InvalidHeader(e) => format!("header is not UTF-8 ({e})"),
         SafeTensorError::InvalidHeaderDeserialization(e) => {
@@ -165,8 +163,7 @@ fn diagnose_sizes(header: &[u8]) -> Option<String> {
         }
         let dtype: Dtype = serde_json::from_value(info.get("dtype")?.clone()).ok()?;
         let shape: Vec<usize> = serde_json::from_value(info.get("shape")?.clone()).ok()?;
-        let offsets: (usize, usize) =
-            serde_json::from_value(info.get("data_offsets")?.clone()).ok()?;
+        let offsets: (usize, usize) = serde_json::from_value(info.get("data_offsets")?.clone()).ok()?;
         let expected = shape.iter().product::<usize>() * dtype.bitsize() / 8;
         if offsets.1 < offsets.0 || offsets.1 - offsets.0 != expected {
             return Some(format!(
@@ -202,9 +199,8 @@ impl Checkpoint {
                 let detail = match err {
                     SafeTensorError::TensorInvalidInfo => {
                         let n = u64::from_le_bytes(map[..8].try_into().unwrap()) as usize;
-                        diagnose_sizes(&map[8..8 + n]).unwrap_or_else(|| {
-                            "a tensor's byte range does not match its dtype and shape".into()
-                        })
+                        diagnose_sizes(&map[8..8 + n])
+                            .unwrap_or_else(|| "a tensor's byte range does not match its dtype and shape".into())
                     }
                     other => describe(other),
                 };
@@ -228,12 +224,7 @@ impl Checkpoint {
                 },
             );
         }
-        let metadata = parsed
-            .metadata()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let metadata = parsed.metadata().clone().unwrap_or_default().into_iter().collect();
         Ok(Checkpoint {
             path,
             file,
@@ -279,22 +270,13 @@ impl Checkpoint {
         use std::os::unix::fs::FileExt;
         let size = entry.dtype.size();
         let mut buf = vec![0u8; (1 << 20) / size * size];
-        let (mut pos, end, mut zeros) = (
-            self.data_start + entry.begin,
-            self.data_start + entry.end,
-            0,
-        );
+        let (mut pos, end, mut zeros) = (self.data_start + entry.begin, self.data_start + entry.end, 0);
         while pos < end {
             let n = buf.len().min(end - pos);
             self.file
                 .read_exact_at(&mut buf[..n], pos as u64)
-                .with_context(|| {
-                    format!("{}: reading tensor '{}'", self.path.display(), entry.name)
-                })?;
-            zeros += buf[..n]
-                .chunks_exact(size)
-                .filter(|b| entry.dtype.is_zero(b))
-                .count();
+                .with_context(|| format!("{}: reading tensor '{}'", self.path.display(), entry.name))?;
+            zeros += buf[..n].chunks_exact(size).filter(|b| entry.dtype.is_zero(b)).count();
             pos += n;
         }
         Ok(zeros)
@@ -322,8 +304,7 @@ impl Checkpoint {
                 .collect();
             reference::infer_scenenet(&shapes, opts).with_context(|| format!("{shown}"))?
         };
-        self.check_against(&loaded.model)
-            .with_context(|| format!("{shown}"))?;
+        self.check_against(&loaded.model).with_context(|| format!("{shown}"))?;
         Ok(loaded)
     }
 
@@ -336,10 +317,7 @@ impl Checkpoint {
             match self.tensors.get(&spec.name) {
                 None => {
                     count += 1;
-                    problems.push(format!(
-                        "'{}' missing (expected {:?})",
-                        spec.name, spec.shape
-                    ));
+                    problems.push(format!("'{}' missing (expected {:?})", spec.name, spec.shape));
                 }
                 Some(entry) if entry.shape != spec.shape => {
                     count += 1;
@@ -349,8 +327,7 @@ impl Checkpoint {
                     ));
                 }
                 Some(entry)
-                    if (entry.dtype == DType::I64)
-                        != (spec.role == crate::graph::ParamRole::BnBatchesTracked) =>
+                    if (entry.dtype == DType::I64) != (spec.role == crate::graph::ParamRole::BnBatchesTracked) =>
                 {
                     count += 1;
                     problems.push(format!(
@@ -361,8 +338,7 @@ impl Checkpoint {
                 _ => {}
             }
         }
-        let known: std::collections::BTreeSet<&str> =
-            specs.iter().map(|s| s.name.as_str()).collect();
+        let known: std::collections::BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         for name in self.tensors.keys() {
             if !known.contains(name.as_str()) {
                 count += 1;
@@ -409,9 +385,5 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -12,39 +12,33 @@ const STRIDES: [usize; 4] = [1, 2, 1, 1];
 const DILATIONS: [usize; 4] = [1, 1, 2, 4];
 const RATES: [usize; 4] = [6, 12, 18, 24];
 
-pub fn infer_scenenet(
-    shapes: &BTreeMap<&str, &[usize]>,
-    opts: &LoadOptions,
-) -> Result<LoadedModel> {
+pub fn infer_scenenet(shapes: &BTreeMap<&str, &[usize]>, opts: &LoadOptions) -> Result<LoadedModel> {
     let Some(stem) = shapes.get("backbone.conv1.weight") else {
         bail!("no '{}' in the metadata, and the tensor names are not the reference SceneNet's (no 'backbone.conv1.weight')", super::metadata::GRAPH_KEY);
     };
     if stem.len() != 4 {
-        bail!(
-            "tensor 'backbone.conv1.weight' has shape {stem:?}, expected a 4-d convolution weight"
-        );
+        bail!("tensor 'backbone.conv1.weight' has shape {stem:?}, expected a 4-d convolution weight");
     }
     let mut blocks = Vec::new();
     let mut widths = Vec::new();
-    while let Some(w) =
-        shapes.get(format!("backbone.blocks.{}.0.conv1.weight", blocks.len()).as_str())
-    {
+    while let Some(w) = shapes.get(format!("backbone.blocks.{}.0.conv1.weight", blocks.len()).as_str()) {
         let stage = blocks.len();
         let count = (0..)
-            .take_while(|b| {
-                shapes.contains_key(format!("backbone.blocks.{stage}.{b}.conv1.weight").as_str())
-            })
+            .take_while(|b| shapes.contains_key(format!("backbone.blocks.{stage}.{b}.conv1.weight").as_str()))
             .count();
         blocks.push(count);
         widths.push(w[0]);
     }
     if blocks.len() != STRIDES.len() {
-        bail!("the reference SceneNet has {} backbone stages; found {} ('backbone.blocks.N.0.conv1.weight')", STRIDES.len(), blocks.len());
+        bail!(
+            "the reference SceneNet has {} backbone stages; found {} ('backbone.blocks.N.0.conv1.weight')",
+            STRIDES.len(),
+            blocks.len()
+        );
     }
 
     let mut heads = Vec::new();
-    while let Some(w) = shapes.get(format!("task{}_fc1_c0.conv1.weight", heads.len() + 1).as_str())
-    {
+    while let Some(w) = shapes.get(format!("task{}_fc1_c0.conv1.weight", heads.len() + 1).as_str()) {
         let t = heads.len() + 1;
         let branches = (0..)
             .take_while(|k| shapes.contains_key(format!("task{t}_fc1_c{k}.conv1.weight").as_str()))
@@ -64,10 +58,7 @@ pub fn infer_scenenet(
         bail!("no task heads found (expected tensors named 'task1_fc1_c0.conv1.weight', ...)");
     }
     let (head_width, branches, _) = heads[0];
-    if heads
-        .iter()
-        .any(|&(w, b, _)| w != head_width || b != branches)
-    {
+    if heads.iter().any(|&(w, b, _)| w != head_width || b != branches) {
         bail!("task heads differ in width or branch count; the reference SceneNet's heads are identical");
     }
 
@@ -117,11 +108,7 @@ pub fn infer_scenenet(
         .into_iter()
         .zip(kinds)
         .zip(&heads)
-        .map(|((name, kind), &(_, _, outputs))| TaskSpec {
-            name,
-            kind,
-            outputs,
-        })
+        .map(|((name, kind), &(_, _, outputs))| TaskSpec { name, kind, outputs })
         .collect();
 
     let mut config = SceneNetConfig::reference(tasks);

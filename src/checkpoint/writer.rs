@@ -24,10 +24,7 @@ pub struct TensorBytes {
 impl TensorBytes {
     /// Copies a tensor to the host in `dtype`.
     pub fn from_tensor(name: &str, tensor: &Tensor, dtype: DType) -> Result<TensorBytes> {
-        let t = tensor
-            .to_device(Device::Cpu)
-            .to_kind(dtype.kind())
-            .contiguous();
+        let t = tensor.to_device(Device::Cpu).to_kind(dtype.kind()).contiguous();
         let numel = t.numel();
         let mut data = vec![0u8; numel * dtype.size()];
         t.f_copy_data_u8(&mut data, numel)
@@ -42,10 +39,7 @@ impl TensorBytes {
 }
 
 /// Serialises tensors (sorted by name) and metadata (sorted by key) into safetensors bytes.
-pub fn serialize(
-    tensors: &mut [TensorBytes],
-    metadata: &BTreeMap<String, String>,
-) -> Result<Vec<u8>> {
+pub fn serialize(tensors: &mut [TensorBytes], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
     let mut header = String::from("{");
     if !metadata.is_empty() {
@@ -140,14 +134,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .prefix(".cut-")
         .suffix(".tmp")
         .tempfile_in(parent)
-        .with_context(|| {
-            format!(
-                "{shown}: cannot create a temporary file in {}",
-                parent.display()
-            )
-        })?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("{shown}: write failed"))?;
+        .with_context(|| format!("{shown}: cannot create a temporary file in {}", parent.display()))?;
+    tmp.write_all(bytes).with_context(|| format!("{shown}: write failed"))?;
     // tempfile creates 0600; a model file is an ordinary artefact, readable like any other output.
     use std::os::unix::fs::PermissionsExt;
     tmp.as_file()

@@ -62,13 +62,12 @@ pub fn parse_task_specs(text: &str) -> Result<Vec<TaskSpec>> {
                 [name, kind, n] => (
                     *name,
                     TaskKind::parse(kind)?,
-                    Some(n.parse::<usize>().with_context(|| {
-                        format!("task '{item}': output count '{n}' is not a number")
-                    })?),
+                    Some(
+                        n.parse::<usize>()
+                            .with_context(|| format!("task '{item}': output count '{n}' is not a number"))?,
+                    ),
                 ),
-                _ => bail!(
-                    "task '{item}': expected name:kind[:outputs], such as seg:segmentation:13"
-                ),
+                _ => bail!("task '{item}': expected name:kind[:outputs], such as seg:segmentation:13"),
             };
             let outputs = match (kind, outputs) {
                 (_, Some(0)) => bail!("task '{item}': output count must be positive"),
@@ -104,7 +103,7 @@ pub fn parse_usize_list(flag: &str, text: &str) -> Result<Vec<usize>> {
 pub struct SceneNetArgs {
     /// Tasks as name:kind[:outputs], e.g. seg:segmentation:13,normal:normal,depth:depth.
     #[arg(long, value_name = "SPECS")]
-    pub tasks: String,
+    pub tasks: Option<String>,
     /// BasicBlocks per stage (3,4,6,3 is ResNet-34, 2,2,2,2 ResNet-18).
     #[arg(long, default_value = "3,4,6,3")]
     pub blocks: String,
@@ -127,8 +126,10 @@ pub struct SceneNetArgs {
 
 impl SceneNetArgs {
     pub fn config(&self) -> Result<cut::graph::scenenet::SceneNetConfig> {
-        let mut config =
-            cut::graph::scenenet::SceneNetConfig::reference(parse_task_specs(&self.tasks)?);
+        let Some(tasks) = &self.tasks else {
+            bail!("--tasks is required to build a model, e.g. --tasks seg:segmentation:13,normal:normal,depth:depth");
+        };
+        let mut config = cut::graph::scenenet::SceneNetConfig::reference(parse_task_specs(tasks)?);
         config.blocks = parse_usize_list("--blocks", &self.blocks)?;
         config.widths = parse_usize_list("--widths", &self.widths)?;
         config.stem_width = self.stem_width;
@@ -138,4 +139,74 @@ impl SceneNetArgs {
         config.input_hw = [h, w];
         Ok(config)
     }
+}
+
+/// Where data comes from, shared by eval, train and prune.
+#[derive(clap::Args, Clone, Debug)]
+pub struct DataArgs {
+    /// Dataset folder in the NYUv2 3-task layout.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Index file inside the dataset folder.
+    #[arg(long, default_value = cut::data::layout::INDEX_FILE)]
+    pub index: String,
+    /// Share of the training list held out (deterministically) as the validation split.
+    #[arg(long, default_value_t = 0.1)]
+    pub val_fraction: f64,
+    /// Images per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+}
+
+impl DataArgs {
+    pub fn open(&self) -> Result<Option<cut::data::Dataset>> {
+        self.data
+            .as_deref()
+            .map(|d| cut::data::Dataset::open(d, Some(&self.index)))
+            .transpose()
+    }
+    pub fn require(&self, why: &str) -> Result<cut::data::Dataset> {
+        match self.open()? {
+            Some(d) => Ok(d),
+            None => bail!("--data DIR is required {why}"),
+        }
+    }
+}
+
+/// Parses "seg=1,normal=20,depth=3".
+pub fn parse_lambdas(text: &str) -> Result<std::collections::BTreeMap<String, f64>> {
+    parse_task_list(text)
+        .iter()
+        .map(|item| {
+            let (name, value) = item
+                .split_once('=')
+                .with_context(|| format!("--lambdas '{item}': expected task=weight"))?;
+            let w: f64 = value
+                .trim()
+                .parse()
+                .with_context(|| format!("--lambdas '{item}': '{value}' is not a number"))?;
+            if !(w >= 0.0 && w.is_finite()) {
+                bail!("--lambdas '{item}': weight must be a non-negative number");
+            }
+            Ok((name.trim().to_string(), w))
+        })
+        .collect()
+}
+
+/// A progress bar on stderr when it is a terminal; hidden in pipes and CI.
+pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    let target = if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() {
+        indicatif::ProgressDrawTarget::stderr()
+    } else {
+        indicatif::ProgressDrawTarget::hidden()
+    };
+    let bar = indicatif::ProgressBar::with_draw_target(Some(len), target);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} {msg} ({eta})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(what.to_string());
+    bar
 }

@@ -21,11 +21,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let ckpt = Checkpoint::open(&a.model.model)?;
-    let input = a
-        .input
-        .as_deref()
-        .map(|t| parse_input_size(t, 3))
-        .transpose()?;
+    let input = a.input.as_deref().map(|t| parse_input_size(t, 3)).transpose()?;
     let report = inspect(&ckpt, &a.model.load_options()?, input, a.tensors)?;
     for w in &report.warnings {
         eprintln!("cut: warning: {w}");
@@ -101,10 +97,7 @@ fn human(r: &Inspection) -> String {
                 ]
             })
             .collect();
-        out.push_str(&render(
-            &["task", "params", "of params", "bytes", "MACs"],
-            &rows,
-        ));
+        out.push_str(&render(&["task", "params", "of params", "bytes", "MACs"], &rows));
     }
     if let Some(list) = &r.tensor_list {
         out.push('\n');
@@ -127,10 +120,7 @@ fn human(r: &Inspection) -> String {
         ));
     }
     if let Some(p) = &r.provenance {
-        out.push_str(&format!(
-            "\nwritten by {} {}: {}\n",
-            p.tool, p.version, p.command
-        ));
+        out.push_str(&format!("\nwritten by {} {}: {}\n", p.tool, p.version, p.command));
     }
     out
 }

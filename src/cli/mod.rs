@@ -1,8 +1,11 @@
 //! Subcommands. Each parses its arguments, calls the library and prints; nothing else.
 
 mod args;
+mod data;
+mod eval;
 mod inspect;
 mod new;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -24,12 +27,22 @@ enum Command {
     Inspect(inspect::Args),
     /// Write a freshly initialised SceneNet checkpoint.
     New(new::Args),
+    /// Score a model on a dataset split: per-task metrics, optional delta_m against a baseline.
+    Eval(eval::Args),
+    /// Train a new SceneNet, or fine-tune a checkpoint, selecting on the validation split.
+    Train(train::Args),
+    /// Datasets: `cut data synth OUT` writes a synthetic one.
+    #[command(subcommand)]
+    Data(data::Command),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Inspect(a) => inspect::run(a),
         Command::New(a) => new::run(a),
+        Command::Data(c) => data::run(c),
+        Command::Eval(a) => eval::run(a),
+        Command::Train(a) => train::run(a),
     }
 }
 

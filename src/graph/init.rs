@@ -36,10 +36,9 @@ pub fn init_params(graph: &Graph, seed: u64, device: Device) -> Params {
                 normal(&spec.shape, (2.0 / fan_out).sqrt())
             }
             ParamRole::LinearWeight => normal(&spec.shape, (1.0 / spec.shape[1] as f64).sqrt()),
-            ParamRole::ConvBias
-            | ParamRole::LinearBias
-            | ParamRole::BnBias
-            | ParamRole::BnRunningMean => Tensor::zeros(&shape, opts),
+            ParamRole::ConvBias | ParamRole::LinearBias | ParamRole::BnBias | ParamRole::BnRunningMean => {
+                Tensor::zeros(&shape, opts)
+            }
             ParamRole::BnWeight | ParamRole::BnRunningVar => Tensor::ones(&shape, opts),
             ParamRole::BnBatchesTracked => Tensor::zeros(&shape, (Kind::Int64, Device::Cpu)),
         };

@@ -18,9 +18,7 @@ pub enum Mode {
 }
 
 fn param<'a>(params: &'a Params, name: &str) -> Result<&'a Tensor> {
-    params
-        .get(name)
-        .ok_or_else(|| anyhow!("tensor '{name}' is missing"))
+    params.get(name).ok_or_else(|| anyhow!("tensor '{name}' is missing"))
 }
 
 fn opt_param<'a>(params: &'a Params, name: &Option<String>) -> Result<Option<&'a Tensor>> {
@@ -55,16 +53,15 @@ pub fn forward(
             *uses.entry(input.as_str()).or_default() += 1;
         }
     }
-    let out_nodes: HashMap<&str, Vec<&str>> = graph
-        .outputs
-        .iter()
-        .filter(|o| tasks.contains(&o.task.as_str()))
-        .fold(HashMap::new(), |mut m, o| {
-            m.entry(o.node.as_str())
-                .or_insert_with(Vec::new)
-                .push(o.task.as_str());
-            m
-        });
+    let out_nodes: HashMap<&str, Vec<&str>> =
+        graph
+            .outputs
+            .iter()
+            .filter(|o| tasks.contains(&o.task.as_str()))
+            .fold(HashMap::new(), |mut m, o| {
+                m.entry(o.node.as_str()).or_insert_with(Vec::new).push(o.task.as_str());
+                m
+            });
 
     let train = mode == Mode::Train;
     let mut values: HashMap<&str, Tensor> = HashMap::new();
@@ -94,13 +91,9 @@ pub fn forward(
                     true,
                 ),
                 Op::Relu => arg(0).relu(),
-                Op::MaxPool(p) => arg(0).max_pool2d(
-                    pair(p.kernel),
-                    pair(p.stride),
-                    pair(p.padding),
-                    [1, 1],
-                    p.ceil_mode,
-                ),
+                Op::MaxPool(p) => {
+                    arg(0).max_pool2d(pair(p.kernel), pair(p.stride), pair(p.padding), [1, 1], p.ceil_mode)
+                }
                 Op::Add => {
                     let mut sum = arg(0) + arg(1);
                     for i in 2..node.inputs.len() {
@@ -124,9 +117,7 @@ pub fn forward(
                         UpsampleMode::Bilinear => x.upsample_bilinear2d(out, false, None, None),
                     }
                 }
-                Op::Linear(l) => {
-                    arg(0).linear(param(params, &l.weight)?, opt_param(params, &l.bias)?)
-                }
+                Op::Linear(l) => arg(0).linear(param(params, &l.weight)?, opt_param(params, &l.bias)?),
                 Op::GlobalAvgPool => arg(0).mean_dim([2i64, 3].as_slice(), false, None),
                 Op::Flatten => arg(0).flatten(1, -1),
             })
@@ -192,10 +183,7 @@ mod tests {
         let out = forward(&g, &p, &x, &["tb"], Mode::Eval).unwrap();
         assert_eq!(out.keys().collect::<Vec<_>>(), ["tb"]);
         let err = forward(&g, &p, &x, &["ta"], Mode::Eval).unwrap_err();
-        assert_eq!(
-            format!("{err:#}"),
-            "graph node 'a': tensor 'a.weight' is missing"
-        );
+        assert_eq!(format!("{err:#}"), "graph node 'a': tensor 'a.weight' is missing");
     }
 
     #[test]
@@ -233,14 +221,7 @@ mod tests {
         let model = small_scenenet().build().unwrap();
         let params = crate::graph::init::init_params(&model.graph, 0, Device::Cpu);
         let x = Tensor::randn([2, 3, 64, 48], (Kind::Float, Device::Cpu));
-        let out = forward(
-            &model.graph,
-            &params,
-            &x,
-            &["seg", "normal", "depth"],
-            Mode::Eval,
-        )
-        .unwrap();
+        let out = forward(&model.graph, &params, &x, &["seg", "normal", "depth"], Mode::Eval).unwrap();
         assert_eq!(out["seg"].size(), [2, 5, 9, 7]);
         assert_eq!(out["normal"].size(), [2, 3, 9, 7]);
         assert_eq!(out["depth"].size(), [2, 1, 9, 7]);

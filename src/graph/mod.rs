@@ -275,16 +275,8 @@ impl Node {
                 if let Some(b) = &bn.bias {
                     out.push((b.clone(), ParamRole::BnBias, vec![bn.channels]));
                 }
-                out.push((
-                    bn.running_mean.clone(),
-                    ParamRole::BnRunningMean,
-                    vec![bn.channels],
-                ));
-                out.push((
-                    bn.running_var.clone(),
-                    ParamRole::BnRunningVar,
-                    vec![bn.channels],
-                ));
+                out.push((bn.running_mean.clone(), ParamRole::BnRunningMean, vec![bn.channels]));
+                out.push((bn.running_var.clone(), ParamRole::BnRunningVar, vec![bn.channels]));
                 if let Some(t) = &bn.num_batches_tracked {
                     out.push((t.clone(), ParamRole::BnBatchesTracked, vec![]));
                 }
@@ -371,8 +363,7 @@ impl Graph {
                 }
             }
             if let Op::Conv2d(c) = &node.op {
-                if c.groups == 0 || c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0
-                {
+                if c.groups == 0 || c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0 {
                     bail!(
                         "graph node '{}' has {} groups, which do not divide its channels",
                         node.name,
@@ -416,25 +407,20 @@ impl Graph {
         self.nodes
             .iter()
             .flat_map(|node| {
-                node.params()
-                    .into_iter()
-                    .map(move |(name, role, shape)| ParamSpec {
-                        name,
-                        node: node.name.clone(),
-                        role,
-                        shape,
-                    })
+                node.params().into_iter().map(move |(name, role, shape)| ParamSpec {
+                    name,
+                    node: node.name.clone(),
+                    role,
+                    shape,
+                })
             })
             .collect()
     }
 
     /// For each node, the tasks whose outputs depend on it.
     pub fn task_reach(&self) -> HashMap<String, BTreeSet<String>> {
-        let mut reach: HashMap<String, BTreeSet<String>> = self
-            .nodes
-            .iter()
-            .map(|n| (n.name.clone(), BTreeSet::new()))
-            .collect();
+        let mut reach: HashMap<String, BTreeSet<String>> =
+            self.nodes.iter().map(|n| (n.name.clone(), BTreeSet::new())).collect();
         for out in &self.outputs {
             if let Some(set) = reach.get_mut(&out.node) {
                 set.insert(out.task.clone());
@@ -557,10 +543,7 @@ impl Model {
     /// Resolves a user's task selection: every name must exist, none twice, at least one.
     pub fn select_tasks(&self, names: &[String]) -> Result<Vec<TaskSpec>> {
         if names.is_empty() {
-            bail!(
-                "no tasks given (the model has: {})",
-                self.task_names().join(", ")
-            );
+            bail!("no tasks given (the model has: {})", self.task_names().join(", "));
         }
         let mut out: Vec<TaskSpec> = Vec::new();
         for name in names {
@@ -717,18 +700,10 @@ mod tests {
             .contains("'a' reads 'b', which is not defined before it"));
         let mut g = two_head_graph();
         g.nodes.push(Node::new("a", &["stem"], Op::Relu));
-        assert!(g
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("defined twice"));
+        assert!(g.validate().unwrap_err().to_string().contains("defined twice"));
         let mut g = two_head_graph();
         g.nodes.push(Node::new("sum", &["a"], Op::Add));
-        assert!(g
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("has 1 inputs"));
+        assert!(g.validate().unwrap_err().to_string().contains("has 1 inputs"));
         let mut g = two_head_graph();
         g.format = GRAPH_FORMAT + 1;
         assert!(g.validate().unwrap_err().to_string().contains("newer"));
@@ -769,11 +744,7 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("twice"));
-        assert!(model
-            .select_tasks(&[])
-            .unwrap_err()
-            .to_string()
-            .contains("no tasks"));
+        assert!(model.select_tasks(&[]).unwrap_err().to_string().contains("no tasks"));
     }
 
     #[test]

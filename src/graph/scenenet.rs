@@ -1,10 +1,7 @@
 //! The SceneNet family of the reference code (DeepLab-ResNet backbone with BasicBlocks and one
 //! four-branch ASPP head per task), emitted as a graph with the reference's tensor names.
 
-use super::{
-    BatchNorm, Conv2d, Graph, GraphOutput, InputSpec, MaxPool, Model, Node, Op, TaskSpec,
-    GRAPH_FORMAT,
-};
+use super::{BatchNorm, Conv2d, Graph, GraphOutput, InputSpec, MaxPool, Model, Node, Op, TaskSpec, GRAPH_FORMAT};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -50,18 +47,13 @@ impl SceneNetConfig {
 
     pub fn validate(&self) -> Result<()> {
         let n = self.blocks.len();
-        if n == 0 || self.widths.len() != n || self.strides.len() != n || self.dilations.len() != n
-        {
+        if n == 0 || self.widths.len() != n || self.strides.len() != n || self.dilations.len() != n {
             bail!(
                 "SceneNet needs as many widths, strides and dilations as stages: blocks {:?}, widths {:?}, strides {:?}, dilations {:?}",
                 self.blocks, self.widths, self.strides, self.dilations
             );
         }
-        if self.blocks.contains(&0)
-            || self.widths.contains(&0)
-            || self.stem_width == 0
-            || self.head_width == 0
-        {
+        if self.blocks.contains(&0) || self.widths.contains(&0) || self.stem_width == 0 || self.head_width == 0 {
             bail!("SceneNet block counts and widths must be positive");
         }
         if self.rates.is_empty() {
@@ -106,58 +98,32 @@ impl SceneNetConfig {
 
         let mut inplanes = self.stem_width;
         for (stage, &count) in self.blocks.iter().enumerate() {
-            let (planes, stride, dil) = (
-                self.widths[stage],
-                self.strides[stage],
-                self.dilations[stage],
-            );
+            let (planes, stride, dil) = (self.widths[stage], self.strides[stage], self.dilations[stage]);
             for block in 0..count {
                 let p = format!("backbone.blocks.{stage}.{block}");
                 let s = if block == 0 { stride } else { 1 };
-                let residual =
-                    if block == 0 && (stride != 1 || inplanes != planes || dil == 2 || dil == 4) {
-                        let d = b.conv(
-                            &format!("backbone.ds.{stage}.0"),
-                            &x,
-                            inplanes,
-                            planes,
-                            1,
-                            stride,
-                            0,
-                            1,
-                            false,
-                        );
-                        b.bn(&format!("backbone.ds.{stage}.1"), &d, planes)
-                    } else {
-                        x.clone()
-                    };
-                let mut y = b.conv(
-                    &format!("{p}.conv1"),
-                    &x,
-                    inplanes,
-                    planes,
-                    3,
-                    s,
-                    dil,
-                    dil,
-                    false,
-                );
+                let residual = if block == 0 && (stride != 1 || inplanes != planes || dil == 2 || dil == 4) {
+                    let d = b.conv(
+                        &format!("backbone.ds.{stage}.0"),
+                        &x,
+                        inplanes,
+                        planes,
+                        1,
+                        stride,
+                        0,
+                        1,
+                        false,
+                    );
+                    b.bn(&format!("backbone.ds.{stage}.1"), &d, planes)
+                } else {
+                    x.clone()
+                };
+                let mut y = b.conv(&format!("{p}.conv1"), &x, inplanes, planes, 3, s, dil, dil, false);
                 y = b.bn(&format!("{p}.bn1"), &y, planes);
                 y = b.relu(&format!("{p}.relu1"), &y);
-                y = b.conv(
-                    &format!("{p}.conv2"),
-                    &y,
-                    planes,
-                    planes,
-                    3,
-                    1,
-                    dil,
-                    dil,
-                    false,
-                );
+                y = b.conv(&format!("{p}.conv2"), &y, planes, planes, 3, 1, dil, dil, false);
                 y = b.bn(&format!("{p}.bn2"), &y, planes);
-                b.nodes
-                    .push(Node::new(format!("{p}.add"), &[&residual, &y], Op::Add));
+                b.nodes.push(Node::new(format!("{p}.add"), &[&residual, &y], Op::Add));
                 x = b.relu(&format!("{p}.relu2"), &format!("{p}.add"));
                 inplanes = planes;
             }

@@ -8,25 +8,14 @@ use std::collections::HashMap;
 /// Activation shape of one sample (batch dimension left out): [C, H, W] or [F].
 pub type Shape = Vec<usize>;
 
-fn conv_out(
-    size: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-    dilation: usize,
-    ceil: bool,
-) -> Result<usize> {
+fn conv_out(size: usize, kernel: usize, stride: usize, padding: usize, dilation: usize, ceil: bool) -> Result<usize> {
     let span = dilation * (kernel - 1) + 1;
     let padded = size + 2 * padding;
     if padded < span {
         bail!("input of size {size} is smaller than the kernel span {span}");
     }
     let numer = padded - span;
-    let mut out = if ceil {
-        numer.div_ceil(stride)
-    } else {
-        numer / stride
-    } + 1;
+    let mut out = if ceil { numer.div_ceil(stride) } else { numer / stride } + 1;
     // PyTorch: with ceil_mode the last window must start inside the input or left padding.
     if ceil && (out - 1) * stride >= size + padding {
         out -= 1;
@@ -65,34 +54,16 @@ pub fn infer(graph: &Graph, input: [usize; 3]) -> Result<HashMap<String, Shape>>
                         c.in_channels
                     );
                 }
-                let oh = conv_out(
-                    h,
-                    c.kernel[0],
-                    c.stride[0],
-                    c.padding[0],
-                    c.dilation[0],
-                    false,
-                )
-                .map_err(|e| anyhow::anyhow!("node '{}': {e}", node.name))?;
-                let ow = conv_out(
-                    w,
-                    c.kernel[1],
-                    c.stride[1],
-                    c.padding[1],
-                    c.dilation[1],
-                    false,
-                )
-                .map_err(|e| anyhow::anyhow!("node '{}': {e}", node.name))?;
+                let oh = conv_out(h, c.kernel[0], c.stride[0], c.padding[0], c.dilation[0], false)
+                    .map_err(|e| anyhow::anyhow!("node '{}': {e}", node.name))?;
+                let ow = conv_out(w, c.kernel[1], c.stride[1], c.padding[1], c.dilation[1], false)
+                    .map_err(|e| anyhow::anyhow!("node '{}': {e}", node.name))?;
                 vec![c.out_channels, oh, ow]
             }
             Op::BatchNorm(bn) => {
                 let (ch, _, _) = spatial(arg(0))?;
                 if ch != bn.channels {
-                    bail!(
-                        "node '{}' expects {} channels, gets {ch}",
-                        node.name,
-                        bn.channels
-                    );
+                    bail!("node '{}' expects {} channels, gets {ch}", node.name, bn.channels);
                 }
                 arg(0).clone()
             }

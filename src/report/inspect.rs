@@ -84,8 +84,8 @@ pub fn inspect(
     let model = &loaded.model;
     let graph = &model.graph;
     let input = input.unwrap_or([graph.input.channels, graph.input.height, graph.input.width]);
-    let shapes = shapes::infer(graph, input)
-        .with_context(|| format!("{}: input size {input:?}", ckpt.path.display()))?;
+    let shapes =
+        shapes::infer(graph, input).with_context(|| format!("{}: input size {input:?}", ckpt.path.display()))?;
     let node_macs = shapes::macs(graph, &shapes);
     let node_groups = graph.node_groups();
 
@@ -142,10 +142,7 @@ pub fn inspect(
         }
     }
     for (node, macs) in &node_macs {
-        stats
-            .get_mut(&node_groups[node])
-            .expect("every group is listed")
-            .macs += macs;
+        stats.get_mut(&node_groups[node]).expect("every group is listed").macs += macs;
     }
     let mut total = GroupStats {
         group: "total".into(),

@@ -1,0 +1,145 @@
+use super::args::{parse_lambdas, progress, DataArgs, SceneNetArgs};
+use anyhow::{bail, Result};
+use cut::checkpoint::metadata::Provenance;
+use cut::checkpoint::{sha256_file, writer, Checkpoint, DType, LoadOptions};
+use cut::data::Split;
+use cut::device::{resolve, DeviceChoice};
+use cut::graph::parse_task_list;
+use cut::train::{train, TrainConfig};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Fine-tune this checkpoint instead of building a new SceneNet.
+    #[arg(long, conflicts_with = "tasks")]
+    from: Option<PathBuf>,
+    #[command(flatten)]
+    scenenet: SceneNetArgs,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Train only these tasks of the model (default: all).
+    #[arg(long, value_name = "a,b")]
+    train_tasks: Option<String>,
+    #[arg(long, default_value_t = 1000)]
+    steps: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    /// Multiply the learning rate by --gamma every this many steps.
+    #[arg(long, default_value_t = 1000)]
+    step_size: usize,
+    #[arg(long, default_value_t = 0.7)]
+    gamma: f64,
+    /// Loss weight per task, e.g. seg=1,normal=20,depth=3 (the reference's NYUv2 weights); default 1.
+    #[arg(long, value_name = "t=w,...")]
+    lambdas: Option<String>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Validate (and maybe keep the checkpoint) every N steps.
+    #[arg(long, default_value_t = 100)]
+    val_every: usize,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceChoice,
+    /// Training log (JSON); default: OUT with .log.json.
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Output checkpoint.
+    #[arg(short, long)]
+    out: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let inputs: Vec<&std::path::Path> = a.from.iter().map(|p| p.as_path()).collect();
+    writer::check_output(&a.out, &inputs, a.force)?;
+    let log_path = a.log.clone().unwrap_or_else(|| a.out.with_extension("log.json"));
+    writer::check_output(&log_path, &inputs, true)?;
+    let device = resolve(a.device)?;
+    let (model, params, source_sha) = match &a.from {
+        Some(path) => {
+            let ckpt = Checkpoint::open(path)?;
+            let model = ckpt.model(&LoadOptions::default())?.model;
+            let params = ckpt.load_params(&model, device)?;
+            (model, params, Some(sha256_file(path)?))
+        }
+        None => {
+            let model = a.scenenet.config()?.build()?;
+            let params = cut::graph::init::init_params(&model.graph, a.seed, device);
+            (model, params, None)
+        }
+    };
+    let tasks = match &a.train_tasks {
+        Some(t) => model.select_tasks(&parse_task_list(t))?,
+        None => model.tasks.clone(),
+    };
+    let lambdas = a.lambdas.as_deref().map(parse_lambdas).transpose()?.unwrap_or_default();
+    for name in lambdas.keys() {
+        if model.task(name).is_none() {
+            bail!(
+                "--lambdas names task '{name}', which the model does not have (it has: {})",
+                model.task_names().join(", ")
+            );
+        }
+    }
+    if a.steps == 0 {
+        bail!("--steps must be positive");
+    }
+    let data = a.data.require("to train")?;
+    let train_items = data.split(Split::Train, a.data.val_fraction)?;
+    let val_items = data.split(Split::Val, a.data.val_fraction)?;
+    let cfg = TrainConfig {
+        steps: a.steps,
+        batch: a.data.batch,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        step_size: a.step_size,
+        gamma: a.gamma,
+        lambdas,
+        seed: a.seed,
+        val_every: a.val_every,
+        device,
+    };
+    let bar = progress(a.steps as u64, "train");
+    let outcome = train(
+        &model,
+        &params,
+        &tasks,
+        train_items,
+        val_items,
+        None,
+        &cfg,
+        |step, loss| {
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.4}"));
+        },
+    )?;
+    bar.finish_and_clear();
+    writer::save_model(
+        &a.out,
+        &model,
+        &outcome.params,
+        DType::F32,
+        Some(&Provenance::new(super::command_line(), source_sha)),
+    )?;
+    let log = serde_json::json!({
+        "model": a.out.display().to_string(),
+        "best_step": outcome.best_step,
+        "best_val_loss": outcome.best_val_loss,
+        "tasks": tasks.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+        "steps": a.steps,
+        "seed": a.seed,
+        "entries": outcome.log,
+    });
+    writer::write_atomic(&log_path, serde_json::to_string_pretty(&log)?.as_bytes())?;
+    eprintln!(
+        "wrote {} (best validation loss {:.4} at step {}), log {}",
+        a.out.display(),
+        outcome.best_val_loss,
+        outcome.best_step,
+        log_path.display()
+    );
+    Ok(())
+}

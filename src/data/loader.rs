@@ -1,0 +1,136 @@
+//! Batches built on a background thread, so that decoding overlaps compute.
+
+use super::layout::{Item, Sample};
+use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::thread::JoinHandle;
+use tch::{Device, Tensor};
+
+/// A batch on the host; `to_device` moves it.
+pub struct Batch {
+    /// [N, 3, H, W] BGR minus mean.
+    pub image: Tensor,
+    /// [N, H, W] int64, 255 = ignore.
+    pub seg: Tensor,
+    /// [N, 3, H, W], zero vectors invalid.
+    pub normal: Tensor,
+    /// [N, 1, H, W] metres.
+    pub depth: Tensor,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.image.size()[0] as usize
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn to_device(&self, device: Device) -> Batch {
+        Batch {
+            image: self.image.to_device(device),
+            seg: self.seg.to_device(device),
+            normal: self.normal.to_device(device),
+            depth: self.depth.to_device(device),
+        }
+    }
+
+    fn stack(samples: Vec<Sample>, items: &[&Item]) -> Result<Batch> {
+        let (h, w) = (samples[0].height, samples[0].width);
+        for (s, item) in samples.iter().zip(items) {
+            if (s.height, s.width) != (h, w) {
+                bail!(
+                    "{}: is {}x{}, other images in its batch are {h}x{w}; all images must have one size",
+                    item.image.display(),
+                    s.height,
+                    s.width
+                );
+            }
+        }
+        let n = samples.len() as i64;
+        let (hi, wi) = (h as i64, w as i64);
+        let cat =
+            |f: &dyn Fn(&Sample) -> &[f32]| -> Vec<f32> { samples.iter().flat_map(|s| f(s).iter().copied()).collect() };
+        let seg: Vec<i64> = samples.iter().flat_map(|s| s.seg.iter().copied()).collect();
+        Ok(Batch {
+            image: Tensor::from_slice(&cat(&|s| &s.image)).view([n, 3, hi, wi]),
+            seg: Tensor::from_slice(&seg).view([n, hi, wi]),
+            normal: Tensor::from_slice(&cat(&|s| &s.normal)).view([n, 3, hi, wi]),
+            depth: Tensor::from_slice(&cat(&|s| &s.depth)).view([n, 1, hi, wi]),
+        })
+    }
+}
+
+/// Yields batches decoded ahead on a background thread.
+pub struct Loader {
+    rx: Option<Receiver<Result<Batch>>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl Loader {
+    fn spawn(items: Vec<Item>, batch: usize, shuffle_seed: Option<u64>) -> Loader {
+        let (tx, rx) = sync_channel::<Result<Batch>>(2);
+        let handle = std::thread::spawn(move || {
+            let mut rng = shuffle_seed.map(ChaCha8Rng::seed_from_u64);
+            loop {
+                let mut order: Vec<usize> = (0..items.len()).collect();
+                if let Some(rng) = rng.as_mut() {
+                    order.shuffle(rng);
+                }
+                // An endless (shuffled) stream uses full batches only, so every step sees `batch` samples.
+                let chunks: Vec<&[usize]> = order
+                    .chunks(batch)
+                    .filter(|c| rng.is_none() || c.len() == batch || items.len() < batch)
+                    .collect();
+                for chunk in chunks {
+                    let picked: Vec<&Item> = chunk.iter().map(|&i| &items[i]).collect();
+                    let result = picked
+                        .iter()
+                        .map(|item| item.load())
+                        .collect::<Result<Vec<_>>>()
+                        .and_then(|s| Batch::stack(s, &picked));
+                    let failed = result.is_err();
+                    if tx.send(result).is_err() || failed {
+                        return;
+                    }
+                }
+                if rng.is_none() {
+                    return;
+                }
+            }
+        });
+        Loader {
+            rx: Some(rx),
+            handle: Some(handle),
+        }
+    }
+
+    /// One pass over `items` in order; the last batch may be smaller.
+    pub fn sequential(items: Vec<Item>, batch: usize) -> Loader {
+        Loader::spawn(items, batch.max(1), None)
+    }
+
+    /// An endless stream, reshuffled every epoch from `seed`.
+    pub fn shuffled(items: Vec<Item>, batch: usize, seed: u64) -> Loader {
+        Loader::spawn(items, batch.max(1), Some(seed))
+    }
+}
+
+impl Iterator for Loader {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Result<Batch>> {
+        self.rx.as_ref()?.recv().ok()
+    }
+}
+
+impl Drop for Loader {
+    fn drop(&mut self) {
+        // Closing the channel makes the worker's next send fail, so it stops.
+        self.rx.take();
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Data: the NYUv2 3-task layout reader, its splits, a background batch loader, and the synthetic
+//! scene generator that writes the same layout.
+
+pub mod layout;
+pub mod loader;
+pub mod synth;
+
+use anyhow::{anyhow, bail, Context, Result};
+use layout::{DatasetIndex, Item, INDEX_FILE};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// The training list minus the validation share.
+    Train,
+    /// A deterministic share of the training list, held out for model selection.
+    Val,
+    Test,
+}
+
+impl Split {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Val => "val",
+            Split::Test => "test",
+        }
+    }
+}
+
+/// A dataset root and its index.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    pub root: PathBuf,
+    pub index_path: PathBuf,
+    pub train: Vec<Item>,
+    pub test: Vec<Item>,
+}
+
+/// Fixed seed of the train/validation carve: the split must not change with the training seed.
+const VAL_SPLIT_SEED: u64 = 0x5EED_0F_5A1;
+
+impl Dataset {
+    /// Opens `root`, reading `index` (default `nyu_v2_3task.json`) inside it.
+    pub fn open(root: &Path, index: Option<&str>) -> Result<Dataset> {
+        if !root.is_dir() {
+            bail!("{}: dataset folder does not exist", root.display());
+        }
+        let index_path = root.join(index.unwrap_or(INDEX_FILE));
+        let text = std::fs::read_to_string(&index_path)
+            .map_err(|e| anyhow!("{}: cannot read the dataset index ({e})", index_path.display()))?;
+        let parsed: DatasetIndex = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: not a dataset index ({{\"train\": [[img, seg, normal, depth], ...], \"test\": [...]}})",
+                index_path.display()
+            )
+        })?;
+        let items = |list: &[[String; 4]]| -> Vec<Item> {
+            list.iter()
+                .map(|[i, s, n, d]| Item {
+                    image: root.join(i),
+                    seg: root.join(s),
+                    normal: root.join(n),
+                    depth: root.join(d),
+                })
+                .collect()
+        };
+        Ok(Dataset {
+            root: root.to_path_buf(),
+            index_path,
+            train: items(&parsed.train),
+            test: items(&parsed.test),
+        })
+    }
+
+    /// The items of a split. Validation is a deterministic `val_fraction` of the training list
+    /// (at least one item when the fraction is positive); train is the rest.
+    pub fn split(&self, split: Split, val_fraction: f64) -> Result<Vec<Item>> {
+        if !(0.0..1.0).contains(&val_fraction) {
+            bail!("--val-fraction {val_fraction} must be in [0, 1)");
+        }
+        let items = match split {
+            Split::Test => self.test.clone(),
+            Split::Train | Split::Val => {
+                let mut order: Vec<usize> = (0..self.train.len()).collect();
+                order.shuffle(&mut ChaCha8Rng::seed_from_u64(VAL_SPLIT_SEED));
+                let n_val = if val_fraction > 0.0 {
+                    ((self.train.len() as f64 * val_fraction).round() as usize).max(1)
+                } else {
+                    0
+                };
+                let mut chosen: Vec<usize> = if split == Split::Val {
+                    order[..n_val.min(order.len())].to_vec()
+                } else {
+                    order[n_val.min(order.len())..].to_vec()
+                };
+                chosen.sort_unstable();
+                chosen.into_iter().map(|i| self.train[i].clone()).collect()
+            }
+        };
+        if items.is_empty() {
+            bail!("{}: the {} split is empty", self.index_path.display(), split.as_str());
+        }
+        Ok(items)
+    }
+}

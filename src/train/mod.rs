@@ -1,0 +1,247 @@
+//! Training and fine-tuning: per-task weighted losses, Adam with step decay, model selection on the
+//! validation split, optional fixed masks that keep pruned weights exactly zero.
+
+pub mod loss;
+
+use crate::data::layout::Item;
+use crate::data::loader::Loader;
+use crate::graph::interpreter::{forward, Mode, Params};
+use crate::graph::{Model, TaskSpec};
+use anyhow::{bail, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tch::nn::OptimizerConfig;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub steps: usize,
+    pub batch: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Multiply the learning rate by `gamma` every `step_size` steps.
+    pub step_size: usize,
+    pub gamma: f64,
+    /// Loss weight per task; tasks not listed weigh 1.
+    pub lambdas: BTreeMap<String, f64>,
+    pub seed: u64,
+    /// Validate every this many steps (and at the end).
+    pub val_every: usize,
+    pub device: Device,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LogEntry {
+    pub step: usize,
+    pub lr: f64,
+    /// Training loss per task, averaged over the steps since the previous entry.
+    pub train: BTreeMap<String, f64>,
+    pub train_total: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_total: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val: Option<BTreeMap<String, f64>>,
+}
+
+pub struct TrainOutcome {
+    /// The parameters at the step with the lowest validation loss, on the CPU.
+    pub params: Params,
+    pub best_step: usize,
+    pub best_val_loss: f64,
+    pub log: Vec<LogEntry>,
+}
+
+/// The VarStore forbids '.' in names.
+fn mangle(name: &str) -> String {
+    name.replace('.', "|")
+}
+
+fn weighted_loss(
+    model: &Model,
+    params: &Params,
+    tasks: &[TaskSpec],
+    lambdas: &BTreeMap<String, f64>,
+    batch: &crate::data::loader::Batch,
+    mode: Mode,
+) -> Result<(Tensor, BTreeMap<String, f64>)> {
+    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    let outputs = forward(&model.graph, params, &batch.image, &names, mode)?;
+    let mut total: Option<Tensor> = None;
+    let mut parts = BTreeMap::new();
+    for task in tasks {
+        let l = loss::task_loss(task, &outputs[&task.name], batch)?;
+        parts.insert(task.name.clone(), l.double_value(&[]));
+        let w = lambdas.get(&task.name).copied().unwrap_or(1.0);
+        let term = l * w;
+        total = Some(match total {
+            Some(t) => t + term,
+            None => term,
+        });
+    }
+    Ok((total.expect("at least one task"), parts))
+}
+
+/// Mean weighted loss over a split, in inference mode.
+pub fn validation_loss(
+    model: &Model,
+    params: &Params,
+    tasks: &[TaskSpec],
+    lambdas: &BTreeMap<String, f64>,
+    items: &[Item],
+    batch: usize,
+    device: Device,
+) -> Result<(f64, BTreeMap<String, f64>)> {
+    let _guard = tch::no_grad_guard();
+    let (mut total, mut n) = (0.0, 0usize);
+    let mut parts: BTreeMap<String, f64> = BTreeMap::new();
+    for b in Loader::sequential(items.to_vec(), batch) {
+        let b = b?.to_device(device);
+        let k = b.len();
+        let (loss, p) = weighted_loss(model, params, tasks, lambdas, &b, Mode::Eval)?;
+        total += loss.double_value(&[]) * k as f64;
+        for (name, v) in p {
+            *parts.entry(name).or_default() += v * k as f64;
+        }
+        n += k;
+    }
+    let n = n.max(1) as f64;
+    Ok((total / n, parts.into_iter().map(|(k, v)| (k, v / n)).collect()))
+}
+
+/// Trains `params` (any device; the result is on the CPU) on `train_items`, selecting the step with
+/// the lowest validation loss. With `masks`, each masked tensor is multiplied by its mask after every
+/// step, so zeros stay exactly zero. `on_step(step, train_total)` reports progress.
+#[allow(clippy::too_many_arguments)]
+pub fn train(
+    model: &Model,
+    params: &Params,
+    tasks: &[TaskSpec],
+    train_items: Vec<Item>,
+    val_items: Vec<Item>,
+    masks: Option<&BTreeMap<String, Tensor>>,
+    cfg: &TrainConfig,
+    mut on_step: impl FnMut(usize, f64),
+) -> Result<TrainOutcome> {
+    if tasks.is_empty() {
+        bail!("no tasks to train");
+    }
+    if val_items.is_empty() {
+        bail!("model selection needs a validation split; use a positive --val-fraction");
+    }
+    // Dropout draws from libtorch's generator.
+    tch::manual_seed(cfg.seed as i64);
+    let device = cfg.device;
+    let trainable: Vec<String> = model
+        .graph
+        .param_specs()
+        .iter()
+        .filter(|s| !s.role.is_buffer())
+        .map(|s| s.name.clone())
+        .collect();
+    let vs = tch::nn::VarStore::new(device);
+    let mut live = Params::new();
+    {
+        let root = vs.root();
+        for spec in model.graph.param_specs() {
+            let t = params
+                .get(&spec.name)
+                .ok_or_else(|| anyhow::anyhow!("tensor '{}' is missing", spec.name))?;
+            if trainable.contains(&spec.name) {
+                live.insert(
+                    spec.name.clone(),
+                    root.var_copy(&mangle(&spec.name), &t.to_device(device)),
+                );
+            } else {
+                live.insert(spec.name.clone(), t.to_device(device).copy());
+            }
+        }
+    }
+    let device_masks: BTreeMap<String, Tensor> = masks
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.to_device(device).to_kind(Kind::Float)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let apply_masks = |live: &Params| {
+        let _guard = tch::no_grad_guard();
+        for (name, mask) in &device_masks {
+            if let Some(t) = live.get(name) {
+                let mut t = t.shallow_clone();
+                t *= mask;
+            }
+        }
+    };
+    apply_masks(&live);
+
+    let mut opt = tch::nn::Adam {
+        wd: cfg.weight_decay,
+        ..Default::default()
+    }
+    .build(&vs, cfg.lr)?;
+    let snapshot = |live: &Params| -> Params {
+        live.iter()
+            .map(|(k, v)| (k.clone(), v.detach().to_device(Device::Cpu).copy()))
+            .collect()
+    };
+    let (mut best_val, parts) = validation_loss(model, &live, tasks, &cfg.lambdas, &val_items, cfg.batch, device)?;
+    let mut best = snapshot(&live);
+    let mut best_step = 0;
+    let mut log = vec![LogEntry {
+        step: 0,
+        lr: cfg.lr,
+        train: BTreeMap::new(),
+        train_total: f64::NAN,
+        val_total: Some(best_val),
+        val: Some(parts),
+    }];
+    let mut loader = Loader::shuffled(train_items, cfg.batch, cfg.seed);
+    let mut sums: BTreeMap<String, f64> = BTreeMap::new();
+    let (mut total_sum, mut since) = (0.0, 0usize);
+    for step in 1..=cfg.steps {
+        let lr = cfg.lr * cfg.gamma.powi(((step - 1) / cfg.step_size.max(1)) as i32);
+        opt.set_lr(lr);
+        let b = loader
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("training data ran out"))??
+            .to_device(device);
+        let (loss, p) = weighted_loss(model, &live, tasks, &cfg.lambdas, &b, Mode::Train)?;
+        let value = loss.double_value(&[]);
+        if !value.is_finite() {
+            bail!("training loss became {value} at step {step}; lower --lr");
+        }
+        opt.backward_step(&loss);
+        apply_masks(&live);
+        for (k, v) in p {
+            *sums.entry(k).or_default() += v;
+        }
+        total_sum += value;
+        since += 1;
+        on_step(step, value);
+        if step % cfg.val_every.max(1) == 0 || step == cfg.steps {
+            let (val, val_parts) = validation_loss(model, &live, tasks, &cfg.lambdas, &val_items, cfg.batch, device)?;
+            log.push(LogEntry {
+                step,
+                lr,
+                train: sums.iter().map(|(k, v)| (k.clone(), v / since as f64)).collect(),
+                train_total: total_sum / since as f64,
+                val_total: Some(val),
+                val: Some(val_parts),
+            });
+            sums.clear();
+            total_sum = 0.0;
+            since = 0;
+            if val < best_val {
+                best_val = val;
+                best_step = step;
+                best = snapshot(&live);
+            }
+        }
+    }
+    Ok(TrainOutcome {
+        params: best,
+        best_step,
+        best_val_loss: best_val,
+        log,
+    })
+}

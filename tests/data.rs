@@ -1,0 +1,260 @@
+//! The synthetic generator, the dataset reader and the loader.
+
+use cut::data::layout::{decode_normal, encode_normal, BGR_MEAN};
+use cut::data::loader::Loader;
+use cut::data::synth::{write_dataset, Camera, Object, Scene, Shape, SynthConfig, BACK_WALL, FLOOR, IGNORE};
+use cut::data::{Dataset, Split};
+use std::path::Path;
+
+fn synth(dir: &Path, train: usize, test: usize, seed: u64) {
+    let cfg = SynthConfig {
+        train,
+        test,
+        height: 24,
+        width: 32,
+        seed,
+    };
+    write_dataset(dir, &cfg, 2).unwrap();
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((
+                    p.strip_prefix(dir).unwrap().display().to_string(),
+                    std::fs::read(&p).unwrap(),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn same_seed_same_bytes_other_seed_other_scenes() {
+    let t = tempfile::tempdir().unwrap();
+    synth(&t.path().join("a"), 3, 2, 5);
+    synth(&t.path().join("b"), 3, 2, 5);
+    synth(&t.path().join("c"), 3, 2, 6);
+    let (a, b, c) = (
+        files(&t.path().join("a")),
+        files(&t.path().join("b")),
+        files(&t.path().join("c")),
+    );
+    assert_eq!(a.len(), 5 * 4 + 1);
+    assert!(a == b);
+    assert!(a != c);
+    // Refuses a non-empty folder.
+    let err = write_dataset(
+        &t.path().join("a"),
+        &SynthConfig {
+            train: 1,
+            test: 1,
+            height: 24,
+            width: 32,
+            seed: 0,
+        },
+        1,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+}
+
+fn plane_scene(distance: f64) -> Scene {
+    Scene {
+        camera: Camera {
+            position: [0.0, 1.0, 0.0],
+            yaw: 0.0,
+            pitch: 0.0,
+            focal: 20.0,
+        },
+        objects: vec![
+            Object {
+                shape: Shape::Rect {
+                    axis: 2,
+                    value: distance,
+                    lo: [-50.0, -50.0],
+                    hi: [50.0, 50.0],
+                },
+                class: BACK_WALL,
+                albedo: [0.5; 3],
+                texture: 0.0,
+            },
+            // Floor at y = 0, one metre below the camera, ending at the wall.
+            Object {
+                shape: Shape::Rect {
+                    axis: 1,
+                    value: 0.0,
+                    lo: [0.0, -50.0],
+                    hi: [distance, 50.0],
+                },
+                class: FLOOR,
+                albedo: [0.5; 3],
+                texture: 0.0,
+            },
+        ],
+        light: [0.0, 0.0, -1.0],
+        ambient: 0.2,
+        seed: 0,
+    }
+}
+
+#[test]
+fn camera_facing_a_plane_gives_exact_labels() {
+    let r = plane_scene(3.0).render(20, 30);
+    // Upper half sees the wall straight on: depth 3 everywhere, normal towards the camera.
+    for v in 0..10 {
+        for u in 0..30 {
+            let i = v * 30 + u;
+            assert_eq!(r.class[i], BACK_WALL, "({v}, {u})");
+            assert!((r.depth[i] - 3.0).abs() < 1e-5, "({v}, {u}) {}", r.depth[i]);
+            assert_eq!(r.normal[i], [0.0, 0.0, -1.0]);
+        }
+    }
+    // Row 19 sees the floor: the ray (x, (19.5 - 10) / 20, 1) meets y = 1 below the camera at
+    // depth 20 / 9.5; the floor's normal points up, which is -y in camera coordinates.
+    let i = 19 * 30 + 15;
+    assert_eq!(r.class[i], FLOOR);
+    assert!((r.depth[i] as f64 - 20.0 / 9.5).abs() < 1e-5, "{}", r.depth[i]);
+    assert_eq!(r.normal[i], [0.0, -1.0, 0.0]);
+    // Facing the light head-on: colour = albedo * 255, whatever the ambient.
+    assert_eq!(&r.rgb[0..3], &[128, 128, 128]);
+}
+
+#[test]
+fn rays_that_leave_the_scene_are_invalid() {
+    let mut s = plane_scene(3.0);
+    s.objects.truncate(1);
+    if let Shape::Rect { lo, hi, .. } = &mut s.objects[0].shape {
+        *lo = [-50.0, -50.0];
+        *hi = [50.0, 0.5]; // the wall stops half a metre below the camera
+    }
+    let r = s.render(20, 30);
+    assert_eq!(r.class[0], IGNORE);
+    assert_eq!(r.depth[0], 0.0);
+    assert_eq!(r.normal[0], [0.0; 3]);
+    assert_eq!(r.class[19 * 30], BACK_WALL);
+}
+
+#[test]
+fn normal_encoding_round_trips() {
+    for n in [
+        [0.0f32, 0.0, -1.0],
+        [0.6, -0.8, 0.0],
+        [0.577, 0.577, -0.577],
+        [1.0, 0.0, 0.0],
+        [-1.0, 0.0, 0.0],
+    ] {
+        let v = encode_normal(n);
+        assert!(!v.contains(&255), "{v:?}");
+        let back = decode_normal(v);
+        let cos: f32 =
+            n.iter().zip(back).map(|(a, b)| a * b).sum::<f32>() / n.iter().map(|a| a * a).sum::<f32>().sqrt();
+        assert!(cos > 0.9999, "{n:?} -> {v:?} -> {back:?}");
+    }
+    assert_eq!(encode_normal([0.0; 3]), [255; 3]);
+    assert_eq!(decode_normal([10, 255, 10]), [0.0; 3]);
+    // v = round((n + 1) * 127): n = -1 -> 0, 0 -> 127, 1 -> 254.
+    assert_eq!(encode_normal([-1.0, 0.0, 1.0]), [0, 127, 254]);
+}
+
+#[test]
+fn reader_splits_and_decodes() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("d");
+    synth(&root, 8, 2, 1);
+    let ds = Dataset::open(&root, None).unwrap();
+    let val = ds.split(Split::Val, 0.25).unwrap();
+    let train = ds.split(Split::Train, 0.25).unwrap();
+    assert_eq!((val.len(), train.len()), (2, 6));
+    assert!(val.iter().all(|v| !train.contains(v)));
+    assert_eq!(ds.split(Split::Val, 0.25).unwrap(), val, "the carve is deterministic");
+    assert_eq!(ds.split(Split::Test, 0.25).unwrap().len(), 2);
+    assert!(ds
+        .split(Split::Val, 0.0)
+        .unwrap_err()
+        .to_string()
+        .contains("split is empty"));
+
+    let item = &ds.test[0];
+    let s = item.load().unwrap();
+    let png = image::open(&item.image).unwrap().to_rgb8();
+    let px = png.get_pixel(5, 3).0;
+    let n = 24 * 32;
+    let i = 3 * 32 + 5;
+    // Channel 0 is blue minus the blue mean.
+    assert_eq!(s.image[i], px[2] as f32 - BGR_MEAN[0]);
+    assert_eq!(s.image[2 * n + i], px[0] as f32 - BGR_MEAN[2]);
+    let depth: ndarray::Array2<f32> = ndarray_npy::read_npy(&item.depth).unwrap();
+    assert_eq!(s.depth[i], depth[[3, 5]]);
+
+    let batches: Vec<_> = Loader::sequential(ds.test.clone(), 1).map(|b| b.unwrap()).collect();
+    assert_eq!(batches.len(), 2);
+    assert_eq!(batches[0].image.size(), [1, 3, 24, 32]);
+    assert_eq!(batches[0].seg.size(), [1, 24, 32]);
+    assert_eq!(batches[0].depth.size(), [1, 1, 24, 32]);
+    // The shuffled stream is endless and seeded.
+    let a: Vec<f64> = Loader::shuffled(ds.train.clone(), 3, 9)
+        .take(5)
+        .map(|b| b.unwrap().depth.sum(tch::Kind::Double).double_value(&[]))
+        .collect();
+    let b: Vec<f64> = Loader::shuffled(ds.train.clone(), 3, 9)
+        .take(5)
+        .map(|b| b.unwrap().depth.sum(tch::Kind::Double).double_value(&[]))
+        .collect();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn bad_files_are_named() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("d");
+    synth(&root, 2, 1, 1);
+    let ds = Dataset::open(&root, None).unwrap();
+    let item = ds.test[0].clone();
+
+    std::fs::write(&item.image, b"not a png").unwrap();
+    let err = item.load().err().unwrap().to_string();
+    assert!(
+        err.contains(&item.image.display().to_string()) && err.contains("cannot read image"),
+        "{err}"
+    );
+
+    let item = ds.train[0].clone();
+    let small = image::GrayImage::new(4, 4);
+    small.save(&item.seg).unwrap();
+    let err = item.load().err().unwrap().to_string();
+    assert!(
+        err.contains(&item.seg.display().to_string()) && err.contains("is 4x4"),
+        "{err}"
+    );
+
+    let item = ds.train[1].clone();
+    let mut depth = ndarray::Array2::<f32>::ones((24, 32));
+    depth[[2, 7]] = f32::NAN;
+    ndarray_npy::write_npy(&item.depth, &depth).unwrap();
+    let err = item.load().err().unwrap().to_string();
+    assert!(err.contains("depth is not finite at pixel (2, 7)"), "{err}");
+
+    std::fs::remove_file(&item.normal).unwrap();
+    let err = item.load().err().unwrap().to_string();
+    assert!(err.contains(&item.normal.display().to_string()), "{err}");
+
+    // The loader passes the error on and stops.
+    let results: Vec<_> = Loader::sequential(ds.train.clone(), 1).collect();
+    assert!(results[0].is_err());
+
+    assert!(Dataset::open(&t.path().join("none"), None)
+        .unwrap_err()
+        .to_string()
+        .contains("does not exist"));
+    std::fs::write(root.join("nyu_v2_3task.json"), b"{\"train\": 3}").unwrap();
+    assert!(format!("{:#}", Dataset::open(&root, None).unwrap_err()).contains("not a dataset index"));
+}
