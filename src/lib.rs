@@ -11,5 +11,6 @@ pub mod device;
 pub mod eval;
 pub mod graph;
 pub mod metrics;
+pub mod prune;
 pub mod report;
 pub mod train;

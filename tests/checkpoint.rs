@@ -161,6 +161,6 @@ fn outputs_are_checked_and_written_atomically() {
     let (model, mut params) = small_model();
     params.remove("backbone.conv1.weight");
     let target = dir.path().join("never.safetensors");
-    assert!(save_model(&target, &model, &params, DType::F32, None).is_err());
+    assert!(save_model(&target, &model, &params, DType::F32, false, None).is_err());
     assert!(!target.exists());
 }

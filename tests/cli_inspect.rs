@@ -65,7 +65,7 @@ fn inspect_counts_zeros() {
     let _guard = tch::no_grad_guard();
     let _ = params.get_mut("backbone.conv1.weight").unwrap().zero_();
     let path = dir.path().join("z.safetensors");
-    cut::checkpoint::writer::save_model(&path, &model, &params, DType::F16, None).unwrap();
+    cut::checkpoint::writer::save_model(&path, &model, &params, DType::F16, false, None).unwrap();
     let out = cut().arg("inspect").arg(&path).arg("--json").output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["groups"][0]["zeros"], 8 * 3 * 7 * 7);

@@ -3,6 +3,7 @@
 //! Reading maps the file and parses the header only; tensor data is touched when a tensor is loaded.
 
 pub mod metadata;
+pub mod packed;
 pub mod reference;
 pub mod writer;
 
@@ -25,6 +26,8 @@ pub enum DType {
     BF16,
     /// Only for integer buffers such as batch norm's `num_batches_tracked`.
     I64,
+    /// Only for the bitmasks of packed tensors.
+    U8,
 }
 
 impl DType {
@@ -33,6 +36,7 @@ impl DType {
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
             DType::I64 => 8,
+            DType::U8 => 1,
         }
     }
     pub fn safetensors_name(self) -> &'static str {
@@ -41,6 +45,7 @@ impl DType {
             DType::F16 => "F16",
             DType::BF16 => "BF16",
             DType::I64 => "I64",
+            DType::U8 => "U8",
         }
     }
     pub fn kind(self) -> Kind {
@@ -49,6 +54,7 @@ impl DType {
             DType::F16 => Kind::Half,
             DType::BF16 => Kind::BFloat16,
             DType::I64 => Kind::Int64,
+            DType::U8 => Kind::Uint8,
         }
     }
     pub fn parse(text: &str) -> Result<DType> {
@@ -65,6 +71,7 @@ impl DType {
             Dtype::F16 => Some(DType::F16),
             Dtype::BF16 => Some(DType::BF16),
             Dtype::I64 => Some(DType::I64),
+            Dtype::U8 => Some(DType::U8),
             _ => None,
         }
     }
@@ -73,7 +80,7 @@ impl DType {
         match self {
             DType::F32 => u32::from_le_bytes(bytes.try_into().unwrap()) & 0x7fff_ffff == 0,
             DType::F16 | DType::BF16 => u16::from_le_bytes(bytes.try_into().unwrap()) & 0x7fff == 0,
-            DType::I64 => bytes.iter().all(|&b| b == 0),
+            DType::I64 | DType::U8 => bytes.iter().all(|&b| b == 0),
         }
     }
 }
@@ -85,26 +92,44 @@ impl std::fmt::Display for DType {
             DType::F16 => "f16",
             DType::BF16 => "bf16",
             DType::I64 => "i64",
+            DType::U8 => "u8",
         })
     }
 }
 
+/// Byte range within the data section.
+pub type Range = (usize, usize);
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Storage {
+    Dense(Range),
+    /// A bitmask of the non-zero positions and the non-zero values, in order (see `packed`).
+    Packed {
+        mask: Range,
+        values: Range,
+        nnz: usize,
+    },
+}
+
+/// A logical tensor: what the graph sees, however it is stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TensorEntry {
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<usize>,
-    /// Byte range within the data section.
-    pub begin: usize,
-    pub end: usize,
+    pub storage: Storage,
 }
 
 impl TensorEntry {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
+    /// Bytes on disk.
     pub fn bytes(&self) -> usize {
-        self.end - self.begin
+        match self.storage {
+            Storage::Dense((b, e)) => e - b,
+            Storage::Packed { mask, values, .. } => (mask.1 - mask.0) + (values.1 - values.0),
+        }
     }
 }
 
@@ -207,24 +232,24 @@ impl Checkpoint {
                 bail!("{shown}: {detail}");
             }
         };
-        let mut tensors = BTreeMap::new();
+        let mut physical = BTreeMap::new();
         for (name, info) in parsed.tensors() {
             let dtype = DType::from_safetensors(info.dtype).ok_or_else(|| {
                 anyhow!("{shown}: tensor '{name}' has dtype {:?}, which cut does not handle (f32, f16, bf16; i64 for counters)", info.dtype)
             })?;
-            let (begin, end) = info.data_offsets;
-            tensors.insert(
+            let storage = Storage::Dense(info.data_offsets);
+            physical.insert(
                 name.clone(),
                 TensorEntry {
                     name,
                     dtype,
                     shape: info.shape.clone(),
-                    begin,
-                    end,
+                    storage,
                 },
             );
         }
-        let metadata = parsed.metadata().clone().unwrap_or_default().into_iter().collect();
+        let metadata: BTreeMap<String, String> = parsed.metadata().clone().unwrap_or_default().into_iter().collect();
+        let tensors = packed::logical_entries(physical, &metadata).map_err(|e| anyhow!("{shown}: {e:#}"))?;
         Ok(Checkpoint {
             path,
             file,
@@ -239,9 +264,9 @@ impl Checkpoint {
         self.map.len()
     }
 
-    /// The raw little-endian bytes of a tensor.
-    pub fn raw(&self, entry: &TensorEntry) -> &[u8] {
-        &self.map[self.data_start + entry.begin..self.data_start + entry.end]
+    /// Raw little-endian bytes of a range of the data section.
+    pub fn raw(&self, range: Range) -> &[u8] {
+        &self.map[self.data_start + range.0..self.data_start + range.1]
     }
 
     pub fn entry(&self, name: &str) -> Result<&TensorEntry> {
@@ -254,8 +279,13 @@ impl Checkpoint {
     pub fn tensor(&self, name: &str, device: Device) -> Result<Tensor> {
         let entry = self.entry(name)?;
         let shape: Vec<i64> = entry.shape.iter().map(|&d| d as i64).collect();
-        let t = Tensor::f_from_data_size(self.raw(entry), &shape, entry.dtype.kind())
-            .with_context(|| format!("{}: tensor '{name}'", self.path.display()))?;
+        let t = match entry.storage {
+            Storage::Dense(range) => Ok(Tensor::f_from_data_size(self.raw(range), &shape, entry.dtype.kind())?),
+            Storage::Packed { mask, values, nnz } => {
+                packed::unpack(self.raw(mask), self.raw(values), nnz, &shape, entry.dtype.kind())
+            }
+        }
+        .with_context(|| format!("{}: tensor '{name}'", self.path.display()))?;
         let t = if entry.dtype == DType::I64 {
             t
         } else {
@@ -267,10 +297,18 @@ impl Checkpoint {
     /// Counts exactly-zero elements of a tensor. Reads through a small buffer rather than the map so
     /// that scanning a whole file does not pull it into this process's resident memory.
     pub fn count_zeros(&self, entry: &TensorEntry) -> Result<usize> {
+        let (range, implicit) = match entry.storage {
+            Storage::Dense(range) => (range, 0),
+            Storage::Packed { values, nnz, .. } => (values, entry.numel() - nnz),
+        };
+        Ok(implicit + self.count_zeros_in(entry, range)?)
+    }
+
+    fn count_zeros_in(&self, entry: &TensorEntry, range: Range) -> Result<usize> {
         use std::os::unix::fs::FileExt;
         let size = entry.dtype.size();
         let mut buf = vec![0u8; (1 << 20) / size * size];
-        let (mut pos, end, mut zeros) = (self.data_start + entry.begin, self.data_start + entry.end, 0);
+        let (mut pos, end, mut zeros) = (self.data_start + range.0, self.data_start + range.1, 0);
         while pos < end {
             let n = buf.len().min(end - pos);
             self.file

@@ -150,26 +150,52 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes a model with its graph, tasks and provenance. Floating-point tensors are stored in
-/// `dtype`; integer counters stay i64.
+/// `dtype`; integer counters stay i64. With `packed`, conv and linear weights are stored as a
+/// bitmask plus their non-zero values (see `packed`).
 pub fn save_model(
     path: &Path,
     model: &Model,
     params: &Params,
     dtype: DType,
+    packed: bool,
     provenance: Option<&Provenance>,
 ) -> Result<()> {
+    let bytes = model_bytes(model, params, dtype, packed, provenance)?;
+    write_atomic(path, &bytes)
+}
+
+/// The bytes `save_model` writes.
+pub fn model_bytes(
+    model: &Model,
+    params: &Params,
+    dtype: DType,
+    packed: bool,
+    provenance: Option<&Provenance>,
+) -> Result<Vec<u8>> {
     let mut tensors = Vec::new();
+    let mut packed_info = BTreeMap::new();
     for spec in model.graph.param_specs() {
         let t = params
             .get(&spec.name)
             .ok_or_else(|| anyhow!("tensor '{}' is missing from the parameters", spec.name))?;
-        let dt = if spec.role == ParamRole::BnBatchesTracked {
-            DType::I64
+        if spec.role == ParamRole::BnBatchesTracked {
+            tensors.push(TensorBytes::from_tensor(&spec.name, t, DType::I64)?);
+        } else if packed && spec.role.is_prunable_weight() {
+            let (mask, values, info) = super::packed::pack(&spec.name, t, dtype)?;
+            tensors.push(mask);
+            tensors.push(values);
+            packed_info.insert(spec.name.clone(), info);
         } else {
-            dtype
-        };
-        tensors.push(TensorBytes::from_tensor(&spec.name, t, dt)?);
+            tensors.push(TensorBytes::from_tensor(&spec.name, t, dtype)?);
+        }
     }
-    let bytes = serialize(&mut tensors, &model_metadata(model, provenance)?)?;
-    write_atomic(path, &bytes)
+    let mut meta = model_metadata(model, provenance)?;
+    if packed {
+        meta.insert(super::metadata::LAYOUT_KEY.to_string(), "packed".to_string());
+        meta.insert(
+            super::packed::PACKED_KEY.to_string(),
+            serde_json::to_string(&packed_info)?,
+        );
+    }
+    serialize(&mut tensors, &meta)
 }

@@ -5,6 +5,7 @@ mod data;
 mod eval;
 mod inspect;
 mod new;
+mod prune;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -31,6 +32,8 @@ enum Command {
     Eval(eval::Args),
     /// Train a new SceneNet, or fine-tune a checkpoint, selecting on the validation split.
     Train(train::Args),
+    /// Prune a multi-task model to the selected tasks (the CUT method), with a size and accuracy report.
+    Prune(prune::Args),
     /// Datasets: `cut data synth OUT` writes a synthetic one.
     #[command(subcommand)]
     Data(data::Command),
@@ -43,6 +46,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(c) => data::run(c),
         Command::Eval(a) => eval::run(a),
         Command::Train(a) => train::run(a),
+        Command::Prune(a) => prune::run(a),
     }
 }
 

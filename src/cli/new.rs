@@ -31,6 +31,7 @@ pub fn run(a: Args) -> Result<()> {
         &model,
         &params,
         a.dtype,
+        false,
         Some(&Provenance::new(super::command_line(), None)),
     )?;
     eprintln!("wrote {}", a.out.display());

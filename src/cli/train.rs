@@ -31,7 +31,7 @@ pub struct Args {
     step_size: usize,
     #[arg(long, default_value_t = 0.7)]
     gamma: f64,
-    /// Loss weight per task, e.g. seg=1,normal=20,depth=3 (the reference's NYUv2 weights); default 1.
+    /// Loss weight per task, e.g. seg=1,normal=20,depth=3; default by kind: segmentation 1, normal 20, depth 3.
     #[arg(long, value_name = "t=w,...")]
     lambdas: Option<String>,
     #[arg(long, default_value_t = 0)]
@@ -41,6 +41,9 @@ pub struct Args {
     val_every: usize,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceChoice,
+    /// Keep batch norm's running statistics fixed while training (useful for fine-tuning).
+    #[arg(long)]
+    freeze_norm: bool,
     /// Training log (JSON); default: OUT with .log.json.
     #[arg(long)]
     log: Option<PathBuf>,
@@ -75,14 +78,15 @@ pub fn run(a: Args) -> Result<()> {
         Some(t) => model.select_tasks(&parse_task_list(t))?,
         None => model.tasks.clone(),
     };
-    let lambdas = a.lambdas.as_deref().map(parse_lambdas).transpose()?.unwrap_or_default();
-    for name in lambdas.keys() {
-        if model.task(name).is_none() {
+    let mut lambdas = cut::train::default_lambdas(&tasks);
+    for (name, w) in a.lambdas.as_deref().map(parse_lambdas).transpose()?.unwrap_or_default() {
+        if model.task(&name).is_none() {
             bail!(
                 "--lambdas names task '{name}', which the model does not have (it has: {})",
                 model.task_names().join(", ")
             );
         }
+        lambdas.insert(name, w);
     }
     if a.steps == 0 {
         bail!("--steps must be positive");
@@ -101,6 +105,7 @@ pub fn run(a: Args) -> Result<()> {
         seed: a.seed,
         val_every: a.val_every,
         device,
+        freeze_norm: a.freeze_norm,
     };
     let bar = progress(a.steps as u64, "train");
     let outcome = train(
@@ -122,6 +127,7 @@ pub fn run(a: Args) -> Result<()> {
         &model,
         &outcome.params,
         DType::F32,
+        false,
         Some(&Provenance::new(super::command_line(), source_sha)),
     )?;
     let log = serde_json::json!({

@@ -15,6 +15,9 @@ pub enum Mode {
     Eval,
     /// Batch norm uses batch statistics and updates its running statistics; dropout is on.
     Train,
+    /// Batch norm keeps using (and does not update) its running statistics; dropout is on.
+    /// For fine-tuning with small batches, or a network whose statistics pruning has changed.
+    TrainFrozenNorm,
 }
 
 fn param<'a>(params: &'a Params, name: &str) -> Result<&'a Tensor> {
@@ -63,7 +66,8 @@ pub fn forward(
                 m
             });
 
-    let train = mode == Mode::Train;
+    let norm_train = mode == Mode::Train;
+    let train = mode != Mode::Eval;
     let mut values: HashMap<&str, Tensor> = HashMap::new();
     let mut results = BTreeMap::new();
     for node in graph.nodes.iter().filter(|n| needed.contains(&n.name)) {
@@ -85,7 +89,7 @@ pub fn forward(
                     opt_param(params, &bn.bias)?,
                     Some(param(params, &bn.running_mean)?),
                     Some(param(params, &bn.running_var)?),
-                    train,
+                    norm_train,
                     0.1,
                     bn.eps,
                     true,

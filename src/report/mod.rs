@@ -2,4 +2,5 @@
 //! CLI prints as tables or JSON.
 
 pub mod inspect;
+pub mod prune;
 pub mod table;

@@ -28,6 +28,8 @@ pub struct TrainConfig {
     /// Validate every this many steps (and at the end).
     pub val_every: usize,
     pub device: Device,
+    /// Keep batch norm's running statistics fixed (and use them) while training.
+    pub freeze_norm: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -49,6 +51,21 @@ pub struct TrainOutcome {
     pub best_step: usize,
     pub best_val_loss: f64,
     pub log: Vec<LogEntry>,
+}
+
+/// The reference's NYUv2 loss weights by task kind: segmentation 1, normal 20, depth 3; others 1.
+pub fn default_lambdas(tasks: &[TaskSpec]) -> BTreeMap<String, f64> {
+    tasks
+        .iter()
+        .map(|t| {
+            let w = match t.kind {
+                crate::graph::TaskKind::Normal => 20.0,
+                crate::graph::TaskKind::Depth => 3.0,
+                _ => 1.0,
+            };
+            (t.name.clone(), w)
+        })
+        .collect()
 }
 
 /// The VarStore forbids '.' in names.
@@ -205,7 +222,12 @@ pub fn train(
             .next()
             .ok_or_else(|| anyhow::anyhow!("training data ran out"))??
             .to_device(device);
-        let (loss, p) = weighted_loss(model, &live, tasks, &cfg.lambdas, &b, Mode::Train)?;
+        let mode = if cfg.freeze_norm {
+            Mode::TrainFrozenNorm
+        } else {
+            Mode::Train
+        };
+        let (loss, p) = weighted_loss(model, &live, tasks, &cfg.lambdas, &b, mode)?;
         let value = loss.double_value(&[]);
         if !value.is_finite() {
             bail!("training loss became {value} at step {step}; lower --lr");

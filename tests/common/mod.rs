@@ -48,7 +48,15 @@ pub fn small_model() -> (Model, Params) {
 pub fn write_small(dir: &Path, name: &str, dtype: DType) -> PathBuf {
     let (model, params) = small_model();
     let path = dir.join(name);
-    writer::save_model(&path, &model, &params, dtype, Some(&Provenance::new("test", None))).unwrap();
+    writer::save_model(
+        &path,
+        &model,
+        &params,
+        dtype,
+        false,
+        Some(&Provenance::new("test", None)),
+    )
+    .unwrap();
     path
 }
 

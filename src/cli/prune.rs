@@ -1,0 +1,260 @@
+use super::args::{parse_lambdas, progress, DataArgs, ModelArgs};
+use anyhow::{bail, Result};
+use cut::checkpoint::metadata::Provenance;
+use cut::checkpoint::{sha256_file, writer, Checkpoint, DType};
+use cut::data::Split;
+use cut::device::{resolve, DeviceChoice};
+use cut::graph::parse_task_list;
+use cut::prune::mask::Fusion;
+use cut::prune::score::{Criterion, Strategy};
+use cut::prune::{prune, PruneConfig};
+use cut::report::prune::{build, markdown, summary, Settings};
+use cut::train::{default_lambdas, TrainConfig};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Tasks the pruned model must keep, e.g. seg,depth. Other heads are removed from the file.
+    #[arg(long, value_name = "a,b")]
+    tasks: String,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Importance score: snip needs --data; magnitude and random do not.
+    #[arg(long, value_enum, default_value = "snip")]
+    criterion: Criterion,
+    /// How the selected tasks' keep decisions combine on the shared backbone.
+    #[arg(long, value_enum, default_value = "vote")]
+    fusion: Fusion,
+    /// With --fusion vote: selected tasks that must keep a backbone weight (default min(2, tasks)).
+    #[arg(long)]
+    min_votes: Option<usize>,
+    /// Share of the output model's conv and linear weights that are zero, in (0, 1).
+    #[arg(long, default_value_t = 0.9)]
+    sparsity: f64,
+    /// Calibration batches (of --batch images from the train split) for snip.
+    #[arg(long, default_value_t = 20)]
+    calib_batches: usize,
+    /// shared: one forward per batch, one backward per task; per-task: the reference's loop.
+    #[arg(long, value_enum, default_value = "shared")]
+    scoring: Strategy,
+    /// Fine-tuning steps with the masks fixed (0 skips fine-tuning).
+    #[arg(long, default_value_t = 300)]
+    finetune_steps: usize,
+    /// Fine-tuning learning rate (the reference's 1e-5).
+    #[arg(long, default_value_t = 1e-5)]
+    lr: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 1000)]
+    step_size: usize,
+    #[arg(long, default_value_t = 0.7)]
+    gamma: f64,
+    /// Loss weight per task; default by kind: segmentation 1, normal 20, depth 3 (the reference's).
+    #[arg(long, value_name = "t=w,...")]
+    lambdas: Option<String>,
+    /// Batch norm while fine-tuning: frozen (running statistics fixed, the default) or train (batch
+    /// statistics, running statistics updated, as the reference does).
+    #[arg(long, value_enum, default_value = "frozen")]
+    finetune_norm: NormMode,
+    /// Validate every N fine-tuning steps.
+    #[arg(long, default_value_t = 50)]
+    val_every: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Split for the before/after evaluation.
+    #[arg(long, value_enum, default_value = "test")]
+    eval_split: Split,
+    /// Store pruned weights as a bitmask plus their non-zero values.
+    #[arg(long)]
+    packed: bool,
+    /// Storage dtype of the output.
+    #[arg(long, default_value = "f32", value_parser = DType::parse)]
+    dtype: DType,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceChoice,
+    /// Output model (default: <input stem>.<tasks>.pruned.safetensors beside the input).
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    /// Replace existing output files.
+    #[arg(long)]
+    force: bool,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum NormMode {
+    Frozen,
+    Train,
+}
+
+fn default_output(input: &Path, tasks: &[String]) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
+    input.with_file_name(format!("{stem}.{}.pruned.safetensors", tasks.join("+")))
+}
+
+fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
+    out.with_file_name(format!("{stem}{suffix}"))
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let ckpt = Checkpoint::open(&a.model.model)?;
+    let loaded = ckpt.model(&a.model.load_options()?)?;
+    for w in &loaded.warnings {
+        eprintln!("cut: warning: {w}");
+    }
+    let full = loaded.model;
+    let selected = full.select_tasks(&parse_task_list(&a.tasks))?;
+    if !(a.sparsity > 0.0 && a.sparsity < 1.0) {
+        bail!("--sparsity {} must be strictly between 0 and 1", a.sparsity);
+    }
+    let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
+    let out = a.out.clone().unwrap_or_else(|| default_output(&a.model.model, &names));
+    let (report_json, report_md) = (sibling(&out, ".report.json"), sibling(&out, ".report.md"));
+    for p in [&out, &report_json, &report_md] {
+        writer::check_output(p, &[&a.model.model], a.force)?;
+    }
+    let data = a.data.open()?;
+    if a.criterion == Criterion::Snip && data.is_none() {
+        bail!("--criterion snip scores weights with calibration data: give --data DIR, or use --criterion magnitude or random");
+    }
+    let device = resolve(a.device)?;
+    let mut lambdas = default_lambdas(&selected);
+    if let Some(text) = &a.lambdas {
+        for (name, w) in parse_lambdas(text)? {
+            if !names.contains(&name) {
+                bail!(
+                    "--lambdas names task '{name}', which is not among --tasks ({})",
+                    names.join(", ")
+                );
+            }
+            lambdas.insert(name, w);
+        }
+    }
+    let finetune_steps = if data.is_some() { a.finetune_steps } else { 0 };
+    let cfg = PruneConfig {
+        criterion: a.criterion,
+        fusion: a.fusion,
+        min_votes: a.min_votes,
+        sparsity: a.sparsity,
+        tolerance: 0.005,
+        calib_batches: a.calib_batches,
+        strategy: a.scoring,
+        seed: a.seed,
+        val_fraction: a.data.val_fraction,
+        eval_split: a.eval_split,
+        finetune: TrainConfig {
+            steps: finetune_steps,
+            batch: a.data.batch,
+            lr: a.lr,
+            weight_decay: a.weight_decay,
+            step_size: a.step_size,
+            gamma: a.gamma,
+            lambdas: lambdas.clone(),
+            seed: a.seed,
+            val_every: a.val_every,
+            device,
+            freeze_norm: a.finetune_norm == NormMode::Frozen,
+        },
+        output_kind: a.dtype.kind(),
+    };
+    let t = std::time::Instant::now();
+    let params = ckpt.load_params(&full, device)?;
+    let input_sha = sha256_file(&a.model.model)?;
+    let load_s = t.elapsed().as_secs_f64();
+
+    let score_bar = progress(a.calib_batches as u64, "score");
+    let tune_bar = progress(finetune_steps as u64, "fine-tune");
+    let mut outcome = prune(
+        &full,
+        &params,
+        &selected,
+        data.as_ref(),
+        &cfg,
+        |phase, done, _| match phase {
+            "score" => score_bar.set_position(done as u64),
+            _ => tune_bar.set_position(done as u64),
+        },
+    )?;
+    score_bar.finish_and_clear();
+    tune_bar.finish_and_clear();
+    outcome.timings.load_s = load_s;
+
+    let command = super::command_line();
+    let bytes = writer::model_bytes(
+        &outcome.model,
+        &outcome.params,
+        a.dtype,
+        a.packed,
+        Some(&Provenance::new(command.clone(), Some(input_sha.clone()))),
+    )?;
+    writer::write_atomic(&out, &bytes)?;
+
+    let dropped: Vec<String> = full
+        .task_names()
+        .into_iter()
+        .filter(|t| !names.iter().any(|n| n == t))
+        .map(String::from)
+        .collect();
+    let settings = Settings {
+        tasks: names.clone(),
+        dropped_tasks: dropped,
+        criterion: format!("{:?}", a.criterion).to_lowercase(),
+        fusion: format!("{:?}", a.fusion).to_lowercase(),
+        votes_needed: a.fusion.needed_votes(selected.len(), a.min_votes)?,
+        calib_batches: if a.criterion == Criterion::Snip {
+            a.calib_batches
+        } else {
+            0
+        },
+        batch: a.data.batch,
+        scoring: match a.scoring {
+            Strategy::Shared => "one forward per batch, one backward per selected task, inference mode".into(),
+            Strategy::PerTask => "one forward and backward per task per batch, inference mode".into(),
+        },
+        seed: a.seed,
+        finetune_steps,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        step_size: a.step_size,
+        gamma: a.gamma,
+        lambdas,
+        val_fraction: a.data.val_fraction,
+        eval_split: a.eval_split.as_str().into(),
+        dtype: a.dtype.to_string(),
+        layout: if a.packed { "packed".into() } else { "dense".into() },
+        device: cut::device::describe(device),
+    };
+    let report = build(
+        &ckpt,
+        input_sha,
+        &full,
+        &outcome,
+        settings,
+        cfg.tolerance,
+        a.sparsity,
+        &out,
+        bytes.len() as u64,
+        command,
+    )?;
+    writer::write_atomic(&report_json, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    writer::write_atomic(&report_md, markdown(&report).as_bytes())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", summary(&report));
+        println!("  report {} and {}", report_json.display(), report_md.display());
+    }
+    Ok(())
+}

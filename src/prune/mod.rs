@@ -1,0 +1,253 @@
+//! Task-selective pruning (the CUT method): keep the selected tasks' heads, score every conv and
+//! linear weight per selected task, fuse the backbone decisions, reach a target sparsity, fine-tune
+//! with the masks fixed, and evaluate before and after.
+
+pub mod mask;
+pub mod score;
+
+use crate::data::{Dataset, Split};
+use crate::eval::evaluate;
+use crate::graph::interpreter::Params;
+use crate::graph::{Model, TaskKind, TaskSpec};
+use crate::metrics::TaskMetrics;
+use crate::train::{train, TrainConfig};
+use anyhow::{bail, Result};
+use mask::{Fusion, MaskResult, MaskSearch};
+use score::{Criterion, Strategy};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Clone, Debug)]
+pub struct PruneConfig {
+    pub criterion: Criterion,
+    pub fusion: Fusion,
+    pub min_votes: Option<usize>,
+    pub sparsity: f64,
+    /// Allowed distance between asked-for and reached sparsity.
+    pub tolerance: f64,
+    pub calib_batches: usize,
+    pub strategy: Strategy,
+    pub seed: u64,
+    pub val_fraction: f64,
+    pub eval_split: Split,
+    /// Fine-tuning; `steps == 0` skips it.
+    pub finetune: TrainConfig,
+    /// Storage dtype of the output; the final evaluation uses weights rounded to it.
+    pub output_kind: Kind,
+}
+
+/// What happened, phase by phase, for the report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Timings {
+    pub load_s: f64,
+    pub score_s: f64,
+    pub mask_s: f64,
+    pub eval_before_s: f64,
+    pub finetune_s: f64,
+    pub eval_after_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Accuracy {
+    pub split: String,
+    pub images: usize,
+    /// The input model, selected tasks only.
+    pub before: Vec<TaskMetrics>,
+    /// Right after masking, before fine-tuning.
+    pub pruned: Vec<TaskMetrics>,
+    /// The output model (after fine-tuning, in the output dtype).
+    pub after: Vec<TaskMetrics>,
+    /// delta_m of `after` against `before`, percent (positive is better).
+    pub delta_m: f64,
+    pub delta_m_before_finetune: f64,
+}
+
+pub struct PruneOutcome {
+    /// The model restricted to the selected tasks.
+    pub model: Model,
+    /// Pruned (and fine-tuned) parameters on the CPU.
+    pub params: Params,
+    pub masks: BTreeMap<String, Tensor>,
+    pub search: MaskResult,
+    pub accuracy: Option<Accuracy>,
+    pub finetune_best_step: Option<usize>,
+    pub finetune_log: Vec<crate::train::LogEntry>,
+    pub timings: Timings,
+}
+
+/// Checks that the dataset has a label for every selected task.
+pub fn check_labels(tasks: &[TaskSpec]) -> Result<()> {
+    for t in tasks {
+        if matches!(t.kind, TaskKind::Classification | TaskKind::Regression) {
+            bail!("the dataset has no label for task '{}' ({}); the NYUv2 layout has segmentation, normal and depth labels", t.name, t.kind.as_str());
+        }
+    }
+    Ok(())
+}
+
+fn eval_on(
+    model: &Model,
+    params: &Params,
+    data: &Dataset,
+    cfg: &PruneConfig,
+    tasks: &[TaskSpec],
+    device: Device,
+) -> Result<(Vec<TaskMetrics>, usize)> {
+    let items = data.split(cfg.eval_split, cfg.val_fraction)?;
+    evaluate(model, params, items, tasks, cfg.finetune.batch, device, |_| {})
+}
+
+/// Runs the whole method. `full` is the input model with all its tasks and `params` its weights (on
+/// `cfg.finetune.device`); `progress(phase, done, total)` reports long phases.
+pub fn prune(
+    full: &Model,
+    params: &Params,
+    selected: &[TaskSpec],
+    data: Option<&Dataset>,
+    cfg: &PruneConfig,
+    mut progress: impl FnMut(&str, usize, usize),
+) -> Result<PruneOutcome> {
+    let device = cfg.finetune.device;
+    let mut timings = Timings::default();
+    if !(cfg.sparsity > 0.0 && cfg.sparsity < 1.0) {
+        bail!("--sparsity {} must be strictly between 0 and 1", cfg.sparsity);
+    }
+    if cfg.criterion == Criterion::Snip && data.is_none() {
+        bail!("--criterion snip scores weights with calibration data: give --data DIR, or use --criterion magnitude or random");
+    }
+    if data.is_some() {
+        check_labels(selected)?;
+    } else if cfg.finetune.steps > 0 {
+        bail!("fine-tuning needs --data DIR; pass --finetune-steps 0 to prune without data");
+    }
+    let names: Vec<&str> = selected.iter().map(|t| t.name.as_str()).collect();
+    let model = full.keep_tasks(&names);
+    let kept: Params = model
+        .graph
+        .param_specs()
+        .iter()
+        .map(|s| (s.name.clone(), params[&s.name].shallow_clone()))
+        .collect();
+
+    let t = Instant::now();
+    let scores = match cfg.criterion {
+        Criterion::Magnitude => score::magnitude(&model, &kept, selected),
+        Criterion::Random => score::random(&model, &kept, selected, cfg.seed),
+        Criterion::Snip => {
+            let data = data.expect("checked above");
+            let items = data.split(Split::Train, cfg.val_fraction)?;
+            score::snip(
+                &model,
+                &kept,
+                selected,
+                items,
+                cfg.calib_batches,
+                cfg.finetune.batch,
+                cfg.seed,
+                device,
+                cfg.strategy,
+                |i| progress("score", i, cfg.calib_batches),
+            )?
+        }
+    };
+    timings.score_s = t.elapsed().as_secs_f64();
+
+    let t = Instant::now();
+    let search = MaskSearch::new(&model, &scores, cfg.fusion, cfg.min_votes)?.search(cfg.sparsity, cfg.tolerance)?;
+    drop(scores);
+    let masks: BTreeMap<String, Tensor> = search
+        .masks
+        .iter()
+        .map(|(k, v)| (k.clone(), v.shallow_clone()))
+        .collect();
+    let masked: Params = {
+        let _guard = tch::no_grad_guard();
+        kept.iter()
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    masks
+                        .get(n)
+                        .map(|m| p * m.to_device(p.device()))
+                        .unwrap_or_else(|| p.copy()),
+                )
+            })
+            .collect()
+    };
+    timings.mask_s = t.elapsed().as_secs_f64();
+
+    let mut accuracy = None;
+    let mut best_step = None;
+    let mut finetune_log = Vec::new();
+    let mut final_params = masked
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_device(Device::Cpu)))
+        .collect::<Params>();
+    if let Some(data) = data {
+        let t = Instant::now();
+        let (before, images) = eval_on(&model, &kept, data, cfg, selected, device)?;
+        let (pruned, _) = eval_on(&model, &masked, data, cfg, selected, device)?;
+        timings.eval_before_s = t.elapsed().as_secs_f64();
+        if cfg.finetune.steps > 0 {
+            let t = Instant::now();
+            let train_items = data.split(Split::Train, cfg.val_fraction)?;
+            let val_items = data.split(Split::Val, cfg.val_fraction)?;
+            let outcome = train(
+                &model,
+                &masked,
+                selected,
+                train_items,
+                val_items,
+                Some(&masks),
+                &cfg.finetune,
+                |s, _| progress("finetune", s, cfg.finetune.steps),
+            )?;
+            best_step = Some(outcome.best_step);
+            finetune_log = outcome.log;
+            final_params = outcome.params;
+            timings.finetune_s = t.elapsed().as_secs_f64();
+        }
+        // Score what will be written: weights rounded to the output dtype.
+        final_params = final_params
+            .into_iter()
+            .map(|(k, v)| {
+                let r = if v.is_floating_point() {
+                    v.to_kind(cfg.output_kind).to_kind(Kind::Float)
+                } else {
+                    v
+                };
+                (k, r)
+            })
+            .collect();
+        let t = Instant::now();
+        let on_device: Params = final_params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_device(device)))
+            .collect();
+        let (after, _) = eval_on(&model, &on_device, data, cfg, selected, device)?;
+        timings.eval_after_s = t.elapsed().as_secs_f64();
+        let delta = crate::metrics::delta_m(&after, &before)?;
+        let delta_pruned = crate::metrics::delta_m(&pruned, &before)?;
+        accuracy = Some(Accuracy {
+            split: cfg.eval_split.as_str().into(),
+            images,
+            before,
+            pruned,
+            after,
+            delta_m: delta,
+            delta_m_before_finetune: delta_pruned,
+        });
+    }
+    Ok(PruneOutcome {
+        model,
+        params: final_params,
+        masks,
+        search,
+        accuracy,
+        finetune_best_step: best_step,
+        finetune_log,
+        timings,
+    })
+}

@@ -1,0 +1,188 @@
+//! Per-task importance of every prunable weight (conv and linear weights of the backbone and of the
+//! task's own head).
+
+use crate::data::layout::Item;
+use crate::data::loader::Loader;
+use crate::graph::interpreter::{forward, Mode, Params};
+use crate::graph::{Group, Model, TaskSpec};
+use crate::train::loss::task_loss;
+use anyhow::{bail, Result};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, StandardUniform};
+use std::collections::BTreeMap;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Criterion {
+    /// Sum over calibration batches of |w * dL_t/dw| on the pre-trained weights (the reference's).
+    Snip,
+    /// |w|: no data needed (the one-shot baseline).
+    Magnitude,
+    /// Seeded uniform scores (a baseline).
+    Random,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// One forward per batch shared by all selected tasks, one backward per task (cut's).
+    Shared,
+    /// One forward per task per batch, as the reference loop runs.
+    PerTask,
+}
+
+/// The weights task `task` is scored on: backbone plus its own head, by name.
+pub fn scored_weights(model: &Model, task: &str) -> Vec<String> {
+    let groups = model.graph.param_groups();
+    model
+        .graph
+        .param_specs()
+        .into_iter()
+        .filter(|s| s.role.is_prunable_weight())
+        .filter(|s| match &groups[&s.name] {
+            Group::Backbone => true,
+            Group::Head(t) => t == task,
+        })
+        .map(|s| s.name)
+        .collect()
+}
+
+/// Scores per task: task -> weight name -> score tensor (same shape as the weight, on `device`),
+/// normalised so that each task's scores sum to 1.
+pub type Scores = BTreeMap<String, BTreeMap<String, Tensor>>;
+
+fn normalise(scores: &mut BTreeMap<String, Tensor>) {
+    let total: f64 = scores.values().map(|s| s.sum(Kind::Double).double_value(&[])).sum();
+    if total > 0.0 {
+        for s in scores.values_mut() {
+            *s = &*s / total;
+        }
+    }
+}
+
+pub fn magnitude(model: &Model, params: &Params, tasks: &[TaskSpec]) -> Scores {
+    tasks
+        .iter()
+        .map(|t| {
+            let mut s: BTreeMap<String, Tensor> = scored_weights(model, &t.name)
+                .into_iter()
+                .map(|n| {
+                    let v = params[&n].abs();
+                    (n, v)
+                })
+                .collect();
+            normalise(&mut s);
+            (t.name.clone(), s)
+        })
+        .collect()
+}
+
+pub fn random(model: &Model, params: &Params, tasks: &[TaskSpec], seed: u64) -> Scores {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    tasks
+        .iter()
+        .map(|t| {
+            let mut s: BTreeMap<String, Tensor> = scored_weights(model, &t.name)
+                .into_iter()
+                .map(|n| {
+                    let w = &params[&n];
+                    let values: Vec<f32> = (0..w.numel()).map(|_| StandardUniform.sample(&mut rng)).collect();
+                    (
+                        n,
+                        Tensor::from_slice(&values)
+                            .view(w.size().as_slice())
+                            .to_device(w.device()),
+                    )
+                })
+                .collect();
+            normalise(&mut s);
+            (t.name.clone(), s)
+        })
+        .collect()
+}
+
+/// SNIP on the pre-trained weights, in inference mode (batch norm running statistics, no dropout) so
+/// that scores do not depend on batch composition or random draws. `on_batch` reports progress.
+#[allow(clippy::too_many_arguments)]
+pub fn snip(
+    model: &Model,
+    params: &Params,
+    tasks: &[TaskSpec],
+    items: Vec<Item>,
+    batches: usize,
+    batch_size: usize,
+    seed: u64,
+    device: Device,
+    strategy: Strategy,
+    mut on_batch: impl FnMut(usize),
+) -> Result<Scores> {
+    if batches == 0 {
+        bail!("--calib-batches must be positive");
+    }
+    // Weights scored by each task, made differentiable leaves; everything else is a constant.
+    let names: BTreeMap<String, Vec<String>> = tasks
+        .iter()
+        .map(|t| (t.name.clone(), scored_weights(model, &t.name)))
+        .collect();
+    let mut leaves = Params::new();
+    for (name, t) in params {
+        let is_scored = names.values().any(|v| v.contains(name));
+        leaves.insert(
+            name.clone(),
+            if is_scored {
+                t.detach().set_requires_grad(true)
+            } else {
+                t.shallow_clone()
+            },
+        );
+    }
+    let mut acc: Scores = names
+        .iter()
+        .map(|(t, ns)| {
+            (
+                t.clone(),
+                ns.iter().map(|n| (n.clone(), Tensor::zeros_like(&params[n]))).collect(),
+            )
+        })
+        .collect();
+    let mut loader = Loader::shuffled(items, batch_size, seed);
+    for i in 0..batches {
+        let b = loader
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("calibration data ran out"))??
+            .to_device(device);
+        let mut accumulate = |task: &TaskSpec, loss: &Tensor, keep_graph: bool| {
+            let ws: Vec<&Tensor> = names[&task.name].iter().map(|n| &leaves[n]).collect();
+            let grads = Tensor::run_backward(&[loss], &ws, keep_graph, false);
+            let _guard = tch::no_grad_guard();
+            for ((n, w), g) in names[&task.name].iter().zip(&ws).zip(grads) {
+                let slot = acc.get_mut(&task.name).unwrap().get_mut(n).unwrap();
+                *slot += (*w * g).abs();
+            }
+        };
+        match strategy {
+            Strategy::Shared => {
+                let task_names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+                let outputs = forward(&model.graph, &leaves, &b.image, &task_names, Mode::Eval)?;
+                for (k, task) in tasks.iter().enumerate() {
+                    let loss = task_loss(task, &outputs[&task.name], &b)?;
+                    accumulate(task, &loss, k + 1 < tasks.len());
+                }
+            }
+            Strategy::PerTask => {
+                for task in tasks {
+                    let outputs = forward(&model.graph, &leaves, &b.image, &[task.name.as_str()], Mode::Eval)?;
+                    let loss = task_loss(task, &outputs[&task.name], &b)?;
+                    accumulate(task, &loss, false);
+                }
+            }
+        }
+        on_batch(i + 1);
+    }
+    for s in acc.values_mut() {
+        normalise(s);
+    }
+    Ok(acc)
+}

@@ -1,0 +1,490 @@
+//! The `cut prune` report: settings, sizes and compute per group, sparsity per layer, accuracy
+//! before and after, as JSON (data) and Markdown (for a person).
+
+use super::table::{bytes, count, percent, render};
+use crate::checkpoint::{Checkpoint, DType};
+use crate::graph::interpreter::Params;
+use crate::graph::{shapes, Group, Model};
+use crate::prune::{Accuracy, PruneOutcome, Timings};
+use anyhow::Result;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tch::Kind;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Settings {
+    pub tasks: Vec<String>,
+    pub dropped_tasks: Vec<String>,
+    pub criterion: String,
+    pub fusion: String,
+    /// Votes a backbone weight needs out of the selected tasks.
+    pub votes_needed: usize,
+    pub calib_batches: usize,
+    pub batch: usize,
+    pub scoring: String,
+    pub seed: u64,
+    pub finetune_steps: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub step_size: usize,
+    pub gamma: f64,
+    pub lambdas: BTreeMap<String, f64>,
+    pub val_fraction: f64,
+    pub eval_split: String,
+    pub dtype: String,
+    pub layout: String,
+    pub device: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SparsityReport {
+    pub target: f64,
+    pub reached: f64,
+    pub tolerance: f64,
+    pub keep_ratio_per_task: f64,
+    pub search_iterations: usize,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GroupReport {
+    pub group: String,
+    /// "kept" or "dropped".
+    pub status: String,
+    pub params: u64,
+    /// Conv and linear weights.
+    pub weights: u64,
+    pub nonzero_weights: u64,
+    pub bytes_dense: u64,
+    pub bytes_packed: u64,
+    pub macs_dense: u64,
+    /// Multiply-accumulates with non-zero weights only.
+    pub macs_effective: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerReport {
+    pub name: String,
+    pub group: String,
+    pub shape: Vec<usize>,
+    pub weights: u64,
+    pub nonzeros: u64,
+    pub sparsity: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SizeReport {
+    pub input_bytes: u64,
+    /// The input's tensor bytes without the dropped heads.
+    pub after_dropping_heads_bytes: u64,
+    pub output_bytes: u64,
+    pub saved_by_dropping_heads: u64,
+    /// After dropping heads, what masking plus the layout and dtype saved (zero or negative for a
+    /// dense file of the same dtype: zeros still take space there).
+    pub saved_by_pruning: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PruneReport {
+    pub tool: String,
+    pub version: String,
+    pub command: String,
+    pub input: String,
+    pub input_sha256: String,
+    pub output: String,
+    pub settings: Settings,
+    pub sparsity: SparsityReport,
+    pub groups: Vec<GroupReport>,
+    pub size: SizeReport,
+    pub accuracy: Option<Accuracy>,
+    pub finetune_best_step: Option<usize>,
+    /// Training and validation losses during fine-tuning.
+    pub finetune_log: Vec<crate::train::LogEntry>,
+    pub timings: Timings,
+    pub layers: Vec<LayerReport>,
+    pub notes: Vec<String>,
+}
+
+fn group_name(g: &Group) -> String {
+    match g {
+        Group::Backbone => "backbone".into(),
+        Group::Head(t) => format!("head {t}"),
+    }
+}
+
+/// Per-group figures of a model and its (masked) parameters, stored in `dtype`.
+pub fn group_figures(model: &Model, params: &Params, dtype: DType) -> Result<(Vec<GroupReport>, Vec<LayerReport>)> {
+    let groups = model.graph.node_groups();
+    let shape_map = shapes::infer(
+        &model.graph,
+        [
+            model.graph.input.channels,
+            model.graph.input.height,
+            model.graph.input.width,
+        ],
+    )?;
+    let macs = shapes::macs(&model.graph, &shape_map);
+    let mut order = vec![Group::Backbone];
+    order.extend(model.tasks.iter().map(|t| Group::Head(t.name.clone())));
+    let mut out: BTreeMap<Group, GroupReport> = order
+        .iter()
+        .map(|g| {
+            (
+                g.clone(),
+                GroupReport {
+                    group: group_name(g),
+                    status: "kept".into(),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    let mut layers = Vec::new();
+    let mut density: BTreeMap<String, f64> = BTreeMap::new();
+    for spec in model.graph.param_specs() {
+        let g = out.get_mut(&groups[&spec.node]).expect("every group listed");
+        let n = spec.numel() as u64;
+        let size = if spec.role == crate::graph::ParamRole::BnBatchesTracked {
+            8
+        } else {
+            dtype.size() as u64
+        };
+        if !spec.role.is_buffer() {
+            g.params += n;
+        }
+        g.bytes_dense += n * size;
+        if spec.role.is_prunable_weight() {
+            let nz = params[&spec.name].ne(0.0).sum(Kind::Int64).int64_value(&[]) as u64;
+            g.weights += n;
+            g.nonzero_weights += nz;
+            g.bytes_packed += n.div_ceil(8) + nz * size;
+            density.insert(spec.node.clone(), nz as f64 / n.max(1) as f64);
+            layers.push(LayerReport {
+                name: spec.name.clone(),
+                group: g.group.clone(),
+                shape: spec.shape.clone(),
+                weights: n,
+                nonzeros: nz,
+                sparsity: 1.0 - nz as f64 / n.max(1) as f64,
+            });
+        } else {
+            g.bytes_packed += n * size;
+        }
+    }
+    for (node, m) in &macs {
+        let g = out.get_mut(&groups[node]).expect("every group listed");
+        g.macs_dense += m;
+        g.macs_effective += (*m as f64 * density.get(node).copied().unwrap_or(1.0)).round() as u64;
+    }
+    Ok((order.iter().map(|g| out.remove(g).unwrap()).collect(), layers))
+}
+
+/// Figures of the heads that were dropped, read from the input checkpoint.
+pub fn dropped_figures(input: &Checkpoint, full: &Model, dropped: &[String]) -> Result<Vec<GroupReport>> {
+    let (all, _) = {
+        let groups = full.graph.param_groups();
+        let mut reports: BTreeMap<String, GroupReport> = dropped
+            .iter()
+            .map(|t| {
+                (
+                    t.clone(),
+                    GroupReport {
+                        group: format!("head {t}"),
+                        status: "dropped".into(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        for spec in full.graph.param_specs() {
+            if let Group::Head(t) = &groups[&spec.name] {
+                if let Some(r) = reports.get_mut(t) {
+                    let entry = input.entry(&spec.name)?;
+                    let n = spec.numel() as u64;
+                    if !spec.role.is_buffer() {
+                        r.params += n;
+                    }
+                    r.bytes_dense += entry.bytes() as u64;
+                    r.bytes_packed += entry.bytes() as u64;
+                    if spec.role.is_prunable_weight() {
+                        r.weights += n;
+                        r.nonzero_weights += n - input.count_zeros(entry)? as u64;
+                    }
+                }
+            }
+        }
+        let shape_map = shapes::infer(
+            &full.graph,
+            [
+                full.graph.input.channels,
+                full.graph.input.height,
+                full.graph.input.width,
+            ],
+        )?;
+        let node_groups = full.graph.node_groups();
+        for (node, m) in shapes::macs(&full.graph, &shape_map) {
+            if let Group::Head(t) = &node_groups[&node] {
+                if let Some(r) = reports.get_mut(t) {
+                    r.macs_dense += m;
+                    r.macs_effective += m;
+                }
+            }
+        }
+        (
+            dropped.iter().map(|t| reports.remove(t).unwrap()).collect::<Vec<_>>(),
+            (),
+        )
+    };
+    Ok(all)
+}
+
+/// Assembles the report once the output file exists.
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    input: &Checkpoint,
+    input_sha256: String,
+    full: &Model,
+    outcome: &PruneOutcome,
+    settings: Settings,
+    tolerance: f64,
+    target: f64,
+    output: &std::path::Path,
+    output_bytes: u64,
+    command: String,
+) -> Result<PruneReport> {
+    let dtype = DType::parse(&settings.dtype)?;
+    let (mut groups, layers) = group_figures(&outcome.model, &outcome.params, dtype)?;
+    groups.extend(dropped_figures(input, full, &settings.dropped_tasks)?);
+    let dropped_bytes: u64 = groups
+        .iter()
+        .filter(|g| g.status == "dropped")
+        .map(|g| g.bytes_dense)
+        .sum();
+    let input_tensor_bytes: u64 = input.tensors.values().map(|e| e.bytes() as u64).sum();
+    let after_drop = input_tensor_bytes - dropped_bytes;
+    let mut notes = vec![
+        "Scores are computed in inference mode (batch-norm running statistics, dropout off), so they do not depend on batch composition or random draws.".to_string(),
+        "Sparsity is the share of zero conv and linear weights in the output model (backbone and kept heads); biases and batch norm are not pruned.".to_string(),
+        format!("mIoU: {}.", crate::metrics::MIOU_CONVENTION),
+    ];
+    if outcome.accuracy.is_none() {
+        notes.push("Accuracy was not measured: no --data was given.".into());
+    }
+    Ok(PruneReport {
+        tool: "cut".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        command,
+        input: input.path.display().to_string(),
+        input_sha256,
+        output: output.display().to_string(),
+        settings,
+        sparsity: SparsityReport {
+            target,
+            reached: outcome.search.sparsity,
+            tolerance,
+            keep_ratio_per_task: outcome.search.keep_ratio,
+            search_iterations: outcome.search.iterations,
+        },
+        groups,
+        size: SizeReport {
+            input_bytes: input.file_len() as u64,
+            after_dropping_heads_bytes: after_drop,
+            output_bytes,
+            saved_by_dropping_heads: dropped_bytes,
+            saved_by_pruning: after_drop as i64 - output_bytes as i64,
+        },
+        accuracy: outcome.accuracy.clone(),
+        finetune_best_step: outcome.finetune_best_step,
+        finetune_log: outcome.finetune_log.clone(),
+        timings: outcome.timings.clone(),
+        layers,
+        notes,
+    })
+}
+
+fn metric_rows(acc: &Accuracy) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    for (b, (p, a)) in acc.before.iter().zip(acc.pruned.iter().zip(&acc.after)) {
+        for ((mb, mp), ma) in b.metrics.iter().zip(&p.metrics).zip(&a.metrics) {
+            rows.push(vec![
+                format!("{} {}", b.task, mb.name),
+                format!("{:.4}", mb.value),
+                format!("{:.4}", mp.value),
+                format!("{:.4}", ma.value),
+                if mb.higher_is_better {
+                    "higher".into()
+                } else {
+                    "lower".into()
+                },
+            ]);
+        }
+    }
+    rows
+}
+
+/// A short summary, for the terminal.
+pub fn summary(r: &PruneReport) -> String {
+    let kept: Vec<&GroupReport> = r.groups.iter().filter(|g| g.status == "kept").collect();
+    let params: u64 = kept.iter().map(|g| g.params).sum();
+    let nz: u64 = kept.iter().map(|g| g.nonzero_weights + (g.params - g.weights)).sum();
+    let macs: u64 = kept.iter().map(|g| g.macs_dense).sum();
+    let eff: u64 = kept.iter().map(|g| g.macs_effective).sum();
+    let mut out = format!(
+        "pruned {} for {} ({} dropped): sparsity {} (asked {}), {} -> {} on disk\n",
+        r.input,
+        r.settings.tasks.join(", "),
+        if r.settings.dropped_tasks.is_empty() {
+            "none".to_string()
+        } else {
+            r.settings.dropped_tasks.join(", ")
+        },
+        percent(r.sparsity.reached),
+        percent(r.sparsity.target),
+        bytes(r.size.input_bytes as f64),
+        bytes(r.size.output_bytes as f64),
+    );
+    out.push_str(&format!(
+        "  parameters kept {} (non-zero {}), MACs {} dense, {} effective\n",
+        count(params as f64),
+        count(nz as f64),
+        count(macs as f64),
+        count(eff as f64)
+    ));
+    match &r.accuracy {
+        Some(acc) => {
+            out.push_str(&format!(
+                "  delta_m {:+.2}% after fine-tuning ({:+.2}% before), on {} {} images\n",
+                acc.delta_m, acc.delta_m_before_finetune, acc.images, acc.split
+            ));
+            out.push_str(&render(
+                &["  metric", "before", "pruned", "after", "better"],
+                &metric_rows(acc)
+                    .into_iter()
+                    .map(|mut row| {
+                        row[0] = format!("  {}", row[0]);
+                        row
+                    })
+                    .collect::<Vec<_>>(),
+            ));
+        }
+        None => out.push_str("  accuracy not measured (no --data)\n"),
+    }
+    out.push_str(&format!("  wrote {}\n", r.output));
+    out
+}
+
+/// The Markdown report: a summary table first, details after.
+pub fn markdown(r: &PruneReport) -> String {
+    let mut md = format!("# cut prune report\n\n`{}`\n\n", r.command);
+    md.push_str("## Summary\n\n| | before | after |\n| --- | ---: | ---: |\n");
+    let kept: Vec<&GroupReport> = r.groups.iter().filter(|g| g.status == "kept").collect();
+    let all_params: u64 = r.groups.iter().map(|g| g.params).sum();
+    let kept_params: u64 = kept.iter().map(|g| g.params).sum();
+    let kept_nz: u64 = kept.iter().map(|g| g.nonzero_weights + (g.params - g.weights)).sum();
+    let all_macs: u64 = r.groups.iter().map(|g| g.macs_dense).sum();
+    let eff: u64 = kept.iter().map(|g| g.macs_effective).sum();
+    md.push_str(&format!(
+        "| tasks | {} | {} |\n",
+        r.settings
+            .tasks
+            .iter()
+            .chain(&r.settings.dropped_tasks)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.settings.tasks.join(", ")
+    ));
+    md.push_str(&format!(
+        "| file size | {} | {} |\n",
+        bytes(r.size.input_bytes as f64),
+        bytes(r.size.output_bytes as f64)
+    ));
+    md.push_str(&format!(
+        "| parameters (non-zero) | {} | {} |\n",
+        count(all_params as f64),
+        count(kept_nz as f64)
+    ));
+    md.push_str(&format!(
+        "| parameters stored | {} | {} |\n",
+        count(all_params as f64),
+        count(kept_params as f64)
+    ));
+    md.push_str(&format!(
+        "| MACs per image (effective) | {} | {} |\n",
+        count(all_macs as f64),
+        count(eff as f64)
+    ));
+    md.push_str(&format!(
+        "| sparsity of conv/linear weights | - | {} (asked {}) |\n",
+        percent(r.sparsity.reached),
+        percent(r.sparsity.target)
+    ));
+    if let Some(acc) = &r.accuracy {
+        md.push_str(&format!("| delta_m (selected tasks) | 0 | {:+.2}% |\n", acc.delta_m));
+        md.push_str(&format!("\n## Accuracy on the {} split ({} images)\n\n| metric | before | pruned, not fine-tuned | after | better |\n| --- | ---: | ---: | ---: | --- |\n", acc.split, acc.images));
+        for row in metric_rows(acc) {
+            md.push_str(&format!("| {} |\n", row.join(" | ")));
+        }
+        md.push_str(&format!(
+            "\ndelta_m: {:+.2}% after fine-tuning, {:+.2}% before (positive is better).\n",
+            acc.delta_m, acc.delta_m_before_finetune
+        ));
+    } else {
+        md.push_str("\nAccuracy was not measured: no `--data` was given.\n");
+    }
+    md.push_str("\n## Size\n\n");
+    md.push_str(&format!(
+        "Input {}; dropping heads saves {}; pruning with this layout and dtype saves {} more; output {}.\n\n",
+        bytes(r.size.input_bytes as f64),
+        bytes(r.size.saved_by_dropping_heads as f64),
+        bytes(r.size.saved_by_pruning as f64),
+        bytes(r.size.output_bytes as f64)
+    ));
+    md.push_str("| group | status | params | weights non-zero | bytes dense | bytes packed | MACs dense | MACs effective |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    for g in &r.groups {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            g.group,
+            g.status,
+            count(g.params as f64),
+            count(g.nonzero_weights as f64),
+            bytes(g.bytes_dense as f64),
+            bytes(g.bytes_packed as f64),
+            count(g.macs_dense as f64),
+            count(g.macs_effective as f64)
+        ));
+    }
+    md.push_str("\n## Settings\n\n");
+    let s = &r.settings;
+    md.push_str(&format!(
+        "criterion {}, fusion {} ({} votes needed), {} calibration batches of {}, scoring {}, seed {}, fine-tuning {} steps (lr {}, weight decay {}, x{} every {} steps, best step {}), validation share {}, dtype {}, layout {}, device {}.\n\nInput sha256 `{}`.\n",
+        s.criterion, s.fusion, s.votes_needed, s.calib_batches, s.batch, s.scoring, s.seed, s.finetune_steps, s.lr, s.weight_decay, s.gamma, s.step_size,
+        r.finetune_best_step.map(|b| b.to_string()).unwrap_or_else(|| "-".into()), s.val_fraction, s.dtype, s.layout, s.device, r.input_sha256
+    ));
+    let t = &r.timings;
+    md.push_str(&format!(
+        "\nTime: scoring {:.1} s, masks {:.1} s, evaluation {:.1} s + {:.1} s, fine-tuning {:.1} s.\n",
+        t.score_s, t.mask_s, t.eval_before_s, t.eval_after_s, t.finetune_s
+    ));
+    md.push_str("\n## Notes\n\n");
+    for n in &r.notes {
+        md.push_str(&format!("- {n}\n"));
+    }
+    md.push_str("\n## Sparsity per layer\n\n");
+    let rows: Vec<Vec<String>> = r
+        .layers
+        .iter()
+        .map(|l| {
+            vec![
+                l.name.clone(),
+                l.group.clone(),
+                format!("{:?}", l.shape),
+                l.weights.to_string(),
+                percent(l.sparsity),
+            ]
+        })
+        .collect();
+    md.push_str("```\n");
+    md.push_str(&render(&["layer", "group", "shape", "weights", "sparsity"], &rows));
+    md.push_str("```\n");
+    md
+}
