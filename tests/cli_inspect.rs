@@ -69,6 +69,12 @@ fn inspect_counts_zeros() {
     let out = cut().arg("inspect").arg(&path).arg("--json").output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["groups"][0]["zeros"], 8 * 3 * 7 * 7);
+    // The share is over the backbone's conv weights only.
+    let weights = v["groups"][0]["weights"].as_f64().unwrap();
+    assert_eq!(
+        v["groups"][0]["zero_share"].as_f64().unwrap(),
+        (8 * 3 * 7 * 7) as f64 / weights
+    );
     assert_eq!(v["groups"][0]["dtypes"][0], "f16");
 }
 

@@ -73,6 +73,14 @@ fn group_label(group: &Group) -> (String, Option<String>) {
     }
 }
 
+fn share(part: u64, whole: u64) -> f64 {
+    if whole > 0 {
+        part as f64 / whole as f64
+    } else {
+        0.0
+    }
+}
+
 /// Summarises a checkpoint. `input` overrides the graph's default [C, H, W] for MAC counts.
 pub fn inspect(
     ckpt: &Checkpoint,
@@ -152,11 +160,7 @@ pub fn inspect(
         .iter()
         .map(|g| {
             let mut s = stats.remove(g).expect("every group is listed");
-            s.zero_share = if s.params > 0 {
-                s.zeros as f64 / s.params as f64
-            } else {
-                0.0
-            };
+            s.zero_share = share(s.zeros, s.weights);
             total.tensors += s.tensors;
             total.params += s.params;
             total.weights += s.weights;
@@ -171,11 +175,7 @@ pub fn inspect(
             s
         })
         .collect();
-    total.zero_share = if total.params > 0 {
-        total.zeros as f64 / total.params as f64
-    } else {
-        0.0
-    };
+    total.zero_share = share(total.zeros, total.weights);
     let drop_head_savings = groups
         .iter()
         .filter_map(|g| {

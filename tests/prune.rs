@@ -1,0 +1,463 @@
+//! Pruning: scores by hand, fusion rules, the sparsity search, and `cut prune` end to end.
+
+mod common;
+
+use assert_cmd::Command;
+use cut::checkpoint::{Checkpoint, DType, LoadOptions};
+use cut::data::layout::write_sample_files;
+use cut::data::Dataset;
+use cut::graph::{Conv2d, Graph, GraphOutput, InputSpec, Model, Node, Op, TaskKind, TaskSpec, GRAPH_FORMAT};
+use cut::prune::mask::{fuse, Fusion, MaskSearch};
+use cut::prune::score::{self, Strategy};
+use std::path::Path;
+use tch::{Device, Kind, Tensor};
+
+fn cut() -> Command {
+    Command::cargo_bin("cut").unwrap()
+}
+
+fn conv(name: &str, cin: usize, cout: usize) -> Op {
+    Op::Conv2d(Conv2d {
+        weight: format!("{name}.weight"),
+        bias: None,
+        in_channels: cin,
+        out_channels: cout,
+        kernel: [1, 1],
+        stride: [1, 1],
+        padding: [0, 0],
+        dilation: [1, 1],
+        groups: 1,
+    })
+}
+
+/// input (3 ch) -> stem conv (2 ch) -> head conv (1 ch) = depth; a second head "other".
+fn linear_model() -> Model {
+    Model {
+        graph: Graph {
+            format: GRAPH_FORMAT,
+            family: None,
+            input: InputSpec {
+                channels: 3,
+                height: 8,
+                width: 8,
+            },
+            nodes: vec![
+                Node::new("input", &[], Op::Input),
+                Node::new("stem", &["input"], conv("stem", 3, 2)),
+                Node::new("head", &["stem"], conv("head", 2, 1)),
+                Node::new("other", &["stem"], conv("other", 2, 1)),
+            ],
+            outputs: vec![
+                GraphOutput {
+                    task: "depth".into(),
+                    node: "head".into(),
+                },
+                GraphOutput {
+                    task: "other".into(),
+                    node: "other".into(),
+                },
+            ],
+        },
+        tasks: vec![
+            TaskSpec {
+                name: "depth".into(),
+                kind: TaskKind::Depth,
+                outputs: 1,
+            },
+            TaskSpec {
+                name: "other".into(),
+                kind: TaskKind::Depth,
+                outputs: 1,
+            },
+        ],
+    }
+}
+
+/// A dataset of flat images: every pixel RGB (0, 0, 105), depth 100 m.
+fn flat_dataset(root: &Path, n: usize) -> Dataset {
+    let (h, w) = (8, 8);
+    let mut index = cut::data::layout::DatasetIndex::default();
+    for i in 0..n {
+        let rgb: Vec<u8> = (0..h * w).flat_map(|_| [0u8, 0, 105]).collect();
+        let files = write_sample_files(
+            root,
+            "train",
+            i,
+            h,
+            w,
+            &rgb,
+            &vec![0u8; h * w],
+            &vec![[127, 127, 0]; h * w],
+            &vec![100f32; h * w],
+        )
+        .unwrap();
+        index.train.push(files.clone());
+        index.test.push(files);
+    }
+    std::fs::write(root.join("nyu_v2_3task.json"), serde_json::to_string(&index).unwrap()).unwrap();
+    Dataset::open(root, None).unwrap()
+}
+
+#[test]
+fn snip_and_magnitude_scores_by_hand() {
+    let t = tempfile::tempdir().unwrap();
+    let ds = flat_dataset(t.path(), 4);
+    let model = linear_model();
+    let mut params = cut::graph::interpreter::Params::new();
+    // Only the blue input channel (index 0 in BGR) feeds the stem: stem = (a x, b x) with a = 1, b = 2.
+    params.insert(
+        "stem.weight".into(),
+        Tensor::from_slice(&[1f32, 0., 0., 2., 0., 0.]).view([2, 3, 1, 1]),
+    );
+    // head = c * s0 + d * s1 with c = 3, d = 0.5.
+    params.insert(
+        "head.weight".into(),
+        Tensor::from_slice(&[3f32, 0.5]).view([1, 2, 1, 1]),
+    );
+    params.insert(
+        "other.weight".into(),
+        Tensor::from_slice(&[1f32, 1.]).view([1, 2, 1, 1]),
+    );
+    let tasks = vec![model.tasks[0].clone()];
+    let depth_only = model.keep_tasks(&["depth"]);
+
+    // pred = (ac + bd) x with x = 105 - 104.007 > 0, far below the 100 m label, so dL/dpred = -1/64 per
+    // pixel and |w dL/dw| is |a c x|, |b d x| for both the stem weight and the head weight it feeds.
+    // Normalised by their sum 2 (3 + 1) |x|: 3/8, 1/8, 3/8, 1/8.
+    let items = ds.split(cut::data::Split::Train, 0.0).unwrap();
+    for strategy in [Strategy::Shared, Strategy::PerTask] {
+        let s = score::snip(
+            &depth_only,
+            &params,
+            &tasks,
+            items.clone(),
+            2,
+            2,
+            0,
+            Device::Cpu,
+            strategy,
+            |_| {},
+        )
+        .unwrap();
+        let d = &s["depth"];
+        let stem: Vec<f32> = Vec::try_from(d["stem.weight"].flatten(0, -1)).unwrap();
+        let head: Vec<f32> = Vec::try_from(d["head.weight"].flatten(0, -1)).unwrap();
+        let expect_stem = [0.375, 0.0, 0.0, 0.125, 0.0, 0.0];
+        for (got, want) in stem.iter().zip(expect_stem) {
+            assert!((got - want).abs() < 1e-5, "{strategy:?} stem {stem:?}");
+        }
+        assert!(
+            (head[0] - 0.375).abs() < 1e-5 && (head[1] - 0.125).abs() < 1e-5,
+            "{strategy:?} head {head:?}"
+        );
+        assert!(!d.contains_key("other.weight"), "a dropped head is not scored");
+    }
+    // Magnitude: |w| / sum = (1, 0, 0, 2, 0, 0, 3, 0.5) / 6.5.
+    let m = score::magnitude(&depth_only, &params, &tasks);
+    assert!((m["depth"]["head.weight"].double_value(&[0, 0, 0, 0]) - 3.0 / 6.5).abs() < 1e-6);
+    assert!((m["depth"]["stem.weight"].double_value(&[1, 0, 0, 0]) - 2.0 / 6.5).abs() < 1e-6);
+}
+
+#[test]
+fn fusion_rules_by_hand() {
+    let a = Tensor::from_slice(&[true, true, false, false, true]);
+    let b = Tensor::from_slice(&[true, false, true, false, false]);
+    let c = Tensor::from_slice(&[true, false, false, false, true]);
+    let got = |needed| {
+        Vec::<bool>::try_from(fuse(&[a.shallow_clone(), b.shallow_clone(), c.shallow_clone()], needed)).unwrap()
+    };
+    // Votes per weight: 3, 1, 1, 0, 2.
+    assert_eq!(
+        got(Fusion::Union.needed_votes(3, None).unwrap()),
+        [true, true, true, false, true]
+    );
+    assert_eq!(
+        got(Fusion::Vote.needed_votes(3, None).unwrap()),
+        [true, false, false, false, true]
+    );
+    assert_eq!(
+        got(Fusion::Intersection.needed_votes(3, None).unwrap()),
+        [true, false, false, false, false]
+    );
+    assert_eq!(
+        Fusion::Vote.needed_votes(2, None).unwrap(),
+        2,
+        "with two tasks the reference's vote is an intersection"
+    );
+    assert_eq!(Fusion::Vote.needed_votes(1, None).unwrap(), 1);
+    assert_eq!(Fusion::Vote.needed_votes(3, Some(3)).unwrap(), 3);
+    assert!(Fusion::Vote.needed_votes(2, Some(3)).is_err());
+}
+
+#[test]
+fn sparsity_target_is_reached_within_tolerance() {
+    let (model, params) = common::small_model();
+    let tasks: Vec<TaskSpec> = model.tasks[..2].to_vec();
+    let kept = model.keep_tasks(&["seg", "normal"]);
+    let scores = score::magnitude(&kept, &params, &tasks);
+    for (fusion, target) in [(Fusion::Vote, 0.9), (Fusion::Union, 0.5), (Fusion::Intersection, 0.3)] {
+        let search = MaskSearch::new(&kept, &scores, fusion, None).unwrap();
+        let r = search.search(target, 0.005).unwrap();
+        assert!((r.sparsity - target).abs() <= 0.005, "{fusion:?}: {}", r.sparsity);
+        let (zeros, total) = r.masks.values().fold((0i64, 0i64), |(z, n), m| {
+            (z + m.eq(0.0).sum(Kind::Int64).int64_value(&[]), n + m.numel() as i64)
+        });
+        assert!((zeros as f64 / total as f64 - r.sparsity).abs() < 1e-12);
+    }
+    let search = MaskSearch::new(&kept, &scores, Fusion::Vote, None).unwrap();
+    assert!(search.search(1.0, 0.005).is_err());
+    assert!(search.search(0.0, 0.005).is_err());
+}
+
+fn small_file(dir: &Path) -> std::path::PathBuf {
+    common::write_small(dir, "m.safetensors", DType::F32)
+}
+
+fn small_data(dir: &Path) -> std::path::PathBuf {
+    let root = dir.join("data");
+    cut::data::synth::write_dataset(
+        &root,
+        &cut::data::synth::SynthConfig {
+            train: 10,
+            test: 3,
+            height: 32,
+            width: 32,
+            seed: 2,
+        },
+        2,
+    )
+    .unwrap();
+    root
+}
+
+#[test]
+fn prune_drops_heads_keeps_zeros_and_is_reproducible() {
+    let t = tempfile::tempdir().unwrap();
+    let model = small_file(t.path());
+    let data = small_data(t.path());
+    let run = |out: &str, steps: &str| -> serde_json::Value {
+        let o = cut()
+            .arg("prune")
+            .arg(&model)
+            .args([
+                "--tasks",
+                "seg,depth",
+                "--sparsity",
+                "0.8",
+                "--calib-batches",
+                "2",
+                "--batch",
+                "4",
+                "--finetune-steps",
+                steps,
+                "--val-every",
+                "2",
+                "--lr",
+                "1e-3",
+                "--val-fraction",
+                "0.2",
+                "--json",
+                "--force",
+                "-o",
+            ])
+            .arg(t.path().join(out))
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    // The same command twice (provenance records the command line, so the output path is the same).
+    let _ = run("a.safetensors", "4");
+    let first = std::fs::read(t.path().join("a.safetensors")).unwrap();
+    let report = run("a.safetensors", "4");
+    let second = std::fs::read(t.path().join("a.safetensors")).unwrap();
+    assert!(first == second, "same seed, different bytes");
+    let _ = run("c.safetensors", "0");
+    assert!(t.path().join("a.report.json").exists() && t.path().join("a.report.md").exists());
+
+    let ckpt = Checkpoint::open(t.path().join("a.safetensors")).unwrap();
+    assert!(
+        ckpt.tensors.keys().all(|n| !n.starts_with("task2_")),
+        "the normal head is gone"
+    );
+    let loaded = ckpt.model(&LoadOptions::default()).unwrap().model;
+    assert_eq!(loaded.task_names(), ["seg", "depth"]);
+    let reached = report["sparsity"]["reached"].as_f64().unwrap();
+    assert!((reached - 0.8).abs() <= 0.005, "{reached}");
+    assert_eq!(report["settings"]["dropped_tasks"][0], "normal");
+    assert!(report["accuracy"]["after"][1]["metrics"][0]["value"].as_f64().is_some());
+
+    // Fine-tuning changed weights but not which ones are zero.
+    let c = Checkpoint::open(t.path().join("c.safetensors")).unwrap();
+    let mut moved = false;
+    for spec in loaded
+        .graph
+        .param_specs()
+        .iter()
+        .filter(|s| s.role.is_prunable_weight())
+    {
+        let wa = ckpt.tensor(&spec.name, Device::Cpu).unwrap();
+        let wc = c.tensor(&spec.name, Device::Cpu).unwrap();
+        assert!(wa.eq(0.0).equal(&wc.eq(0.0)), "{}: zero pattern changed", spec.name);
+        moved |= !wa.equal(&wc);
+    }
+    assert!(moved || report["finetune_best_step"] == 0);
+
+    // The report's sparsity is what the file holds.
+    let out = cut()
+        .arg("inspect")
+        .arg(t.path().join("a.safetensors"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["total"]["zero_share"].as_f64().unwrap(), reached);
+}
+
+#[test]
+fn packed_output_round_trips_exactly() {
+    let t = tempfile::tempdir().unwrap();
+    let model = small_file(t.path());
+    for (name, packed) in [("dense.safetensors", false), ("packed.safetensors", true)] {
+        let mut cmd = cut();
+        cmd.arg("prune")
+            .arg(&model)
+            .args([
+                "--tasks",
+                "depth",
+                "--criterion",
+                "magnitude",
+                "--sparsity",
+                "0.9",
+                "-o",
+            ])
+            .arg(t.path().join(name));
+        if packed {
+            cmd.arg("--packed");
+        }
+        cmd.assert().success();
+    }
+    let dense = Checkpoint::open(t.path().join("dense.safetensors")).unwrap();
+    let packed = Checkpoint::open(t.path().join("packed.safetensors")).unwrap();
+    let model = packed.model(&LoadOptions::default()).unwrap().model;
+    for spec in model.graph.param_specs() {
+        let a = dense.tensor(&spec.name, Device::Cpu).unwrap();
+        let b = packed.tensor(&spec.name, Device::Cpu).unwrap();
+        assert!(a.equal(&b), "{}", spec.name);
+    }
+    // Every command reads it: inspect counts its zeros from the masks.
+    let out = cut()
+        .arg("inspect")
+        .arg(t.path().join("packed.safetensors"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sparsity = v["total"]["zero_share"].as_f64().unwrap();
+    assert!((sparsity - 0.9).abs() <= 0.005, "{sparsity}");
+
+    // Pack and unpack directly, with a length that is not a multiple of 8.
+    let w = Tensor::from_slice(&[0f32, 1.5, 0., 0., -2., 0., 0., 0., 0., 3., 0.]).view([1, 11]);
+    let (mask, values, info) = cut::checkpoint::packed::pack("w", &w, DType::F32).unwrap();
+    assert_eq!(mask.data, vec![0b0001_0010, 0b0000_0010]);
+    assert_eq!(values.shape, [3]);
+    let back = cut::checkpoint::packed::unpack(&mask.data, &values.data, 3, &[1, 11], Kind::Float).unwrap();
+    assert!(back.equal(&w));
+    assert_eq!(info.shape, [1, 11]);
+}
+
+#[test]
+fn bad_prune_input_fails_cleanly() {
+    let t = tempfile::tempdir().unwrap();
+    let model = small_file(t.path());
+    let data = small_data(t.path());
+    let fails = |args: &[&str], needle: &str| {
+        let o = cut().arg("prune").arg(&model).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: expected '{needle}' in {stderr}");
+        assert!(!stderr.contains("panicked"));
+    };
+    let d = data.to_str().unwrap();
+    fails(&["--tasks", ""], "no tasks given (the model has: seg, normal, depth)");
+    fails(
+        &["--tasks", "seg,wat"],
+        "unknown task 'wat' (the model has: seg, normal, depth)",
+    );
+    fails(&["--tasks", "seg,seg"], "task 'seg' is given twice");
+    fails(
+        &["--tasks", "seg", "--sparsity", "1", "--data", d],
+        "--sparsity 1 must be strictly between 0 and 1",
+    );
+    fails(
+        &["--tasks", "seg", "--sparsity", "0", "--data", d],
+        "must be strictly between 0 and 1",
+    );
+    fails(
+        &["--tasks", "seg"],
+        "--criterion snip scores weights with calibration data",
+    );
+    let missing = t.path().join("nope/out.safetensors");
+    fails(
+        &[
+            "--tasks",
+            "seg",
+            "--criterion",
+            "magnitude",
+            "-o",
+            missing.to_str().unwrap(),
+        ],
+        "does not exist",
+    );
+    fails(
+        &[
+            "--tasks",
+            "seg",
+            "--criterion",
+            "magnitude",
+            "-o",
+            model.to_str().unwrap(),
+        ],
+        "refusing to overwrite the input",
+    );
+    assert!(
+        !t.path().join("m.seg.pruned.safetensors").exists(),
+        "no output after a failure"
+    );
+
+    // A task whose kind the dataset has no label for.
+    let cls = t.path().join("cls.safetensors");
+    cut()
+        .args([
+            "new",
+            "--tasks",
+            "a:classification:3,b:depth",
+            "--blocks",
+            "1,1,1,1",
+            "--widths",
+            "8,8,8,8",
+            "--stem-width",
+            "8",
+            "--head-width",
+            "8",
+            "-o",
+        ])
+        .arg(&cls)
+        .assert()
+        .success();
+    let o = cut()
+        .arg("prune")
+        .arg(&cls)
+        .args(["--tasks", "a", "--data", d])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("the dataset has no label for task 'a' (classification)"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
