@@ -1,0 +1,118 @@
+//! Seconds per SNIP calibration batch: cut's shared strategy (one forward per batch, one backward per
+//! selected task) against the reference's loop (one forward and backward per task per batch).
+//!
+//!     cargo run --release --example bench_scoring -- MODEL|scenenet34 SIZE BATCH BATCHES TASKS [cpu|cuda]
+//!
+//! `scenenet34` builds the reference ResNet-34 SceneNet with three heads (seg 40, normal, depth) and
+//! random weights. Data: synthetic scenes of SIZE x SIZE. Prints the median and spread per strategy.
+
+use cut::checkpoint::{Checkpoint, LoadOptions};
+use cut::data::synth::{write_dataset, SynthConfig};
+use cut::data::{Dataset, Split};
+use cut::graph::scenenet::SceneNetConfig;
+use cut::graph::{parse_task_list, TaskKind, TaskSpec};
+use cut::prune::score::{snip, Strategy};
+use std::time::Instant;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.len() < 5 {
+        anyhow::bail!("usage: bench_scoring MODEL|scenenet34 SIZE BATCH BATCHES TASKS [cpu|cuda]");
+    }
+    let size: usize = args[1].parse()?;
+    let batch: usize = args[2].parse()?;
+    let batches: usize = args[3].parse()?;
+    let device = cut::device::resolve(match args.get(5).map(String::as_str) {
+        Some("cuda") => cut::device::DeviceChoice::Cuda,
+        _ => cut::device::DeviceChoice::Cpu,
+    })?;
+    let (model, params) = if args[0] == "scenenet34" {
+        let tasks = vec![
+            TaskSpec {
+                name: "seg".into(),
+                kind: TaskKind::Segmentation,
+                outputs: 40,
+            },
+            TaskSpec {
+                name: "normal".into(),
+                kind: TaskKind::Normal,
+                outputs: 3,
+            },
+            TaskSpec {
+                name: "depth".into(),
+                kind: TaskKind::Depth,
+                outputs: 1,
+            },
+        ];
+        let model = SceneNetConfig::reference(tasks).build()?;
+        let params = cut::graph::init::init_params(&model.graph, 0, device);
+        (model, params)
+    } else {
+        let ckpt = Checkpoint::open(&args[0])?;
+        let model = ckpt.model(&LoadOptions::default())?.model;
+        let params = ckpt.load_params(&model, device)?;
+        (model, params)
+    };
+    let selected = model.select_tasks(&parse_task_list(&args[4]))?;
+    let names: Vec<&str> = selected.iter().map(|t| t.name.as_str()).collect();
+    let kept = model.keep_tasks(&names);
+    let dir = tempfile::tempdir()?;
+    write_dataset(
+        &dir.path().join("d"),
+        &SynthConfig {
+            train: batch * 2,
+            test: 1,
+            height: size,
+            width: size,
+            seed: 0,
+        },
+        2,
+    )?;
+    let items = Dataset::open(&dir.path().join("d"), None)?.split(Split::Train, 0.0)?;
+    println!(
+        "model {} ({} tasks scored), input {size}x{size}, batch {batch}, device {}",
+        args[0],
+        selected.len(),
+        cut::device::describe(device)
+    );
+    // cut scores only the selected tasks through a shared forward; the reference loop runs a forward
+    // and backward for every task of the model, selected or not.
+    for (strategy, m, tasks) in [
+        (Strategy::Shared, &kept, &selected),
+        (Strategy::PerTask, &model, &model.tasks),
+    ] {
+        // One warm-up batch, then time each batch separately.
+        snip(m, &params, tasks, items.clone(), 1, batch, 0, device, strategy, |_| {})?;
+        let mut times = Vec::new();
+        for i in 0..batches {
+            let t = Instant::now();
+            snip(
+                m,
+                &params,
+                tasks,
+                items.clone(),
+                1,
+                batch,
+                i as u64,
+                device,
+                strategy,
+                |_| {},
+            )?;
+            if device != tch::Device::Cpu {
+                tch::Cuda::synchronize(0);
+            }
+            times.push(t.elapsed().as_secs_f64());
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "{:>9} ({} tasks): median {:.3} s per batch (min {:.3}, max {:.3}, {} batches)",
+            format!("{strategy:?}").to_lowercase(),
+            tasks.len(),
+            times[times.len() / 2],
+            times[0],
+            times[times.len() - 1],
+            times.len()
+        );
+    }
+    Ok(())
+}

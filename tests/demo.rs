@@ -1,0 +1,173 @@
+//! The bundled demo model and data, run as a user runs them.
+
+use assert_cmd::Command;
+use std::path::Path;
+
+fn cut() -> Command {
+    Command::cargo_bin("cut").unwrap()
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn eval_json(extra: &[&str]) -> serde_json::Value {
+    let out = cut()
+        .current_dir(root())
+        .args([
+            "eval",
+            "assets/demo.safetensors",
+            "--data",
+            "assets/demo-data",
+            "--json",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn metric(report: &serde_json::Value, task: &str, name: &str) -> f64 {
+    let t = report["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["task"] == task)
+        .unwrap();
+    t["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == name)
+        .unwrap()["value"]
+        .as_f64()
+        .unwrap()
+}
+
+#[test]
+fn demo_model_is_trained_and_beats_constants() {
+    let model = eval_json(&[]);
+    assert_eq!(model["images"], 40);
+    // Bands around the figures in the README (0.233, 21.9 degrees, 0.192); CPU results may differ in
+    // the last digits between machines.
+    let miou = metric(&model, "seg", "miou");
+    let angle = metric(&model, "normal", "mean_angle");
+    let rel = metric(&model, "depth", "rel_err");
+    assert!((0.21..0.26).contains(&miou), "mIoU {miou}");
+    assert!((20.0..24.0).contains(&angle), "normal mean angle {angle}");
+    assert!((0.17..0.21).contains(&rel), "depth rel {rel}");
+
+    let constant = eval_json(&["--constant"]);
+    assert!(metric(&constant, "seg", "miou") < miou / 4.0);
+    assert!(metric(&constant, "normal", "mean_angle") > angle * 2.0);
+    assert!(metric(&constant, "depth", "rel_err") > rel * 2.0);
+
+    // delta_m of the model against itself is 0; the constant predictor is far below it.
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.json");
+    std::fs::write(&base, serde_json::to_string(&model).unwrap()).unwrap();
+    let again = eval_json(&[
+        "--baseline",
+        base.to_str().unwrap(),
+        "--tasks",
+        "seg,depth",
+        "--limit",
+        "8",
+    ]);
+    assert_eq!(again["images"], 8);
+    assert_eq!(again["tasks"].as_array().unwrap().len(), 2);
+    let vs_const = eval_json(&["--constant", "--baseline", base.to_str().unwrap()]);
+    assert!(vs_const["delta_m"].as_f64().unwrap() < -50.0, "{}", vs_const["delta_m"]);
+}
+
+#[test]
+fn eval_rejects_bad_requests() {
+    let fails = |args: &[&str], needle: &str| {
+        let out = cut()
+            .current_dir(root())
+            .args(["eval", "assets/demo.safetensors"])
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(needle), "expected '{needle}' in {stderr}");
+    };
+    fails(
+        &["--data", "assets/demo-data", "--tasks", "sn"],
+        "unknown task 'sn' (the model has: seg, normal, depth)",
+    );
+    fails(&[], "--data DIR is required");
+    fails(&["--data", "assets/nope"], "assets/nope: dataset folder does not exist");
+    fails(
+        &["--data", "assets/demo-data", "--index", "other.json"],
+        "other.json: cannot read the dataset index",
+    );
+}
+
+#[test]
+fn readme_prune_command_runs_on_the_demo() {
+    // The README's main command, shortened (fewer calibration batches and steps) to keep CI fast.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo.seg+depth.pruned.safetensors");
+    let o = cut()
+        .current_dir(root())
+        .args([
+            "prune",
+            "--tasks",
+            "seg,depth",
+            "assets/demo.safetensors",
+            "--data",
+            "assets/demo-data",
+            "--calib-batches",
+            "4",
+            "--finetune-steps",
+            "20",
+            "--val-every",
+            "10",
+            "--lr",
+            "1e-4",
+            "--packed",
+            "-o",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        summary.contains("sparsity 89.") || summary.contains("sparsity 90."),
+        "{summary}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("demo.seg+depth.pruned.report.json")).unwrap()).unwrap();
+    let md = std::fs::read_to_string(dir.path().join("demo.seg+depth.pruned.report.md")).unwrap();
+    assert!(md.starts_with("# cut prune report"));
+    assert!(md.contains("| delta_m (selected tasks) |"));
+    // At 90% the packed file is well under 20% of the dense pruned model.
+    let kept: Vec<&serde_json::Value> = report["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["status"] == "kept")
+        .collect();
+    let dense: u64 = kept.iter().map(|g| g["bytes_dense"].as_u64().unwrap()).sum();
+    let file = std::fs::metadata(&out).unwrap().len();
+    assert!((file as f64) < 0.2 * dense as f64, "packed {file} vs dense {dense}");
+    assert_eq!(report["size"]["output_bytes"], file);
+    assert_eq!(report["groups"][3]["group"], "head normal");
+    assert_eq!(report["groups"][3]["status"], "dropped");
+    // Fine-tuning from the pruned state improves on the unfine-tuned masks at this learning rate.
+    let acc = &report["accuracy"];
+    assert!(acc["delta_m"].as_f64().unwrap() >= acc["delta_m_before_finetune"].as_f64().unwrap());
+    // eval reads the packed output.
+    cut()
+        .arg("eval")
+        .arg(&out)
+        .args(["--data"])
+        .arg(root().join("assets/demo-data"))
+        .args(["--limit", "4"])
+        .assert()
+        .success();
+}
