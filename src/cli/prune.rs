@@ -208,6 +208,7 @@ pub fn run(a: Args) -> Result<()> {
         .map(String::from)
         .collect();
     let settings = Settings {
+        input_tasks: full.task_names().into_iter().map(String::from).collect(),
         tasks: names.clone(),
         dropped_tasks: dropped,
         criterion: format!("{:?}", a.criterion).to_lowercase(),

@@ -13,6 +13,8 @@ use tch::Kind;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Settings {
+    /// The input model's tasks, in its order.
+    pub input_tasks: Vec<String>,
     pub tasks: Vec<String>,
     pub dropped_tasks: Vec<String>,
     pub criterion: String,
@@ -74,7 +76,7 @@ pub struct LayerReport {
 #[derive(Clone, Debug, Serialize)]
 pub struct SizeReport {
     pub input_bytes: u64,
-    /// The input's tensor bytes without the dropped heads.
+    /// The input file's bytes less the dropped heads' tensors.
     pub after_dropping_heads_bytes: u64,
     pub output_bytes: u64,
     pub saved_by_dropping_heads: u64,
@@ -259,8 +261,8 @@ pub fn build(
         .filter(|g| g.status == "dropped")
         .map(|g| g.bytes_dense)
         .sum();
-    let input_tensor_bytes: u64 = input.tensors.values().map(|e| e.bytes() as u64).sum();
-    let after_drop = input_tensor_bytes - dropped_bytes;
+    // File bytes throughout, headers included, so the three figures add up.
+    let after_drop = input.file_len() as u64 - dropped_bytes;
     let mut notes = vec![
         "Scores are computed in inference mode (batch-norm running statistics, dropout off), so they do not depend on batch composition or random draws.".to_string(),
         "Sparsity is the share of zero conv and linear weights in the output model (backbone and kept heads); biases and batch norm are not pruned.".to_string(),
@@ -432,11 +434,19 @@ pub fn markdown(r: &PruneReport) -> String {
         md.push_str("\nAccuracy was not measured: no `--data` was given.\n");
     }
     md.push_str("\n## Size\n\n");
+    let pruning = if r.size.saved_by_pruning > 0 {
+        format!(
+            "pruning, layout and dtype save {} more",
+            bytes(r.size.saved_by_pruning as f64)
+        )
+    } else {
+        "pruning saves no space in a dense file of the same dtype (zeros are stored; use --packed or --dtype)"
+            .to_string()
+    };
     md.push_str(&format!(
-        "Input {}; dropping heads saves {}; pruning with this layout and dtype saves {} more; output {}.\n\n",
+        "Input {}; dropping heads saves {}; {pruning}; output {}.\n\n",
         bytes(r.size.input_bytes as f64),
         bytes(r.size.saved_by_dropping_heads as f64),
-        bytes(r.size.saved_by_pruning as f64),
         bytes(r.size.output_bytes as f64)
     ));
     md.push_str("| group | status | params | weights non-zero | bytes dense | bytes packed | MACs dense | MACs effective |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
