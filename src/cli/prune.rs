@@ -1,4 +1,4 @@
-use super::args::{parse_lambdas, progress, DataArgs, ModelArgs};
+use super::args::{progress, task_lambdas, DataArgs, ModelArgs};
 use anyhow::{bail, Result};
 use cut::checkpoint::metadata::Provenance;
 use cut::checkpoint::{sha256_file, writer, Checkpoint, DType};
@@ -9,7 +9,7 @@ use cut::prune::mask::Fusion;
 use cut::prune::score::{Criterion, Strategy};
 use cut::prune::{prune, PruneConfig};
 use cut::report::prune::{build, markdown, summary, Settings};
-use cut::train::{default_lambdas, TrainConfig};
+use cut::train::TrainConfig;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -130,18 +130,7 @@ pub fn run(a: Args) -> Result<()> {
         bail!("--criterion snip scores weights with calibration data: give --data DIR, or use --criterion magnitude or random");
     }
     let device = resolve(a.device)?;
-    let mut lambdas = default_lambdas(&selected);
-    if let Some(text) = &a.lambdas {
-        for (name, w) in parse_lambdas(text)? {
-            if !names.contains(&name) {
-                bail!(
-                    "--lambdas names task '{name}', which is not among --tasks ({})",
-                    names.join(", ")
-                );
-            }
-            lambdas.insert(name, w);
-        }
-    }
+    let lambdas = task_lambdas(&selected, a.lambdas.as_deref())?;
     let finetune_steps = if data.is_some() { a.finetune_steps } else { 0 };
     let cfg = PruneConfig {
         criterion: a.criterion,

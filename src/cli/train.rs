@@ -1,4 +1,4 @@
-use super::args::{parse_lambdas, progress, DataArgs, SceneNetArgs};
+use super::args::{progress, task_lambdas, DataArgs, SceneNetArgs};
 use anyhow::{bail, Result};
 use cut::checkpoint::metadata::Provenance;
 use cut::checkpoint::{sha256_file, writer, Checkpoint, DType, LoadOptions};
@@ -78,16 +78,7 @@ pub fn run(a: Args) -> Result<()> {
         Some(t) => model.select_tasks(&parse_task_list(t))?,
         None => model.tasks.clone(),
     };
-    let mut lambdas = cut::train::default_lambdas(&tasks);
-    for (name, w) in a.lambdas.as_deref().map(parse_lambdas).transpose()?.unwrap_or_default() {
-        if model.task(&name).is_none() {
-            bail!(
-                "--lambdas names task '{name}', which the model does not have (it has: {})",
-                model.task_names().join(", ")
-            );
-        }
-        lambdas.insert(name, w);
-    }
+    let lambdas = task_lambdas(&tasks, a.lambdas.as_deref())?;
     if a.steps == 0 {
         bail!("--steps must be positive");
     }

@@ -42,7 +42,7 @@ pub struct Dataset {
 }
 
 /// Fixed seed of the train/validation carve: the split must not change with the training seed.
-const VAL_SPLIT_SEED: u64 = 0x5EED_0F_5A1;
+const VAL_SPLIT_SEED: u64 = 0x5_EED0_F5A1;
 
 impl Dataset {
     /// Opens `root`, reading `index` (default `nyu_v2_3task.json`) inside it.

@@ -755,7 +755,7 @@ mod tests {
         let macs = shapes::macs(&g, &shapes);
         // 1x1 convs: H*W*Cout*Cin.
         assert_eq!(macs["stem"], 16 * 3 * 2);
-        assert_eq!(macs["a"], 16 * 1 * 3);
+        assert_eq!(macs["a"], 16 * 3); // one output channel
         assert_eq!(macs["b"], 16 * 2 * 3);
         assert!(shapes::infer(&g, [3, 4, 4]).is_err());
     }

@@ -44,7 +44,7 @@ pub const MIOU_CONVENTION: &str =
     "mean IoU over classes present in ground truth or prediction (dataset-wide confusion matrix)";
 
 /// The label a task of this kind is scored against.
-pub fn label_for<'a>(kind: TaskKind, batch: &'a Batch) -> Result<&'a Tensor> {
+pub fn label_for(kind: TaskKind, batch: &Batch) -> Result<&Tensor> {
     match kind {
         TaskKind::Segmentation => Ok(&batch.seg),
         TaskKind::Normal => Ok(&batch.normal),

@@ -182,61 +182,52 @@ pub fn group_figures(model: &Model, params: &Params, dtype: DType) -> Result<(Ve
 
 /// Figures of the heads that were dropped, read from the input checkpoint.
 pub fn dropped_figures(input: &Checkpoint, full: &Model, dropped: &[String]) -> Result<Vec<GroupReport>> {
-    let (all, _) = {
-        let groups = full.graph.param_groups();
-        let mut reports: BTreeMap<String, GroupReport> = dropped
-            .iter()
-            .map(|t| {
-                (
-                    t.clone(),
-                    GroupReport {
-                        group: format!("head {t}"),
-                        status: "dropped".into(),
-                        ..Default::default()
-                    },
-                )
-            })
-            .collect();
-        for spec in full.graph.param_specs() {
-            if let Group::Head(t) = &groups[&spec.name] {
-                if let Some(r) = reports.get_mut(t) {
-                    let entry = input.entry(&spec.name)?;
-                    let n = spec.numel() as u64;
-                    if !spec.role.is_buffer() {
-                        r.params += n;
-                    }
-                    r.bytes_dense += entry.bytes() as u64;
-                    r.bytes_packed += entry.bytes() as u64;
-                    if spec.role.is_prunable_weight() {
-                        r.weights += n;
-                        r.nonzero_weights += n - input.count_zeros(entry)? as u64;
-                    }
-                }
+    let groups = full.graph.param_groups();
+    let mut reports: BTreeMap<String, GroupReport> = dropped
+        .iter()
+        .map(|t| {
+            (
+                t.clone(),
+                GroupReport {
+                    group: format!("head {t}"),
+                    status: "dropped".into(),
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    for spec in full.graph.param_specs() {
+        let Group::Head(task) = &groups[&spec.name] else {
+            continue;
+        };
+        let Some(r) = reports.get_mut(task) else { continue };
+        let entry = input.entry(&spec.name)?;
+        let n = spec.numel() as u64;
+        if !spec.role.is_buffer() {
+            r.params += n;
+        }
+        r.bytes_dense += entry.bytes() as u64;
+        r.bytes_packed += entry.bytes() as u64;
+        if spec.role.is_prunable_weight() {
+            r.weights += n;
+            r.nonzero_weights += n - input.count_zeros(entry)? as u64;
+        }
+    }
+    let input_chw = [
+        full.graph.input.channels,
+        full.graph.input.height,
+        full.graph.input.width,
+    ];
+    let node_groups = full.graph.node_groups();
+    for (node, m) in shapes::macs(&full.graph, &shapes::infer(&full.graph, input_chw)?) {
+        if let Group::Head(task) = &node_groups[&node] {
+            if let Some(r) = reports.get_mut(task) {
+                r.macs_dense += m;
+                r.macs_effective += m;
             }
         }
-        let shape_map = shapes::infer(
-            &full.graph,
-            [
-                full.graph.input.channels,
-                full.graph.input.height,
-                full.graph.input.width,
-            ],
-        )?;
-        let node_groups = full.graph.node_groups();
-        for (node, m) in shapes::macs(&full.graph, &shape_map) {
-            if let Group::Head(t) = &node_groups[&node] {
-                if let Some(r) = reports.get_mut(t) {
-                    r.macs_dense += m;
-                    r.macs_effective += m;
-                }
-            }
-        }
-        (
-            dropped.iter().map(|t| reports.remove(t).unwrap()).collect::<Vec<_>>(),
-            (),
-        )
-    };
-    Ok(all)
+    }
+    Ok(dropped.iter().filter_map(|t| reports.remove(t)).collect())
 }
 
 /// Assembles the report once the output file exists.
