@@ -132,3 +132,19 @@ fn delta_m_by_hand() {
     close(delta_m(&base, &base).unwrap(), 0.0);
     assert!(delta_m(&now, &[tm("other", &[("x", 1.0, true)])]).is_err());
 }
+
+#[test]
+fn classification_accuracy_and_regression_mae() {
+    // Three samples, 3 classes: predicted 2, 0, 1 ; labels 2, 1, 1 -> 2/3.
+    let pred = Tensor::from_slice(&[0f32, 0., 5., 3., 1., 0., 0., 9., 1.]).view([3, 3]);
+    let t = task(TaskKind::Classification, 3);
+    let mut acc = Accumulator::new(&t).unwrap();
+    acc.update(&pred, &Tensor::from_slice(&[2i64, 1, 1]));
+    close(acc.finish(&t).get("accuracy").unwrap(), 2.0 / 3.0);
+    // A spatial head is averaged per sample: [[1, 3]] -> 2 against 2.5; [[4, 4]] -> 4 against 3.
+    let pred = Tensor::from_slice(&[1f32, 3., 4., 4.]).view([2, 1, 1, 2]);
+    let t = task(TaskKind::Regression, 1);
+    let mut acc = Accumulator::new(&t).unwrap();
+    acc.update(&pred, &Tensor::from_slice(&[2.5f32, 3.0]));
+    close(acc.finish(&t).get("mae").unwrap(), 0.75);
+}

@@ -9,7 +9,8 @@
 //! - depth: over pixels with ground truth > 3e-5: abs error, rel error |d - g| / g, and the share
 //!   with max(d/g, g/d) below 1.25, 1.25^2, 1.25^3 (predictions are clamped to >= 1e-6 for the ratio).
 //!   Means are pixel-weighted over the whole split.
-//! - classification: accuracy; regression: mean absolute error.
+//! - classification: accuracy; regression: mean absolute error (per sample; a spatial head's output
+//!   is averaged over its pixels first).
 
 use crate::data::layout::{DEPTH_VALID_MIN, SEG_IGNORE};
 use crate::data::loader::Batch;
@@ -80,6 +81,23 @@ pub enum Accumulator {
         rel: f64,
         deltas: [u64; 3],
     },
+    Classification {
+        correct: u64,
+        total: u64,
+    },
+    Regression {
+        count: u64,
+        abs: f64,
+    },
+}
+
+/// A per-sample prediction [N, C] from a head that may still be spatial ([N, C, h, w]: averaged).
+fn per_sample(pred: &Tensor) -> Tensor {
+    if pred.dim() == 4 {
+        pred.mean_dim([2i64, 3].as_slice(), false, Kind::Float)
+    } else {
+        pred.to_kind(Kind::Float)
+    }
 }
 
 impl Accumulator {
@@ -96,19 +114,35 @@ impl Accumulator {
                 rel: 0.0,
                 deltas: [0; 3],
             },
-            TaskKind::Classification | TaskKind::Regression => {
-                bail!(
-                    "task '{}': {} metrics need labels the NYUv2-layout dataset does not have",
-                    task.name,
-                    task.kind.as_str()
-                )
-            }
+            TaskKind::Classification => Accumulator::Classification { correct: 0, total: 0 },
+            TaskKind::Regression => Accumulator::Regression { count: 0, abs: 0.0 },
         })
     }
 
     /// Adds a batch: `pred` is the raw model output [N, C, h, w], `label` the task's ground truth.
     pub fn update(&mut self, pred: &Tensor, label: &Tensor) {
         let _guard = tch::no_grad_guard();
+        // Per-sample kinds: labels are [N] (class index or value), nothing to resize.
+        match self {
+            Accumulator::Classification { correct, total } => {
+                let hit = per_sample(pred)
+                    .argmax(1, false)
+                    .eq_tensor(&label.to_kind(Kind::Int64).flatten(0, -1));
+                *correct += hit.sum(Kind::Int64).int64_value(&[]) as u64;
+                *total += hit.numel() as u64;
+                return;
+            }
+            Accumulator::Regression { count, abs } => {
+                let p = per_sample(pred).flatten(0, -1);
+                *abs += (p - label.to_kind(Kind::Float).flatten(0, -1))
+                    .abs()
+                    .sum(Kind::Double)
+                    .double_value(&[]);
+                *count += label.numel() as u64;
+                return;
+            }
+            _ => {}
+        }
         let ls = label.size();
         let hw = (ls[ls.len() - 2], ls[ls.len() - 1]);
         let pred = resize_nearest(&pred.to_kind(Kind::Float), hw);
@@ -158,6 +192,9 @@ impl Accumulator {
                     *slot += ratio.lt(1.25f64.powi(k as i32 + 1)).sum(Kind::Int64).int64_value(&[]) as u64;
                 }
             }
+            Accumulator::Classification { .. } | Accumulator::Regression { .. } => {
+                unreachable!("per-sample kinds return above")
+            }
         }
     }
 
@@ -168,6 +205,19 @@ impl Accumulator {
             higher_is_better,
         };
         let (count, metrics) = match self {
+            Accumulator::Classification { correct, total } => (
+                *total,
+                vec![m(
+                    "accuracy",
+                    if *total > 0 {
+                        *correct as f64 / *total as f64
+                    } else {
+                        0.0
+                    },
+                    true,
+                )],
+            ),
+            Accumulator::Regression { count, abs } => (*count, vec![m("mae", abs / (*count).max(1) as f64, false)]),
             Accumulator::Segmentation { classes, confusion } => {
                 let c = *classes;
                 let total: u64 = confusion.iter().sum();
