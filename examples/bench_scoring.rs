@@ -11,7 +11,8 @@ use cut::data::synth::{write_dataset, SynthConfig};
 use cut::data::{Dataset, Split};
 use cut::graph::scenenet::SceneNetConfig;
 use cut::graph::{parse_task_list, TaskKind, TaskSpec};
-use cut::prune::score::{snip, Strategy};
+use cut::prune::mask::{Fusion, MaskSearch};
+use cut::prune::score::{snip, Precision, Strategy};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
@@ -77,12 +78,32 @@ fn main() -> anyhow::Result<()> {
     );
     // cut scores only the selected tasks through a shared forward; the reference loop runs a forward
     // and backward for every task of the model, selected or not.
-    for (strategy, m, tasks) in [
-        (Strategy::Shared, &kept, &selected),
-        (Strategy::PerTask, &model, &model.tasks),
-    ] {
+    let runs = [
+        ("shared f32", Strategy::Shared, Precision::F32, &kept, &selected),
+        ("shared bf16", Strategy::Shared, Precision::Bf16, &kept, &selected),
+        (
+            "reference loop f32",
+            Strategy::PerTask,
+            Precision::F32,
+            &model,
+            &model.tasks,
+        ),
+    ];
+    for (label, strategy, precision, m, tasks) in runs {
         // One warm-up batch, then time each batch separately.
-        snip(m, &params, tasks, items.clone(), 1, batch, 0, device, strategy, |_| {})?;
+        snip(
+            m,
+            &params,
+            tasks,
+            items.clone(),
+            1,
+            batch,
+            0,
+            device,
+            strategy,
+            precision,
+            |_| {},
+        )?;
         let mut times = Vec::new();
         for i in 0..batches {
             let t = Instant::now();
@@ -96,6 +117,7 @@ fn main() -> anyhow::Result<()> {
                 i as u64,
                 device,
                 strategy,
+                precision,
                 |_| {},
             )?;
             if device != tch::Device::Cpu {
@@ -105,8 +127,7 @@ fn main() -> anyhow::Result<()> {
         }
         times.sort_by(|a, b| a.total_cmp(b));
         println!(
-            "{:>9} ({} tasks): median {:.3} s per batch (min {:.3}, max {:.3}, {} batches)",
-            format!("{strategy:?}").to_lowercase(),
+            "{label:>19} ({} tasks): median {:.3} s per batch (min {:.3}, max {:.3}, {} batches)",
             tasks.len(),
             times[times.len() / 2],
             times[0],
@@ -114,5 +135,38 @@ fn main() -> anyhow::Result<()> {
             times.len()
         );
     }
+    // How far bf16 arithmetic moves the masks: same calibration batches, 90% sparsity, vote fusion.
+    let masks = |precision| -> anyhow::Result<_> {
+        let scores = snip(
+            &kept,
+            &params,
+            &selected,
+            items.clone(),
+            batches,
+            batch,
+            0,
+            device,
+            Strategy::Shared,
+            precision,
+            |_| {},
+        )?;
+        Ok(MaskSearch::new(&kept, &scores, Fusion::Vote, None)?
+            .search(0.9, 0.005)?
+            .masks)
+    };
+    let (a, b) = (masks(Precision::F32)?, masks(Precision::Bf16)?);
+    let (mut differ, mut total, mut kept_both, mut kept_any) = (0i64, 0i64, 0i64, 0i64);
+    for (name, ma) in &a {
+        let mb = &b[name];
+        differ += ma.ne_tensor(mb).sum(tch::Kind::Int64).int64_value(&[]);
+        total += ma.numel() as i64;
+        kept_both += ma.logical_and(mb).sum(tch::Kind::Int64).int64_value(&[]);
+        kept_any += ma.logical_or(mb).sum(tch::Kind::Int64).int64_value(&[]);
+    }
+    println!(
+        "bf16 vs f32 masks at 90%: {:.3}% of weights decided differently, kept sets overlap {:.1}% (intersection over union)",
+        differ as f64 / total as f64 * 100.0,
+        kept_both as f64 / kept_any.max(1) as f64 * 100.0
+    );
     Ok(())
 }

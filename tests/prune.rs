@@ -8,7 +8,7 @@ use cut::data::layout::write_sample_files;
 use cut::data::Dataset;
 use cut::graph::{Conv2d, Graph, GraphOutput, InputSpec, Model, Node, Op, TaskKind, TaskSpec, GRAPH_FORMAT};
 use cut::prune::mask::{fuse, Fusion, MaskSearch};
-use cut::prune::score::{self, Strategy};
+use cut::prune::score::{self, Precision, Strategy};
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -136,6 +136,7 @@ fn snip_and_magnitude_scores_by_hand() {
             0,
             Device::Cpu,
             strategy,
+            Precision::F32,
             |_| {},
         )
         .unwrap();
@@ -152,6 +153,26 @@ fn snip_and_magnitude_scores_by_hand() {
         );
         assert!(!d.contains_key("other.weight"), "a dropped head is not scored");
     }
+    // bf16 arithmetic moves these scores by at most bf16's rounding (3 significant digits).
+    let s = score::snip(
+        &depth_only,
+        &params,
+        &tasks,
+        items.clone(),
+        2,
+        2,
+        0,
+        Device::Cpu,
+        Strategy::Shared,
+        Precision::Bf16,
+        |_| {},
+    )
+    .unwrap();
+    let head: Vec<f32> = Vec::try_from(s["depth"]["head.weight"].flatten(0, -1)).unwrap();
+    assert!(
+        (head[0] - 0.375).abs() < 5e-3 && (head[1] - 0.125).abs() < 5e-3,
+        "bf16 head {head:?}"
+    );
     // Magnitude: |w| / sum = (1, 0, 0, 2, 0, 0, 3, 0.5) / 6.5.
     let m = score::magnitude(&depth_only, &params, &tasks);
     assert!((m["depth"]["head.weight"].double_value(&[0, 0, 0, 0]) - 3.0 / 6.5).abs() < 1e-6);

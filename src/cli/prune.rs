@@ -6,7 +6,7 @@ use cut::data::Split;
 use cut::device::{resolve, DeviceChoice};
 use cut::graph::parse_task_list;
 use cut::prune::mask::Fusion;
-use cut::prune::score::{Criterion, Strategy};
+use cut::prune::score::{Criterion, Precision, Strategy};
 use cut::prune::{prune, PruneConfig};
 use cut::report::prune::{build, markdown, summary, Settings};
 use cut::train::TrainConfig;
@@ -39,6 +39,9 @@ pub struct Args {
     /// shared: one forward per batch, one backward per task; per-task: the reference's loop.
     #[arg(long, value_enum, default_value = "shared")]
     scoring: Strategy,
+    /// Arithmetic for snip scoring: f32, or bf16 convolutions (faster on GPUs with bf16 units).
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: Precision,
     /// Fine-tuning steps with the masks fixed (0 skips fine-tuning).
     #[arg(long, default_value_t = 300)]
     finetune_steps: usize,
@@ -140,6 +143,7 @@ pub fn run(a: Args) -> Result<()> {
         tolerance: 0.005,
         calib_batches: a.calib_batches,
         strategy: a.scoring,
+        precision: a.precision,
         seed: a.seed,
         val_fraction: a.data.val_fraction,
         eval_split: a.eval_split,
@@ -210,8 +214,16 @@ pub fn run(a: Args) -> Result<()> {
         },
         batch: a.data.batch,
         scoring: match a.scoring {
-            Strategy::Shared => "one forward per batch, one backward per selected task, inference mode".into(),
-            Strategy::PerTask => "one forward and backward per task per batch, inference mode".into(),
+            Strategy::Shared => format!(
+                "one forward per batch, one backward per selected task, inference mode, {:?}",
+                a.precision
+            )
+            .to_lowercase(),
+            Strategy::PerTask => format!(
+                "one forward and backward per task per batch, inference mode, {:?}",
+                a.precision
+            )
+            .to_lowercase(),
         },
         seed: a.seed,
         finetune_steps,

@@ -13,7 +13,7 @@ use crate::metrics::TaskMetrics;
 use crate::train::{train, TrainConfig};
 use anyhow::{bail, Result};
 use mask::{Fusion, MaskResult, MaskSearch};
-use score::{Criterion, Strategy};
+use score::{Criterion, Precision, Strategy};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -29,6 +29,8 @@ pub struct PruneConfig {
     pub tolerance: f64,
     pub calib_batches: usize,
     pub strategy: Strategy,
+    /// Arithmetic of the scoring passes.
+    pub precision: Precision,
     pub seed: u64,
     pub val_fraction: f64,
     pub eval_split: Split,
@@ -148,6 +150,7 @@ pub fn prune(
                 cfg.seed,
                 device,
                 cfg.strategy,
+                cfg.precision,
                 |i| progress("score", i, cfg.calib_batches),
             )?
         }

@@ -4,7 +4,7 @@
 use crate::data::layout::Item;
 use crate::data::loader::Loader;
 use crate::graph::interpreter::{forward, Mode, Params};
-use crate::graph::{Group, Model, TaskSpec};
+use crate::graph::{Group, Model, ParamRole, TaskSpec};
 use crate::train::loss::task_loss;
 use anyhow::{bail, Result};
 use rand::SeedableRng;
@@ -31,6 +31,15 @@ pub enum Strategy {
     Shared,
     /// One forward per task per batch, as the reference loop runs.
     PerTask,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    /// Convolutions and linear layers (weights, biases, activations) in bf16; batch norm and the
+    /// losses in f32; scores accumulated in f32.
+    Bf16,
 }
 
 /// The weights task `task` is scored on: backbone plus its own head, by name.
@@ -116,6 +125,7 @@ pub fn snip(
     seed: u64,
     device: Device,
     strategy: Strategy,
+    precision: Precision,
     mut on_batch: impl FnMut(usize),
 ) -> Result<Scores> {
     if batches == 0 {
@@ -126,18 +136,43 @@ pub fn snip(
         .iter()
         .map(|t| (t.name.clone(), scored_weights(model, &t.name)))
         .collect();
+    let low: std::collections::BTreeSet<String> = match precision {
+        Precision::F32 => Default::default(),
+        Precision::Bf16 => model
+            .graph
+            .param_specs()
+            .into_iter()
+            .filter(|s| {
+                matches!(
+                    s.role,
+                    ParamRole::ConvWeight | ParamRole::ConvBias | ParamRole::LinearWeight | ParamRole::LinearBias
+                )
+            })
+            .map(|s| s.name)
+            .collect(),
+    };
     let mut leaves = Params::new();
     for (name, t) in params {
+        let t = if low.contains(name) {
+            t.to_kind(Kind::BFloat16)
+        } else {
+            t.shallow_clone()
+        };
         let is_scored = names.values().any(|v| v.contains(name));
         leaves.insert(
             name.clone(),
             if is_scored {
                 t.detach().set_requires_grad(true)
             } else {
-                t.shallow_clone()
+                t
             },
         );
     }
+    let input_kind = if precision == Precision::Bf16 {
+        Kind::BFloat16
+    } else {
+        Kind::Float
+    };
     let mut acc: Scores = names
         .iter()
         .map(|(t, ns)| {
@@ -159,22 +194,34 @@ pub fn snip(
             let _guard = tch::no_grad_guard();
             for ((n, w), g) in names[&task.name].iter().zip(&ws).zip(grads) {
                 let slot = acc.get_mut(&task.name).unwrap().get_mut(n).unwrap();
-                *slot += (*w * g).abs();
+                *slot += (w.to_kind(Kind::Float) * g.to_kind(Kind::Float)).abs();
             }
         };
         match strategy {
             Strategy::Shared => {
                 let task_names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-                let outputs = forward(&model.graph, &leaves, &b.image, &task_names, Mode::Eval)?;
+                let outputs = forward(
+                    &model.graph,
+                    &leaves,
+                    &b.image.to_kind(input_kind),
+                    &task_names,
+                    Mode::Eval,
+                )?;
                 for (k, task) in tasks.iter().enumerate() {
-                    let loss = task_loss(task, &outputs[&task.name], &b)?;
+                    let loss = task_loss(task, &outputs[&task.name].to_kind(Kind::Float), &b)?;
                     accumulate(task, &loss, k + 1 < tasks.len());
                 }
             }
             Strategy::PerTask => {
                 for task in tasks {
-                    let outputs = forward(&model.graph, &leaves, &b.image, &[task.name.as_str()], Mode::Eval)?;
-                    let loss = task_loss(task, &outputs[&task.name], &b)?;
+                    let outputs = forward(
+                        &model.graph,
+                        &leaves,
+                        &b.image.to_kind(input_kind),
+                        &[task.name.as_str()],
+                        Mode::Eval,
+                    )?;
+                    let loss = task_loss(task, &outputs[&task.name].to_kind(Kind::Float), &b)?;
                     accumulate(task, &loss, false);
                 }
             }
