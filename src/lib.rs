@@ -5,6 +5,7 @@
 //! - [`report`]: inspection summaries and reports, as data.
 //! - [`device`]: CPU or CUDA selection.
 
+pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

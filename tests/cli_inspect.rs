@@ -221,3 +221,39 @@ fn bad_inputs_fail_cleanly() {
         "metadata field 'cut.graph' is not JSON",
     );
 }
+
+#[test]
+fn bench_reports_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_small(dir.path(), "m.safetensors", DType::F32);
+    let out = cut()
+        .arg("bench")
+        .arg(&path)
+        .args([
+            "--json", "--runs", "3", "--warmup", "1", "--batch", "2", "--input", "3x64x64", "--tasks", "depth",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["runs"], 3);
+    assert_eq!(v["tasks"], serde_json::json!(["depth"]));
+    let median = v["median_ms"].as_f64().unwrap();
+    assert!(median > 0.0 && v["min_ms"].as_f64().unwrap() <= median && median <= v["max_ms"].as_f64().unwrap());
+    let ips = v["images_per_s"].as_f64().unwrap();
+    assert!((ips - 2.0 / (median / 1000.0)).abs() < 1e-6 * ips);
+    assert!(v["peak_memory_bytes"].as_u64().unwrap() > 0);
+    for (args, needle) in [
+        (vec!["--tasks", "nope"], "unknown task 'nope'"),
+        (vec!["--input", "4x64x64"], "the graph takes 3 input channels, not 4"),
+        (vec!["--runs", "0"], "must be positive"),
+    ] {
+        let o = cut().arg("bench").arg(&path).args(&args).output().unwrap();
+        assert_eq!(o.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains(needle),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+}

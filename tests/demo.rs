@@ -129,6 +129,8 @@ fn readme_prune_command_runs_on_the_demo() {
             "--lr",
             "1e-4",
             "--packed",
+            "--dtype",
+            "f16",
             "-o",
         ])
         .arg(&out)
@@ -145,6 +147,7 @@ fn readme_prune_command_runs_on_the_demo() {
     let md = std::fs::read_to_string(dir.path().join("demo.seg+depth.pruned.report.md")).unwrap();
     assert!(md.starts_with("# cut prune report"));
     assert!(md.contains("| delta_m (selected tasks) |"));
+    assert!(md.contains("| tasks | seg, normal, depth | seg, depth |"), "{md}");
     // At 90% the packed file is well under 20% of the dense pruned model.
     let kept: Vec<&serde_json::Value> = report["groups"]
         .as_array()
@@ -161,13 +164,25 @@ fn readme_prune_command_runs_on_the_demo() {
     // Fine-tuning from the pruned state improves on the unfine-tuned masks at this learning rate.
     let acc = &report["accuracy"];
     assert!(acc["delta_m"].as_f64().unwrap() >= acc["delta_m_before_finetune"].as_f64().unwrap());
-    // eval reads the packed output.
-    cut()
+    assert_eq!(report["settings"]["dtype"], "f16");
+    // eval reads the packed f16 output and, on the same split, matches the report's accuracy (the
+    // report scores the weights rounded to the output dtype).
+    let out_eval = cut()
         .arg("eval")
         .arg(&out)
-        .args(["--data"])
+        .args(["--json", "--tasks", "depth", "--data"])
         .arg(root().join("assets/demo-data"))
-        .args(["--limit", "4"])
-        .assert()
-        .success();
+        .output()
+        .unwrap();
+    assert!(out_eval.status.success());
+    let ev: serde_json::Value = serde_json::from_slice(&out_eval.stdout).unwrap();
+    let reported = report["accuracy"]["after"][1]["metrics"][0]["value"].as_f64().unwrap();
+    let measured = ev["tasks"][0]["metrics"][0]["value"].as_f64().unwrap();
+    assert!(
+        (reported - measured).abs() < 1e-6,
+        "report {reported} vs eval {measured}"
+    );
+    let inspect = cut().arg("inspect").arg(&out).arg("--json").output().unwrap();
+    let iv: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(iv["total"]["dtypes"][0], "f16");
 }

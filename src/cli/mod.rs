@@ -1,6 +1,7 @@
 //! Subcommands. Each parses its arguments, calls the library and prints; nothing else.
 
 mod args;
+mod bench;
 mod data;
 mod eval;
 mod inspect;
@@ -34,6 +35,8 @@ enum Command {
     Train(train::Args),
     /// Prune a multi-task model to the selected tasks (the CUT method), with a size and accuracy report.
     Prune(prune::Args),
+    /// Forward-pass latency of a model: median and spread, images per second, peak memory.
+    Bench(bench::Args),
     /// Datasets: `cut data synth OUT` writes a synthetic one.
     #[command(subcommand)]
     Data(data::Command),
@@ -47,6 +50,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(a) => eval::run(a),
         Command::Train(a) => train::run(a),
         Command::Prune(a) => prune::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

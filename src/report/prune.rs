@@ -377,13 +377,7 @@ pub fn markdown(r: &PruneReport) -> String {
     let eff: u64 = kept.iter().map(|g| g.macs_effective).sum();
     md.push_str(&format!(
         "| tasks | {} | {} |\n",
-        r.settings
-            .tasks
-            .iter()
-            .chain(&r.settings.dropped_tasks)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", "),
+        r.settings.input_tasks.join(", "),
         r.settings.tasks.join(", ")
     ));
     md.push_str(&format!(
