@@ -33,17 +33,25 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// What to time.
+#[derive(Clone, Copy, Debug)]
+pub struct BenchConfig {
+    pub device: Device,
+    pub batch: usize,
+    pub input: [usize; 3],
+    pub warmup: usize,
+    pub runs: usize,
+}
+
 /// Times `runs` inference forwards of the given tasks on a random batch (after `warmup` untimed ones).
-pub fn bench(
-    model: &Model,
-    params: &Params,
-    tasks: &[&str],
-    device: Device,
-    batch: usize,
-    input: [usize; 3],
-    warmup: usize,
-    runs: usize,
-) -> Result<BenchReport> {
+pub fn bench(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig) -> Result<BenchReport> {
+    let BenchConfig {
+        device,
+        batch,
+        input,
+        warmup,
+        runs,
+    } = cfg;
     let _guard = tch::no_grad_guard();
     tch::manual_seed(0);
     let x = Tensor::randn(

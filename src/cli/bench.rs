@@ -1,6 +1,6 @@
 use super::args::{parse_input_size, ModelArgs};
 use anyhow::{bail, Result};
-use cut::bench::bench;
+use cut::bench::{bench, BenchConfig};
 use cut::checkpoint::Checkpoint;
 use cut::device::{resolve, DeviceChoice};
 use cut::graph::parse_task_list;
@@ -48,7 +48,14 @@ pub fn run(a: Args) -> Result<()> {
     cut::graph::shapes::infer(&model.graph, input)?;
     let device = resolve(a.device)?;
     let params = ckpt.load_params(&model, device)?;
-    let r = bench(&model, &params, &names, device, a.batch, input, a.warmup, a.runs)?;
+    let cfg = BenchConfig {
+        device,
+        batch: a.batch,
+        input,
+        warmup: a.warmup,
+        runs: a.runs,
+    };
+    let r = bench(&model, &params, &names, cfg)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
