@@ -2,6 +2,7 @@
 //! linear weight per selected task, fuse the backbone decisions, reach a target sparsity, fine-tune
 //! with the masks fixed, and evaluate before and after.
 
+pub mod channels;
 pub mod mask;
 pub mod score;
 
