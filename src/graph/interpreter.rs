@@ -1,7 +1,7 @@
 //! Runs a graph on tch for a batch. Only the nodes the requested tasks need are computed, and
 //! intermediate activations are dropped as soon as their last consumer has run.
 
-use super::{Graph, Op, UpsampleMode};
+use super::{Graph, Node, Op, UpsampleMode};
 use anyhow::{anyhow, bail, Context, Result};
 use std::collections::{BTreeMap, HashMap};
 use tch::Tensor;
@@ -66,67 +66,11 @@ pub fn forward(
                 m
             });
 
-    let norm_train = mode == Mode::Train;
-    let train = mode != Mode::Eval;
     let mut values: HashMap<&str, Tensor> = HashMap::new();
     let mut results = BTreeMap::new();
     for node in graph.nodes.iter().filter(|n| needed.contains(&n.name)) {
-        let arg = |i: usize| -> &Tensor { &values[node.inputs[i].as_str()] };
-        let value = (|| -> Result<Tensor> {
-            Ok(match &node.op {
-                Op::Input => input.shallow_clone(),
-                Op::Conv2d(c) => arg(0).conv2d(
-                    param(params, &c.weight)?,
-                    opt_param(params, &c.bias)?,
-                    pair(c.stride),
-                    pair(c.padding),
-                    pair(c.dilation),
-                    c.groups as i64,
-                ),
-                Op::BatchNorm(bn) => Tensor::batch_norm(
-                    arg(0),
-                    opt_param(params, &bn.weight)?,
-                    opt_param(params, &bn.bias)?,
-                    Some(param(params, &bn.running_mean)?),
-                    Some(param(params, &bn.running_var)?),
-                    norm_train,
-                    0.1,
-                    bn.eps,
-                    true,
-                ),
-                Op::Relu => arg(0).relu(),
-                Op::MaxPool(p) => {
-                    arg(0).max_pool2d(pair(p.kernel), pair(p.stride), pair(p.padding), [1, 1], p.ceil_mode)
-                }
-                Op::Add => {
-                    let mut sum = arg(0) + arg(1);
-                    for i in 2..node.inputs.len() {
-                        sum += arg(i);
-                    }
-                    sum
-                }
-                Op::Dropout { p } => {
-                    if train && *p > 0.0 {
-                        arg(0).dropout(*p, true)
-                    } else {
-                        arg(0).shallow_clone()
-                    }
-                }
-                Op::Upsample(u) => {
-                    let x = arg(0);
-                    let size = x.size();
-                    let out = [size[2] * u.scale as i64, size[3] * u.scale as i64];
-                    match u.mode {
-                        UpsampleMode::Nearest => x.upsample_nearest2d(out, None, None),
-                        UpsampleMode::Bilinear => x.upsample_bilinear2d(out, false, None, None),
-                    }
-                }
-                Op::Linear(l) => arg(0).linear(param(params, &l.weight)?, opt_param(params, &l.bias)?),
-                Op::GlobalAvgPool => arg(0).mean_dim([2i64, 3].as_slice(), false, None),
-                Op::Flatten => arg(0).flatten(1, -1),
-            })
-        })()
-        .with_context(|| format!("graph node '{}'", node.name))?;
+        let args: Vec<&Tensor> = node.inputs.iter().map(|i| &values[i.as_str()]).collect();
+        let value = eval_node(node, &args, params, input, mode)?;
 
         for input in &node.inputs {
             let left = uses.get_mut(input.as_str()).expect("counted above");
@@ -143,6 +87,87 @@ pub fn forward(
         values.insert(node.name.as_str(), value);
     }
     Ok(results)
+}
+
+/// Evaluates one node on its input values.
+fn eval_node(node: &Node, args: &[&Tensor], params: &Params, input: &Tensor, mode: Mode) -> Result<Tensor> {
+    let norm_train = mode == Mode::Train;
+    let train = mode != Mode::Eval;
+    (|| -> Result<Tensor> {
+        Ok(match &node.op {
+            Op::Input => input.shallow_clone(),
+            Op::Conv2d(c) => args[0].conv2d(
+                param(params, &c.weight)?,
+                opt_param(params, &c.bias)?,
+                pair(c.stride),
+                pair(c.padding),
+                pair(c.dilation),
+                c.groups as i64,
+            ),
+            Op::BatchNorm(bn) => Tensor::batch_norm(
+                args[0],
+                opt_param(params, &bn.weight)?,
+                opt_param(params, &bn.bias)?,
+                Some(param(params, &bn.running_mean)?),
+                Some(param(params, &bn.running_var)?),
+                norm_train,
+                0.1,
+                bn.eps,
+                true,
+            ),
+            Op::Relu => args[0].relu(),
+            Op::MaxPool(p) => args[0].max_pool2d(pair(p.kernel), pair(p.stride), pair(p.padding), [1, 1], p.ceil_mode),
+            Op::Add => {
+                let mut sum = args[0] + args[1];
+                for i in 2..node.inputs.len() {
+                    sum += args[i];
+                }
+                sum
+            }
+            Op::Dropout { p } => {
+                if train && *p > 0.0 {
+                    args[0].dropout(*p, true)
+                } else {
+                    args[0].shallow_clone()
+                }
+            }
+            Op::Upsample(u) => {
+                let x = args[0];
+                let size = x.size();
+                let out = [size[2] * u.scale as i64, size[3] * u.scale as i64];
+                match u.mode {
+                    UpsampleMode::Nearest => x.upsample_nearest2d(out, None, None),
+                    UpsampleMode::Bilinear => x.upsample_bilinear2d(out, false, None, None),
+                }
+            }
+            Op::Linear(l) => args[0].linear(param(params, &l.weight)?, opt_param(params, &l.bias)?),
+            Op::GlobalAvgPool => args[0].mean_dim([2i64, 3].as_slice(), false, None),
+            Op::Flatten => args[0].flatten(1, -1),
+        })
+    })()
+    .with_context(|| format!("graph node '{}'", node.name))
+}
+
+/// Runs every node of the graph and returns the activations of the named nodes (for analyses such
+/// as the constants that removed channels leave behind).
+pub fn activations(
+    graph: &Graph,
+    params: &Params,
+    input: &Tensor,
+    nodes: &[&str],
+    mode: Mode,
+) -> Result<BTreeMap<String, Tensor>> {
+    let mut values: HashMap<&str, Tensor> = HashMap::new();
+    let mut out = BTreeMap::new();
+    for node in &graph.nodes {
+        let args: Vec<&Tensor> = node.inputs.iter().map(|i| &values[i.as_str()]).collect();
+        let value = eval_node(node, &args, params, input, mode)?;
+        if nodes.contains(&node.name.as_str()) {
+            out.insert(node.name.clone(), value.shallow_clone());
+        }
+        values.insert(node.name.as_str(), value);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
