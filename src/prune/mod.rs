@@ -5,6 +5,7 @@
 pub mod channels;
 pub mod mask;
 pub mod score;
+pub mod structured;
 
 use crate::data::{Dataset, Split};
 use crate::eval::evaluate;

@@ -1,0 +1,229 @@
+//! Physical channel removal: a smaller graph with smaller tensors, same tensor names.
+//!
+//! A removed channel's producers are zeroed, so the channel carries a constant (its producers' bias
+//! through batch norm, ReLU, additions, pooling). Each consumer gets that constant folded into its
+//! bias: b_o += sum_k c_k * sum(W[o, k]). That is exact for unpadded consumers (1x1 convolutions,
+//! linear layers) and wherever c_k = 0; a padded convolution sees zeros instead of c_k at its
+//! borders, so there the fold is exact only away from the borders, and `inexact` lists it.
+
+use super::channels::ChannelGroup;
+use crate::graph::interpreter::{activations, Mode, Params};
+use crate::graph::{Model, Op};
+use anyhow::{anyhow, bail, Result};
+use std::collections::{BTreeMap, BTreeSet};
+use tch::{Device, Kind, Tensor};
+
+pub struct Shrunk {
+    pub model: Model,
+    pub params: Params,
+    /// Padded consumers that received a non-zero constant: exact only away from their borders.
+    pub inexact: Vec<String>,
+}
+
+fn removed(channels: usize, keep: &[i64]) -> Vec<i64> {
+    let kept: BTreeSet<i64> = keep.iter().copied().collect();
+    (0..channels as i64).filter(|c| !kept.contains(c)).collect()
+}
+
+fn producer_weight(model: &Model, node: &str) -> Result<(String, Option<String>)> {
+    match &model.graph.node(node).ok_or_else(|| anyhow!("no node '{node}'"))?.op {
+        Op::Conv2d(c) => Ok((c.weight.clone(), c.bias.clone())),
+        Op::Linear(l) => Ok((l.weight.clone(), l.bias.clone())),
+        _ => bail!("node '{node}' is not a convolution or linear layer"),
+    }
+}
+
+/// The model in which every removed channel's producers have zero weights (biases kept): what the
+/// shrunk model must reproduce.
+pub fn zero_removed(
+    model: &Model,
+    params: &Params,
+    groups: &[ChannelGroup],
+    keep: &[Option<Vec<i64>>],
+) -> Result<Params> {
+    let mut out: Params = params.iter().map(|(k, v)| (k.clone(), v.copy())).collect();
+    let _guard = tch::no_grad_guard();
+    for (g, k) in groups.iter().zip(keep) {
+        let Some(k) = k else { continue };
+        let gone = Tensor::from_slice(&removed(g.channels, k));
+        for p in &g.producers {
+            let (w, _) = producer_weight(model, p)?;
+            let t = out.get_mut(&w).ok_or_else(|| anyhow!("tensor '{w}' is missing"))?;
+            let _ = t.index_fill_(0, &gone.to_device(t.device()), 0.0);
+        }
+    }
+    Ok(out)
+}
+
+/// Removes channels: `keep[i]` lists the channels of `groups[i]` to keep (None keeps them all).
+pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[Option<Vec<i64>>]) -> Result<Shrunk> {
+    let _guard = tch::no_grad_guard();
+    for (g, k) in groups.iter().zip(keep) {
+        if let Some(k) = k {
+            if !g.prunable() {
+                bail!(
+                    "channels of a fixed group cannot be removed ({})",
+                    g.fixed.as_deref().unwrap_or("")
+                );
+            }
+            if k.is_empty()
+                || k.iter().any(|&c| c < 0 || c as usize >= g.channels)
+                || k.windows(2).any(|w| w[0] >= w[1])
+            {
+                bail!(
+                    "keep list for a group of {} channels must be sorted, unique, in range and non-empty",
+                    g.channels
+                );
+            }
+        }
+    }
+    let zeroed = zero_removed(model, params, groups, keep)?;
+    let device = zeroed.values().next().map(|t| t.device()).unwrap_or(Device::Cpu);
+    let gi = &model.graph.input;
+    let probe = Tensor::zeros(
+        [1, gi.channels as i64, gi.height as i64, gi.width as i64],
+        (Kind::Float, device),
+    );
+    // The constant each removed channel carries at each consumer's input.
+    let mut wanted: Vec<&str> = Vec::new();
+    for (g, k) in groups.iter().zip(keep) {
+        if k.is_some() {
+            for c in &g.consumers {
+                wanted.push(model.graph.node(c).expect("consumer exists").inputs[0].as_str());
+            }
+        }
+    }
+    let acts = activations(&model.graph, &zeroed, &probe, &wanted, Mode::Eval)?;
+
+    let mut graph = model.graph.clone();
+    let mut out: Params = zeroed;
+    let mut inexact = Vec::new();
+    // 1. Fold constants into consumers' biases, using their full (unsliced) weights.
+    for (g, k) in groups.iter().zip(keep) {
+        let Some(k) = k else { continue };
+        let gone = removed(g.channels, k);
+        if gone.is_empty() {
+            continue;
+        }
+        let gone_t = Tensor::from_slice(&gone).to_device(device);
+        for c in &g.consumers {
+            let node = graph.nodes.iter_mut().find(|n| &n.name == c).expect("consumer exists");
+            let act = &acts[&node.inputs[0]];
+            let per_channel = if act.dim() == 4 {
+                act.mean_dim([0i64, 2, 3].as_slice(), false, Kind::Float)
+            } else {
+                act.mean_dim([0i64].as_slice(), false, Kind::Float)
+            };
+            let consts = per_channel.index_select(0, &gone_t);
+            let (weight, bias_slot, padded) = match &mut node.op {
+                Op::Conv2d(conv) => (conv.weight.clone(), &mut conv.bias, conv.padding != [0, 0]),
+                Op::Linear(l) => (l.weight.clone(), &mut l.bias, false),
+                _ => unreachable!("consumers are conv or linear"),
+            };
+            let w = &out[&weight];
+            let taps = if w.dim() == 4 {
+                w.sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float)
+            } else {
+                w.shallow_clone()
+            };
+            let delta = taps.index_select(1, &gone_t).matmul(&consts);
+            if padded && consts.abs().max().double_value(&[]) > 0.0 {
+                inexact.push(c.clone());
+            }
+            let bias_name = match bias_slot {
+                Some(b) => b.clone(),
+                None => {
+                    let name = match weight.strip_suffix(".weight") {
+                        Some(stem) => format!("{stem}.bias"),
+                        None => format!("{weight}.bias"),
+                    };
+                    if out.contains_key(&name) {
+                        bail!("cannot add bias '{name}' to '{c}': the name is taken");
+                    }
+                    out.insert(name.clone(), Tensor::zeros([w.size()[0]], (Kind::Float, device)));
+                    *bias_slot = Some(name.clone());
+                    name
+                }
+            };
+            let b = out.get_mut(&bias_name).expect("bias exists");
+            *b = &*b + delta;
+        }
+    }
+    // 2. Slice producers and batch norms (output side), then consumers (input side).
+    let select = |out: &mut Params, name: &str, dim: i64, idx: &Tensor| -> Result<()> {
+        let t = out.get_mut(name).ok_or_else(|| anyhow!("tensor '{name}' is missing"))?;
+        *t = t.index_select(dim, &idx.to_device(t.device()));
+        Ok(())
+    };
+    for (g, k) in groups.iter().zip(keep) {
+        let Some(k) = k else { continue };
+        let idx = Tensor::from_slice(k);
+        let n = k.len();
+        for node in graph.nodes.iter_mut() {
+            let name = node.name.clone();
+            match &mut node.op {
+                Op::Conv2d(c) if g.producers.contains(&name) => {
+                    select(&mut out, &c.weight, 0, &idx)?;
+                    if let Some(b) = &c.bias {
+                        select(&mut out, b, 0, &idx)?;
+                    }
+                    c.out_channels = n;
+                }
+                Op::Linear(l) if g.producers.contains(&name) => {
+                    select(&mut out, &l.weight, 0, &idx)?;
+                    if let Some(b) = &l.bias {
+                        select(&mut out, b, 0, &idx)?;
+                    }
+                    l.out_features = n;
+                }
+                Op::BatchNorm(bn) if g.norms.contains(&name) => {
+                    for t in [&bn.weight, &bn.bias].into_iter().flatten() {
+                        select(&mut out, t, 0, &idx)?;
+                    }
+                    select(&mut out, &bn.running_mean, 0, &idx)?;
+                    select(&mut out, &bn.running_var, 0, &idx)?;
+                    bn.channels = n;
+                }
+                _ => {}
+            }
+        }
+        for node in graph.nodes.iter_mut() {
+            let name = node.name.clone();
+            match &mut node.op {
+                Op::Conv2d(c) if g.consumers.contains(&name) => {
+                    select(&mut out, &c.weight, 1, &idx)?;
+                    c.in_channels = n;
+                }
+                Op::Linear(l) if g.consumers.contains(&name) => {
+                    select(&mut out, &l.weight, 1, &idx)?;
+                    l.in_features = n;
+                }
+                _ => {}
+            }
+        }
+    }
+    let model = Model {
+        graph,
+        tasks: model.tasks.clone(),
+    };
+    model.validate()?;
+    let shapes: BTreeMap<String, Vec<usize>> = out
+        .iter()
+        .map(|(k, v)| (k.clone(), v.size().iter().map(|&d| d as usize).collect()))
+        .collect();
+    for spec in model.graph.param_specs() {
+        if shapes.get(&spec.name) != Some(&spec.shape) {
+            bail!(
+                "internal error: tensor '{}' has shape {:?}, the graph expects {:?}",
+                spec.name,
+                shapes.get(&spec.name),
+                spec.shape
+            );
+        }
+    }
+    Ok(Shrunk {
+        model,
+        params: out,
+        inexact,
+    })
+}
