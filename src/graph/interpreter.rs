@@ -119,8 +119,8 @@ fn eval_node(node: &Node, args: &[&Tensor], params: &Params, input: &Tensor, mod
             Op::MaxPool(p) => args[0].max_pool2d(pair(p.kernel), pair(p.stride), pair(p.padding), [1, 1], p.ceil_mode),
             Op::Add => {
                 let mut sum = args[0] + args[1];
-                for i in 2..node.inputs.len() {
-                    sum += args[i];
+                for extra in &args[2..] {
+                    sum += *extra;
                 }
                 sum
             }
