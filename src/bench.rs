@@ -43,8 +43,26 @@ pub struct BenchConfig {
     pub runs: usize,
 }
 
+/// A model to time: its graph, weights (on the benchmark device) and the tasks to run.
+pub struct Candidate<'a> {
+    pub model: &'a Model,
+    pub params: &'a Params,
+    pub tasks: Vec<&'a str>,
+}
+
 /// Times `runs` inference forwards of the given tasks on a random batch (after `warmup` untimed ones).
 pub fn bench(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig) -> Result<BenchReport> {
+    let one = Candidate {
+        model,
+        params,
+        tasks: tasks.to_vec(),
+    };
+    Ok(compare(&[one], cfg)?.remove(0))
+}
+
+/// Times several models on the same random batch, interleaved run by run (A, B, C, A, B, C, ...),
+/// so that a noisy machine slows them alike and their ratio stays meaningful.
+pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchReport>> {
     let BenchConfig {
         device,
         batch,
@@ -64,37 +82,47 @@ pub fn bench(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig) -
         }
     };
     for _ in 0..warmup {
-        forward(&model.graph, params, &x, tasks, Mode::Eval)?;
+        for c in candidates {
+            forward(&c.model.graph, c.params, &x, &c.tasks, Mode::Eval)?;
+        }
     }
     sync();
-    let mut times = Vec::with_capacity(runs);
+    let mut times = vec![Vec::with_capacity(runs); candidates.len()];
     for _ in 0..runs.max(1) {
-        let t = Instant::now();
-        let out = forward(&model.graph, params, &x, tasks, Mode::Eval)?;
-        sync();
-        times.push(t.elapsed().as_secs_f64() * 1e3);
-        drop(out);
+        for (c, t_c) in candidates.iter().zip(times.iter_mut()) {
+            let t = Instant::now();
+            let out = forward(&c.model.graph, c.params, &x, &c.tasks, Mode::Eval)?;
+            sync();
+            t_c.push(t.elapsed().as_secs_f64() * 1e3);
+            drop(out);
+        }
     }
-    times.sort_by(|a, b| a.total_cmp(b));
-    let n = times.len();
-    let median = if n % 2 == 1 {
-        times[n / 2]
-    } else {
-        (times[n / 2 - 1] + times[n / 2]) / 2.0
-    };
-    Ok(BenchReport {
-        tasks: tasks.iter().map(|t| t.to_string()).collect(),
-        device: crate::device::describe(device),
-        threads: tch::get_num_threads(),
-        batch,
-        input,
-        warmup,
-        runs: n,
-        median_ms: median,
-        min_ms: times[0],
-        p90_ms: times[((n as f64 * 0.9).ceil() as usize).clamp(1, n) - 1],
-        max_ms: times[n - 1],
-        images_per_s: batch as f64 / (median / 1e3),
-        peak_memory_bytes: if device == Device::Cpu { peak_rss_bytes() } else { None },
-    })
+    Ok(candidates
+        .iter()
+        .zip(times)
+        .map(|(c, mut times)| {
+            times.sort_by(|a, b| a.total_cmp(b));
+            let n = times.len();
+            let median = if n % 2 == 1 {
+                times[n / 2]
+            } else {
+                (times[n / 2 - 1] + times[n / 2]) / 2.0
+            };
+            BenchReport {
+                tasks: c.tasks.iter().map(|t| t.to_string()).collect(),
+                device: crate::device::describe(device),
+                threads: tch::get_num_threads(),
+                batch,
+                input,
+                warmup,
+                runs: n,
+                median_ms: median,
+                min_ms: times[0],
+                p90_ms: times[((n as f64 * 0.9).ceil() as usize).clamp(1, n) - 1],
+                max_ms: times[n - 1],
+                images_per_s: batch as f64 / (median / 1e3),
+                peak_memory_bytes: if device == Device::Cpu { peak_rss_bytes() } else { None },
+            }
+        })
+        .collect())
 }

@@ -1,6 +1,6 @@
 use super::args::{parse_input_size, ModelArgs};
 use anyhow::{bail, Result};
-use cut::bench::{bench, BenchConfig};
+use cut::bench::{compare, BenchConfig, BenchReport, Candidate};
 use cut::checkpoint::Checkpoint;
 use cut::device::{resolve, DeviceChoice};
 use cut::graph::parse_task_list;
@@ -25,6 +25,12 @@ pub struct Args {
     /// Timed runs.
     #[arg(long, default_value_t = 20)]
     runs: usize,
+    /// CPU threads for intra-op parallelism (default: libtorch's choice, usually the core count).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Another checkpoint (all its heads) to time in the same runs, interleaved, for a speed-up.
+    #[arg(long, value_name = "MODEL")]
+    baseline: Option<std::path::PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -33,21 +39,37 @@ pub fn run(a: Args) -> Result<()> {
     if a.batch == 0 || a.runs == 0 {
         bail!("--batch and --runs must be positive");
     }
+    if let Some(t) = a.threads {
+        if t == 0 {
+            bail!("--threads must be positive");
+        }
+        tch::set_num_threads(t as i32);
+    }
+    let device = resolve(a.device)?;
     let ckpt = Checkpoint::open(&a.model.model)?;
     let model = ckpt.model(&a.model.load_options()?)?.model;
     let tasks = match &a.tasks {
         Some(t) => model.select_tasks(&parse_task_list(t))?,
         None => model.tasks.clone(),
     };
-    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
     let g = &model.graph.input;
     let input = match &a.input {
         Some(text) => parse_input_size(text, g.channels)?,
         None => [g.channels, g.height, g.width],
     };
     cut::graph::shapes::infer(&model.graph, input)?;
-    let device = resolve(a.device)?;
     let params = ckpt.load_params(&model, device)?;
+    let baseline = match &a.baseline {
+        Some(path) => {
+            let ckpt = Checkpoint::open(path)?;
+            let m = ckpt.model(&Default::default())?.model;
+            cut::graph::shapes::infer(&m.graph, input)
+                .map_err(|e| anyhow::anyhow!("{}: input {input:?} does not fit: {e}", path.display()))?;
+            let p = ckpt.load_params(&m, device)?;
+            Some((path, m, p))
+        }
+        None => None,
+    };
     let cfg = BenchConfig {
         device,
         batch: a.batch,
@@ -55,29 +77,64 @@ pub fn run(a: Args) -> Result<()> {
         warmup: a.warmup,
         runs: a.runs,
     };
-    let r = bench(&model, &params, &names, cfg)?;
+    let mut candidates = vec![Candidate {
+        model: &model,
+        params: &params,
+        tasks: tasks.iter().map(|t| t.name.as_str()).collect(),
+    }];
+    if let Some((_, m, p)) = &baseline {
+        candidates.push(Candidate {
+            model: m,
+            params: p,
+            tasks: m.task_names(),
+        });
+    }
+    let mut reports = compare(&candidates, cfg)?;
+    let base = (reports.len() == 2).then(|| reports.remove(1));
+    let r = reports.remove(0);
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        let json = match &base {
+            Some(b) => serde_json::json!({
+                "model": r,
+                "baseline": b,
+                "baseline_path": a.baseline.as_ref().map(|p| p.display().to_string()),
+                "speedup": b.median_ms / r.median_ms,
+            }),
+            None => serde_json::to_value(&r)?,
+        };
+        println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        println!(
-            "{} ({}) on {} ({} threads), batch {} of {}x{}x{}: median {:.2} ms (min {:.2}, p90 {:.2}, max {:.2}; {} runs after {} warm-up), {:.1} images/s{}",
-            a.model.model.display(),
-            r.tasks.join(", "),
-            r.device,
-            r.threads,
-            r.batch,
-            r.input[0],
-            r.input[1],
-            r.input[2],
-            r.median_ms,
-            r.min_ms,
-            r.p90_ms,
-            r.max_ms,
-            r.runs,
-            r.warmup,
-            r.images_per_s,
-            r.peak_memory_bytes.map(|b| format!(", peak memory {}", cut::report::table::bytes(b as f64))).unwrap_or_default()
-        );
+        println!("{}", line(&a.model.model.display().to_string(), &r));
+        if let (Some(b), Some(path)) = (&base, &a.baseline) {
+            println!("{}", line(&path.display().to_string(), b));
+            println!(
+                "speedup {:.2}x (median against median, runs interleaved)",
+                b.median_ms / r.median_ms
+            );
+        }
     }
     Ok(())
+}
+
+fn line(name: &str, r: &BenchReport) -> String {
+    format!(
+        "{name} ({}) on {} ({} threads), batch {} of {}x{}x{}: median {:.2} ms (min {:.2}, p90 {:.2}, max {:.2}; {} runs after {} warm-up), {:.1} images/s{}",
+        r.tasks.join(", "),
+        r.device,
+        r.threads,
+        r.batch,
+        r.input[0],
+        r.input[1],
+        r.input[2],
+        r.median_ms,
+        r.min_ms,
+        r.p90_ms,
+        r.max_ms,
+        r.runs,
+        r.warmup,
+        r.images_per_s,
+        r.peak_memory_bytes
+            .map(|b| format!(", peak memory {}", cut::report::table::bytes(b as f64)))
+            .unwrap_or_default()
+    )
 }

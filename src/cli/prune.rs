@@ -7,8 +7,10 @@ use cut::device::{resolve, DeviceChoice};
 use cut::graph::parse_task_list;
 use cut::prune::mask::Fusion;
 use cut::prune::score::{Criterion, Precision, Strategy};
-use cut::prune::{prune, PruneConfig};
-use cut::report::prune::{build, markdown, summary, Settings};
+use cut::prune::channel_select::{Budget, WidthRules};
+use cut::prune::{prune, Granularity, PruneConfig};
+use cut::bench::{compare, BenchConfig, Candidate};
+use cut::report::prune::{build, markdown, summary, Latency, Settings};
 use cut::train::TrainConfig;
 use std::path::{Path, PathBuf};
 
@@ -30,9 +32,35 @@ pub struct Args {
     /// With --fusion vote: selected tasks that must keep a backbone weight (default min(2, tasks)).
     #[arg(long)]
     min_votes: Option<usize>,
-    /// Share of the output model's conv and linear weights that are zero, in (0, 1).
-    #[arg(long, default_value_t = 0.9)]
-    sparsity: f64,
+    /// weight: zero individual conv and linear weights (tensors keep their shapes); channel: remove
+    /// whole channels (smaller tensors, a faster model).
+    #[arg(long, value_enum, default_value = "weight")]
+    granularity: Granularity,
+    /// In (0, 1). With --granularity weight: the share of the output model's conv and linear
+    /// weights that are zero (default 0.9). With --granularity channel: the share of the
+    /// selected-task model's multiply-accumulates removed (default 0.5).
+    #[arg(long)]
+    sparsity: Option<f64>,
+    /// Channel pruning: at most this many multiply-accumulates per image (e.g. 2.5G, 800M), instead
+    /// of --sparsity.
+    #[arg(long, value_name = "N", value_parser = parse_count, conflicts_with_all = ["sparsity", "target_params"])]
+    target_macs: Option<u64>,
+    /// Channel pruning: at most this many parameters (e.g. 5M), instead of --sparsity.
+    #[arg(long, value_name = "N", value_parser = parse_count, conflicts_with = "sparsity")]
+    target_params: Option<u64>,
+    /// Channel pruning: kept channel counts are multiples of this (1 turns rounding off).
+    #[arg(long, default_value_t = 8)]
+    round_to: usize,
+    /// Channel pruning: every layer keeps at least this many channels (or all, if it has fewer).
+    #[arg(long, default_value_t = 8)]
+    min_channels: usize,
+    /// Channel pruning: at most this share of one layer's channels is removed.
+    #[arg(long, default_value_t = 0.75)]
+    max_layer_ratio: f64,
+    /// Time a forward pass (batch 1, the graph's input size) of the input model with all heads, of
+    /// the input with the selected heads, and of the output, and add the figures to the report.
+    #[arg(long)]
+    bench: bool,
     /// Calibration batches (of --batch images from the train split) for snip.
     #[arg(long, default_value_t = 20)]
     calib_batches: usize,
@@ -119,9 +147,28 @@ pub fn run(a: Args) -> Result<()> {
     }
     let full = loaded.model;
     let selected = full.select_tasks(&parse_task_list(&a.tasks))?;
-    if !(a.sparsity > 0.0 && a.sparsity < 1.0) {
-        bail!("--sparsity {} must be strictly between 0 and 1", a.sparsity);
+    let channel = a.granularity == Granularity::Channel;
+    let sparsity = a.sparsity.unwrap_or(if channel { 0.5 } else { 0.9 });
+    if !(sparsity > 0.0 && sparsity < 1.0) {
+        bail!("--sparsity {sparsity} must be strictly between 0 and 1");
     }
+    let channel_budget = match (a.target_macs, a.target_params) {
+        (Some(m), _) => Some(Budget::Macs(m)),
+        (_, Some(p)) => Some(Budget::Params(p)),
+        _ => None,
+    };
+    if !channel && channel_budget.is_some() {
+        bail!("--target-macs and --target-params budget channel pruning: add --granularity channel");
+    }
+    if channel && a.packed {
+        bail!("--packed stores zero weights compactly, and channel pruning leaves none: drop --packed");
+    }
+    let channel_rules = WidthRules {
+        min_channels: a.min_channels,
+        round_to: a.round_to,
+        max_layer_ratio: a.max_layer_ratio,
+    };
+    channel_rules.check()?;
     let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
     let out = a.out.clone().unwrap_or_else(|| default_output(&a.model.model, &names));
     let (report_json, report_md) = (sibling(&out, ".report.json"), sibling(&out, ".report.md"));
@@ -137,9 +184,12 @@ pub fn run(a: Args) -> Result<()> {
     let finetune_steps = if data.is_some() { a.finetune_steps } else { 0 };
     let cfg = PruneConfig {
         criterion: a.criterion,
+        granularity: a.granularity,
+        channel_rules,
+        channel_budget,
         fusion: a.fusion,
         min_votes: a.min_votes,
-        sparsity: a.sparsity,
+        sparsity,
         tolerance: 0.005,
         calib_batches: a.calib_batches,
         strategy: a.scoring,
@@ -205,6 +255,7 @@ pub fn run(a: Args) -> Result<()> {
         tasks: names.clone(),
         dropped_tasks: dropped,
         criterion: format!("{:?}", a.criterion).to_lowercase(),
+        granularity: format!("{:?}", a.granularity).to_lowercase(),
         fusion: format!("{:?}", a.fusion).to_lowercase(),
         votes_needed: a.fusion.needed_votes(selected.len(), a.min_votes)?,
         calib_batches: if a.criterion == Criterion::Snip {
@@ -238,18 +289,33 @@ pub fn run(a: Args) -> Result<()> {
         layout: if a.packed { "packed".into() } else { "dense".into() },
         device: cut::device::describe(device),
     };
-    let report = build(
+    let latency = if a.bench {
+        let pruned_params = outcome
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_device(device)))
+            .collect();
+        Some(compare_latency(&full, &params, &names, &outcome.model, &pruned_params, device)?)
+    } else {
+        None
+    };
+    let mut report = build(
         &ckpt,
         input_sha,
         &full,
         &outcome,
         settings,
-        cfg.tolerance,
-        a.sparsity,
+        if channel { 0.0 } else { cfg.tolerance },
+        match outcome.channels.as_ref().map(|c| (c.budget, c.before)) {
+            Some((Budget::Macs(m), before)) => 1.0 - m as f64 / before.macs.max(1) as f64,
+            Some((Budget::Params(_), _)) => f64::NAN,
+            _ => sparsity,
+        },
         &out,
         bytes.len() as u64,
         command,
     )?;
+    report.latency = latency;
     writer::write_atomic(&report_json, serde_json::to_string_pretty(&report)?.as_bytes())?;
     writer::write_atomic(&report_md, markdown(&report).as_bytes())?;
     if a.json {
@@ -259,4 +325,72 @@ pub fn run(a: Args) -> Result<()> {
         println!("  report {} and {}", report_json.display(), report_md.display());
     }
     Ok(())
+}
+
+/// "2.5G", "800M", "12k" or a plain integer.
+fn parse_count(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let (number, scale) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1e9),
+        _ => (t, 1.0),
+    };
+    match number.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok((v * scale).round() as u64),
+        _ => Err(format!("'{text}' is not a positive count such as 800M or 2.5G")),
+    }
+}
+
+/// Batch-1 latency of the input (all heads, selected heads) and of the output, on `device`.
+fn compare_latency(
+    full: &cut::graph::Model,
+    params: &cut::graph::interpreter::Params,
+    selected: &[String],
+    pruned: &cut::graph::Model,
+    pruned_params: &cut::graph::interpreter::Params,
+    device: tch::Device,
+) -> Result<Latency> {
+    let g = &full.graph.input;
+    let cfg = BenchConfig {
+        device,
+        batch: 1,
+        input: [g.channels, g.height, g.width],
+        warmup: 10,
+        runs: 50,
+    };
+    let sel: Vec<&str> = selected.iter().map(String::as_str).collect();
+    let r = compare(
+        &[
+            Candidate {
+                model: full,
+                params,
+                tasks: full.task_names(),
+            },
+            Candidate {
+                model: full,
+                params,
+                tasks: sel.clone(),
+            },
+            Candidate {
+                model: pruned,
+                params: pruned_params,
+                tasks: sel,
+            },
+        ],
+        cfg,
+    )?;
+    let (dense_all, dense_selected, out) = (&r[0], &r[1], &r[2]);
+    Ok(Latency {
+        device: out.device.clone(),
+        threads: out.threads,
+        batch: 1,
+        input: cfg.input,
+        runs: cfg.runs,
+        dense_all_heads_ms: dense_all.median_ms,
+        dense_selected_ms: dense_selected.median_ms,
+        pruned_ms: out.median_ms,
+        speedup_vs_all_heads: dense_all.median_ms / out.median_ms,
+        speedup_vs_selected: dense_selected.median_ms / out.median_ms,
+    })
 }

@@ -2,6 +2,7 @@
 //! linear weight per selected task, fuse the backbone decisions, reach a target sparsity, fine-tune
 //! with the masks fixed, and evaluate before and after.
 
+pub mod channel_select;
 pub mod channels;
 pub mod mask;
 pub mod score;
@@ -14,6 +15,7 @@ use crate::graph::{Model, TaskKind, TaskSpec};
 use crate::metrics::TaskMetrics;
 use crate::train::{train, TrainConfig};
 use anyhow::{bail, Result};
+use channel_select::{Budget, ChannelSearch, Cost, WidthRules};
 use mask::{Fusion, MaskResult, MaskSearch};
 use score::{Criterion, Precision, Strategy};
 use serde::Serialize;
@@ -21,9 +23,49 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Granularity {
+    /// Zero individual weights; tensors keep their shapes (the reference's).
+    Weight,
+    /// Remove whole channels; tensors get smaller and the model faster.
+    Channel,
+}
+
+/// What channel pruning did.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChannelOutcome {
+    pub budget: Budget,
+    pub rules: WidthRules,
+    /// Cost of the selected-task model before and after.
+    pub before: Cost,
+    pub after: Cost,
+    pub macs_removed: f64,
+    pub keep_ratio_per_task: f64,
+    pub search_iterations: usize,
+    /// Every group whose width changed.
+    pub layers: Vec<WidthChange>,
+    /// Padded consumers that received a non-zero constant: the pruned model matches the zeroed one
+    /// exactly only away from their borders.
+    pub inexact_fold: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct WidthChange {
+    /// Layers producing the group's channels.
+    pub producers: Vec<String>,
+    pub before: usize,
+    pub after: usize,
+}
+
 #[derive(Clone, Debug)]
 pub struct PruneConfig {
     pub criterion: Criterion,
+    pub granularity: Granularity,
+    /// Width rules and budget for `Granularity::Channel`.
+    pub channel_rules: WidthRules,
+    /// For `Granularity::Channel`; None means `sparsity` as a share of MACs.
+    pub channel_budget: Option<Budget>,
     pub fusion: Fusion,
     pub min_votes: Option<usize>,
     pub sparsity: f64,
@@ -79,6 +121,8 @@ pub struct PruneOutcome {
     pub finetune_best_step: Option<usize>,
     pub finetune_log: Vec<crate::train::LogEntry>,
     pub timings: Timings,
+    /// With `Granularity::Channel`.
+    pub channels: Option<ChannelOutcome>,
 }
 
 /// Checks that the dataset has a label for every selected task.
@@ -160,26 +204,69 @@ pub fn prune(
     timings.score_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let search = MaskSearch::new(&model, &scores, cfg.fusion, cfg.min_votes)?.search(cfg.sparsity, cfg.tolerance)?;
-    drop(scores);
-    let masks: BTreeMap<String, Tensor> = search
-        .masks
-        .iter()
-        .map(|(k, v)| (k.clone(), v.shallow_clone()))
-        .collect();
-    let masked: Params = {
-        let _guard = tch::no_grad_guard();
-        kept.iter()
-            .map(|(n, p)| {
-                (
-                    n.clone(),
-                    masks
-                        .get(n)
-                        .map(|m| p * m.to_device(p.device()))
-                        .unwrap_or_else(|| p.copy()),
-                )
-            })
-            .collect()
+    let (out_model, masked, masks, search, channels) = match cfg.granularity {
+        Granularity::Weight => {
+            let search =
+                MaskSearch::new(&model, &scores, cfg.fusion, cfg.min_votes)?.search(cfg.sparsity, cfg.tolerance)?;
+            drop(scores);
+            let masks: BTreeMap<String, Tensor> = search
+                .masks
+                .iter()
+                .map(|(k, v)| (k.clone(), v.shallow_clone()))
+                .collect();
+            let masked: Params = {
+                let _guard = tch::no_grad_guard();
+                kept.iter()
+                    .map(|(n, p)| {
+                        (
+                            n.clone(),
+                            masks
+                                .get(n)
+                                .map(|m| p * m.to_device(p.device()))
+                                .unwrap_or_else(|| p.copy()),
+                        )
+                    })
+                    .collect()
+            };
+            (model.clone(), masked, masks, search, None)
+        }
+        Granularity::Channel => {
+            let groups = channels::channel_groups(&model.graph)?;
+            let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity));
+            let plan = ChannelSearch::new(&model, &groups, &scores, cfg.fusion, cfg.min_votes, cfg.channel_rules)?
+                .search(budget)?;
+            drop(scores);
+            let shrunk = structured::shrink(&model, &kept, &groups, &plan.keep)?;
+            let layers = groups
+                .iter()
+                .zip(&plan.keep)
+                .filter_map(|(g, k)| {
+                    k.as_ref().map(|k| WidthChange {
+                        producers: g.producers.clone(),
+                        before: g.channels,
+                        after: k.len(),
+                    })
+                })
+                .collect();
+            let search = MaskResult {
+                keep_ratio: plan.keep_ratio,
+                sparsity: plan.macs_removed,
+                iterations: plan.iterations,
+                masks: BTreeMap::new(),
+            };
+            let outcome = ChannelOutcome {
+                budget,
+                rules: cfg.channel_rules,
+                before: plan.before,
+                after: plan.after,
+                macs_removed: plan.macs_removed,
+                keep_ratio_per_task: plan.keep_ratio,
+                search_iterations: plan.iterations,
+                layers,
+                inexact_fold: shrunk.inexact,
+            };
+            (shrunk.model, shrunk.params, BTreeMap::new(), search, Some(outcome))
+        }
     };
     timings.mask_s = t.elapsed().as_secs_f64();
 
@@ -193,19 +280,19 @@ pub fn prune(
     if let Some(data) = data {
         let t = Instant::now();
         let (before, images) = eval_on(&model, &kept, data, cfg, selected, device)?;
-        let (pruned, _) = eval_on(&model, &masked, data, cfg, selected, device)?;
+        let (pruned, _) = eval_on(&out_model, &masked, data, cfg, selected, device)?;
         timings.eval_before_s = t.elapsed().as_secs_f64();
         if cfg.finetune.steps > 0 {
             let t = Instant::now();
             let train_items = data.split(Split::Train, cfg.val_fraction)?;
             let val_items = data.split(Split::Val, cfg.val_fraction)?;
             let outcome = train(
-                &model,
+                &out_model,
                 &masked,
                 selected,
                 train_items,
                 val_items,
-                Some(&masks),
+                (!masks.is_empty()).then_some(&masks),
                 &cfg.finetune,
                 |s, _| progress("finetune", s, cfg.finetune.steps),
             )?;
@@ -231,7 +318,7 @@ pub fn prune(
             .iter()
             .map(|(k, v)| (k.clone(), v.to_device(device)))
             .collect();
-        let (after, _) = eval_on(&model, &on_device, data, cfg, selected, device)?;
+        let (after, _) = eval_on(&out_model, &on_device, data, cfg, selected, device)?;
         timings.eval_after_s = t.elapsed().as_secs_f64();
         let delta = crate::metrics::delta_m(&after, &before)?;
         let delta_pruned = crate::metrics::delta_m(&pruned, &before)?;
@@ -246,7 +333,7 @@ pub fn prune(
         });
     }
     Ok(PruneOutcome {
-        model,
+        model: out_model,
         params: final_params,
         masks,
         search,
@@ -254,5 +341,6 @@ pub fn prune(
         finetune_best_step: best_step,
         finetune_log,
         timings,
+        channels,
     })
 }

@@ -8,7 +8,7 @@
 
 use super::channels::ChannelGroup;
 use crate::graph::interpreter::{activations, Mode, Params};
-use crate::graph::{Model, Op};
+use crate::graph::{Graph, Model, Op};
 use anyhow::{anyhow, bail, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use tch::{Device, Kind, Tensor};
@@ -158,50 +158,44 @@ pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[O
     for (g, k) in groups.iter().zip(keep) {
         let Some(k) = k else { continue };
         let idx = Tensor::from_slice(k);
-        let n = k.len();
-        for node in graph.nodes.iter_mut() {
-            let name = node.name.clone();
-            match &mut node.op {
-                Op::Conv2d(c) if g.producers.contains(&name) => {
+        for node in &graph.nodes {
+            match &node.op {
+                Op::Conv2d(c) if g.producers.contains(&node.name) => {
                     select(&mut out, &c.weight, 0, &idx)?;
                     if let Some(b) = &c.bias {
                         select(&mut out, b, 0, &idx)?;
                     }
-                    c.out_channels = n;
                 }
-                Op::Linear(l) if g.producers.contains(&name) => {
+                Op::Linear(l) if g.producers.contains(&node.name) => {
                     select(&mut out, &l.weight, 0, &idx)?;
                     if let Some(b) = &l.bias {
                         select(&mut out, b, 0, &idx)?;
                     }
-                    l.out_features = n;
                 }
-                Op::BatchNorm(bn) if g.norms.contains(&name) => {
+                Op::BatchNorm(bn) if g.norms.contains(&node.name) => {
                     for t in [&bn.weight, &bn.bias].into_iter().flatten() {
                         select(&mut out, t, 0, &idx)?;
                     }
                     select(&mut out, &bn.running_mean, 0, &idx)?;
                     select(&mut out, &bn.running_var, 0, &idx)?;
-                    bn.channels = n;
                 }
                 _ => {}
             }
         }
-        for node in graph.nodes.iter_mut() {
-            let name = node.name.clone();
-            match &mut node.op {
-                Op::Conv2d(c) if g.consumers.contains(&name) => {
-                    select(&mut out, &c.weight, 1, &idx)?;
-                    c.in_channels = n;
-                }
-                Op::Linear(l) if g.consumers.contains(&name) => {
-                    select(&mut out, &l.weight, 1, &idx)?;
-                    l.in_features = n;
-                }
+        for node in &graph.nodes {
+            match &node.op {
+                Op::Conv2d(c) if g.consumers.contains(&node.name) => select(&mut out, &c.weight, 1, &idx)?,
+                Op::Linear(l) if g.consumers.contains(&node.name) => select(&mut out, &l.weight, 1, &idx)?,
                 _ => {}
             }
         }
     }
+    let widths: Vec<usize> = groups
+        .iter()
+        .zip(keep)
+        .map(|(g, k)| k.as_ref().map_or(g.channels, |k| k.len()))
+        .collect();
+    let graph = resize(&graph, groups, &widths);
     let model = Model {
         graph,
         tasks: model.tasks.clone(),
@@ -226,4 +220,39 @@ pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[O
         params: out,
         inexact,
     })
+}
+
+/// The graph with each group's channel count set to `widths[i]` (no tensors touched): what a
+/// shrink to those widths produces, for costing candidate widths.
+pub fn resize(graph: &Graph, groups: &[ChannelGroup], widths: &[usize]) -> Graph {
+    let mut graph = graph.clone();
+    for (g, &n) in groups.iter().zip(widths) {
+        if n == g.channels {
+            continue;
+        }
+        for node in graph.nodes.iter_mut() {
+            let name = node.name.as_str();
+            match &mut node.op {
+                Op::Conv2d(c) => {
+                    if g.producers.iter().any(|p| p == name) {
+                        c.out_channels = n;
+                    }
+                    if g.consumers.iter().any(|p| p == name) {
+                        c.in_channels = n;
+                    }
+                }
+                Op::Linear(l) => {
+                    if g.producers.iter().any(|p| p == name) {
+                        l.out_features = n;
+                    }
+                    if g.consumers.iter().any(|p| p == name) {
+                        l.in_features = n;
+                    }
+                }
+                Op::BatchNorm(bn) if g.norms.iter().any(|p| p == name) => bn.channels = n,
+                _ => {}
+            }
+        }
+    }
+    graph
 }

@@ -18,6 +18,8 @@ pub struct Settings {
     pub tasks: Vec<String>,
     pub dropped_tasks: Vec<String>,
     pub criterion: String,
+    /// "weight" or "channel".
+    pub granularity: String,
     pub fusion: String,
     /// Votes a backbone weight needs out of the selected tasks.
     pub votes_needed: usize,
@@ -38,8 +40,25 @@ pub struct Settings {
     pub device: String,
 }
 
+/// Median batch-1 forward latency, from `cut prune --bench`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Latency {
+    pub device: String,
+    pub threads: i32,
+    pub batch: usize,
+    pub input: [usize; 3],
+    pub runs: usize,
+    pub dense_all_heads_ms: f64,
+    pub dense_selected_ms: f64,
+    pub pruned_ms: f64,
+    pub speedup_vs_all_heads: f64,
+    pub speedup_vs_selected: f64,
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct SparsityReport {
+    /// What `target` and `reached` measure: "zero conv/linear weights" or "multiply-accumulates removed".
+    pub measure: String,
     pub target: f64,
     pub reached: f64,
     pub tolerance: f64,
@@ -102,6 +121,10 @@ pub struct PruneReport {
     /// Training and validation losses during fine-tuning.
     pub finetune_log: Vec<crate::train::LogEntry>,
     pub timings: Timings,
+    /// With --granularity channel: budget, costs and widths before and after.
+    pub channels: Option<crate::prune::ChannelOutcome>,
+    /// With --bench.
+    pub latency: Option<Latency>,
     pub layers: Vec<LayerReport>,
     pub notes: Vec<String>,
 }
@@ -256,9 +279,23 @@ pub fn build(
     let after_drop = input.file_len() as u64 - dropped_bytes;
     let mut notes = vec![
         "Scores are computed in inference mode (batch-norm running statistics, dropout off), so they do not depend on batch composition or random draws.".to_string(),
-        "Sparsity is the share of zero conv and linear weights in the output model (backbone and kept heads); biases and batch norm are not pruned.".to_string(),
-        format!("mIoU: {}.", crate::metrics::MIOU_CONVENTION),
     ];
+    match &outcome.channels {
+        None => notes.push("Sparsity is the share of zero conv and linear weights in the output model (backbone and kept heads); biases and batch norm are not pruned.".into()),
+        Some(c) => {
+            notes.push("Sparsity is the share of the selected-task model's multiply-accumulates (conv and linear layers, one image at the graph's input size) that channel removal took away.".into());
+            notes.push("A channel's score for a task sums the scores of its producers' output rows and its consumers' input columns; channels are ranked by score per multiply-accumulate.".into());
+            notes.push("Removed channels' constant activations (bias through batch norm and ReLU) are folded into the consumers' biases.".into());
+            if !c.inexact_fold.is_empty() {
+                notes.push(format!(
+                    "{} padded convolution(s) received a non-zero folded constant ({}); there the fold is exact away from the image borders only, which fine-tuning absorbs.",
+                    c.inexact_fold.len(),
+                    c.inexact_fold.join(", ")
+                ));
+            }
+        }
+    }
+    notes.push(format!("mIoU: {}.", crate::metrics::MIOU_CONVENTION));
     if outcome.accuracy.is_none() {
         notes.push("Accuracy was not measured: no --data was given.".into());
     }
@@ -271,6 +308,11 @@ pub fn build(
         output: output.display().to_string(),
         settings,
         sparsity: SparsityReport {
+            measure: if outcome.channels.is_some() {
+                "multiply-accumulates removed".into()
+            } else {
+                "zero conv/linear weights".into()
+            },
             target,
             reached: outcome.search.sparsity,
             tolerance,
@@ -289,6 +331,8 @@ pub fn build(
         finetune_best_step: outcome.finetune_best_step,
         finetune_log: outcome.finetune_log.clone(),
         timings: outcome.timings.clone(),
+        channels: outcome.channels.clone(),
+        latency: None,
         layers,
         notes,
     })
@@ -314,6 +358,21 @@ fn metric_rows(acc: &Accuracy) -> Vec<Vec<String>> {
     rows
 }
 
+fn asked(target: f64) -> String {
+    if target.is_finite() {
+        percent(target)
+    } else {
+        "a parameter budget".into()
+    }
+}
+
+fn latency_line(l: &Latency) -> String {
+    format!(
+        "  latency (batch 1, {}, median of {}): input all heads {:.2} ms, input selected heads {:.2} ms, output {:.2} ms ({:.2}x and {:.2}x faster)",
+        l.device, l.runs, l.dense_all_heads_ms, l.dense_selected_ms, l.pruned_ms, l.speedup_vs_all_heads, l.speedup_vs_selected
+    )
+}
+
 /// A short summary, for the terminal.
 pub fn summary(r: &PruneReport) -> String {
     let kept: Vec<&GroupReport> = r.groups.iter().filter(|g| g.status == "kept").collect();
@@ -331,10 +390,25 @@ pub fn summary(r: &PruneReport) -> String {
             r.settings.dropped_tasks.join(", ")
         },
         percent(r.sparsity.reached),
-        percent(r.sparsity.target),
+        asked(r.sparsity.target),
         bytes(r.size.input_bytes as f64),
         bytes(r.size.output_bytes as f64),
     );
+    if let Some(c) = &r.channels {
+        out.push_str(&format!(
+            "  channel pruning of the selected-task model: MACs {} -> {} ({} removed), parameters {} -> {}, {} layer groups narrowed\n",
+            count(c.before.macs as f64),
+            count(c.after.macs as f64),
+            percent(c.macs_removed),
+            count(c.before.params as f64),
+            count(c.after.params as f64),
+            c.layers.len()
+        ));
+    }
+    if let Some(l) = &r.latency {
+        out.push_str(&latency_line(l));
+        out.push('\n');
+    }
     out.push_str(&format!(
         "  parameters kept {} (non-zero {}), MACs {} dense, {} effective\n",
         count(params as f64),
@@ -401,10 +475,17 @@ pub fn markdown(r: &PruneReport) -> String {
         count(eff as f64)
     ));
     md.push_str(&format!(
-        "| sparsity of conv/linear weights | - | {} (asked {}) |\n",
+        "| sparsity ({}) | - | {} (asked {}) |\n",
+        r.sparsity.measure,
         percent(r.sparsity.reached),
-        percent(r.sparsity.target)
+        asked(r.sparsity.target)
     ));
+    if let Some(l) = &r.latency {
+        md.push_str(&format!(
+            "| latency, batch 1, {} (median) | {:.2} ms all heads, {:.2} ms selected | {:.2} ms |\n",
+            l.device, l.dense_all_heads_ms, l.dense_selected_ms, l.pruned_ms
+        ));
+    }
     if let Some(acc) = &r.accuracy {
         md.push_str(&format!("| delta_m (selected tasks) | 0 | {:+.2}% |\n", acc.delta_m));
         md.push_str(&format!("\n## Accuracy on the {} split ({} images)\n\n| metric | before | pruned, not fine-tuned | after | better |\n| --- | ---: | ---: | ---: | --- |\n", acc.split, acc.images));
@@ -448,11 +529,32 @@ pub fn markdown(r: &PruneReport) -> String {
             count(g.macs_effective as f64)
         ));
     }
+    if let Some(c) = &r.channels {
+        md.push_str(&format!(
+            "\n## Channels\n\nBudget {}; rules: at least {} channels per layer, counts rounded to multiples of {}, at most {} of a layer removed. Selected-task model: {} -> {} MACs per image ({} removed), {} -> {} parameters.\n\n| layers producing the channels | before | after |\n| --- | ---: | ---: |\n",
+            match c.budget {
+                crate::prune::channel_select::Budget::MacShare(s) => format!("remove {} of MACs", percent(s)),
+                crate::prune::channel_select::Budget::Macs(m) => format!("at most {} MACs", count(m as f64)),
+                crate::prune::channel_select::Budget::Params(p) => format!("at most {} parameters", count(p as f64)),
+            },
+            c.rules.min_channels,
+            c.rules.round_to,
+            percent(c.rules.max_layer_ratio),
+            count(c.before.macs as f64),
+            count(c.after.macs as f64),
+            percent(c.macs_removed),
+            count(c.before.params as f64),
+            count(c.after.params as f64)
+        ));
+        for l in &c.layers {
+            md.push_str(&format!("| {} | {} | {} |\n", l.producers.join(", "), l.before, l.after));
+        }
+    }
     md.push_str("\n## Settings\n\n");
     let s = &r.settings;
     md.push_str(&format!(
-        "criterion {}, fusion {} ({} votes needed), {} calibration batches of {}, scoring {}, seed {}, fine-tuning {} steps (lr {}, weight decay {}, x{} every {} steps, best step {}), validation share {}, dtype {}, layout {}, device {}.\n\nInput sha256 `{}`.\n",
-        s.criterion, s.fusion, s.votes_needed, s.calib_batches, s.batch, s.scoring, s.seed, s.finetune_steps, s.lr, s.weight_decay, s.gamma, s.step_size,
+        "granularity {}, criterion {}, fusion {} ({} votes needed), {} calibration batches of {}, scoring {}, seed {}, fine-tuning {} steps (lr {}, weight decay {}, x{} every {} steps, best step {}), validation share {}, dtype {}, layout {}, device {}.\n\nInput sha256 `{}`.\n",
+        s.granularity, s.criterion, s.fusion, s.votes_needed, s.calib_batches, s.batch, s.scoring, s.seed, s.finetune_steps, s.lr, s.weight_decay, s.gamma, s.step_size,
         r.finetune_best_step.map(|b| b.to_string()).unwrap_or_else(|| "-".into()), s.val_fraction, s.dtype, s.layout, s.device, r.input_sha256
     ));
     let t = &r.timings;

@@ -1,0 +1,320 @@
+//! Which channels to remove: per-task channel importance from per-weight scores, per-task keep
+//! decisions fused across the selected tasks, the width rules (minimum, rounding, per-layer cap),
+//! and a search for the per-task keep ratio that meets a compute or size budget.
+
+use super::channels::ChannelGroup;
+use super::mask::Fusion;
+use super::score::Scores;
+use super::structured::resize;
+use crate::graph::{shapes, Graph, Model};
+use anyhow::{bail, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tch::Kind;
+
+/// Width rules every group obeys.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct WidthRules {
+    /// Keep at least this many channels (or the group's width if smaller).
+    pub min_channels: usize,
+    /// Kept counts are multiples of this (or the group's full width); 1 turns rounding off.
+    pub round_to: usize,
+    /// At most this share of a group's channels goes.
+    pub max_layer_ratio: f64,
+}
+
+impl WidthRules {
+    pub fn check(&self) -> Result<()> {
+        if self.min_channels == 0 {
+            bail!("--min-channels must be at least 1");
+        }
+        if self.round_to == 0 {
+            bail!("--round-to must be at least 1 (1 turns rounding off)");
+        }
+        if !(self.max_layer_ratio > 0.0 && self.max_layer_ratio <= 1.0) {
+            bail!("--max-layer-ratio {} must be in (0, 1]", self.max_layer_ratio);
+        }
+        Ok(())
+    }
+
+    /// The smallest width the rules allow for a group of `channels`.
+    pub fn floor(&self, channels: usize) -> usize {
+        let capped = ((1.0 - self.max_layer_ratio) * channels as f64 - 1e-9).ceil().max(0.0) as usize;
+        self.round(self.min_channels.min(channels).max(capped), channels)
+    }
+
+    /// `n` rounded up to the rounding step, never above the group's width.
+    pub fn round(&self, n: usize, channels: usize) -> usize {
+        n.div_ceil(self.round_to).saturating_mul(self.round_to).min(channels)
+    }
+}
+
+/// What the pruned model may cost.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Budget {
+    /// Remove at least this share of the model's multiply-accumulates.
+    MacShare(f64),
+    /// At most this many multiply-accumulates per image.
+    Macs(u64),
+    /// At most this many parameters (weights, biases, batch-norm parameters and statistics).
+    Params(u64),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Cost {
+    /// Multiply-accumulates per image at the graph's input size.
+    pub macs: u64,
+    pub params: u64,
+}
+
+/// Cost of the graph with each group at `widths[i]` channels.
+pub fn cost(graph: &Graph, groups: &[ChannelGroup], widths: &[usize]) -> Result<Cost> {
+    let g = resize(graph, groups, widths);
+    let i = &g.input;
+    let shape_map = shapes::infer(&g, [i.channels, i.height, i.width])?;
+    let macs = shapes::macs(&g, &shape_map).values().sum();
+    let params = g.param_specs().iter().map(|s| s.numel() as u64).sum();
+    Ok(Cost { macs, params })
+}
+
+/// The chosen widths and channels.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChannelPlan {
+    /// Per group: the channels kept (sorted), or None where all stay.
+    pub keep: Vec<Option<Vec<i64>>>,
+    pub before: Cost,
+    pub after: Cost,
+    /// Share of multiply-accumulates removed.
+    pub macs_removed: f64,
+    pub keep_ratio: f64,
+    pub iterations: usize,
+}
+
+/// One task's view: for each group it scores, its channel scores.
+struct TaskChannels {
+    /// group index -> score per channel (normalised: the task's channel scores sum to 1).
+    scores: BTreeMap<usize, Vec<f64>>,
+    /// group index -> rank of each channel among all the task's channels by score per MAC (0 = best).
+    rank: BTreeMap<usize, Vec<usize>>,
+    total: usize,
+}
+
+pub struct ChannelSearch<'a> {
+    graph: &'a Graph,
+    groups: &'a [ChannelGroup],
+    rules: WidthRules,
+    tasks: Vec<TaskChannels>,
+    needed: usize,
+    before: Cost,
+}
+
+/// Sum of a weight's scores over every dimension but `dim`.
+fn per_channel(scores: &tch::Tensor, dim: i64) -> Vec<f64> {
+    let moved = scores.transpose(0, dim).flatten(1, -1).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+    Vec::<f64>::try_from(moved.to_device(tch::Device::Cpu)).expect("1-d double tensor")
+}
+
+fn weight_of(graph: &Graph, node: &str) -> Option<String> {
+    match &graph.node(node)?.op {
+        crate::graph::Op::Conv2d(c) => Some(c.weight.clone()),
+        crate::graph::Op::Linear(l) => Some(l.weight.clone()),
+        _ => None,
+    }
+}
+
+impl<'a> ChannelSearch<'a> {
+    /// `scores` are per-weight scores per task (as for unstructured pruning). A channel's score for
+    /// a task is the sum of the scores of every weight that goes with it: its producers' output
+    /// rows and its consumers' input columns. Channels are ranked by score per multiply-accumulate
+    /// they cost, so cheap important channels stay and expensive unimportant ones go first.
+    pub fn new(
+        model: &'a Model,
+        groups: &'a [ChannelGroup],
+        scores: &Scores,
+        fusion: Fusion,
+        min_votes: Option<usize>,
+        rules: WidthRules,
+    ) -> Result<ChannelSearch<'a>> {
+        rules.check()?;
+        let graph = &model.graph;
+        let full: Vec<usize> = groups.iter().map(|g| g.channels).collect();
+        let before = cost(graph, groups, &full)?;
+        // MACs one channel of each group costs.
+        let mut per_channel_macs = Vec::with_capacity(groups.len());
+        for (i, g) in groups.iter().enumerate() {
+            if !g.prunable() || g.channels < 2 {
+                per_channel_macs.push(0);
+                continue;
+            }
+            let mut w = full.clone();
+            w[i] -= 1;
+            per_channel_macs.push(before.macs - cost(graph, groups, &w)?.macs);
+        }
+        let mut tasks = Vec::new();
+        for task_scores in scores.values() {
+            let mut s: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+            for (i, g) in groups.iter().enumerate() {
+                if !g.prunable() {
+                    continue;
+                }
+                let producers: Vec<String> = g.producers.iter().filter_map(|p| weight_of(graph, p)).collect();
+                if producers.is_empty() || !producers.iter().all(|w| task_scores.contains_key(w)) {
+                    continue;
+                }
+                let mut channel = vec![0.0; g.channels];
+                let mut add = |v: Vec<f64>| channel.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+                for w in &producers {
+                    add(per_channel(&task_scores[w], 0));
+                }
+                for c in &g.consumers {
+                    if let Some(w) = weight_of(graph, c).filter(|w| task_scores.contains_key(w)) {
+                        add(per_channel(&task_scores[&w], 1));
+                    }
+                }
+                s.insert(i, channel);
+            }
+            let sum: f64 = s.values().flatten().sum();
+            if sum > 0.0 {
+                s.values_mut().flatten().for_each(|v| *v /= sum);
+            }
+            let mut order: Vec<(f64, usize, usize)> = s
+                .iter()
+                .flat_map(|(&g, v)| {
+                    let m = per_channel_macs[g].max(1) as f64;
+                    v.iter().enumerate().map(move |(c, &x)| (x / m, g, c))
+                })
+                .collect();
+            // Best first; ties by position so the ranking is deterministic.
+            order.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+            let mut rank: BTreeMap<usize, Vec<usize>> = s.iter().map(|(&g, v)| (g, vec![0; v.len()])).collect();
+            for (r, &(_, g, c)) in order.iter().enumerate() {
+                rank.get_mut(&g).expect("group ranked")[c] = r;
+            }
+            tasks.push(TaskChannels {
+                total: order.len(),
+                scores: s,
+                rank,
+            });
+        }
+        if tasks.is_empty() {
+            bail!("no tasks were scored");
+        }
+        let needed = fusion.needed_votes(tasks.len(), min_votes)?;
+        Ok(ChannelSearch {
+            graph,
+            groups,
+            rules,
+            tasks,
+            needed,
+            before,
+        })
+    }
+
+    /// Kept channels per group when each task keeps its best `ratio` share of its channels.
+    pub fn keep(&self, ratio: f64) -> Vec<Option<Vec<i64>>> {
+        self.groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| {
+                let voters: Vec<&TaskChannels> = self.tasks.iter().filter(|t| t.rank.contains_key(&i)).collect();
+                if voters.is_empty() || g.channels < 2 {
+                    return None;
+                }
+                // A group scored by fewer tasks than the vote needs (a head) follows its own tasks.
+                let needed = self.needed.min(voters.len());
+                let mut ranked: Vec<(usize, f64, usize)> = (0..g.channels)
+                    .map(|c| {
+                        let votes = voters
+                            .iter()
+                            .filter(|t| t.rank[&i][c] < (ratio * t.total as f64).floor() as usize)
+                            .count();
+                        let score: f64 = voters.iter().map(|t| t.scores[&i][c]).sum();
+                        (usize::from(votes >= needed), score, c)
+                    })
+                    .collect();
+                let fused = ranked.iter().filter(|r| r.0 == 1).count();
+                let n = self.rules.round(fused.max(self.rules.floor(g.channels)), g.channels);
+                if n >= g.channels {
+                    return None;
+                }
+                // Fused keeps first, then the best of the rest to fill the rules' width.
+                ranked.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
+                let mut kept: Vec<i64> = ranked[..n].iter().map(|r| r.2 as i64).collect();
+                kept.sort_unstable();
+                Some(kept)
+            })
+            .collect()
+    }
+
+    fn widths(&self, keep: &[Option<Vec<i64>>]) -> Vec<usize> {
+        self.groups
+            .iter()
+            .zip(keep)
+            .map(|(g, k)| k.as_ref().map_or(g.channels, |k| k.len()))
+            .collect()
+    }
+
+    pub fn before(&self) -> Cost {
+        self.before
+    }
+
+    /// Largest per-task keep ratio whose fused, rule-abiding widths fit the budget (bisection; the
+    /// cost only grows with the ratio).
+    pub fn search(&self, budget: Budget) -> Result<ChannelPlan> {
+        let before = self.before;
+        let limit = |c: &Cost| -> bool {
+            match budget {
+                Budget::MacShare(s) => c.macs as f64 <= (1.0 - s) * before.macs as f64,
+                Budget::Macs(m) => c.macs <= m,
+                Budget::Params(p) => c.params <= p,
+            }
+        };
+        if let Budget::MacShare(s) = budget {
+            if !(s > 0.0 && s < 1.0) {
+                bail!("--sparsity {s} (share of MACs to remove) must be strictly between 0 and 1");
+            }
+        }
+        let evaluate = |ratio: f64| -> Result<(Vec<Option<Vec<i64>>>, Cost)> {
+            let keep = self.keep(ratio);
+            let c = cost(self.graph, self.groups, &self.widths(&keep))?;
+            Ok((keep, c))
+        };
+        let (smallest_keep, smallest) = evaluate(0.0)?;
+        if !limit(&smallest) {
+            bail!(
+                "the budget cannot be met: the width rules (--min-channels {}, --round-to {}, --max-layer-ratio {}) leave at least {} MACs and {} parameters (the model has {} and {}); relax a rule or the budget",
+                self.rules.min_channels,
+                self.rules.round_to,
+                self.rules.max_layer_ratio,
+                smallest.macs,
+                smallest.params,
+                before.macs,
+                before.params
+            );
+        }
+        let (mut lo, mut hi) = (0.0f64, 1.0f64);
+        let mut best = (0.0, smallest_keep, smallest);
+        let mut iterations = 1;
+        while hi - lo > 1e-6 && iterations < 40 {
+            let mid = (lo + hi) / 2.0;
+            let (keep, c) = evaluate(mid)?;
+            iterations += 1;
+            if limit(&c) {
+                lo = mid;
+                best = (mid, keep, c);
+            } else {
+                hi = mid;
+            }
+        }
+        let (keep_ratio, keep, after) = best;
+        Ok(ChannelPlan {
+            keep,
+            before,
+            after,
+            macs_removed: 1.0 - after.macs as f64 / before.macs.max(1) as f64,
+            keep_ratio,
+            iterations,
+        })
+    }
+}
