@@ -57,6 +57,12 @@ pub struct Args {
     /// Channel pruning: at most this share of one layer's channels is removed.
     #[arg(long, default_value_t = 0.75)]
     max_layer_ratio: f64,
+    /// Channel pruning. exact: keep every channel whose removal the bias fold cannot reproduce
+    /// exactly (a non-zero constant read by a padded convolution), so the pruned model equals the
+    /// zeroed one before fine-tuning. approximate: remove such channels too; the fold is then exact
+    /// only away from those convolutions' borders.
+    #[arg(long, value_enum, default_value = "exact")]
+    fold: Fold,
     /// Time a forward pass (batch 1, the graph's input size) of the input model with all heads, of
     /// the input with the selected heads, and of the output, and add the figures to the report.
     #[arg(long)]
@@ -114,6 +120,12 @@ pub struct Args {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Fold {
+    Exact,
+    Approximate,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -187,6 +199,7 @@ pub fn run(a: Args) -> Result<()> {
         granularity: a.granularity,
         channel_rules,
         channel_budget,
+        exact_fold: a.fold == Fold::Exact,
         fusion: a.fusion,
         min_votes: a.min_votes,
         sparsity,

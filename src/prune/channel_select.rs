@@ -107,6 +107,8 @@ pub struct ChannelSearch<'a> {
     tasks: Vec<TaskChannels>,
     needed: usize,
     before: Cost,
+    /// Per group and channel: never removed (see `protect`).
+    protected: Option<Vec<Vec<bool>>>,
 }
 
 /// Sum of a weight's scores over every dimension but `dim`.
@@ -208,7 +210,15 @@ impl<'a> ChannelSearch<'a> {
             tasks,
             needed,
             before,
+            protected: None,
         })
+    }
+
+    /// Keeps the marked channels whatever their scores (for example the channels whose removal the
+    /// bias fold cannot reproduce exactly; see `structured::fold_hazards`).
+    pub fn protect(mut self, protected: Vec<Vec<bool>>) -> Self {
+        self.protected = Some(protected);
+        self
     }
 
     /// Kept channels per group when each task keeps its best `ratio` share of its channels.
@@ -221,6 +231,7 @@ impl<'a> ChannelSearch<'a> {
                 if voters.is_empty() || g.channels < 2 {
                     return None;
                 }
+                let protected = |c: usize| self.protected.as_ref().is_some_and(|p| p[i][c]);
                 // A group scored by fewer tasks than the vote needs (a head) follows its own tasks.
                 let needed = self.needed.min(voters.len());
                 let mut ranked: Vec<(usize, f64, usize)> = (0..g.channels)
@@ -230,15 +241,20 @@ impl<'a> ChannelSearch<'a> {
                             .filter(|t| t.rank[&i][c] < (ratio * t.total as f64).floor() as usize)
                             .count();
                         let score: f64 = voters.iter().map(|t| t.scores[&i][c]).sum();
-                        (usize::from(votes >= needed), score, c)
+                        let class = if protected(c) {
+                            2
+                        } else {
+                            usize::from(votes >= needed)
+                        };
+                        (class, score, c)
                     })
                     .collect();
-                let fused = ranked.iter().filter(|r| r.0 == 1).count();
+                let fused = ranked.iter().filter(|r| r.0 >= 1).count();
                 let n = self.rules.round(fused.max(self.rules.floor(g.channels)), g.channels);
                 if n >= g.channels {
                     return None;
                 }
-                // Fused keeps first, then the best of the rest to fill the rules' width.
+                // Protected and fused keeps first, then the best of the rest to fill the rules' width.
                 ranked.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
                 let mut kept: Vec<i64> = ranked[..n].iter().map(|r| r.2 as i64).collect();
                 kept.sort_unstable();

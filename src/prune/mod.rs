@@ -37,6 +37,9 @@ pub enum Granularity {
 pub struct ChannelOutcome {
     pub budget: Budget,
     pub rules: WidthRules,
+    /// Whether channels the fold cannot reproduce exactly were protected, and how many.
+    pub exact_fold: bool,
+    pub protected_channels: usize,
     /// Cost of the selected-task model before and after.
     pub before: Cost,
     pub after: Cost,
@@ -66,6 +69,9 @@ pub struct PruneConfig {
     pub channel_rules: WidthRules,
     /// For `Granularity::Channel`; None means `sparsity` as a share of MACs.
     pub channel_budget: Option<Budget>,
+    /// Channel pruning: never remove a channel whose constant the bias fold cannot reproduce
+    /// exactly (non-zero, read by a padded convolution).
+    pub exact_fold: bool,
     pub fusion: Fusion,
     pub min_votes: Option<usize>,
     pub sparsity: f64,
@@ -233,8 +239,14 @@ pub fn prune(
         Granularity::Channel => {
             let groups = channels::channel_groups(&model.graph)?;
             let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity));
-            let plan = ChannelSearch::new(&model, &groups, &scores, cfg.fusion, cfg.min_votes, cfg.channel_rules)?
-                .search(budget)?;
+            let mut search = ChannelSearch::new(&model, &groups, &scores, cfg.fusion, cfg.min_votes, cfg.channel_rules)?;
+            let mut protected_channels = 0;
+            if cfg.exact_fold {
+                let hazards = structured::fold_hazards(&model, &kept, &groups)?;
+                protected_channels = hazards.iter().flatten().filter(|&&h| h).count();
+                search = search.protect(hazards);
+            }
+            let plan = search.search(budget)?;
             drop(scores);
             let shrunk = structured::shrink(&model, &kept, &groups, &plan.keep)?;
             let layers = groups
@@ -257,6 +269,8 @@ pub fn prune(
             let outcome = ChannelOutcome {
                 budget,
                 rules: cfg.channel_rules,
+                exact_fold: cfg.exact_fold,
+                protected_channels,
                 before: plan.before,
                 after: plan.after,
                 macs_removed: plan.macs_removed,

@@ -55,6 +55,51 @@ pub fn zero_removed(
     Ok(out)
 }
 
+/// Per group and channel: whether removing the channel would leave a non-zero constant at a padded
+/// convolution, where the bias fold is exact only away from the borders. A channel's constant
+/// depends only on its own producers' biases and the norms, ReLUs and additions of its group, so
+/// one pass with every prunable group zeroed finds them all.
+pub fn fold_hazards(model: &Model, params: &Params, groups: &[ChannelGroup]) -> Result<Vec<Vec<bool>>> {
+    let _guard = tch::no_grad_guard();
+    let all_gone: Vec<Option<Vec<i64>>> = groups.iter().map(|g| g.prunable().then(Vec::new)).collect();
+    let zeroed = zero_removed(model, params, groups, &all_gone)?;
+    let device = zeroed.values().next().map(|t| t.device()).unwrap_or(Device::Cpu);
+    let gi = &model.graph.input;
+    let probe = Tensor::zeros(
+        [1, gi.channels as i64, gi.height as i64, gi.width as i64],
+        (Kind::Float, device),
+    );
+    let padded_inputs = |g: &ChannelGroup| -> Vec<String> {
+        g.consumers
+            .iter()
+            .filter_map(|c| model.graph.node(c))
+            .filter(|n| matches!(&n.op, Op::Conv2d(conv) if conv.padding != [0, 0]))
+            .map(|n| n.inputs[0].clone())
+            .collect()
+    };
+    let wanted: Vec<String> = groups.iter().filter(|g| g.prunable()).flat_map(padded_inputs).collect();
+    let wanted_ref: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    let acts = activations(&model.graph, &zeroed, &probe, &wanted_ref, Mode::Eval)?;
+    Ok(groups
+        .iter()
+        .map(|g| {
+            let mut hazard = vec![false; g.channels];
+            if g.prunable() {
+                for input in padded_inputs(g) {
+                    let a = &acts[&input];
+                    let dims: Vec<i64> = (0..a.dim() as i64).filter(|&d| d != 1).collect();
+                    let peak = a.abs().amax(dims.as_slice(), false).to_device(Device::Cpu);
+                    let peak = Vec::<f32>::try_from(peak).unwrap_or_default();
+                    for (h, v) in hazard.iter_mut().zip(peak) {
+                        *h |= v > 0.0;
+                    }
+                }
+            }
+            hazard
+        })
+        .collect())
+}
+
 /// Removes channels: `keep[i]` lists the channels of `groups[i]` to keep (None keeps them all).
 pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[Option<Vec<i64>>]) -> Result<Shrunk> {
     let _guard = tch::no_grad_guard();
