@@ -213,3 +213,319 @@ fn demo_heads_shrink_exactly_and_round_trip() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+use cut::prune::channel_select::{cost, Budget, ChannelSearch, Cost, WidthRules};
+use cut::prune::mask::Fusion;
+use cut::prune::score;
+use cut::prune::structured::fold_hazards;
+
+const RULES: WidthRules = WidthRules {
+    min_channels: 8,
+    round_to: 8,
+    max_layer_ratio: 0.75,
+};
+
+#[test]
+fn width_rules_by_hand() {
+    // 96 channels, at most 75% go: at least 24 stay, already a multiple of 8.
+    assert_eq!(RULES.floor(96), 24);
+    // 20 channels: 25% is 5, the minimum 8 wins.
+    assert_eq!(RULES.floor(20), 8);
+    // Narrower than the minimum: the layer keeps its width.
+    assert_eq!(RULES.floor(6), 6);
+    // 41 kept of 96 rounds up to 48; rounding never exceeds the width.
+    assert_eq!(RULES.round(41, 96), 48);
+    assert_eq!(RULES.round(45, 46), 46);
+    let loose = WidthRules {
+        min_channels: 3,
+        round_to: 1,
+        max_layer_ratio: 1.0,
+    };
+    assert_eq!(loose.floor(96), 3);
+    assert_eq!(loose.round(41, 96), 41);
+    assert!(WidthRules { round_to: 0, ..RULES }.check().is_err());
+    assert!(WidthRules {
+        min_channels: 0,
+        ..RULES
+    }
+    .check()
+    .is_err());
+    assert!(WidthRules {
+        max_layer_ratio: 1.5,
+        ..RULES
+    }
+    .check()
+    .is_err());
+}
+
+#[test]
+fn cost_by_hand() {
+    let m = graph(1);
+    let groups = channel_groups(&m.graph).unwrap();
+    let stream = groups
+        .iter()
+        .position(|g| g.producers.contains(&"a".to_string()))
+        .unwrap();
+    let mut widths: Vec<usize> = groups.iter().map(|g| g.channels).collect();
+    // 12x12 positions: a 3x3x3 -> 6, b 6 -> 2, c 6 -> 6, d 6 -> 1.
+    let full = cost(&m.graph, &groups, &widths).unwrap();
+    assert_eq!(full.macs, 144 * (6 * 27 + 12 + 36 + 6));
+    // a.weight 162, bn 4 x 6, b 12, c 36 + 6, d 6 + 1.
+    assert_eq!(full.params, 162 + 24 + 12 + 42 + 7);
+    widths[stream] = 4;
+    assert_eq!(
+        cost(&m.graph, &groups, &widths).unwrap(),
+        Cost {
+            macs: 144 * (4 * 27 + 8 + 16 + 4),
+            params: 108 + 16 + 8 + 20 + 5,
+        }
+    );
+}
+
+fn demo_seg_depth() -> (Model, Params) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let ckpt = Checkpoint::open(root.join("assets/demo.safetensors")).unwrap();
+    let full = ckpt.model(&LoadOptions::default()).unwrap().model;
+    let p = ckpt.load_params(&full, Device::Cpu).unwrap();
+    let model = full.keep_tasks(&["seg", "depth"]);
+    let kept = model
+        .graph
+        .param_specs()
+        .iter()
+        .map(|s| (s.name.clone(), p[&s.name].shallow_clone()))
+        .collect();
+    (model, kept)
+}
+
+#[test]
+fn channel_plan_meets_budgets_and_width_rules() {
+    let (model, p) = demo_seg_depth();
+    let tasks = model.tasks.clone();
+    let scores = score::magnitude(&model, &p, &tasks);
+    let groups = channel_groups(&model.graph).unwrap();
+    let search = ChannelSearch::new(&model, &groups, &scores, Fusion::Vote, None, RULES).unwrap();
+    let plan = search.search(Budget::MacShare(0.5)).unwrap();
+    assert!(
+        plan.macs_removed >= 0.5 && plan.macs_removed < 0.6,
+        "{}",
+        plan.macs_removed
+    );
+    assert_eq!(plan.before, search.before());
+    let widths: Vec<usize> = groups
+        .iter()
+        .zip(&plan.keep)
+        .map(|(g, k)| k.as_ref().map_or(g.channels, |k| k.len()))
+        .collect();
+    assert_eq!(cost(&model.graph, &groups, &widths).unwrap(), plan.after);
+    let mut narrowed = 0;
+    for (g, k) in groups.iter().zip(&plan.keep) {
+        let Some(k) = k else { continue };
+        narrowed += 1;
+        assert!(g.prunable());
+        assert!(k.len() < g.channels);
+        assert_eq!(k.len() % 8, 0, "{:?} keeps {}", g.producers, k.len());
+        assert!(k.len() >= 8 && k.len() >= RULES.floor(g.channels));
+        assert!(k.windows(2).all(|w| w[0] < w[1]));
+    }
+    assert!(narrowed > 0);
+
+    // Absolute budgets are upper bounds.
+    let macs = search.search(Budget::Macs(120_000_000)).unwrap();
+    assert!(macs.after.macs <= 120_000_000 && macs.after.macs > 100_000_000);
+    let params = search.search(Budget::Params(500_000)).unwrap();
+    assert!(params.after.params <= 500_000);
+    // No rounding, a minimum of 3: finer widths and at least as much removed.
+    let fine = WidthRules {
+        min_channels: 3,
+        round_to: 1,
+        max_layer_ratio: 0.9,
+    };
+    let plan_fine = ChannelSearch::new(&model, &groups, &scores, Fusion::Vote, None, fine)
+        .unwrap()
+        .search(Budget::MacShare(0.5))
+        .unwrap();
+    for (g, k) in groups.iter().zip(&plan_fine.keep) {
+        if let Some(k) = k {
+            assert!(k.len() >= fine.floor(g.channels));
+        }
+    }
+    assert!(plan_fine.keep.iter().flatten().any(|k| k.len() % 8 != 0));
+    // A budget the rules cannot meet is refused with the reason.
+    let err = search.search(Budget::Macs(1)).unwrap_err().to_string();
+    assert!(err.contains("cannot be met") && err.contains("--min-channels"), "{err}");
+}
+
+#[test]
+fn demo_channel_pruning_equals_the_zeroed_model() {
+    // The equivalence: before fine-tuning, the smaller model computes what the original
+    // computes with the removed channels' weights zeroed, to 1e-4.
+    let (model, p) = demo_seg_depth();
+    let tasks = model.tasks.clone();
+    let scores = score::magnitude(&model, &p, &tasks);
+    let groups = channel_groups(&model.graph).unwrap();
+    let hazards = fold_hazards(&model, &p, &groups).unwrap();
+    let plan = ChannelSearch::new(&model, &groups, &scores, Fusion::Vote, None, RULES)
+        .unwrap()
+        .protect(hazards.clone())
+        .search(Budget::MacShare(0.5))
+        .unwrap();
+    assert!(plan.macs_removed >= 0.5);
+    // Protected channels stay.
+    for ((k, h), g) in plan.keep.iter().zip(&hazards).zip(&groups) {
+        if let Some(k) = k {
+            for c in 0..g.channels {
+                assert!(
+                    !h[c] || k.contains(&(c as i64)),
+                    "{:?} lost protected channel {c}",
+                    g.producers
+                );
+            }
+        }
+    }
+    let shrunk = shrink(&model, &p, &groups, &plan.keep).unwrap();
+    assert!(shrunk.inexact.is_empty(), "{:?}", shrunk.inexact);
+    let zeroed = zero_removed(&model, &p, &groups, &plan.keep).unwrap();
+    tch::manual_seed(1);
+    let x = Tensor::randn([2, 3, 96, 128], (Kind::Float, Device::Cpu)) * 50.0;
+    let d = max_diff(&model, &zeroed, &shrunk.model, &shrunk.params, &x);
+    assert!(d < 1e-4, "max difference {d}");
+    // Batch norms keep their own tensors, now narrower.
+    assert!(shrunk.params.contains_key("backbone.bn1.running_var"));
+
+    // Without protection more channels can go, but some folds are then inexact at borders.
+    let loose = ChannelSearch::new(&model, &groups, &scores, Fusion::Vote, None, RULES)
+        .unwrap()
+        .search(Budget::MacShare(0.5))
+        .unwrap();
+    let shrunk_loose = shrink(&model, &p, &groups, &loose.keep).unwrap();
+    assert!(!shrunk_loose.inexact.is_empty());
+}
+
+fn cut_cmd() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("cut").unwrap()
+}
+
+#[test]
+fn channel_prune_cli_writes_a_smaller_model_every_command_runs() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (demo, data) = (root.join("assets/demo.safetensors"), root.join("assets/demo-data"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("small.safetensors");
+    let o = cut_cmd()
+        .args([
+            "prune",
+            "--tasks",
+            "seg,depth",
+            "--granularity",
+            "channel",
+            "--criterion",
+            "magnitude",
+        ])
+        .args(["--finetune-steps", "0", "--eval-split", "val", "--json", "-o"])
+        .arg(&out)
+        .arg(&demo)
+        .arg("--data")
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["settings"]["granularity"], "channel");
+    assert_eq!(r["sparsity"]["measure"], "multiply-accumulates removed");
+    let c = &r["channels"];
+    let removed = c["macs_removed"].as_f64().unwrap();
+    assert!((0.5..0.6).contains(&removed), "{removed}");
+    assert_eq!(c["exact_fold"], true);
+    assert_eq!(c["inexact_fold"].as_array().unwrap().len(), 0);
+    assert!(c["after"]["params"].as_u64().unwrap() < c["before"]["params"].as_u64().unwrap());
+    assert!(r["accuracy"]["delta_m_before_finetune"].as_f64().unwrap().is_finite());
+
+    // Same names, smaller shapes, the graph in the metadata: inspect and eval run it.
+    let back = Checkpoint::open(&out).unwrap();
+    let input = Checkpoint::open(&demo).unwrap();
+    let narrowed = c["layers"][0]["producers"][0].as_str().unwrap().to_string();
+    let name = format!("{narrowed}.weight");
+    assert!(back.entry(&name).unwrap().shape[0] < input.entry(&name).unwrap().shape[0]);
+    assert!(
+        back.entry("task2_fc1_c0.conv1.weight").is_err(),
+        "the dropped head is gone"
+    );
+    let o = cut_cmd().arg("inspect").arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = cut_cmd()
+        .arg("eval")
+        .arg(&out)
+        .arg("--data")
+        .arg(&data)
+        .args(["--split", "val", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The report's pruned accuracy is what eval measures on the written file.
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let miou = |v: &serde_json::Value| -> f64 {
+        v.as_array().unwrap().iter().find(|t| t["task"] == "seg").unwrap()["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "miou")
+            .unwrap()["value"]
+            .as_f64()
+            .unwrap()
+    };
+    let reported = miou(&r["accuracy"]["after"]);
+    let measured = miou(&e["tasks"]);
+    assert!((reported - measured).abs() < 1e-6, "{reported} vs {measured}");
+
+    // The interleaved benchmark against the input.
+    let o = cut_cmd()
+        .arg("bench")
+        .arg(&out)
+        .arg("--baseline")
+        .arg(&demo)
+        .args(["--runs", "3", "--warmup", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(b["speedup"].as_f64().unwrap() > 0.0);
+    assert_eq!(b["baseline"]["tasks"].as_array().unwrap().len(), 3);
+    assert_eq!(b["model"]["runs"], 3);
+}
+
+#[test]
+fn bad_channel_prune_arguments_fail_cleanly() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let demo = root.join("assets/demo.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.safetensors");
+    let cases: [(&[&str], &str); 4] = [
+        (&["--target-macs", "50M"], "--granularity channel"),
+        (&["--granularity", "channel", "--packed"], "--packed"),
+        (&["--granularity", "channel", "--target-macs", "1"], "cannot be met"),
+        (&["--granularity", "channel", "--round-to", "0"], "--round-to"),
+    ];
+    for (args, expected) in cases {
+        let o = cut_cmd()
+            .args([
+                "prune",
+                "--tasks",
+                "seg",
+                "--criterion",
+                "magnitude",
+                "--finetune-steps",
+                "0",
+                "-o",
+            ])
+            .arg(&out)
+            .args(args)
+            .arg(&demo)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!out.exists(), "{args:?} left an output");
+    }
+}

@@ -1,15 +1,15 @@
 use super::args::{progress, task_lambdas, DataArgs, ModelArgs};
 use anyhow::{bail, Result};
+use cut::bench::{compare, BenchConfig, Candidate};
 use cut::checkpoint::metadata::Provenance;
 use cut::checkpoint::{sha256_file, writer, Checkpoint, DType};
 use cut::data::Split;
 use cut::device::{resolve, DeviceChoice};
 use cut::graph::parse_task_list;
+use cut::prune::channel_select::{Budget, WidthRules};
 use cut::prune::mask::Fusion;
 use cut::prune::score::{Criterion, Precision, Strategy};
-use cut::prune::channel_select::{Budget, WidthRules};
 use cut::prune::{prune, Granularity, PruneConfig};
-use cut::bench::{compare, BenchConfig, Candidate};
 use cut::report::prune::{build, markdown, summary, Latency, Settings};
 use cut::train::TrainConfig;
 use std::path::{Path, PathBuf};
@@ -308,7 +308,14 @@ pub fn run(a: Args) -> Result<()> {
             .iter()
             .map(|(k, v)| (k.clone(), v.to_device(device)))
             .collect();
-        Some(compare_latency(&full, &params, &names, &outcome.model, &pruned_params, device)?)
+        Some(compare_latency(
+            &full,
+            &params,
+            &names,
+            &outcome.model,
+            &pruned_params,
+            device,
+        )?)
     } else {
         None
     };

@@ -113,7 +113,10 @@ pub struct ChannelSearch<'a> {
 
 /// Sum of a weight's scores over every dimension but `dim`.
 fn per_channel(scores: &tch::Tensor, dim: i64) -> Vec<f64> {
-    let moved = scores.transpose(0, dim).flatten(1, -1).sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
+    let moved = scores
+        .transpose(0, dim)
+        .flatten(1, -1)
+        .sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
     Vec::<f64>::try_from(moved.to_device(tch::Device::Cpu)).expect("1-d double tensor")
 }
 
@@ -241,11 +244,7 @@ impl<'a> ChannelSearch<'a> {
                             .filter(|t| t.rank[&i][c] < (ratio * t.total as f64).floor() as usize)
                             .count();
                         let score: f64 = voters.iter().map(|t| t.scores[&i][c]).sum();
-                        let class = if protected(c) {
-                            2
-                        } else {
-                            usize::from(votes >= needed)
-                        };
+                        let class = if protected(c) { 2 } else { usize::from(votes >= needed) };
                         (class, score, c)
                     })
                     .collect();

@@ -239,7 +239,8 @@ pub fn prune(
         Granularity::Channel => {
             let groups = channels::channel_groups(&model.graph)?;
             let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity));
-            let mut search = ChannelSearch::new(&model, &groups, &scores, cfg.fusion, cfg.min_votes, cfg.channel_rules)?;
+            let mut search =
+                ChannelSearch::new(&model, &groups, &scores, cfg.fusion, cfg.min_votes, cfg.channel_rules)?;
             let mut protected_channels = 0;
             if cfg.exact_fold {
                 let hazards = structured::fold_hazards(&model, &kept, &groups)?;

@@ -547,7 +547,12 @@ pub fn markdown(r: &PruneReport) -> String {
             count(c.after.params as f64)
         ));
         for l in &c.layers {
-            md.push_str(&format!("| {} | {} | {} |\n", l.producers.join(", "), l.before, l.after));
+            md.push_str(&format!(
+                "| {} | {} | {} |\n",
+                l.producers.join(", "),
+                l.before,
+                l.after
+            ));
         }
     }
     md.push_str("\n## Settings\n\n");
