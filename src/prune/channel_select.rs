@@ -297,11 +297,21 @@ impl<'a> ChannelSearch<'a> {
         };
         let (smallest_keep, smallest) = evaluate(0.0)?;
         if !limit(&smallest) {
+            let protected = self
+                .protected
+                .as_ref()
+                .map(|p| p.iter().flatten().filter(|&&h| h).count())
+                .unwrap_or(0);
             bail!(
-                "the budget cannot be met: the width rules (--min-channels {}, --round-to {}, --max-layer-ratio {}) leave at least {} MACs and {} parameters (the model has {} and {}); relax a rule or the budget",
+                "the budget cannot be met: the width rules (--min-channels {}, --round-to {}, --max-layer-ratio {}){} leave at least {} MACs and {} parameters (the model has {} and {}); relax a rule or the budget",
                 self.rules.min_channels,
                 self.rules.round_to,
                 self.rules.max_layer_ratio,
+                if protected > 0 {
+                    format!(" and the {protected} channels --fold exact keeps")
+                } else {
+                    String::new()
+                },
                 smallest.macs,
                 smallest.params,
                 before.macs,

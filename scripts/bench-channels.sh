@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Channel pruning: what it buys in latency. Prints, per setting, the MACs removed, delta_m before
+# fine-tuning (demo only) and the batch-1 speed-up of the pruned model over the dense input model
+# with all heads (medians, runs interleaved so machine noise hits both alike).
+# Usage: scripts/bench-channels.sh [cpu|cuda]. Set RUNS / FULL_RUNS for more or fewer timed runs,
+# FULL_SIZE for the full-size model's input (default 321x321).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+device="${1:-cpu}"
+runs="${RUNS:-200}"
+full_runs="${FULL_RUNS:-3}"
+./scripts/setup-libtorch.sh
+cargo build --release --quiet
+cut=./target/release/cut
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+row() { # label pruned-report bench-json
+  python3 - "$@" <<'PY'
+import json, sys
+label, report, bench = sys.argv[1:4]
+r = json.load(open(report)); b = json.load(open(bench))
+acc = r.get("accuracy")
+dm = f'{acc["delta_m_before_finetune"]:+7.2f}%' if acc else "      -"
+print(f'{label:<34} MACs {r["channels"]["before"]["macs"]/1e6:9.1f}M -> {r["channels"]["after"]["macs"]/1e6:9.1f}M '
+      f'({100*r["channels"]["macs_removed"]:4.1f}% removed)  delta_m {dm}  '
+      f'dense all heads {b["baseline"]["median_ms"]:8.2f} ms  pruned {b["model"]["median_ms"]:8.2f} ms  '
+      f'speed-up {b["speedup"]:.2f}x')
+PY
+}
+
+echo "== demo model (seg+depth of seg/normal/depth, 3x96x128), $device, batch 1, $runs runs, snip scores"
+for fold in exact approximate; do
+  for s in 0.5 0.65 0.8; do
+    out="$work/demo.$fold.$s.safetensors"
+    if ! $cut prune --tasks seg,depth assets/demo.safetensors --data assets/demo-data --granularity channel \
+      --sparsity "$s" --fold "$fold" --finetune-steps 0 --device "$device" -o "$out" --force --json > "$work/r.json" 2> "$work/err"; then
+      echo "sparsity $s, fold $fold: $(cat "$work/err")"
+      continue
+    fi
+    $cut bench "$out" --baseline assets/demo.safetensors --runs "$runs" --warmup 20 --device "$device" --json > "$work/b.json"
+    row "sparsity $s, fold $fold" "$work/r.json" "$work/b.json"
+  done
+done
+
+size="${FULL_SIZE:-321x321}"
+echo "== full-size SceneNet-ResNet34 (random weights, 3 heads, 3x$size), $device, batch 1, $full_runs runs, magnitude scores"
+$cut new --tasks seg:segmentation:13,normal:normal,depth:depth --input-size "$size" -o "$work/sn34.safetensors" > /dev/null
+for ratio in 0.75 0.5; do
+  out="$work/sn34.$ratio.safetensors"
+  $cut prune --tasks seg,depth "$work/sn34.safetensors" --criterion magnitude --granularity channel \
+    --sparsity 0.5 --max-layer-ratio "$ratio" --finetune-steps 0 --device "$device" -o "$out" --force --json > "$work/r.json"
+  $cut bench "$out" --baseline "$work/sn34.safetensors" --runs "$full_runs" --warmup 1 --device "$device" --json > "$work/b.json"
+  row "sparsity 0.5, max-layer-ratio $ratio" "$work/r.json" "$work/b.json"
+done
