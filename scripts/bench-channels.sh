@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 device="${1:-cpu}"
 runs="${RUNS:-200}"
 full_runs="${FULL_RUNS:-3}"
-./scripts/setup-libtorch.sh
-cargo build --release --quiet
+if [ -z "${CUT_PREBUILT:-}" ]; then  # set on a machine without Rust, with the binaries carried
+  ./scripts/setup-libtorch.sh
+  cargo build --release --quiet
+fi
 cut=./target/release/cut
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

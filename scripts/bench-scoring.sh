@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 device="${1:-cpu}"
-./scripts/setup-libtorch.sh
-cargo build --release --quiet --example bench_scoring
+if [ -z "${CUT_PREBUILT:-}" ]; then  # set on a machine without Rust, with the binaries carried
+  ./scripts/setup-libtorch.sh
+  cargo build --release --quiet --example bench_scoring
+fi
 bench=./target/release/examples/bench_scoring
 $bench assets/demo.safetensors 128 8 5 seg,depth "$device"
 $bench scenenet34 321 "${FULL_BATCH:-16}" "${FULL_BATCHES:-3}" seg,normal,depth "$device"
