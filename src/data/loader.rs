@@ -63,6 +63,33 @@ impl Batch {
     }
 }
 
+/// Decodes a batch's samples on up to one thread per core, in order, so that large images (PNG
+/// decoding is the slow part) keep up with a GPU.
+fn load_parallel(items: &[&Item]) -> Result<Vec<Sample>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len())
+        .max(1);
+    if threads == 1 {
+        return items.iter().map(|item| item.load()).collect();
+    }
+    let per = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(per)
+            .map(|chunk| scope.spawn(move || chunk.iter().map(|item| item.load()).collect::<Result<Vec<_>>>()))
+            .collect();
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            out.extend(
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a data loading thread panicked"))??,
+            );
+        }
+        Ok(out)
+    })
+}
+
 /// Yields batches decoded ahead on a background thread.
 pub struct Loader {
     rx: Option<Receiver<Result<Batch>>>,
@@ -86,11 +113,7 @@ impl Loader {
                     .collect();
                 for chunk in chunks {
                     let picked: Vec<&Item> = chunk.iter().map(|&i| &items[i]).collect();
-                    let result = picked
-                        .iter()
-                        .map(|item| item.load())
-                        .collect::<Result<Vec<_>>>()
-                        .and_then(|s| Batch::stack(s, &picked));
+                    let result = load_parallel(&picked).and_then(|s| Batch::stack(s, &picked));
                     let failed = result.is_err();
                     if tx.send(result).is_err() || failed {
                         return;
