@@ -5,7 +5,7 @@
 use super::channels::ChannelGroup;
 use super::mask::Fusion;
 use super::score::Scores;
-use super::structured::resize;
+use super::structured::{producer_weight, resize};
 use crate::graph::{shapes, Graph, Model};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -120,14 +120,6 @@ fn per_channel(scores: &tch::Tensor, dim: i64) -> Vec<f64> {
     Vec::<f64>::try_from(moved.to_device(tch::Device::Cpu)).expect("1-d double tensor")
 }
 
-fn weight_of(graph: &Graph, node: &str) -> Option<String> {
-    match &graph.node(node)?.op {
-        crate::graph::Op::Conv2d(c) => Some(c.weight.clone()),
-        crate::graph::Op::Linear(l) => Some(l.weight.clone()),
-        _ => None,
-    }
-}
-
 impl<'a> ChannelSearch<'a> {
     /// `scores` are per-weight scores per task (as for unstructured pruning). A channel's score for
     /// a task is the sum of the scores of every weight that goes with it: its producers' output
@@ -163,7 +155,11 @@ impl<'a> ChannelSearch<'a> {
                 if !g.prunable() {
                     continue;
                 }
-                let producers: Vec<String> = g.producers.iter().filter_map(|p| weight_of(graph, p)).collect();
+                let producers: Vec<String> = g
+                    .producers
+                    .iter()
+                    .filter_map(|p| producer_weight(graph, p).ok().map(|(w, _)| w))
+                    .collect();
                 if producers.is_empty() || !producers.iter().all(|w| task_scores.contains_key(w)) {
                     continue;
                 }
@@ -173,7 +169,10 @@ impl<'a> ChannelSearch<'a> {
                     add(per_channel(&task_scores[w], 0));
                 }
                 for c in &g.consumers {
-                    if let Some(w) = weight_of(graph, c).filter(|w| task_scores.contains_key(w)) {
+                    if let Some((w, _)) = producer_weight(graph, c)
+                        .ok()
+                        .filter(|(w, _)| task_scores.contains_key(w))
+                    {
                         add(per_channel(&task_scores[&w], 1));
                     }
                 }

@@ -25,8 +25,9 @@ fn removed(channels: usize, keep: &[i64]) -> Vec<i64> {
     (0..channels as i64).filter(|c| !kept.contains(c)).collect()
 }
 
-fn producer_weight(model: &Model, node: &str) -> Result<(String, Option<String>)> {
-    match &model.graph.node(node).ok_or_else(|| anyhow!("no node '{node}'"))?.op {
+/// The weight and bias names of a convolution or linear layer.
+pub fn producer_weight(graph: &Graph, node: &str) -> Result<(String, Option<String>)> {
+    match &graph.node(node).ok_or_else(|| anyhow!("no node '{node}'"))?.op {
         Op::Conv2d(c) => Ok((c.weight.clone(), c.bias.clone())),
         Op::Linear(l) => Ok((l.weight.clone(), l.bias.clone())),
         _ => bail!("node '{node}' is not a convolution or linear layer"),
@@ -47,7 +48,7 @@ pub fn zero_removed(
         let Some(k) = k else { continue };
         let gone = Tensor::from_slice(&removed(g.channels, k));
         for p in &g.producers {
-            let (w, _) = producer_weight(model, p)?;
+            let (w, _) = producer_weight(&model.graph, p)?;
             let t = out.get_mut(&w).ok_or_else(|| anyhow!("tensor '{w}' is missing"))?;
             let _ = t.index_fill_(0, &gone.to_device(t.device()), 0.0);
         }
