@@ -148,6 +148,16 @@ fn eval_node(node: &Node, args: &[&Tensor], params: &Params, input: &Tensor, mod
     .with_context(|| format!("graph node '{}'", node.name))
 }
 
+/// The same values in channels-last (NHWC) memory order; other than 4-d tensors are returned as they
+/// are. Every op accepts either layout; the fast convolution kernels on GPUs want this one.
+pub fn channels_last(t: &Tensor) -> Tensor {
+    if t.dim() == 4 {
+        t.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+    } else {
+        t.shallow_clone()
+    }
+}
+
 /// Runs every node of the graph and returns the activations of the named nodes (for analyses such
 /// as the constants that removed channels leave behind).
 pub fn activations(

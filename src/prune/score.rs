@@ -3,7 +3,7 @@
 
 use crate::data::layout::Item;
 use crate::data::loader::Loader;
-use crate::graph::interpreter::{forward, Mode, Params};
+use crate::graph::interpreter::{channels_last, forward, Mode, Params};
 use crate::graph::{Group, Model, ParamRole, TaskSpec};
 use crate::train::loss::task_loss;
 use anyhow::{bail, Result};
@@ -151,13 +151,16 @@ pub fn snip(
             .map(|s| s.name)
             .collect(),
     };
+    // On a GPU, cuDNN's tensor-core convolutions want channels-last (NHWC) weights and activations.
+    let nhwc = device.is_cuda();
+    let layout = |t: Tensor| if nhwc { channels_last(&t) } else { t };
     let mut leaves = Params::new();
     for (name, t) in params {
-        let t = if low.contains(name) {
+        let t = layout(if low.contains(name) {
             t.to_kind(Kind::BFloat16)
         } else {
             t.shallow_clone()
-        };
+        });
         let is_scored = names.values().any(|v| v.contains(name));
         leaves.insert(
             name.clone(),
@@ -203,7 +206,7 @@ pub fn snip(
                 let outputs = forward(
                     &model.graph,
                     &leaves,
-                    &b.image.to_kind(input_kind),
+                    &layout(b.image.to_kind(input_kind)),
                     &task_names,
                     Mode::Eval,
                 )?;
@@ -217,7 +220,7 @@ pub fn snip(
                     let outputs = forward(
                         &model.graph,
                         &leaves,
-                        &b.image.to_kind(input_kind),
+                        &layout(b.image.to_kind(input_kind)),
                         &[task.name.as_str()],
                         Mode::Eval,
                     )?;
