@@ -270,14 +270,14 @@ fn cost_by_hand() {
     // 12x12 positions: a 3x3x3 -> 6, b 6 -> 2, c 6 -> 6, d 6 -> 1.
     let full = cost(&m.graph, &groups, &widths).unwrap();
     assert_eq!(full.macs, 144 * (6 * 27 + 12 + 36 + 6));
-    // a.weight 162, bn 4 x 6, b 12, c 36 + 6, d 6 + 1.
-    assert_eq!(full.params, 162 + 24 + 12 + 42 + 7);
+    // a.weight 162, bn scale and shift 2 x 6 (running statistics are buffers), b 12, c 36 + 6, d 6 + 1.
+    assert_eq!(full.params, 162 + 12 + 12 + 42 + 7);
     widths[stream] = 4;
     assert_eq!(
         cost(&m.graph, &groups, &widths).unwrap(),
         Cost {
             macs: 144 * (4 * 27 + 8 + 16 + 4),
-            params: 108 + 16 + 8 + 20 + 5,
+            params: 108 + 8 + 8 + 20 + 5,
         }
     );
 }

@@ -57,7 +57,8 @@ pub enum Budget {
     MacShare(f64),
     /// At most this many multiply-accumulates per image.
     Macs(u64),
-    /// At most this many parameters (weights, biases, batch-norm parameters and statistics).
+    /// At most this many parameters (weights, biases, batch-norm scales and shifts; running
+    /// statistics are buffers and do not count).
     Params(u64),
 }
 
@@ -74,7 +75,12 @@ pub fn cost(graph: &Graph, groups: &[ChannelGroup], widths: &[usize]) -> Result<
     let i = &g.input;
     let shape_map = shapes::infer(&g, [i.channels, i.height, i.width])?;
     let macs = shapes::macs(&g, &shape_map).values().sum();
-    let params = g.param_specs().iter().map(|s| s.numel() as u64).sum();
+    let params = g
+        .param_specs()
+        .iter()
+        .filter(|s| !s.role.is_buffer())
+        .map(|s| s.numel() as u64)
+        .sum();
     Ok(Cost { macs, params })
 }
 

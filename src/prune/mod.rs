@@ -273,7 +273,8 @@ pub fn prune(
                 exact_fold: cfg.exact_fold,
                 protected_channels,
                 before: plan.before,
-                after: plan.after,
+                // What was written: folds may have given consumers new biases.
+                after: channel_select::cost(&shrunk.model.graph, &[], &[])?,
                 macs_removed: plan.macs_removed,
                 keep_ratio_per_task: plan.keep_ratio,
                 search_iterations: plan.iterations,
