@@ -590,23 +590,7 @@ pub(crate) mod tests_support {
 
     /// A SceneNet small enough to run in milliseconds, with tasks seg (5 classes), normal, depth.
     pub fn small_scenenet() -> scenenet::SceneNetConfig {
-        let mut c = scenenet::SceneNetConfig::reference(vec![
-            TaskSpec {
-                name: "seg".into(),
-                kind: TaskKind::Segmentation,
-                outputs: 5,
-            },
-            TaskSpec {
-                name: "normal".into(),
-                kind: TaskKind::Normal,
-                outputs: 3,
-            },
-            TaskSpec {
-                name: "depth".into(),
-                kind: TaskKind::Depth,
-                outputs: 1,
-            },
-        ]);
+        let mut c = scenenet::SceneNetConfig::reference(scenenet::scene_tasks(5));
         c.blocks = vec![1, 1, 1, 1];
         c.widths = vec![8, 8, 16, 16];
         c.stem_width = 8;
@@ -762,23 +746,7 @@ mod tests {
 
     #[test]
     fn scenenet_reference_sizes_and_names() {
-        let tasks = vec![
-            TaskSpec {
-                name: "seg".into(),
-                kind: TaskKind::Segmentation,
-                outputs: 40,
-            },
-            TaskSpec {
-                name: "sn".into(),
-                kind: TaskKind::Normal,
-                outputs: 3,
-            },
-            TaskSpec {
-                name: "depth".into(),
-                kind: TaskKind::Depth,
-                outputs: 1,
-            },
-        ];
+        let tasks = scenenet::scene_tasks(40);
         let model = scenenet::SceneNetConfig::reference(tasks).build().unwrap();
         let specs = model.graph.param_specs();
         let groups = model.graph.param_groups();

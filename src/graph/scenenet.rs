@@ -273,3 +273,25 @@ impl Builder {
         name.to_string()
     }
 }
+
+/// The three dense tasks of the NYUv2 setting the reference uses: `seg` with `seg_classes`
+/// classes, `normal` and `depth`.
+pub fn scene_tasks(seg_classes: usize) -> Vec<TaskSpec> {
+    vec![
+        TaskSpec {
+            name: "seg".into(),
+            kind: super::TaskKind::Segmentation,
+            outputs: seg_classes,
+        },
+        TaskSpec {
+            name: "normal".into(),
+            kind: super::TaskKind::Normal,
+            outputs: 3,
+        },
+        TaskSpec {
+            name: "depth".into(),
+            kind: super::TaskKind::Depth,
+            outputs: 1,
+        },
+    ]
+}

@@ -295,24 +295,7 @@ mod tests {
 
     #[test]
     fn scenenet_groups() {
-        use crate::graph::{TaskKind, TaskSpec};
-        let tasks = vec![
-            TaskSpec {
-                name: "seg".into(),
-                kind: TaskKind::Segmentation,
-                outputs: 40,
-            },
-            TaskSpec {
-                name: "sn".into(),
-                kind: TaskKind::Normal,
-                outputs: 3,
-            },
-            TaskSpec {
-                name: "depth".into(),
-                kind: TaskKind::Depth,
-                outputs: 1,
-            },
-        ];
+        let tasks = crate::graph::scenenet::scene_tasks(40);
         let model = crate::graph::scenenet::SceneNetConfig::reference(tasks)
             .build()
             .unwrap();

@@ -6,27 +6,11 @@ use cut::checkpoint::writer;
 use cut::checkpoint::DType;
 use cut::graph::interpreter::Params;
 use cut::graph::scenenet::SceneNetConfig;
-use cut::graph::{Model, TaskKind, TaskSpec};
+use cut::graph::{Model, TaskSpec};
 use std::path::{Path, PathBuf};
 
 pub fn tasks3() -> Vec<TaskSpec> {
-    vec![
-        TaskSpec {
-            name: "seg".into(),
-            kind: TaskKind::Segmentation,
-            outputs: 5,
-        },
-        TaskSpec {
-            name: "normal".into(),
-            kind: TaskKind::Normal,
-            outputs: 3,
-        },
-        TaskSpec {
-            name: "depth".into(),
-            kind: TaskKind::Depth,
-            outputs: 1,
-        },
-    ]
+    cut::graph::scenenet::scene_tasks(5)
 }
 
 /// A SceneNet that runs in milliseconds: one block per stage, narrow widths.
