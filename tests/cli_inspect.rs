@@ -4,7 +4,7 @@ mod common;
 
 use assert_cmd::Command;
 use common::*;
-use cut::checkpoint::DType;
+use cut::checkpoint::{Checkpoint, DType};
 use std::path::Path;
 
 fn cut() -> Command {
@@ -243,6 +243,19 @@ fn bench_reports_latency() {
     let ips = v["images_per_s"].as_f64().unwrap();
     assert!((ips - 2.0 / (median / 1000.0)).abs() < 1e-6 * ips);
     assert!(v["peak_memory_bytes"].as_u64().unwrap() > 0);
+    // The small model's batch norms all follow a convolution read by nothing else.
+    let norms = Checkpoint::open(&path)
+        .unwrap()
+        .model(&Default::default())
+        .unwrap()
+        .model
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, cut::graph::Op::BatchNorm(_)))
+        .count();
+    assert!(norms > 0);
+    assert_eq!(v["batch_norms_folded"], norms);
     for (args, needle) in [
         (vec!["--tasks", "nope"], "unknown task 'nope'"),
         (vec!["--input", "4x64x64"], "the graph takes 3 input channels, not 4"),
@@ -256,4 +269,74 @@ fn bench_reports_latency() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
+}
+
+#[test]
+fn bench_profile_times_every_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_small(dir.path(), "m.safetensors", DType::F32);
+    // A profile times one model: with a baseline it is a bad command line (exit code 2).
+    let o = cut()
+        .arg("bench")
+        .arg(&path)
+        .args(["--profile", "--baseline"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot be used with"));
+    let graph = Checkpoint::open(&path)
+        .unwrap()
+        .model(&Default::default())
+        .unwrap()
+        .model
+        .graph;
+    let profile = |extra: &[&str]| -> serde_json::Value {
+        let out = cut()
+            .arg("bench")
+            .arg(&path)
+            .args(["--profile", "--json", "--runs", "3", "--warmup", "1", "--tasks", "seg"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // Batch norms kept: exactly the nodes the seg output needs, in graph order, with MACs per conv.
+    let v = profile(&["--keep-batch-norm"]);
+    let needed = graph.needed_nodes(&["seg"]);
+    let nodes = v["nodes"].as_array().unwrap();
+    let names: Vec<&str> = nodes.iter().map(|n| n["node"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = graph
+        .nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .filter(|n| needed.contains(*n))
+        .collect();
+    assert_eq!(names, expected);
+    let shapes = cut::graph::shapes::infer(&graph, [3, graph.input.height, graph.input.width]).unwrap();
+    let macs = cut::graph::shapes::macs(&graph, &shapes);
+    for n in nodes {
+        let name = n["node"].as_str().unwrap();
+        assert_eq!(n["macs"].as_u64(), macs.get(name).copied(), "{name}");
+        assert!(n["median_ms"].as_f64().unwrap() >= 0.0);
+    }
+    assert!(nodes.iter().any(|n| n["op"] == "batch_norm"));
+    assert_eq!(v["model"]["batch_norms_folded"], 0);
+    // Folded (the default): no norm left, the same total MACs.
+    let v = profile(&[]);
+    let nodes = v["nodes"].as_array().unwrap();
+    assert!(nodes.iter().all(|n| n["op"] != "batch_norm"));
+    let total: u64 = nodes.iter().filter_map(|n| n["macs"].as_u64()).sum();
+    let expected: u64 = macs.iter().filter(|(k, _)| needed.contains(*k)).map(|(_, m)| m).sum();
+    assert_eq!(total, expected);
+    // The text form names the slowest nodes.
+    let out = cut()
+        .arg("bench")
+        .arg(&path)
+        .args(["--profile", "--runs", "2"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("slowest nodes") && text.contains("conv2d"), "{text}");
 }

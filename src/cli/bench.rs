@@ -1,9 +1,11 @@
 use super::args::{parse_input_size, ModelArgs};
 use anyhow::{bail, Result};
-use cut::bench::{compare, BenchConfig, BenchReport, Candidate};
+use cut::bench::{compare, profile, BenchConfig, BenchReport, Candidate, NodeTime};
 use cut::checkpoint::Checkpoint;
 use cut::device::{resolve, DeviceChoice};
 use cut::graph::parse_task_list;
+use cut::report::table::{count, percent, render};
+use std::collections::BTreeMap;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,6 +33,14 @@ pub struct Args {
     /// Another checkpoint (all its heads) to time in the same runs, interleaved, for a speed-up.
     #[arg(long, value_name = "MODEL")]
     baseline: Option<std::path::PathBuf>,
+    /// Time the model as stored, batch norms separate, instead of folding each batch norm into
+    /// the convolution before it as a deployment would.
+    #[arg(long)]
+    keep_batch_norm: bool,
+    /// Also time every node separately and print where the time goes: per op kind, and the
+    /// slowest nodes (`--json`: every node).
+    #[arg(long, conflicts_with = "baseline")]
+    profile: bool,
     #[arg(long)]
     json: bool,
 }
@@ -59,6 +69,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     cut::graph::shapes::infer(&model.graph, input)?;
     let params = ckpt.load_params(&model, device)?;
+
     let baseline = match &a.baseline {
         Some(path) => {
             let ckpt = Checkpoint::open(path)?;
@@ -66,6 +77,7 @@ pub fn run(a: Args) -> Result<()> {
             cut::graph::shapes::infer(&m.graph, input)
                 .map_err(|e| anyhow::anyhow!("{}: input {input:?} does not fit: {e}", path.display()))?;
             let p = ckpt.load_params(&m, device)?;
+
             Some((path, m, p))
         }
         None => None,
@@ -76,6 +88,7 @@ pub fn run(a: Args) -> Result<()> {
         input,
         warmup: a.warmup,
         runs: a.runs,
+        fold_batch_norm: !a.keep_batch_norm,
     };
     let mut candidates = vec![Candidate {
         model: &model,
@@ -90,6 +103,18 @@ pub fn run(a: Args) -> Result<()> {
         });
     }
     let mut reports = compare(&candidates, cfg)?;
+    if a.profile {
+        let nodes = profile(&model, &params, &candidates[0].tasks, cfg)?;
+        let r = reports.remove(0);
+        if a.json {
+            let json = serde_json::json!({ "model": r, "nodes": nodes });
+            println!("{}", serde_json::to_string_pretty(&json)?);
+        } else {
+            println!("{}", line(&a.model.model.display().to_string(), &r));
+            print!("{}", profile_tables(&nodes, r.median_ms));
+        }
+        return Ok(());
+    }
     let base = (reports.len() == 2).then(|| reports.remove(1));
     let r = reports.remove(0);
     if a.json {
@@ -137,4 +162,60 @@ fn line(name: &str, r: &BenchReport) -> String {
             .map(|b| format!(", peak memory {}", cut::report::table::bytes(b as f64)))
             .unwrap_or_default()
     )
+}
+
+/// Time per op kind, then the slowest nodes, with their multiply-accumulate rates.
+fn profile_tables(nodes: &[NodeTime], forward_ms: f64) -> String {
+    let total: f64 = nodes.iter().map(|n| n.median_ms).sum();
+    let rate = |macs: Option<u64>, ms: f64| match macs {
+        Some(m) if ms > 0.0 => format!("{:.1}", m as f64 / ms / 1e6),
+        _ => "-".into(),
+    };
+    let mut by_op: BTreeMap<&str, (usize, f64, Option<u64>)> = BTreeMap::new();
+    for n in nodes {
+        let e = by_op.entry(n.op).or_insert((0, 0.0, None));
+        e.0 += 1;
+        e.1 += n.median_ms;
+        if let Some(m) = n.macs {
+            e.2 = Some(e.2.unwrap_or(0) + m);
+        }
+    }
+    let mut ops: Vec<_> = by_op.into_iter().collect();
+    ops.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
+    let rows: Vec<Vec<String>> = ops
+        .iter()
+        .map(|(op, (k, ms, macs))| {
+            vec![
+                op.to_string(),
+                k.to_string(),
+                format!("{ms:.3}"),
+                percent(ms / total),
+                macs.map(|m| count(m as f64)).unwrap_or_else(|| "-".into()),
+                rate(*macs, *ms),
+            ]
+        })
+        .collect();
+    let mut out =
+        format!("\nper node, synchronised: {total:.2} ms in all (the unprofiled forward: {forward_ms:.2} ms)\n");
+    out += &render(&["op", "nodes", "ms", "share", "MACs", "GMAC/s"], &rows);
+    let mut slow: Vec<&NodeTime> = nodes.iter().collect();
+    slow.sort_by(|a, b| b.median_ms.total_cmp(&a.median_ms));
+    let rows: Vec<Vec<String>> = slow
+        .iter()
+        .take(15)
+        .map(|n| {
+            vec![
+                n.node.clone(),
+                n.op.to_string(),
+                n.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
+                format!("{:.3}", n.median_ms),
+                percent(n.median_ms / total),
+                n.macs.map(|m| count(m as f64)).unwrap_or_else(|| "-".into()),
+                rate(n.macs, n.median_ms),
+            ]
+        })
+        .collect();
+    out += "\nslowest nodes\n";
+    out += &render(&["node", "op", "output", "ms", "share", "MACs", "GMAC/s"], &rows);
+    out
 }

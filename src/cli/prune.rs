@@ -378,6 +378,7 @@ fn compare_latency(
         input: [g.channels, g.height, g.width],
         warmup: 10,
         runs: 50,
+        fold_batch_norm: true,
     };
     let sel: Vec<&str> = selected.iter().map(String::as_str).collect();
     let r = compare(

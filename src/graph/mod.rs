@@ -1,6 +1,7 @@
 //! The typed model graph stored in a checkpoint's metadata, its validation and its analyses
 //! (parameter specs, shape inference, multiply-accumulates, task membership of nodes).
 
+pub mod inference;
 pub mod init;
 pub mod interpreter;
 pub mod scenenet;
@@ -71,6 +72,25 @@ pub enum Op {
     GlobalAvgPool,
     /// [N, ...] -> [N, product of the rest].
     Flatten,
+}
+
+impl Op {
+    /// The op's name as the graph JSON spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input => "input",
+            Op::Conv2d(_) => "conv2d",
+            Op::BatchNorm(_) => "batch_norm",
+            Op::Relu => "relu",
+            Op::MaxPool(_) => "max_pool",
+            Op::Add => "add",
+            Op::Dropout { .. } => "dropout",
+            Op::Upsample(_) => "upsample",
+            Op::Linear(_) => "linear",
+            Op::GlobalAvgPool => "global_avg_pool",
+            Op::Flatten => "flatten",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
