@@ -66,6 +66,20 @@ pub fn bench(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig) -
     Ok(compare(&[one], cfg)?.remove(0))
 }
 
+/// The seeded random batch (pixel values of image scale) every benchmark runs on.
+fn random_batch(cfg: &BenchConfig) -> Tensor {
+    tch::manual_seed(0);
+    let [c, h, w] = cfg.input.map(|d| d as i64);
+    Tensor::randn([cfg.batch as i64, c, h, w], (Kind::Float, cfg.device)) * 50.0
+}
+
+/// Waits for queued GPU work, so that a clock read after it has seen the work done.
+fn synchronize(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
 /// The graph and weights to time: the candidate's, with batch norms folded when asked.
 fn prepare(c: &Candidate, cfg: &BenchConfig) -> Result<(Graph, Params, usize)> {
     if cfg.fold_batch_norm {
@@ -92,16 +106,8 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
         .iter()
         .map(|c| prepare(c, &cfg))
         .collect::<Result<Vec<_>>>()?;
-    tch::manual_seed(0);
-    let x = Tensor::randn(
-        [batch as i64, input[0] as i64, input[1] as i64, input[2] as i64],
-        (Kind::Float, device),
-    ) * 50.0;
-    let sync = || {
-        if let Device::Cuda(i) = device {
-            tch::Cuda::synchronize(i as i64);
-        }
-    };
+    let x = random_batch(&cfg);
+    let sync = || synchronize(device);
     for _ in 0..warmup {
         for (c, (graph, params, _)) in candidates.iter().zip(&prepared) {
             forward(graph, params, &x, &c.tasks, Mode::Eval)?;
@@ -170,14 +176,7 @@ pub struct NodeTime {
 /// Times every node of the given tasks' forward separately (each node is synchronised on GPUs, so
 /// the sum exceeds an unprofiled forward by the launch overlap it prevents). Nodes in graph order.
 pub fn profile(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig) -> Result<Vec<NodeTime>> {
-    let BenchConfig {
-        device,
-        batch,
-        input,
-        warmup,
-        runs,
-        ..
-    } = cfg;
+    let warmup = cfg.warmup;
     let _guard = tch::no_grad_guard();
     let candidate = Candidate {
         model,
@@ -185,20 +184,12 @@ pub fn profile(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig)
         tasks: tasks.to_vec(),
     };
     let (graph, params, _) = prepare(&candidate, &cfg)?;
-    tch::manual_seed(0);
-    let x = Tensor::randn(
-        [batch as i64, input[0] as i64, input[1] as i64, input[2] as i64],
-        (Kind::Float, device),
-    ) * 50.0;
-    let shapes = crate::graph::shapes::infer(&graph, input)?;
+    let x = random_batch(&cfg);
+    let shapes = crate::graph::shapes::infer(&graph, cfg.input)?;
     let macs = crate::graph::shapes::macs(&graph, &shapes);
-    let sync = || {
-        if let Device::Cuda(i) = device {
-            tch::Cuda::synchronize(i as i64);
-        }
-    };
+    let sync = || synchronize(cfg.device);
     let mut times: HashMap<String, Vec<f64>> = HashMap::new();
-    for run in 0..warmup + runs.max(1) {
+    for run in 0..warmup + cfg.runs.max(1) {
         sync();
         let mut last = Instant::now();
         forward_observed(&graph, &params, &x, tasks, Mode::Eval, &mut |node, _| {
@@ -221,7 +212,7 @@ pub fn profile(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig)
                 node: node.name.clone(),
                 op: node.op.name(),
                 shape: shapes[&node.name].clone(),
-                macs: macs.get(&node.name).map(|m| m * batch as u64),
+                macs: macs.get(&node.name).map(|m| m * cfg.batch as u64),
                 median_ms: median_of_sorted(&t),
             })
         })

@@ -143,7 +143,7 @@ pub fn run(a: Args) -> Result<()> {
 
 fn line(name: &str, r: &BenchReport) -> String {
     format!(
-        "{name} ({}) on {} ({} threads), batch {} of {}x{}x{}: median {:.2} ms (min {:.2}, p90 {:.2}, max {:.2}; {} runs after {} warm-up), {:.1} images/s{}",
+        "{name} ({}) on {} ({} threads), batch {} of {}x{}x{}: median {:.2} ms (min {:.2}, p90 {:.2}, max {:.2}; {} runs after {} warm-up), {:.1} images/s{}{}",
         r.tasks.join(", "),
         r.device,
         r.threads,
@@ -160,7 +160,11 @@ fn line(name: &str, r: &BenchReport) -> String {
         r.images_per_s,
         r.peak_memory_bytes
             .map(|b| format!(", peak memory {}", cut::report::table::bytes(b as f64)))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        match r.batch_norms_folded {
+            0 => String::new(),
+            n => format!(" ({n} batch norms folded into convolutions)"),
+        }
     )
 }
 

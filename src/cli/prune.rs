@@ -413,5 +413,6 @@ fn compare_latency(
         pruned_ms: out.median_ms,
         speedup_vs_all_heads: dense_all.median_ms / out.median_ms,
         speedup_vs_selected: dense_selected.median_ms / out.median_ms,
+        batch_norms_folded: cfg.fold_batch_norm,
     })
 }

@@ -53,6 +53,8 @@ pub struct Latency {
     pub pruned_ms: f64,
     pub speedup_vs_all_heads: f64,
     pub speedup_vs_selected: f64,
+    /// Batch norms were folded into convolutions in memory before timing, as a deployment would.
+    pub batch_norms_folded: bool,
 }
 
 #[derive(Clone, Debug, Serialize)]
