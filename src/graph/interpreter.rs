@@ -175,31 +175,18 @@ fn eval_node(node: &Node, args: &[&Tensor], params: &Params, input: &Tensor, mod
 ///   original; such calls go to oneDNN directly when no gradient is needed.
 fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &super::Conv2d) -> Tensor {
     let size = x.size();
-    let (in_size, out_size) = (
-        [size[2], size[3]],
-        conv_output_size(x, c.kernel, c.stride, c.padding, c.dilation),
-    );
+    let stride = pair(c.stride);
     let mut weight = weight.shallow_clone();
     let (mut kernel, mut padding, mut dilation) = (pair(c.kernel), pair(c.padding), pair(c.dilation));
     for dim in 0..2 {
-        let live = live_taps(
-            in_size[dim],
-            out_size[dim],
-            kernel[dim],
-            pair(c.stride)[dim],
-            padding[dim],
-            dilation[dim],
-        );
-        if let Some((first, count)) = live {
-            if count < kernel[dim] {
-                let new_padding = padding[dim] - first * dilation[dim];
-                let size_after =
-                    (in_size[dim] + 2 * new_padding - dilation[dim] * (count - 1) - 1) / c.stride[dim] as i64 + 1;
-                if new_padding >= 0 && size_after == out_size[dim] {
-                    weight = weight.narrow(2 + dim as i64, first, count);
-                    kernel[dim] = count;
-                    padding[dim] = new_padding;
-                }
+        let (input, (k, s, p, d)) = (size[2 + dim], (kernel[dim], stride[dim], padding[dim], dilation[dim]));
+        let output = output_len(input, k, s, p, d);
+        if let Some((first, count)) = live_taps(input, output, k, s, p, d) {
+            let sliced_padding = p - first * d;
+            if count < k && sliced_padding >= 0 && output_len(input, count, s, sliced_padding, d) == output {
+                weight = weight.narrow(2 + dim as i64, first, count);
+                kernel[dim] = count;
+                padding[dim] = sliced_padding;
             }
         }
         if kernel[dim] == 1 {
@@ -209,25 +196,16 @@ fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &super::Conv2d)
     let dilated = dilation != [1, 1];
     let grad = x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad());
     if dilated && !grad && x.device() == tch::Device::Cpu && x.kind() == tch::Kind::Float && onednn_available() {
-        if let Ok(y) = x.f_mkldnn_convolution(&weight, bias, padding, pair(c.stride), dilation, c.groups as i64) {
+        if let Ok(y) = x.f_mkldnn_convolution(&weight, bias, padding, stride, dilation, c.groups as i64) {
             return y;
         }
     }
-    x.conv2d(&weight, bias, pair(c.stride), padding, dilation, c.groups as i64)
+    x.conv2d(&weight, bias, stride, padding, dilation, c.groups as i64)
 }
 
-fn conv_output_size(
-    x: &Tensor,
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    padding: [usize; 2],
-    dilation: [usize; 2],
-) -> [i64; 2] {
-    let size = x.size();
-    let out = |d: usize| {
-        (size[2 + d] + 2 * padding[d] as i64 - dilation[d] as i64 * (kernel[d] as i64 - 1) - 1) / stride[d] as i64 + 1
-    };
-    [out(0), out(1)]
+/// Output length of a convolution along one dimension.
+fn output_len(input: i64, kernel: i64, stride: i64, padding: i64, dilation: i64) -> i64 {
+    (input + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
 }
 
 /// The first kernel tap along one dimension that reads the input (not only padding) for some
