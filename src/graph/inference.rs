@@ -28,17 +28,17 @@ pub fn fold_batch_norms(graph: &Graph, params: &Params) -> Result<(Graph, Params
     let mut new_params: Params = params.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
     let mut folded_convs: HashSet<String> = HashSet::new();
     let mut nodes = Vec::with_capacity(graph.nodes.len());
-    let mut folded = 0;
     for node in &graph.nodes {
         let Op::BatchNorm(bn) = &node.op else {
             nodes.push(node.clone());
             continue;
         };
-        let conv = graph.node(&node.inputs[0]).and_then(|n| match &n.op {
-            Op::Conv2d(c) if readers[n.name.as_str()] == 1 => Some(c),
+        let producer = graph.node(&node.inputs[0]);
+        let conv = producer.and_then(|n| match &n.op {
+            Op::Conv2d(c) if readers[n.name.as_str()] == 1 => Some((n, c)),
             _ => None,
         });
-        let Some(conv) = conv else {
+        let Some((conv_node, conv)) = conv else {
             nodes.push(node.clone());
             continue;
         };
@@ -73,7 +73,7 @@ pub fn fold_batch_norms(graph: &Graph, params: &Params) -> Result<(Graph, Params
         }
         new_params.insert(weight_name.clone(), new_weight.to_kind(kind));
         new_params.insert(bias_name.clone(), new_bias.to_kind(kind));
-        let mut merged = graph.node(&node.inputs[0]).expect("found above").clone();
+        let mut merged = conv_node.clone();
         merged.name = node.name.clone();
         merged.op = Op::Conv2d(Conv2d {
             weight: weight_name,
@@ -82,12 +82,11 @@ pub fn fold_batch_norms(graph: &Graph, params: &Params) -> Result<(Graph, Params
         });
         folded_convs.insert(node.inputs[0].clone());
         nodes.push(merged);
-        folded += 1;
     }
     // Each merged convolution sits where its norm was, after everything the original read.
     nodes.retain(|n| !folded_convs.contains(&n.name));
     let graph = Graph { nodes, ..graph.clone() };
-    Ok((graph, new_params, folded))
+    Ok((graph, new_params, folded_convs.len()))
 }
 
 #[cfg(test)]
