@@ -180,6 +180,80 @@ fn snip_and_magnitude_scores_by_hand() {
 }
 
 #[test]
+fn taylor_channel_scores_by_hand() {
+    let t = tempfile::tempdir().unwrap();
+    let ds = flat_dataset(t.path(), 4);
+    let mut model = linear_model().keep_tasks(&["depth"]);
+    for node in &mut model.graph.nodes {
+        if let (true, Op::Conv2d(c)) = (node.name == "stem", &mut node.op) {
+            c.bias = Some("stem.bias".into());
+        }
+    }
+    let mut params = cut::graph::interpreter::Params::new();
+    // Input (BGR, mean subtracted) x = (105 - 104.00699, -116.66877, -122.67892).
+    // stem channel 0 = x_b + 0.5 = 1.49301, channel 1 = x_g - x_r - 2 = 4.01015.
+    params.insert(
+        "stem.weight".into(),
+        Tensor::from_slice(&[1f32, 0., 0., 0., 1., -1.]).view([2, 3, 1, 1]),
+    );
+    params.insert("stem.bias".into(), Tensor::from_slice(&[0.5f32, -2.]));
+    params.insert(
+        "head.weight".into(),
+        Tensor::from_slice(&[3f32, 0.5]).view([1, 2, 1, 1]),
+    );
+    let groups = cut::prune::channels::channel_groups(&model.graph).unwrap();
+    let stem = groups.iter().position(|g| g.producers == ["stem"]).unwrap();
+    let items = ds.split(cut::data::Split::Train, 0.0).unwrap();
+    let s = score::taylor(
+        &model,
+        &params,
+        &model.tasks,
+        &groups,
+        items,
+        2,
+        2,
+        0,
+        Device::Cpu,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(
+        s["depth"].len(),
+        1,
+        "only the stem's group is prunable: {:?}",
+        s["depth"]
+    );
+    // pred = 3 s0 + 0.5 s1 = 6.48 lies below the 100 m label everywhere, so the loss (mean of
+    // 100 - pred over 2 x 64 pixels per batch) is linear: dL/ds0 = -3/128, dL/ds1 = -0.5/128 per pixel.
+    // Per image |sum over 64 pixels of dL/ds * (s - bias)|: 1.5 * 0.99301 and 0.25 * 6.01015; four
+    // images. That is exactly how much the loss rises when the channel's weights are zeroed.
+    let got = &s["depth"][&stem];
+    let want = [4.0 * 1.5 * 0.99301, 4.0 * 0.25 * 6.01015];
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() < 1e-3, "{got:?} against {want:?}");
+    }
+    // Snip's per-weight scores rank the same channels the other way round: channel 1's weights are
+    // large against a large input, though their effects nearly cancel.
+    let snip = score::snip(
+        &model,
+        &params,
+        &model.tasks,
+        ds.split(cut::data::Split::Train, 0.0).unwrap(),
+        2,
+        2,
+        0,
+        Device::Cpu,
+        Strategy::Shared,
+        Precision::F32,
+        |_| {},
+    )
+    .unwrap();
+    let aggregated = cut::prune::channel_select::channel_scores_from_weights(&model.graph, &groups, &snip);
+    let a = &aggregated["depth"][&stem];
+    assert!(a[1] > 5.0 * a[0], "{a:?}");
+}
+
+#[test]
 fn fusion_rules_by_hand() {
     let a = Tensor::from_slice(&[true, true, false, false, true]);
     let b = Tensor::from_slice(&[true, false, true, false, false]);
@@ -417,9 +491,14 @@ fn bad_prune_input_fails_cleanly() {
         &["--tasks", "seg", "--sparsity", "0", "--data", d],
         "must be strictly between 0 and 1",
     );
+    fails(&["--tasks", "seg"], "--criterion snip scores with calibration data");
     fails(
-        &["--tasks", "seg"],
-        "--criterion snip scores weights with calibration data",
+        &["--tasks", "seg", "--criterion", "taylor", "--data", d],
+        "--criterion taylor scores whole channels: use it with --granularity channel",
+    );
+    fails(
+        &["--tasks", "seg", "--criterion", "taylor", "--granularity", "channel"],
+        "--criterion taylor scores with calibration data",
     );
     let missing = t.path().join("nope/out.safetensors");
     fails(

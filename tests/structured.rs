@@ -402,6 +402,50 @@ fn cut_cmd() -> assert_cmd::Command {
 }
 
 #[test]
+fn taylor_channel_prune_runs_from_the_cli() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("taylor.safetensors");
+    let o = cut_cmd()
+        .args([
+            "prune",
+            "--tasks",
+            "seg,depth",
+            "--granularity",
+            "channel",
+            "--criterion",
+            "taylor",
+        ])
+        .args([
+            "--calib-batches",
+            "2",
+            "--finetune-steps",
+            "0",
+            "--eval-split",
+            "val",
+            "--json",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(root.join("assets/demo.safetensors"))
+        .arg("--data")
+        .arg(root.join("assets/demo-data"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["settings"]["criterion"], "taylor");
+    assert_eq!(r["settings"]["calib_batches"], 2);
+    assert!(r["settings"]["scoring"]
+        .as_str()
+        .unwrap()
+        .contains("producers' outputs"));
+    let removed = r["channels"]["macs_removed"].as_f64().unwrap();
+    assert!((0.5..0.6).contains(&removed), "{removed}");
+    assert!(out.exists());
+}
+
+#[test]
 fn channel_prune_cli_writes_a_smaller_model_every_command_runs() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let (demo, data) = (root.join("assets/demo.safetensors"), root.join("assets/demo-data"));

@@ -9,7 +9,7 @@ use cut::graph::parse_task_list;
 use cut::prune::channel_select::{Budget, WidthRules};
 use cut::prune::mask::Fusion;
 use cut::prune::score::{Criterion, Precision, Strategy};
-use cut::prune::{prune, Granularity, PruneConfig};
+use cut::prune::{check_criterion, prune, Granularity, PruneConfig};
 use cut::report::prune::{build, markdown, summary, Latency, Settings};
 use cut::train::TrainConfig;
 use std::path::{Path, PathBuf};
@@ -23,7 +23,7 @@ pub struct Args {
     tasks: String,
     #[command(flatten)]
     data: DataArgs,
-    /// Importance score: snip needs --data; magnitude and random do not.
+    /// Importance score: snip and taylor (channel granularity only) need --data; magnitude and random do not.
     #[arg(long, value_enum, default_value = "snip")]
     criterion: Criterion,
     /// How the selected tasks' keep decisions combine on the shared backbone.
@@ -188,9 +188,7 @@ pub fn run(a: Args) -> Result<()> {
         writer::check_output(p, &[&a.model.model], a.force)?;
     }
     let data = a.data.open()?;
-    if a.criterion == Criterion::Snip && data.is_none() {
-        bail!("--criterion snip scores weights with calibration data: give --data DIR, or use --criterion magnitude or random");
-    }
+    check_criterion(a.criterion, a.granularity, data.is_some())?;
     let device = resolve(a.device)?;
     let lambdas = task_lambdas(&selected, a.lambdas.as_deref())?;
     let finetune_steps = if data.is_some() { a.finetune_steps } else { 0 };
@@ -271,13 +269,13 @@ pub fn run(a: Args) -> Result<()> {
         granularity: format!("{:?}", a.granularity).to_lowercase(),
         fusion: format!("{:?}", a.fusion).to_lowercase(),
         votes_needed: a.fusion.needed_votes(selected.len(), a.min_votes)?,
-        calib_batches: if a.criterion == Criterion::Snip {
-            a.calib_batches
-        } else {
-            0
-        },
+        calib_batches: if a.criterion.needs_data() { a.calib_batches } else { 0 },
         batch: a.data.batch,
         scoring: match a.scoring {
+            _ if a.criterion == Criterion::Taylor => {
+                "one forward per batch, one backward per selected task to the producers' outputs, inference mode, f32"
+                    .into()
+            }
             Strategy::Shared => format!(
                 "one forward per batch, one backward per selected task, inference mode, {:?}",
                 a.precision

@@ -126,36 +126,17 @@ fn per_channel(scores: &tch::Tensor, dim: i64) -> Vec<f64> {
     Vec::<f64>::try_from(moved.to_device(tch::Device::Cpu)).expect("1-d double tensor")
 }
 
-impl<'a> ChannelSearch<'a> {
-    /// `scores` are per-weight scores per task (as for unstructured pruning). A channel's score for
-    /// a task is the sum of the scores of every weight that goes with it: its producers' output
-    /// rows and its consumers' input columns. Channels are ranked by score per multiply-accumulate
-    /// they cost, so cheap important channels stay and expensive unimportant ones go first.
-    pub fn new(
-        model: &'a Model,
-        groups: &'a [ChannelGroup],
-        scores: &Scores,
-        fusion: Fusion,
-        min_votes: Option<usize>,
-        rules: WidthRules,
-    ) -> Result<ChannelSearch<'a>> {
-        rules.check()?;
-        let graph = &model.graph;
-        let full: Vec<usize> = groups.iter().map(|g| g.channels).collect();
-        let before = cost(graph, groups, &full)?;
-        // MACs one channel of each group costs.
-        let mut per_channel_macs = Vec::with_capacity(groups.len());
-        for (i, g) in groups.iter().enumerate() {
-            if !g.prunable() || g.channels < 2 {
-                per_channel_macs.push(0);
-                continue;
-            }
-            let mut w = full.clone();
-            w[i] -= 1;
-            per_channel_macs.push(before.macs - cost(graph, groups, &w)?.macs);
-        }
-        let mut tasks = Vec::new();
-        for task_scores in scores.values() {
+/// Channel scores per task: task -> group index -> one score per channel, for the groups the task
+/// scores (prunable groups whose producers all belong to the backbone or the task's own head).
+pub type ChannelScores = BTreeMap<String, BTreeMap<usize, Vec<f64>>>;
+
+/// Channel scores from per-weight scores (as for unstructured pruning): a channel's score for a task
+/// is the sum of the scores of every weight that goes with it, its producers' output rows and its
+/// consumers' input columns.
+pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], scores: &Scores) -> ChannelScores {
+    scores
+        .iter()
+        .map(|(task, task_scores)| {
             let mut s: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
             for (i, g) in groups.iter().enumerate() {
                 if !g.prunable() {
@@ -183,6 +164,63 @@ impl<'a> ChannelSearch<'a> {
                     }
                 }
                 s.insert(i, channel);
+            }
+            (task.clone(), s)
+        })
+        .collect()
+}
+
+impl<'a> ChannelSearch<'a> {
+    /// A search over per-weight scores per task (see [`channel_scores_from_weights`]).
+    pub fn new(
+        model: &'a Model,
+        groups: &'a [ChannelGroup],
+        scores: &Scores,
+        fusion: Fusion,
+        min_votes: Option<usize>,
+        rules: WidthRules,
+    ) -> Result<ChannelSearch<'a>> {
+        let channel_scores = channel_scores_from_weights(&model.graph, groups, scores);
+        Self::from_channel_scores(model, groups, &channel_scores, fusion, min_votes, rules)
+    }
+
+    /// A search over channel scores per task. Each task's scores are normalised to sum to 1, and
+    /// its channels ranked by score per multiply-accumulate they cost, so cheap important channels
+    /// stay and expensive unimportant ones go first.
+    pub fn from_channel_scores(
+        model: &'a Model,
+        groups: &'a [ChannelGroup],
+        scores: &ChannelScores,
+        fusion: Fusion,
+        min_votes: Option<usize>,
+        rules: WidthRules,
+    ) -> Result<ChannelSearch<'a>> {
+        rules.check()?;
+        let graph = &model.graph;
+        let full: Vec<usize> = groups.iter().map(|g| g.channels).collect();
+        let before = cost(graph, groups, &full)?;
+        // MACs one channel of each group costs.
+        let mut per_channel_macs = Vec::with_capacity(groups.len());
+        for (i, g) in groups.iter().enumerate() {
+            if !g.prunable() || g.channels < 2 {
+                per_channel_macs.push(0);
+                continue;
+            }
+            let mut w = full.clone();
+            w[i] -= 1;
+            per_channel_macs.push(before.macs - cost(graph, groups, &w)?.macs);
+        }
+        let mut tasks = Vec::new();
+        for task_scores in scores.values() {
+            let mut s = task_scores.clone();
+            for (&i, v) in &s {
+                match groups.get(i) {
+                    None => bail!("channel scores name group {i}; the graph has {} groups", groups.len()),
+                    Some(g) if g.channels != v.len() => {
+                        bail!("group {i} has {} channels but {} channel scores", g.channels, v.len())
+                    }
+                    Some(_) => {}
+                }
             }
             let sum: f64 = s.values().flatten().sum();
             if sum > 0.0 {

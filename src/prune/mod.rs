@@ -155,6 +155,27 @@ fn eval_on(
 
 /// Runs the whole method. `full` is the input model with all its tasks and `params` its weights (on
 /// `cfg.finetune.device`); `progress(phase, done, total)` reports long phases.
+/// Importance as a criterion gives it: per weight, or per channel (Taylor).
+enum Scored {
+    Weights(score::Scores),
+    Channels(channel_select::ChannelScores),
+}
+
+/// Refuses a criterion that cannot run: one that scores with data but has none, or Taylor (a
+/// channel score) at weight granularity.
+pub fn check_criterion(criterion: Criterion, granularity: Granularity, has_data: bool) -> Result<()> {
+    let name = format!("{criterion:?}").to_lowercase();
+    if criterion.needs_data() && !has_data {
+        bail!(
+            "--criterion {name} scores with calibration data: give --data DIR, or use --criterion magnitude or random"
+        );
+    }
+    if criterion == Criterion::Taylor && granularity == Granularity::Weight {
+        bail!("--criterion taylor scores whole channels: use it with --granularity channel");
+    }
+    Ok(())
+}
+
 pub fn prune(
     full: &Model,
     params: &Params,
@@ -168,8 +189,9 @@ pub fn prune(
     if !(cfg.sparsity > 0.0 && cfg.sparsity < 1.0) {
         bail!("--sparsity {} must be strictly between 0 and 1", cfg.sparsity);
     }
-    if cfg.criterion == Criterion::Snip && data.is_none() {
-        bail!("--criterion snip scores weights with calibration data: give --data DIR, or use --criterion magnitude or random");
+    check_criterion(cfg.criterion, cfg.granularity, data.is_some())?;
+    if cfg.criterion == Criterion::Taylor && (cfg.strategy != Strategy::Shared || cfg.precision != Precision::F32) {
+        bail!("--scoring and --precision apply to --criterion snip; taylor runs one f32 forward per batch");
     }
     if data.is_some() {
         check_labels(selected)?;
@@ -185,33 +207,49 @@ pub fn prune(
         .map(|s| (s.name.clone(), params[&s.name].shallow_clone()))
         .collect();
 
+    let groups = match cfg.granularity {
+        Granularity::Channel => channels::channel_groups(&model.graph)?,
+        Granularity::Weight => Vec::new(),
+    };
     let t = Instant::now();
+    let calibration = || -> Result<Vec<_>> { data.expect("checked above").split(Split::Train, cfg.val_fraction) };
     let scores = match cfg.criterion {
-        Criterion::Magnitude => score::magnitude(&model, &kept, selected),
-        Criterion::Random => score::random(&model, &kept, selected, cfg.seed),
-        Criterion::Snip => {
-            let data = data.expect("checked above");
-            let items = data.split(Split::Train, cfg.val_fraction)?;
-            score::snip(
-                &model,
-                &kept,
-                selected,
-                items,
-                cfg.calib_batches,
-                cfg.finetune.batch,
-                cfg.seed,
-                device,
-                cfg.strategy,
-                cfg.precision,
-                |i| progress("score", i, cfg.calib_batches),
-            )?
-        }
+        Criterion::Magnitude => Scored::Weights(score::magnitude(&model, &kept, selected)),
+        Criterion::Random => Scored::Weights(score::random(&model, &kept, selected, cfg.seed)),
+        Criterion::Snip => Scored::Weights(score::snip(
+            &model,
+            &kept,
+            selected,
+            calibration()?,
+            cfg.calib_batches,
+            cfg.finetune.batch,
+            cfg.seed,
+            device,
+            cfg.strategy,
+            cfg.precision,
+            |i| progress("score", i, cfg.calib_batches),
+        )?),
+        Criterion::Taylor => Scored::Channels(score::taylor(
+            &model,
+            &kept,
+            selected,
+            &groups,
+            calibration()?,
+            cfg.calib_batches,
+            cfg.finetune.batch,
+            cfg.seed,
+            device,
+            |i| progress("score", i, cfg.calib_batches),
+        )?),
     };
     timings.score_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     let (out_model, masked, masks, search, channels) = match cfg.granularity {
         Granularity::Weight => {
+            let Scored::Weights(scores) = scores else {
+                unreachable!("check_criterion refuses channel scores at weight granularity")
+            };
             let search =
                 MaskSearch::new(&model, &scores, cfg.fusion, cfg.min_votes)?.search(cfg.sparsity, cfg.tolerance)?;
             drop(scores);
@@ -237,10 +275,19 @@ pub fn prune(
             (model.clone(), masked, masks, search, None)
         }
         Granularity::Channel => {
-            let groups = channels::channel_groups(&model.graph)?;
             let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity));
-            let mut search =
-                ChannelSearch::new(&model, &groups, &scores, cfg.fusion, cfg.min_votes, cfg.channel_rules)?;
+            let channel_scores = match scores {
+                Scored::Weights(s) => channel_select::channel_scores_from_weights(&model.graph, &groups, &s),
+                Scored::Channels(s) => s,
+            };
+            let mut search = ChannelSearch::from_channel_scores(
+                &model,
+                &groups,
+                &channel_scores,
+                cfg.fusion,
+                cfg.min_votes,
+                cfg.channel_rules,
+            )?;
             let mut protected_channels = 0;
             if cfg.exact_fold {
                 let hazards = structured::fold_hazards(&model, &kept, &groups)?;
@@ -248,7 +295,7 @@ pub fn prune(
                 search = search.protect(hazards);
             }
             let plan = search.search(budget)?;
-            drop(scores);
+            drop(channel_scores);
             let shrunk = structured::shrink(&model, &kept, &groups, &plan.keep)?;
             let layers = groups
                 .iter()

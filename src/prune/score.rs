@@ -1,16 +1,19 @@
 //! Per-task importance of every prunable weight (conv and linear weights of the backbone and of the
 //! task's own head).
 
+use super::channel_select::ChannelScores;
+use super::channels::ChannelGroup;
+use super::structured::producer_weight;
 use crate::data::layout::Item;
 use crate::data::loader::Loader;
-use crate::graph::interpreter::{channels_last, forward, Mode, Params};
+use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
 use crate::graph::{Group, Model, ParamRole, TaskSpec};
 use crate::train::loss::task_loss;
 use anyhow::{bail, Result};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardUniform};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -22,6 +25,16 @@ pub enum Criterion {
     Magnitude,
     /// Seeded uniform scores (a baseline).
     Random,
+    /// Channel pruning only: first-order Taylor estimate of the loss change when a channel is
+    /// removed, |sum over positions of dL/da * (a - bias)| at its producers' outputs.
+    Taylor,
+}
+
+impl Criterion {
+    /// Whether the criterion scores with calibration data.
+    pub fn needs_data(self) -> bool {
+        matches!(self, Criterion::Snip | Criterion::Taylor)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -233,6 +246,132 @@ pub fn snip(
     }
     for s in acc.values_mut() {
         normalise(s);
+    }
+    Ok(acc)
+}
+
+/// First-order Taylor channel scores (Molchanov et al., 2017), per task, on the pre-trained weights
+/// in inference mode (as snip). Removing channel k of a group leaves each of its producers' outputs
+/// at the producer's bias, so the task's loss changes by about
+/// `sum_p sum_positions dL/da_p[k] * (bias_p[k] - a_p[k])`; a channel scores the absolute value of
+/// that per image, summed over the calibration images. A task scores the prunable groups whose
+/// producers all belong to the backbone or to its own head.
+#[allow(clippy::too_many_arguments)]
+pub fn taylor(
+    model: &Model,
+    params: &Params,
+    tasks: &[TaskSpec],
+    groups: &[ChannelGroup],
+    items: Vec<Item>,
+    batches: usize,
+    batch_size: usize,
+    seed: u64,
+    device: Device,
+    mut on_batch: impl FnMut(usize),
+) -> Result<ChannelScores> {
+    if batches == 0 {
+        bail!("--calib-batches must be positive");
+    }
+    let graph = &model.graph;
+    // Every producer's bias name (None: the output falls to zero).
+    let mut bias_of: HashMap<&str, Option<String>> = HashMap::new();
+    for g in groups.iter().filter(|g| g.prunable()) {
+        for p in &g.producers {
+            bias_of.insert(p.as_str(), producer_weight(graph, p)?.1);
+        }
+    }
+    let scored_groups: Vec<Vec<usize>> = tasks
+        .iter()
+        .map(|t| {
+            let scored: BTreeSet<String> = scored_weights(model, &t.name).into_iter().collect();
+            (0..groups.len())
+                .filter(|&i| {
+                    let g = &groups[i];
+                    g.prunable()
+                        && !g.producers.is_empty()
+                        && g.producers
+                            .iter()
+                            .all(|p| producer_weight(graph, p).is_ok_and(|(w, _)| scored.contains(&w)))
+                })
+                .collect()
+        })
+        .collect();
+    let mut acc: ChannelScores = tasks
+        .iter()
+        .zip(&scored_groups)
+        .map(|(t, ids)| {
+            (
+                t.name.clone(),
+                ids.iter().map(|&i| (i, vec![0.0; groups[i].channels])).collect(),
+            )
+        })
+        .collect();
+    let task_names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    let mut loader = Loader::shuffled(items, batch_size, seed);
+    for i in 0..batches {
+        let b = loader
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("calibration data ran out"))??
+            .to_device(device);
+        // A differentiable input makes every activation part of the autograd graph; only the
+        // gradients at the producers' outputs are asked for.
+        let image = b.image.to_kind(Kind::Float).detach().set_requires_grad(true);
+        let mut outputs_of: HashMap<String, Tensor> = HashMap::new();
+        let outputs = forward_observed(graph, params, &image, &task_names, Mode::Eval, &mut |node, value| {
+            if bias_of.contains_key(node.name.as_str()) {
+                outputs_of.insert(node.name.clone(), value.shallow_clone());
+            }
+        })?;
+        for (k, (task, ids)) in tasks.iter().zip(&scored_groups).enumerate() {
+            let loss = task_loss(task, &outputs[&task.name], &b)?;
+            let nodes: Vec<&str> = ids
+                .iter()
+                .flat_map(|&g| groups[g].producers.iter().map(String::as_str))
+                .collect();
+            let values: Vec<&Tensor> = nodes.iter().map(|n| &outputs_of[*n]).collect();
+            let grads = Tensor::run_backward(&[&loss], &values, k + 1 < tasks.len(), false);
+            let _guard = tch::no_grad_guard();
+            let grad_of: HashMap<&str, Tensor> = nodes.iter().copied().zip(grads).collect();
+            for &g in ids {
+                // Per image and channel: the summed first-order change over the group's producers.
+                let mut change: Option<Tensor> = None;
+                for p in &groups[g].producers {
+                    let (a, grad) = (&outputs_of[p], &grad_of[p.as_str()]);
+                    if !grad.defined() {
+                        continue;
+                    }
+                    let delta = match &bias_of[p.as_str()] {
+                        Some(bias) => {
+                            let mut shape = vec![1i64; a.dim()];
+                            shape[1] = -1;
+                            a - params[bias].view(shape.as_slice())
+                        }
+                        None => a.shallow_clone(),
+                    };
+                    let per_position = (delta * grad).to_kind(Kind::Double);
+                    let spatial: Vec<i64> = (2..per_position.dim() as i64).collect();
+                    let per_image = if spatial.is_empty() {
+                        per_position
+                    } else {
+                        per_position.sum_dim_intlist(spatial.as_slice(), false, Kind::Double)
+                    };
+                    change = Some(match change {
+                        Some(c) => c + per_image,
+                        None => per_image,
+                    });
+                }
+                if let Some(change) = change {
+                    let scores = change.abs().sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
+                    let scores = Vec::<f64>::try_from(scores.to_device(Device::Cpu))?;
+                    let slot = acc
+                        .get_mut(&task.name)
+                        .and_then(|t| t.get_mut(&g))
+                        .expect("allocated above");
+                    slot.iter_mut().zip(scores).for_each(|(s, v)| *s += v);
+                }
+            }
+        }
+        on_batch(i + 1);
     }
     Ok(acc)
 }
