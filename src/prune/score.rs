@@ -323,6 +323,9 @@ pub fn taylor(
             }
         })?;
         for (k, (task, ids)) in tasks.iter().zip(&scored_groups).enumerate() {
+            if ids.is_empty() {
+                continue;
+            }
             let loss = task_loss(task, &outputs[&task.name], &b)?;
             let nodes: Vec<&str> = ids
                 .iter()
