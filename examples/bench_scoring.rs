@@ -12,7 +12,7 @@ use cut::data::{Dataset, Split};
 use cut::graph::parse_task_list;
 use cut::graph::scenenet::SceneNetConfig;
 use cut::prune::mask::{Fusion, MaskSearch};
-use cut::prune::score::{snip, Precision, Strategy};
+use cut::prune::score::{snip, Calibration, Precision, Strategy};
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
@@ -79,11 +79,13 @@ fn main() -> anyhow::Result<()> {
             m,
             &params,
             tasks,
-            items.clone(),
-            1,
-            batch,
-            0,
-            device,
+            Calibration {
+                items: items.clone(),
+                batches: 1,
+                batch_size: batch,
+                seed: 0,
+                device,
+            },
             strategy,
             precision,
             |_| {},
@@ -100,11 +102,13 @@ fn main() -> anyhow::Result<()> {
             m,
             &params,
             tasks,
-            items.clone(),
-            batches + 1,
-            batch,
-            1,
-            device,
+            Calibration {
+                items: items.clone(),
+                batches: batches + 1,
+                batch_size: batch,
+                seed: 1,
+                device,
+            },
             strategy,
             precision,
             |_| {
@@ -129,11 +133,13 @@ fn main() -> anyhow::Result<()> {
             &kept,
             &params,
             &selected,
-            items.clone(),
-            batches,
-            batch,
-            0,
-            device,
+            Calibration {
+                items: items.clone(),
+                batches,
+                batch_size: batch,
+                seed: 0,
+                device,
+            },
             Strategy::Shared,
             precision,
             |_| {},

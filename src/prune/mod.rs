@@ -212,7 +212,15 @@ pub fn prune(
         Granularity::Weight => Vec::new(),
     };
     let t = Instant::now();
-    let calibration = || -> Result<Vec<_>> { data.expect("checked above").split(Split::Train, cfg.val_fraction) };
+    let calibration = || -> Result<score::Calibration> {
+        Ok(score::Calibration {
+            items: data.expect("checked above").split(Split::Train, cfg.val_fraction)?,
+            batches: cfg.calib_batches,
+            batch_size: cfg.finetune.batch,
+            seed: cfg.seed,
+            device,
+        })
+    };
     let scores = match cfg.criterion {
         Criterion::Magnitude => Scored::Weights(score::magnitude(&model, &kept, selected)),
         Criterion::Random => Scored::Weights(score::random(&model, &kept, selected, cfg.seed)),
@@ -221,26 +229,13 @@ pub fn prune(
             &kept,
             selected,
             calibration()?,
-            cfg.calib_batches,
-            cfg.finetune.batch,
-            cfg.seed,
-            device,
             cfg.strategy,
             cfg.precision,
             |i| progress("score", i, cfg.calib_batches),
         )?),
-        Criterion::Taylor => Scored::Channels(score::taylor(
-            &model,
-            &kept,
-            selected,
-            &groups,
-            calibration()?,
-            cfg.calib_batches,
-            cfg.finetune.batch,
-            cfg.seed,
-            device,
-            |i| progress("score", i, cfg.calib_batches),
-        )?),
+        Criterion::Taylor => Scored::Channels(score::taylor(&model, &kept, selected, &groups, calibration()?, |i| {
+            progress("score", i, cfg.calib_batches)
+        })?),
     };
     timings.score_s = t.elapsed().as_secs_f64();
 

@@ -5,7 +5,7 @@ use super::channel_select::ChannelScores;
 use super::channels::ChannelGroup;
 use super::structured::producer_weight;
 use crate::data::layout::Item;
-use crate::data::loader::Loader;
+use crate::data::loader::{Batch, Loader};
 use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
 use crate::graph::{Group, Model, ParamRole, TaskSpec};
 use crate::train::loss::task_loss;
@@ -125,25 +125,48 @@ pub fn random(model: &Model, params: &Params, tasks: &[TaskSpec], seed: u64) -> 
         .collect()
 }
 
+/// The calibration batches data-driven scores are computed on.
+pub struct Calibration {
+    /// Samples to draw from (the train split).
+    pub items: Vec<Item>,
+    /// How many batches to score on.
+    pub batches: usize,
+    pub batch_size: usize,
+    /// Seed of the shuffle.
+    pub seed: u64,
+    pub device: Device,
+}
+
+impl Calibration {
+    /// Calls `f` with each batch's index and the batch on the device, in the seeded shuffle's order.
+    fn each_batch(self, mut f: impl FnMut(usize, Batch) -> Result<()>) -> Result<()> {
+        if self.batches == 0 {
+            bail!("--calib-batches must be positive");
+        }
+        let mut loader = Loader::shuffled(self.items, self.batch_size, self.seed);
+        for i in 0..self.batches {
+            let batch = loader
+                .next()
+                .ok_or_else(|| anyhow::anyhow!("calibration data ran out"))??
+                .to_device(self.device);
+            f(i, batch)?;
+        }
+        Ok(())
+    }
+}
+
 /// SNIP on the pre-trained weights, in inference mode (batch norm running statistics, no dropout) so
 /// that scores do not depend on batch composition or random draws. `on_batch` reports progress.
-#[allow(clippy::too_many_arguments)]
 pub fn snip(
     model: &Model,
     params: &Params,
     tasks: &[TaskSpec],
-    items: Vec<Item>,
-    batches: usize,
-    batch_size: usize,
-    seed: u64,
-    device: Device,
+    calibration: Calibration,
     strategy: Strategy,
     precision: Precision,
     mut on_batch: impl FnMut(usize),
 ) -> Result<Scores> {
-    if batches == 0 {
-        bail!("--calib-batches must be positive");
-    }
+    let device = calibration.device;
     // Weights scored by each task, made differentiable leaves; everything else is a constant.
     let names: BTreeMap<String, Vec<String>> = tasks
         .iter()
@@ -198,12 +221,7 @@ pub fn snip(
             )
         })
         .collect();
-    let mut loader = Loader::shuffled(items, batch_size, seed);
-    for i in 0..batches {
-        let b = loader
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("calibration data ran out"))??
-            .to_device(device);
+    calibration.each_batch(|i, b| {
         let mut accumulate = |task: &TaskSpec, loss: &Tensor, keep_graph: bool| {
             let ws: Vec<&Tensor> = names[&task.name].iter().map(|n| &leaves[n]).collect();
             let grads = Tensor::run_backward(&[loss], &ws, keep_graph, false);
@@ -243,7 +261,8 @@ pub fn snip(
             }
         }
         on_batch(i + 1);
-    }
+        Ok(())
+    })?;
     for s in acc.values_mut() {
         normalise(s);
     }
@@ -256,22 +275,14 @@ pub fn snip(
 /// `sum_p sum_positions dL/da_p[k] * (bias_p[k] - a_p[k])`; a channel scores the absolute value of
 /// that per image, summed over the calibration images. A task scores the prunable groups whose
 /// producers all belong to the backbone or to its own head.
-#[allow(clippy::too_many_arguments)]
 pub fn taylor(
     model: &Model,
     params: &Params,
     tasks: &[TaskSpec],
     groups: &[ChannelGroup],
-    items: Vec<Item>,
-    batches: usize,
-    batch_size: usize,
-    seed: u64,
-    device: Device,
+    calibration: Calibration,
     mut on_batch: impl FnMut(usize),
 ) -> Result<ChannelScores> {
-    if batches == 0 {
-        bail!("--calib-batches must be positive");
-    }
     let graph = &model.graph;
     // Every producer's bias name (None: the output falls to zero).
     let mut bias_of: HashMap<&str, Option<String>> = HashMap::new();
@@ -307,12 +318,7 @@ pub fn taylor(
         })
         .collect();
     let task_names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-    let mut loader = Loader::shuffled(items, batch_size, seed);
-    for i in 0..batches {
-        let b = loader
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("calibration data ran out"))??
-            .to_device(device);
+    calibration.each_batch(|i, b| {
         // A differentiable input makes every activation part of the autograd graph; only the
         // gradients at the producers' outputs are asked for.
         let image = b.image.to_kind(Kind::Float).detach().set_requires_grad(true);
@@ -375,6 +381,7 @@ pub fn taylor(
             }
         }
         on_batch(i + 1);
-    }
+        Ok(())
+    })?;
     Ok(acc)
 }
