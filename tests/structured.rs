@@ -401,37 +401,27 @@ fn cut_cmd() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("cut").unwrap()
 }
 
-#[test]
-fn taylor_channel_prune_runs_from_the_cli() {
+/// `cut prune --tasks seg,depth --granularity channel` on the demo without fine-tuning, evaluated on
+/// the validation split, with a JSON report on stdout.
+fn prune_demo_channels(out: &std::path::Path, extra: &[&str]) -> std::process::Output {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("taylor.safetensors");
-    let o = cut_cmd()
-        .args([
-            "prune",
-            "--tasks",
-            "seg,depth",
-            "--granularity",
-            "channel",
-            "--criterion",
-            "taylor",
-        ])
-        .args([
-            "--calib-batches",
-            "2",
-            "--finetune-steps",
-            "0",
-            "--eval-split",
-            "val",
-            "--json",
-            "-o",
-        ])
-        .arg(&out)
+    cut_cmd()
+        .args(["prune", "--tasks", "seg,depth", "--granularity", "channel"])
+        .args(extra)
+        .args(["--finetune-steps", "0", "--eval-split", "val", "--json", "-o"])
+        .arg(out)
         .arg(root.join("assets/demo.safetensors"))
         .arg("--data")
         .arg(root.join("assets/demo-data"))
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn taylor_channel_prune_runs_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("taylor.safetensors");
+    let o = prune_demo_channels(&out, &["--criterion", "taylor", "--calib-batches", "2"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["settings"]["criterion"], "taylor");
@@ -451,23 +441,7 @@ fn channel_prune_cli_writes_a_smaller_model_every_command_runs() {
     let (demo, data) = (root.join("assets/demo.safetensors"), root.join("assets/demo-data"));
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("small.safetensors");
-    let o = cut_cmd()
-        .args([
-            "prune",
-            "--tasks",
-            "seg,depth",
-            "--granularity",
-            "channel",
-            "--criterion",
-            "magnitude",
-        ])
-        .args(["--finetune-steps", "0", "--eval-split", "val", "--json", "-o"])
-        .arg(&out)
-        .arg(&demo)
-        .arg("--data")
-        .arg(&data)
-        .output()
-        .unwrap();
+    let o = prune_demo_channels(&out, &["--criterion", "magnitude"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["settings"]["granularity"], "channel");
