@@ -98,6 +98,17 @@ fn flat_dataset(root: &Path, n: usize) -> Dataset {
     Dataset::open(root, None).unwrap()
 }
 
+/// Two calibration batches of two images (shuffle seed 0), on the CPU.
+fn two_batches_of_two(items: Vec<cut::data::layout::Item>) -> score::Calibration {
+    score::Calibration {
+        items,
+        batches: 2,
+        batch_size: 2,
+        seed: 0,
+        device: Device::Cpu,
+    }
+}
+
 #[test]
 fn snip_and_magnitude_scores_by_hand() {
     let t = tempfile::tempdir().unwrap();
@@ -130,13 +141,7 @@ fn snip_and_magnitude_scores_by_hand() {
             &depth_only,
             &params,
             &tasks,
-            score::Calibration {
-                items: items.clone(),
-                batches: 2,
-                batch_size: 2,
-                seed: 0,
-                device: Device::Cpu,
-            },
+            two_batches_of_two(items.clone()),
             strategy,
             Precision::F32,
             |_| {},
@@ -160,13 +165,7 @@ fn snip_and_magnitude_scores_by_hand() {
         &depth_only,
         &params,
         &tasks,
-        score::Calibration {
-            items: items.clone(),
-            batches: 2,
-            batch_size: 2,
-            seed: 0,
-            device: Device::Cpu,
-        },
+        two_batches_of_two(items.clone()),
         Strategy::Shared,
         Precision::Bf16,
         |_| {},
@@ -213,13 +212,7 @@ fn taylor_channel_scores_by_hand() {
         &params,
         &model.tasks,
         &groups,
-        score::Calibration {
-            items,
-            batches: 2,
-            batch_size: 2,
-            seed: 0,
-            device: Device::Cpu,
-        },
+        two_batches_of_two(items),
         |_| {},
     )
     .unwrap();
@@ -244,13 +237,7 @@ fn taylor_channel_scores_by_hand() {
         &model,
         &params,
         &model.tasks,
-        score::Calibration {
-            items: ds.split(cut::data::Split::Train, 0.0).unwrap(),
-            batches: 2,
-            batch_size: 2,
-            seed: 0,
-            device: Device::Cpu,
-        },
+        two_batches_of_two(ds.split(cut::data::Split::Train, 0.0).unwrap()),
         Strategy::Shared,
         Precision::F32,
         |_| {},
