@@ -366,6 +366,14 @@ fn prune_drops_heads_keeps_zeros_and_is_reproducible() {
     assert!(first == second, "same seed, different bytes");
     let _ = run("c.safetensors", "0");
     assert!(t.path().join("a.report.json").exists() && t.path().join("a.report.md").exists());
+    // Without fine-tuning the report gives one delta_m and says so; with it, after and before.
+    let md = |stem: &str| std::fs::read_to_string(t.path().join(format!("{stem}.report.md"))).unwrap();
+    assert!(
+        md("c").contains("% (no fine-tuning) (positive is better)"),
+        "{}",
+        md("c")
+    );
+    assert!(md("a").contains("% after fine-tuning ("), "{}", md("a"));
 
     let ckpt = Checkpoint::open(t.path().join("a.safetensors")).unwrap();
     assert!(

@@ -376,6 +376,18 @@ fn latency_line(l: &Latency) -> String {
 }
 
 /// A short summary, for the terminal.
+/// delta_m after and before fine-tuning, or the one figure when there was no fine-tuning.
+fn delta_m_phrase(finetune_steps: usize, acc: &Accuracy) -> String {
+    if finetune_steps == 0 {
+        format!("{:+.2}% (no fine-tuning)", acc.delta_m_before_finetune)
+    } else {
+        format!(
+            "{:+.2}% after fine-tuning ({:+.2}% before)",
+            acc.delta_m, acc.delta_m_before_finetune
+        )
+    }
+}
+
 pub fn summary(r: &PruneReport) -> String {
     let kept: Vec<&GroupReport> = r.groups.iter().filter(|g| g.status == "kept").collect();
     let params: u64 = kept.iter().map(|g| g.params).sum();
@@ -421,8 +433,10 @@ pub fn summary(r: &PruneReport) -> String {
     match &r.accuracy {
         Some(acc) => {
             out.push_str(&format!(
-                "  delta_m {:+.2}% after fine-tuning ({:+.2}% before), on {} {} images\n",
-                acc.delta_m, acc.delta_m_before_finetune, acc.images, acc.split
+                "  delta_m {}, on {} {} images\n",
+                delta_m_phrase(r.settings.finetune_steps, acc),
+                acc.images,
+                acc.split
             ));
             out.push_str(&render(
                 &["  metric", "before", "pruned", "after", "better"],
@@ -495,8 +509,8 @@ pub fn markdown(r: &PruneReport) -> String {
             md.push_str(&format!("| {} |\n", row.join(" | ")));
         }
         md.push_str(&format!(
-            "\ndelta_m: {:+.2}% after fine-tuning, {:+.2}% before (positive is better).\n",
-            acc.delta_m, acc.delta_m_before_finetune
+            "\ndelta_m: {} (positive is better).\n",
+            delta_m_phrase(r.settings.finetune_steps, acc)
         ));
     } else {
         md.push_str("\nAccuracy was not measured: no `--data` was given.\n");
