@@ -153,8 +153,6 @@ fn eval_on(
     evaluate(model, params, items, tasks, cfg.finetune.batch, device, |_| {})
 }
 
-/// Runs the whole method. `full` is the input model with all its tasks and `params` its weights (on
-/// `cfg.finetune.device`); `progress(phase, done, total)` reports long phases.
 /// Importance as a criterion gives it: per weight, or per channel (Taylor).
 enum Scored {
     Weights(score::Scores),
@@ -176,6 +174,8 @@ pub fn check_criterion(criterion: Criterion, granularity: Granularity, has_data:
     Ok(())
 }
 
+/// Runs the whole method. `full` is the input model with all its tasks and `params` its weights (on
+/// `cfg.finetune.device`); `progress(phase, done, total)` reports long phases.
 pub fn prune(
     full: &Model,
     params: &Params,

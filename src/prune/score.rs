@@ -1,5 +1,5 @@
 //! Per-task importance of every prunable weight (conv and linear weights of the backbone and of the
-//! task's own head).
+//! task's own head), or, for Taylor, of every prunable channel.
 
 use super::channel_select::ChannelScores;
 use super::channels::ChannelGroup;
