@@ -27,7 +27,7 @@ dm = f'{acc["delta_m_before_finetune"]:+7.2f}%' if acc else "      -"
 print(f'{label:<34} MACs {r["channels"]["before"]["macs"]/1e6:9.1f}M -> {r["channels"]["after"]["macs"]/1e6:9.1f}M '
       f'({100*r["channels"]["macs_removed"]:4.1f}% removed)  delta_m {dm}  '
       f'dense all heads {b["baseline"]["median_ms"]:8.2f} ms  pruned {b["model"]["median_ms"]:8.2f} ms  '
-      f'speed-up {b["speedup"]:.2f}x')
+      f'speed-up {b["speedup"]:.2f}x (per round 10-90% {b["speedup_per_round"]["p10"]:.2f}-{b["speedup_per_round"]["p90"]:.2f}x)')
 with open(sys.argv[4], "a") as f:
     f.write(f'{label}\t{b["speedup"]:.2f}\n')
 PY

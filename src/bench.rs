@@ -27,6 +27,38 @@ pub struct BenchReport {
     pub peak_memory_bytes: Option<u64>,
     /// Batch norms folded into convolutions before timing (see [`BenchConfig::fold_batch_norm`]).
     pub batch_norms_folded: usize,
+    /// Every timed run, in run order (for ratios of runs timed in the same round; see [`speedup`]).
+    #[serde(skip)]
+    pub run_times_ms: Vec<f64>,
+}
+
+/// How much faster `model` ran than `baseline`, timed interleaved by [`compare`].
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Speedup {
+    /// The baseline's median time over the model's.
+    pub median_over_median: f64,
+    /// The median over rounds of the ratio of the two runs timed in the same round, and its 10th and
+    /// 90th percentiles: how far the machine's noise moves the ratio.
+    pub per_round_median: f64,
+    pub per_round_p10: f64,
+    pub per_round_p90: f64,
+}
+
+/// The speed-up of `model` over `baseline`; both must come from the same [`compare`] call.
+pub fn speedup(model: &BenchReport, baseline: &BenchReport) -> Speedup {
+    let mut ratios: Vec<f64> = baseline
+        .run_times_ms
+        .iter()
+        .zip(&model.run_times_ms)
+        .map(|(b, m)| b / m)
+        .collect();
+    ratios.sort_by(|a, b| a.total_cmp(b));
+    Speedup {
+        median_over_median: baseline.median_ms / model.median_ms,
+        per_round_median: median_of_sorted(&ratios),
+        per_round_p10: percentile_of_sorted(&ratios, 0.1),
+        per_round_p90: percentile_of_sorted(&ratios, 0.9),
+    }
 }
 
 /// Peak resident set size of this process (Linux `VmHWM`).
@@ -128,7 +160,8 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
         .iter()
         .zip(times)
         .zip(&prepared)
-        .map(|((c, mut times), (_, _, folded))| {
+        .map(|((c, run_times_ms), (_, _, folded))| {
+            let mut times = run_times_ms.clone();
             times.sort_by(|a, b| a.total_cmp(b));
             let n = times.len();
             let median = median_of_sorted(&times);
@@ -142,14 +175,21 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
                 runs: n,
                 median_ms: median,
                 min_ms: times[0],
-                p90_ms: times[((n as f64 * 0.9).ceil() as usize).clamp(1, n) - 1],
+                p90_ms: percentile_of_sorted(&times, 0.9),
                 max_ms: times[n - 1],
                 images_per_s: batch as f64 / (median / 1e3),
                 peak_memory_bytes: if device == Device::Cpu { peak_rss_bytes() } else { None },
                 batch_norms_folded: *folded,
+                run_times_ms,
             }
         })
         .collect())
+}
+
+/// The smallest value with at least `q` of the values at or below it (nearest rank).
+fn percentile_of_sorted(sorted: &[f64], q: f64) -> f64 {
+    let n = sorted.len();
+    sorted[((n as f64 * q).ceil() as usize).clamp(1, n) - 1]
 }
 
 fn median_of_sorted(times: &[f64]) -> f64 {
@@ -217,4 +257,51 @@ pub fn profile(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig)
             })
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(run_times_ms: Vec<f64>) -> BenchReport {
+        let mut sorted = run_times_ms.clone();
+        sorted.sort_by(|a, b| a.total_cmp(b));
+        BenchReport {
+            tasks: vec![],
+            device: "cpu".into(),
+            threads: 1,
+            batch: 1,
+            input: [3, 8, 8],
+            warmup: 0,
+            runs: run_times_ms.len(),
+            median_ms: median_of_sorted(&sorted),
+            min_ms: sorted[0],
+            p90_ms: percentile_of_sorted(&sorted, 0.9),
+            max_ms: sorted[sorted.len() - 1],
+            images_per_s: 0.0,
+            peak_memory_bytes: None,
+            batch_norms_folded: 0,
+            run_times_ms,
+        }
+    }
+
+    #[test]
+    fn speedup_pairs_runs_of_the_same_round() {
+        // Rounds: baseline 2, 6, 3, 8 ms; model 1, 3, 3, 2 ms -> ratios 2, 2, 1, 4.
+        let model = report(vec![1.0, 3.0, 3.0, 2.0]);
+        let baseline = report(vec![2.0, 6.0, 3.0, 8.0]);
+        let s = speedup(&model, &baseline);
+        // Medians 4.5 / 2.5; per-round ratios sorted 1, 2, 2, 4: median 2, nearest-rank p10 1, p90 4.
+        assert_eq!(s.median_over_median, 4.5 / 2.5);
+        assert_eq!((s.per_round_median, s.per_round_p10, s.per_round_p90), (2.0, 1.0, 4.0));
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<f64> = (1..=10).map(f64::from).collect();
+        assert_eq!(percentile_of_sorted(&v, 0.9), 9.0);
+        assert_eq!(percentile_of_sorted(&v, 0.1), 1.0);
+        assert_eq!(percentile_of_sorted(&v, 0.95), 10.0);
+        assert_eq!(percentile_of_sorted(&[7.0], 0.1), 7.0);
+    }
 }

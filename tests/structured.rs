@@ -503,6 +503,12 @@ fn channel_prune_cli_writes_a_smaller_model_every_command_runs() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(b["speedup"].as_f64().unwrap() > 0.0);
+    let per_round = |k: &str| b["speedup_per_round"][k].as_f64().unwrap();
+    assert!(per_round("p10") <= per_round("median") && per_round("median") <= per_round("p90"));
+    assert!(
+        b["model"].get("run_times_ms").is_none(),
+        "raw run times stay out of the JSON"
+    );
     assert_eq!(b["baseline"]["tasks"].as_array().unwrap().len(), 3);
     assert_eq!(b["model"]["runs"], 3);
 }

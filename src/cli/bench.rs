@@ -1,6 +1,6 @@
 use super::args::{parse_input_size, ModelArgs};
 use anyhow::{bail, Result};
-use cut::bench::{compare, profile, BenchConfig, BenchReport, Candidate, NodeTime};
+use cut::bench::{compare, profile, speedup, BenchConfig, BenchReport, Candidate, NodeTime};
 use cut::checkpoint::Checkpoint;
 use cut::device::{resolve, DeviceChoice};
 use cut::graph::parse_task_list;
@@ -117,24 +117,33 @@ pub fn run(a: Args) -> Result<()> {
     }
     let base = (reports.len() == 2).then(|| reports.remove(1));
     let r = reports.remove(0);
+    let base = base.map(|b| {
+        let ratio = speedup(&r, &b);
+        (b, ratio)
+    });
     if a.json {
         let json = match &base {
-            Some(b) => serde_json::json!({
+            Some((b, ratio)) => serde_json::json!({
                 "model": r,
                 "baseline": b,
                 "baseline_path": a.baseline.as_ref().map(|p| p.display().to_string()),
-                "speedup": b.median_ms / r.median_ms,
+                "speedup": ratio.median_over_median,
+                "speedup_per_round": {
+                    "median": ratio.per_round_median,
+                    "p10": ratio.per_round_p10,
+                    "p90": ratio.per_round_p90,
+                },
             }),
             None => serde_json::to_value(&r)?,
         };
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
         println!("{}", line(&a.model.model.display().to_string(), &r));
-        if let (Some(b), Some(path)) = (&base, &a.baseline) {
+        if let (Some((b, ratio)), Some(path)) = (&base, &a.baseline) {
             println!("{}", line(&path.display().to_string(), b));
             println!(
-                "speedup {:.2}x (median against median, runs interleaved)",
-                b.median_ms / r.median_ms
+                "speedup {:.2}x (median against median, runs interleaved; per round: median {:.2}x, 10-90% {:.2}x-{:.2}x)",
+                ratio.median_over_median, ratio.per_round_median, ratio.per_round_p10, ratio.per_round_p90
             );
         }
     }
