@@ -1,6 +1,6 @@
 use super::args::{progress, task_lambdas, DataArgs, ModelArgs};
 use anyhow::{bail, Result};
-use cut::bench::{compare, BenchConfig, Candidate};
+use cut::bench::{compare, speedup, BenchConfig, Candidate};
 use cut::checkpoint::metadata::Provenance;
 use cut::checkpoint::{sha256_file, writer, Checkpoint, DType};
 use cut::data::Split;
@@ -409,8 +409,8 @@ fn compare_latency(
         dense_all_heads_ms: dense_all.median_ms,
         dense_selected_ms: dense_selected.median_ms,
         pruned_ms: out.median_ms,
-        speedup_vs_all_heads: dense_all.median_ms / out.median_ms,
-        speedup_vs_selected: dense_selected.median_ms / out.median_ms,
+        speedup_vs_all_heads: speedup(out, dense_all).median_over_median,
+        speedup_vs_selected: speedup(out, dense_selected).median_over_median,
         batch_norms_folded: cfg.fold_batch_norm,
     })
 }

@@ -130,6 +130,16 @@ fn per_channel(scores: &tch::Tensor, dim: i64) -> Vec<f64> {
 /// scores (prunable groups whose producers all belong to the backbone or the task's own head).
 pub type ChannelScores = BTreeMap<String, BTreeMap<usize, Vec<f64>>>;
 
+/// Whether a task scores group `g`: the group is prunable and every producer's weight is one the
+/// task scores (`scored`), i.e. the group lies in the backbone or in the task's own head.
+pub fn task_scores_group(graph: &Graph, g: &ChannelGroup, scored: impl Fn(&str) -> bool) -> bool {
+    g.prunable()
+        && !g.producers.is_empty()
+        && g.producers
+            .iter()
+            .all(|p| producer_weight(graph, p).is_ok_and(|(w, _)| scored(&w)))
+}
+
 /// Channel scores from per-weight scores (as for unstructured pruning): a channel's score for a task
 /// is the sum of the scores of every weight that goes with it, its producers' output rows and its
 /// consumers' input columns.
@@ -139,7 +149,7 @@ pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], score
         .map(|(task, task_scores)| {
             let mut s: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
             for (i, g) in groups.iter().enumerate() {
-                if !g.prunable() {
+                if !task_scores_group(graph, g, |w| task_scores.contains_key(w)) {
                     continue;
                 }
                 let producers: Vec<String> = g
@@ -147,9 +157,6 @@ pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], score
                     .iter()
                     .filter_map(|p| producer_weight(graph, p).ok().map(|(w, _)| w))
                     .collect();
-                if producers.is_empty() || !producers.iter().all(|w| task_scores.contains_key(w)) {
-                    continue;
-                }
                 let mut channel = vec![0.0; g.channels];
                 let mut add = |v: Vec<f64>| channel.iter_mut().zip(v).for_each(|(a, b)| *a += b);
                 for w in &producers {

@@ -1,7 +1,7 @@
 //! Per-task importance of every prunable weight (conv and linear weights of the backbone and of the
 //! task's own head), or, for Taylor, of every prunable channel.
 
-use super::channel_select::ChannelScores;
+use super::channel_select::{task_scores_group, ChannelScores};
 use super::channels::ChannelGroup;
 use super::structured::producer_weight;
 use crate::data::layout::Item;
@@ -296,14 +296,7 @@ pub fn taylor(
         .map(|t| {
             let scored: BTreeSet<String> = scored_weights(model, &t.name).into_iter().collect();
             (0..groups.len())
-                .filter(|&i| {
-                    let g = &groups[i];
-                    g.prunable()
-                        && !g.producers.is_empty()
-                        && g.producers
-                            .iter()
-                            .all(|p| producer_weight(graph, p).is_ok_and(|(w, _)| scored.contains(&w)))
-                })
+                .filter(|&i| task_scores_group(graph, &groups[i], |w| scored.contains(w)))
                 .collect()
         })
         .collect();
