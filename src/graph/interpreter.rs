@@ -378,14 +378,44 @@ mod tests {
         assert_eq!(live_taps(5, 0, 3, 1, 0, 1), None);
     }
 
+    /// A square-kernel convolution of one group on tensors "w" (and "b" when `bias`).
+    fn conv_spec(
+        bias: bool,
+        [inputs, outputs]: [usize; 2],
+        kernel: usize,
+        stride: usize,
+        padding: [usize; 2],
+        dilation: [usize; 2],
+    ) -> crate::graph::Conv2d {
+        crate::graph::Conv2d {
+            weight: "w".into(),
+            bias: bias.then(|| "b".into()),
+            in_channels: inputs,
+            out_channels: outputs,
+            kernel: [kernel, kernel],
+            stride: [stride, stride],
+            padding,
+            dilation,
+            groups: 1,
+        }
+    }
+
+    /// An input, weights and a bias of normal random values, from `seed`.
+    fn random_conv_inputs(seed: i64, input: [i64; 4], weight: [i64; 4]) -> (Tensor, Tensor, Tensor) {
+        tch::manual_seed(seed);
+        let float = (Kind::Float, Device::Cpu);
+        (
+            Tensor::randn(input, float),
+            Tensor::randn(weight, float),
+            Tensor::randn([weight[0]], float),
+        )
+    }
+
     /// The interpreter's convolution (dead taps sliced off, oneDNN for small dilated inputs)
     /// against libtorch's plain one, with and without gradients, over dilations that kill taps.
     #[test]
     fn convolution_shortcuts_change_no_value() {
-        tch::manual_seed(3);
-        let x = Tensor::randn([1, 8, 5, 7], (Kind::Float, Device::Cpu));
-        let w = Tensor::randn([6, 8, 3, 3], (Kind::Float, Device::Cpu));
-        let b = Tensor::randn([6], (Kind::Float, Device::Cpu));
+        let (x, w, b) = random_conv_inputs(3, [1, 8, 5, 7], [6, 8, 3, 3]);
         for (stride, dilation) in [
             (1, [1, 1]),
             (1, [2, 3]),
@@ -394,17 +424,7 @@ mod tests {
             (2, [4, 1]),
             (2, [7, 7]),
         ] {
-            let c = crate::graph::Conv2d {
-                weight: "w".into(),
-                bias: Some("b".into()),
-                in_channels: 8,
-                out_channels: 6,
-                kernel: [3, 3],
-                stride: [stride, stride],
-                padding: dilation,
-                dilation,
-                groups: 1,
-            };
+            let c = conv_spec(true, [8, 6], 3, stride, dilation, dilation);
             let plain = x.conv2d(&w, Some(&b), pair(c.stride), pair(c.padding), pair(c.dilation), 1);
             let fast = tch::no_grad(|| conv2d(&x, &w, Some(&b), &c));
             assert_eq!(fast.size(), plain.size(), "dilation {dilation:?}");
@@ -431,22 +451,9 @@ mod tests {
     /// have chosen oneDNN.
     #[test]
     fn pointwise_convolution_as_matrix_product() {
-        tch::manual_seed(4);
-        let x = Tensor::randn([1, 96, 13, 17], (Kind::Float, Device::Cpu));
-        let w = Tensor::randn([48, 96, 1, 1], (Kind::Float, Device::Cpu));
-        let b = Tensor::randn([48], (Kind::Float, Device::Cpu));
+        let (x, w, b) = random_conv_inputs(4, [1, 96, 13, 17], [48, 96, 1, 1]);
         for (input, bias) in [(x.shallow_clone(), Some(&b)), (channels_last(&x), None)] {
-            let c = crate::graph::Conv2d {
-                weight: "w".into(),
-                bias: bias.map(|_| "b".into()),
-                in_channels: 96,
-                out_channels: 48,
-                kernel: [1, 1],
-                stride: [1, 1],
-                padding: [0, 0],
-                dilation: [1, 1],
-                groups: 1,
-            };
+            let c = conv_spec(bias.is_some(), [96, 48], 1, 1, [0, 0], [1, 1]);
             let plain = input.conv2d(&w, bias, [1, 1], [0, 0], [1, 1], 1);
             let fast = tch::no_grad(|| conv2d(&input, &w, bias, &c));
             assert_eq!(fast.size(), [1, 48, 13, 17]);
