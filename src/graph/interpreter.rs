@@ -166,14 +166,15 @@ fn eval_node(node: &Node, args: &[&Tensor], params: &Params, input: &Tensor, mod
     .with_context(|| format!("graph node '{}'", node.name))
 }
 
-/// A convolution, with three inference-time shortcuts that change no value:
+/// A convolution, with inference-time shortcuts that change no value beyond float rounding:
 /// - kernel taps that only ever read the zero padding (a dilation as large as the input, as in
 ///   DeepLab's ASPP branches on small images) are sliced off, often leaving a 1x1 convolution;
+/// - on the CPU, for one image and no gradient: a 1x1 convolution is one matrix product (see
+///   [`pointwise_conv`]), and a small size-preserving one is im2col plus one (see [`im2col_conv`]);
 /// - on CPUs, libtorch runs a dilated convolution on a small input (under 20480 values, batch 1)
 ///   through its generic im2col path, 2-3x slower than oneDNN (measured: 48 -> 96 channels, 3x3,
-///   dilation 4, 13x17: 1.16 ms against 0.33 ms), so a pruned layer would get slower than the wider
-///   original; such calls go to oneDNN directly when no gradient is needed;
-/// - a 1x1 convolution of one image on the CPU is one matrix product (see [`pointwise_conv`]).
+///   dilation 4, 13x17: 1.16 ms against 0.33 ms), so the wide ones go to oneDNN directly when no
+///   gradient is needed.
 fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &super::Conv2d) -> Tensor {
     let size = x.size();
     let stride = pair(c.stride);
@@ -194,17 +195,22 @@ fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &super::Conv2d)
             dilation[dim] = 1;
         }
     }
-    let dilated = dilation != [1, 1];
     let cpu_float = x.device() == tch::Device::Cpu && x.kind() == tch::Kind::Float;
     let grad = x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad());
-    if dilated && !grad && cpu_float && onednn_available() {
+    let one_cpu_image = cpu_float && !grad && size[0] == 1 && c.groups == 1;
+    if one_cpu_image && kernel == [1, 1] && stride == [1, 1] && padding == [0, 0] {
+        return pointwise_conv(x, &weight, bias);
+    }
+    let keeps_size = stride == [1, 1]
+        && (0..2).all(|d| output_len(size[2 + d], kernel[d], 1, padding[d], dilation[d]) == size[2 + d]);
+    let macs = weight.numel() as i64 * size[2] * size[3];
+    if one_cpu_image && keeps_size && macs <= IM2COL_MAX_MACS {
+        return im2col_conv(x, &weight, bias, padding, dilation);
+    }
+    if dilation != [1, 1] && !grad && cpu_float && onednn_available() {
         if let Ok(y) = x.f_mkldnn_convolution(&weight, bias, padding, stride, dilation, c.groups as i64) {
             return y;
         }
-    }
-    let pointwise = kernel == [1, 1] && stride == [1, 1] && padding == [0, 0] && c.groups == 1;
-    if pointwise && !grad && cpu_float && size[0] == 1 {
-        return pointwise_conv(x, &weight, bias);
     }
     x.conv2d(&weight, bias, stride, padding, dilation, c.groups as i64)
 }
@@ -224,6 +230,89 @@ fn pointwise_conv(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor 
         None => matrix.mm(&columns),
     };
     y.view([1, outputs, height, width])
+}
+
+/// The largest convolution, in multiply-accumulates, that [`im2col_conv`] runs. Timed alone on the
+/// 2-core build machine (oneDNN or libtorch's own path against im2col plus GEMM, 10th percentiles
+/// of 400 runs): 16 -> 16 at 25x33 0.131 / 0.125 ms, 56 -> 48 dilation 2 at 13x17 0.287 / 0.222 ms,
+/// 64 -> 64 (8.1 M) 0.314 / 0.326 ms, 96 -> 48 dilation 6 (9.2 M) 0.272 / 0.309 ms, 96 -> 96
+/// dilation 4 (18.3 M) 0.380 / 0.453 ms: the product wins on small layers and loses on wide ones,
+/// where oneDNN's skipping of taps that read padding pays.
+const IM2COL_MAX_MACS: i64 = 9_000_000;
+
+/// A size-preserving, stride-1 convolution of one image as im2col and one matrix product,
+/// [O, C*kh*kw] x [C*kh*kw, H*W]. oneDNN's fixed cost per call (reorders of input, weights and
+/// result, about 0.25 ms here) dominates the small layers of a pruned model; the columns take one
+/// block copy per kernel tap and channel (0.05 ms for 32 channels at 13x17).
+fn im2col_conv(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, padding: [i64; 2], dilation: [i64; 2]) -> Tensor {
+    let x = x.contiguous();
+    let size = x.size();
+    let (channels, height, width) = (size[1], size[2], size[3]);
+    let weight_size = weight.size();
+    let (outputs, kernel) = (weight_size[0], [weight_size[2], weight_size[3]]);
+    let rows = channels * kernel[0] * kernel[1];
+    let columns = Tensor::empty([rows, height * width], (tch::Kind::Float, tch::Device::Cpu));
+    // SAFETY: `x` is a contiguous CPU float tensor of channels * height * width values (the caller
+    // checked kind and device), and `columns` a fresh one of rows * height * width, so the two
+    // slices are valid and do not overlap; both tensors outlive them.
+    let (image, dst) = unsafe {
+        (
+            std::slice::from_raw_parts(x.data_ptr() as *const f32, (channels * height * width) as usize),
+            std::slice::from_raw_parts_mut(columns.data_ptr() as *mut f32, (rows * height * width) as usize),
+        )
+    };
+    fill_columns(image, dst, [height as usize, width as usize], kernel, padding, dilation);
+    let matrix = weight.reshape([outputs, rows]);
+    let y = match bias {
+        Some(b) => b.reshape([outputs, 1]).addmm(&matrix, &columns),
+        None => matrix.mm(&columns),
+    };
+    y.view([1, outputs, height, width])
+}
+
+/// Writes the im2col matrix of a size-preserving, stride-1 convolution: row (c, i, j) holds, for
+/// every output position, the input value that tap (i, j) of channel c reads, or 0 in the padding.
+/// Tap (i, j) reads the plane shifted by (dy, dx), so its valid rows are one block copy of the
+/// plane; the `|dx|` columns per row that the copy wraps across row ends are zeroed after it.
+fn fill_columns(
+    image: &[f32],
+    columns: &mut [f32],
+    [h, w]: [usize; 2],
+    kernel: [i64; 2],
+    padding: [i64; 2],
+    dilation: [i64; 2],
+) {
+    let plane_len = h * w;
+    let (hi, wi) = (h as i64, w as i64);
+    let mut rows = columns.chunks_exact_mut(plane_len);
+    for plane in image.chunks_exact(plane_len) {
+        for i in 0..kernel[0] {
+            let dy = i * dilation[0] - padding[0];
+            for j in 0..kernel[1] {
+                let dx = j * dilation[1] - padding[1];
+                let out = rows.next().expect("one row per channel and tap");
+                // Output rows whose input row exists: [y0, y1).
+                let y0 = (-dy).clamp(0, hi);
+                let y1 = (hi - dy).clamp(y0, hi);
+                if y0 == y1 || dx.abs() >= wi {
+                    out.fill(0.0);
+                    continue;
+                }
+                let (y0, y1) = (y0 as usize, y1 as usize);
+                out[..y0 * w].fill(0.0);
+                out[y1 * w..].fill(0.0);
+                let first = (y0 * w) as i64 + (-dx).max(0);
+                let last = (y1 * w) as i64 - dx.max(0);
+                let shift = dy * wi + dx;
+                out[first as usize..last as usize]
+                    .copy_from_slice(&plane[(first + shift) as usize..(last + shift) as usize]);
+                let wrapped = if dx > 0 { w - dx as usize..w } else { 0..(-dx) as usize };
+                for y in y0..y1 {
+                    out[y * w + wrapped.start..y * w + wrapped.end].fill(0.0);
+                }
+            }
+        }
+    }
 }
 
 /// Output length of a convolution along one dimension.
@@ -460,6 +549,46 @@ mod tests {
             assert_eq!(fast.size(), [1, 48, 13, 17]);
             let diff = (&fast - &plain).abs().max().double_value(&[]);
             assert!(diff < 1e-4, "bias {}: differs by {diff}", bias.is_some());
+        }
+    }
+
+    /// Columns of a 2x3 image for a 3x3 kernel with padding 1, by hand: tap (0, 0) reads the
+    /// pixel up and to the left, tap (2, 2) the one down and to the right, tap (1, 1) the pixel.
+    #[test]
+    fn im2col_columns_by_hand() {
+        let image = [1., 2., 3., 4., 5., 6.];
+        let mut columns = [f32::NAN; 9 * 6];
+        fill_columns(&image, &mut columns, [2, 3], [3, 3], [1, 1], [1, 1]);
+        let row = |tap: usize| &columns[tap * 6..(tap + 1) * 6];
+        assert_eq!(row(0), [0., 0., 0., 0., 1., 2.]);
+        assert_eq!(row(4), image);
+        assert_eq!(row(8), [5., 6., 0., 0., 0., 0.]);
+        assert_eq!(row(2), [0., 0., 0., 2., 3., 0.]);
+        assert_eq!(row(6), [0., 4., 5., 0., 0., 0.]);
+    }
+
+    /// Small size-preserving convolutions of one image as im2col plus a matrix product, against
+    /// libtorch's: square and uneven dilations, taps that read only padding (dilation past the
+    /// image), a 5x5 kernel, a channels-last input and a non-contiguous (sliced) weight.
+    #[test]
+    fn im2col_convolution_matches_libtorch() {
+        let (x, w, b) = random_conv_inputs(5, [1, 24, 13, 17], [40, 24, 5, 5]);
+        let w3 = w.narrow(2, 1, 3).narrow(3, 1, 3);
+        assert!(!w3.is_contiguous());
+        for (input, weight, dilation, bias) in [
+            (x.shallow_clone(), w3.contiguous(), [1, 1], Some(&b)),
+            (x.shallow_clone(), w3.shallow_clone(), [2, 3], None),
+            (channels_last(&x), w3.contiguous(), [4, 12], Some(&b)),
+            (x.shallow_clone(), w3.contiguous(), [13, 20], Some(&b)),
+            (x.shallow_clone(), w.shallow_clone(), [1, 1], Some(&b)),
+        ] {
+            let kernel = weight.size()[2];
+            let padding = [dilation[0] * (kernel - 1) / 2, dilation[1] * (kernel - 1) / 2];
+            let plain = input.conv2d(&weight, bias, [1, 1], padding, dilation, 1);
+            let fast = tch::no_grad(|| im2col_conv(&input, &weight, bias, padding, dilation));
+            assert_eq!(fast.size(), [1, 40, 13, 17]);
+            let diff = (&fast - &plain).abs().max().double_value(&[]);
+            assert!(diff < 1e-4, "kernel {kernel} dilation {dilation:?}: differs by {diff}");
         }
     }
 
