@@ -501,8 +501,9 @@ mod tests {
         )
     }
 
-    /// The interpreter's convolution (dead taps sliced off, oneDNN for small dilated inputs)
-    /// against libtorch's plain one, with and without gradients, over dilations that kill taps.
+    /// The interpreter's convolution (dead taps sliced off; without gradients, im2col for these
+    /// small size-preserving ones and oneDNN for the strided dilated ones) against libtorch's plain
+    /// one, with and without gradients, over dilations that kill taps.
     #[test]
     fn convolution_shortcuts_change_no_value() {
         let (x, w, b) = random_conv_inputs(3, [1, 8, 5, 7], [6, 8, 3, 3]);
