@@ -204,7 +204,8 @@ fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &super::Conv2d)
     let keeps_size = stride == [1, 1]
         && (0..2).all(|d| output_len(size[2 + d], kernel[d], 1, padding[d], dilation[d]) == size[2 + d]);
     let macs = weight.numel() as i64 * size[2] * size[3];
-    if one_cpu_image && keeps_size && macs <= IM2COL_MAX_MACS {
+    // An empty tensor may have no data pointer to build a slice from.
+    if one_cpu_image && keeps_size && (1..=IM2COL_MAX_MACS).contains(&macs) {
         return im2col_conv(x, &weight, bias, padding, dilation);
     }
     if dilation != [1, 1] && !grad && cpu_float && onednn_available() {
