@@ -223,12 +223,22 @@ fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &super::Conv2d)
 fn pointwise_conv(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Tensor {
     let size = x.size();
     let (channels, height, width) = (size[1], size[2], size[3]);
+    weights_times_columns(weight, &x.reshape([channels, height * width]), bias, [height, width])
+}
+
+/// A convolution of one image from its columns [K, H*W] (one row per input value a weight reads):
+/// the weights as a matrix [O, K] times the columns, plus the bias, viewed as [1, O, H, W].
+fn weights_times_columns(
+    weight: &Tensor,
+    columns: &Tensor,
+    bias: Option<&Tensor>,
+    [height, width]: [i64; 2],
+) -> Tensor {
     let outputs = weight.size()[0];
-    let matrix = weight.reshape([outputs, channels]);
-    let columns = x.reshape([channels, height * width]);
+    let matrix = weight.reshape([outputs, columns.size()[0]]);
     let y = match bias {
-        Some(b) => b.reshape([outputs, 1]).addmm(&matrix, &columns),
-        None => matrix.mm(&columns),
+        Some(b) => b.reshape([outputs, 1]).addmm(&matrix, columns),
+        None => matrix.mm(columns),
     };
     y.view([1, outputs, height, width])
 }
@@ -250,7 +260,7 @@ fn im2col_conv(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, padding: [i64
     let size = x.size();
     let (channels, height, width) = (size[1], size[2], size[3]);
     let weight_size = weight.size();
-    let (outputs, kernel) = (weight_size[0], [weight_size[2], weight_size[3]]);
+    let kernel = [weight_size[2], weight_size[3]];
     let rows = channels * kernel[0] * kernel[1];
     let columns = Tensor::empty([rows, height * width], (tch::Kind::Float, tch::Device::Cpu));
     // SAFETY: `x` is a contiguous CPU float tensor of channels * height * width values (the caller
@@ -263,12 +273,7 @@ fn im2col_conv(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, padding: [i64
         )
     };
     fill_columns(image, dst, [height as usize, width as usize], kernel, padding, dilation);
-    let matrix = weight.reshape([outputs, rows]);
-    let y = match bias {
-        Some(b) => b.reshape([outputs, 1]).addmm(&matrix, &columns),
-        None => matrix.mm(&columns),
-    };
-    y.view([1, outputs, height, width])
+    weights_times_columns(weight, &columns, bias, [height, width])
 }
 
 /// Writes the im2col matrix of a size-preserving, stride-1 convolution: row (c, i, j) holds, for
