@@ -594,8 +594,14 @@ mod tests {
             let plain = input.conv2d(&weight, bias, [1, 1], padding, dilation, 1);
             let fast = tch::no_grad(|| im2col_conv(&input, &weight, bias, padding, dilation));
             assert_eq!(fast.size(), [1, 40, 13, 17]);
+            // Relative to the largest output: a 5x5 kernel sums 600 products, and the two paths
+            // add them in different orders (1.2e-4 apart at outputs near 90 on an AVX2 CPU).
             let diff = (&fast - &plain).abs().max().double_value(&[]);
-            assert!(diff < 1e-4, "kernel {kernel} dilation {dilation:?}: differs by {diff}");
+            let scale = plain.abs().max().double_value(&[]);
+            assert!(
+                diff < 1e-5 * scale,
+                "kernel {kernel} dilation {dilation:?}: differs by {diff} (largest output {scale})"
+            );
         }
     }
 
