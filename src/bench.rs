@@ -1,7 +1,7 @@
 //! Forward-pass latency of a model: median and spread over timed runs after a warm-up.
 
 use crate::graph::inference::fold_batch_norms;
-use crate::graph::interpreter::{forward, forward_observed, Mode, Params};
+use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
 use crate::graph::{Graph, Model};
 use anyhow::Result;
 use serde::Serialize;
@@ -102,7 +102,12 @@ pub fn bench(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig) -
 fn random_batch(cfg: &BenchConfig) -> Tensor {
     tch::manual_seed(0);
     let [c, h, w] = cfg.input.map(|d| d as i64);
-    Tensor::randn([cfg.batch as i64, c, h, w], (Kind::Float, cfg.device)) * 50.0
+    let x = Tensor::randn([cfg.batch as i64, c, h, w], (Kind::Float, cfg.device)) * 50.0;
+    if gpu_layout(cfg.device) {
+        channels_last(&x)
+    } else {
+        x
+    }
 }
 
 /// Waits for queued GPU work, so that a clock read after it has seen the work done.
@@ -113,13 +118,24 @@ fn synchronize(device: Device) {
 }
 
 /// The graph and weights to time: the candidate's, with batch norms folded when asked.
+/// On a GPU the weights go channels-last (NHWC), the layout cuDNN's tensor-core kernels want.
 fn prepare(c: &Candidate, cfg: &BenchConfig) -> Result<(Graph, Params, usize)> {
-    if cfg.fold_batch_norm {
-        fold_batch_norms(&c.model.graph, c.params)
+    let (graph, params, folded) = if cfg.fold_batch_norm {
+        fold_batch_norms(&c.model.graph, c.params)?
     } else {
         let params = c.params.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
-        Ok((c.model.graph.clone(), params, 0))
-    }
+        (c.model.graph.clone(), params, 0)
+    };
+    let params = if gpu_layout(cfg.device) {
+        params.into_iter().map(|(k, t)| (k, channels_last(&t))).collect()
+    } else {
+        params
+    };
+    Ok((graph, params, folded))
+}
+
+fn gpu_layout(device: Device) -> bool {
+    device.is_cuda()
 }
 
 /// Times several models on the same random batch, interleaved run by run (A, B, C, A, B, C, ...),

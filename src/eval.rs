@@ -41,7 +41,7 @@ pub fn evaluate(
     let mut accs: Vec<Accumulator> = tasks.iter().map(Accumulator::new).collect::<Result<_>>()?;
     let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
     let mut images = 0;
-    for b in Loader::sequential(items, batch) {
+    for b in Loader::sequential(items, batch, device) {
         let b = b?.to_device(device);
         let outputs = forward(&model.graph, params, &b.image, &names, Mode::Eval)?;
         for (task, acc) in tasks.iter().zip(accs.iter_mut()) {
@@ -66,7 +66,7 @@ impl ConstantPredictor {
         let mut hist = vec![0u64; seg_classes.max(1)];
         let mut normal_sum = [0f64; 3];
         let (mut depth_sum, mut depth_n) = (0f64, 0u64);
-        for b in Loader::sequential(items, 16) {
+        for b in Loader::sequential(items, 16, Device::Cpu) {
             let b = b?;
             let seg = b.seg.flatten(0, -1);
             let valid = seg.ne(SEG_IGNORE).logical_and(&seg.lt(seg_classes as i64));
@@ -122,7 +122,7 @@ impl ConstantPredictor {
     pub fn evaluate(&self, items: Vec<Item>, tasks: &[TaskSpec]) -> Result<(Vec<TaskMetrics>, usize)> {
         let mut accs: Vec<Accumulator> = tasks.iter().map(Accumulator::new).collect::<Result<_>>()?;
         let mut images = 0;
-        for b in Loader::sequential(items, 16) {
+        for b in Loader::sequential(items, 16, Device::Cpu) {
             let b = b?;
             let s = b.image.size();
             for (task, acc) in tasks.iter().zip(accs.iter_mut()) {

@@ -5,6 +5,7 @@ use cut::data::loader::Loader;
 use cut::data::synth::{write_dataset, Camera, Object, Scene, Shape, SynthConfig, BACK_WALL, FLOOR, IGNORE};
 use cut::data::{Dataset, Split};
 use std::path::Path;
+use tch::Device;
 
 fn synth(dir: &Path, train: usize, test: usize, seed: u64) {
     let cfg = SynthConfig {
@@ -195,17 +196,19 @@ fn reader_splits_and_decodes() {
     let depth: ndarray::Array2<f32> = ndarray_npy::read_npy(&item.depth).unwrap();
     assert_eq!(s.depth[i], depth[[3, 5]]);
 
-    let batches: Vec<_> = Loader::sequential(ds.test.clone(), 1).map(|b| b.unwrap()).collect();
+    let batches: Vec<_> = Loader::sequential(ds.test.clone(), 1, Device::Cpu)
+        .map(|b| b.unwrap())
+        .collect();
     assert_eq!(batches.len(), 2);
     assert_eq!(batches[0].image.size(), [1, 3, 24, 32]);
     assert_eq!(batches[0].seg.size(), [1, 24, 32]);
     assert_eq!(batches[0].depth.size(), [1, 1, 24, 32]);
     // The shuffled stream is endless and seeded.
-    let a: Vec<f64> = Loader::shuffled(ds.train.clone(), 3, 9)
+    let a: Vec<f64> = Loader::shuffled(ds.train.clone(), 3, 9, Device::Cpu)
         .take(5)
         .map(|b| b.unwrap().depth.sum(tch::Kind::Double).double_value(&[]))
         .collect();
-    let b: Vec<f64> = Loader::shuffled(ds.train.clone(), 3, 9)
+    let b: Vec<f64> = Loader::shuffled(ds.train.clone(), 3, 9, Device::Cpu)
         .take(5)
         .map(|b| b.unwrap().depth.sum(tch::Kind::Double).double_value(&[]))
         .collect();
@@ -248,7 +251,7 @@ fn bad_files_are_named() {
     assert!(err.contains(&item.normal.display().to_string()), "{err}");
 
     // The loader passes the error on and stops.
-    let results: Vec<_> = Loader::sequential(ds.train.clone(), 1).collect();
+    let results: Vec<_> = Loader::sequential(ds.train.clone(), 1, Device::Cpu).collect();
     assert!(results[0].is_err());
 
     assert!(Dataset::open(&t.path().join("none"), None)

@@ -28,12 +28,28 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Copies the batch to `device`. From pinned host memory (see [`Loader`]) the copies to a GPU run
+    /// asynchronously, behind the work already queued; from pageable memory CUDA waits for them.
     pub fn to_device(&self, device: Device) -> Batch {
+        let move_to = |t: &Tensor| t.to_device_(device, t.kind(), true, false);
         Batch {
-            image: self.image.to_device(device),
-            seg: self.seg.to_device(device),
-            normal: self.normal.to_device(device),
-            depth: self.depth.to_device(device),
+            image: move_to(&self.image),
+            seg: move_to(&self.seg),
+            normal: move_to(&self.normal),
+            depth: move_to(&self.depth),
+        }
+    }
+
+    /// The batch in page-locked host memory, from which a GPU copies without blocking the host.
+    /// (`_pin_memory` is what `pin_memory` calls; through tch the latter always names a device,
+    /// which libtorch warns about on every call.)
+    fn pinned(self, device: Device) -> Batch {
+        let pin = |t: Tensor| t.internal_pin_memory(device);
+        Batch {
+            image: pin(self.image),
+            seg: pin(self.seg),
+            normal: pin(self.normal),
+            depth: pin(self.depth),
         }
     }
 
@@ -97,7 +113,7 @@ pub struct Loader {
 }
 
 impl Loader {
-    fn spawn(items: Vec<Item>, batch: usize, shuffle_seed: Option<u64>) -> Loader {
+    fn spawn(items: Vec<Item>, batch: usize, shuffle_seed: Option<u64>, bound_for: Device) -> Loader {
         let (tx, rx) = sync_channel::<Result<Batch>>(2);
         let handle = std::thread::spawn(move || {
             let mut rng = shuffle_seed.map(ChaCha8Rng::seed_from_u64);
@@ -113,7 +129,13 @@ impl Loader {
                     .collect();
                 for chunk in chunks {
                     let picked: Vec<&Item> = chunk.iter().map(|&i| &items[i]).collect();
-                    let result = load_parallel(&picked).and_then(|s| Batch::stack(s, &picked));
+                    let result = load_parallel(&picked).and_then(|s| Batch::stack(s, &picked)).map(|b| {
+                        if bound_for.is_cuda() {
+                            b.pinned(bound_for)
+                        } else {
+                            b
+                        }
+                    });
                     let failed = result.is_err();
                     if tx.send(result).is_err() || failed {
                         return;
@@ -130,14 +152,15 @@ impl Loader {
         }
     }
 
-    /// One pass over `items` in order; the last batch may be smaller.
-    pub fn sequential(items: Vec<Item>, batch: usize) -> Loader {
-        Loader::spawn(items, batch.max(1), None)
+    /// One pass over `items` in order; the last batch may be smaller. Batches `bound_for` a GPU are
+    /// built in pinned memory, so that their copy overlaps the work queued before it.
+    pub fn sequential(items: Vec<Item>, batch: usize, bound_for: Device) -> Loader {
+        Loader::spawn(items, batch.max(1), None, bound_for)
     }
 
-    /// An endless stream, reshuffled every epoch from `seed`.
-    pub fn shuffled(items: Vec<Item>, batch: usize, seed: u64) -> Loader {
-        Loader::spawn(items, batch.max(1), Some(seed))
+    /// An endless stream, reshuffled every epoch from `seed`; `bound_for` as in [`Loader::sequential`].
+    pub fn shuffled(items: Vec<Item>, batch: usize, seed: u64, bound_for: Device) -> Loader {
+        Loader::spawn(items, batch.max(1), Some(seed), bound_for)
     }
 }
 

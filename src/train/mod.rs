@@ -111,7 +111,7 @@ pub fn validation_loss(
     let _guard = tch::no_grad_guard();
     let (mut total, mut n) = (0.0, 0usize);
     let mut parts: BTreeMap<String, f64> = BTreeMap::new();
-    for b in Loader::sequential(items.to_vec(), batch) {
+    for b in Loader::sequential(items.to_vec(), batch, device) {
         let b = b?.to_device(device);
         let k = b.len();
         let (loss, p) = weighted_loss(model, params, tasks, lambdas, &b, Mode::Eval)?;
@@ -212,7 +212,7 @@ pub fn train(
         val_total: Some(best_val),
         val: Some(parts),
     }];
-    let mut loader = Loader::shuffled(train_items, cfg.batch, cfg.seed);
+    let mut loader = Loader::shuffled(train_items, cfg.batch, cfg.seed, cfg.device);
     let mut sums: BTreeMap<String, f64> = BTreeMap::new();
     let (mut total_sum, mut since) = (0.0, 0usize);
     for step in 1..=cfg.steps {
