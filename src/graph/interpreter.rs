@@ -277,7 +277,9 @@ const CUDNN_FUSED_RELU_MAX_MACS: i64 = 32_000_000_000;
 /// runs the two apart): on a GPU one cuDNN call where none of [`conv2d`]'s shortcuts applies;
 /// elsewhere the ReLU runs in place on the convolution's fresh output.
 fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &super::Conv2d) -> Option<Tensor> {
-    let grad = x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad());
+    if x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad()) {
+        return None;
+    }
     let size = x.size();
     let stride = pair(c.stride);
     let (kernel, padding, dilation) = (pair(c.kernel), pair(c.padding), pair(c.dilation));
@@ -286,9 +288,6 @@ fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &super::Co
         let output = output_len(size[2 + d], kernel[d], stride[d], padding[d], dilation[d]);
         live_taps(size[2 + d], output, kernel[d], stride[d], padding[d], dilation[d]) == Some((0, kernel[d]))
     });
-    if grad {
-        return None;
-    }
     let macs: i64 = weight.numel() as i64
         * size[0]
         * (0..2)
