@@ -4,13 +4,16 @@
 # with all heads (medians, runs interleaved so machine noise hits both alike).
 # Usage: scripts/bench-channels.sh [cpu|cuda]. Set RUNS / FULL_RUNS for more or fewer timed runs,
 # ROUNDS for more or fewer comparisons per demo row, FULL_SIZE for the full-size model's input
-# (default 321x321).
+# (default 321x321), FULL_BATCHES for the full-size model's batch sizes (default 1 on cpu, 1 8 32
+# on cuda; the verdict reads batch 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 device="${1:-cpu}"
 runs="${RUNS:-200}"
 rounds="${ROUNDS:-3}"  # interleaved comparisons per demo row, one after another; their median counts
 full_runs="${FULL_RUNS:-3}"
+if [ "$device" = cuda ]; then default_batches="1 8 32"; else default_batches="1"; fi
+full_batches="${FULL_BATCHES:-$default_batches}"
 if [ -z "${CUT_PREBUILT:-}" ]; then  # set on a machine without Rust, with the binaries carried
   ./scripts/setup-libtorch.sh
   cargo build --release --quiet
@@ -30,7 +33,7 @@ ratios = [b["speedup"] for b in benches]
 speedup = statistics.median(ratios)
 b = sorted(benches, key=lambda b: b["speedup"])[len(benches) // 2]
 rounds = f' (rounds: {", ".join(f"{x:.2f}x" for x in ratios)})' if len(ratios) > 1 else ""
-print(f'{label:<34} MACs {r["channels"]["before"]["macs"]/1e6:9.1f}M -> {r["channels"]["after"]["macs"]/1e6:9.1f}M '
+print(f'{label:<44} MACs {r["channels"]["before"]["macs"]/1e6:9.1f}M -> {r["channels"]["after"]["macs"]/1e6:9.1f}M '
       f'({100*r["channels"]["macs_removed"]:4.1f}% removed)  delta_m {dm}  '
       f'dense all heads {b["baseline"]["median_ms"]:8.2f} ms  pruned {b["model"]["median_ms"]:8.2f} ms  '
       f'speed-up {speedup:.2f}x{rounds} (per round 10-90% {b["speedup_per_round"]["p10"]:.2f}-{b["speedup_per_round"]["p90"]:.2f}x)')
@@ -71,14 +74,19 @@ if [ "$device" = cpu ] && [ -f "$work/demo.exact.0.5.safetensors" ]; then
 fi
 
 size="${FULL_SIZE:-321x321}"
-echo "== full-size SceneNet-ResNet34 (random weights, 3 heads, 3x$size), $device, batch 1, $full_runs runs, magnitude scores"
+echo "== full-size SceneNet-ResNet34 (random weights, 3 heads, 3x$size), $device, batch ${full_batches// /, }, $full_runs runs, magnitude scores"
 $cut new --tasks seg:segmentation:13,normal:normal,depth:depth --input-size "$size" -o "$work/sn34.safetensors" > /dev/null
 for ratio in 0.75 0.5; do
   out="$work/sn34.$ratio.safetensors"
   $cut prune --tasks seg,depth "$work/sn34.safetensors" --criterion magnitude --granularity channel \
     --sparsity 0.5 --max-layer-ratio "$ratio" --finetune-steps 0 --device "$device" -o "$out" --force --json > "$work/r.json"
-  $cut bench "$out" --baseline "$work/sn34.safetensors" --runs "$full_runs" --warmup 1 --device "$device" --json > "$work/b.json"
-  row "sparsity 0.5, max-layer-ratio $ratio" "$work/r.json" "$speedups" "$work/b.json"
+  for batch in $full_batches; do
+    label="sparsity 0.5, max-layer-ratio $ratio"
+    [ "$batch" = 1 ] || label="$label, batch $batch"
+    $cut bench "$out" --baseline "$work/sn34.safetensors" --batch "$batch" --runs "$full_runs" --warmup 1 \
+      --device "$device" --json > "$work/b.json"
+    row "$label" "$work/r.json" "$speedups" "$work/b.json"
+  done
 done
 verdict "sparsity 0.5, fold exact" "demo, half the MACs removed (default fold),"
 verdict "sparsity 0.5, max-layer-ratio 0.75" "full-size SceneNet-ResNet34, half the MACs removed (default rules),"
