@@ -5,7 +5,8 @@
 # Usage: scripts/bench-channels.sh [cpu|cuda]. Set RUNS / FULL_RUNS for more or fewer timed runs,
 # ROUNDS for more or fewer comparisons per demo row, FULL_SIZE for the full-size model's input
 # (default 321x321), FULL_BATCHES for the full-size model's batch sizes (default 1 on cpu, 1 8 32
-# on cuda; the verdict reads batch 1).
+# on cuda; the verdict reads batch 1), CUDA_GRAPH=1 to time CUDA graph replays on cuda (`cut bench
+# --cuda-graph`, not yet run on a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 device="${1:-cpu}"
@@ -14,6 +15,9 @@ rounds="${ROUNDS:-3}"  # interleaved comparisons per demo row, one after another
 full_runs="${FULL_RUNS:-3}"
 if [ "$device" = cuda ]; then default_batches="1 8 32"; else default_batches="1"; fi
 full_batches="${FULL_BATCHES:-$default_batches}"
+graph_flag=()
+timing="eager"
+if [ "${CUDA_GRAPH:-0}" = 1 ]; then graph_flag=(--cuda-graph); timing="CUDA graph replays"; fi
 if [ -z "${CUT_PREBUILT:-}" ]; then  # set on a machine without Rust, with the binaries carried
   ./scripts/setup-libtorch.sh
   cargo build --release --quiet
@@ -48,7 +52,7 @@ verdict() { # label-in-speedups what
     printf "target: %s at least 1.60x faster: %.2fx, %s\n", what, $2, ($2 >= 1.6 ? "met" : "missed") }' "$speedups"
 }
 
-echo "== demo model (seg+depth of seg/normal/depth, 3x96x128), $device, batch 1, $rounds rounds of $runs runs, snip scores"
+echo "== demo model (seg+depth of seg/normal/depth, 3x96x128), $device ($timing), batch 1, $rounds rounds of $runs runs, snip scores"
 for fold in exact approximate; do
   for s in 0.5 0.65 0.8; do
     out="$work/demo.$fold.$s.safetensors"
@@ -59,7 +63,7 @@ for fold in exact approximate; do
     fi
     benches=()
     for round in $(seq "$rounds"); do
-      $cut bench "$out" --baseline assets/demo.safetensors --runs "$runs" --warmup 20 --device "$device" --json > "$work/b$round.json"
+      $cut bench "$out" --baseline assets/demo.safetensors --runs "$runs" --warmup 20 --device "$device" "${graph_flag[@]}" --json > "$work/b$round.json"
       benches+=("$work/b$round.json")
     done
     cp "$work/r.json" "$work/r.$fold.$s.json"
@@ -74,7 +78,7 @@ if [ "$device" = cpu ] && [ -f "$work/demo.exact.0.5.safetensors" ]; then
 fi
 
 size="${FULL_SIZE:-321x321}"
-echo "== full-size SceneNet-ResNet34 (random weights, 3 heads, 3x$size), $device, batch ${full_batches// /, }, $full_runs runs, magnitude scores"
+echo "== full-size SceneNet-ResNet34 (random weights, 3 heads, 3x$size), $device ($timing), batch ${full_batches// /, }, $full_runs runs, magnitude scores"
 $cut new --tasks seg:segmentation:13,normal:normal,depth:depth --input-size "$size" -o "$work/sn34.safetensors" > /dev/null
 for ratio in 0.75 0.5; do
   out="$work/sn34.$ratio.safetensors"
@@ -84,7 +88,7 @@ for ratio in 0.75 0.5; do
     label="sparsity 0.5, max-layer-ratio $ratio"
     [ "$batch" = 1 ] || label="$label, batch $batch"
     $cut bench "$out" --baseline "$work/sn34.safetensors" --batch "$batch" --runs "$full_runs" --warmup 1 \
-      --device "$device" --json > "$work/b.json"
+      --device "$device" "${graph_flag[@]}" --json > "$work/b.json"
     row "$label" "$work/r.json" "$speedups" "$work/b.json"
   done
 done

@@ -1,9 +1,10 @@
 //! Forward-pass latency of a model: median and spread over timed runs after a warm-up.
 
+use crate::device::cuda_graph::CapturedForward;
 use crate::graph::inference::fold_batch_norms;
 use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
 use crate::graph::{Graph, Model};
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -27,6 +28,8 @@ pub struct BenchReport {
     pub peak_memory_bytes: Option<u64>,
     /// Batch norms folded into convolutions before timing (see [`BenchConfig::fold_batch_norm`]).
     pub batch_norms_folded: usize,
+    /// Each timed forward was a replay of a CUDA graph (see [`BenchConfig::cuda_graph`]).
+    pub cuda_graph: bool,
     /// Every timed run, in run order (for ratios of runs timed in the same round; see [`speedup`]).
     #[serde(skip)]
     pub run_times_ms: Vec<f64>,
@@ -79,6 +82,9 @@ pub struct BenchConfig {
     pub runs: usize,
     /// Fold each batch norm into the convolution before it, as a deployment would, before timing.
     pub fold_batch_norm: bool,
+    /// On a GPU, record each model's forward once as a CUDA graph and time replays of it, as a
+    /// latency-bound deployment would: one launch per forward instead of one per kernel.
+    pub cuda_graph: bool,
 }
 
 /// A model to time: its graph, weights (on the benchmark device) and the tasks to run.
@@ -156,20 +162,41 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
         .collect::<Result<Vec<_>>>()?;
     let x = random_batch(&cfg);
     let sync = || synchronize(device);
+    let eager = |c: &Candidate, (graph, params, _): &(Graph, Params, usize), x: &Tensor| -> Result<Vec<Tensor>> {
+        Ok(forward(graph, params, x, &c.tasks, Mode::Eval)?.into_values().collect())
+    };
+    let mut captured = Vec::new();
+    if cfg.cuda_graph {
+        if !device.is_cuda() {
+            bail!(
+                "CUDA graphs need a CUDA device; this benchmark runs on {}",
+                crate::device::describe(device)
+            );
+        }
+        for (c, p) in candidates.iter().zip(&prepared) {
+            captured.push(CapturedForward::capture(&x, warmup, &mut |x| eager(c, p, x))?);
+        }
+    }
+    // One timed (or warm-up) forward of candidate `i`: a replay when captured.
+    let mut run = |i: usize| -> Result<()> {
+        match captured.get_mut(i) {
+            Some(graph) => graph.run(&x).map(drop),
+            None => eager(&candidates[i], &prepared[i], &x).map(drop),
+        }
+    };
     for _ in 0..warmup {
-        for (c, (graph, params, _)) in candidates.iter().zip(&prepared) {
-            forward(graph, params, &x, &c.tasks, Mode::Eval)?;
+        for i in 0..candidates.len() {
+            run(i)?;
         }
     }
     sync();
     let mut times = vec![Vec::with_capacity(runs); candidates.len()];
     for _ in 0..runs.max(1) {
-        for ((c, (graph, params, _)), t_c) in candidates.iter().zip(&prepared).zip(times.iter_mut()) {
+        for (i, t_c) in times.iter_mut().enumerate() {
             let t = Instant::now();
-            let out = forward(graph, params, &x, &c.tasks, Mode::Eval)?;
+            run(i)?;
             sync();
             t_c.push(t.elapsed().as_secs_f64() * 1e3);
-            drop(out);
         }
     }
     Ok(candidates
@@ -196,6 +223,7 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
                 images_per_s: batch as f64 / (median / 1e3),
                 peak_memory_bytes: if device == Device::Cpu { peak_rss_bytes() } else { None },
                 batch_norms_folded: *folded,
+                cuda_graph: cfg.cuda_graph,
                 run_times_ms,
             }
         })
@@ -297,6 +325,7 @@ mod tests {
             images_per_s: 0.0,
             peak_memory_bytes: None,
             batch_norms_folded: 0,
+            cuda_graph: false,
             run_times_ms,
         }
     }

@@ -41,6 +41,11 @@ pub struct Args {
     /// slowest nodes (`--json`: every node).
     #[arg(long, conflicts_with = "baseline")]
     profile: bool,
+    /// With --device cuda: record each model's forward once as a CUDA graph and time replays of it
+    /// (one launch per forward instead of one per kernel). Hidden until it has run on a GPU: the
+    /// sessions that wrote it had none.
+    #[arg(long, hide = true, conflicts_with = "profile")]
+    cuda_graph: bool,
     #[arg(long)]
     json: bool,
 }
@@ -89,6 +94,7 @@ pub fn run(a: Args) -> Result<()> {
         warmup: a.warmup,
         runs: a.runs,
         fold_batch_norm: !a.keep_batch_norm,
+        cuda_graph: a.cuda_graph,
     };
     let mut candidates = vec![Candidate {
         model: &model,
@@ -152,7 +158,7 @@ pub fn run(a: Args) -> Result<()> {
 
 fn line(name: &str, r: &BenchReport) -> String {
     format!(
-        "{name} ({}) on {} ({} threads), batch {} of {}x{}x{}: median {:.2} ms (min {:.2}, p90 {:.2}, max {:.2}; {} runs after {} warm-up), {:.1} images/s{}{}",
+        "{name} ({}) on {} ({} threads), batch {} of {}x{}x{}: median {:.2} ms (min {:.2}, p90 {:.2}, max {:.2}; {} runs after {} warm-up), {:.1} images/s{}{}{}",
         r.tasks.join(", "),
         r.device,
         r.threads,
@@ -173,7 +179,8 @@ fn line(name: &str, r: &BenchReport) -> String {
         match r.batch_norms_folded {
             0 => String::new(),
             n => format!(" ({n} batch norms folded into convolutions)"),
-        }
+        },
+        if r.cuda_graph { " (CUDA graph replays)" } else { "" }
     )
 }
 

@@ -377,6 +377,7 @@ fn compare_latency(
         warmup: 10,
         runs: 50,
         fold_batch_norm: true,
+        cuda_graph: false,
     };
     let sel: Vec<&str> = selected.iter().map(String::as_str).collect();
     let r = compare(

@@ -1,5 +1,7 @@
 //! Device selection. CUDA support is loaded at run time so CPU runs never need CUDA libraries.
 
+pub mod cuda_graph;
+
 use anyhow::{bail, Result};
 use std::sync::OnceLock;
 use tch::Device;
