@@ -261,7 +261,10 @@ fn bench_reports_latency() {
         (vec!["--tasks", "nope"], "unknown task 'nope'"),
         (vec!["--input", "4x64x64"], "the graph takes 3 input channels, not 4"),
         (vec!["--runs", "0"], "must be positive"),
-        (vec!["--cuda-graph"], "CUDA graphs need a CUDA device; this benchmark runs on cpu"),
+        (
+            vec!["--cuda-graph"],
+            "CUDA graphs need a CUDA device; this benchmark runs on cpu",
+        ),
     ] {
         let o = cut().arg("bench").arg(&path).args(&args).output().unwrap();
         assert_eq!(o.status.code(), Some(1));

@@ -221,7 +221,9 @@ fn eval_node(node: &Node, args: &[&Tensor], params: &Params, input: &Tensor, mod
 /// - kernel taps that only ever read the zero padding (a dilation as large as the input, as in
 ///   DeepLab's ASPP branches on small images) are sliced off, often leaving a 1x1 convolution;
 /// - on the CPU, for one image and no gradient: a 1x1 convolution is one matrix product (see
-///   [`pointwise_conv`]), and a small size-preserving one is im2col plus one (see [`im2col_conv`]);
+///   [`pointwise_conv`]), a small size-preserving one that halves the channels or more is one
+///   product per kernel tap, added shifted (see [`tap_products_conv`]), and another small
+///   size-preserving one is im2col plus one (see [`im2col_conv`]);
 /// - on CPUs, libtorch runs a dilated convolution on a small input (under 20480 values, batch 1)
 ///   through its generic im2col path, 2-3x slower than oneDNN (measured: 48 -> 96 channels, 3x3,
 ///   dilation 4, 13x17: 1.16 ms against 0.33 ms), so the wide ones go to oneDNN directly when no
@@ -256,6 +258,10 @@ fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &super::Conv2d)
         && (0..2).all(|d| output_len(size[2 + d], kernel[d], 1, padding[d], dilation[d]) == size[2 + d]);
     let macs = weight.numel() as i64 * size[2] * size[3];
     // An empty tensor may have no data pointer to build a slice from.
+    let narrowing = 2 * weight.size()[0] <= size[1];
+    if one_cpu_image && keeps_size && narrowing && (1..=TAP_PRODUCTS_MAX_MACS).contains(&macs) {
+        return tap_products_conv(x, &weight, bias, padding, dilation);
+    }
     if one_cpu_image && keeps_size && (1..=IM2COL_MAX_MACS).contains(&macs) {
         return im2col_conv(x, &weight, bias, padding, dilation);
     }
@@ -361,6 +367,105 @@ fn im2col_conv(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, padding: [i64
     };
     fill_columns(image, dst, [height as usize, width as usize], kernel, padding, dilation);
     weights_times_columns(weight, &columns, bias, [height, width])
+}
+
+/// The largest convolution, in multiply-accumulates, that [`tap_products_conv`] runs. Timed alone
+/// on the 2-core build machine (im2col / tap products / oneDNN, 10th percentiles of 400 runs, 3x3
+/// at 13x17): 88 -> 16 at dilation 6 (2.8 M, the pruned demo's head branches) 0.119 / 0.064 /
+/// 0.146 ms, 96 -> 48 at dilation 6 (9.2 M, the dense demo's) 0.195 / 0.167 / 0.213 ms, but
+/// 192 -> 64 at dilation 2 (24.4 M) 0.466 / 0.397 / 0.330 ms: above about 20 M oneDNN wins.
+const TAP_PRODUCTS_MAX_MACS: i64 = 10_000_000;
+
+/// A size-preserving, stride-1 convolution of one image with at most half as many output channels
+/// as input ones, as one matrix product of the weights of every kernel tap, stacked, with the image,
+/// [taps*O, C] x [C, H*W], whose per-tap planes are then added into the output, each shifted by its
+/// tap's offset. It moves taps*O*H*W values where im2col moves taps*C*H*W.
+fn tap_products_conv(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    padding: [i64; 2],
+    dilation: [i64; 2],
+) -> Tensor {
+    let x = x.contiguous();
+    let size = x.size();
+    let (channels, height, width) = (size[1], size[2], size[3]);
+    let weight_size = weight.size();
+    let (outputs, kernel) = (weight_size[0], [weight_size[2], weight_size[3]]);
+    let taps = kernel[0] * kernel[1];
+    let plane = height * width;
+    let stacked = weight
+        .permute([2, 3, 0, 1])
+        .contiguous()
+        .view([taps * outputs, channels]);
+    let products = stacked.mm(&x.view([channels, plane]));
+    let out = Tensor::empty([outputs, plane], (tch::Kind::Float, tch::Device::Cpu));
+    let bias = bias.map(|b| b.contiguous());
+    // SAFETY: `products` is a fresh contiguous CPU float tensor of taps * outputs * plane values,
+    // `out` a fresh one of outputs * plane, and `bias` (when given) a contiguous CPU float tensor
+    // of `outputs` values; none overlaps another, and all outlive the slices.
+    let (products_values, out_values, bias_values) = unsafe {
+        (
+            std::slice::from_raw_parts(products.data_ptr() as *const f32, (taps * outputs * plane) as usize),
+            std::slice::from_raw_parts_mut(out.data_ptr() as *mut f32, (outputs * plane) as usize),
+            bias.as_ref()
+                .map(|b| std::slice::from_raw_parts(b.data_ptr() as *const f32, outputs as usize)),
+        )
+    };
+    add_shifted_taps(
+        products_values,
+        out_values,
+        bias_values,
+        [height as usize, width as usize],
+        kernel,
+        padding,
+        dilation,
+    );
+    out.view([1, outputs, height, width])
+}
+
+/// Writes into `out` ([O, H*W]) the bias plus, for every kernel tap (i, j), its product plane
+/// (row block i*kw+j of `products`, [O, H*W] each) shifted by the tap's offset: output (y, x)
+/// takes the product at (y + dy, x + dx) where that lies in the image, and nothing elsewhere.
+fn add_shifted_taps(
+    products: &[f32],
+    out: &mut [f32],
+    bias: Option<&[f32]>,
+    [h, w]: [usize; 2],
+    kernel: [i64; 2],
+    padding: [i64; 2],
+    dilation: [i64; 2],
+) {
+    let plane_len = h * w;
+    for (o, plane) in out.chunks_exact_mut(plane_len).enumerate() {
+        plane.fill(bias.map_or(0.0, |b| b[o]));
+    }
+    let outputs = out.len() / plane_len;
+    let (hi, wi) = (h as i64, w as i64);
+    for i in 0..kernel[0] {
+        let dy = i * dilation[0] - padding[0];
+        for j in 0..kernel[1] {
+            let dx = j * dilation[1] - padding[1];
+            let tap = (i * kernel[1] + j) as usize;
+            // Output rows [y0, y1) and columns [x0, x1) read a product inside the image.
+            let (y0, y1) = ((-dy).clamp(0, hi), (hi - dy).clamp(0, hi));
+            let (x0, x1) = ((-dx).clamp(0, wi), (wi - dx).clamp(0, wi));
+            if y0 >= y1 || x0 >= x1 {
+                continue;
+            }
+            let (y0, y1, x0, x1) = (y0 as usize, y1 as usize, x0 as usize, x1 as usize);
+            let products = &products[tap * outputs * plane_len..(tap + 1) * outputs * plane_len];
+            for (plane, source) in out.chunks_exact_mut(plane_len).zip(products.chunks_exact(plane_len)) {
+                for y in y0..y1 {
+                    let from = ((y as i64 + dy) * wi + x0 as i64 + dx) as usize;
+                    let row = &mut plane[y * w + x0..y * w + x1];
+                    for (a, b) in row.iter_mut().zip(&source[from..from + (x1 - x0)]) {
+                        *a += b;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Writes the im2col matrix of a size-preserving, stride-1 convolution: row (c, i, j) holds, for
@@ -661,6 +766,22 @@ mod tests {
         assert_eq!(row(6), [0., 4., 5., 0., 0., 0.]);
     }
 
+    /// Tap products of a 2x3 image for a 3x3 kernel with padding 1, by hand: one output channel,
+    /// bias 10, each tap's product plane filled with its tap number. Output (0, 0) reads taps 4
+    /// (itself), 5 (right), 7 (below) and 8 (below right); output (1, 1) every tap but the row below.
+    #[test]
+    fn tap_products_by_hand() {
+        let products: Vec<f32> = (0..9).flat_map(|tap| [tap as f32; 6]).collect();
+        let mut out = [f32::NAN; 6];
+        add_shifted_taps(&products, &mut out, Some(&[10.0]), [2, 3], [3, 3], [1, 1], [1, 1]);
+        assert_eq!(out[0], 10.0 + 4.0 + 5.0 + 7.0 + 8.0);
+        assert_eq!(out[4], 10.0 + (0..6).sum::<i32>() as f32);
+        assert_eq!(out[5], 10.0 + 0.0 + 1.0 + 3.0 + 4.0);
+        let mut no_bias = [f32::NAN; 6];
+        add_shifted_taps(&products, &mut no_bias, None, [2, 3], [3, 3], [1, 1], [1, 1]);
+        assert_eq!(no_bias[0], 4.0 + 5.0 + 7.0 + 8.0);
+    }
+
     /// Small size-preserving convolutions of one image as im2col plus a matrix product, against
     /// libtorch's: square and uneven dilations, taps that read only padding (dilation past the
     /// image), a 5x5 kernel, a channels-last input and a non-contiguous (sliced) weight.
@@ -679,16 +800,26 @@ mod tests {
             let kernel = weight.size()[2];
             let padding = [dilation[0] * (kernel - 1) / 2, dilation[1] * (kernel - 1) / 2];
             let plain = input.conv2d(&weight, bias, [1, 1], padding, dilation, 1);
-            let fast = tch::no_grad(|| im2col_conv(&input, &weight, bias, padding, dilation));
-            assert_eq!(fast.size(), [1, 40, 13, 17]);
-            // Relative to the largest output: a 5x5 kernel sums 600 products, and the two paths
-            // add them in different orders (1.2e-4 apart at outputs near 90 on an AVX2 CPU).
-            let diff = (&fast - &plain).abs().max().double_value(&[]);
-            let scale = plain.abs().max().double_value(&[]);
-            assert!(
-                diff < 1e-5 * scale,
-                "kernel {kernel} dilation {dilation:?}: differs by {diff} (largest output {scale})"
-            );
+            for (path, fast) in [
+                (
+                    "im2col",
+                    tch::no_grad(|| im2col_conv(&input, &weight, bias, padding, dilation)),
+                ),
+                (
+                    "tap products",
+                    tch::no_grad(|| tap_products_conv(&input, &weight, bias, padding, dilation)),
+                ),
+            ] {
+                assert_eq!(fast.size(), [1, 40, 13, 17]);
+                // Relative to the largest output: a 5x5 kernel sums 600 products, and the two paths
+                // add them in different orders (1.2e-4 apart at outputs near 90 on an AVX2 CPU).
+                let diff = (&fast - &plain).abs().max().double_value(&[]);
+                let scale = plain.abs().max().double_value(&[]);
+                assert!(
+                    diff < 1e-5 * scale,
+                    "{path}: kernel {kernel} dilation {dilation:?}: differs by {diff} (largest output {scale})"
+                );
+            }
         }
     }
 
