@@ -6,17 +6,17 @@ fn main() {
     // Embed an rpath to the checkout's libtorch so `cut` runs without LD_LIBRARY_PATH.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{manifest}/.libtorch/torch/lib");
     println!("cargo:rerun-if-changed=build.rs");
-    println!("cargo::rustc-check-cfg=cfg(cut_cuda_graph)");
-    build_cuda_graph_shim(Path::new(&manifest));
+    println!("cargo::rustc-check-cfg=cfg(cut_cuda_shim)");
+    build_cuda_shim(Path::new(&manifest));
 }
 
-/// Compiles csrc/cuda_graph.cpp into a shared library that src/device/cuda_graph.rs embeds and
-/// loads after libtorch_cuda.so (tch has no CUDA graph binding). It links against nothing: its
-/// libtorch and CUDA symbols resolve in the process that has loaded those libraries. Without the
-/// headers (libtorch's and the CUDA runtime's, from scripts/setup-libtorch.sh) the build goes on
-/// without CUDA graphs, and `cut bench --cuda-graph` says so.
-fn build_cuda_graph_shim(manifest: &Path) {
-    let source = manifest.join("csrc/cuda_graph.cpp");
+/// Compiles csrc/cuda_shim.cpp into a shared library that src/device/cuda.rs embeds and loads
+/// after libtorch_cuda.so (for what tch does not bind: CUDA graphs, allocator statistics). It links
+/// against nothing: its libtorch and CUDA symbols resolve in the process that has loaded those
+/// libraries. Without the headers (libtorch's and the CUDA runtime's, from
+/// scripts/setup-libtorch.sh) the build goes on without it, and `cut bench --cuda-graph` says so.
+fn build_cuda_shim(manifest: &Path) {
+    let source = manifest.join("csrc/cuda_shim.cpp");
     println!("cargo:rerun-if-changed={}", source.display());
     println!("cargo:rerun-if-env-changed=LIBTORCH");
     let libtorch = std::env::var_os("LIBTORCH")
@@ -31,14 +31,14 @@ fn build_cuda_graph_shim(manifest: &Path) {
     ];
     if let Some(missing) = needed.iter().find(|p| !p.exists()) {
         println!(
-            "cargo:warning=building without CUDA graphs: {} is missing (run scripts/setup-libtorch.sh)",
+            "cargo:warning=building without the CUDA shim (no CUDA graphs): {} is missing (run scripts/setup-libtorch.sh)",
             missing.display()
         );
         return;
     }
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("libcut_cuda_graph.so");
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("libcut_cuda_shim.so");
     let compiler = cc::Build::new().cpp(true).get_compiler();
-    let status = Command::new(compiler.path())
+    let compiled = Command::new(compiler.path())
         .args(["-std=c++17", "-O2", "-fPIC", "-shared", "-D_GLIBCXX_USE_CXX11_ABI=1"])
         .arg("-isystem")
         .arg(&torch_include)
@@ -47,18 +47,22 @@ fn build_cuda_graph_shim(manifest: &Path) {
         .arg(&source)
         .arg("-o")
         .arg(&out)
-        .status();
-    match status {
-        Ok(s) if s.success() => {
-            println!("cargo:rustc-cfg=cut_cuda_graph");
-            println!("cargo:rustc-env=CUT_CUDA_GRAPH_SHIM={}", out.display());
+        .output();
+    match compiled {
+        Ok(o) if o.status.success() => {
+            println!("cargo:rustc-cfg=cut_cuda_shim");
+            println!("cargo:rustc-env=CUT_CUDA_SHIM={}", out.display());
         }
-        Ok(s) => println!(
-            "cargo:warning=building without CUDA graphs: compiling {} failed ({s})",
-            source.display()
-        ),
+        Ok(o) => {
+            let stderr = String::from_utf8_lossy(&o.stderr);
+            let first_error = stderr.lines().find(|l| l.contains("error")).unwrap_or("no message");
+            println!(
+                "cargo:warning=building without the CUDA shim (no CUDA graphs): compiling {} failed: {first_error}",
+                source.display()
+            )
+        }
         Err(e) => println!(
-            "cargo:warning=building without CUDA graphs: could not run {}: {e}",
+            "cargo:warning=building without the CUDA shim (no CUDA graphs): could not run {}: {e}",
             compiler.path().display()
         ),
     }

@@ -7,7 +7,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 target="$root/.libtorch"
 stamp="$target/.cut-libtorch-2.11.0"
 python="${PYTHON:-python3}"
-# The CUDA runtime's crt/ headers (0.1 MB), which cut's CUDA graph shim (csrc/cuda_graph.cpp) compiles against.
+# The CUDA runtime's crt/ headers (0.1 MB), which cut's CUDA shim (csrc/cuda_shim.cpp) compiles against.
 crt=nvidia-cuda-crt==13.0.88
 if [[ -f "$stamp" && -f "$target/torch/lib/libtorch_cpu.so" ]]; then
   if [[ ! -f "$target/nvidia/cu13/include/crt/host_config.h" ]]; then  # an install from before the shim

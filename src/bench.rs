@@ -1,6 +1,6 @@
 //! Forward-pass latency of a model: median and spread over timed runs after a warm-up.
 
-use crate::device::cuda_graph::CapturedForward;
+use crate::device::cuda::CapturedForward;
 use crate::graph::inference::fold_batch_norms;
 use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
 use crate::graph::{Graph, Model};
@@ -24,7 +24,9 @@ pub struct BenchReport {
     pub p90_ms: f64,
     pub max_ms: f64,
     pub images_per_s: f64,
-    /// Peak resident memory of the process so far (CPU), or the peak bytes CUDA allocated.
+    /// On a CPU, the process's peak resident memory so far; on a GPU, the most bytes libtorch's
+    /// allocator had allocated on the device at once during this benchmark (of all the models it
+    /// timed). None where it cannot be read.
     pub peak_memory_bytes: Option<u64>,
     /// Batch norms folded into convolutions before timing (see [`BenchConfig::fold_batch_norm`]).
     pub batch_norms_folded: usize,
@@ -160,6 +162,10 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
         .iter()
         .map(|c| prepare(c, &cfg))
         .collect::<Result<Vec<_>>>()?;
+    if let Device::Cuda(i) = device {
+        // Best effort: without the CUDA shim the report has no GPU peak.
+        let _ = crate::device::cuda::reset_peak_memory(i);
+    }
     let x = random_batch(&cfg);
     let sync = || synchronize(device);
     let eager = |c: &Candidate, (graph, params, _): &(Graph, Params, usize), x: &Tensor| -> Result<Vec<Tensor>> {
@@ -221,7 +227,11 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
                 p90_ms: percentile_of_sorted(&times, 0.9),
                 max_ms: times[n - 1],
                 images_per_s: batch as f64 / (median / 1e3),
-                peak_memory_bytes: if device == Device::Cpu { peak_rss_bytes() } else { None },
+                peak_memory_bytes: match device {
+                    Device::Cpu => peak_rss_bytes(),
+                    Device::Cuda(i) => crate::device::cuda::peak_allocated_bytes(i).ok(),
+                    _ => None,
+                },
                 batch_norms_folded: *folded,
                 cuda_graph: cfg.cuda_graph,
                 run_times_ms,

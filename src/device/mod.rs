@@ -1,6 +1,6 @@
 //! Device selection. CUDA support is loaded at run time so CPU runs never need CUDA libraries.
 
-pub mod cuda_graph;
+pub mod cuda;
 
 use anyhow::{bail, Result};
 use std::sync::OnceLock;

@@ -1,8 +1,10 @@
-// CUDA graph capture and replay for cut, which tch 0.24 does not bind. Built by build.rs as a
-// shared library that is embedded in the `cut` binary and loaded only after libtorch_cuda.so, so
-// CPU runs never need CUDA libraries. Every call returns nullptr on success or a message that the
-// caller frees with cut_cuda_graph_free_message; no C++ exception crosses into Rust.
+// What cut needs of libtorch's CUDA side that tch 0.24 does not bind: CUDA graph capture and
+// replay, and the caching allocator's peak statistics. Built by build.rs as a shared library that
+// is embedded in the `cut` binary and loaded only after libtorch_cuda.so, so CPU runs never need
+// CUDA libraries. Every call returns nullptr on success or a message that the caller frees with
+// cut_cuda_free_message; no C++ exception crosses into Rust.
 #include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -80,6 +82,18 @@ char* cut_cuda_graph_delete(void* graph) {
   return guarded([&] { delete static_cast<at::cuda::CUDAGraph*>(graph); });
 }
 
-void cut_cuda_graph_free_message(char* message) { std::free(message); }
+// The most bytes the caching allocator has had allocated on `device` at once since the last reset.
+char* cut_cuda_peak_allocated_bytes(int device, long long* out) {
+  return guarded([&] {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(static_cast<c10::DeviceIndex>(device));
+    *out = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+  });
+}
+
+char* cut_cuda_reset_peak(int device) {
+  return guarded([&] { c10::cuda::CUDACachingAllocator::resetPeakStats(static_cast<c10::DeviceIndex>(device)); });
+}
+
+void cut_cuda_free_message(char* message) { std::free(message); }
 
 }  // extern "C"

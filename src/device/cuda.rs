@@ -1,11 +1,13 @@
-//! CUDA graphs: a forward pass recorded once and replayed with one launch. A batch-1 forward on a
-//! fast GPU is a few milliseconds of small kernels that the host can barely launch in time, so its
-//! latency follows the number of launches rather than the work; a replay issues them all at once.
+//! What cut needs of libtorch's CUDA side beyond tch 0.24's bindings:
+//! - CUDA graphs: a forward pass recorded once and replayed with one launch. A batch-1 forward on a
+//!   fast GPU is a few milliseconds of small kernels that the host can barely launch in time, so
+//!   its latency follows the number of launches rather than the work; a replay issues them all at
+//!   once.
+//! - The caching allocator's peak of allocated bytes, for `cut bench`'s peak memory on a GPU.
 //!
-//! tch 0.24 has no binding for libtorch's `at::cuda::CUDAGraph`, so csrc/cuda_graph.cpp wraps it
-//! in a few C functions. build.rs compiles that into a shared library, embedded here and loaded
-//! only when a graph is asked for, after libtorch_cuda.so (whose symbols it uses): CPU runs never
-//! need it.
+//! csrc/cuda_shim.cpp wraps these in a few C functions. build.rs compiles that into a shared
+//! library, embedded here and loaded only when one is asked for, after libtorch_cuda.so (whose
+//! symbols it uses): CPU runs never need it.
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -13,12 +15,12 @@ use std::sync::OnceLock;
 use tch::{Device, Tensor};
 
 /// The embedded shim (see build.rs); empty when the build had no CUDA headers.
-#[cfg(cut_cuda_graph)]
-const SHIM_LIBRARY: &[u8] = include_bytes!(env!("CUT_CUDA_GRAPH_SHIM"));
-#[cfg(not(cut_cuda_graph))]
+#[cfg(cut_cuda_shim)]
+const SHIM_LIBRARY: &[u8] = include_bytes!(env!("CUT_CUDA_SHIM"));
+#[cfg(not(cut_cuda_shim))]
 const SHIM_LIBRARY: &[u8] = &[];
 
-/// Whether this build can capture CUDA graphs at all (it still needs a GPU to do so).
+/// Whether this build has the shim, so can capture CUDA graphs at all (it still needs a GPU).
 pub fn built_in() -> bool {
     !SHIM_LIBRARY.is_empty()
 }
@@ -33,6 +35,10 @@ type NewFn = unsafe extern "C" fn(*mut *mut c_void) -> Status;
 /// `(object)`.
 type ObjectFn = unsafe extern "C" fn(*mut c_void) -> Status;
 type FreeFn = unsafe extern "C" fn(*mut c_char);
+/// `(device, &mut bytes)`.
+type PeakFn = unsafe extern "C" fn(c_int, *mut i64) -> Status;
+/// `(device)`.
+type DeviceFn = unsafe extern "C" fn(c_int) -> Status;
 
 struct Shim {
     side_stream_enter: EnterFn,
@@ -42,6 +48,8 @@ struct Shim {
     capture_end: ObjectFn,
     replay: ObjectFn,
     graph_delete: ObjectFn,
+    peak_allocated_bytes: PeakFn,
+    reset_peak: DeviceFn,
     free_message: FreeFn,
 }
 
@@ -54,7 +62,7 @@ impl Shim {
         // SAFETY: a non-null status is a NUL-terminated string the shim allocated for us to free.
         let message = unsafe { CStr::from_ptr(status) }.to_string_lossy().into_owned();
         unsafe { (self.free_message)(status) };
-        bail!("CUDA graph {what}: {}", message.lines().next().unwrap_or("failed"))
+        bail!("{what}: {}", message.lines().next().unwrap_or("failed"))
     }
 }
 
@@ -70,23 +78,23 @@ fn shim() -> Result<&'static Shim> {
 fn load() -> Result<Shim> {
     if !built_in() {
         bail!(
-            "this build of cut has no CUDA graph support: the CUDA headers were missing when it was built \
-             (run scripts/setup-libtorch.sh, then cargo build --release)"
+            "this build of cut has no CUDA shim (so no CUDA graphs): the CUDA headers were missing when it was \
+             built (run scripts/setup-libtorch.sh, then cargo build --release)"
         );
     }
     if !super::cuda_available() {
-        bail!("CUDA graphs need a usable CUDA device (libtorch_cuda.so could not be loaded or no GPU is visible)");
+        bail!("the CUDA shim needs a usable CUDA device (libtorch_cuda.so could not be loaded or no GPU is visible)");
     }
     use std::io::Write;
     use std::os::fd::FromRawFd;
     // SAFETY: memfd_create with a valid NUL-terminated name; the fd is owned by the File below.
-    let fd = unsafe { libc::memfd_create(c"cut_cuda_graph".as_ptr(), libc::MFD_CLOEXEC) };
+    let fd = unsafe { libc::memfd_create(c"cut_cuda_shim".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
-        return Err(std::io::Error::last_os_error()).context("CUDA graph support: memfd_create");
+        return Err(std::io::Error::last_os_error()).context("CUDA shim: memfd_create");
     }
     let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
     file.write_all(SHIM_LIBRARY)
-        .context("CUDA graph support: writing the shim library")?;
+        .context("CUDA shim: writing the shim library")?;
     let path = std::ffi::CString::new(format!("/proc/self/fd/{fd}")).expect("no NUL in a path of digits");
     // SAFETY: dlopen with a valid path; the handle is kept open for the life of the process.
     let handle = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
@@ -99,17 +107,17 @@ fn load() -> Result<Shim> {
         } else {
             unsafe { CStr::from_ptr(error) }.to_string_lossy().into_owned()
         };
-        bail!("CUDA graph support: loading the shim library failed: {error}");
+        bail!("CUDA shim: loading the shim library failed: {error}");
     }
     let symbol = |name: &CStr| -> Result<*mut c_void> {
         // SAFETY: a valid handle and NUL-terminated name.
         let f = unsafe { libc::dlsym(handle, name.as_ptr()) };
         if f.is_null() {
-            bail!("CUDA graph support: the shim library lacks {}", name.to_string_lossy());
+            bail!("CUDA shim: the shim library lacks {}", name.to_string_lossy());
         }
         Ok(f)
     };
-    // SAFETY: each symbol is the extern "C" function of csrc/cuda_graph.cpp with this signature.
+    // SAFETY: each symbol is the extern "C" function of csrc/cuda_shim.cpp with this signature.
     unsafe {
         Ok(Shim {
             side_stream_enter: std::mem::transmute::<*mut c_void, EnterFn>(symbol(c"cut_cuda_side_stream_enter")?),
@@ -119,9 +127,29 @@ fn load() -> Result<Shim> {
             capture_end: std::mem::transmute::<*mut c_void, ObjectFn>(symbol(c"cut_cuda_graph_capture_end")?),
             replay: std::mem::transmute::<*mut c_void, ObjectFn>(symbol(c"cut_cuda_graph_replay")?),
             graph_delete: std::mem::transmute::<*mut c_void, ObjectFn>(symbol(c"cut_cuda_graph_delete")?),
-            free_message: std::mem::transmute::<*mut c_void, FreeFn>(symbol(c"cut_cuda_graph_free_message")?),
+            peak_allocated_bytes: std::mem::transmute::<*mut c_void, PeakFn>(symbol(c"cut_cuda_peak_allocated_bytes")?),
+            reset_peak: std::mem::transmute::<*mut c_void, DeviceFn>(symbol(c"cut_cuda_reset_peak")?),
+            free_message: std::mem::transmute::<*mut c_void, FreeFn>(symbol(c"cut_cuda_free_message")?),
         })
     }
+}
+
+/// The most bytes libtorch's CUDA caching allocator has had allocated on `device` at once since the
+/// last [`reset_peak_memory`] (or since CUDA started).
+pub fn peak_allocated_bytes(device: usize) -> Result<u64> {
+    let shim = shim()?;
+    let mut bytes = 0i64;
+    shim.check(
+        unsafe { (shim.peak_allocated_bytes)(device as c_int, &mut bytes) },
+        "CUDA peak memory",
+    )?;
+    Ok(bytes.max(0) as u64)
+}
+
+/// Starts the peak of [`peak_allocated_bytes`] afresh from what is allocated now.
+pub fn reset_peak_memory(device: usize) -> Result<()> {
+    let shim = shim()?;
+    shim.check(unsafe { (shim.reset_peak)(device as c_int) }, "CUDA peak memory reset")
 }
 
 /// While alive, this thread's current CUDA stream is one from libtorch's pool rather than the
@@ -136,7 +164,7 @@ impl SideStream {
         let mut raw = std::ptr::null_mut();
         shim.check(
             unsafe { (shim.side_stream_enter)(device as c_int, &mut raw) },
-            "side stream",
+            "CUDA graph side stream",
         )?;
         Ok(SideStream { shim, raw })
     }
@@ -145,9 +173,10 @@ impl SideStream {
 impl Drop for SideStream {
     fn drop(&mut self) {
         // Restoring the previous stream cannot fail short of a broken CUDA context; nothing to do then.
-        let _ = self
-            .shim
-            .check(unsafe { (self.shim.side_stream_leave)(self.raw) }, "side stream");
+        let _ = self.shim.check(
+            unsafe { (self.shim.side_stream_leave)(self.raw) },
+            "CUDA graph side stream",
+        );
     }
 }
 
@@ -185,17 +214,17 @@ impl CapturedForward {
         }
         tch::Cuda::synchronize(device as i64);
         let mut graph = std::ptr::null_mut();
-        shim.check(unsafe { (shim.graph_new)(&mut graph) }, "creation")?;
+        shim.check(unsafe { (shim.graph_new)(&mut graph) }, "CUDA graph creation")?;
         let mut captured = CapturedForward {
             shim,
             graph,
             input,
             outputs: vec![],
         };
-        shim.check(unsafe { (shim.capture_begin)(graph) }, "capture")?;
+        shim.check(unsafe { (shim.capture_begin)(graph) }, "CUDA graph capture")?;
         let outputs = forward(&captured.input);
         // End the capture even when the forward failed, or the stream stays in capture mode.
-        let ended = shim.check(unsafe { (shim.capture_end)(graph) }, "capture");
+        let ended = shim.check(unsafe { (shim.capture_end)(graph) }, "CUDA graph capture");
         drop(side);
         captured.outputs = outputs.context("the forward pass under CUDA graph capture")?;
         ended?;
@@ -216,7 +245,8 @@ impl CapturedForward {
             );
         }
         self.input.copy_(input);
-        self.shim.check(unsafe { (self.shim.replay)(self.graph) }, "replay")?;
+        self.shim
+            .check(unsafe { (self.shim.replay)(self.graph) }, "CUDA graph replay")?;
         Ok(&self.outputs)
     }
 }
@@ -226,7 +256,7 @@ impl Drop for CapturedForward {
         self.outputs.clear();
         let _ = self
             .shim
-            .check(unsafe { (self.shim.graph_delete)(self.graph) }, "release");
+            .check(unsafe { (self.shim.graph_delete)(self.graph) }, "CUDA graph release");
     }
 }
 
@@ -247,7 +277,7 @@ mod tests {
     fn the_build_embeds_a_shared_library() {
         // scripts/setup-libtorch.sh installs every header the shim needs, so a build from the
         // README's commands must have it; an ELF header tells a library from an empty stand-in.
-        assert!(built_in(), "build.rs built no CUDA graph shim (see its cargo warning)");
+        assert!(built_in(), "build.rs built no CUDA shim (see its cargo warning)");
         assert_eq!(&SHIM_LIBRARY[..4], b"\x7fELF");
     }
 }
