@@ -183,11 +183,12 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
             captured.push(CapturedForward::capture(&x, warmup, &mut |x| eager(c, p, x))?);
         }
     }
-    // One timed (or warm-up) forward of candidate `i`: a replay when captured.
-    let mut run = |i: usize| -> Result<()> {
+    // One timed (or warm-up) forward of candidate `i`: a replay when captured (whose outputs the
+    // graph keeps). The caller drops the outputs after reading the clock.
+    let mut run = |i: usize| -> Result<Vec<Tensor>> {
         match captured.get_mut(i) {
-            Some(graph) => graph.run(&x).map(drop),
-            None => eager(&candidates[i], &prepared[i], &x).map(drop),
+            Some(graph) => graph.run(&x).map(|_| Vec::new()),
+            None => eager(&candidates[i], &prepared[i], &x),
         }
     };
     for _ in 0..warmup {
@@ -200,9 +201,10 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
     for _ in 0..runs.max(1) {
         for (i, t_c) in times.iter_mut().enumerate() {
             let t = Instant::now();
-            run(i)?;
+            let out = run(i)?;
             sync();
             t_c.push(t.elapsed().as_secs_f64() * 1e3);
+            drop(out);
         }
     }
     Ok(candidates

@@ -261,8 +261,8 @@ fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &super::Conv2d)
     let keeps_size = stride == [1, 1]
         && (0..2).all(|d| output_len(size[2 + d], kernel[d], 1, padding[d], dilation[d]) == size[2 + d]);
     let macs = weight.numel() as i64 * size[2] * size[3];
-    // An empty tensor may have no data pointer to build a slice from.
     let narrowing = 2 * weight.size()[0] <= size[1];
+    // An empty tensor may have no data pointer to build a slice from: both paths need macs >= 1.
     if one_cpu_image && keeps_size && narrowing && (1..=TAP_PRODUCTS_MAX_MACS).contains(&macs) {
         return tap_products_conv(x, &weight, bias, padding, dilation);
     }
