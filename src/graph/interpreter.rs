@@ -521,7 +521,7 @@ fn fill_columns(
 /// slices: down the columns (whole rows at a time, which vectorises), then across the pooled rows
 /// (a max over a rectangle is the max of its columns' maxima). libtorch's own pooling of the
 /// demo's stem (16 x 48 x 64) took 0.085 ms with the round trip to channels-last that makes it
-/// vectorise, and 0.185 ms without. A NaN in a window gives NaN, as libtorch's does.
+/// vectorise, and 0.184 ms without, against 0.054 ms here (10th percentiles of 400 runs). A NaN in a window gives NaN, as libtorch's does.
 fn separable_max_pool(x: &Tensor, p: &crate::graph::MaxPool) -> Tensor {
     let x = x.contiguous();
     let size = x.size();
