@@ -8,6 +8,25 @@ fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(cut_cuda_shim)");
     build_cuda_shim(Path::new(&manifest));
+    build_inference_mode(Path::new(&manifest));
+}
+
+/// Compiles csrc/inference_mode.cpp (libtorch's InferenceMode guard, which tch does not bind) into
+/// a static library linked into cut; its symbols come from libc10, which cut links anyway.
+fn build_inference_mode(manifest: &Path) {
+    let source = manifest.join("csrc/inference_mode.cpp");
+    println!("cargo:rerun-if-changed={}", source.display());
+    let libtorch = std::env::var_os("LIBTORCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join(".libtorch/torch"));
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .include(libtorch.join("include"))
+        .warnings(false)
+        .file(&source)
+        .compile("cut_inference_mode");
 }
 
 /// Compiles csrc/cuda_shim.cpp into a shared library that src/device/cuda.rs embeds and loads

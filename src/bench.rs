@@ -1,7 +1,7 @@
 //! Forward-pass latency of a model: median and spread over timed runs after a warm-up.
 
 use crate::device::cuda::CapturedForward;
-use crate::graph::inference::fold_batch_norms;
+use crate::graph::inference::{fold_batch_norms, InferenceMode};
 use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
 use crate::graph::{Graph, Model};
 use anyhow::{bail, Result};
@@ -157,7 +157,7 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
         runs,
         ..
     } = cfg;
-    let _guard = tch::no_grad_guard();
+    let _guard = InferenceMode::enter();
     let prepared = candidates
         .iter()
         .map(|c| prepare(c, &cfg))
@@ -273,7 +273,7 @@ pub struct NodeTime {
 /// the sum exceeds an unprofiled forward by the launch overlap it prevents). Nodes in graph order.
 pub fn profile(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig) -> Result<Vec<NodeTime>> {
     let warmup = cfg.warmup;
-    let _guard = tch::no_grad_guard();
+    let _guard = InferenceMode::enter();
     let candidate = Candidate {
         model,
         params,
