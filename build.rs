@@ -7,18 +7,20 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{manifest}/.libtorch/torch/lib");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(cut_cuda_shim)");
-    build_cuda_shim(Path::new(&manifest));
-    build_inference_mode(Path::new(&manifest));
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    // Where tch-sys finds libtorch too (.cargo/config.toml sets LIBTORCH to the checkout's).
+    let libtorch = std::env::var_os("LIBTORCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(&manifest).join(".libtorch/torch"));
+    build_cuda_shim(Path::new(&manifest), &libtorch);
+    build_inference_mode(Path::new(&manifest), &libtorch);
 }
 
 /// Compiles csrc/inference_mode.cpp (libtorch's InferenceMode guard, which tch does not bind) into
 /// a static library linked into cut; its symbols come from libc10, which cut links anyway.
-fn build_inference_mode(manifest: &Path) {
+fn build_inference_mode(manifest: &Path, libtorch: &Path) {
     let source = manifest.join("csrc/inference_mode.cpp");
     println!("cargo:rerun-if-changed={}", source.display());
-    let libtorch = std::env::var_os("LIBTORCH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join(".libtorch/torch"));
     cc::Build::new()
         .cpp(true)
         .std("c++17")
@@ -34,13 +36,9 @@ fn build_inference_mode(manifest: &Path) {
 /// against nothing: its libtorch and CUDA symbols resolve in the process that has loaded those
 /// libraries. Without the headers (libtorch's and the CUDA runtime's, from
 /// scripts/setup-libtorch.sh) the build goes on without it, and `cut bench --cuda-graph` says so.
-fn build_cuda_shim(manifest: &Path) {
+fn build_cuda_shim(manifest: &Path, libtorch: &Path) {
     let source = manifest.join("csrc/cuda_shim.cpp");
     println!("cargo:rerun-if-changed={}", source.display());
-    println!("cargo:rerun-if-env-changed=LIBTORCH");
-    let libtorch = std::env::var_os("LIBTORCH")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join(".libtorch/torch"));
     let torch_include = libtorch.join("include");
     let cuda_include = libtorch.join("../nvidia/cu13/include");
     let needed = [
