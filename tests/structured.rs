@@ -214,7 +214,7 @@ fn demo_heads_shrink_exactly_and_round_trip() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
-use cut::prune::channel_select::{cost, Budget, ChannelSearch, Cost, WidthRules};
+use cut::prune::channel_select::{cost, Budget, ChannelSearch, Cost, WidthRules, AUTO_LAYER_RATIOS};
 use cut::prune::mask::Fusion;
 use cut::prune::score;
 use cut::prune::structured::fold_hazards;
@@ -356,6 +356,56 @@ fn channel_plan_meets_budgets_and_width_rules() {
 }
 
 #[test]
+fn layer_cap_widens_only_as_far_as_the_budget_needs() {
+    let (model, p) = demo_seg_depth();
+    let tasks = model.tasks.clone();
+    let scores = score::magnitude(&model, &p, &tasks);
+    let groups = channel_groups(&model.graph).unwrap();
+    let mut search = ChannelSearch::new(&model, &groups, &scores, Fusion::Vote, None, RULES).unwrap();
+    // Half the MACs fits under the gentlest cap: no layer loses more than half its channels.
+    let half = search
+        .search_with_caps(Budget::MacShare(0.5), &AUTO_LAYER_RATIOS)
+        .unwrap();
+    assert_eq!(half.rules.max_layer_ratio, 0.5);
+    assert!(half.macs_removed >= 0.5);
+    for (g, k) in groups.iter().zip(&half.keep) {
+        if let Some(k) = k {
+            assert!(
+                2 * k.len() >= g.channels,
+                "{:?} keeps {} of {}",
+                g.producers,
+                k.len(),
+                g.channels
+            );
+        }
+    }
+    // 80% does not fit under 0.5: the next cap that fits is used, and the one before it cannot.
+    let deep = search
+        .search_with_caps(Budget::MacShare(0.8), &AUTO_LAYER_RATIOS)
+        .unwrap();
+    let cap = deep.rules.max_layer_ratio;
+    assert!(cap > 0.5 && deep.macs_removed >= 0.8, "{cap} {}", deep.macs_removed);
+    let before = AUTO_LAYER_RATIOS[AUTO_LAYER_RATIOS.iter().position(|&r| r == cap).unwrap() - 1];
+    let err = search
+        .search_with_caps(Budget::MacShare(0.8), &[before])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot be met"), "{err}");
+    // One cap is a fixed rule; no cap meets a budget of one MAC, and the refusal names the loosest.
+    let fixed = search.search_with_caps(Budget::MacShare(0.5), &[0.75]).unwrap();
+    let plain = ChannelSearch::new(&model, &groups, &scores, Fusion::Vote, None, RULES)
+        .unwrap()
+        .search(Budget::MacShare(0.5))
+        .unwrap();
+    assert_eq!(fixed.keep, plain.keep);
+    let err = search
+        .search_with_caps(Budget::Macs(1), &AUTO_LAYER_RATIOS)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--max-layer-ratio 1)"), "{err}");
+}
+
+#[test]
 fn demo_channel_pruning_equals_the_zeroed_model() {
     // The equivalence: before fine-tuning, the smaller model computes what the original
     // computes with the removed channels' weights zeroed, to 1e-4.
@@ -450,6 +500,9 @@ fn channel_prune_cli_writes_a_smaller_model_every_command_runs() {
     let removed = c["macs_removed"].as_f64().unwrap();
     assert!((0.5..0.6).contains(&removed), "{removed}");
     assert_eq!(c["exact_fold"], true);
+    // The default per-layer cap: half a layer at most, enough for this budget.
+    assert_eq!(c["rules"]["max_layer_ratio"], 0.5);
+    assert_eq!(c["layer_ratio_widened"], false);
     assert_eq!(c["inexact_fold"].as_array().unwrap().len(), 0);
     assert!(c["after"]["params"].as_u64().unwrap() < c["before"]["params"].as_u64().unwrap());
     assert!(r["accuracy"]["delta_m_before_finetune"].as_f64().unwrap().is_finite());
@@ -519,8 +572,20 @@ fn bad_channel_prune_arguments_fail_cleanly() {
     let demo = root.join("assets/demo.safetensors");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.safetensors");
-    let cases: [(&[&str], &str); 4] = [
+    let cases: [(&[&str], &str); 5] = [
         (&["--target-macs", "50M"], "--granularity channel"),
+        // A cap the user sets is a rule: it is not widened to meet the budget.
+        (
+            &[
+                "--granularity",
+                "channel",
+                "--sparsity",
+                "0.8",
+                "--max-layer-ratio",
+                "0.5",
+            ],
+            "--max-layer-ratio 0.5)",
+        ),
         (&["--granularity", "channel", "--packed"], "--packed"),
         (&["--granularity", "channel", "--target-macs", "1"], "cannot be met"),
         (&["--granularity", "channel", "--round-to", "0"], "--round-to"),

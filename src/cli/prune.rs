@@ -6,7 +6,7 @@ use cut::checkpoint::{sha256_file, writer, Checkpoint, DType};
 use cut::data::Split;
 use cut::device::{resolve, DeviceChoice};
 use cut::graph::parse_task_list;
-use cut::prune::channel_select::{Budget, WidthRules};
+use cut::prune::channel_select::{Budget, WidthRules, AUTO_LAYER_RATIOS};
 use cut::prune::mask::Fusion;
 use cut::prune::score::{Criterion, Precision, Strategy};
 use cut::prune::{check_criterion, prune, Granularity, PruneConfig};
@@ -54,9 +54,10 @@ pub struct Args {
     /// Channel pruning: every layer keeps at least this many channels (or all, if it has fewer).
     #[arg(long, default_value_t = 8)]
     min_channels: usize,
-    /// Channel pruning: at most this share of one layer's channels is removed.
-    #[arg(long, default_value_t = 0.75)]
-    max_layer_ratio: f64,
+    /// Channel pruning: at most this share of one layer's channels is removed. Default: 0.5, raised
+    /// to 0.75, 0.9 or 1 only when the budget needs it.
+    #[arg(long)]
+    max_layer_ratio: Option<f64>,
     /// Channel pruning. exact: keep every channel whose removal the bias fold cannot reproduce
     /// exactly (a non-zero constant read by a padded convolution), so the pruned model equals the
     /// zeroed one before fine-tuning. approximate: remove such channels too; the fold is then exact
@@ -178,7 +179,7 @@ pub fn run(a: Args) -> Result<()> {
     let channel_rules = WidthRules {
         min_channels: a.min_channels,
         round_to: a.round_to,
-        max_layer_ratio: a.max_layer_ratio,
+        max_layer_ratio: a.max_layer_ratio.unwrap_or(AUTO_LAYER_RATIOS[0]),
     };
     channel_rules.check()?;
     let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
@@ -196,6 +197,7 @@ pub fn run(a: Args) -> Result<()> {
         criterion: a.criterion,
         granularity: a.granularity,
         channel_rules,
+        widen_layer_ratio: a.max_layer_ratio.is_none(),
         channel_budget,
         exact_fold: a.fold == Fold::Exact,
         fusion: a.fusion,

@@ -49,6 +49,13 @@ impl WidthRules {
     }
 }
 
+/// The per-layer caps (`max_layer_ratio`) tried in turn when none is given: the first whose rules
+/// can meet the budget is used. A gentle cap spreads the removal over more layers; on the demo at
+/// half the MACs, 0.5 kept more accuracy than 0.75 (delta_m before fine-tuning -0.95% against
+/// -2.07% with snip scores, -1.18% against -2.93% with taylor) and gave a faster model, so the
+/// wider caps serve only budgets that 0.5 cannot meet.
+pub const AUTO_LAYER_RATIOS: [f64; 4] = [0.5, 0.75, 0.9, 1.0];
+
 /// What the pruned model may cost.
 #[derive(Clone, Copy, Debug, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -95,6 +102,8 @@ pub struct ChannelPlan {
     pub macs_removed: f64,
     pub keep_ratio: f64,
     pub iterations: usize,
+    /// The rules the plan obeys (with the per-layer cap [`ChannelSearch::search_with_caps`] chose).
+    pub rules: WidthRules,
 }
 
 /// One task's view: for each group it scores, its channel scores.
@@ -324,27 +333,49 @@ impl<'a> ChannelSearch<'a> {
         self.before
     }
 
+    /// Whether a pruned model of cost `c` fits the budget.
+    fn within(&self, budget: Budget, c: &Cost) -> bool {
+        match budget {
+            Budget::MacShare(s) => c.macs as f64 <= (1.0 - s) * self.before.macs as f64,
+            Budget::Macs(m) => c.macs <= m,
+            Budget::Params(p) => c.params <= p,
+        }
+    }
+
+    /// The kept channels and cost when each task keeps its best `ratio` share.
+    fn evaluate(&self, ratio: f64) -> Result<(Vec<Option<Vec<i64>>>, Cost)> {
+        let keep = self.keep(ratio);
+        let c = cost(self.graph, self.groups, &self.widths(&keep))?;
+        Ok((keep, c))
+    }
+
+    /// [`search`](Self::search) under the first per-layer cap of `caps` (tried in order) whose
+    /// rules can meet the budget; when none can, the last one's refusal.
+    pub fn search_with_caps(&mut self, budget: Budget, caps: &[f64]) -> Result<ChannelPlan> {
+        for (i, &cap) in caps.iter().enumerate() {
+            self.rules = WidthRules {
+                max_layer_ratio: cap,
+                ..self.rules
+            };
+            self.rules.check()?;
+            if i + 1 == caps.len() || self.within(budget, &self.evaluate(0.0)?.1) {
+                break;
+            }
+        }
+        self.search(budget)
+    }
+
     /// Largest per-task keep ratio whose fused, rule-abiding widths fit the budget (bisection; the
     /// cost only grows with the ratio).
     pub fn search(&self, budget: Budget) -> Result<ChannelPlan> {
         let before = self.before;
-        let limit = |c: &Cost| -> bool {
-            match budget {
-                Budget::MacShare(s) => c.macs as f64 <= (1.0 - s) * before.macs as f64,
-                Budget::Macs(m) => c.macs <= m,
-                Budget::Params(p) => c.params <= p,
-            }
-        };
+        let limit = |c: &Cost| self.within(budget, c);
         if let Budget::MacShare(s) = budget {
             if !(s > 0.0 && s < 1.0) {
                 bail!("--sparsity {s} (share of MACs to remove) must be strictly between 0 and 1");
             }
         }
-        let evaluate = |ratio: f64| -> Result<(Vec<Option<Vec<i64>>>, Cost)> {
-            let keep = self.keep(ratio);
-            let c = cost(self.graph, self.groups, &self.widths(&keep))?;
-            Ok((keep, c))
-        };
+        let evaluate = |ratio: f64| self.evaluate(ratio);
         let (smallest_keep, smallest) = evaluate(0.0)?;
         if !limit(&smallest) {
             let protected = self
@@ -390,6 +421,7 @@ impl<'a> ChannelSearch<'a> {
             macs_removed: 1.0 - after.macs as f64 / before.macs.max(1) as f64,
             keep_ratio,
             iterations,
+            rules: self.rules,
         })
     }
 }

@@ -36,7 +36,10 @@ pub enum Granularity {
 #[derive(Clone, Debug, Serialize)]
 pub struct ChannelOutcome {
     pub budget: Budget,
+    /// The rules the widths obey, with the per-layer cap used.
     pub rules: WidthRules,
+    /// Whether the per-layer cap was raised above the configured one to meet the budget.
+    pub layer_ratio_widened: bool,
     /// Whether channels the fold cannot reproduce exactly were protected, and how many.
     pub exact_fold: bool,
     pub protected_channels: usize,
@@ -67,6 +70,9 @@ pub struct PruneConfig {
     pub granularity: Granularity,
     /// Width rules and budget for `Granularity::Channel`.
     pub channel_rules: WidthRules,
+    /// Channel pruning: when the budget cannot be met under `channel_rules.max_layer_ratio`, raise
+    /// that cap to the next of [`channel_select::AUTO_LAYER_RATIOS`] that can meet it.
+    pub widen_layer_ratio: bool,
     /// For `Granularity::Channel`; None means `sparsity` as a share of MACs.
     pub channel_budget: Option<Budget>,
     /// Channel pruning: never remove a channel whose constant the bias fold cannot reproduce
@@ -289,7 +295,15 @@ pub fn prune(
                 protected_channels = hazards.iter().flatten().filter(|&&h| h).count();
                 search = search.protect(hazards);
             }
-            let plan = search.search(budget)?;
+            let start = cfg.channel_rules.max_layer_ratio;
+            let caps: Vec<f64> = std::iter::once(start)
+                .chain(
+                    channel_select::AUTO_LAYER_RATIOS
+                        .into_iter()
+                        .filter(|&r| r > start && cfg.widen_layer_ratio),
+                )
+                .collect();
+            let plan = search.search_with_caps(budget, &caps)?;
             drop(channel_scores);
             let shrunk = structured::shrink(&model, &kept, &groups, &plan.keep)?;
             let layers = groups
@@ -311,7 +325,8 @@ pub fn prune(
             };
             let outcome = ChannelOutcome {
                 budget,
-                rules: cfg.channel_rules,
+                rules: plan.rules,
+                layer_ratio_widened: plan.rules.max_layer_ratio > start,
                 exact_fold: cfg.exact_fold,
                 protected_channels,
                 before: plan.before,

@@ -547,7 +547,7 @@ pub fn markdown(r: &PruneReport) -> String {
     }
     if let Some(c) = &r.channels {
         md.push_str(&format!(
-            "\n## Channels\n\nBudget {}; rules: at least {} channels per layer, counts rounded to multiples of {}, at most {} of a layer removed. Selected-task model: {} -> {} MACs per image ({} removed), {} -> {} parameters.\n\n| layers producing the channels | before | after |\n| --- | ---: | ---: |\n",
+            "\n## Channels\n\nBudget {}; rules: at least {} channels per layer, counts rounded to multiples of {}, at most {} of a layer removed{}. Selected-task model: {} -> {} MACs per image ({} removed), {} -> {} parameters.\n\n| layers producing the channels | before | after |\n| --- | ---: | ---: |\n",
             match c.budget {
                 crate::prune::channel_select::Budget::MacShare(s) => format!("remove {} of MACs", percent(s)),
                 crate::prune::channel_select::Budget::Macs(m) => format!("at most {} MACs", count(m as f64)),
@@ -556,6 +556,11 @@ pub fn markdown(r: &PruneReport) -> String {
             c.rules.min_channels,
             c.rules.round_to,
             percent(c.rules.max_layer_ratio),
+            if c.layer_ratio_widened {
+                " (the smallest cap that meets the budget)"
+            } else {
+                ""
+            },
             count(c.before.macs as f64),
             count(c.after.macs as f64),
             percent(c.macs_removed),
