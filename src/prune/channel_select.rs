@@ -375,8 +375,7 @@ impl<'a> ChannelSearch<'a> {
                 bail!("--sparsity {s} (share of MACs to remove) must be strictly between 0 and 1");
             }
         }
-        let evaluate = |ratio: f64| self.evaluate(ratio);
-        let (smallest_keep, smallest) = evaluate(0.0)?;
+        let (smallest_keep, smallest) = self.evaluate(0.0)?;
         if !limit(&smallest) {
             let protected = self
                 .protected
@@ -404,7 +403,7 @@ impl<'a> ChannelSearch<'a> {
         let mut iterations = 1;
         while hi - lo > 1e-6 && iterations < 40 {
             let mid = (lo + hi) / 2.0;
-            let (keep, c) = evaluate(mid)?;
+            let (keep, c) = self.evaluate(mid)?;
             iterations += 1;
             if limit(&c) {
                 lo = mid;
