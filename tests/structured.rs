@@ -3,7 +3,7 @@
 use cut::checkpoint::{writer, Checkpoint, DType, LoadOptions};
 use cut::graph::interpreter::{forward, Mode, Params};
 use cut::graph::{BatchNorm, Conv2d, Graph, GraphOutput, InputSpec, Model, Node, Op, TaskKind, TaskSpec, GRAPH_FORMAT};
-use cut::prune::channels::channel_groups;
+use cut::prune::channels::{channel_groups, ChannelGroup};
 use cut::prune::structured::{shrink, zero_removed};
 use tch::{Device, Kind, Tensor};
 
@@ -297,12 +297,17 @@ fn demo_seg_depth() -> (Model, Params) {
     (model, kept)
 }
 
+/// The demo's seg+depth model, its channel groups and its magnitude scores.
+fn demo_magnitude_scored() -> (Model, Params, Vec<ChannelGroup>, score::Scores) {
+    let (model, p) = demo_seg_depth();
+    let scores = score::magnitude(&model, &p, &model.tasks);
+    let groups = channel_groups(&model.graph).unwrap();
+    (model, p, groups, scores)
+}
+
 #[test]
 fn channel_plan_meets_budgets_and_width_rules() {
-    let (model, p) = demo_seg_depth();
-    let tasks = model.tasks.clone();
-    let scores = score::magnitude(&model, &p, &tasks);
-    let groups = channel_groups(&model.graph).unwrap();
+    let (model, _, groups, scores) = demo_magnitude_scored();
     let search = ChannelSearch::new(&model, &groups, &scores, Fusion::Vote, None, RULES).unwrap();
     let plan = search.search(Budget::MacShare(0.5)).unwrap();
     assert!(
@@ -357,10 +362,7 @@ fn channel_plan_meets_budgets_and_width_rules() {
 
 #[test]
 fn layer_cap_widens_only_as_far_as_the_budget_needs() {
-    let (model, p) = demo_seg_depth();
-    let tasks = model.tasks.clone();
-    let scores = score::magnitude(&model, &p, &tasks);
-    let groups = channel_groups(&model.graph).unwrap();
+    let (model, _, groups, scores) = demo_magnitude_scored();
     let mut search = ChannelSearch::new(&model, &groups, &scores, Fusion::Vote, None, RULES).unwrap();
     // Half the MACs fits under the gentlest cap: no layer loses more than half its channels.
     let half = search
@@ -409,10 +411,7 @@ fn layer_cap_widens_only_as_far_as_the_budget_needs() {
 fn demo_channel_pruning_equals_the_zeroed_model() {
     // The equivalence: before fine-tuning, the smaller model computes what the original
     // computes with the removed channels' weights zeroed, to 1e-4.
-    let (model, p) = demo_seg_depth();
-    let tasks = model.tasks.clone();
-    let scores = score::magnitude(&model, &p, &tasks);
-    let groups = channel_groups(&model.graph).unwrap();
+    let (model, p, groups, scores) = demo_magnitude_scored();
     let hazards = fold_hazards(&model, &p, &groups).unwrap();
     let plan = ChannelSearch::new(&model, &groups, &scores, Fusion::Vote, None, RULES)
         .unwrap()
