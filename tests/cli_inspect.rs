@@ -163,6 +163,14 @@ fn bad_inputs_fail_cleanly() {
     std::fs::write(&long_header, bytes).unwrap();
     fails_with(&long_header, "header length runs past the end of the file");
 
+    // A text file read as a safetensors header length declares gigabytes of header.
+    let text = d.join("notes.safetensors");
+    std::fs::write(&text, "# some notes, not a model\n").unwrap();
+    fails_with(
+        &text,
+        "not a safetensors file? its first 8 bytes declare a header over 100 MB",
+    );
+
     fails_with(
         &raw_file(d, "notjson.safetensors", "this is not json", 0),
         "not valid safetensors JSON",

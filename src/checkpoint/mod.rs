@@ -160,10 +160,15 @@ pub struct LoadedModel {
 
 fn describe(err: SafeTensorError) -> String {
     match err {
+        // Framing errors: most often a file of another kind (text, a pickle) given by mistake.
         SafeTensorError::HeaderTooSmall => "file is shorter than the 8-byte header length".into(),
-        SafeTensorError::InvalidHeaderLength => "header length runs past the end of the file".into(),
-        SafeTensorError::HeaderTooLarge => "declared header length is over 100 MB".into(),
-        SafeTensorError::InvalidHeader(e) => format!("header is not UTF-8 ({e})"),
+        SafeTensorError::InvalidHeaderLength => {
+            "not a safetensors file? its header length runs past the end of the file".into()
+        }
+        SafeTensorError::HeaderTooLarge => {
+            "not a safetensors file? its first 8 bytes declare a header over 100 MB".into()
+        }
+        SafeTensorError::InvalidHeader(e) => format!("not a safetensors file? its header is not UTF-8 ({e})"),
         SafeTensorError::InvalidHeaderDeserialization(e) => {
             format!("header is not valid safetensors JSON ({e})")
         }
