@@ -551,6 +551,30 @@ fn channel_prune_cli_writes_a_smaller_model_every_command_runs() {
     );
     let o = cut_cmd().arg("inspect").arg(&out).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The report's "before" is the input model as `cut inspect` counts it, not the narrowed groups.
+    let o = cut_cmd().arg("inspect").arg(&demo).arg("--json").output().unwrap();
+    let total = &serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["total"];
+    let input_sum = |k: &str| -> u64 {
+        r["input_groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g[k].as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(input_sum("params"), total["params"].as_u64().unwrap());
+    assert_eq!(input_sum("macs_dense"), total["macs"].as_u64().unwrap());
+    let kept_now: u64 = r["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["status"] == "kept")
+        .map(|g| g["params"].as_u64().unwrap())
+        .sum();
+    assert_eq!(kept_now, c["after"]["params"].as_u64().unwrap());
+    let md = std::fs::read_to_string(dir.path().join("small.report.md")).unwrap();
+    assert!(md.contains("| parameters stored | 1.02 M | "), "{md}");
     let o = cut_cmd()
         .arg("eval")
         .arg(&out)

@@ -116,7 +116,10 @@ pub struct PruneReport {
     pub output: String,
     pub settings: Settings,
     pub sparsity: SparsityReport,
+    /// The output model's groups, then the dropped heads as they were in the input.
     pub groups: Vec<GroupReport>,
+    /// Every group of the input model as stored, marked "kept" or "dropped".
+    pub input_groups: Vec<GroupReport>,
     pub size: SizeReport,
     pub accuracy: Option<Accuracy>,
     pub finetune_best_step: Option<usize>,
@@ -205,27 +208,29 @@ pub fn group_figures(model: &Model, params: &Params, dtype: DType) -> Result<(Ve
     Ok((order.iter().map(|g| out.remove(g).unwrap()).collect(), layers))
 }
 
-/// Figures of the heads that were dropped, read from the input checkpoint.
-pub fn dropped_figures(input: &Checkpoint, full: &Model, dropped: &[String]) -> Result<Vec<GroupReport>> {
-    let groups = full.graph.param_groups();
-    let mut reports: BTreeMap<String, GroupReport> = dropped
+/// Per-group figures of the input model (every head), read from the input checkpoint as stored;
+/// the heads of `dropped` tasks are marked "dropped", the rest "kept".
+pub fn input_figures(input: &Checkpoint, full: &Model, dropped: &[String]) -> Result<Vec<GroupReport>> {
+    let mut order = vec![Group::Backbone];
+    order.extend(full.tasks.iter().map(|t| Group::Head(t.name.clone())));
+    let mut reports: BTreeMap<Group, GroupReport> = order
         .iter()
-        .map(|t| {
+        .map(|g| {
+            let is_dropped = matches!(g, Group::Head(t) if dropped.contains(t));
             (
-                t.clone(),
+                g.clone(),
                 GroupReport {
-                    group: format!("head {t}"),
-                    status: "dropped".into(),
+                    group: group_name(g),
+                    status: if is_dropped { "dropped" } else { "kept" }.into(),
                     ..Default::default()
                 },
             )
         })
         .collect();
+    let groups = full.graph.param_groups();
+    let mut density: BTreeMap<String, f64> = BTreeMap::new();
     for spec in full.graph.param_specs() {
-        let Group::Head(task) = &groups[&spec.name] else {
-            continue;
-        };
-        let Some(r) = reports.get_mut(task) else { continue };
+        let r = reports.get_mut(&groups[&spec.name]).expect("every group listed");
         let entry = input.entry(&spec.name)?;
         let n = spec.numel() as u64;
         if !spec.role.is_buffer() {
@@ -234,8 +239,10 @@ pub fn dropped_figures(input: &Checkpoint, full: &Model, dropped: &[String]) -> 
         r.bytes_dense += entry.bytes() as u64;
         r.bytes_packed += entry.bytes() as u64;
         if spec.role.is_prunable_weight() {
+            let nz = n - input.count_zeros(entry)? as u64;
             r.weights += n;
-            r.nonzero_weights += n - input.count_zeros(entry)? as u64;
+            r.nonzero_weights += nz;
+            density.insert(spec.node.clone(), nz as f64 / n.max(1) as f64);
         }
     }
     let input_chw = [
@@ -245,14 +252,11 @@ pub fn dropped_figures(input: &Checkpoint, full: &Model, dropped: &[String]) -> 
     ];
     let node_groups = full.graph.node_groups();
     for (node, m) in shapes::macs(&full.graph, &shapes::infer(&full.graph, input_chw)?) {
-        if let Group::Head(task) = &node_groups[&node] {
-            if let Some(r) = reports.get_mut(task) {
-                r.macs_dense += m;
-                r.macs_effective += m;
-            }
-        }
+        let r = reports.get_mut(&node_groups[&node]).expect("every group listed");
+        r.macs_dense += m;
+        r.macs_effective += (m as f64 * density.get(&node).copied().unwrap_or(1.0)).round() as u64;
     }
-    Ok(dropped.iter().filter_map(|t| reports.remove(t)).collect())
+    Ok(order.iter().map(|g| reports.remove(g).unwrap()).collect())
 }
 
 /// Assembles the report once the output file exists.
@@ -271,7 +275,8 @@ pub fn build(
 ) -> Result<PruneReport> {
     let dtype = DType::parse(&settings.dtype)?;
     let (mut groups, layers) = group_figures(&outcome.model, &outcome.params, dtype)?;
-    groups.extend(dropped_figures(input, full, &settings.dropped_tasks)?);
+    let input_groups = input_figures(input, full, &settings.dropped_tasks)?;
+    groups.extend(input_groups.iter().filter(|g| g.status == "dropped").cloned());
     let dropped_bytes: u64 = groups
         .iter()
         .filter(|g| g.status == "dropped")
@@ -322,6 +327,7 @@ pub fn build(
             search_iterations: outcome.search.iterations,
         },
         groups,
+        input_groups,
         size: SizeReport {
             input_bytes: input.file_len() as u64,
             after_dropping_heads_bytes: after_drop,
@@ -460,10 +466,12 @@ pub fn markdown(r: &PruneReport) -> String {
     let mut md = format!("# cut prune report\n\n`{}`\n\n", r.command);
     md.push_str("## Summary\n\n| | before | after |\n| --- | ---: | ---: |\n");
     let kept: Vec<&GroupReport> = r.groups.iter().filter(|g| g.status == "kept").collect();
-    let all_params: u64 = r.groups.iter().map(|g| g.params).sum();
+    let non_zero = |g: &&GroupReport| g.nonzero_weights + (g.params - g.weights);
+    let input_params: u64 = r.input_groups.iter().map(|g| g.params).sum();
+    let input_nz: u64 = r.input_groups.iter().map(|g| non_zero(&g)).sum();
+    let input_macs: u64 = r.input_groups.iter().map(|g| g.macs_effective).sum();
     let kept_params: u64 = kept.iter().map(|g| g.params).sum();
-    let kept_nz: u64 = kept.iter().map(|g| g.nonzero_weights + (g.params - g.weights)).sum();
-    let all_macs: u64 = r.groups.iter().map(|g| g.macs_dense).sum();
+    let kept_nz: u64 = kept.iter().map(non_zero).sum();
     let eff: u64 = kept.iter().map(|g| g.macs_effective).sum();
     md.push_str(&format!(
         "| tasks | {} | {} |\n",
@@ -477,17 +485,17 @@ pub fn markdown(r: &PruneReport) -> String {
     ));
     md.push_str(&format!(
         "| parameters (non-zero) | {} | {} |\n",
-        count(all_params as f64),
+        count(input_nz as f64),
         count(kept_nz as f64)
     ));
     md.push_str(&format!(
         "| parameters stored | {} | {} |\n",
-        count(all_params as f64),
+        count(input_params as f64),
         count(kept_params as f64)
     ));
     md.push_str(&format!(
         "| MACs per image (effective) | {} | {} |\n",
-        count(all_macs as f64),
+        count(input_macs as f64),
         count(eff as f64)
     ));
     md.push_str(&format!(
@@ -531,12 +539,18 @@ pub fn markdown(r: &PruneReport) -> String {
         bytes(r.size.saved_by_dropping_heads as f64),
         bytes(r.size.output_bytes as f64)
     ));
-    md.push_str("| group | status | params | weights non-zero | bytes dense | bytes packed | MACs dense | MACs effective |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n");
+    md.push_str("| group | status | params in input | params | weights non-zero | bytes dense | bytes packed | MACs dense | MACs effective |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n");
     for g in &r.groups {
+        let in_input = r
+            .input_groups
+            .iter()
+            .find(|i| i.group == g.group)
+            .map_or(0, |i| i.params);
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             g.group,
             g.status,
+            count(in_input as f64),
             count(g.params as f64),
             count(g.nonzero_weights as f64),
             bytes(g.bytes_dense as f64),
