@@ -3,6 +3,7 @@
 use crate::device::cuda::CapturedForward;
 use crate::graph::inference::{fold_batch_norms, InferenceMode};
 use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
+use crate::graph::memory::{self, ForwardMemory};
 use crate::graph::{Graph, Model};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -28,6 +29,8 @@ pub struct BenchReport {
     /// allocator had allocated on the device at once during this benchmark (of all the models it
     /// timed). None where it cannot be read.
     pub peak_memory_bytes: Option<u64>,
+    /// Weights and activations the timed graph needs, planned from it (f32; no workspaces).
+    pub planned_memory: ForwardMemory,
     /// Batch norms folded into convolutions before timing (see [`BenchConfig::fold_batch_norm`]).
     pub batch_norms_folded: usize,
     /// Each timed forward was a replay of a CUDA graph (see [`BenchConfig::cuda_graph`]).
@@ -207,16 +210,17 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
             drop(out);
         }
     }
-    Ok(candidates
+    candidates
         .iter()
         .zip(times)
         .zip(&prepared)
-        .map(|((c, run_times_ms), (_, _, folded))| {
+        .map(|((c, run_times_ms), (graph, _, folded))| {
+            let planned_memory = memory::plan(graph, input, batch, &c.tasks, 4)?;
             let mut times = run_times_ms.clone();
             times.sort_by(|a, b| a.total_cmp(b));
             let n = times.len();
             let median = median_of_sorted(&times);
-            BenchReport {
+            Ok(BenchReport {
                 tasks: c.tasks.iter().map(|t| t.to_string()).collect(),
                 device: crate::device::describe(device),
                 threads: tch::get_num_threads(),
@@ -234,12 +238,13 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
                     Device::Cuda(i) => crate::device::cuda::peak_allocated_bytes(i).ok(),
                     _ => None,
                 },
+                planned_memory,
                 batch_norms_folded: *folded,
                 cuda_graph: cfg.cuda_graph,
                 run_times_ms,
-            }
+            })
         })
-        .collect())
+        .collect()
 }
 
 /// The smallest value with at least `q` of the values at or below it (nearest rank).
@@ -336,6 +341,11 @@ mod tests {
             max_ms: sorted[sorted.len() - 1],
             images_per_s: 0.0,
             peak_memory_bytes: None,
+            planned_memory: ForwardMemory {
+                weight_bytes: 0,
+                activation_peak_bytes: 0,
+                activation_peak_node: String::new(),
+            },
             batch_norms_folded: 0,
             cuda_graph: false,
             run_times_ms,

@@ -336,6 +336,24 @@ fn bench_profile_times_every_node() {
     }
     assert!(nodes.iter().any(|n| n["op"] == "batch_norm"));
     assert_eq!(v["model"]["batch_norms_folded"], 0);
+    // Planned memory: the f32 bytes of every tensor the seg nodes read (not the step counters).
+    let planned = &v["model"]["planned_memory"];
+    let seg_weights: usize = graph
+        .param_specs()
+        .iter()
+        .filter(|p| needed.contains(&p.node) && p.role != cut::graph::ParamRole::BnBatchesTracked)
+        .map(|p| p.numel() * 4)
+        .sum();
+    assert_eq!(planned["weight_bytes"].as_u64(), Some(seg_weights as u64));
+    let peak = planned["activation_peak_bytes"].as_u64().unwrap();
+    let input_bytes = 3 * graph.input.height * graph.input.width * 4;
+    assert!(peak > input_bytes as u64, "{planned}");
+    // Activations scale with the batch.
+    let v2 = profile(&["--keep-batch-norm", "--batch", "2"]);
+    assert_eq!(
+        v2["model"]["planned_memory"]["activation_peak_bytes"].as_u64(),
+        Some(2 * peak)
+    );
     // Folded (the default): no norm left, the same total MACs.
     let v = profile(&[]);
     let nodes = v["nodes"].as_array().unwrap();

@@ -158,7 +158,7 @@ pub fn run(a: Args) -> Result<()> {
 
 fn line(name: &str, r: &BenchReport) -> String {
     format!(
-        "{name} ({}) on {} ({} threads), batch {} of {}x{}x{}: median {:.2} ms (min {:.2}, p90 {:.2}, max {:.2}; {} runs after {} warm-up), {:.1} images/s{}{}{}",
+        "{name} ({}) on {} ({} threads), batch {} of {}x{}x{}: median {:.2} ms (min {:.2}, p90 {:.2}, max {:.2}; {} runs after {} warm-up), {:.1} images/s{}, planned weights {} and activations {} at peak{}{}",
         r.tasks.join(", "),
         r.device,
         r.threads,
@@ -176,6 +176,8 @@ fn line(name: &str, r: &BenchReport) -> String {
         r.peak_memory_bytes
             .map(|b| format!(", peak memory {}", cut::report::table::bytes(b as f64)))
             .unwrap_or_default(),
+        cut::report::table::bytes(r.planned_memory.weight_bytes as f64),
+        cut::report::table::bytes(r.planned_memory.activation_peak_bytes as f64),
         match r.batch_norms_folded {
             0 => String::new(),
             n => format!(" ({n} batch norms folded into convolutions)"),

@@ -58,6 +58,65 @@ pub fn forward_observed(
     run(graph, params, input, tasks, mode, after_node, false)
 }
 
+/// The order in which [`forward`] runs a graph for some tasks, and when it drops each value.
+pub(crate) struct Schedule<'g> {
+    /// The nodes the tasks need, in graph order.
+    pub nodes: Vec<&'g Node>,
+    /// How many of those nodes read each node's value.
+    pub uses: HashMap<&'g str, usize>,
+    /// Nodes whose value is a task output (held until the end), with their tasks.
+    pub out_nodes: HashMap<&'g str, Vec<&'g str>>,
+    /// Convolutions that run fused with the ReLU that alone reads them (and no task output holds).
+    pub relu_follows: HashSet<&'g str>,
+}
+
+impl<'g> Schedule<'g> {
+    pub fn new(graph: &'g Graph, tasks: &[&str], fuse_relu: bool) -> Result<Schedule<'g>> {
+        for task in tasks {
+            if !graph.outputs.iter().any(|o| o.task == *task) {
+                bail!(
+                    "the graph has no output for task '{task}' (it has: {})",
+                    graph.tasks().join(", ")
+                );
+            }
+        }
+        let needed = graph.needed_nodes(tasks);
+        let nodes: Vec<&Node> = graph.nodes.iter().filter(|n| needed.contains(&n.name)).collect();
+        let mut uses: HashMap<&str, usize> = HashMap::new();
+        for node in &nodes {
+            for input in &node.inputs {
+                *uses.entry(input.as_str()).or_default() += 1;
+            }
+        }
+        let mut out_nodes: HashMap<&str, Vec<&str>> = HashMap::new();
+        for o in graph.outputs.iter().filter(|o| tasks.contains(&o.task.as_str())) {
+            out_nodes.entry(o.node.as_str()).or_default().push(o.task.as_str());
+        }
+        let mut relu_follows: HashSet<&str> = HashSet::new();
+        if fuse_relu {
+            let convs: HashSet<&str> = nodes
+                .iter()
+                .filter(|n| matches!(n.op, Op::Conv2d(_)))
+                .map(|n| n.name.as_str())
+                .collect();
+            for node in &nodes {
+                if let (Op::Relu, [conv]) = (&node.op, node.inputs.as_slice()) {
+                    let conv = conv.as_str();
+                    if convs.contains(conv) && uses[conv] == 1 && !out_nodes.contains_key(conv) {
+                        relu_follows.insert(conv);
+                    }
+                }
+            }
+        }
+        Ok(Schedule {
+            nodes,
+            uses,
+            out_nodes,
+            relu_follows,
+        })
+    }
+}
+
 /// [`forward_observed`], fusing each convolution with the ReLU that alone reads it where `fuse_relu`
 /// and the convolution allow it (see [`conv2d_relu`]).
 fn run(
@@ -69,54 +128,16 @@ fn run(
     after_node: &mut dyn FnMut(&Node, &Tensor),
     fuse_relu: bool,
 ) -> Result<BTreeMap<String, Tensor>> {
-    for task in tasks {
-        if !graph.outputs.iter().any(|o| o.task == *task) {
-            bail!(
-                "the graph has no output for task '{task}' (it has: {})",
-                graph.tasks().join(", ")
-            );
-        }
-    }
-    let needed = graph.needed_nodes(tasks);
-    // Remaining consumers of each node among the needed ones, plus one hold per task output.
-    let mut uses: HashMap<&str, usize> = HashMap::new();
-    for node in graph.nodes.iter().filter(|n| needed.contains(&n.name)) {
-        for input in &node.inputs {
-            *uses.entry(input.as_str()).or_default() += 1;
-        }
-    }
-    let out_nodes: HashMap<&str, Vec<&str>> =
-        graph
-            .outputs
-            .iter()
-            .filter(|o| tasks.contains(&o.task.as_str()))
-            .fold(HashMap::new(), |mut m, o| {
-                m.entry(o.node.as_str()).or_insert_with(Vec::new).push(o.task.as_str());
-                m
-            });
-
-    // Convolutions whose value only a ReLU reads (and no task output holds).
-    let mut relu_follows: HashSet<&str> = HashSet::new();
-    if fuse_relu && mode == Mode::Eval {
-        let convs: HashSet<&str> = graph
-            .nodes
-            .iter()
-            .filter(|n| matches!(n.op, Op::Conv2d(_)))
-            .map(|n| n.name.as_str())
-            .collect();
-        for node in graph.nodes.iter().filter(|n| needed.contains(&n.name)) {
-            if let (Op::Relu, [conv]) = (&node.op, node.inputs.as_slice()) {
-                let conv = conv.as_str();
-                if convs.contains(conv) && uses[conv] == 1 && !out_nodes.contains_key(conv) {
-                    relu_follows.insert(conv);
-                }
-            }
-        }
-    }
+    let Schedule {
+        nodes,
+        mut uses,
+        out_nodes,
+        relu_follows,
+    } = Schedule::new(graph, tasks, fuse_relu && mode == Mode::Eval)?;
     let mut fused: HashSet<&str> = HashSet::new();
     let mut values: HashMap<&str, Tensor> = HashMap::new();
     let mut results = BTreeMap::new();
-    for node in graph.nodes.iter().filter(|n| needed.contains(&n.name)) {
+    for node in nodes {
         let args: Vec<&Tensor> = node.inputs.iter().map(|i| &values[i.as_str()]).collect();
         let value = match &node.op {
             Op::Conv2d(c) if relu_follows.contains(node.name.as_str()) => {

@@ -4,6 +4,7 @@
 pub mod inference;
 pub mod init;
 pub mod interpreter;
+pub mod memory;
 pub mod scenenet;
 pub mod shapes;
 
