@@ -35,7 +35,7 @@ enum Command {
     Train(train::Args),
     /// Prune a multi-task model to the selected tasks (the CUT method), with a size and accuracy report.
     Prune(prune::Args),
-    /// Forward-pass latency of a model: median and spread, images per second, peak memory.
+    /// Forward-pass latency of a model: median and spread, images per second, measured and planned memory.
     Bench(bench::Args),
     /// Datasets: `cut data synth OUT` writes a synthetic one.
     #[command(subcommand)]
