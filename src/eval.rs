@@ -147,7 +147,7 @@ pub fn read_baseline(path: &Path) -> Result<Vec<TaskMetrics>> {
             value
                 .get("accuracy")
                 .and_then(|a| a.get("before"))
-                .and_then(|b| b.get("tasks"))
+                .filter(|b| b.is_array())
         })
         .ok_or_else(|| {
             anyhow!(

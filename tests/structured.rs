@@ -610,6 +610,23 @@ fn channel_prune_cli_writes_a_smaller_model_every_command_runs() {
     let reported = miou(&r["accuracy"]["after"]);
     let measured = miou(&e["tasks"]);
     assert!((reported - measured).abs() < 1e-6, "{reported} vs {measured}");
+    // The prune report serves as eval's baseline (its metrics before pruning): the same delta_m.
+    let o = cut_cmd()
+        .arg("eval")
+        .arg(&out)
+        .arg("--data")
+        .arg(&data)
+        .args(["--split", "val", "--json", "--baseline"])
+        .arg(dir.path().join("small.report.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let (reported, measured) = (
+        r["accuracy"]["delta_m"].as_f64().unwrap(),
+        e["delta_m"].as_f64().unwrap(),
+    );
+    assert!((reported - measured).abs() < 1e-6, "{reported} vs {measured}");
 
     // The interleaved benchmark against the input.
     let o = cut_cmd()
