@@ -97,20 +97,10 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{Conv2d, GraphOutput, InputSpec, Node};
+    use crate::graph::{GraphOutput, InputSpec, Node};
 
     fn pointwise(name: &str, cin: usize, cout: usize) -> Op {
-        Op::Conv2d(Conv2d {
-            weight: format!("{name}.weight"),
-            bias: Some(format!("{name}.bias")),
-            in_channels: cin,
-            out_channels: cout,
-            kernel: [1, 1],
-            stride: [1, 1],
-            padding: [0, 0],
-            dilation: [1, 1],
-            groups: 1,
-        })
+        crate::graph::tests_support::pointwise(name, cin, cout, true)
     }
 
     /// input 3x4x4 -> a (8 ch) -> relu r (in place) -> b (8 ch); s = b + r is task "t"; a dropout

@@ -620,21 +620,24 @@ pub(crate) mod tests_support {
         c
     }
 
+    /// A 1x1 convolution reading `{name}.weight`, and `{name}.bias` when `bias`.
+    pub fn pointwise(name: &str, cin: usize, cout: usize, bias: bool) -> Op {
+        Op::Conv2d(Conv2d {
+            weight: format!("{name}.weight"),
+            bias: bias.then(|| format!("{name}.bias")),
+            in_channels: cin,
+            out_channels: cout,
+            kernel: [1, 1],
+            stride: [1, 1],
+            padding: [0, 0],
+            dilation: [1, 1],
+            groups: 1,
+        })
+    }
+
     /// input -> stem conv -> two heads (a: conv, b: conv -> relu); b's relu is only b's.
     pub fn two_head_graph() -> Graph {
-        let conv = |name: &str, cin: usize, cout: usize| {
-            Op::Conv2d(Conv2d {
-                weight: format!("{name}.weight"),
-                bias: Some(format!("{name}.bias")),
-                in_channels: cin,
-                out_channels: cout,
-                kernel: [1, 1],
-                stride: [1, 1],
-                padding: [0, 0],
-                dilation: [1, 1],
-                groups: 1,
-            })
-        };
+        let conv = |name: &str, cin: usize, cout: usize| pointwise(name, cin, cout, true);
         Graph {
             format: GRAPH_FORMAT,
             family: None,

@@ -162,20 +162,10 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{Conv2d, GraphOutput, InputSpec, Node, GRAPH_FORMAT};
+    use crate::graph::{GraphOutput, InputSpec, Node, GRAPH_FORMAT};
 
     fn conv(name: &str, cin: usize, cout: usize) -> Op {
-        Op::Conv2d(Conv2d {
-            weight: format!("{name}.w"),
-            bias: None,
-            in_channels: cin,
-            out_channels: cout,
-            kernel: [1, 1],
-            stride: [1, 1],
-            padding: [0, 0],
-            dilation: [1, 1],
-            groups: 1,
-        })
+        crate::graph::tests_support::pointwise(name, cin, cout, false)
     }
 
     /// input -> a -> relu -> b -> add(relu, b) -> {c1, c2} -> add = output; plus d (internal) in a side head.
