@@ -60,10 +60,11 @@ pub fn plan(
         let buffer = if aliases {
             buffer_of[node.inputs[0].as_str()]
         } else {
-            size.push(bytes_of(name));
+            let bytes = bytes_of(name);
+            live += bytes;
+            size.push(bytes);
             // The caller holds the input batch for the whole forward.
             refs.push(usize::from(matches!(node.op, Op::Input)));
-            live += size[size.len() - 1];
             size.len() - 1
         };
         if live > peak {
