@@ -383,6 +383,15 @@ impl Graph {
                     );
                 }
             }
+            // Shape inference divides by strides and subtracts one from kernel sizes.
+            let windows = match &node.op {
+                Op::Conv2d(c) => Some([c.kernel, c.stride, c.dilation]),
+                Op::MaxPool(p) => Some([p.kernel, p.stride, [1, 1]]),
+                _ => None,
+            };
+            if windows.is_some_and(|w| w.iter().flatten().any(|&v| v == 0)) {
+                bail!("graph node '{}' has a zero kernel size, stride or dilation", node.name);
+            }
             if let Op::Conv2d(c) = &node.op {
                 if c.groups == 0 || c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0 {
                     bail!(
@@ -712,6 +721,12 @@ mod tests {
         let mut g = two_head_graph();
         g.nodes.push(Node::new("sum", &["a"], Op::Add));
         assert!(g.validate().unwrap_err().to_string().contains("has 1 inputs"));
+        let mut g = two_head_graph();
+        if let Op::Conv2d(c) = &mut g.nodes[1].op {
+            c.stride = [1, 0];
+        }
+        let err = g.validate().unwrap_err().to_string();
+        assert_eq!(err, "graph node 'stem' has a zero kernel size, stride or dilation");
         let mut g = two_head_graph();
         g.format = GRAPH_FORMAT + 1;
         assert!(g.validate().unwrap_err().to_string().contains("newer"));
