@@ -605,23 +605,10 @@ fn nan_max(a: f32, b: f32) -> f32 {
     }
 }
 
-/// Output length of a max-pool along one dimension, as libtorch computes it: with `ceil_mode`, a
-/// last window that would start in the right padding is dropped.
+/// Output length of a max-pool along one dimension (see [`super::shapes::conv_out`]); 0 where the
+/// window is larger than the padded input.
 fn pool_len(input: usize, kernel: usize, stride: usize, padding: usize, ceil_mode: bool) -> usize {
-    let span = input as i64 + 2 * padding as i64 - kernel as i64;
-    if span < 0 {
-        return 0;
-    }
-    let (span, stride) = (span as usize, stride.max(1));
-    let mut len = if ceil_mode {
-        span.div_ceil(stride)
-    } else {
-        span / stride
-    } + 1;
-    if ceil_mode && (len - 1) * stride >= input + padding {
-        len -= 1;
-    }
-    len
+    super::shapes::conv_out(input, kernel, stride, padding, 1, ceil_mode).unwrap_or(0)
 }
 
 /// Output length of a convolution along one dimension.

@@ -8,7 +8,16 @@ use std::collections::HashMap;
 /// Activation shape of one sample (batch dimension left out): [C, H, W] or [F].
 pub type Shape = Vec<usize>;
 
-fn conv_out(size: usize, kernel: usize, stride: usize, padding: usize, dilation: usize, ceil: bool) -> Result<usize> {
+/// Output length along one dimension, as libtorch computes it: with `ceil`, a last window that
+/// would start in the right padding is dropped.
+pub(crate) fn conv_out(
+    size: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    ceil: bool,
+) -> Result<usize> {
     let span = dilation * (kernel - 1) + 1;
     let padded = size + 2 * padding;
     if padded < span {

@@ -141,33 +141,45 @@ fn group_name(g: &Group) -> String {
     }
 }
 
+/// Empty figures for the backbone and each task head, in that order, with their status.
+fn empty_groups(model: &Model, status: impl Fn(&Group) -> &'static str) -> (Vec<Group>, BTreeMap<Group, GroupReport>) {
+    let mut order = vec![Group::Backbone];
+    order.extend(model.tasks.iter().map(|t| Group::Head(t.name.clone())));
+    let reports = order
+        .iter()
+        .map(|g| {
+            let report = GroupReport {
+                group: group_name(g),
+                status: status(g).into(),
+                ..Default::default()
+            };
+            (g.clone(), report)
+        })
+        .collect();
+    (order, reports)
+}
+
+/// Adds each node's multiply-accumulates at the graph's input size to its group, dense and
+/// weighted by the share of non-zero weights (`density`, by node; 1 where absent).
+fn add_macs(
+    graph: &crate::graph::Graph,
+    density: &BTreeMap<String, f64>,
+    reports: &mut BTreeMap<Group, GroupReport>,
+) -> Result<()> {
+    let input_chw = [graph.input.channels, graph.input.height, graph.input.width];
+    let node_groups = graph.node_groups();
+    for (node, m) in shapes::macs(graph, &shapes::infer(graph, input_chw)?) {
+        let r = reports.get_mut(&node_groups[&node]).expect("every group listed");
+        r.macs_dense += m;
+        r.macs_effective += (m as f64 * density.get(&node).copied().unwrap_or(1.0)).round() as u64;
+    }
+    Ok(())
+}
+
 /// Per-group figures of a model and its (masked) parameters, stored in `dtype`.
 pub fn group_figures(model: &Model, params: &Params, dtype: DType) -> Result<(Vec<GroupReport>, Vec<LayerReport>)> {
     let groups = model.graph.node_groups();
-    let shape_map = shapes::infer(
-        &model.graph,
-        [
-            model.graph.input.channels,
-            model.graph.input.height,
-            model.graph.input.width,
-        ],
-    )?;
-    let macs = shapes::macs(&model.graph, &shape_map);
-    let mut order = vec![Group::Backbone];
-    order.extend(model.tasks.iter().map(|t| Group::Head(t.name.clone())));
-    let mut out: BTreeMap<Group, GroupReport> = order
-        .iter()
-        .map(|g| {
-            (
-                g.clone(),
-                GroupReport {
-                    group: group_name(g),
-                    status: "kept".into(),
-                    ..Default::default()
-                },
-            )
-        })
-        .collect();
+    let (order, mut out) = empty_groups(model, |_| "kept");
     let mut layers = Vec::new();
     let mut density: BTreeMap<String, f64> = BTreeMap::new();
     for spec in model.graph.param_specs() {
@@ -200,33 +212,17 @@ pub fn group_figures(model: &Model, params: &Params, dtype: DType) -> Result<(Ve
             g.bytes_packed += n * size;
         }
     }
-    for (node, m) in &macs {
-        let g = out.get_mut(&groups[node]).expect("every group listed");
-        g.macs_dense += m;
-        g.macs_effective += (*m as f64 * density.get(node).copied().unwrap_or(1.0)).round() as u64;
-    }
+    add_macs(&model.graph, &density, &mut out)?;
     Ok((order.iter().map(|g| out.remove(g).unwrap()).collect(), layers))
 }
 
 /// Per-group figures of the input model (every head), read from the input checkpoint as stored;
 /// the heads of `dropped` tasks are marked "dropped", the rest "kept".
 pub fn input_figures(input: &Checkpoint, full: &Model, dropped: &[String]) -> Result<Vec<GroupReport>> {
-    let mut order = vec![Group::Backbone];
-    order.extend(full.tasks.iter().map(|t| Group::Head(t.name.clone())));
-    let mut reports: BTreeMap<Group, GroupReport> = order
-        .iter()
-        .map(|g| {
-            let is_dropped = matches!(g, Group::Head(t) if dropped.contains(t));
-            (
-                g.clone(),
-                GroupReport {
-                    group: group_name(g),
-                    status: if is_dropped { "dropped" } else { "kept" }.into(),
-                    ..Default::default()
-                },
-            )
-        })
-        .collect();
+    let (order, mut reports) = empty_groups(full, |g| match g {
+        Group::Head(t) if dropped.contains(t) => "dropped",
+        _ => "kept",
+    });
     let groups = full.graph.param_groups();
     let mut density: BTreeMap<String, f64> = BTreeMap::new();
     for spec in full.graph.param_specs() {
@@ -245,17 +241,7 @@ pub fn input_figures(input: &Checkpoint, full: &Model, dropped: &[String]) -> Re
             density.insert(spec.node.clone(), nz as f64 / n.max(1) as f64);
         }
     }
-    let input_chw = [
-        full.graph.input.channels,
-        full.graph.input.height,
-        full.graph.input.width,
-    ];
-    let node_groups = full.graph.node_groups();
-    for (node, m) in shapes::macs(&full.graph, &shapes::infer(&full.graph, input_chw)?) {
-        let r = reports.get_mut(&node_groups[&node]).expect("every group listed");
-        r.macs_dense += m;
-        r.macs_effective += (m as f64 * density.get(&node).copied().unwrap_or(1.0)).round() as u64;
-    }
+    add_macs(&full.graph, &density, &mut reports)?;
     Ok(order.iter().map(|g| reports.remove(g).unwrap()).collect())
 }
 
