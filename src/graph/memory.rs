@@ -98,11 +98,8 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::graph::tests_support::pointwise;
     use crate::graph::{GraphOutput, InputSpec, Node};
-
-    fn pointwise(name: &str, cin: usize, cout: usize) -> Op {
-        crate::graph::tests_support::pointwise(name, cin, cout, true)
-    }
 
     /// input 3x4x4 -> a (8 ch) -> relu r (in place) -> b (8 ch); s = b + r is task "t"; a dropout
     /// and flatten on r feed task "u".
@@ -117,9 +114,9 @@ mod tests {
             },
             nodes: vec![
                 Node::new("input", &[], Op::Input),
-                Node::new("a", &["input"], pointwise("a", 3, 8)),
+                Node::new("a", &["input"], pointwise("a", 3, 8, true)),
                 Node::new("r", &["a"], Op::Relu),
-                Node::new("b", &["r"], pointwise("b", 8, 8)),
+                Node::new("b", &["r"], pointwise("b", 8, 8, true)),
                 Node::new("s", &["b", "r"], Op::Add),
                 Node::new("d", &["r"], Op::Dropout { p: 0.1 }),
                 Node::new("f", &["d"], Op::Flatten),
