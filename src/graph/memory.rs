@@ -53,9 +53,8 @@ pub fn plan(
         // Ops whose value is a view of their input's storage: dropout at inference, flatten, and a
         // ReLU run in place on the convolution that only it reads.
         let aliases = match &node.op {
-            Op::Dropout { .. } | Op::Flatten => true,
             Op::Relu => schedule.relu_follows.contains(node.inputs[0].as_str()),
-            _ => false,
+            op => op.def().aliases_input(),
         };
         let buffer = if aliases {
             buffer_of[node.inputs[0].as_str()]
@@ -118,7 +117,7 @@ mod tests {
                 Node::new("r", &["a"], Op::Relu),
                 Node::new("b", &["r"], pointwise("b", 8, 8, true)),
                 Node::new("s", &["b", "r"], Op::Add),
-                Node::new("d", &["r"], Op::Dropout { p: 0.1 }),
+                Node::new("d", &["r"], Op::Dropout(crate::graph::ops::Dropout { p: 0.1 })),
                 Node::new("f", &["d"], Op::Flatten),
             ],
             outputs: vec![

@@ -1,12 +1,17 @@
 //! The typed model graph stored in a checkpoint's metadata, its validation and its analyses
 //! (parameter specs, shape inference, multiply-accumulates, task membership of nodes).
 
+mod arith;
 pub mod inference;
 pub mod init;
 pub mod interpreter;
+pub mod kernels;
 pub mod memory;
+pub mod ops;
 pub mod scenenet;
 pub mod shapes;
+
+pub use ops::{BatchNorm, Conv2d, Linear, MaxPool, Mode, Op, OpDef, Upsample, UpsampleMode};
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -53,103 +58,8 @@ pub struct Node {
     pub op: Op,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Op {
-    Input,
-    Conv2d(Conv2d),
-    BatchNorm(BatchNorm),
-    Relu,
-    MaxPool(MaxPool),
-    /// Element-wise sum of two or more inputs (residual additions, summed head branches).
-    Add,
-    /// Identity at inference; drops activations with probability `p` while training.
-    Dropout {
-        p: f64,
-    },
-    Upsample(Upsample),
-    Linear(Linear),
-    /// Mean over the spatial dimensions: [N, C, H, W] -> [N, C].
-    GlobalAvgPool,
-    /// [N, ...] -> [N, product of the rest].
-    Flatten,
-}
-
-impl Op {
-    /// The op's name as the graph JSON spells it.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Op::Input => "input",
-            Op::Conv2d(_) => "conv2d",
-            Op::BatchNorm(_) => "batch_norm",
-            Op::Relu => "relu",
-            Op::MaxPool(_) => "max_pool",
-            Op::Add => "add",
-            Op::Dropout { .. } => "dropout",
-            Op::Upsample(_) => "upsample",
-            Op::Linear(_) => "linear",
-            Op::GlobalAvgPool => "global_avg_pool",
-            Op::Flatten => "flatten",
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Conv2d {
-    pub weight: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bias: Option<String>,
-    pub in_channels: usize,
-    pub out_channels: usize,
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub padding: [usize; 2],
-    pub dilation: [usize; 2],
-    pub groups: usize,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct BatchNorm {
-    pub channels: usize,
-    pub weight: Option<String>,
-    pub bias: Option<String>,
-    pub running_mean: String,
-    pub running_var: String,
-    /// PyTorch's int64 counter; carried so reference state dicts round-trip, unused by inference.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub num_batches_tracked: Option<String>,
-    pub eps: f64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MaxPool {
-    pub kernel: [usize; 2],
-    pub stride: [usize; 2],
-    pub padding: [usize; 2],
-    pub ceil_mode: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UpsampleMode {
-    Nearest,
-    Bilinear,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Upsample {
-    pub scale: usize,
-    pub mode: UpsampleMode,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Linear {
-    pub weight: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bias: Option<String>,
-    pub in_features: usize,
-    pub out_features: usize,
-}
+/// Parameter tensors by name, on one device.
+pub type Params = BTreeMap<String, tch::Tensor>;
 
 /// What a parameter tensor is to its node; initialisation and pruning depend on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,58 +181,12 @@ impl Node {
     }
 
     /// The parameter tensors this node references, with their roles and expected shapes.
-    pub fn params(&self) -> Vec<(String, ParamRole, Vec<usize>)> {
-        let mut out = Vec::new();
-        match &self.op {
-            Op::Conv2d(c) => {
-                out.push((
-                    c.weight.clone(),
-                    ParamRole::ConvWeight,
-                    vec![
-                        c.out_channels,
-                        c.in_channels / c.groups.max(1),
-                        c.kernel[0],
-                        c.kernel[1],
-                    ],
-                ));
-                if let Some(b) = &c.bias {
-                    out.push((b.clone(), ParamRole::ConvBias, vec![c.out_channels]));
-                }
-            }
-            Op::BatchNorm(bn) => {
-                if let Some(w) = &bn.weight {
-                    out.push((w.clone(), ParamRole::BnWeight, vec![bn.channels]));
-                }
-                if let Some(b) = &bn.bias {
-                    out.push((b.clone(), ParamRole::BnBias, vec![bn.channels]));
-                }
-                out.push((bn.running_mean.clone(), ParamRole::BnRunningMean, vec![bn.channels]));
-                out.push((bn.running_var.clone(), ParamRole::BnRunningVar, vec![bn.channels]));
-                if let Some(t) = &bn.num_batches_tracked {
-                    out.push((t.clone(), ParamRole::BnBatchesTracked, vec![]));
-                }
-            }
-            Op::Linear(l) => {
-                out.push((
-                    l.weight.clone(),
-                    ParamRole::LinearWeight,
-                    vec![l.out_features, l.in_features],
-                ));
-                if let Some(b) = &l.bias {
-                    out.push((b.clone(), ParamRole::LinearBias, vec![l.out_features]));
-                }
-            }
-            _ => {}
-        }
-        out
+    pub fn params(&self) -> Vec<ops::ParamSlot> {
+        self.op.def().params()
     }
 
     fn arity(&self) -> (usize, usize) {
-        match self.op {
-            Op::Input => (0, 0),
-            Op::Add => (2, usize::MAX),
-            _ => (1, 1),
-        }
+        self.op.def().arity()
     }
 }
 
@@ -383,24 +247,7 @@ impl Graph {
                     );
                 }
             }
-            // Shape inference divides by strides and subtracts one from kernel sizes.
-            let windows = match &node.op {
-                Op::Conv2d(c) => Some([c.kernel, c.stride, c.dilation]),
-                Op::MaxPool(p) => Some([p.kernel, p.stride, [1, 1]]),
-                _ => None,
-            };
-            if windows.is_some_and(|w| w.iter().flatten().any(|&v| v == 0)) {
-                bail!("graph node '{}' has a zero kernel size, stride or dilation", node.name);
-            }
-            if let Op::Conv2d(c) = &node.op {
-                if c.groups == 0 || c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0 {
-                    bail!(
-                        "graph node '{}' has {} groups, which do not divide its channels",
-                        node.name,
-                        c.groups
-                    );
-                }
-            }
+            node.op.def().validate(&node.name)?;
         }
         if inputs != 1 {
             bail!("graph has {inputs} input nodes, expected exactly one");

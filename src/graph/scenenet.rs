@@ -269,7 +269,8 @@ impl Builder {
     }
 
     fn dropout(&mut self, name: &str, x: &str, p: f64) -> String {
-        self.nodes.push(Node::new(name, &[x], Op::Dropout { p }));
+        self.nodes
+            .push(Node::new(name, &[x], Op::Dropout(super::ops::Dropout { p })));
         name.to_string()
     }
 }

@@ -7,6 +7,7 @@
 //! channel k of a space means removing output channel k of every producer, entry k of every batch
 //! norm, and input channel k of every consumer.
 
+use crate::graph::ops::ChannelRule;
 use crate::graph::{Graph, Op};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -67,44 +68,38 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
     let mut fixed: Vec<(usize, String)> = Vec::new();
     for node in &graph.nodes {
         let input = |i: usize| -> usize { space[node.inputs[i].as_str()] };
-        let s = match &node.op {
-            Op::Input => {
+        let s = match node.op.def().channels() {
+            ChannelRule::Source => {
                 let s = new_space(graph.input.channels, &mut width, &mut uf);
                 fixed.push((s, "image input channels".into()));
                 s
             }
-            Op::Conv2d(c) => {
+            ChannelRule::Transform { outputs, fixes, .. } => {
                 consumers.push((input(0), &node.name));
-                let s = new_space(c.out_channels, &mut width, &mut uf);
+                let s = new_space(outputs, &mut width, &mut uf);
                 producers.push((s, &node.name));
-                if c.groups != 1 {
-                    fixed.push((input(0), format!("grouped convolution '{}'", node.name)));
-                    fixed.push((s, format!("grouped convolution '{}'", node.name)));
+                if let Some(why) = fixes {
+                    fixed.push((input(0), format!("{why} '{}'", node.name)));
+                    fixed.push((s, format!("{why} '{}'", node.name)));
                 }
                 s
             }
-            Op::Linear(l) => {
-                consumers.push((input(0), &node.name));
-                let s = new_space(l.out_features, &mut width, &mut uf);
-                producers.push((s, &node.name));
-                s
-            }
-            Op::BatchNorm(_) => {
+            ChannelRule::PerChannel { .. } => {
                 norms.push((input(0), &node.name));
                 input(0)
             }
-            Op::Relu | Op::Dropout { .. } | Op::MaxPool(_) | Op::Upsample(_) | Op::GlobalAvgPool => input(0),
-            Op::Add => {
+            ChannelRule::Preserve => input(0),
+            ChannelRule::Tie => {
                 let first = input(0);
                 for i in 1..node.inputs.len() {
                     uf.union(first, input(i));
                 }
                 first
             }
-            Op::Flatten => {
-                fixed.push((input(0), format!("flattened by '{}'", node.name)));
+            ChannelRule::Mix { why } => {
+                fixed.push((input(0), format!("{why} '{}'", node.name)));
                 let s = new_space(0, &mut width, &mut uf);
-                fixed.push((s, format!("flattened by '{}'", node.name)));
+                fixed.push((s, format!("{why} '{}'", node.name)));
                 s
             }
         };
@@ -146,10 +141,8 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
     let by_name: HashMap<&str, &Op> = graph.nodes.iter().map(|n| (n.name.as_str(), &n.op)).collect();
     for g in groups.values() {
         for p in &g.producers {
-            let out = match by_name[p.as_str()] {
-                Op::Conv2d(c) => c.out_channels,
-                Op::Linear(l) => l.out_features,
-                _ => unreachable!("producers are conv or linear"),
+            let ChannelRule::Transform { outputs: out, .. } = by_name[p.as_str()].def().channels() else {
+                unreachable!("producers transform channels")
             };
             if out != g.channels {
                 bail!("node '{p}' produces {out} channels into a group of {}", g.channels);

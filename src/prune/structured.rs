@@ -8,7 +8,8 @@
 
 use super::channels::ChannelGroup;
 use crate::graph::interpreter::{activations, Mode, Params};
-use crate::graph::{Graph, Model, Op};
+use crate::graph::ops::ChannelRule;
+use crate::graph::{Graph, Model, Node};
 use anyhow::{anyhow, bail, Result};
 use std::collections::{BTreeMap, BTreeSet};
 use tch::{Device, Kind, Tensor};
@@ -27,11 +28,21 @@ fn removed(channels: usize, keep: &[i64]) -> Vec<i64> {
 
 /// The weight and bias names of a convolution or linear layer.
 pub fn producer_weight(graph: &Graph, node: &str) -> Result<(String, Option<String>)> {
-    match &graph.node(node).ok_or_else(|| anyhow!("no node '{node}'"))?.op {
-        Op::Conv2d(c) => Ok((c.weight.clone(), c.bias.clone())),
-        Op::Linear(l) => Ok((l.weight.clone(), l.bias.clone())),
+    match graph
+        .node(node)
+        .ok_or_else(|| anyhow!("no node '{node}'"))?
+        .op
+        .def()
+        .channels()
+    {
+        ChannelRule::Transform { weight, bias, .. } => Ok((weight.to_string(), bias.map(str::to_string))),
         _ => bail!("node '{node}' is not a convolution or linear layer"),
     }
+}
+
+/// Whether a node's channel transform sees zero padding (see the module notes).
+fn padded(node: &Node) -> bool {
+    matches!(node.op.def().channels(), ChannelRule::Transform { padded: true, .. })
 }
 
 /// The model in which every removed channel's producers have zero weights (biases kept): what the
@@ -74,7 +85,7 @@ pub fn fold_hazards(model: &Model, params: &Params, groups: &[ChannelGroup]) -> 
         g.consumers
             .iter()
             .filter_map(|c| model.graph.node(c))
-            .filter(|n| matches!(&n.op, Op::Conv2d(conv) if conv.padding != [0, 0]))
+            .filter(|n| padded(n))
             .map(|n| n.inputs[0].clone())
             .collect()
     };
@@ -153,19 +164,15 @@ pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[O
         }
         let gone_t = Tensor::from_slice(&gone).to_device(device);
         for c in &g.consumers {
-            let node = graph.nodes.iter_mut().find(|n| &n.name == c).expect("consumer exists");
-            let act = &acts[&node.inputs[0]];
+            let act = &acts[&graph.node(c).expect("consumer exists").inputs[0]];
             let per_channel = if act.dim() == 4 {
                 act.mean_dim([0i64, 2, 3].as_slice(), false, Kind::Float)
             } else {
                 act.mean_dim([0i64].as_slice(), false, Kind::Float)
             };
             let consts = per_channel.index_select(0, &gone_t);
-            let (weight, bias_slot, padded) = match &mut node.op {
-                Op::Conv2d(conv) => (conv.weight.clone(), &mut conv.bias, conv.padding != [0, 0]),
-                Op::Linear(l) => (l.weight.clone(), &mut l.bias, false),
-                _ => unreachable!("consumers are conv or linear"),
-            };
+            let (weight, bias) = producer_weight(&graph, c)?;
+            let node = graph.nodes.iter_mut().find(|n| &n.name == c).expect("consumer exists");
             let w = &out[&weight];
             let taps = if w.dim() == 4 {
                 w.sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float)
@@ -173,11 +180,11 @@ pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[O
                 w.shallow_clone()
             };
             let delta = taps.index_select(1, &gone_t).matmul(&consts);
-            if padded && consts.abs().max().double_value(&[]) > 0.0 {
+            if padded(node) && consts.abs().max().double_value(&[]) > 0.0 {
                 inexact.push(c.clone());
             }
-            let bias_name = match bias_slot {
-                Some(b) => b.clone(),
+            let bias_name = match bias {
+                Some(b) => b,
                 None => {
                     let name = match weight.strip_suffix(".weight") {
                         Some(stem) => format!("{stem}.bias"),
@@ -187,7 +194,7 @@ pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[O
                         bail!("cannot add bias '{name}' to '{c}': the name is taken");
                     }
                     out.insert(name.clone(), Tensor::zeros([w.size()[0]], (Kind::Float, device)));
-                    *bias_slot = Some(name.clone());
+                    node.op = node.op.def().with_bias(name.clone()).expect("transforms take a bias");
                     name
                 }
             };
@@ -205,33 +212,23 @@ pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[O
         let Some(k) = k else { continue };
         let idx = Tensor::from_slice(k);
         for node in &graph.nodes {
-            match &node.op {
-                Op::Conv2d(c) if g.producers.contains(&node.name) => {
-                    select(&mut out, &c.weight, 0, &idx)?;
-                    if let Some(b) = &c.bias {
-                        select(&mut out, b, 0, &idx)?;
+            let name = &node.name;
+            match node.op.def().channels() {
+                ChannelRule::Transform { weight, bias, .. } => {
+                    if g.producers.contains(name) {
+                        for t in std::iter::once(weight).chain(bias) {
+                            select(&mut out, t, 0, &idx)?;
+                        }
+                    }
+                    if g.consumers.contains(name) {
+                        select(&mut out, weight, 1, &idx)?;
                     }
                 }
-                Op::Linear(l) if g.producers.contains(&node.name) => {
-                    select(&mut out, &l.weight, 0, &idx)?;
-                    if let Some(b) = &l.bias {
-                        select(&mut out, b, 0, &idx)?;
-                    }
-                }
-                Op::BatchNorm(bn) if g.norms.contains(&node.name) => {
-                    for t in [&bn.weight, &bn.bias].into_iter().flatten() {
+                ChannelRule::PerChannel { tensors } if g.norms.contains(name) => {
+                    for t in tensors {
                         select(&mut out, t, 0, &idx)?;
                     }
-                    select(&mut out, &bn.running_mean, 0, &idx)?;
-                    select(&mut out, &bn.running_var, 0, &idx)?;
                 }
-                _ => {}
-            }
-        }
-        for node in &graph.nodes {
-            match &node.op {
-                Op::Conv2d(c) if g.consumers.contains(&node.name) => select(&mut out, &c.weight, 1, &idx)?,
-                Op::Linear(l) if g.consumers.contains(&node.name) => select(&mut out, &l.weight, 1, &idx)?,
                 _ => {}
             }
         }
@@ -277,26 +274,13 @@ pub fn resize(graph: &Graph, groups: &[ChannelGroup], widths: &[usize]) -> Graph
             continue;
         }
         for node in graph.nodes.iter_mut() {
-            let name = node.name.as_str();
-            match &mut node.op {
-                Op::Conv2d(c) => {
-                    if g.producers.iter().any(|p| p == name) {
-                        c.out_channels = n;
-                    }
-                    if g.consumers.iter().any(|p| p == name) {
-                        c.in_channels = n;
-                    }
+            let is = |members: &[String]| members.contains(&node.name);
+            let inputs = (is(&g.consumers) || is(&g.norms)).then_some(n);
+            let outputs = is(&g.producers).then_some(n);
+            if inputs.is_some() || outputs.is_some() {
+                if let Some(op) = node.op.def().resized(inputs, outputs) {
+                    node.op = op;
                 }
-                Op::Linear(l) => {
-                    if g.producers.iter().any(|p| p == name) {
-                        l.out_features = n;
-                    }
-                    if g.consumers.iter().any(|p| p == name) {
-                        l.in_features = n;
-                    }
-                }
-                Op::BatchNorm(bn) if g.norms.iter().any(|p| p == name) => bn.channels = n,
-                _ => {}
             }
         }
     }

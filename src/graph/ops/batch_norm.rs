@@ -1,0 +1,82 @@
+//! `batch_norm`: per-channel normalisation of [N, C, ...] with running statistics at inference and
+//! batch statistics while training (unless the mode freezes them).
+
+use super::{ChannelRule, EvalCx, Mode, Op, OpDef, ParamSlot, Shape, ShapeCx};
+use crate::graph::ParamRole;
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BatchNorm {
+    pub channels: usize,
+    pub weight: Option<String>,
+    pub bias: Option<String>,
+    pub running_mean: String,
+    pub running_var: String,
+    /// PyTorch's int64 counter; carried so reference state dicts round-trip, unused by inference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_batches_tracked: Option<String>,
+    pub eps: f64,
+}
+
+impl OpDef for BatchNorm {
+    fn params(&self) -> Vec<ParamSlot> {
+        let c = self.channels;
+        let mut out = Vec::new();
+        if let Some(w) = &self.weight {
+            out.push((w.clone(), ParamRole::BnWeight, vec![c]));
+        }
+        if let Some(b) = &self.bias {
+            out.push((b.clone(), ParamRole::BnBias, vec![c]));
+        }
+        out.push((self.running_mean.clone(), ParamRole::BnRunningMean, vec![c]));
+        out.push((self.running_var.clone(), ParamRole::BnRunningVar, vec![c]));
+        if let Some(t) = &self.num_batches_tracked {
+            out.push((t.clone(), ParamRole::BnBatchesTracked, vec![]));
+        }
+        out
+    }
+    fn validate(&self, node: &str) -> Result<()> {
+        if !(self.eps.is_finite() && self.eps >= 0.0) {
+            bail!("graph node '{node}' has a batch-norm eps of {}, not a finite number >= 0", self.eps);
+        }
+        Ok(())
+    }
+    fn infer(&self, cx: &ShapeCx, inputs: &[&Shape]) -> Result<Shape> {
+        let (channels, _, _) = cx.spatial(inputs[0])?;
+        if channels != self.channels {
+            bail!(
+                "node '{}' expects {} channels, gets {channels}",
+                cx.node,
+                self.channels
+            );
+        }
+        Ok(inputs[0].clone())
+    }
+    fn eval(&self, cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
+        Ok(Tensor::batch_norm(
+            args[0],
+            cx.opt_param(&self.weight)?,
+            cx.opt_param(&self.bias)?,
+            Some(cx.param(&self.running_mean)?),
+            Some(cx.param(&self.running_var)?),
+            cx.mode == Mode::Train,
+            0.1,
+            self.eps,
+            true,
+        ))
+    }
+    fn channels(&self) -> ChannelRule<'_> {
+        let mut tensors: Vec<&str> = [&self.weight, &self.bias].into_iter().flatten().map(String::as_str).collect();
+        tensors.push(&self.running_mean);
+        tensors.push(&self.running_var);
+        ChannelRule::PerChannel { tensors }
+    }
+    fn resized(&self, inputs: Option<usize>, outputs: Option<usize>) -> Option<Op> {
+        Some(Op::BatchNorm(BatchNorm {
+            channels: inputs.or(outputs).unwrap_or(self.channels),
+            ..self.clone()
+        }))
+    }
+}

@@ -1,0 +1,122 @@
+//! `conv2d`: a 2-d convolution of [N, C, H, W], weight [O, C / groups, kh, kw], optional bias [O].
+
+use super::{pair, ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx};
+use crate::graph::{kernels, shapes::conv_out, ParamRole};
+use anyhow::{anyhow, bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Conv2d {
+    pub weight: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias: Option<String>,
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    pub dilation: [usize; 2],
+    pub groups: usize,
+}
+
+impl Conv2d {
+    /// The window as the kernels take it.
+    pub fn window(&self) -> kernels::ConvWindow {
+        kernels::ConvWindow {
+            kernel: pair(self.kernel),
+            stride: pair(self.stride),
+            padding: pair(self.padding),
+            dilation: pair(self.dilation),
+            groups: self.groups as i64,
+        }
+    }
+}
+
+impl OpDef for Conv2d {
+    fn params(&self) -> Vec<ParamSlot> {
+        let mut out = vec![(
+            self.weight.clone(),
+            ParamRole::ConvWeight,
+            vec![
+                self.out_channels,
+                self.in_channels / self.groups.max(1),
+                self.kernel[0],
+                self.kernel[1],
+            ],
+        )];
+        if let Some(b) = &self.bias {
+            out.push((b.clone(), ParamRole::ConvBias, vec![self.out_channels]));
+        }
+        out
+    }
+    fn validate(&self, node: &str) -> Result<()> {
+        // Shape inference divides by strides and subtracts one from kernel sizes.
+        if [self.kernel, self.stride, self.dilation].iter().flatten().any(|&v| v == 0) {
+            bail!("graph node '{node}' has a zero kernel size, stride or dilation");
+        }
+        if self.groups == 0
+            || !self.in_channels.is_multiple_of(self.groups)
+            || !self.out_channels.is_multiple_of(self.groups)
+        {
+            bail!(
+                "graph node '{node}' has {} groups, which do not divide its channels",
+                self.groups
+            );
+        }
+        Ok(())
+    }
+    fn infer(&self, cx: &ShapeCx, inputs: &[&Shape]) -> Result<Shape> {
+        let (channels, h, w) = cx.spatial(inputs[0])?;
+        if channels != self.in_channels {
+            bail!(
+                "node '{}' expects {} input channels, gets {channels}",
+                cx.node,
+                self.in_channels
+            );
+        }
+        let out = |dim: usize, size: usize| {
+            conv_out(
+                size,
+                self.kernel[dim],
+                self.stride[dim],
+                self.padding[dim],
+                self.dilation[dim],
+                false,
+            )
+            .map_err(|e| anyhow!("node '{}': {e}", cx.node))
+        };
+        Ok(vec![self.out_channels, out(0, h)?, out(1, w)?])
+    }
+    fn macs(&self, _inputs: &[&Shape], output: &Shape) -> Option<u64> {
+        let per_output = (self.in_channels / self.groups * self.kernel[0] * self.kernel[1]) as u64;
+        Some(output.iter().product::<usize>() as u64 * per_output)
+    }
+    fn eval(&self, cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
+        let weight = cx.param(&self.weight)?;
+        let bias = cx.opt_param(&self.bias)?;
+        Ok(kernels::conv2d(args[0], weight, bias, &self.window()))
+    }
+    fn channels(&self) -> ChannelRule<'_> {
+        ChannelRule::Transform {
+            weight: &self.weight,
+            bias: self.bias.as_deref(),
+            outputs: self.out_channels,
+            fixes: (self.groups != 1).then_some("grouped convolution"),
+            padded: self.padding != [0, 0],
+        }
+    }
+    fn resized(&self, inputs: Option<usize>, outputs: Option<usize>) -> Option<Op> {
+        Some(Op::Conv2d(Conv2d {
+            in_channels: inputs.unwrap_or(self.in_channels),
+            out_channels: outputs.unwrap_or(self.out_channels),
+            ..self.clone()
+        }))
+    }
+    fn with_bias(&self, bias: String) -> Option<Op> {
+        Some(Op::Conv2d(Conv2d {
+            bias: Some(bias),
+            ..self.clone()
+        }))
+    }
+}

@@ -1,0 +1,76 @@
+//! `linear`: y = x W^T + b over the last axis, for inputs of any rank ([N, F], [N, L, F], ...).
+//! Weight [O, F], optional bias [O].
+
+use super::{ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx};
+use crate::graph::ParamRole;
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Linear {
+    pub weight: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bias: Option<String>,
+    pub in_features: usize,
+    pub out_features: usize,
+}
+
+impl OpDef for Linear {
+    fn params(&self) -> Vec<ParamSlot> {
+        let mut out = vec![(
+            self.weight.clone(),
+            ParamRole::LinearWeight,
+            vec![self.out_features, self.in_features],
+        )];
+        if let Some(b) = &self.bias {
+            out.push((b.clone(), ParamRole::LinearBias, vec![self.out_features]));
+        }
+        out
+    }
+    fn infer(&self, cx: &ShapeCx, inputs: &[&Shape]) -> Result<Shape> {
+        let s = inputs[0];
+        match s.split_last() {
+            Some((&features, rest)) if features == self.in_features => {
+                let mut out = rest.to_vec();
+                out.push(self.out_features);
+                Ok(out)
+            }
+            _ => bail!(
+                "node '{}' expects {} input features, gets {:?}",
+                cx.node,
+                self.in_features,
+                s
+            ),
+        }
+    }
+    fn macs(&self, inputs: &[&Shape], _output: &Shape) -> Option<u64> {
+        let rows: usize = inputs[0][..inputs[0].len() - 1].iter().product();
+        Some((rows * self.in_features * self.out_features) as u64)
+    }
+    fn eval(&self, cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
+        Ok(args[0].linear(cx.param(&self.weight)?, cx.opt_param(&self.bias)?))
+    }
+    fn channels(&self) -> ChannelRule<'_> {
+        ChannelRule::Transform {
+            weight: &self.weight,
+            bias: self.bias.as_deref(),
+            outputs: self.out_features,
+            fixes: None,
+            padded: false,
+        }
+    }
+    fn resized(&self, inputs: Option<usize>, outputs: Option<usize>) -> Option<Op> {
+        Some(Op::Linear(Linear {
+            in_features: inputs.unwrap_or(self.in_features),
+            out_features: outputs.unwrap_or(self.out_features),
+            ..self.clone()
+        }))
+    }
+    fn with_bias(&self, bias: String) -> Option<Op> {
+        Some(Op::Linear(Linear {
+            bias: Some(bias),
+            ..self.clone()
+        }))
+    }
+}

@@ -1,0 +1,194 @@
+//! Every op the graph knows, one file each. An op's file says all there is to say about it: its
+//! parameters and their shapes, validation, shape inference, multiply-accumulates, evaluation on
+//! tch, how it treats channels for structured pruning, and whether its value may share its input's
+//! storage. Everything else (shape inference, the interpreter, the memory plan, channel groups,
+//! physical channel removal) asks the op through [`OpDef`] instead of matching on it.
+//!
+//! Adding an op is one new file with a struct that implements [`OpDef`], plus one line in the
+//! [`registry!`] call below: `file::Type => "json_name"`.
+
+use super::{ParamRole, Params};
+use anyhow::{anyhow, bail, Result};
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+/// Activation shape of one sample (batch dimension left out): [C, H, W], [F], [L, H], ...
+pub type Shape = Vec<usize>;
+
+/// A parameter tensor an op reads: its name, its role and the shape the op expects.
+pub type ParamSlot = (String, ParamRole, Vec<usize>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Batch norm uses running statistics, dropout is off.
+    Eval,
+    /// Batch norm uses batch statistics and updates its running statistics; dropout is on.
+    Train,
+    /// Batch norm keeps using (and does not update) its running statistics; dropout is on.
+    /// For fine-tuning with small batches, or a network whose statistics pruning has changed.
+    TrainFrozenNorm,
+}
+
+/// What shape inference knows besides the node's input shapes.
+pub struct ShapeCx<'a> {
+    pub node: &'a str,
+    /// The names of the node's inputs, for messages.
+    pub input_names: &'a [String],
+    /// The input size asked for ([C, H, W] for an image graph), for the input op.
+    pub input: &'a [usize],
+    /// The channels the graph declares for its input.
+    pub declared_channels: usize,
+}
+
+impl ShapeCx<'_> {
+    /// The input's [C, H, W], or an error naming the node.
+    pub fn spatial(&self, s: &Shape) -> Result<(usize, usize, usize)> {
+        if s.len() != 3 {
+            bail!("node '{}' needs a [C, H, W] input, gets {:?}", self.node, s);
+        }
+        Ok((s[0], s[1], s[2]))
+    }
+}
+
+/// What evaluation knows besides the node's input values.
+pub struct EvalCx<'a> {
+    pub params: &'a Params,
+    /// The batch given to the graph, for the input op.
+    pub input: &'a Tensor,
+    pub mode: Mode,
+}
+
+impl EvalCx<'_> {
+    pub fn param(&self, name: &str) -> Result<&Tensor> {
+        self.params
+            .get(name)
+            .ok_or_else(|| anyhow!("tensor '{name}' is missing"))
+    }
+    pub fn opt_param(&self, name: &Option<String>) -> Result<Option<&Tensor>> {
+        name.as_ref().map(|n| self.param(n)).transpose()
+    }
+}
+
+/// How an op treats channels (axis 1 of an activation), for structured pruning.
+pub enum ChannelRule<'a> {
+    /// The graph's input: a space (of the width the graph declares) that pruning may not change.
+    Source,
+    /// Reads its input's channels through axis 1 of `weight` and writes a new space of `outputs`
+    /// channels: rows (axis 0) of `weight` and `bias`. `fixes` says why neither space may be
+    /// pruned (a grouped convolution); `padded` that it sees zero padding, where a removed input
+    /// channel's constant is not seen.
+    Transform {
+        weight: &'a str,
+        bias: Option<&'a str>,
+        outputs: usize,
+        fixes: Option<&'static str>,
+        padded: bool,
+    },
+    /// One entry per channel of its input, along axis 0 of each tensor (a batch norm).
+    PerChannel { tensors: Vec<&'a str> },
+    /// Passes its input's channels on unchanged.
+    Preserve,
+    /// Channel k of every input lands in channel k of the output: all inputs share one space.
+    Tie,
+    /// Mixes channels with other axes: its input's channels and its output are fixed.
+    Mix { why: &'static str },
+}
+
+/// Everything about one op. The node name is passed where messages need it.
+pub trait OpDef {
+    /// Fewest and most inputs.
+    fn arity(&self) -> (usize, usize) {
+        (1, 1)
+    }
+    /// The parameter tensors the op reads, with their roles and expected shapes.
+    fn params(&self) -> Vec<ParamSlot> {
+        Vec::new()
+    }
+    /// Checks of the op's own fields that shape inference and evaluation rely on.
+    fn validate(&self, _node: &str) -> Result<()> {
+        Ok(())
+    }
+    /// The output shape of one sample.
+    fn infer(&self, cx: &ShapeCx, inputs: &[&Shape]) -> Result<Shape>;
+    /// Multiply-accumulates for one sample; `None` for ops that are not counted.
+    fn macs(&self, _inputs: &[&Shape], _output: &Shape) -> Option<u64> {
+        None
+    }
+    /// The output for a batch, with autograd where the mode trains.
+    fn eval(&self, cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor>;
+    fn channels(&self) -> ChannelRule<'_>;
+    /// Whether the output may be a view of the input's storage at inference (for the memory plan).
+    fn aliases_input(&self) -> bool {
+        false
+    }
+    /// The op with its input channels set to `inputs` and its output channels to `outputs`
+    /// (`None` keeps a side); `None` when the op has no such widths.
+    fn resized(&self, _inputs: Option<usize>, _outputs: Option<usize>) -> Option<Op> {
+        None
+    }
+    /// The op reading a bias tensor of this name (it has none yet); `None` when it takes none.
+    fn with_bias(&self, _bias: String) -> Option<Op> {
+        None
+    }
+}
+
+/// Declares every op: `unit` ops have no fields, `data` ops carry a struct of their own. Each line
+/// names the op's file, its type and its name in the graph JSON.
+macro_rules! registry {
+    (
+        unit: [$($umod:ident::$unit:ident => $uname:literal),* $(,)?],
+        data: [$($dmod:ident::$data:ident => $dname:literal),* $(,)?] $(,)?
+    ) => {
+        $(mod $umod; pub use $umod::$unit;)*
+        $(mod $dmod; pub use $dmod::$data;)*
+
+        #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "op")]
+        pub enum Op {
+            $(#[serde(rename = $uname)] $unit,)*
+            $(#[serde(rename = $dname)] $data($data),)*
+        }
+
+        impl Op {
+            /// The op's definition.
+            pub fn def(&self) -> &dyn OpDef {
+                match self {
+                    $(Op::$unit => &$unit,)*
+                    $(Op::$data(op) => op,)*
+                }
+            }
+            /// The op's name as the graph JSON spells it.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Op::$unit => $uname,)*
+                    $(Op::$data(_) => $dname,)*
+                }
+            }
+        }
+    };
+}
+
+registry! {
+    unit: [
+        input::Input => "input",
+        relu::Relu => "relu",
+        add::Add => "add",
+        global_avg_pool::GlobalAvgPool => "global_avg_pool",
+        flatten::Flatten => "flatten",
+    ],
+    data: [
+        conv2d::Conv2d => "conv2d",
+        batch_norm::BatchNorm => "batch_norm",
+        max_pool::MaxPool => "max_pool",
+        dropout::Dropout => "dropout",
+        upsample::Upsample => "upsample",
+        linear::Linear => "linear",
+    ],
+}
+
+pub use upsample::UpsampleMode;
+
+/// `[usize; 2]` as libtorch's `[i64; 2]`.
+pub(crate) fn pair(v: [usize; 2]) -> [i64; 2] {
+    [v[0] as i64, v[1] as i64]
+}
