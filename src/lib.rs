@@ -4,11 +4,14 @@
 //! - [`graph`]: the typed graph, its interpreter on tch, and model-family builders.
 //! - [`report`]: inspection summaries and reports, as data.
 //! - [`device`]: CPU or CUDA selection.
+//! - [`prune`]: the CUT method, its policy (defaults and validation) and its pipeline.
+//! - [`error`]: which errors are bad command lines.
 
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod error;
 pub mod eval;
 pub mod graph;
 pub mod metrics;

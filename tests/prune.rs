@@ -467,18 +467,73 @@ fn packed_output_round_trips_exactly() {
     assert_eq!(info.shape, [1, 11]);
 }
 
+/// `cut prune --tasks a,b MODEL` with no other flag: magnitude scores (said in one warning), no
+/// fine-tuning, accuracy not measured, the default output beside the input, and a summary that
+/// gives the packed size beside the dense one.
+#[test]
+fn headline_command_runs_without_data() {
+    let t = tempfile::tempdir().unwrap();
+    let model = small_file(t.path());
+    let o = cut()
+        .arg("prune")
+        .arg("--tasks")
+        .arg("seg,depth")
+        .arg(&model)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "cut: warning: no --data: scoring by weight magnitude (--criterion magnitude), no fine-tuning, accuracy not measured"
+    );
+    let first = stdout.lines().next().unwrap();
+    assert!(
+        first.contains(" on disk (tensors ") && first.ends_with(" with --packed)"),
+        "{first}"
+    );
+    assert!(stdout.contains("accuracy not measured (no --data)"), "{stdout}");
+    let out = t.path().join("m.seg+depth.pruned.safetensors");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.path().join("m.seg+depth.pruned.report.json")).unwrap()).unwrap();
+    assert_eq!(report["settings"]["criterion"], "magnitude");
+    assert_eq!(report["settings"]["finetune_steps"], 0);
+    assert!(report["accuracy"].is_null());
+    // The default is exactly --criterion magnitude: the same tensors.
+    let explicit = t.path().join("explicit.safetensors");
+    cut()
+        .arg("prune")
+        .args(["--tasks", "seg,depth", "--criterion", "magnitude", "-o"])
+        .arg(&explicit)
+        .arg(&model)
+        .assert()
+        .success();
+    let (a, b) = (Checkpoint::open(&out).unwrap(), Checkpoint::open(&explicit).unwrap());
+    let pruned = a.model(&LoadOptions::default()).unwrap().model;
+    for spec in pruned.graph.param_specs() {
+        let (x, y) = (
+            a.tensor(&spec.name, Device::Cpu).unwrap(),
+            b.tensor(&spec.name, Device::Cpu).unwrap(),
+        );
+        assert!(x.equal(&y), "{}", spec.name);
+    }
+}
+
 #[test]
 fn bad_prune_input_fails_cleanly() {
     let t = tempfile::tempdir().unwrap();
     let model = small_file(t.path());
     let data = small_data(t.path());
-    let fails = |args: &[&str], needle: &str| {
+    // Bad input exits 1; a bad option value is a bad command line and exits 2, as clap's own do.
+    let fails_with = |code: i32, args: &[&str], needle: &str| {
         let o = cut().arg("prune").arg(&model).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {stderr}");
         assert!(stderr.contains(needle), "{args:?}: expected '{needle}' in {stderr}");
-        assert!(!stderr.contains("panicked"));
+        assert_eq!(stderr.lines().count(), 1, "{args:?}: one line: {stderr}");
     };
+    let fails = |args: &[&str], needle: &str| fails_with(1, args, needle);
+    let usage = |args: &[&str], needle: &str| fails_with(2, args, needle);
     let d = data.to_str().unwrap();
     fails(&["--tasks", ""], "no tasks given (the model has: seg, normal, depth)");
     fails(
@@ -486,23 +541,45 @@ fn bad_prune_input_fails_cleanly() {
         "unknown task 'wat' (the model has: seg, normal, depth)",
     );
     fails(&["--tasks", "seg,seg"], "task 'seg' is given twice");
-    fails(
+    usage(
         &["--tasks", "seg", "--sparsity", "1", "--data", d],
         "--sparsity 1 must be strictly between 0 and 1",
     );
-    fails(
+    usage(
         &["--tasks", "seg", "--sparsity", "0", "--data", d],
         "must be strictly between 0 and 1",
     );
-    fails(&["--tasks", "seg"], "--criterion snip scores with calibration data");
-    fails(
+    usage(
+        &["--tasks", "seg", "--criterion", "snip"],
+        "--criterion snip scores with calibration data",
+    );
+    usage(
         &["--tasks", "seg", "--criterion", "taylor", "--data", d],
         "--criterion taylor scores whole channels: use it with --granularity channel",
     );
-    fails(
+    usage(
         &["--tasks", "seg", "--criterion", "taylor", "--granularity", "channel"],
         "--criterion taylor scores with calibration data",
     );
+    // Training options, checked before any work (a NaN learning rate reached libtorch before).
+    for (args, needle) in [
+        (&["--lr", "NaN"][..], "--lr NaN must be a finite number >= 0"),
+        (&["--lr=-1"][..], "--lr -1 must be a finite number >= 0"),
+        (&["--gamma", "inf"][..], "--gamma inf must be a finite number >= 0"),
+        (
+            &["--weight-decay=-0.5"][..],
+            "--weight-decay -0.5 must be a finite number >= 0",
+        ),
+        (&["--batch", "0"][..], "--batch must be at least 1"),
+        (&["--step-size", "0"][..], "--step-size must be at least 1"),
+        (&["--val-every", "0"][..], "--val-every must be at least 1"),
+        (&["--lambdas", "seg=1,seg=2"][..], "--lambdas names task 'seg' twice"),
+        (&["--lambdas", "seg=x"][..], "--lambdas 'seg=x': 'x' is not a number"),
+    ] {
+        let mut all = vec!["--tasks", "seg", "--data", d];
+        all.extend_from_slice(args);
+        usage(&all, needle);
+    }
     let missing = t.path().join("nope/out.safetensors");
     fails(
         &[

@@ -173,43 +173,6 @@ impl DataArgs {
     }
 }
 
-/// Loss weights for the tasks being trained: the defaults by kind, overridden by `--lambdas`, whose
-/// names must be among those tasks.
-pub fn task_lambdas(tasks: &[TaskSpec], text: Option<&str>) -> Result<std::collections::BTreeMap<String, f64>> {
-    let mut lambdas = cut::train::default_lambdas(tasks);
-    for (name, w) in text.map(parse_lambdas).transpose()?.unwrap_or_default() {
-        if !tasks.iter().any(|t| t.name == name) {
-            let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-            bail!(
-                "--lambdas names task '{name}', which is not among the tasks being trained ({})",
-                names.join(", ")
-            );
-        }
-        lambdas.insert(name, w);
-    }
-    Ok(lambdas)
-}
-
-/// Parses "seg=1,normal=20,depth=3".
-fn parse_lambdas(text: &str) -> Result<std::collections::BTreeMap<String, f64>> {
-    parse_task_list(text)
-        .iter()
-        .map(|item| {
-            let (name, value) = item
-                .split_once('=')
-                .with_context(|| format!("--lambdas '{item}': expected task=weight"))?;
-            let w: f64 = value
-                .trim()
-                .parse()
-                .with_context(|| format!("--lambdas '{item}': '{value}' is not a number"))?;
-            if !(w >= 0.0 && w.is_finite()) {
-                bail!("--lambdas '{item}': weight must be a non-negative number");
-            }
-            Ok((name.trim().to_string(), w))
-        })
-        .collect()
-}
-
 /// A progress bar on stderr when it is a terminal; hidden in pipes and CI.
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     use std::io::IsTerminal;

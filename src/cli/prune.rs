@@ -1,17 +1,18 @@
-use super::args::{progress, task_lambdas, DataArgs, ModelArgs};
-use anyhow::{bail, Result};
+use super::args::{progress, DataArgs, ModelArgs};
+use anyhow::Result;
 use cut::bench::{compare, speedup, BenchConfig, Candidate};
 use cut::checkpoint::metadata::Provenance;
 use cut::checkpoint::{sha256_file, writer, Checkpoint, DType};
 use cut::data::Split;
 use cut::device::{resolve, DeviceChoice};
 use cut::graph::parse_task_list;
-use cut::prune::channel_select::{Budget, WidthRules, AUTO_LAYER_RATIOS};
+use cut::prune::channel_select::Budget;
 use cut::prune::mask::Fusion;
+use cut::prune::policy::PruneRequest;
 use cut::prune::score::{Criterion, Precision, Strategy};
-use cut::prune::{check_criterion, prune, Granularity, PruneConfig};
+use cut::prune::{prune, Granularity, PruneConfig};
 use cut::report::prune::{build, markdown, summary, Latency, Settings};
-use cut::train::TrainConfig;
+use cut::train::{task_lambdas, TrainConfig};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args)]
@@ -24,8 +25,9 @@ pub struct Args {
     #[command(flatten)]
     data: DataArgs,
     /// Importance score: snip and taylor (channel granularity only) need --data; magnitude and random do not.
-    #[arg(long, value_enum, default_value = "snip")]
-    criterion: Criterion,
+    /// Default: snip with --data, magnitude without.
+    #[arg(long, value_enum)]
+    criterion: Option<Criterion>,
     /// How the selected tasks' keep decisions combine on the shared backbone.
     #[arg(long, value_enum, default_value = "vote")]
     fusion: Fusion,
@@ -160,45 +162,56 @@ pub fn run(a: Args) -> Result<()> {
     }
     let full = loaded.model;
     let selected = full.select_tasks(&parse_task_list(&a.tasks))?;
-    let channel = a.granularity == Granularity::Channel;
-    let sparsity = a.sparsity.unwrap_or(if channel { 0.5 } else { 0.9 });
-    if !(sparsity > 0.0 && sparsity < 1.0) {
-        bail!("--sparsity {sparsity} must be strictly between 0 and 1");
-    }
-    let channel_budget = match (a.target_macs, a.target_params) {
-        (Some(m), _) => Some(Budget::Macs(m)),
-        (_, Some(p)) => Some(Budget::Params(p)),
-        _ => None,
-    };
-    if !channel && channel_budget.is_some() {
-        bail!("--target-macs and --target-params budget channel pruning: add --granularity channel");
-    }
-    if channel && a.packed {
-        bail!("--packed stores zero weights compactly, and channel pruning leaves none: drop --packed");
-    }
-    let channel_rules = WidthRules {
+    let request = PruneRequest {
+        criterion: a.criterion,
+        granularity: a.granularity,
+        sparsity: a.sparsity,
+        target_macs: a.target_macs,
+        target_params: a.target_params,
         min_channels: a.min_channels,
         round_to: a.round_to,
-        max_layer_ratio: a.max_layer_ratio.unwrap_or(AUTO_LAYER_RATIOS[0]),
+        max_layer_ratio: a.max_layer_ratio,
+        packed: a.packed,
+        finetune_steps: a.finetune_steps,
+        has_data: a.data.data.is_some(),
     };
-    channel_rules.check()?;
+    let resolved = request.resolve()?;
+    let channel = a.granularity == Granularity::Channel;
+    let criterion = resolved.criterion;
     let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
     let out = a.out.clone().unwrap_or_else(|| default_output(&a.model.model, &names));
     let (report_json, report_md) = (sibling(&out, ".report.json"), sibling(&out, ".report.md"));
     for p in [&out, &report_json, &report_md] {
         writer::check_output(p, &[&a.model.model], a.force)?;
     }
-    let data = a.data.open()?;
-    check_criterion(a.criterion, a.granularity, data.is_some())?;
-    let device = resolve(a.device)?;
     let lambdas = task_lambdas(&selected, a.lambdas.as_deref())?;
-    let finetune_steps = if data.is_some() { a.finetune_steps } else { 0 };
+    let finetune_steps = resolved.finetune_steps;
+    let device = resolve(a.device)?;
+    let finetune = TrainConfig {
+        steps: finetune_steps,
+        batch: a.data.batch,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        step_size: a.step_size,
+        gamma: a.gamma,
+        lambdas: lambdas.clone(),
+        seed: a.seed,
+        val_every: a.val_every,
+        device,
+        freeze_norm: a.finetune_norm == NormMode::Frozen,
+    };
+    finetune.validate()?;
+    for w in &resolved.warnings {
+        eprintln!("cut: warning: {w}");
+    }
+    let data = a.data.open()?;
+    let sparsity = resolved.sparsity;
     let cfg = PruneConfig {
-        criterion: a.criterion,
+        criterion,
         granularity: a.granularity,
-        channel_rules,
-        widen_layer_ratio: a.max_layer_ratio.is_none(),
-        channel_budget,
+        channel_rules: resolved.channel_rules,
+        widen_layer_ratio: resolved.widen_layer_ratio,
+        channel_budget: resolved.channel_budget,
         exact_fold: a.fold == Fold::Exact,
         fusion: a.fusion,
         min_votes: a.min_votes,
@@ -210,19 +223,7 @@ pub fn run(a: Args) -> Result<()> {
         seed: a.seed,
         val_fraction: a.data.val_fraction,
         eval_split: a.eval_split,
-        finetune: TrainConfig {
-            steps: finetune_steps,
-            batch: a.data.batch,
-            lr: a.lr,
-            weight_decay: a.weight_decay,
-            step_size: a.step_size,
-            gamma: a.gamma,
-            lambdas: lambdas.clone(),
-            seed: a.seed,
-            val_every: a.val_every,
-            device,
-            freeze_norm: a.finetune_norm == NormMode::Frozen,
-        },
+        finetune,
         output_kind: a.dtype.kind(),
     };
     let t = std::time::Instant::now();
@@ -267,14 +268,14 @@ pub fn run(a: Args) -> Result<()> {
         input_tasks: full.task_names().into_iter().map(String::from).collect(),
         tasks: names.clone(),
         dropped_tasks: dropped,
-        criterion: format!("{:?}", a.criterion).to_lowercase(),
+        criterion: format!("{criterion:?}").to_lowercase(),
         granularity: format!("{:?}", a.granularity).to_lowercase(),
         fusion: format!("{:?}", a.fusion).to_lowercase(),
         votes_needed: a.fusion.needed_votes(selected.len(), a.min_votes)?,
-        calib_batches: if a.criterion.needs_data() { a.calib_batches } else { 0 },
+        calib_batches: if criterion.needs_data() { a.calib_batches } else { 0 },
         batch: a.data.batch,
         scoring: match a.scoring {
-            _ if a.criterion == Criterion::Taylor => {
+            _ if criterion == Criterion::Taylor => {
                 "one forward per batch, one backward per selected task to the producers' outputs, inference mode, f32"
                     .into()
             }

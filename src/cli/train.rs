@@ -1,10 +1,11 @@
-use super::args::{progress, task_lambdas, DataArgs, SceneNetArgs};
+use super::args::{progress, DataArgs, SceneNetArgs};
 use anyhow::{bail, Result};
 use cut::checkpoint::metadata::Provenance;
 use cut::checkpoint::{sha256_file, writer, Checkpoint, DType, LoadOptions};
 use cut::data::Split;
 use cut::device::{resolve, DeviceChoice};
 use cut::graph::parse_task_list;
+use cut::train::task_lambdas;
 use cut::train::{train, TrainConfig};
 use std::path::PathBuf;
 

@@ -26,13 +26,13 @@ pub struct WidthRules {
 impl WidthRules {
     pub fn check(&self) -> Result<()> {
         if self.min_channels == 0 {
-            bail!("--min-channels must be at least 1");
+            crate::usage_bail!("--min-channels must be at least 1");
         }
         if self.round_to == 0 {
-            bail!("--round-to must be at least 1 (1 turns rounding off)");
+            crate::usage_bail!("--round-to must be at least 1 (1 turns rounding off)");
         }
         if !(self.max_layer_ratio > 0.0 && self.max_layer_ratio <= 1.0) {
-            bail!("--max-layer-ratio {} must be in (0, 1]", self.max_layer_ratio);
+            crate::usage_bail!("--max-layer-ratio {} must be in (0, 1]", self.max_layer_ratio);
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 pub mod channel_select;
 pub mod channels;
 pub mod mask;
+pub mod policy;
 pub mod score;
 pub mod structured;
 
@@ -170,12 +171,12 @@ enum Scored {
 pub fn check_criterion(criterion: Criterion, granularity: Granularity, has_data: bool) -> Result<()> {
     let name = format!("{criterion:?}").to_lowercase();
     if criterion.needs_data() && !has_data {
-        bail!(
+        crate::usage_bail!(
             "--criterion {name} scores with calibration data: give --data DIR, or use --criterion magnitude or random"
         );
     }
     if criterion == Criterion::Taylor && granularity == Granularity::Weight {
-        bail!("--criterion taylor scores whole channels: use it with --granularity channel");
+        crate::usage_bail!("--criterion taylor scores whole channels: use it with --granularity channel");
     }
     Ok(())
 }

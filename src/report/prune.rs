@@ -386,8 +386,20 @@ pub fn summary(r: &PruneReport) -> String {
     let nz: u64 = kept.iter().map(|g| g.nonzero_weights + (g.params - g.weights)).sum();
     let macs: u64 = kept.iter().map(|g| g.macs_dense).sum();
     let eff: u64 = kept.iter().map(|g| g.macs_effective).sum();
+    // Weight pruning shrinks a file only when packed: show the other layout's tensor bytes too.
+    let layout_note = match (r.channels.is_some(), r.settings.layout.as_str()) {
+        (true, _) => String::new(),
+        (false, "packed") => format!(
+            " (packed; dense tensors {})",
+            bytes(kept.iter().map(|g| g.bytes_dense).sum::<u64>() as f64)
+        ),
+        (false, _) => format!(
+            " (tensors {} with --packed)",
+            bytes(kept.iter().map(|g| g.bytes_packed).sum::<u64>() as f64)
+        ),
+    };
     let mut out = format!(
-        "pruned {} for {} ({} dropped): sparsity {} (asked {}), {} -> {} on disk\n",
+        "pruned {} for {} ({} dropped): sparsity {} (asked {}), {} -> {} on disk{}\n",
         r.input,
         r.settings.tasks.join(", "),
         if r.settings.dropped_tasks.is_empty() {
@@ -399,6 +411,7 @@ pub fn summary(r: &PruneReport) -> String {
         asked(r.sparsity.target),
         bytes(r.size.input_bytes as f64),
         bytes(r.size.output_bytes as f64),
+        layout_note,
     );
     if let Some(c) = &r.channels {
         out.push_str(&format!(

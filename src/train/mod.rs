@@ -32,6 +32,66 @@ pub struct TrainConfig {
     pub freeze_norm: bool,
 }
 
+impl TrainConfig {
+    /// Refuses option values the loop cannot use, naming the option: a learning rate, weight decay
+    /// or decay factor that is not a finite number >= 0, and a batch size, decay interval or
+    /// validation interval of 0.
+    pub fn validate(&self) -> Result<()> {
+        for (option, value) in [
+            ("--lr", self.lr),
+            ("--weight-decay", self.weight_decay),
+            ("--gamma", self.gamma),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                crate::usage_bail!("{option} {value} must be a finite number >= 0");
+            }
+        }
+        for (option, value) in [
+            ("--batch", self.batch),
+            ("--step-size", self.step_size),
+            ("--val-every", self.val_every),
+        ] {
+            if value == 0 {
+                crate::usage_bail!("{option} must be at least 1");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Loss weights for `tasks`: the defaults by kind, overridden by `text` ("seg=1,normal=20"). Each
+/// named task must be one of `tasks`, named once, with a finite weight >= 0.
+pub fn task_lambdas(tasks: &[TaskSpec], text: Option<&str>) -> Result<BTreeMap<String, f64>> {
+    let mut lambdas = default_lambdas(tasks);
+    let Some(text) = text else { return Ok(lambdas) };
+    let mut given = std::collections::BTreeSet::new();
+    for item in crate::graph::parse_task_list(text) {
+        let Some((name, value)) = item.split_once('=') else {
+            crate::usage_bail!("--lambdas '{item}': expected task=weight");
+        };
+        let name = name.trim();
+        let w: f64 = match value.trim().parse() {
+            Ok(w) => w,
+            Err(_) => crate::usage_bail!("--lambdas '{item}': '{value}' is not a number"),
+        };
+        if !(w >= 0.0 && w.is_finite()) {
+            crate::usage_bail!("--lambdas '{item}': weight must be a non-negative number");
+        }
+        if !tasks.iter().any(|t| t.name == name) {
+            let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+            crate::usage_bail!(
+                "--lambdas names task '{name}', which is not among the tasks being trained ({})",
+                names.join(", ")
+            );
+        }
+        if !given.insert(name.to_string()) {
+            crate::usage_bail!("--lambdas names task '{name}' twice");
+        }
+        lambdas.insert(name.to_string(), w);
+    }
+    Ok(lambdas)
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct LogEntry {
     pub step: usize,
@@ -142,6 +202,7 @@ pub fn train(
     if tasks.is_empty() {
         bail!("no tasks to train");
     }
+    cfg.validate()?;
     if val_items.is_empty() {
         bail!("model selection needs a validation split; use a positive --val-fraction");
     }
@@ -216,7 +277,7 @@ pub fn train(
     let mut sums: BTreeMap<String, f64> = BTreeMap::new();
     let (mut total_sum, mut since) = (0.0, 0usize);
     for step in 1..=cfg.steps {
-        let lr = cfg.lr * cfg.gamma.powi(((step - 1) / cfg.step_size.max(1)) as i32);
+        let lr = cfg.lr * cfg.gamma.powi(((step - 1) / cfg.step_size) as i32);
         opt.set_lr(lr);
         let b = loader
             .next()
@@ -240,7 +301,7 @@ pub fn train(
         total_sum += value;
         since += 1;
         on_step(step, value);
-        if step % cfg.val_every.max(1) == 0 || step == cfg.steps {
+        if step % cfg.val_every == 0 || step == cfg.steps {
             let (val, val_parts) = validation_loss(model, &live, tasks, &cfg.lambdas, &val_items, cfg.batch, device)?;
             log.push(LogEntry {
                 step,

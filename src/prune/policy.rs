@@ -1,0 +1,213 @@
+//! What `cut prune` does with the options a user gave and the ones they left out: the defaults that
+//! depend on other choices, and every check that can be made before any work starts. The command
+//! line passes `None` for an option not given; this module decides, once.
+
+use super::channel_select::{Budget, WidthRules, AUTO_LAYER_RATIOS};
+use super::score::Criterion;
+use super::{check_criterion, Granularity};
+use anyhow::Result;
+
+/// The options of a prune as the user gave them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PruneRequest {
+    pub criterion: Option<Criterion>,
+    pub granularity: Granularity,
+    pub sparsity: Option<f64>,
+    pub target_macs: Option<u64>,
+    pub target_params: Option<u64>,
+    pub min_channels: usize,
+    pub round_to: usize,
+    pub max_layer_ratio: Option<f64>,
+    pub packed: bool,
+    pub finetune_steps: usize,
+    /// Whether a dataset was given (`--data`).
+    pub has_data: bool,
+}
+
+/// The settings a request resolves to.
+#[derive(Clone, Debug)]
+pub struct Resolved {
+    pub criterion: Criterion,
+    /// Weight granularity: the share of zero weights; channel: the share of MACs removed.
+    pub sparsity: f64,
+    pub channel_budget: Option<Budget>,
+    pub channel_rules: WidthRules,
+    /// Whether the per-layer cap may be raised to meet the budget (no cap was given).
+    pub widen_layer_ratio: bool,
+    /// Fine-tuning needs data: 0 without it.
+    pub finetune_steps: usize,
+    /// One line each, for stderr: defaults the user may not expect.
+    pub warnings: Vec<String>,
+}
+
+/// Default sparsity by granularity: 90% of weights zero, or half the MACs removed.
+pub fn default_sparsity(granularity: Granularity) -> f64 {
+    match granularity {
+        Granularity::Weight => 0.9,
+        Granularity::Channel => 0.5,
+    }
+}
+
+impl PruneRequest {
+    /// Defaults and checks. Without data and without `--criterion`, the data-free magnitude score
+    /// is used (with a warning), so the headline command `cut prune --tasks a,b model` runs as is.
+    pub fn resolve(&self) -> Result<Resolved> {
+        let channel = self.granularity == Granularity::Channel;
+        let mut warnings = Vec::new();
+        let criterion = match self.criterion {
+            Some(c) => c,
+            None if self.has_data => Criterion::Snip,
+            None => {
+                warnings.push(
+                    "no --data: scoring by weight magnitude (--criterion magnitude), no fine-tuning, accuracy not measured"
+                        .to_string(),
+                );
+                Criterion::Magnitude
+            }
+        };
+        check_criterion(criterion, self.granularity, self.has_data)?;
+        let sparsity = self.sparsity.unwrap_or(default_sparsity(self.granularity));
+        if !(sparsity > 0.0 && sparsity < 1.0) {
+            crate::usage_bail!("--sparsity {sparsity} must be strictly between 0 and 1");
+        }
+        let channel_budget = match (self.target_macs, self.target_params) {
+            (Some(m), _) => Some(Budget::Macs(m)),
+            (_, Some(p)) => Some(Budget::Params(p)),
+            _ => None,
+        };
+        if !channel && channel_budget.is_some() {
+            crate::usage_bail!("--target-macs and --target-params budget channel pruning: add --granularity channel");
+        }
+        if channel && self.packed {
+            crate::usage_bail!(
+                "--packed stores zero weights compactly, and channel pruning leaves none: drop --packed"
+            );
+        }
+        let channel_rules = WidthRules {
+            min_channels: self.min_channels,
+            round_to: self.round_to,
+            max_layer_ratio: self.max_layer_ratio.unwrap_or(AUTO_LAYER_RATIOS[0]),
+        };
+        channel_rules.check()?;
+        Ok(Resolved {
+            criterion,
+            sparsity,
+            channel_budget,
+            channel_rules,
+            widen_layer_ratio: self.max_layer_ratio.is_none(),
+            finetune_steps: if self.has_data { self.finetune_steps } else { 0 },
+            warnings,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> PruneRequest {
+        PruneRequest {
+            criterion: None,
+            granularity: Granularity::Weight,
+            sparsity: None,
+            target_macs: None,
+            target_params: None,
+            min_channels: 8,
+            round_to: 8,
+            max_layer_ratio: None,
+            packed: false,
+            finetune_steps: 300,
+            has_data: true,
+        }
+    }
+
+    #[test]
+    fn defaults_follow_data_and_granularity() {
+        let r = request().resolve().unwrap();
+        assert_eq!((r.criterion, r.sparsity, r.finetune_steps), (Criterion::Snip, 0.9, 300));
+        assert!(r.warnings.is_empty());
+        assert!(r.widen_layer_ratio);
+        assert_eq!(r.channel_rules.max_layer_ratio, AUTO_LAYER_RATIOS[0]);
+
+        let no_data = PruneRequest {
+            has_data: false,
+            ..request()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!((no_data.criterion, no_data.finetune_steps), (Criterion::Magnitude, 0));
+        assert_eq!(no_data.warnings.len(), 1);
+        assert!(
+            no_data.warnings[0].contains("--criterion magnitude"),
+            "{:?}",
+            no_data.warnings
+        );
+
+        let channel = PruneRequest {
+            granularity: Granularity::Channel,
+            max_layer_ratio: Some(0.75),
+            ..request()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(channel.sparsity, 0.5);
+        assert!(!channel.widen_layer_ratio);
+        assert_eq!(channel.channel_rules.max_layer_ratio, 0.75);
+    }
+
+    #[test]
+    fn refusals_are_usage_errors_naming_the_option() {
+        let cases = [
+            (
+                PruneRequest {
+                    criterion: Some(Criterion::Snip),
+                    has_data: false,
+                    ..request()
+                },
+                "--criterion snip scores with calibration data",
+            ),
+            (
+                PruneRequest {
+                    sparsity: Some(1.0),
+                    ..request()
+                },
+                "--sparsity 1 must be strictly between 0 and 1",
+            ),
+            (
+                PruneRequest {
+                    target_macs: Some(5),
+                    ..request()
+                },
+                "add --granularity channel",
+            ),
+            (
+                PruneRequest {
+                    granularity: Granularity::Channel,
+                    packed: true,
+                    ..request()
+                },
+                "drop --packed",
+            ),
+            (
+                PruneRequest {
+                    granularity: Granularity::Channel,
+                    round_to: 0,
+                    ..request()
+                },
+                "--round-to must be at least 1",
+            ),
+            (
+                PruneRequest {
+                    criterion: Some(Criterion::Taylor),
+                    ..request()
+                },
+                "use it with --granularity channel",
+            ),
+        ];
+        for (req, message) in cases {
+            let err = req.resolve().unwrap_err();
+            assert!(err.to_string().contains(message), "{err} / {message}");
+            assert!(crate::error::is_usage(&err), "{err} should be a usage error");
+        }
+    }
+}
