@@ -183,6 +183,7 @@ registry! {
         dropout::Dropout => "dropout",
         upsample::Upsample => "upsample",
         linear::Linear => "linear",
+        gelu::Gelu => "gelu",
     ],
 }
 

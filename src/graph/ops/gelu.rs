@@ -1,0 +1,90 @@
+//! `gelu`: x * Phi(x), element-wise; `approximate: "tanh"` for the tanh form some encoders use.
+
+use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GeluApproximation {
+    /// The exact erf form (Hugging Face's `gelu`).
+    #[default]
+    None,
+    /// 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) (`gelu_new`, `gelu_pytorch_tanh`).
+    Tanh,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Gelu {
+    #[serde(default, skip_serializing_if = "is_exact")]
+    pub approximate: GeluApproximation,
+}
+
+fn is_exact(a: &GeluApproximation) -> bool {
+    *a == GeluApproximation::None
+}
+
+impl OpDef for Gelu {
+    fn infer(&self, _cx: &ShapeCx, inputs: &[&Shape]) -> Result<Shape> {
+        Ok(inputs[0].clone())
+    }
+    fn eval(&self, _cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
+        let form = match self.approximate {
+            GeluApproximation::None => "none",
+            GeluApproximation::Tanh => "tanh",
+        };
+        Ok(args[0].f_gelu(form)?)
+    }
+    fn channels(&self) -> ChannelRule<'_> {
+        ChannelRule::Preserve
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::ops::{Mode, Op};
+    use crate::graph::{Node, Params};
+
+    /// GELU(x) = x * Phi(x): Phi(1) = 0.841345, Phi(-1) = 0.158655, Phi(2) = 0.977250 (normal CDF
+    /// tables); the tanh form at 1: 0.5 * (1 + tanh(0.797885 * 1.044715)) = 0.841192.
+    #[test]
+    fn values_by_hand_and_json() {
+        let x = Tensor::from_slice(&[0f32, 1.0, -1.0, 2.0]);
+        let params = Params::new();
+        let cx = EvalCx {
+            params: &params,
+            input: &x,
+            mode: Mode::Eval,
+        };
+        let exact = Vec::<f32>::try_from(Gelu::default().eval(&cx, &[&x]).unwrap()).unwrap();
+        for (got, want) in exact.iter().zip([0.0, 0.841345, -0.158655, 1.9545]) {
+            assert!((got - want).abs() < 1e-5, "{exact:?}");
+        }
+        let tanh = Gelu {
+            approximate: GeluApproximation::Tanh,
+        };
+        let approx = Vec::<f32>::try_from(tanh.eval(&cx, &[&x]).unwrap()).unwrap();
+        assert!((approx[1] - 0.841192).abs() < 1e-5, "{approx:?}");
+
+        let node: Node = serde_json::from_str(r#"{"name": "g", "inputs": ["x"], "op": "gelu"}"#).unwrap();
+        assert_eq!(node.op, Op::Gelu(Gelu::default()));
+        let node: Node =
+            serde_json::from_str(r#"{"name": "g", "inputs": ["x"], "op": "gelu", "approximate": "tanh"}"#).unwrap();
+        assert_eq!(node.op, Op::Gelu(tanh.clone()));
+        assert_eq!(
+            serde_json::to_string(&node).unwrap(),
+            r#"{"name":"g","inputs":["x"],"op":"gelu","approximate":"tanh"}"#
+        );
+        let shape = vec![7, 5];
+        let cx = ShapeCx {
+            node: "g",
+            input_names: &[],
+            input: &[],
+            declared_channels: 0,
+        };
+        assert_eq!(tanh.infer(&cx, &[&shape]).unwrap(), shape);
+        assert!(matches!(tanh.channels(), ChannelRule::Preserve));
+    }
+}
