@@ -48,8 +48,10 @@ fn inspect_reports_groups_and_savings() {
     assert_eq!(depth["bytes"], depth["params"].as_u64().unwrap() * 4);
     let total: u64 = groups.iter().map(|g| g["params"].as_u64().unwrap()).sum();
     assert_eq!(v["total"]["params"], total);
-    assert_eq!(v["drop_head_savings"][2]["task"], "depth");
-    assert_eq!(v["drop_head_savings"][2]["params"], depth["params"]);
+    assert_eq!(
+        common::find(&v["drop_head_savings"], "task", "depth")["params"],
+        depth["params"]
+    );
     assert_eq!(v["total"]["zero_share"], 0.0);
 
     let out = cut().arg("inspect").arg(&path).arg("--tensors").output().unwrap();
@@ -68,14 +70,15 @@ fn inspect_counts_zeros() {
     cut::checkpoint::writer::save_model(&path, &model, &params, DType::F16, false, None).unwrap();
     let out = cut().arg("inspect").arg(&path).arg("--json").output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["groups"][0]["zeros"], 8 * 3 * 7 * 7);
+    let backbone = common::find(&v["groups"], "group", "backbone");
+    assert_eq!(backbone["zeros"], 8 * 3 * 7 * 7);
     // The share is over the backbone's conv weights only.
-    let weights = v["groups"][0]["weights"].as_f64().unwrap();
+    let weights = backbone["weights"].as_f64().unwrap();
     assert_eq!(
-        v["groups"][0]["zero_share"].as_f64().unwrap(),
+        backbone["zero_share"].as_f64().unwrap(),
         (8 * 3 * 7 * 7) as f64 / weights
     );
-    assert_eq!(v["groups"][0]["dtypes"][0], "f16");
+    assert_eq!(backbone["dtypes"][0], "f16");
 }
 
 #[test]
@@ -142,7 +145,7 @@ fn new_writes_a_runnable_model_and_refuses_to_overwrite() {
     cut().args(args).arg(&out_path).arg("--force").assert().success();
     let out = cut().arg("inspect").arg(&out_path).arg("--json").output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["tasks"][1]["kind"], "depth");
+    assert_eq!(common::find(&v["tasks"], "name", "b")["kind"], "depth");
     assert!(v["provenance"]["command"].as_str().unwrap().contains("new --tasks"));
 }
 
@@ -332,7 +335,8 @@ fn bench_profile_times_every_node() {
     for n in nodes {
         let name = n["node"].as_str().unwrap();
         assert_eq!(n["macs"].as_u64(), macs.get(name).copied(), "{name}");
-        assert!(n["median_ms"].as_f64().unwrap() >= 0.0);
+        let ms = n["median_ms"].as_f64().unwrap();
+        assert!(ms > 0.0 && ms.is_finite(), "{name}: {ms}");
     }
     assert!(nodes.iter().any(|n| n["op"] == "batch_norm"));
     assert_eq!(v["model"]["batch_norms_folded"], 0);

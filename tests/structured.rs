@@ -548,7 +548,9 @@ fn channel_prune_cli_writes_a_smaller_model_every_command_runs() {
     assert_eq!(c["layer_ratio_widened"], false);
     assert_eq!(c["inexact_fold"].as_array().unwrap().len(), 0);
     assert!(c["after"]["params"].as_u64().unwrap() < c["before"]["params"].as_u64().unwrap());
-    assert!(r["accuracy"]["delta_m_before_finetune"].as_f64().unwrap().is_finite());
+    // Magnitude scores at half the MACs cost accuracy before fine-tuning (about -20% on the demo).
+    let before = r["accuracy"]["delta_m_before_finetune"].as_f64().unwrap();
+    assert!((-60.0..0.0).contains(&before), "{before}");
 
     // Same names, smaller shapes, the graph in the metadata: inspect and eval run it.
     let back = Checkpoint::open(&out).unwrap();
@@ -639,7 +641,10 @@ fn channel_prune_cli_writes_a_smaller_model_every_command_runs() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(b["speedup"].as_f64().unwrap() > 0.0);
+    // The speed-up is the ratio of the two medians, baseline over model.
+    let median = |k: &str| b[k]["median_ms"].as_f64().unwrap();
+    let speedup = b["speedup"].as_f64().unwrap();
+    assert!(speedup > 0.0 && (speedup - median("baseline") / median("model")).abs() < 1e-9 * speedup);
     let per_round = |k: &str| b["speedup_per_round"][k].as_f64().unwrap();
     assert!(per_round("p10") <= per_round("median") && per_round("median") <= per_round("p90"));
     assert!(

@@ -75,3 +75,22 @@ pub fn write_bare(dir: &Path, name: &str) -> PathBuf {
     std::fs::write(&path, bytes).unwrap();
     path
 }
+
+/// The element of a JSON array whose `key` is `value` (reports list groups and tasks by name; a
+/// test that reads them by position passes or fails with the order, not the content).
+pub fn find<'a>(array: &'a serde_json::Value, key: &str, value: &str) -> &'a serde_json::Value {
+    array
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {array}"))
+        .iter()
+        .find(|e| e[key] == value)
+        .unwrap_or_else(|| panic!("no element with {key} = {value} in {array}"))
+}
+
+/// A metric's value from a list of task metrics (`cut eval`'s `tasks`, a prune report's
+/// `accuracy.before` / `after`).
+pub fn metric(tasks: &serde_json::Value, task: &str, name: &str) -> f64 {
+    find(&find(tasks, "task", task)["metrics"], "name", name)["value"]
+        .as_f64()
+        .unwrap()
+}
