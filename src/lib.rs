@@ -13,6 +13,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod fsio;
 pub mod graph;
 pub mod metrics;
 pub mod prune;

@@ -4,8 +4,9 @@ mod common;
 
 use common::*;
 use cut::checkpoint::metadata::{read_provenance, GRAPH_KEY};
-use cut::checkpoint::writer::{check_output, save_model, write_atomic};
+use cut::checkpoint::writer::save_model;
 use cut::checkpoint::{Checkpoint, DType, LoadOptions};
+use cut::fsio::{check_output, write_atomic};
 use cut::graph::interpreter::{forward, Mode};
 use cut::graph::TaskKind;
 use tch::{Device, Kind, Tensor};

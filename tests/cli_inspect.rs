@@ -217,11 +217,11 @@ fn bad_inputs_fail_cleanly() {
             } else {
                 DType::F32
             };
-            cut::checkpoint::writer::TensorBytes::from_tensor(&s.name, &params[&s.name], dt).unwrap()
+            cut::checkpoint::format::TensorBytes::from_tensor(&s.name, &params[&s.name], dt).unwrap()
         })
         .collect();
     let meta = cut::checkpoint::metadata::model_metadata(&model, None).unwrap();
-    let bytes = cut::checkpoint::writer::serialize(&mut tensors, &meta).unwrap();
+    let bytes = cut::checkpoint::format::serialize(&mut tensors, &meta).unwrap();
     let mismatch = d.join("mismatch.safetensors");
     std::fs::write(&mismatch, bytes).unwrap();
     fails_with(&mismatch, "'backbone.bn1.weight' missing (expected [8])");

@@ -2,6 +2,7 @@
 //!
 //! Reading maps the file and parses the header only; tensor data is touched when a tensor is loaded.
 
+pub mod format;
 pub mod metadata;
 pub mod packed;
 pub mod reference;

@@ -3,8 +3,8 @@
 //! order, in the file's dtype). Metadata `cut.layout` is "packed" and `cut.packed` maps each packed
 //! name to its shape and dtype. Every other tensor is stored as usual.
 
+use super::format::TensorBytes;
 use super::metadata::LAYOUT_KEY;
-use super::writer::TensorBytes;
 use super::{DType, Storage, TensorEntry};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};

@@ -2,6 +2,7 @@ use super::args::SceneNetArgs;
 use anyhow::Result;
 use cut::checkpoint::metadata::Provenance;
 use cut::checkpoint::{writer, DType};
+use cut::fsio;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -23,7 +24,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    writer::check_output(&a.out, &[], a.force)?;
+    fsio::check_output(&a.out, &[], a.force)?;
     let model = a.scenenet.config()?.build()?;
     let params = cut::graph::init::init_params(&model.graph, a.seed, tch::Device::Cpu);
     writer::save_model(

@@ -5,6 +5,7 @@ use cut::checkpoint::metadata::Provenance;
 use cut::checkpoint::{sha256_file, writer, Checkpoint, DType};
 use cut::data::Split;
 use cut::device::{resolve, DeviceChoice};
+use cut::fsio;
 use cut::graph::parse_task_list;
 use cut::prune::channel_select::Budget;
 use cut::prune::mask::Fusion;
@@ -182,7 +183,7 @@ pub fn run(a: Args) -> Result<()> {
     let out = a.out.clone().unwrap_or_else(|| default_output(&a.model.model, &names));
     let (report_json, report_md) = (sibling(&out, ".report.json"), sibling(&out, ".report.md"));
     for p in [&out, &report_json, &report_md] {
-        writer::check_output(p, &[&a.model.model], a.force)?;
+        fsio::check_output(p, &[&a.model.model], a.force)?;
     }
     let lambdas = task_lambdas(&selected, a.lambdas.as_deref())?;
     let finetune_steps = resolved.finetune_steps;
@@ -256,7 +257,7 @@ pub fn run(a: Args) -> Result<()> {
         a.packed,
         Some(&Provenance::new(command.clone(), Some(input_sha.clone()))),
     )?;
-    writer::write_atomic(&out, &bytes)?;
+    fsio::write_atomic(&out, &bytes)?;
 
     let dropped: Vec<String> = full
         .task_names()
@@ -337,8 +338,8 @@ pub fn run(a: Args) -> Result<()> {
         command,
     )?;
     report.latency = latency;
-    writer::write_atomic(&report_json, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    writer::write_atomic(&report_md, markdown(&report).as_bytes())?;
+    fsio::write_atomic(&report_json, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    fsio::write_atomic(&report_md, markdown(&report).as_bytes())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

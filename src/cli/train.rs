@@ -4,6 +4,7 @@ use cut::checkpoint::metadata::Provenance;
 use cut::checkpoint::{sha256_file, writer, Checkpoint, DType, LoadOptions};
 use cut::data::Split;
 use cut::device::{resolve, DeviceChoice};
+use cut::fsio;
 use cut::graph::parse_task_list;
 use cut::train::task_lambdas;
 use cut::train::{train, TrainConfig};
@@ -58,9 +59,9 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let inputs: Vec<&std::path::Path> = a.from.iter().map(|p| p.as_path()).collect();
-    writer::check_output(&a.out, &inputs, a.force)?;
+    fsio::check_output(&a.out, &inputs, a.force)?;
     let log_path = a.log.clone().unwrap_or_else(|| a.out.with_extension("log.json"));
-    writer::check_output(&log_path, &inputs, true)?;
+    fsio::check_output(&log_path, &inputs, true)?;
     let device = resolve(a.device)?;
     let (model, params, source_sha) = match &a.from {
         Some(path) => {
@@ -131,7 +132,7 @@ pub fn run(a: Args) -> Result<()> {
         "seed": a.seed,
         "entries": outcome.log,
     });
-    writer::write_atomic(&log_path, serde_json::to_string_pretty(&log)?.as_bytes())?;
+    fsio::write_atomic(&log_path, serde_json::to_string_pretty(&log)?.as_bytes())?;
     eprintln!(
         "wrote {} (best validation loss {:.4} at step {}), log {}",
         a.out.display(),

@@ -672,6 +672,6 @@ pub fn write_dataset(out: &Path, config: &SynthConfig, threads: usize) -> Result
         }
     }
     let text = serde_json::to_string_pretty(&index)?;
-    crate::checkpoint::writer::write_atomic(&out.join(INDEX_FILE), text.as_bytes())?;
+    crate::fsio::write_atomic(&out.join(INDEX_FILE), text.as_bytes())?;
     Ok(())
 }

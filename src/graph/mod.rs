@@ -1,7 +1,7 @@
 //! The typed model graph stored in a checkpoint's metadata, its validation and its analyses
 //! (parameter specs, shape inference, multiply-accumulates, task membership of nodes).
 
-mod arith;
+pub(crate) mod arith;
 pub mod inference;
 pub mod init;
 pub mod interpreter;

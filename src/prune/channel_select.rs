@@ -2,10 +2,12 @@
 //! decisions fused across the selected tasks, the width rules (minimum, rounding, per-layer cap),
 //! and a search for the per-task keep ratio that meets a compute or size budget.
 
+use super::channels::producer_weight;
+pub use super::channels::task_scores_group;
 use super::channels::ChannelGroup;
 use super::mask::Fusion;
-use super::score::Scores;
-use super::structured::{producer_weight, resize};
+use super::structured::resize;
+pub use super::types::{ChannelScores, Scores};
 use crate::graph::{shapes, Graph, Model};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -133,20 +135,6 @@ fn per_channel(scores: &tch::Tensor, dim: i64) -> Vec<f64> {
         .flatten(1, -1)
         .sum_dim_intlist([1i64].as_slice(), false, Kind::Double);
     Vec::<f64>::try_from(moved.to_device(tch::Device::Cpu)).expect("1-d double tensor")
-}
-
-/// Channel scores per task: task -> group index -> one score per channel, for the groups the task
-/// scores (prunable groups whose producers all belong to the backbone or the task's own head).
-pub type ChannelScores = BTreeMap<String, BTreeMap<usize, Vec<f64>>>;
-
-/// Whether a task scores group `g`: the group is prunable and every producer's weight is one the
-/// task scores (`scored`), i.e. the group lies in the backbone or in the task's own head.
-pub fn task_scores_group(graph: &Graph, g: &ChannelGroup, scored: impl Fn(&str) -> bool) -> bool {
-    g.prunable()
-        && !g.producers.is_empty()
-        && g.producers
-            .iter()
-            .all(|p| producer_weight(graph, p).is_ok_and(|(w, _)| scored(&w)))
 }
 
 /// Channel scores from per-weight scores (as for unstructured pruning): a channel's score for a task

@@ -9,7 +9,7 @@
 
 use crate::graph::ops::ChannelRule;
 use crate::graph::{Graph, Op};
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 
@@ -150,6 +150,30 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
         }
     }
     Ok(groups.into_values().collect())
+}
+
+/// The weight and bias names of a convolution or linear layer.
+pub fn producer_weight(graph: &Graph, node: &str) -> Result<(String, Option<String>)> {
+    match graph
+        .node(node)
+        .ok_or_else(|| anyhow!("no node '{node}'"))?
+        .op
+        .def()
+        .channels()
+    {
+        ChannelRule::Transform { weight, bias, .. } => Ok((weight.to_string(), bias.map(str::to_string))),
+        _ => bail!("node '{node}' is not a convolution or linear layer"),
+    }
+}
+
+/// Whether a task scores group `g`: the group is prunable and every producer's weight is one the
+/// task scores (`scored`), i.e. the group lies in the backbone or in the task's own head.
+pub fn task_scores_group(graph: &Graph, g: &ChannelGroup, scored: impl Fn(&str) -> bool) -> bool {
+    g.prunable()
+        && !g.producers.is_empty()
+        && g.producers
+            .iter()
+            .all(|p| producer_weight(graph, p).is_ok_and(|(w, _)| scored(&w)))
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Per-task keep decisions, their fusion on the shared backbone, and the search for the per-task
 //! keep ratio that reaches a target sparsity.
 
-use super::score::Scores;
+use super::types::Scores;
 use crate::graph::{Group, Model};
 use anyhow::{bail, Result};
 use serde::Serialize;

@@ -8,6 +8,7 @@ pub mod mask;
 pub mod policy;
 pub mod score;
 pub mod structured;
+pub mod types;
 
 use crate::data::{Dataset, Split};
 use crate::eval::evaluate;

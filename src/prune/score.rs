@@ -1,9 +1,8 @@
 //! Per-task importance of every prunable weight (conv and linear weights of the backbone and of the
 //! task's own head), or, for Taylor, of every prunable channel.
 
-use super::channel_select::{task_scores_group, ChannelScores};
-use super::channels::ChannelGroup;
-use super::structured::producer_weight;
+use super::channels::{producer_weight, task_scores_group, ChannelGroup};
+pub use super::types::{ChannelScores, Scores};
 use crate::data::layout::Item;
 use crate::data::loader::{Batch, Loader};
 use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
@@ -70,10 +69,6 @@ pub fn scored_weights(model: &Model, task: &str) -> Vec<String> {
         .map(|s| s.name)
         .collect()
 }
-
-/// Scores per task: task -> weight name -> score tensor (same shape as the weight, on `device`),
-/// normalised so that each task's scores sum to 1.
-pub type Scores = BTreeMap<String, BTreeMap<String, Tensor>>;
 
 fn normalise(scores: &mut BTreeMap<String, Tensor>) {
     let total: f64 = scores.values().map(|s| s.sum(Kind::Double).double_value(&[])).sum();

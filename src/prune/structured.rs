@@ -6,6 +6,7 @@
 //! linear layers) and wherever c_k = 0; a padded convolution sees zeros instead of c_k at its
 //! borders, so there the fold is exact only away from the borders, and `inexact` lists it.
 
+pub use super::channels::producer_weight;
 use super::channels::ChannelGroup;
 use crate::graph::interpreter::{activations, Mode, Params};
 use crate::graph::ops::ChannelRule;
@@ -24,20 +25,6 @@ pub struct Shrunk {
 fn removed(channels: usize, keep: &[i64]) -> Vec<i64> {
     let kept: BTreeSet<i64> = keep.iter().copied().collect();
     (0..channels as i64).filter(|c| !kept.contains(c)).collect()
-}
-
-/// The weight and bias names of a convolution or linear layer.
-pub fn producer_weight(graph: &Graph, node: &str) -> Result<(String, Option<String>)> {
-    match graph
-        .node(node)
-        .ok_or_else(|| anyhow!("no node '{node}'"))?
-        .op
-        .def()
-        .channels()
-    {
-        ChannelRule::Transform { weight, bias, .. } => Ok((weight.to_string(), bias.map(str::to_string))),
-        _ => bail!("node '{node}' is not a convolution or linear layer"),
-    }
 }
 
 /// Whether a node's channel transform sees zero padding (see the module notes).

@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use cut::checkpoint::metadata::Provenance;
-use cut::checkpoint::writer;
 use cut::checkpoint::DType;
+use cut::checkpoint::{format, writer};
 use cut::graph::interpreter::Params;
 use cut::graph::scenenet::SceneNetConfig;
 use cut::graph::{Model, TaskSpec};
@@ -57,7 +57,7 @@ pub fn raw_file(dir: &Path, name: &str, header: &str, data_len: usize) -> PathBu
 /// Writes the small model's tensors with no metadata, as a converted reference state dict would be.
 pub fn write_bare(dir: &Path, name: &str) -> PathBuf {
     let (model, params) = small_model();
-    let mut tensors: Vec<writer::TensorBytes> = model
+    let mut tensors: Vec<format::TensorBytes> = model
         .graph
         .param_specs()
         .iter()
@@ -67,10 +67,10 @@ pub fn write_bare(dir: &Path, name: &str) -> PathBuf {
             } else {
                 DType::F32
             };
-            writer::TensorBytes::from_tensor(&s.name, &params[&s.name], dt).unwrap()
+            format::TensorBytes::from_tensor(&s.name, &params[&s.name], dt).unwrap()
         })
         .collect();
-    let bytes = writer::serialize(&mut tensors, &Default::default()).unwrap();
+    let bytes = format::serialize(&mut tensors, &Default::default()).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     path

@@ -1,7 +1,7 @@
 //! `conv2d`: a 2-d convolution of [N, C, H, W], weight [O, C / groups, kh, kw], optional bias [O].
 
 use super::{pair, ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx};
-use crate::graph::{kernels, shapes::conv_out, ParamRole};
+use crate::graph::{arith::conv_out, kernels, ParamRole};
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;

@@ -1,7 +1,7 @@
 //! `max_pool`: 2-d max pooling of [N, C, H, W], with PyTorch's ceil mode.
 
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
-use crate::graph::{kernels, shapes::conv_out};
+use crate::graph::{arith::conv_out, kernels};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
