@@ -42,9 +42,8 @@ pub fn check_output(path: &Path, inputs: &[&Path], overwrite: bool) -> Result<()
     Ok(())
 }
 
-/// Writes bytes to a temporary file in the target folder and renames it into place, so a reader
-/// never sees a half-written file and a failure leaves nothing behind.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+/// A temporary file beside `path`, holding `bytes`, synced, readable like any output.
+fn staged_file(path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
     let shown = path.display();
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -64,7 +63,118 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     tmp.as_file()
         .sync_all()
         .with_context(|| format!("{shown}: sync failed"))?;
-    tmp.persist(path)
-        .map_err(|e| anyhow!("{shown}: cannot rename into place ({})", e.error))?;
+    Ok(tmp)
+}
+
+/// Writes bytes to a temporary file in the target folder and renames it into place, so a reader
+/// never sees a half-written file and a failure leaves nothing behind.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    staged_file(path, bytes)?
+        .persist(path)
+        .map_err(|e| anyhow!("{}: cannot rename into place ({})", path.display(), e.error))?;
     Ok(())
+}
+
+/// The outputs of one run, written as one: each is staged in a temporary file beside its target,
+/// and only [`Outputs::commit`] renames them into place, after every one is complete. Dropping the
+/// set without committing removes the temporaries. Without `overwrite`, a target that appeared
+/// since the run started is not replaced: the commit fails instead, and removes what it placed.
+pub struct Outputs {
+    staged: Vec<(PathBuf, tempfile::NamedTempFile)>,
+    overwrite: bool,
+}
+
+impl Outputs {
+    pub fn new(overwrite: bool) -> Outputs {
+        Outputs {
+            staged: Vec::new(),
+            overwrite,
+        }
+    }
+
+    pub fn stage(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp = staged_file(path, bytes)?;
+        self.staged.push((path.to_path_buf(), tmp));
+        Ok(())
+    }
+
+    pub fn commit(self) -> Result<()> {
+        let mut placed: Vec<PathBuf> = Vec::new();
+        for (path, tmp) in self.staged {
+            let result = if self.overwrite {
+                tmp.persist(&path).map(|_| ())
+            } else {
+                tmp.persist_noclobber(&path).map(|_| ())
+            };
+            if let Err(e) = result {
+                for p in &placed {
+                    let _ = std::fs::remove_file(p);
+                }
+                let why = if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                    "it appeared while this run worked; pass --force to replace it".to_string()
+                } else {
+                    e.error.to_string()
+                };
+                bail!("{}: cannot move into place ({why})", path.display());
+            }
+            placed.push(path);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn outputs_appear_together_or_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a.safetensors"), dir.path().join("a.report.json"));
+        // A failure while staging (the third target's folder is missing) leaves nothing behind.
+        let mut outputs = Outputs::new(false);
+        outputs.stage(&a, b"model").unwrap();
+        outputs.stage(&b, b"report").unwrap();
+        assert_eq!(names(dir.path()).len(), 2, "two temporaries, no targets yet");
+        assert!(!a.exists() && !b.exists());
+        let err = outputs.stage(&dir.path().join("missing/a.report.md"), b"md").unwrap_err();
+        assert!(err.to_string().contains("cannot create a temporary file"), "{err}");
+        drop(outputs);
+        assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
+
+        // A commit places every file.
+        let mut outputs = Outputs::new(false);
+        outputs.stage(&a, b"model").unwrap();
+        outputs.stage(&b, b"report").unwrap();
+        outputs.commit().unwrap();
+        assert_eq!(names(dir.path()), ["a.report.json", "a.safetensors"]);
+        assert_eq!(std::fs::read(&a).unwrap(), b"model");
+
+        // Without overwrite, a target that appeared meanwhile is not replaced, and what the commit
+        // placed before it is removed again.
+        let c = dir.path().join("c.safetensors");
+        let mut outputs = Outputs::new(false);
+        outputs.stage(&c, b"new model").unwrap();
+        outputs.stage(&b, b"new report").unwrap();
+        let err = outputs.commit().unwrap_err().to_string();
+        assert!(err.contains("a.report.json: cannot move into place (it appeared"), "{err}");
+        assert_eq!(names(dir.path()), ["a.report.json", "a.safetensors"]);
+        assert_eq!(std::fs::read(&b).unwrap(), b"report");
+
+        // With overwrite, the commit replaces.
+        let mut outputs = Outputs::new(true);
+        outputs.stage(&b, b"newer").unwrap();
+        outputs.commit().unwrap();
+        assert_eq!(std::fs::read(&b).unwrap(), b"newer");
+        assert_eq!(names(dir.path()), ["a.report.json", "a.safetensors"]);
+    }
 }

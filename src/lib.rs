@@ -15,6 +15,7 @@ pub mod error;
 pub mod eval;
 pub mod fsio;
 pub mod graph;
+pub mod jobs;
 pub mod metrics;
 pub mod prune;
 pub mod report;

@@ -190,3 +190,18 @@ pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     bar.set_prefix(what.to_string());
     bar
 }
+
+/// "2.5G", "800M", "12k" or a plain integer.
+pub fn parse_count(text: &str) -> std::result::Result<u64, String> {
+    let t = text.trim();
+    let (number, scale) = match t.chars().last() {
+        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
+        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
+        Some('g' | 'G') => (&t[..t.len() - 1], 1e9),
+        _ => (t, 1.0),
+    };
+    match number.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok((v * scale).round() as u64),
+        _ => Err(format!("'{text}' is not a positive count such as 800M or 2.5G")),
+    }
+}

@@ -1,20 +1,19 @@
+//! `cut prune`: arguments in, a [`PruneJob`] to the library, the summary or JSON out.
+
 use super::args::{progress, DataArgs, ModelArgs};
 use anyhow::Result;
-use cut::bench::{compare, speedup, BenchConfig, Candidate};
-use cut::checkpoint::metadata::Provenance;
-use cut::checkpoint::{sha256_file, writer, Checkpoint, DType};
+use cut::checkpoint::DType;
 use cut::data::Split;
-use cut::device::{resolve, DeviceChoice};
-use cut::fsio;
+use cut::device::DeviceChoice;
 use cut::graph::parse_task_list;
-use cut::prune::channel_select::Budget;
+use cut::jobs::prune::{run as run_job, PruneJob};
 use cut::prune::mask::Fusion;
 use cut::prune::policy::PruneRequest;
 use cut::prune::score::{Criterion, Precision, Strategy};
-use cut::prune::{prune, Granularity, PruneConfig};
-use cut::report::prune::{build, markdown, summary, Latency, Settings};
-use cut::train::{task_lambdas, TrainConfig};
-use std::path::{Path, PathBuf};
+use cut::prune::Granularity;
+use cut::report::prune::summary;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -46,10 +45,10 @@ pub struct Args {
     sparsity: Option<f64>,
     /// Channel pruning: at most this many multiply-accumulates per image (e.g. 2.5G, 800M), instead
     /// of --sparsity.
-    #[arg(long, value_name = "N", value_parser = parse_count, conflicts_with_all = ["sparsity", "target_params"])]
+    #[arg(long, value_name = "N", value_parser = super::args::parse_count, conflicts_with_all = ["sparsity", "target_params"])]
     target_macs: Option<u64>,
     /// Channel pruning: at most this many parameters (e.g. 5M), instead of --sparsity.
-    #[arg(long, value_name = "N", value_parser = parse_count, conflicts_with = "sparsity")]
+    #[arg(long, value_name = "N", value_parser = super::args::parse_count, conflicts_with = "sparsity")]
     target_params: Option<u64>,
     /// Channel pruning: kept channel counts are multiples of this (1 turns rounding off).
     #[arg(long, default_value_t = 8)]
@@ -138,284 +137,72 @@ pub enum NormMode {
     Train,
 }
 
-fn default_output(input: &Path, tasks: &[String]) -> PathBuf {
-    let stem = input
-        .file_stem()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_else(|| "model".into());
-    input.with_file_name(format!("{stem}.{}.pruned.safetensors", tasks.join("+")))
-}
-
-fn sibling(out: &Path, suffix: &str) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
-    out.with_file_name(format!("{stem}{suffix}"))
-}
-
 pub fn run(a: Args) -> Result<()> {
-    let ckpt = Checkpoint::open(&a.model.model)?;
-    let loaded = ckpt.model(&a.model.load_options()?)?;
-    for w in &loaded.warnings {
-        eprintln!("cut: warning: {w}");
-    }
-    let full = loaded.model;
-    let selected = full.select_tasks(&parse_task_list(&a.tasks))?;
-    let request = PruneRequest {
-        criterion: a.criterion,
-        granularity: a.granularity,
-        sparsity: a.sparsity,
-        target_macs: a.target_macs,
-        target_params: a.target_params,
-        min_channels: a.min_channels,
-        round_to: a.round_to,
-        max_layer_ratio: a.max_layer_ratio,
-        packed: a.packed,
-        finetune_steps: a.finetune_steps,
-        has_data: a.data.data.is_some(),
-    };
-    let resolved = request.resolve()?;
-    let channel = a.granularity == Granularity::Channel;
-    let criterion = resolved.criterion;
-    let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
-    let out = a.out.clone().unwrap_or_else(|| default_output(&a.model.model, &names));
-    let (report_json, report_md) = (sibling(&out, ".report.json"), sibling(&out, ".report.md"));
-    for p in [&out, &report_json, &report_md] {
-        fsio::check_output(p, &[&a.model.model], a.force)?;
-    }
-    let lambdas = task_lambdas(&selected, a.lambdas.as_deref())?;
-    let finetune_steps = resolved.finetune_steps;
-    let device = resolve(a.device)?;
-    let finetune = TrainConfig {
-        steps: finetune_steps,
+    let job = PruneJob {
+        model: a.model.model.clone(),
+        load: a.model.load_options()?,
+        tasks: parse_task_list(&a.tasks),
+        request: PruneRequest {
+            criterion: a.criterion,
+            granularity: a.granularity,
+            sparsity: a.sparsity,
+            target_macs: a.target_macs,
+            target_params: a.target_params,
+            min_channels: a.min_channels,
+            round_to: a.round_to,
+            max_layer_ratio: a.max_layer_ratio,
+            packed: a.packed,
+            finetune_steps: a.finetune_steps,
+            has_data: a.data.data.is_some(),
+        },
+        data: a.data.data.clone().map(|d| (d, a.data.index.clone())),
+        val_fraction: a.data.val_fraction,
         batch: a.data.batch,
-        lr: a.lr,
-        weight_decay: a.weight_decay,
-        step_size: a.step_size,
-        gamma: a.gamma,
-        lambdas: lambdas.clone(),
-        seed: a.seed,
-        val_every: a.val_every,
-        device,
-        freeze_norm: a.finetune_norm == NormMode::Frozen,
-    };
-    finetune.validate()?;
-    for w in &resolved.warnings {
-        eprintln!("cut: warning: {w}");
-    }
-    let data = a.data.open()?;
-    let sparsity = resolved.sparsity;
-    let cfg = PruneConfig {
-        criterion,
-        granularity: a.granularity,
-        channel_rules: resolved.channel_rules,
-        widen_layer_ratio: resolved.widen_layer_ratio,
-        channel_budget: resolved.channel_budget,
-        exact_fold: a.fold == Fold::Exact,
         fusion: a.fusion,
         min_votes: a.min_votes,
-        sparsity,
-        tolerance: 0.005,
+        exact_fold: a.fold == Fold::Exact,
         calib_batches: a.calib_batches,
         strategy: a.scoring,
         precision: a.precision,
-        seed: a.seed,
-        val_fraction: a.data.val_fraction,
-        eval_split: a.eval_split,
-        finetune,
-        output_kind: a.dtype.kind(),
-    };
-    let t = std::time::Instant::now();
-    let params = ckpt.load_params(&full, device)?;
-    let input_sha = sha256_file(&a.model.model)?;
-    let load_s = t.elapsed().as_secs_f64();
-
-    let score_bar = progress(a.calib_batches as u64, "score");
-    let tune_bar = progress(finetune_steps as u64, "fine-tune");
-    let mut outcome = prune(
-        &full,
-        &params,
-        &selected,
-        data.as_ref(),
-        &cfg,
-        |phase, done, _| match phase {
-            "score" => score_bar.set_position(done as u64),
-            _ => tune_bar.set_position(done as u64),
-        },
-    )?;
-    score_bar.finish_and_clear();
-    tune_bar.finish_and_clear();
-    outcome.timings.load_s = load_s;
-
-    let command = super::command_line();
-    let bytes = writer::model_bytes(
-        &outcome.model,
-        &outcome.params,
-        a.dtype,
-        a.packed,
-        Some(&Provenance::new(command.clone(), Some(input_sha.clone()))),
-    )?;
-    fsio::write_atomic(&out, &bytes)?;
-
-    let dropped: Vec<String> = full
-        .task_names()
-        .into_iter()
-        .filter(|t| !names.iter().any(|n| n == t))
-        .map(String::from)
-        .collect();
-    let settings = Settings {
-        input_tasks: full.task_names().into_iter().map(String::from).collect(),
-        tasks: names.clone(),
-        dropped_tasks: dropped,
-        criterion: format!("{criterion:?}").to_lowercase(),
-        granularity: format!("{:?}", a.granularity).to_lowercase(),
-        fusion: format!("{:?}", a.fusion).to_lowercase(),
-        votes_needed: a.fusion.needed_votes(selected.len(), a.min_votes)?,
-        calib_batches: if criterion.needs_data() { a.calib_batches } else { 0 },
-        batch: a.data.batch,
-        scoring: match a.scoring {
-            _ if criterion == Criterion::Taylor => {
-                "one forward per batch, one backward per selected task to the producers' outputs, inference mode, f32"
-                    .into()
-            }
-            Strategy::Shared => format!(
-                "one forward per batch, one backward per selected task, inference mode, {:?}",
-                a.precision
-            )
-            .to_lowercase(),
-            Strategy::PerTask => format!(
-                "one forward and backward per task per batch, inference mode, {:?}",
-                a.precision
-            )
-            .to_lowercase(),
-        },
-        seed: a.seed,
-        finetune_steps,
         lr: a.lr,
         weight_decay: a.weight_decay,
         step_size: a.step_size,
         gamma: a.gamma,
-        lambdas,
-        val_fraction: a.data.val_fraction,
-        eval_split: a.eval_split.as_str().into(),
-        dtype: a.dtype.to_string(),
-        layout: if a.packed { "packed".into() } else { "dense".into() },
-        device: cut::device::describe(device),
+        lambdas: a.lambdas.clone(),
+        freeze_norm: a.finetune_norm == NormMode::Frozen,
+        val_every: a.val_every,
+        seed: a.seed,
+        eval_split: a.eval_split,
+        dtype: a.dtype,
+        device: a.device,
+        out: a.out.clone(),
+        force: a.force,
+        bench: a.bench,
+        command: super::command_line(),
     };
-    let latency = if a.bench {
-        let pruned_params = outcome
-            .params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_device(device)))
-            .collect();
-        Some(compare_latency(
-            &full,
-            &params,
-            &names,
-            &outcome.model,
-            &pruned_params,
-            device,
-        )?)
-    } else {
-        None
-    };
-    let mut report = build(
-        &ckpt,
-        input_sha,
-        &full,
-        &outcome,
-        settings,
-        if channel { 0.0 } else { cfg.tolerance },
-        match outcome.channels.as_ref().map(|c| (c.budget, c.before)) {
-            Some((Budget::Macs(m), before)) => 1.0 - m as f64 / before.macs.max(1) as f64,
-            Some((Budget::Params(_), _)) => f64::NAN,
-            _ => sparsity,
+    let mut bars: BTreeMap<String, indicatif::ProgressBar> = BTreeMap::new();
+    let done = run_job(
+        &job,
+        &mut |w| eprintln!("cut: warning: {w}"),
+        &mut |phase, done, total| {
+            bars.entry(phase.to_string())
+                .or_insert_with(|| progress(total as u64, phase))
+                .set_position(done as u64)
         },
-        &out,
-        bytes.len() as u64,
-        command,
-    )?;
-    report.latency = latency;
-    fsio::write_atomic(&report_json, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    fsio::write_atomic(&report_md, markdown(&report).as_bytes())?;
+    );
+    for bar in bars.values() {
+        bar.finish_and_clear();
+    }
+    let done = done?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(&done.report)?);
     } else {
-        print!("{}", summary(&report));
-        println!("  report {} and {}", report_json.display(), report_md.display());
+        print!("{}", summary(&done.report));
+        println!(
+            "  report {} and {}",
+            done.report_json.display(),
+            done.report_md.display()
+        );
     }
     Ok(())
-}
-
-/// "2.5G", "800M", "12k" or a plain integer.
-fn parse_count(text: &str) -> std::result::Result<u64, String> {
-    let t = text.trim();
-    let (number, scale) = match t.chars().last() {
-        Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
-        Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
-        Some('g' | 'G') => (&t[..t.len() - 1], 1e9),
-        _ => (t, 1.0),
-    };
-    match number.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok((v * scale).round() as u64),
-        _ => Err(format!("'{text}' is not a positive count such as 800M or 2.5G")),
-    }
-}
-
-/// Batch-1 latency of the input (all heads, selected heads) and of the output, on `device`.
-fn compare_latency(
-    full: &cut::graph::Model,
-    params: &cut::graph::interpreter::Params,
-    selected: &[String],
-    pruned: &cut::graph::Model,
-    pruned_params: &cut::graph::interpreter::Params,
-    device: tch::Device,
-) -> Result<Latency> {
-    let g = &full.graph.input;
-    let cfg = BenchConfig {
-        device,
-        batch: 1,
-        input: [g.channels, g.height, g.width],
-        warmup: 10,
-        runs: 50,
-        fold_batch_norm: true,
-        cuda_graph: false,
-    };
-    let sel: Vec<&str> = selected.iter().map(String::as_str).collect();
-    let r = compare(
-        &[
-            Candidate {
-                model: full,
-                params,
-                tasks: full.task_names(),
-            },
-            Candidate {
-                model: full,
-                params,
-                tasks: sel.clone(),
-            },
-            Candidate {
-                model: pruned,
-                params: pruned_params,
-                tasks: sel,
-            },
-        ],
-        cfg,
-    )?;
-    let (dense_all, dense_selected, out) = (&r[0], &r[1], &r[2]);
-    Ok(Latency {
-        device: out.device.clone(),
-        threads: out.threads,
-        batch: 1,
-        input: cfg.input,
-        runs: cfg.runs,
-        dense_all_heads_ms: dense_all.median_ms,
-        dense_selected_ms: dense_selected.median_ms,
-        pruned_ms: out.median_ms,
-        speedup_vs_all_heads: speedup(out, dense_all).median_over_median,
-        speedup_vs_selected: speedup(out, dense_selected).median_over_median,
-        batch_norms_folded: cfg.fold_batch_norm,
-    })
 }

@@ -1,0 +1,5 @@
+//! Whole runs of a command as a library call: open the inputs, resolve the options, do the work,
+//! write every output as one, and return what the command prints. The binary parses arguments
+//! into a job, draws progress and prints; everything else is here.
+
+pub mod prune;

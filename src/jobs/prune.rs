@@ -1,0 +1,342 @@
+//! `cut prune` as one call: [`PruneJob`] in, [`PruneDone`] out.
+
+use crate::bench::{compare, speedup, BenchConfig, Candidate};
+use crate::checkpoint::metadata::Provenance;
+use crate::checkpoint::{sha256_file, writer, Checkpoint, DType, LoadOptions};
+use crate::data::{Dataset, Split};
+use crate::device::DeviceChoice;
+use crate::fsio::{check_output, Outputs};
+use crate::graph::{Model, Params};
+use crate::prune::channel_select::Budget;
+use crate::prune::mask::Fusion;
+use crate::prune::policy::PruneRequest;
+use crate::prune::score::{Criterion, Precision, Strategy};
+use crate::prune::{prune, Granularity, PruneConfig};
+use crate::report::prune::{build, markdown, Latency, PruneReport, Settings};
+use crate::train::{task_lambdas, TrainConfig};
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+/// Everything `cut prune` was asked.
+#[derive(Clone, Debug)]
+pub struct PruneJob {
+    pub model: PathBuf,
+    pub load: LoadOptions,
+    /// The tasks to keep, as the user named them.
+    pub tasks: Vec<String>,
+    /// The options whose defaults depend on each other (`has_data` is set from `data`).
+    pub request: PruneRequest,
+    /// A dataset folder and its index file name.
+    pub data: Option<(PathBuf, String)>,
+    pub val_fraction: f64,
+    pub batch: usize,
+    pub fusion: Fusion,
+    pub min_votes: Option<usize>,
+    pub exact_fold: bool,
+    pub calib_batches: usize,
+    pub strategy: Strategy,
+    pub precision: Precision,
+    pub lr: f64,
+    pub weight_decay: f64,
+    pub step_size: usize,
+    pub gamma: f64,
+    /// "seg=1,depth=3": loss weights over the defaults by kind.
+    pub lambdas: Option<String>,
+    pub freeze_norm: bool,
+    pub val_every: usize,
+    pub seed: u64,
+    pub eval_split: Split,
+    pub dtype: DType,
+    pub device: DeviceChoice,
+    /// The output model; default `<input stem>.<tasks>.pruned.safetensors` beside the input.
+    pub out: Option<PathBuf>,
+    pub force: bool,
+    /// Time the input and output at batch 1 and add the figures to the report.
+    pub bench: bool,
+    /// The command line, for the provenance record.
+    pub command: String,
+}
+
+/// What a finished prune wrote.
+pub struct PruneDone {
+    pub report: PruneReport,
+    pub out: PathBuf,
+    pub report_json: PathBuf,
+    pub report_md: PathBuf,
+}
+
+/// How far a long phase ("score", "fine-tune") is.
+pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
+
+/// The default output: `<input stem>.<tasks joined by +>.pruned.safetensors` beside the input.
+pub fn default_output(input: &Path, tasks: &[String]) -> PathBuf {
+    let stem = input
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "model".into());
+    input.with_file_name(format!("{stem}.{}.pruned.safetensors", tasks.join("+")))
+}
+
+/// `out` with `.safetensors` replaced by `suffix` (the reports beside a model).
+pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
+    out.with_file_name(format!("{stem}{suffix}"))
+}
+
+/// Runs the prune. `warn` gets each warning as soon as it is known (before the long work);
+/// `progress(phase, done, total)` reports the long phases. Nothing is written unless every
+/// output is complete: the model and both reports are renamed into place together at the end.
+pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Result<PruneDone> {
+    let ckpt = Checkpoint::open(&job.model)?;
+    let loaded = ckpt.model(&job.load)?;
+    for w in &loaded.warnings {
+        warn(w);
+    }
+    let full = loaded.model;
+    let selected = full.select_tasks(&job.tasks)?;
+    let request = PruneRequest {
+        has_data: job.data.is_some(),
+        ..job.request.clone()
+    };
+    let resolved = request.resolve()?;
+    let channel = request.granularity == Granularity::Channel;
+    let criterion = resolved.criterion;
+    let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
+    let out = job.out.clone().unwrap_or_else(|| default_output(&job.model, &names));
+    let (report_json, report_md) = (sibling(&out, ".report.json"), sibling(&out, ".report.md"));
+    for p in [&out, &report_json, &report_md] {
+        check_output(p, &[&job.model], job.force)?;
+    }
+    let lambdas = task_lambdas(&selected, job.lambdas.as_deref())?;
+    let finetune_steps = resolved.finetune_steps;
+    let device = crate::device::resolve(job.device)?;
+    let finetune = TrainConfig {
+        steps: finetune_steps,
+        batch: job.batch,
+        lr: job.lr,
+        weight_decay: job.weight_decay,
+        step_size: job.step_size,
+        gamma: job.gamma,
+        lambdas: lambdas.clone(),
+        seed: job.seed,
+        val_every: job.val_every,
+        device,
+        freeze_norm: job.freeze_norm,
+    };
+    finetune.validate()?;
+    for w in &resolved.warnings {
+        warn(w);
+    }
+    let data = job
+        .data
+        .as_ref()
+        .map(|(dir, index)| Dataset::open(dir, Some(index)))
+        .transpose()?;
+    let sparsity = resolved.sparsity;
+    let cfg = PruneConfig {
+        criterion,
+        granularity: request.granularity,
+        channel_rules: resolved.channel_rules,
+        widen_layer_ratio: resolved.widen_layer_ratio,
+        channel_budget: resolved.channel_budget,
+        exact_fold: job.exact_fold,
+        fusion: job.fusion,
+        min_votes: job.min_votes,
+        sparsity,
+        tolerance: 0.005,
+        calib_batches: job.calib_batches,
+        strategy: job.strategy,
+        precision: job.precision,
+        seed: job.seed,
+        val_fraction: job.val_fraction,
+        eval_split: job.eval_split,
+        finetune,
+        output_kind: job.dtype.kind(),
+    };
+    let t = std::time::Instant::now();
+    let params = ckpt.load_params(&full, device)?;
+    let input_sha = sha256_file(&job.model)?;
+    let load_s = t.elapsed().as_secs_f64();
+
+    let mut outcome = prune(&full, &params, &selected, data.as_ref(), &cfg, |phase, done, total| {
+        progress(phase, done, total)
+    })?;
+    outcome.timings.load_s = load_s;
+
+    let bytes = writer::model_bytes(
+        &outcome.model,
+        &outcome.params,
+        job.dtype,
+        request.packed,
+        Some(&Provenance::new(job.command.clone(), Some(input_sha.clone()))),
+    )?;
+    let settings = settings(job, &full, &names, &cfg, lambdas, device)?;
+    let latency = if job.bench {
+        let pruned_params = outcome
+            .params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_device(device)))
+            .collect();
+        Some(compare_latency(
+            &full,
+            &params,
+            &names,
+            &outcome.model,
+            &pruned_params,
+            device,
+        )?)
+    } else {
+        None
+    };
+    let target = match outcome.channels.as_ref().map(|c| (c.budget, c.before)) {
+        Some((Budget::Macs(m), before)) => 1.0 - m as f64 / before.macs.max(1) as f64,
+        Some((Budget::Params(_), _)) => f64::NAN,
+        _ => sparsity,
+    };
+    let tolerance = if channel { 0.0 } else { cfg.tolerance };
+    let mut report = build(
+        &ckpt,
+        input_sha,
+        &full,
+        &outcome,
+        settings,
+        tolerance,
+        target,
+        &out,
+        bytes.len() as u64,
+        job.command.clone(),
+    )?;
+    report.latency = latency;
+    let mut outputs = Outputs::new(job.force);
+    outputs.stage(&out, &bytes)?;
+    outputs.stage(&report_json, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    outputs.stage(&report_md, markdown(&report).as_bytes())?;
+    outputs.commit()?;
+    Ok(PruneDone {
+        report,
+        out,
+        report_json,
+        report_md,
+    })
+}
+
+/// The report's record of the settings the run used.
+fn settings(
+    job: &PruneJob,
+    full: &Model,
+    names: &[String],
+    cfg: &PruneConfig,
+    lambdas: std::collections::BTreeMap<String, f64>,
+    device: tch::Device,
+) -> Result<Settings> {
+    let criterion = cfg.criterion;
+    let dropped: Vec<String> = full
+        .task_names()
+        .into_iter()
+        .filter(|t| !names.iter().any(|n| n == t))
+        .map(String::from)
+        .collect();
+    Ok(Settings {
+        input_tasks: full.task_names().into_iter().map(String::from).collect(),
+        tasks: names.to_vec(),
+        dropped_tasks: dropped,
+        criterion: format!("{criterion:?}").to_lowercase(),
+        granularity: format!("{:?}", cfg.granularity).to_lowercase(),
+        fusion: format!("{:?}", cfg.fusion).to_lowercase(),
+        votes_needed: cfg.fusion.needed_votes(names.len(), cfg.min_votes)?,
+        calib_batches: if criterion.needs_data() { cfg.calib_batches } else { 0 },
+        batch: job.batch,
+        scoring: match cfg.strategy {
+            _ if criterion == Criterion::Taylor => {
+                "one forward per batch, one backward per selected task to the producers' outputs, inference mode, f32"
+                    .into()
+            }
+            Strategy::Shared => format!(
+                "one forward per batch, one backward per selected task, inference mode, {:?}",
+                cfg.precision
+            )
+            .to_lowercase(),
+            Strategy::PerTask => format!(
+                "one forward and backward per task per batch, inference mode, {:?}",
+                cfg.precision
+            )
+            .to_lowercase(),
+        },
+        seed: cfg.seed,
+        finetune_steps: cfg.finetune.steps,
+        lr: job.lr,
+        weight_decay: job.weight_decay,
+        step_size: job.step_size,
+        gamma: job.gamma,
+        lambdas,
+        val_fraction: job.val_fraction,
+        eval_split: job.eval_split.as_str().into(),
+        dtype: job.dtype.to_string(),
+        layout: if job.request.packed {
+            "packed".into()
+        } else {
+            "dense".into()
+        },
+        device: crate::device::describe(device),
+    })
+}
+
+/// Batch-1 latency of the input (all heads, selected heads) and of the output, on `device`.
+fn compare_latency(
+    full: &Model,
+    params: &Params,
+    selected: &[String],
+    pruned: &Model,
+    pruned_params: &Params,
+    device: tch::Device,
+) -> Result<Latency> {
+    let g = &full.graph.input;
+    let cfg = BenchConfig {
+        device,
+        batch: 1,
+        input: [g.channels, g.height, g.width],
+        warmup: 10,
+        runs: 50,
+        fold_batch_norm: true,
+        cuda_graph: false,
+    };
+    let sel: Vec<&str> = selected.iter().map(String::as_str).collect();
+    let r = compare(
+        &[
+            Candidate {
+                model: full,
+                params,
+                tasks: full.task_names(),
+            },
+            Candidate {
+                model: full,
+                params,
+                tasks: sel.clone(),
+            },
+            Candidate {
+                model: pruned,
+                params: pruned_params,
+                tasks: sel,
+            },
+        ],
+        cfg,
+    )?;
+    let (dense_all, dense_selected, out) = (&r[0], &r[1], &r[2]);
+    Ok(Latency {
+        device: out.device.clone(),
+        threads: out.threads,
+        batch: 1,
+        input: cfg.input,
+        runs: cfg.runs,
+        dense_all_heads_ms: dense_all.median_ms,
+        dense_selected_ms: dense_selected.median_ms,
+        pruned_ms: out.median_ms,
+        speedup_vs_all_heads: speedup(out, dense_all).median_over_median,
+        speedup_vs_selected: speedup(out, dense_selected).median_over_median,
+        batch_norms_folded: cfg.fold_batch_norm,
+    })
+}
