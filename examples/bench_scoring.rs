@@ -9,8 +9,8 @@
 use cut::checkpoint::{Checkpoint, LoadOptions};
 use cut::data::synth::{write_dataset, SynthConfig};
 use cut::data::{Dataset, Split};
+use cut::families::scenenet::SceneNetConfig;
 use cut::graph::parse_task_list;
-use cut::graph::scenenet::SceneNetConfig;
 use cut::prune::mask::{Fusion, MaskSearch};
 use cut::prune::score::{snip, Calibration, Precision, Strategy};
 use std::time::Instant;
@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
         _ => cut::device::DeviceChoice::Cpu,
     })?;
     let (model, params) = if args[0] == "scenenet34" {
-        let tasks = cut::graph::scenenet::scene_tasks(40);
+        let tasks = cut::families::scenenet::scene_tasks(40);
         let model = SceneNetConfig::reference(tasks).build()?;
         let params = cut::graph::init::init_params(&model.graph, 0, device);
         (model, params)

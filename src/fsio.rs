@@ -146,7 +146,9 @@ mod tests {
         outputs.stage(&b, b"report").unwrap();
         assert_eq!(names(dir.path()).len(), 2, "two temporaries, no targets yet");
         assert!(!a.exists() && !b.exists());
-        let err = outputs.stage(&dir.path().join("missing/a.report.md"), b"md").unwrap_err();
+        let err = outputs
+            .stage(&dir.path().join("missing/a.report.md"), b"md")
+            .unwrap_err();
         assert!(err.to_string().contains("cannot create a temporary file"), "{err}");
         drop(outputs);
         assert!(names(dir.path()).is_empty(), "{:?}", names(dir.path()));
@@ -166,7 +168,10 @@ mod tests {
         outputs.stage(&c, b"new model").unwrap();
         outputs.stage(&b, b"new report").unwrap();
         let err = outputs.commit().unwrap_err().to_string();
-        assert!(err.contains("a.report.json: cannot move into place (it appeared"), "{err}");
+        assert!(
+            err.contains("a.report.json: cannot move into place (it appeared"),
+            "{err}"
+        );
         assert_eq!(names(dir.path()), ["a.report.json", "a.safetensors"]);
         assert_eq!(std::fs::read(&b).unwrap(), b"report");
 

@@ -1,7 +1,8 @@
 //! `cut`: prune pre-trained multi-task models into compact task-specific models.
 //!
 //! - [`checkpoint`]: safetensors files that carry their model graph and task list.
-//! - [`graph`]: the typed graph, its interpreter on tch, and model-family builders.
+//! - [`graph`]: the typed graph, its ops and its interpreter on tch.
+//! - [`families`]: model families (SceneNet): builders and recognisers of checkpoints without a graph.
 //! - [`report`]: inspection summaries and reports, as data.
 //! - [`device`]: CPU or CUDA selection.
 //! - [`prune`]: the CUT method, its policy (defaults and validation) and its pipeline.
@@ -13,6 +14,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod families;
 pub mod fsio;
 pub mod graph;
 pub mod jobs;

@@ -201,7 +201,7 @@ fn bad_inputs_fail_cleanly() {
     let unknown = r#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
     fails_with(
         &raw_file(d, "unknown.safetensors", unknown, 4),
-        "tensor names are not the reference SceneNet's",
+        "unknown.safetensors: no 'cut.graph' in the metadata, and the tensor names are not those of a model family cut knows (scenenet: no 'backbone.conv1.weight')",
     );
 
     // A graph that does not match its tensors: drop one tensor from a valid file's header.
@@ -374,4 +374,83 @@ fn bench_profile_times_every_node() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("slowest nodes") && text.contains("conv2d"), "{text}");
+}
+
+/// `cut new --config FILE` builds the family's model from its JSON configuration: the same tensors
+/// and graph as the shape flags; an unknown family is a bad command line.
+#[test]
+fn new_builds_a_family_from_its_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let flags = [
+        "--tasks",
+        "a:segmentation:4,b:depth",
+        "--blocks",
+        "1,1,1,1",
+        "--widths",
+        "8,8,8,8",
+        "--stem-width",
+        "8",
+        "--head-width",
+        "8",
+        "--input-size",
+        "32x32",
+    ];
+    cut()
+        .arg("new")
+        .args(flags)
+        .arg("-o")
+        .arg(d.join("flags.safetensors"))
+        .assert()
+        .success();
+    let config = serde_json::json!({
+        "in_channels": 3, "blocks": [1, 1, 1, 1], "widths": [8, 8, 8, 8], "strides": [1, 2, 1, 1],
+        "dilations": [1, 1, 2, 4], "stem_width": 8, "head_width": 8, "rates": [6, 12, 18, 24],
+        "dropout": 0.5, "input_hw": [32, 32],
+        "tasks": [{"name": "a", "kind": "segmentation", "outputs": 4}, {"name": "b", "kind": "depth", "outputs": 1}]
+    });
+    std::fs::write(d.join("cfg.json"), config.to_string()).unwrap();
+    cut()
+        .args(["new", "--family", "scenenet", "--config"])
+        .arg(d.join("cfg.json"))
+        .arg("-o")
+        .arg(d.join("config.safetensors"))
+        .assert()
+        .success();
+    let (a, b) = (
+        Checkpoint::open(d.join("flags.safetensors")).unwrap(),
+        Checkpoint::open(d.join("config.safetensors")).unwrap(),
+    );
+    assert_eq!(a.metadata["cut.graph"], b.metadata["cut.graph"]);
+    for name in a.tensors.keys() {
+        let (x, y) = (
+            a.tensor(name, tch::Device::Cpu).unwrap(),
+            b.tensor(name, tch::Device::Cpu).unwrap(),
+        );
+        assert!(x.equal(&y), "{name}");
+    }
+    let o = cut()
+        .args(["new", "--family", "bert", "--config"])
+        .arg(d.join("cfg.json"))
+        .arg("-o")
+        .arg(d.join("x.safetensors"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "cut: error: unknown model family 'bert' (cut knows: scenenet)"
+    );
+    std::fs::write(d.join("bad.json"), r#"{"blocks": 3}"#).unwrap();
+    let o = cut()
+        .args(["new", "--config"])
+        .arg(d.join("bad.json"))
+        .arg("-o")
+        .arg(d.join("x.safetensors"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.json: not a SceneNet configuration"), "{err}");
+    assert!(!d.join("x.safetensors").exists());
 }

@@ -5,11 +5,10 @@
 pub mod format;
 pub mod metadata;
 pub mod packed;
-pub mod reference;
 pub mod writer;
 
 use crate::graph::interpreter::Params;
-use crate::graph::{Model, TaskKind};
+use crate::graph::Model;
 use anyhow::{anyhow, bail, Context, Result};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensorError, SafeTensors};
@@ -144,20 +143,7 @@ pub struct Checkpoint {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// How to interpret a checkpoint that has no `cut.graph` (a converted reference state dict).
-#[derive(Clone, Debug, Default)]
-pub struct LoadOptions {
-    pub task_names: Option<Vec<String>>,
-    pub task_kinds: Option<Vec<TaskKind>>,
-}
-
-/// A model read from a checkpoint, with what was guessed on the way.
-pub struct LoadedModel {
-    pub model: Model,
-    pub warnings: Vec<String>,
-    /// True when the graph was inferred from reference tensor names rather than read from metadata.
-    pub inferred: bool,
-}
+pub use crate::families::{LoadOptions, LoadedModel};
 
 fn describe(err: SafeTensorError) -> String {
     match err {
@@ -346,7 +332,8 @@ impl Checkpoint {
                 .values()
                 .map(|e| (e.name.as_str(), e.shape.as_slice()))
                 .collect();
-            reference::infer_scenenet(&shapes, opts).with_context(|| format!("{shown}"))?
+            let no_graph = format!("no '{}' in the metadata", metadata::GRAPH_KEY);
+            crate::families::recognise(&shapes, opts, &no_graph).with_context(|| format!("{shown}"))?
         };
         self.check_against(&loaded.model).with_context(|| format!("{shown}"))?;
         Ok(loaded)

@@ -125,11 +125,11 @@ pub struct SceneNetArgs {
 }
 
 impl SceneNetArgs {
-    pub fn config(&self) -> Result<cut::graph::scenenet::SceneNetConfig> {
+    pub fn config(&self) -> Result<cut::families::scenenet::SceneNetConfig> {
         let Some(tasks) = &self.tasks else {
             bail!("--tasks is required to build a model, e.g. --tasks seg:segmentation:13,normal:normal,depth:depth");
         };
-        let mut config = cut::graph::scenenet::SceneNetConfig::reference(parse_task_specs(tasks)?);
+        let mut config = cut::families::scenenet::SceneNetConfig::reference(parse_task_specs(tasks)?);
         config.blocks = parse_usize_list("--blocks", &self.blocks)?;
         config.widths = parse_usize_list("--widths", &self.widths)?;
         config.stem_width = self.stem_width;

@@ -1,5 +1,5 @@
 use super::args::SceneNetArgs;
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use cut::checkpoint::metadata::Provenance;
 use cut::checkpoint::{writer, DType};
 use cut::fsio;
@@ -7,6 +7,13 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// Model family (scenenet).
+    #[arg(long, default_value = "scenenet")]
+    family: String,
+    /// The family's configuration as a JSON file (a SceneNet's: its fields as `cut inspect` shows
+    /// them), instead of the shape flags below.
+    #[arg(long, value_name = "FILE", conflicts_with = "tasks")]
+    config: Option<PathBuf>,
     #[command(flatten)]
     scenenet: SceneNetArgs,
     /// Seed for the initial weights.
@@ -25,7 +32,19 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     fsio::check_output(&a.out, &[], a.force)?;
-    let model = a.scenenet.config()?.build()?;
+    let family = cut::families::find(&a.family)?;
+    let config = match &a.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?
+        }
+        None if family.name() == "scenenet" => serde_json::to_value(a.scenenet.config()?)?,
+        None => bail!("--family {} is built from --config FILE", family.name()),
+    };
+    let model = family.build(&config).with_context(|| match &a.config {
+        Some(path) => format!("{}", path.display()),
+        None => "the shape flags".to_string(),
+    })?;
     let params = cut::graph::init::init_params(&model.graph, a.seed, tch::Device::Cpu);
     writer::save_model(
         &a.out,

@@ -303,6 +303,9 @@ mod tests {
                 Tensor::randn([shape[0]], (Kind::Float, Device::Cpu)),
             );
         }
+        // Channel 0 of b far below zero, channel 1 far above: the raw output has negatives whatever
+        // the random weights draw (the values of the stem are a few units at most).
+        p.insert("b.bias".into(), Tensor::from_slice(&[-1000f32, 1000.]));
         let mut g_out = g.clone();
         g_out.outputs.push(crate::graph::GraphOutput {
             task: "raw".into(),

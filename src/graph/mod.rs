@@ -8,7 +8,6 @@ pub mod interpreter;
 pub mod kernels;
 pub mod memory;
 pub mod ops;
-pub mod scenenet;
 pub mod shapes;
 
 pub use ops::{BatchNorm, Conv2d, Linear, MaxPool, Mode, Op, OpDef, Upsample, UpsampleMode};
@@ -466,8 +465,8 @@ pub(crate) mod tests_support {
     use super::*;
 
     /// A SceneNet small enough to run in milliseconds, with tasks seg (5 classes), normal, depth.
-    pub fn small_scenenet() -> scenenet::SceneNetConfig {
-        let mut c = scenenet::SceneNetConfig::reference(scenenet::scene_tasks(5));
+    pub fn small_scenenet() -> crate::families::scenenet::SceneNetConfig {
+        let mut c = crate::families::scenenet::SceneNetConfig::reference(crate::families::scenenet::scene_tasks(5));
         c.blocks = vec![1, 1, 1, 1];
         c.widths = vec![8, 8, 16, 16];
         c.stem_width = 8;
@@ -632,8 +631,10 @@ mod tests {
 
     #[test]
     fn scenenet_reference_sizes_and_names() {
-        let tasks = scenenet::scene_tasks(40);
-        let model = scenenet::SceneNetConfig::reference(tasks).build().unwrap();
+        let tasks = crate::families::scenenet::scene_tasks(40);
+        let model = crate::families::scenenet::SceneNetConfig::reference(tasks)
+            .build()
+            .unwrap();
         let specs = model.graph.param_specs();
         let groups = model.graph.param_groups();
         let conv: usize = specs

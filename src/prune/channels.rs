@@ -302,8 +302,8 @@ mod tests {
 
     #[test]
     fn scenenet_groups() {
-        let tasks = crate::graph::scenenet::scene_tasks(40);
-        let model = crate::graph::scenenet::SceneNetConfig::reference(tasks)
+        let tasks = crate::families::scenenet::scene_tasks(40);
+        let model = crate::families::scenenet::SceneNetConfig::reference(tasks)
             .build()
             .unwrap();
         let groups = channel_groups(&model.graph).unwrap();

@@ -4,13 +4,13 @@
 use cut::checkpoint::metadata::Provenance;
 use cut::checkpoint::DType;
 use cut::checkpoint::{format, writer};
+use cut::families::scenenet::SceneNetConfig;
 use cut::graph::interpreter::Params;
-use cut::graph::scenenet::SceneNetConfig;
 use cut::graph::{Model, TaskSpec};
 use std::path::{Path, PathBuf};
 
 pub fn tasks3() -> Vec<TaskSpec> {
-    cut::graph::scenenet::scene_tasks(5)
+    cut::families::scenenet::scene_tasks(5)
 }
 
 /// A SceneNet that runs in milliseconds: one block per stage, narrow widths.

@@ -1,7 +1,12 @@
 //! The SceneNet family of the reference code (DeepLab-ResNet backbone with BasicBlocks and one
 //! four-branch ASPP head per task), emitted as a graph with the reference's tensor names.
 
-use super::{BatchNorm, Conv2d, Graph, GraphOutput, InputSpec, MaxPool, Model, Node, Op, TaskSpec, GRAPH_FORMAT};
+mod recognise;
+
+use super::{Family, LoadOptions, LoadedModel, TensorShapes};
+use crate::graph::{
+    BatchNorm, Conv2d, Graph, GraphOutput, InputSpec, MaxPool, Model, Node, Op, TaskSpec, GRAPH_FORMAT,
+};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -270,7 +275,7 @@ impl Builder {
 
     fn dropout(&mut self, name: &str, x: &str, p: f64) -> String {
         self.nodes
-            .push(Node::new(name, &[x], Op::Dropout(super::ops::Dropout { p })));
+            .push(Node::new(name, &[x], Op::Dropout(crate::graph::ops::Dropout { p })));
         name.to_string()
     }
 }
@@ -295,4 +300,28 @@ pub fn scene_tasks(seg_classes: usize) -> Vec<TaskSpec> {
             outputs: 1,
         },
     ]
+}
+
+/// The SceneNet family: built from a [`SceneNetConfig`], recognised by the reference's tensor names
+/// (`backbone.conv1.weight`, `backbone.blocks.S.B.*`, `taskT_fc1_cK.*`).
+pub struct SceneNet;
+
+impl Family for SceneNet {
+    fn name(&self) -> &'static str {
+        "scenenet"
+    }
+    fn build(&self, config: &serde_json::Value) -> Result<Model> {
+        let config: SceneNetConfig =
+            serde_json::from_value(config.clone()).map_err(|e| anyhow::anyhow!("not a SceneNet configuration: {e}"))?;
+        config.build()
+    }
+    fn recognises(&self, shapes: &TensorShapes) -> bool {
+        shapes.contains_key("backbone.conv1.weight")
+    }
+    fn signature(&self) -> &'static str {
+        "no 'backbone.conv1.weight'"
+    }
+    fn infer(&self, shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
+        recognise::infer(shapes, opts)
+    }
 }

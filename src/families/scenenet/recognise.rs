@@ -1,20 +1,19 @@
-//! Recognises a state dict saved by the reference code (converted to safetensors, no `cut.graph`)
-//! and infers its SceneNet graph from tensor names and shapes.
+//! Infers the SceneNet graph of a state dict saved by the reference code (converted to
+//! safetensors, no `cut.graph`) from its tensor names and shapes.
 
-use super::{LoadOptions, LoadedModel};
-use crate::graph::scenenet::SceneNetConfig;
+use super::SceneNetConfig;
+use crate::families::{LoadOptions, LoadedModel, TensorShapes};
 use crate::graph::{TaskKind, TaskSpec};
 use anyhow::{bail, Result};
-use std::collections::BTreeMap;
 
 /// The reference's fixed stage layout and head rates; names and shapes do not record them.
 const STRIDES: [usize; 4] = [1, 2, 1, 1];
 const DILATIONS: [usize; 4] = [1, 1, 2, 4];
 const RATES: [usize; 4] = [6, 12, 18, 24];
 
-pub fn infer_scenenet(shapes: &BTreeMap<&str, &[usize]>, opts: &LoadOptions) -> Result<LoadedModel> {
+pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
     let Some(stem) = shapes.get("backbone.conv1.weight") else {
-        bail!("no '{}' in the metadata, and the tensor names are not the reference SceneNet's (no 'backbone.conv1.weight')", super::metadata::GRAPH_KEY);
+        bail!("tensor 'backbone.conv1.weight' is missing");
     };
     if stem.len() != 4 {
         bail!("tensor 'backbone.conv1.weight' has shape {stem:?}, expected a 4-d convolution weight");
