@@ -1,14 +1,14 @@
 //! Evaluation of a model (or a constant predictor) on a dataset split.
 
-use crate::data::layout::{Item, SEG_IGNORE};
+use crate::data::layout::Item;
 use crate::data::loader::Loader;
 use crate::graph::interpreter::{forward, Mode, Params};
-use crate::graph::{Model, TaskKind, TaskSpec};
+use crate::graph::{Model, TaskSpec};
 use crate::metrics::{label_for, Accumulator, TaskMetrics, MIOU_CONVENTION};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct EvalReport {
@@ -53,70 +53,33 @@ pub fn evaluate(
     Ok((tasks.iter().zip(&accs).map(|(t, a)| a.finish(t)).collect(), images))
 }
 
-/// The best constant predictors, fitted on `fit` items: the majority class, the mean normal
-/// (renormalised) and the mean depth, over valid pixels.
+/// The best constant predictor of each task (see its kind: the majority class, the mean normal,
+/// the mean valid depth), fitted on the labels of `fit` items.
 pub struct ConstantPredictor {
-    pub majority_class: i64,
-    pub mean_normal: [f64; 3],
-    pub mean_depth: f64,
+    constants: Vec<(TaskSpec, Box<dyn crate::tasks::Constant>)>,
 }
 
 impl ConstantPredictor {
-    pub fn fit(items: Vec<Item>, seg_classes: usize) -> Result<ConstantPredictor> {
-        let mut hist = vec![0u64; seg_classes.max(1)];
-        let mut normal_sum = [0f64; 3];
-        let (mut depth_sum, mut depth_n) = (0f64, 0u64);
+    pub fn fit(items: Vec<Item>, tasks: &[TaskSpec]) -> Result<ConstantPredictor> {
+        let mut constants = tasks
+            .iter()
+            .map(|t| Ok((t.clone(), crate::tasks::def(t.kind).constant(t)?)))
+            .collect::<Result<Vec<_>>>()?;
         for b in Loader::sequential(items, 16, Device::Cpu) {
             let b = b?;
-            let seg = b.seg.flatten(0, -1);
-            let valid = seg.ne(SEG_IGNORE).logical_and(&seg.lt(seg_classes as i64));
-            let counts = Vec::<i64>::try_from(&seg.masked_select(&valid).bincount(None::<Tensor>, seg_classes as i64))?;
-            for (h, c) in hist.iter_mut().zip(counts) {
-                *h += c as u64;
+            for (task, constant) in constants.iter_mut() {
+                constant.fit(label_for(task.kind, &b)?)?;
             }
-            let n = b.normal.sum_dim_intlist([0i64, 2, 3].as_slice(), false, Kind::Double);
-            for (k, slot) in normal_sum.iter_mut().enumerate() {
-                *slot += n.double_value(&[k as i64]);
-            }
-            let valid = b.depth.gt(crate::data::layout::DEPTH_VALID_MIN as f64);
-            depth_sum += b.depth.masked_select(&valid).sum(Kind::Double).double_value(&[]);
-            depth_n += valid.sum(Kind::Int64).int64_value(&[]) as u64;
         }
-        let majority_class = hist
-            .iter()
-            .enumerate()
-            .max_by_key(|(_, &c)| c)
-            .map(|(i, _)| i as i64)
-            .unwrap_or(0);
-        let len = normal_sum.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
-        Ok(ConstantPredictor {
-            majority_class,
-            mean_normal: normal_sum.map(|v| v / len),
-            mean_depth: if depth_n > 0 { depth_sum / depth_n as f64 } else { 0.0 },
-        })
+        Ok(ConstantPredictor { constants })
     }
 
     /// Constant output of shape [N, C, H, W] for a task.
     pub fn predict(&self, task: &TaskSpec, n: i64, hw: (i64, i64)) -> Result<Tensor> {
-        let opts = (Kind::Float, Device::Cpu);
-        let c = task.outputs as i64;
-        Ok(match task.kind {
-            TaskKind::Segmentation => {
-                let mut logits = vec![0f32; c as usize];
-                logits[self.majority_class.min(c - 1) as usize] = 1.0;
-                Tensor::from_slice(&logits)
-                    .view([1, c, 1, 1])
-                    .expand([n, c, hw.0, hw.1], false)
-            }
-            TaskKind::Normal => {
-                let v: Vec<f32> = self.mean_normal.iter().map(|&x| x as f32).collect();
-                Tensor::from_slice(&v)
-                    .view([1, 3, 1, 1])
-                    .expand([n, 3, hw.0, hw.1], false)
-            }
-            TaskKind::Depth => Tensor::full([n, 1, hw.0, hw.1], self.mean_depth, opts),
-            other => bail!("no constant predictor for {} tasks", other.as_str()),
-        })
+        match self.constants.iter().find(|(t, _)| t.name == task.name) {
+            Some((_, constant)) => Ok(constant.predict(n, hw)),
+            None => bail!("no constant predictor was fitted for task '{}'", task.name),
+        }
     }
 
     pub fn evaluate(&self, items: Vec<Item>, tasks: &[TaskSpec]) -> Result<(Vec<TaskMetrics>, usize)> {

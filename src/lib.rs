@@ -7,6 +7,7 @@
 //! - [`device`]: CPU or CUDA selection.
 //! - [`prune`]: the CUT method, its policy (defaults and validation) and its pipeline.
 //! - [`error`]: which errors are bad command lines.
+//! - [`tasks`]: task kinds (labels, losses, metrics, constant baselines), one file each.
 
 pub mod bench;
 pub mod checkpoint;
@@ -21,4 +22,5 @@ pub mod jobs;
 pub mod metrics;
 pub mod prune;
 pub mod report;
+pub mod tasks;
 pub mod train;

@@ -69,12 +69,10 @@ pub fn parse_task_specs(text: &str) -> Result<Vec<TaskSpec>> {
                 ),
                 _ => bail!("task '{item}': expected name:kind[:outputs], such as seg:segmentation:13"),
             };
-            let outputs = match (kind, outputs) {
-                (_, Some(0)) => bail!("task '{item}': output count must be positive"),
-                (_, Some(n)) => n,
-                (TaskKind::Normal, None) => 3,
-                (TaskKind::Depth | TaskKind::Regression, None) => 1,
-                _ => bail!(
+            let outputs = match (outputs, cut::tasks::def(kind).default_outputs()) {
+                (Some(0), _) => bail!("task '{item}': output count must be positive"),
+                (Some(n), _) | (None, Some(n)) => n,
+                (None, None) => bail!(
                     "task '{item}': give the number of classes, such as {name}:{}:13",
                     kind.as_str()
                 ),

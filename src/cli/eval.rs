@@ -4,7 +4,7 @@ use cut::checkpoint::Checkpoint;
 use cut::data::Split;
 use cut::device::{resolve, DeviceChoice};
 use cut::eval::{evaluate, read_baseline, ConstantPredictor, EvalReport};
-use cut::graph::{parse_task_list, TaskKind};
+use cut::graph::parse_task_list;
 use cut::metrics::delta_m;
 use cut::report::table::render;
 use std::path::PathBuf;
@@ -60,12 +60,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let device = resolve(a.device)?;
     let (metrics, images) = if a.constant {
-        let seg_classes = tasks
-            .iter()
-            .find(|t| t.kind == TaskKind::Segmentation)
-            .map(|t| t.outputs)
-            .unwrap_or(1);
-        let predictor = ConstantPredictor::fit(data.split(Split::Train, a.data.val_fraction)?, seg_classes)?;
+        let predictor = ConstantPredictor::fit(data.split(Split::Train, a.data.val_fraction)?, &tasks)?;
         predictor.evaluate(items, &tasks)?
     } else {
         let params = ckpt.load_params(&model, device)?;

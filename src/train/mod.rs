@@ -117,14 +117,7 @@ pub struct TrainOutcome {
 pub fn default_lambdas(tasks: &[TaskSpec]) -> BTreeMap<String, f64> {
     tasks
         .iter()
-        .map(|t| {
-            let w = match t.kind {
-                crate::graph::TaskKind::Normal => 20.0,
-                crate::graph::TaskKind::Depth => 3.0,
-                _ => 1.0,
-            };
-            (t.name.clone(), w)
-        })
+        .map(|t| (t.name.clone(), crate::tasks::def(t.kind).default_loss_weight()))
         .collect()
 }
 

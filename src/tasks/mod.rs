@@ -1,0 +1,107 @@
+//! Task kinds, one file each: what a task of the kind is scored against, its loss, its metrics, its
+//! best constant predictor, its default loss weight and output width. [`def`] is the one place a
+//! kind is looked up; everything else (training, evaluation, pruning, the CLI) asks it.
+
+mod classification;
+mod depth;
+mod normal;
+mod regression;
+mod segmentation;
+
+use crate::data::loader::Batch;
+use crate::graph::{TaskKind, TaskSpec};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+/// Everything about one task kind.
+pub trait KindDef: Sync {
+    /// The output width when a task spec gives none; `None` when it must be given (classes).
+    fn default_outputs(&self) -> Option<usize>;
+    /// The weight of the kind's loss in a multi-task sum (the reference's lambdas).
+    fn default_loss_weight(&self) -> f64 {
+        1.0
+    }
+    /// The ground truth of this kind in a batch.
+    fn label<'b>(&self, batch: &'b Batch) -> Result<&'b Tensor>;
+    /// The loss of a prediction [N, C, h, w] against a label already resized to h x w.
+    fn loss(&self, task: &TaskSpec, pred: &Tensor, label: &Tensor) -> Result<Tensor>;
+    /// A dataset-wide metric accumulator for a task of this kind.
+    fn metrics(&self, task: &TaskSpec) -> Box<dyn Metrics>;
+    /// The best constant predictor, to be fitted on a split's labels.
+    fn constant(&self, task: &TaskSpec) -> Result<Box<dyn Constant>>;
+}
+
+/// Metrics accumulated over a whole split.
+pub trait Metrics: Send {
+    /// Adds a batch: `pred` is the raw model output, `label` the task's ground truth.
+    fn update(&mut self, pred: &Tensor, label: &Tensor);
+    /// What was scored (pixels or samples) and the metrics.
+    fn finish(&self) -> (u64, Vec<Metric>);
+}
+
+/// A predictor that outputs the same value for every input, fitted on labels.
+pub trait Constant {
+    fn fit(&mut self, label: &Tensor) -> Result<()>;
+    /// The constant output [N, C, H, W] once fitted.
+    fn predict(&self, n: i64, hw: (i64, i64)) -> Tensor;
+}
+
+/// The definition of a kind.
+pub fn def(kind: TaskKind) -> &'static dyn KindDef {
+    match kind {
+        TaskKind::Segmentation => &segmentation::Segmentation,
+        TaskKind::Normal => &normal::Normal,
+        TaskKind::Depth => &depth::Depth,
+        TaskKind::Classification => &classification::Classification,
+        TaskKind::Regression => &regression::Regression,
+    }
+}
+
+/// One metric's value and direction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub higher_is_better: bool,
+}
+
+/// Nearest resize of [N, C, h, w] predictions to [H, W].
+pub fn resize_nearest(pred: &Tensor, hw: (i64, i64)) -> Tensor {
+    let s = pred.size();
+    if (s[2], s[3]) == hw {
+        pred.shallow_clone()
+    } else {
+        pred.upsample_nearest2d([hw.0, hw.1], None, None)
+    }
+}
+
+/// A named metric.
+pub(crate) fn metric(name: &str, value: f64, higher_is_better: bool) -> Metric {
+    Metric {
+        name: name.into(),
+        value,
+        higher_is_better,
+    }
+}
+
+/// A per-sample prediction [N, C] from a head that may still be spatial ([N, C, h, w]: averaged).
+pub(crate) fn per_sample(pred: &Tensor) -> Tensor {
+    if pred.dim() == 4 {
+        pred.mean_dim([2i64, 3].as_slice(), false, tch::Kind::Float)
+    } else {
+        pred.to_kind(tch::Kind::Float)
+    }
+}
+
+/// The prediction, as f32, resized (nearest) to the label's last two dimensions.
+pub(crate) fn at_label_size(pred: &Tensor, label: &Tensor) -> Tensor {
+    let ls = label.size();
+    let hw = (ls[ls.len() - 2], ls[ls.len() - 1]);
+    resize_nearest(&pred.to_kind(tch::Kind::Float), hw)
+}
+
+/// The error for a kind the NYUv2 layout has no labels for.
+pub(crate) fn no_labels(kind: TaskKind) -> anyhow::Error {
+    anyhow::anyhow!("the NYUv2-layout dataset has no {} labels", kind.as_str())
+}
