@@ -192,7 +192,7 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
     } else {
         None
     };
-    let target = match outcome.channels.as_ref().map(|c| (c.budget, c.before)) {
+    let target = match outcome.channels().map(|c| (c.budget, c.before)) {
         Some((Budget::Macs(m), before)) => 1.0 - m as f64 / before.macs.max(1) as f64,
         Some((Budget::Params(_), _)) => f64::NAN,
         _ => sparsity,

@@ -124,19 +124,46 @@ pub struct Accuracy {
     pub delta_m_before_finetune: f64,
 }
 
+/// What pruning removed, by granularity.
+pub enum Pruned {
+    /// Zeroed weights: the keep mask (1 keeps) of every pruned tensor, and the sparsity search.
+    Weights {
+        masks: BTreeMap<String, Tensor>,
+        search: MaskResult,
+    },
+    /// Removed channels.
+    Channels(ChannelOutcome),
+}
+
 pub struct PruneOutcome {
     /// The model restricted to the selected tasks.
     pub model: Model,
     /// Pruned (and fine-tuned) parameters on the CPU.
     pub params: Params,
-    pub masks: BTreeMap<String, Tensor>,
-    pub search: MaskResult,
+    pub pruned: Pruned,
     pub accuracy: Option<Accuracy>,
     pub finetune_best_step: Option<usize>,
     pub finetune_log: Vec<crate::train::LogEntry>,
     pub timings: Timings,
-    /// With `Granularity::Channel`.
-    pub channels: Option<ChannelOutcome>,
+}
+
+impl PruneOutcome {
+    /// The channel outcome, for channel granularity.
+    pub fn channels(&self) -> Option<&ChannelOutcome> {
+        match &self.pruned {
+            Pruned::Channels(c) => Some(c),
+            Pruned::Weights { .. } => None,
+        }
+    }
+
+    /// The share removed (weights zeroed, or MACs removed), the per-task keep share the search
+    /// settled on, and its iterations.
+    pub fn search_figures(&self) -> (f64, f64, usize) {
+        match &self.pruned {
+            Pruned::Weights { search, .. } => (search.sparsity, search.keep_ratio, search.iterations),
+            Pruned::Channels(c) => (c.macs_removed, c.keep_ratio_per_task, c.search_iterations),
+        }
+    }
 }
 
 /// Checks that the dataset has a label for every selected task.
@@ -248,7 +275,7 @@ pub fn prune(
     timings.score_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let (out_model, masked, masks, search, channels) = match cfg.granularity {
+    let (out_model, masked, removal) = match cfg.granularity {
         Granularity::Weight => {
             let Scored::Weights(scores) = scores else {
                 unreachable!("check_criterion refuses channel scores at weight granularity")
@@ -275,7 +302,7 @@ pub fn prune(
                     })
                     .collect()
             };
-            (model.clone(), masked, masks, search, None)
+            (model.clone(), masked, Pruned::Weights { masks, search })
         }
         Granularity::Channel => {
             let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity));
@@ -319,12 +346,6 @@ pub fn prune(
                     })
                 })
                 .collect();
-            let search = MaskResult {
-                keep_ratio: plan.keep_ratio,
-                sparsity: plan.macs_removed,
-                iterations: plan.iterations,
-                masks: BTreeMap::new(),
-            };
             let outcome = ChannelOutcome {
                 budget,
                 rules: plan.rules,
@@ -340,7 +361,7 @@ pub fn prune(
                 layers,
                 inexact_fold: shrunk.inexact,
             };
-            (shrunk.model, shrunk.params, BTreeMap::new(), search, Some(outcome))
+            (shrunk.model, shrunk.params, Pruned::Channels(outcome))
         }
     };
     timings.mask_s = t.elapsed().as_secs_f64();
@@ -367,7 +388,10 @@ pub fn prune(
                 selected,
                 train_items,
                 val_items,
-                (!masks.is_empty()).then_some(&masks),
+                match &removal {
+                    Pruned::Weights { masks, .. } if !masks.is_empty() => Some(masks),
+                    _ => None,
+                },
                 &cfg.finetune,
                 |s, _| progress("finetune", s, cfg.finetune.steps),
             )?;
@@ -410,12 +434,10 @@ pub fn prune(
     Ok(PruneOutcome {
         model: out_model,
         params: final_params,
-        masks,
-        search,
+        pruned: removal,
         accuracy,
         finetune_best_step: best_step,
         finetune_log,
         timings,
-        channels,
     })
 }

@@ -1,8 +1,9 @@
 //! `cut inspect`: sizes, sparsity and compute of a checkpoint per group (backbone, each head).
 
+use super::footprint;
 use crate::checkpoint::metadata::{read_provenance, Provenance};
 use crate::checkpoint::{Checkpoint, LoadOptions};
-use crate::graph::{shapes, Group, TaskSpec};
+use crate::graph::{Group, TaskSpec};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -92,66 +93,39 @@ pub fn inspect(
     let model = &loaded.model;
     let graph = &model.graph;
     let input = input.unwrap_or([graph.input.channels, graph.input.height, graph.input.width]);
-    let shapes =
-        shapes::infer(graph, input).with_context(|| format!("{}: input size {input:?}", ckpt.path.display()))?;
-    let node_macs = shapes::macs(graph, &shapes);
-    let node_groups = graph.node_groups();
-
-    let mut order: Vec<Group> = vec![Group::Backbone];
-    order.extend(model.tasks.iter().map(|t| Group::Head(t.name.clone())));
-    let mut stats: BTreeMap<Group, GroupStats> = order
+    let tensors = footprint::of_checkpoint(ckpt, model)?;
+    let totals = footprint::by_group(model, &tensors, input)
+        .with_context(|| format!("{}: input size {input:?}", ckpt.path.display()))?;
+    let mut stats: BTreeMap<Group, GroupStats> = BTreeMap::new();
+    let order: Vec<Group> = totals.iter().map(|(g, _)| g.clone()).collect();
+    for (g, t) in totals {
+        let (group, task) = group_label(&g);
+        let s = GroupStats {
+            group,
+            task,
+            tensors: t.tensors,
+            params: t.params,
+            weights: t.weights,
+            bytes: t.bytes,
+            dtypes: t.dtypes,
+            zeros: t.zeros,
+            zero_share: 0.0,
+            macs: t.macs_dense,
+        };
+        stats.insert(g, s);
+    }
+    let tensor_list: Vec<TensorStats> = tensors
         .iter()
-        .map(|g| {
-            let (group, task) = group_label(g);
-            (
-                g.clone(),
-                GroupStats {
-                    group,
-                    task,
-                    ..Default::default()
-                },
-            )
+        .map(|t| TensorStats {
+            name: t.name.clone(),
+            group: group_label(&t.group).0,
+            dtype: t.dtype.to_string(),
+            shape: t.shape.clone(),
+            elements: t.elements,
+            bytes: t.bytes,
+            zeros: t.zeros,
         })
         .collect();
-    let mut tensor_list = Vec::new();
-    for spec in graph.param_specs() {
-        let entry = ckpt.entry(&spec.name)?;
-        let group = &node_groups[&spec.node];
-        let s = stats.get_mut(group).expect("every group is listed");
-        let elements = entry.numel() as u64;
-        let zeros = if spec.role.is_prunable_weight() {
-            ckpt.count_zeros(entry)? as u64
-        } else {
-            0
-        };
-        s.tensors += 1;
-        s.bytes += entry.bytes() as u64;
-        if !spec.role.is_buffer() {
-            s.params += elements;
-        }
-        s.zeros += zeros;
-        if spec.role.is_prunable_weight() {
-            s.weights += elements;
-        }
-        let dtype = entry.dtype.to_string();
-        if !s.dtypes.contains(&dtype) && !spec.role.is_buffer() {
-            s.dtypes.push(dtype.clone());
-        }
-        if list_tensors {
-            tensor_list.push(TensorStats {
-                name: spec.name.clone(),
-                group: s.group.clone(),
-                dtype,
-                shape: entry.shape.clone(),
-                elements,
-                bytes: entry.bytes() as u64,
-                zeros,
-            });
-        }
-    }
-    for (node, macs) in &node_macs {
-        stats.get_mut(&node_groups[node]).expect("every group is listed").macs += macs;
-    }
     let mut total = GroupStats {
         group: "total".into(),
         ..Default::default()

@@ -1,15 +1,15 @@
 //! The `cut prune` report: settings, sizes and compute per group, sparsity per layer, accuracy
 //! before and after, as JSON (data) and Markdown (for a person).
 
+use super::footprint;
 use super::table::{bytes, count, percent, render};
 use crate::checkpoint::{Checkpoint, DType};
 use crate::graph::interpreter::Params;
-use crate::graph::{shapes, Group, Model};
+use crate::graph::{Group, Model};
 use crate::prune::{Accuracy, PruneOutcome, Timings};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use tch::Kind;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Settings {
@@ -141,108 +141,55 @@ fn group_name(g: &Group) -> String {
     }
 }
 
-/// Empty figures for the backbone and each task head, in that order, with their status.
-fn empty_groups(model: &Model, status: impl Fn(&Group) -> &'static str) -> (Vec<Group>, BTreeMap<Group, GroupReport>) {
-    let mut order = vec![Group::Backbone];
-    order.extend(model.tasks.iter().map(|t| Group::Head(t.name.clone())));
-    let reports = order
-        .iter()
-        .map(|g| {
-            let report = GroupReport {
-                group: group_name(g),
-                status: status(g).into(),
-                ..Default::default()
-            };
-            (g.clone(), report)
+/// The group reports of a footprint; `status` marks each group kept or dropped.
+fn group_reports(
+    model: &Model,
+    tensors: &[footprint::TensorFootprint],
+    status: impl Fn(&Group) -> &'static str,
+) -> Result<Vec<GroupReport>> {
+    let g = &model.graph.input;
+    Ok(footprint::by_group(model, tensors, [g.channels, g.height, g.width])?
+        .into_iter()
+        .map(|(group, t)| GroupReport {
+            group: group_name(&group),
+            status: status(&group).into(),
+            params: t.params,
+            weights: t.weights,
+            nonzero_weights: t.weights - t.zeros,
+            bytes_dense: t.bytes,
+            bytes_packed: t.bytes_packed,
+            macs_dense: t.macs_dense,
+            macs_effective: t.macs_effective,
         })
-        .collect();
-    (order, reports)
-}
-
-/// Adds each node's multiply-accumulates at the graph's input size to its group, dense and
-/// weighted by the share of non-zero weights (`density`, by node; 1 where absent).
-fn add_macs(
-    graph: &crate::graph::Graph,
-    density: &BTreeMap<String, f64>,
-    reports: &mut BTreeMap<Group, GroupReport>,
-) -> Result<()> {
-    let input_chw = [graph.input.channels, graph.input.height, graph.input.width];
-    let node_groups = graph.node_groups();
-    for (node, m) in shapes::macs(graph, &shapes::infer(graph, input_chw)?) {
-        let r = reports.get_mut(&node_groups[&node]).expect("every group listed");
-        r.macs_dense += m;
-        r.macs_effective += (m as f64 * density.get(&node).copied().unwrap_or(1.0)).round() as u64;
-    }
-    Ok(())
+        .collect())
 }
 
 /// Per-group figures of a model and its (masked) parameters, stored in `dtype`.
 pub fn group_figures(model: &Model, params: &Params, dtype: DType) -> Result<(Vec<GroupReport>, Vec<LayerReport>)> {
-    let groups = model.graph.node_groups();
-    let (order, mut out) = empty_groups(model, |_| "kept");
-    let mut layers = Vec::new();
-    let mut density: BTreeMap<String, f64> = BTreeMap::new();
-    for spec in model.graph.param_specs() {
-        let g = out.get_mut(&groups[&spec.node]).expect("every group listed");
-        let n = spec.numel() as u64;
-        let size = if spec.role == crate::graph::ParamRole::BnBatchesTracked {
-            8
-        } else {
-            dtype.size() as u64
-        };
-        if !spec.role.is_buffer() {
-            g.params += n;
-        }
-        g.bytes_dense += n * size;
-        if spec.role.is_prunable_weight() {
-            let nz = params[&spec.name].ne(0.0).sum(Kind::Int64).int64_value(&[]) as u64;
-            g.weights += n;
-            g.nonzero_weights += nz;
-            g.bytes_packed += n.div_ceil(8) + nz * size;
-            density.insert(spec.node.clone(), nz as f64 / n.max(1) as f64);
-            layers.push(LayerReport {
-                name: spec.name.clone(),
-                group: g.group.clone(),
-                shape: spec.shape.clone(),
-                weights: n,
-                nonzeros: nz,
-                sparsity: 1.0 - nz as f64 / n.max(1) as f64,
-            });
-        } else {
-            g.bytes_packed += n * size;
-        }
-    }
-    add_macs(&model.graph, &density, &mut out)?;
-    Ok((order.iter().map(|g| out.remove(g).unwrap()).collect(), layers))
+    let tensors = footprint::of_params(model, params, dtype);
+    let layers = tensors
+        .iter()
+        .filter(|t| t.role.is_prunable_weight())
+        .map(|t| LayerReport {
+            name: t.name.clone(),
+            group: group_name(&t.group),
+            shape: t.shape.clone(),
+            weights: t.elements,
+            nonzeros: t.elements - t.zeros,
+            sparsity: 1.0 - (t.elements - t.zeros) as f64 / t.elements.max(1) as f64,
+        })
+        .collect();
+    Ok((group_reports(model, &tensors, |_| "kept")?, layers))
 }
 
 /// Per-group figures of the input model (every head), read from the input checkpoint as stored;
 /// the heads of `dropped` tasks are marked "dropped", the rest "kept".
 pub fn input_figures(input: &Checkpoint, full: &Model, dropped: &[String]) -> Result<Vec<GroupReport>> {
-    let (order, mut reports) = empty_groups(full, |g| match g {
+    let tensors = footprint::of_checkpoint(input, full)?;
+    group_reports(full, &tensors, |g| match g {
         Group::Head(t) if dropped.contains(t) => "dropped",
         _ => "kept",
-    });
-    let groups = full.graph.param_groups();
-    let mut density: BTreeMap<String, f64> = BTreeMap::new();
-    for spec in full.graph.param_specs() {
-        let r = reports.get_mut(&groups[&spec.name]).expect("every group listed");
-        let entry = input.entry(&spec.name)?;
-        let n = spec.numel() as u64;
-        if !spec.role.is_buffer() {
-            r.params += n;
-        }
-        r.bytes_dense += entry.bytes() as u64;
-        r.bytes_packed += entry.bytes() as u64;
-        if spec.role.is_prunable_weight() {
-            let nz = n - input.count_zeros(entry)? as u64;
-            r.weights += n;
-            r.nonzero_weights += nz;
-            density.insert(spec.node.clone(), nz as f64 / n.max(1) as f64);
-        }
-    }
-    add_macs(&full.graph, &density, &mut reports)?;
-    Ok(order.iter().map(|g| reports.remove(g).unwrap()).collect())
+    })
 }
 
 /// Assembles the report once the output file exists.
@@ -273,7 +220,7 @@ pub fn build(
     let mut notes = vec![
         "Scores are computed in inference mode (batch-norm running statistics, dropout off), so they do not depend on batch composition or random draws.".to_string(),
     ];
-    match &outcome.channels {
+    match outcome.channels() {
         None => notes.push("Sparsity is the share of zero conv and linear weights in the output model (backbone and kept heads); biases and batch norm are not pruned.".into()),
         Some(c) => {
             notes.push("Sparsity is the share of the selected-task model's multiply-accumulates (conv and linear layers, one image at the graph's input size) that channel removal took away.".into());
@@ -292,6 +239,7 @@ pub fn build(
     if outcome.accuracy.is_none() {
         notes.push("Accuracy was not measured: no --data was given.".into());
     }
+    let (reached, keep_ratio_per_task, search_iterations) = outcome.search_figures();
     Ok(PruneReport {
         tool: "cut".into(),
         version: env!("CARGO_PKG_VERSION").into(),
@@ -301,16 +249,16 @@ pub fn build(
         output: output.display().to_string(),
         settings,
         sparsity: SparsityReport {
-            measure: if outcome.channels.is_some() {
+            measure: if outcome.channels().is_some() {
                 "multiply-accumulates removed".into()
             } else {
                 "zero conv/linear weights".into()
             },
             target,
-            reached: outcome.search.sparsity,
+            reached,
             tolerance,
-            keep_ratio_per_task: outcome.search.keep_ratio,
-            search_iterations: outcome.search.iterations,
+            keep_ratio_per_task,
+            search_iterations,
         },
         groups,
         input_groups,
@@ -325,7 +273,7 @@ pub fn build(
         finetune_best_step: outcome.finetune_best_step,
         finetune_log: outcome.finetune_log.clone(),
         timings: outcome.timings.clone(),
-        channels: outcome.channels.clone(),
+        channels: outcome.channels().cloned(),
         latency: None,
         layers,
         notes,
