@@ -330,7 +330,7 @@ fn bench_profile_times_every_node() {
         .filter(|n| needed.contains(*n))
         .collect();
     assert_eq!(names, expected);
-    let shapes = cut::graph::shapes::infer(&graph, [3, graph.input.height, graph.input.width]).unwrap();
+    let shapes = cut::graph::shapes::infer(&graph, graph.image_input().unwrap()).unwrap();
     let macs = cut::graph::shapes::macs(&graph, &shapes);
     for n in nodes {
         let name = n["node"].as_str().unwrap();
@@ -350,7 +350,7 @@ fn bench_profile_times_every_node() {
         .sum();
     assert_eq!(planned["weight_bytes"].as_u64(), Some(seg_weights as u64));
     let peak = planned["activation_peak_bytes"].as_u64().unwrap();
-    let input_bytes = 3 * graph.input.height * graph.input.width * 4;
+    let input_bytes = graph.image_input().unwrap().iter().product::<usize>() * 4;
     assert!(peak > input_bytes as u64, "{planned}");
     // Activations scale with the batch.
     let v2 = profile(&["--keep-batch-norm", "--batch", "2"]);

@@ -33,8 +33,8 @@ fn a_replayed_forward_equals_the_eager_one() {
     let (graph, params, folded) = fold_batch_norms(&model.graph, &params).unwrap();
     assert!(folded > 0);
     let tasks = model.task_names();
-    let g = &model.graph.input;
-    let shape = [2, g.channels as i64, g.height as i64, g.width as i64];
+    let [c, h, w] = model.graph.image_input().unwrap();
+    let shape = [2, c as i64, h as i64, w as i64];
     tch::manual_seed(1);
     let recorded = Tensor::randn(shape, (Kind::Float, device));
     let other = Tensor::randn(shape, (Kind::Float, device)) * 3.0;

@@ -6,7 +6,7 @@ use assert_cmd::Command;
 use cut::checkpoint::{Checkpoint, DType, LoadOptions};
 use cut::data::layout::write_sample_files;
 use cut::data::Dataset;
-use cut::graph::{Conv2d, Graph, GraphOutput, InputSpec, Model, Node, Op, TaskKind, TaskSpec, GRAPH_FORMAT};
+use cut::graph::{image_sizes, Conv2d, Graph, GraphInput, GraphOutput, Model, Node, Op, TaskKind, TaskSpec};
 use cut::prune::mask::{fuse, Fusion, MaskSearch};
 use cut::prune::score::{self, Precision, Strategy};
 use std::path::Path;
@@ -34,13 +34,9 @@ fn conv(name: &str, cin: usize, cout: usize) -> Op {
 fn linear_model() -> Model {
     Model {
         graph: Graph {
-            format: GRAPH_FORMAT,
             family: None,
-            input: InputSpec {
-                channels: 3,
-                height: 8,
-                width: 8,
-            },
+            inputs: vec![GraphInput::image(3)],
+            sizes: image_sizes(8, 8),
             nodes: vec![
                 Node::new("input", &[], Op::Input),
                 Node::new("stem", &["input"], conv("stem", 3, 2)),

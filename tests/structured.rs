@@ -2,7 +2,7 @@
 
 use cut::checkpoint::{writer, Checkpoint, DType, LoadOptions};
 use cut::graph::interpreter::{forward, Mode, Params};
-use cut::graph::{BatchNorm, Conv2d, Graph, GraphOutput, InputSpec, Model, Node, Op, TaskKind, TaskSpec, GRAPH_FORMAT};
+use cut::graph::{image_sizes, BatchNorm, Conv2d, Graph, GraphInput, GraphOutput, Model, Node, Op, TaskKind, TaskSpec};
 use cut::prune::channels::{channel_groups, ChannelGroup};
 use cut::prune::structured::{shrink, zero_removed};
 use tch::{Device, Kind, Tensor};
@@ -36,13 +36,9 @@ fn bn(name: &str, c: usize) -> Op {
 /// input -> a (3x3) -> bn -> relu -> {b (k x k, no bias) -> output t ; r: add(relu, c (1x1)) -> d (1x1) -> output u}
 fn graph(consumer_kernel: usize) -> Model {
     let graph = Graph {
-        format: GRAPH_FORMAT,
         family: None,
-        input: InputSpec {
-            channels: 3,
-            height: 12,
-            width: 12,
-        },
+        inputs: vec![GraphInput::image(3)],
+        sizes: image_sizes(12, 12),
         nodes: vec![
             Node::new("input", &[], Op::Input),
             Node::new("a", &["input"], conv("a", 3, 6, 3, false)),

@@ -67,10 +67,10 @@ pub fn run(a: Args) -> Result<()> {
         Some(t) => model.select_tasks(&parse_task_list(t))?,
         None => model.tasks.clone(),
     };
-    let g = &model.graph.input;
+    let default = model.graph.image_input()?;
     let input = match &a.input {
-        Some(text) => parse_input_size(text, g.channels)?,
-        None => [g.channels, g.height, g.width],
+        Some(text) => parse_input_size(text, default[0])?,
+        None => default,
     };
     cut::graph::shapes::infer(&model.graph, input)?;
     let params = ckpt.load_params(&model, device)?;

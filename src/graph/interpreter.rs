@@ -11,9 +11,25 @@ use anyhow::{bail, Context, Result};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tch::Tensor;
 
-/// Runs the graph on `input` ([N, C, H, W]) and returns the outputs of `tasks` by task name.
-/// A convolution read only by a ReLU runs together with it when no gradient is needed (on a GPU
-/// one cuDNN call instead of two launches; a batch-1 forward there is mostly launch cost).
+/// Batches for a graph's inputs, by input name.
+pub type Inputs = BTreeMap<String, Tensor>;
+
+/// The one batch of a single-input graph (an image graph's [N, C, H, W]) under its input's name.
+fn single(graph: &Graph, input: &Tensor) -> Result<Inputs> {
+    match graph.inputs.as_slice() {
+        [only] => Ok(BTreeMap::from([(only.name.clone(), input.shallow_clone())])),
+        many => bail!(
+            "the graph reads {} inputs ({}); give each by name",
+            many.len(),
+            many.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// Runs a single-input graph on `input` ([N, C, H, W] for an image graph) and returns the
+/// outputs of `tasks` by task name. A convolution read only by a ReLU runs together with it when
+/// no gradient is needed (on a GPU one cuDNN call instead of two launches; a batch-1 forward
+/// there is mostly launch cost).
 pub fn forward(
     graph: &Graph,
     params: &Params,
@@ -21,7 +37,25 @@ pub fn forward(
     tasks: &[&str],
     mode: Mode,
 ) -> Result<BTreeMap<String, Tensor>> {
-    run(graph, params, input, tasks, mode, &mut |_, _| {}, true)
+    run(graph, params, &single(graph, input)?, tasks, mode, &mut |_, _| {}, true)
+}
+
+/// [`forward`] for a graph with any inputs, each batch given under its input's name and checked
+/// against the input's declaration (dtype, rank, fixed sizes).
+pub fn forward_inputs(
+    graph: &Graph,
+    params: &Params,
+    inputs: &Inputs,
+    tasks: &[&str],
+    mode: Mode,
+) -> Result<BTreeMap<String, Tensor>> {
+    for decl in &graph.inputs {
+        match inputs.get(&decl.name) {
+            Some(t) => decl.check(t)?,
+            None => bail!("no batch was given for input '{}'", decl.name),
+        }
+    }
+    run(graph, params, inputs, tasks, mode, &mut |_, _| {}, true)
 }
 
 /// [`forward`], calling `after_node` with each node and its value as soon as the node has run (for
@@ -34,7 +68,7 @@ pub fn forward_observed(
     mode: Mode,
     after_node: &mut dyn FnMut(&Node, &Tensor),
 ) -> Result<BTreeMap<String, Tensor>> {
-    run(graph, params, input, tasks, mode, after_node, false)
+    run(graph, params, &single(graph, input)?, tasks, mode, after_node, false)
 }
 
 /// The order in which [`forward`] runs a graph for some tasks, and when it drops each value.
@@ -101,7 +135,7 @@ impl<'g> Schedule<'g> {
 fn run(
     graph: &Graph,
     params: &Params,
-    input: &Tensor,
+    inputs: &Inputs,
     tasks: &[&str],
     mode: Mode,
     after_node: &mut dyn FnMut(&Node, &Tensor),
@@ -120,7 +154,12 @@ fn run(
         let args: Vec<&Tensor> = node.inputs.iter().map(|i| &values[i.as_str()]).collect();
         let value = match &node.op {
             Op::Conv2d(c) if relu_follows.contains(node.name.as_str()) => {
-                let cx = EvalCx { params, input, mode };
+                let cx = EvalCx {
+                    node: &node.name,
+                    params,
+                    inputs,
+                    mode,
+                };
                 let (weight, bias) = (cx.param(&c.weight), cx.opt_param(&c.bias));
                 let (weight, bias) = weight
                     .and_then(|w| Ok((w, bias?)))
@@ -134,7 +173,7 @@ fn run(
                 }
             }
             Op::Relu if fused.contains(node.inputs[0].as_str()) => args[0].shallow_clone(),
-            _ => eval_node(node, &args, params, input, mode)?,
+            _ => eval_node(node, &args, params, inputs, mode)?,
         };
         after_node(node, &value);
 
@@ -156,8 +195,13 @@ fn run(
 }
 
 /// Evaluates one node on its input values.
-fn eval_node(node: &Node, args: &[&Tensor], params: &Params, input: &Tensor, mode: Mode) -> Result<Tensor> {
-    let cx = EvalCx { params, input, mode };
+fn eval_node(node: &Node, args: &[&Tensor], params: &Params, inputs: &Inputs, mode: Mode) -> Result<Tensor> {
+    let cx = EvalCx {
+        node: &node.name,
+        params,
+        inputs,
+        mode,
+    };
     node.op
         .def()
         .eval(&cx, args)
@@ -169,7 +213,7 @@ fn eval_node(node: &Node, args: &[&Tensor], params: &Params, input: &Tensor, mod
 pub fn activations(
     graph: &Graph,
     params: &Params,
-    input: &Tensor,
+    inputs: &Inputs,
     nodes: &[&str],
     mode: Mode,
 ) -> Result<BTreeMap<String, Tensor>> {
@@ -177,7 +221,7 @@ pub fn activations(
     let mut out = BTreeMap::new();
     for node in &graph.nodes {
         let args: Vec<&Tensor> = node.inputs.iter().map(|i| &values[i.as_str()]).collect();
-        let value = eval_node(node, &args, params, input, mode)?;
+        let value = eval_node(node, &args, params, inputs, mode)?;
         if nodes.contains(&node.name.as_str()) {
             out.insert(node.name.clone(), value.shallow_clone());
         }

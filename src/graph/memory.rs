@@ -98,19 +98,15 @@ pub fn plan(
 mod tests {
     use super::*;
     use crate::graph::tests_support::pointwise;
-    use crate::graph::{GraphOutput, InputSpec, Node};
+    use crate::graph::{image_sizes, GraphInput, GraphOutput, Node};
 
     /// input 3x4x4 -> a (8 ch) -> relu r (in place) -> b (8 ch); s = b + r is task "t"; a dropout
     /// and flatten on r feed task "u".
     fn residual() -> Graph {
         Graph {
-            format: crate::graph::GRAPH_FORMAT,
             family: None,
-            input: InputSpec {
-                channels: 3,
-                height: 4,
-                width: 4,
-            },
+            inputs: vec![GraphInput::image(3)],
+            sizes: image_sizes(4, 4),
             nodes: vec![
                 Node::new("input", &[], Op::Input),
                 Node::new("a", &["input"], pointwise("a", 3, 8, true)),

@@ -4,38 +4,35 @@
 pub(crate) mod arith;
 pub mod inference;
 pub mod init;
+pub mod inputs;
 pub mod interpreter;
 pub mod kernels;
 pub mod memory;
 pub mod ops;
 pub mod shapes;
 
+pub use inputs::{image_sizes, Dim, GraphInput, InputDType, InputSpec};
 pub use ops::{BatchNorm, Conv2d, Linear, MaxPool, Mode, Op, OpDef, Upsample, UpsampleMode};
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Version of the graph JSON written by this build. Readers accept every version up to this one.
-pub const GRAPH_FORMAT: u32 = 1;
+/// The newest graph JSON version this build reads and writes. A graph is written with the oldest
+/// version that can hold it (1 for a single image input, 2 for declared inputs; see [`inputs`]).
+pub const GRAPH_FORMAT: u32 = inputs::DECLARED_INPUTS_FORMAT;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "inputs::GraphJson", into = "inputs::GraphJson")]
 pub struct Graph {
-    pub format: u32,
     /// Model family that emitted the graph ("scenenet"), for display only.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
-    pub input: InputSpec,
+    /// What the graph reads, one `input` node per entry, by name.
+    pub inputs: Vec<GraphInput>,
+    /// Default values of the named sizes in `inputs` (for compute counts and probes).
+    pub sizes: BTreeMap<String, usize>,
     pub nodes: Vec<Node>,
     pub outputs: Vec<GraphOutput>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct InputSpec {
-    pub channels: usize,
-    /// Default spatial size used for multiply-accumulate counts.
-    pub height: usize,
-    pub width: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -194,6 +191,7 @@ impl Graph {
         self.nodes.iter().find(|n| n.name == name)
     }
 
+    /// The first input node.
     pub fn input_node(&self) -> Result<&Node> {
         self.nodes
             .iter()
@@ -207,12 +205,6 @@ impl Graph {
 
     /// Structural checks: unique names, inputs defined before use, arities, one input, outputs.
     pub fn validate(&self) -> Result<()> {
-        if self.format > GRAPH_FORMAT {
-            bail!(
-                "graph format {} is newer than this cut understands ({GRAPH_FORMAT}); upgrade cut",
-                self.format
-            );
-        }
         let mut seen = BTreeSet::new();
         let mut inputs = 0;
         for node in &self.nodes {
@@ -221,6 +213,9 @@ impl Graph {
             }
             if matches!(node.op, Op::Input) {
                 inputs += 1;
+                if self.input_decl(&node.name).is_none() {
+                    bail!("graph input node '{}' has no entry in the graph's inputs", node.name);
+                }
             }
             let (lo, hi) = node.arity();
             if node.inputs.len() < lo || node.inputs.len() > hi {
@@ -248,8 +243,16 @@ impl Graph {
             }
             node.op.def().validate(&node.name)?;
         }
-        if inputs != 1 {
-            bail!("graph has {inputs} input nodes, expected exactly one");
+        if inputs != self.inputs.len() || inputs == 0 {
+            bail!(
+                "graph has {inputs} input nodes, expected one per declared input ({})",
+                self.inputs.len()
+            );
+        }
+        for input in &self.inputs {
+            input
+                .shape(&self.sizes)
+                .map_err(|e| anyhow::anyhow!("graph {e} (no default in 'sizes')"))?;
         }
         if self.outputs.is_empty() {
             bail!("graph has no task outputs");
@@ -494,13 +497,9 @@ pub(crate) mod tests_support {
     pub fn two_head_graph() -> Graph {
         let conv = |name: &str, cin: usize, cout: usize| pointwise(name, cin, cout, true);
         Graph {
-            format: GRAPH_FORMAT,
             family: None,
-            input: InputSpec {
-                channels: 2,
-                height: 4,
-                width: 4,
-            },
+            inputs: vec![GraphInput::image(2)],
+            sizes: image_sizes(4, 4),
             nodes: vec![
                 Node::new("input", &[], Op::Input),
                 Node::new("stem", &["input"], conv("stem", 2, 3)),
@@ -573,9 +572,14 @@ mod tests {
         }
         let err = g.validate().unwrap_err().to_string();
         assert_eq!(err, "graph node 'stem' has a zero kernel size, stride or dilation");
-        let mut g = two_head_graph();
-        g.format = GRAPH_FORMAT + 1;
-        assert!(g.validate().unwrap_err().to_string().contains("newer"));
+        let newer = serde_json::to_string(&two_head_graph())
+            .unwrap()
+            .replacen(r#""format":1"#, r#""format":3"#, 1);
+        let err = serde_json::from_str::<Graph>(&newer).unwrap_err().to_string();
+        assert!(
+            err.starts_with("graph format 3 is newer than this cut understands (2); upgrade cut"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -294,11 +294,10 @@ fn compare_latency(
     pruned_params: &Params,
     device: tch::Device,
 ) -> Result<Latency> {
-    let g = &full.graph.input;
     let cfg = BenchConfig {
         device,
         batch: 1,
-        input: [g.channels, g.height, g.width],
+        input: full.graph.image_input()?,
         warmup: 10,
         runs: 50,
         fold_batch_norm: true,

@@ -81,8 +81,7 @@ pub struct Cost {
 /// Cost of the graph with each group at `widths[i]` channels.
 pub fn cost(graph: &Graph, groups: &[ChannelGroup], widths: &[usize]) -> Result<Cost> {
     let g = resize(graph, groups, widths);
-    let i = &g.input;
-    let shape_map = shapes::infer(&g, [i.channels, i.height, i.width])?;
+    let shape_map = shapes::infer_sizes(&g, &g.sizes)?;
     let macs = shapes::macs(&g, &shape_map).values().sum();
     let params = g
         .param_specs()

@@ -8,7 +8,7 @@
 //! norm, and input channel k of every consumer.
 
 use crate::graph::ops::ChannelRule;
-use crate::graph::{Graph, Op};
+use crate::graph::{Dim, Graph, Op};
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -70,7 +70,12 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
         let input = |i: usize| -> usize { space[node.inputs[i].as_str()] };
         let s = match node.op.def().channels() {
             ChannelRule::Source => {
-                let s = new_space(graph.input.channels, &mut width, &mut uf);
+                // An input's channels are its first dimension (none for, say, token ids).
+                let channels = match graph.input_decl(&node.name).and_then(|d| d.dims.first()) {
+                    Some(Dim::Fixed(c)) => *c,
+                    _ => 0,
+                };
+                let s = new_space(channels, &mut width, &mut uf);
                 fixed.push((s, "image input channels".into()));
                 s
             }
@@ -179,7 +184,7 @@ pub fn task_scores_group(graph: &Graph, g: &ChannelGroup, scored: impl Fn(&str) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::{GraphOutput, InputSpec, Node, GRAPH_FORMAT};
+    use crate::graph::{image_sizes, GraphInput, GraphOutput, Node};
 
     fn conv(name: &str, cin: usize, cout: usize) -> Op {
         crate::graph::tests_support::pointwise(name, cin, cout, false)
@@ -188,13 +193,9 @@ mod tests {
     /// input -> a -> relu -> b -> add(relu, b) -> {c1, c2} -> add = output; plus d (internal) in a side head.
     fn residual_and_branches() -> Graph {
         Graph {
-            format: GRAPH_FORMAT,
             family: None,
-            input: InputSpec {
-                channels: 3,
-                height: 8,
-                width: 8,
-            },
+            inputs: vec![GraphInput::image(3)],
+            sizes: image_sizes(8, 8),
             nodes: vec![
                 Node::new("input", &[], Op::Input),
                 Node::new("a", &["input"], conv("a", 3, 8)),
@@ -259,13 +260,9 @@ mod tests {
             })
         };
         let g = Graph {
-            format: GRAPH_FORMAT,
             family: None,
-            input: InputSpec {
-                channels: 3,
-                height: 4,
-                width: 4,
-            },
+            inputs: vec![GraphInput::image(3)],
+            sizes: image_sizes(4, 4),
             nodes: vec![
                 Node::new("input", &[], Op::Input),
                 Node::new("a", &["input"], conv("a", 3, 8)),

@@ -63,11 +63,7 @@ pub fn fold_hazards(model: &Model, params: &Params, groups: &[ChannelGroup]) -> 
     let all_gone: Vec<Option<Vec<i64>>> = groups.iter().map(|g| g.prunable().then(Vec::new)).collect();
     let zeroed = zero_removed(model, params, groups, &all_gone)?;
     let device = zeroed.values().next().map(|t| t.device()).unwrap_or(Device::Cpu);
-    let gi = &model.graph.input;
-    let probe = Tensor::zeros(
-        [1, gi.channels as i64, gi.height as i64, gi.width as i64],
-        (Kind::Float, device),
-    );
+    let probe = model.graph.zero_inputs(device)?;
     let padded_inputs = |g: &ChannelGroup| -> Vec<String> {
         g.consumers
             .iter()
@@ -123,11 +119,7 @@ pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[O
     }
     let zeroed = zero_removed(model, params, groups, keep)?;
     let device = zeroed.values().next().map(|t| t.device()).unwrap_or(Device::Cpu);
-    let gi = &model.graph.input;
-    let probe = Tensor::zeros(
-        [1, gi.channels as i64, gi.height as i64, gi.width as i64],
-        (Kind::Float, device),
-    );
+    let probe = model.graph.zero_inputs(device)?;
     // The constant each removed channel carries at each consumer's input.
     let mut wanted: Vec<&str> = Vec::new();
     for (g, k) in groups.iter().zip(keep) {

@@ -115,8 +115,13 @@ pub fn of_params(model: &Model, params: &Params, dtype: DType) -> Vec<TensorFoot
 }
 
 /// Totals per group, the backbone first and then each task's head in task order (every group is
-/// present, empty or not), with multiply-accumulates for one input of `input` = [C, H, W].
-pub fn by_group(model: &Model, tensors: &[TensorFootprint], input: [usize; 3]) -> Result<Vec<(Group, GroupFootprint)>> {
+/// present, empty or not), with multiply-accumulates for one sample at the inputs' named `sizes`
+/// (the graph's defaults fill any not given).
+pub fn by_group(
+    model: &Model,
+    tensors: &[TensorFootprint],
+    sizes: &BTreeMap<String, usize>,
+) -> Result<Vec<(Group, GroupFootprint)>> {
     let mut order = vec![Group::Backbone];
     order.extend(model.tasks.iter().map(|t| Group::Head(t.name.clone())));
     let mut totals: BTreeMap<Group, GroupFootprint> =
@@ -142,7 +147,7 @@ pub fn by_group(model: &Model, tensors: &[TensorFootprint], input: [usize; 3]) -
     }
     let graph = &model.graph;
     let node_groups = graph.node_groups();
-    for (node, m) in shapes::macs(graph, &shapes::infer(graph, input)?) {
+    for (node, m) in shapes::macs(graph, &shapes::infer_sizes(graph, sizes)?) {
         let g = totals.get_mut(&node_groups[&node]).expect("every group is listed");
         g.macs_dense += m;
         g.macs_effective += (m as f64 * density.get(node.as_str()).copied().unwrap_or(1.0)).round() as u64;

@@ -3,7 +3,7 @@
 use super::footprint;
 use crate::checkpoint::metadata::{read_provenance, Provenance};
 use crate::checkpoint::{Checkpoint, LoadOptions};
-use crate::graph::{Group, TaskSpec};
+use crate::graph::{image_sizes, Group, TaskSpec};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -92,10 +92,15 @@ pub fn inspect(
     let loaded = ckpt.model(opts)?;
     let model = &loaded.model;
     let graph = &model.graph;
-    let input = input.unwrap_or([graph.input.channels, graph.input.height, graph.input.width]);
-    let tensors = footprint::of_checkpoint(ckpt, model)?;
-    let totals = footprint::by_group(model, &tensors, input)
+    let input = match input {
+        Some(i) => i,
+        None => graph.image_input().with_context(|| ckpt.path.display().to_string())?,
+    };
+    // Checks the input size against the graph (channels, kernel spans) before anything is read.
+    crate::graph::shapes::infer(graph, input)
         .with_context(|| format!("{}: input size {input:?}", ckpt.path.display()))?;
+    let tensors = footprint::of_checkpoint(ckpt, model)?;
+    let totals = footprint::by_group(model, &tensors, &image_sizes(input[1], input[2]))?;
     let mut stats: BTreeMap<Group, GroupStats> = BTreeMap::new();
     let order: Vec<Group> = totals.iter().map(|(g, _)| g.clone()).collect();
     for (g, t) in totals {

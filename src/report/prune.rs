@@ -147,8 +147,7 @@ fn group_reports(
     tensors: &[footprint::TensorFootprint],
     status: impl Fn(&Group) -> &'static str,
 ) -> Result<Vec<GroupReport>> {
-    let g = &model.graph.input;
-    Ok(footprint::by_group(model, tensors, [g.channels, g.height, g.width])?
+    Ok(footprint::by_group(model, tensors, &BTreeMap::new())?
         .into_iter()
         .map(|(group, t)| GroupReport {
             group: group_name(&group),

@@ -5,7 +5,7 @@ mod recognise;
 
 use super::{Family, LoadOptions, LoadedModel, TensorShapes};
 use crate::graph::{
-    BatchNorm, Conv2d, Graph, GraphOutput, InputSpec, MaxPool, Model, Node, Op, TaskSpec, GRAPH_FORMAT,
+    image_sizes, BatchNorm, Conv2d, Graph, GraphInput, GraphOutput, MaxPool, Model, Node, Op, TaskSpec,
 };
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -198,13 +198,9 @@ impl SceneNetConfig {
 
         let model = Model {
             graph: Graph {
-                format: GRAPH_FORMAT,
                 family: Some("scenenet".into()),
-                input: InputSpec {
-                    channels: self.in_channels,
-                    height: self.input_hw[0],
-                    width: self.input_hw[1],
-                },
+                inputs: vec![GraphInput::image(self.in_channels)],
+                sizes: image_sizes(self.input_hw[0], self.input_hw[1]),
                 nodes: b.nodes,
                 outputs,
             },

@@ -53,9 +53,11 @@ mod tests {
     fn values_by_hand_and_json() {
         let x = Tensor::from_slice(&[0f32, 1.0, -1.0, 2.0]);
         let params = Params::new();
+        let inputs = std::collections::BTreeMap::new();
         let cx = EvalCx {
+            node: "g",
             params: &params,
-            input: &x,
+            inputs: &inputs,
             mode: Mode::Eval,
         };
         let exact = Vec::<f32>::try_from(Gelu::default().eval(&cx, &[&x]).unwrap()).unwrap();
@@ -82,7 +84,6 @@ mod tests {
             node: "g",
             input_names: &[],
             input: &[],
-            declared_channels: 0,
         };
         assert_eq!(tanh.infer(&cx, &[&shape]).unwrap(), shape);
         assert!(matches!(tanh.channels(), ChannelRule::Preserve));

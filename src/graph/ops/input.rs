@@ -1,7 +1,8 @@
-//! `input`: the batch given to the graph. An image graph's one input is [N, C, H, W].
+//! `input`: a batch given to the graph, under the node's name (see `graph::inputs` for the
+//! declaration of its dtype and dimensions). An image graph's one input is [N, C, H, W].
 
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Result};
 use tch::Tensor;
 
 pub struct Input;
@@ -11,17 +12,13 @@ impl OpDef for Input {
         (0, 0)
     }
     fn infer(&self, cx: &ShapeCx, _inputs: &[&Shape]) -> Result<Shape> {
-        if cx.input.first() != Some(&cx.declared_channels) {
-            bail!(
-                "the graph takes {} input channels, not {}",
-                cx.declared_channels,
-                cx.input.first().copied().unwrap_or(0)
-            );
-        }
         Ok(cx.input.to_vec())
     }
     fn eval(&self, cx: &EvalCx, _args: &[&Tensor]) -> Result<Tensor> {
-        Ok(cx.input.shallow_clone())
+        cx.inputs
+            .get(cx.node)
+            .map(Tensor::shallow_clone)
+            .ok_or_else(|| anyhow!("no batch was given for input '{}'", cx.node))
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Source

@@ -10,6 +10,7 @@
 use super::{ParamRole, Params};
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use tch::Tensor;
 
 /// Activation shape of one sample (batch dimension left out): [C, H, W], [F], [L, H], ...
@@ -34,10 +35,8 @@ pub struct ShapeCx<'a> {
     pub node: &'a str,
     /// The names of the node's inputs, for messages.
     pub input_names: &'a [String],
-    /// The input size asked for ([C, H, W] for an image graph), for the input op.
+    /// For an input node: its per-sample shape at the sizes asked for.
     pub input: &'a [usize],
-    /// The channels the graph declares for its input.
-    pub declared_channels: usize,
 }
 
 impl ShapeCx<'_> {
@@ -52,9 +51,11 @@ impl ShapeCx<'_> {
 
 /// What evaluation knows besides the node's input values.
 pub struct EvalCx<'a> {
+    /// The node being evaluated.
+    pub node: &'a str,
     pub params: &'a Params,
-    /// The batch given to the graph, for the input op.
-    pub input: &'a Tensor,
+    /// The batches given to the graph, by input name, for the input op.
+    pub inputs: &'a BTreeMap<String, Tensor>,
     pub mode: Mode,
 }
 

@@ -1,0 +1,389 @@
+//! A graph's inputs: each one named (an `input` node of that name reads it), with a dtype and its
+//! per-sample dimensions, fixed or named (`height`, `width`, `seq`): a named size is given at run
+//! time, and the graph records a default for compute counts.
+//!
+//! The graph JSON keeps its first form for the one case that existed before: a single f32 image
+//! input `[C, height, width]` is written as `"input": {"channels", "height", "width"}` with format 1,
+//! so files written before read the same and image models are written byte for byte as before.
+//! Any other inputs are written as `"inputs"` and `"sizes"`, with format 2.
+
+use super::{Graph, GraphOutput, Node, Op};
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use tch::{Kind, Tensor};
+
+/// The graph JSON version that declared inputs need; image graphs stay at 1.
+pub const DECLARED_INPUTS_FORMAT: u32 = 2;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputDType {
+    /// Floating point (images, features); the interpreter computes in f32 or the model's dtype.
+    F32,
+    /// Integers (token ids, attention masks).
+    I64,
+}
+
+/// One per-sample dimension: a fixed size, or a size named in [`Graph::sizes`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Dim {
+    Fixed(usize),
+    Named(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GraphInput {
+    /// The name of the `input` node that reads it.
+    pub name: String,
+    pub dtype: InputDType,
+    /// Per sample (the batch dimension comes first and is not listed).
+    pub dims: Vec<Dim>,
+}
+
+impl GraphInput {
+    /// An image input `[channels, height, width]` named `input`.
+    pub fn image(channels: usize) -> GraphInput {
+        GraphInput {
+            name: "input".into(),
+            dtype: InputDType::F32,
+            dims: vec![
+                Dim::Fixed(channels),
+                Dim::Named("height".into()),
+                Dim::Named("width".into()),
+            ],
+        }
+    }
+
+    /// The per-sample shape at the given sizes; an error names the input and the missing size.
+    pub fn shape(&self, sizes: &BTreeMap<String, usize>) -> Result<Vec<usize>> {
+        self.dims
+            .iter()
+            .map(|d| match d {
+                Dim::Fixed(n) => Ok(*n),
+                Dim::Named(s) => match sizes.get(s) {
+                    Some(&n) => Ok(n),
+                    None => bail!("input '{}' needs a size for '{s}'", self.name),
+                },
+            })
+            .collect()
+    }
+
+    /// Checks a batch given for this input: rank, fixed sizes and dtype.
+    pub fn check(&self, t: &Tensor) -> Result<()> {
+        let size = t.size();
+        let fixed_ok = size.len() == self.dims.len() + 1
+            && self
+                .dims
+                .iter()
+                .zip(&size[1..])
+                .all(|(d, &n)| !matches!(d, Dim::Fixed(f) if *f as i64 != n));
+        let kind_ok = match self.dtype {
+            InputDType::F32 => t.is_floating_point(),
+            InputDType::I64 => t.kind() == Kind::Int64,
+        };
+        if !fixed_ok || !kind_ok {
+            let dims: Vec<String> = self
+                .dims
+                .iter()
+                .map(|d| match d {
+                    Dim::Fixed(n) => n.to_string(),
+                    Dim::Named(s) => s.clone(),
+                })
+                .collect();
+            bail!(
+                "input '{}' takes {:?} [N, {}], not {:?} {:?}",
+                self.name,
+                self.dtype,
+                dims.join(", "),
+                t.kind(),
+                size
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The sizes of an image input at `[h, w]`.
+pub fn image_sizes(height: usize, width: usize) -> BTreeMap<String, usize> {
+    BTreeMap::from([("height".to_string(), height), ("width".to_string(), width)])
+}
+
+/// The first JSON form of an image graph's input.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputSpec {
+    pub channels: usize,
+    /// Default spatial size used for multiply-accumulate counts.
+    pub height: usize,
+    pub width: usize,
+}
+
+/// The graph as its JSON spells it.
+#[derive(Serialize, Deserialize)]
+pub(super) struct GraphJson {
+    format: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    family: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    input: Option<InputSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    inputs: Vec<GraphInput>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    sizes: BTreeMap<String, usize>,
+    nodes: Vec<Node>,
+    outputs: Vec<GraphOutput>,
+}
+
+impl TryFrom<GraphJson> for Graph {
+    type Error = String;
+    fn try_from(j: GraphJson) -> std::result::Result<Graph, String> {
+        if j.format > super::GRAPH_FORMAT {
+            return Err(format!(
+                "graph format {} is newer than this cut understands ({}); upgrade cut",
+                j.format,
+                super::GRAPH_FORMAT
+            ));
+        }
+        let (inputs, sizes) = match (j.input, j.inputs.is_empty()) {
+            (Some(_), false) => return Err("a graph gives either 'input' or 'inputs', not both".into()),
+            (None, true) => return Err("a graph needs 'input' or 'inputs'".into()),
+            (None, false) => (j.inputs, j.sizes),
+            (Some(spec), true) => {
+                let name = j
+                    .nodes
+                    .iter()
+                    .find(|n| matches!(n.op, Op::Input))
+                    .map_or("input".to_string(), |n| n.name.clone());
+                let input = GraphInput {
+                    name,
+                    ..GraphInput::image(spec.channels)
+                };
+                (vec![input], image_sizes(spec.height, spec.width))
+            }
+        };
+        Ok(Graph {
+            family: j.family,
+            inputs,
+            sizes,
+            nodes: j.nodes,
+            outputs: j.outputs,
+        })
+    }
+}
+
+impl From<Graph> for GraphJson {
+    fn from(g: Graph) -> GraphJson {
+        let (format, input, inputs, sizes) = match g.image_spec() {
+            Some(spec) => (1, Some(spec), Vec::new(), BTreeMap::new()),
+            None => (DECLARED_INPUTS_FORMAT, None, g.inputs, g.sizes),
+        };
+        GraphJson {
+            format,
+            family: g.family,
+            input,
+            inputs,
+            sizes,
+            nodes: g.nodes,
+            outputs: g.outputs,
+        }
+    }
+}
+
+impl Graph {
+    /// The first JSON form, when the graph has exactly one f32 `[C, height, width]` input and
+    /// defaults for just those two sizes.
+    fn image_spec(&self) -> Option<InputSpec> {
+        let [input] = self.inputs.as_slice() else { return None };
+        let channels = match input.dims.as_slice() {
+            [Dim::Fixed(c), Dim::Named(h), Dim::Named(w)] if h == "height" && w == "width" => *c,
+            _ => return None,
+        };
+        let only_hw = self.sizes.len() == 2;
+        match (input.dtype, self.sizes.get("height"), self.sizes.get("width")) {
+            (InputDType::F32, Some(&height), Some(&width)) if only_hw => Some(InputSpec {
+                channels,
+                height,
+                width,
+            }),
+            _ => None,
+        }
+    }
+
+    /// `[C, H, W]` at the default sizes, for a graph whose one input is an image; an error otherwise.
+    pub fn image_input(&self) -> Result<[usize; 3]> {
+        match self.image_spec() {
+            Some(s) => Ok([s.channels, s.height, s.width]),
+            None => bail!("this graph's inputs are not one [C, height, width] image"),
+        }
+    }
+
+    /// The declaration of the input read by node `name`.
+    pub fn input_decl(&self, name: &str) -> Option<&GraphInput> {
+        self.inputs.iter().find(|i| i.name == name)
+    }
+
+    /// A zero batch of one sample for every input at the default sizes (for analyses that probe
+    /// constants, such as the bias fold of removed channels).
+    pub fn zero_inputs(&self, device: tch::Device) -> Result<BTreeMap<String, Tensor>> {
+        self.inputs
+            .iter()
+            .map(|i| {
+                let mut shape: Vec<i64> = vec![1];
+                shape.extend(i.shape(&self.sizes)?.iter().map(|&d| d as i64));
+                let kind = match i.dtype {
+                    InputDType::F32 => Kind::Float,
+                    InputDType::I64 => Kind::Int64,
+                };
+                Ok((i.name.clone(), Tensor::zeros(shape.as_slice(), (kind, device))))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::interpreter::{forward_inputs, Mode};
+    use crate::graph::tests_support::two_head_graph;
+    use crate::graph::{shapes, Linear, Params};
+    use tch::Device;
+
+    /// A sequence graph: a [seq, 4] float input and an i64 [seq] one (unused by the output but
+    /// declared), a second float input added to the first, then a linear layer 4 -> 3 on [N, seq, 4].
+    fn sequence_graph() -> Graph {
+        let input = |name: &str, dtype, dims| GraphInput {
+            name: name.into(),
+            dtype,
+            dims,
+        };
+        let seq = || Dim::Named("seq".into());
+        Graph {
+            family: None,
+            inputs: vec![
+                input("a", InputDType::F32, vec![seq(), Dim::Fixed(4)]),
+                input("b", InputDType::F32, vec![seq(), Dim::Fixed(4)]),
+                input("ids", InputDType::I64, vec![seq()]),
+            ],
+            sizes: BTreeMap::from([("seq".to_string(), 128)]),
+            nodes: vec![
+                Node::new("a", &[], Op::Input),
+                Node::new("b", &[], Op::Input),
+                Node::new("ids", &[], Op::Input),
+                Node::new("sum", &["a", "b"], Op::Add),
+                Node::new(
+                    "proj",
+                    &["sum"],
+                    Op::Linear(Linear {
+                        weight: "proj.weight".into(),
+                        bias: Some("proj.bias".into()),
+                        in_features: 4,
+                        out_features: 3,
+                    }),
+                ),
+            ],
+            outputs: vec![GraphOutput {
+                task: "t".into(),
+                node: "proj".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn image_graphs_keep_the_first_json_form_declared_inputs_take_format_2() {
+        let image = two_head_graph();
+        let text = serde_json::to_string(&image).unwrap();
+        assert!(
+            text.starts_with(r#"{"format":1,"input":{"channels":2,"height":4,"width":4},"nodes":"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<Graph>(&text).unwrap(), image);
+
+        let seq = sequence_graph();
+        seq.validate().unwrap();
+        let text = serde_json::to_string(&seq).unwrap();
+        assert!(
+            text.starts_with(r#"{"format":2,"inputs":[{"name":"a","dtype":"f32","dims":["seq",4]}"#),
+            "{text}"
+        );
+        assert!(text.contains(r#""sizes":{"seq":128}"#), "{text}");
+        assert_eq!(serde_json::from_str::<Graph>(&text).unwrap(), seq);
+
+        // The first form names its input after the graph's input node.
+        let legacy = r#"{"format":1,"input":{"channels":3,"height":5,"width":6},
+            "nodes":[{"name":"image","op":"input"}],"outputs":[{"task":"t","node":"image"}]}"#;
+        let g: Graph = serde_json::from_str(legacy).unwrap();
+        assert_eq!(g.inputs[0].name, "image");
+        assert_eq!(g.image_input().unwrap(), [3, 5, 6]);
+        g.validate().unwrap();
+
+        let both = text.replacen(
+            r#""inputs""#,
+            r#""input":{"channels":3,"height":5,"width":6},"inputs""#,
+            1,
+        );
+        let err = serde_json::from_str::<Graph>(&both).unwrap_err().to_string();
+        assert!(err.contains("either 'input' or 'inputs'"), "{err}");
+        assert!(seq.image_input().is_err());
+    }
+
+    #[test]
+    fn shapes_and_macs_follow_the_named_sizes() {
+        let g = sequence_graph();
+        for seq in [7usize, 13] {
+            let sizes = BTreeMap::from([("seq".to_string(), seq)]);
+            let shapes = shapes::infer_sizes(&g, &sizes).unwrap();
+            assert_eq!(shapes["ids"], vec![seq]);
+            assert_eq!(shapes["proj"], vec![seq, 3]);
+            assert_eq!(shapes::macs(&g, &shapes)["proj"], (seq * 4 * 3) as u64);
+        }
+        // The default size fills in.
+        assert_eq!(shapes::infer_sizes(&g, &BTreeMap::new()).unwrap()["proj"], vec![128, 3]);
+        let mut no_default = g.clone();
+        no_default.sizes.clear();
+        let err = no_default.validate().unwrap_err().to_string();
+        assert_eq!(err, "graph input 'a' needs a size for 'seq' (no default in 'sizes')");
+        let mut undeclared = g.clone();
+        undeclared.inputs.pop();
+        let err = undeclared.validate().unwrap_err().to_string();
+        assert_eq!(err, "graph input node 'ids' has no entry in the graph's inputs");
+    }
+
+    #[test]
+    fn forward_takes_inputs_by_name_and_checks_them() {
+        let g = sequence_graph();
+        let mut params = Params::new();
+        // proj: y = [x0 + x1, x2 - x3, 2 x0] + [1, 0, -1].
+        let w = [1f32, 1., 0., 0., 0., 0., 1., -1., 2., 0., 0., 0.];
+        params.insert("proj.weight".into(), Tensor::from_slice(&w).view([3, 4]));
+        params.insert("proj.bias".into(), Tensor::from_slice(&[1f32, 0., -1.]));
+        let a = Tensor::from_slice(&[1f32, 2., 3., 4., 5., 6., 7., 8.]).view([1, 2, 4]);
+        let b = Tensor::ones([1, 2, 4], (Kind::Float, Device::Cpu));
+        let ids = Tensor::from_slice(&[5i64, 9]).view([1, 2]);
+        let inputs = BTreeMap::from([("a".to_string(), a), ("b".to_string(), b), ("ids".to_string(), ids)]);
+        let out = forward_inputs(&g, &params, &inputs, &["t"], Mode::Eval).unwrap();
+        // sum = a + 1: rows [2, 3, 4, 5] and [6, 7, 8, 9].
+        let want = Tensor::from_slice(&[6f32, -1., 3., 14., -1., 11.]).view([1, 2, 3]);
+        assert!(out["t"].allclose(&want, 1e-6, 1e-6, false), "{:?}", out["t"]);
+
+        let copy = |m: &BTreeMap<String, Tensor>| -> BTreeMap<String, Tensor> {
+            m.iter().map(|(k, v)| (k.clone(), v.shallow_clone())).collect()
+        };
+        let mut wrong = copy(&inputs);
+        wrong.insert("ids".into(), Tensor::zeros([1, 2], (Kind::Float, Device::Cpu)));
+        let err = forward_inputs(&g, &params, &wrong, &["t"], Mode::Eval)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "input 'ids' takes I64 [N, seq], not Float [1, 2]");
+        let mut missing = copy(&inputs);
+        missing.remove("b");
+        let err = forward_inputs(&g, &params, &missing, &["t"], Mode::Eval)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "no batch was given for input 'b'");
+        let err = crate::graph::interpreter::forward(&g, &params, &inputs["a"], &["t"], Mode::Eval)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "the graph reads 3 inputs (a, b, ids); give each by name");
+    }
+}
