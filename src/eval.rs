@@ -2,7 +2,7 @@
 
 use crate::data::layout::Item;
 use crate::data::loader::Loader;
-use crate::graph::interpreter::{forward, Mode, Params};
+use crate::graph::interpreter::{forward_inputs, Mode, Params};
 use crate::graph::{Model, TaskSpec};
 use crate::metrics::{label_for, Accumulator, TaskMetrics, MIOU_CONVENTION};
 use anyhow::{anyhow, bail, Context, Result};
@@ -43,7 +43,7 @@ pub fn evaluate(
     let mut images = 0;
     for b in Loader::sequential(items, batch, device) {
         let b = b?.to_device(device);
-        let outputs = forward(&model.graph, params, &b.image, &names, Mode::Eval)?;
+        let outputs = forward_inputs(&model.graph, params, &b.graph_inputs(&model.graph)?, &names, Mode::Eval)?;
         for (task, acc) in tasks.iter().zip(accs.iter_mut()) {
             acc.update(&outputs[&task.name], label_for(task.kind, &b)?);
         }
@@ -87,7 +87,7 @@ impl ConstantPredictor {
         let mut images = 0;
         for b in Loader::sequential(items, 16, Device::Cpu) {
             let b = b?;
-            let s = b.image.size();
+            let s = b.only_input()?.size();
             for (task, acc) in tasks.iter().zip(accs.iter_mut()) {
                 acc.update(&self.predict(task, s[0], (s[2], s[3]))?, label_for(task.kind, &b)?);
             }

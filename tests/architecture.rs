@@ -21,7 +21,15 @@ fn modules(root: &Path) -> BTreeMap<String, String> {
                 }
                 if name != "lib" && name != "main" && !name.starts_with("cli") {
                     let text = std::fs::read_to_string(&path).unwrap();
-                    let code = text.split("#[cfg(test)]").next().unwrap().to_string();
+                    // Code only: tests and comments (doc links name paths too) are left out.
+                    let code: String = text
+                        .split("#[cfg(test)]")
+                        .next()
+                        .unwrap()
+                        .lines()
+                        .map(|l| l.split("//").next().unwrap())
+                        .collect::<Vec<_>>()
+                        .join("\n");
                     out.insert(name, code);
                 }
             }

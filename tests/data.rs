@@ -200,17 +200,30 @@ fn reader_splits_and_decodes() {
         .map(|b| b.unwrap())
         .collect();
     assert_eq!(batches.len(), 2);
-    assert_eq!(batches[0].image.size(), [1, 3, 24, 32]);
-    assert_eq!(batches[0].seg.size(), [1, 24, 32]);
-    assert_eq!(batches[0].depth.size(), [1, 1, 24, 32]);
+    assert_eq!(batches[0].input("image").unwrap().size(), [1, 3, 24, 32]);
+    assert_eq!(batches[0].label("seg").unwrap().size(), [1, 24, 32]);
+    assert_eq!(batches[0].label("seg").unwrap().kind(), tch::Kind::Int64);
+    assert_eq!(batches[0].label("depth").unwrap().size(), [1, 1, 24, 32]);
     // The shuffled stream is endless and seeded.
     let a: Vec<f64> = Loader::shuffled(ds.train.clone(), 3, 9, Device::Cpu)
         .take(5)
-        .map(|b| b.unwrap().depth.sum(tch::Kind::Double).double_value(&[]))
+        .map(|b| {
+            b.unwrap()
+                .label("depth")
+                .unwrap()
+                .sum(tch::Kind::Double)
+                .double_value(&[])
+        })
         .collect();
     let b: Vec<f64> = Loader::shuffled(ds.train.clone(), 3, 9, Device::Cpu)
         .take(5)
-        .map(|b| b.unwrap().depth.sum(tch::Kind::Double).double_value(&[]))
+        .map(|b| {
+            b.unwrap()
+                .label("depth")
+                .unwrap()
+                .sum(tch::Kind::Double)
+                .double_value(&[])
+        })
         .collect();
     assert_eq!(a, b);
 }
@@ -260,4 +273,70 @@ fn bad_files_are_named() {
         .contains("does not exist"));
     std::fs::write(root.join("nyu_v2_3task.json"), b"{\"train\": 3}").unwrap();
     assert!(format!("{:#}", Dataset::open(&root, None).unwrap_err()).contains("not a dataset index"));
+}
+
+/// A source of examples other than the NYUv2 layout: token ids [len] and a per-sample label, with
+/// example 3 of another length.
+struct Tokens;
+
+impl cut::data::example::Examples for Tokens {
+    fn count(&self) -> usize {
+        5
+    }
+    fn load(&self, i: usize) -> anyhow::Result<cut::data::example::Example> {
+        use cut::data::example::{Example, Field};
+        let len = if i == 3 { 4 } else { 3 };
+        Ok(Example {
+            inputs: vec![Field::i64(
+                "ids",
+                vec![len],
+                (0..len).map(|k| 10 * i as i64 + k).collect(),
+            )],
+            labels: vec![Field::f32("score", vec![1], vec![i as f32])],
+        })
+    }
+    fn describe(&self, i: usize) -> String {
+        format!("tokens.jsonl:{}", i + 1)
+    }
+}
+
+/// The loader batches any source of examples by name, in order or shuffled, and names the example
+/// that does not fit its batch.
+#[test]
+fn any_source_of_examples_loads_in_batches() {
+    use cut::data::example::Examples;
+    use std::sync::Arc;
+    let source: Arc<dyn Examples> = Arc::new(Tokens);
+    let mut batches = Loader::sequential_from(source.clone(), 2, Device::Cpu);
+    let first = batches.next().unwrap().unwrap();
+    let ids = first.input("ids").unwrap();
+    assert_eq!(ids.kind(), tch::Kind::Int64);
+    assert_eq!(Vec::<i64>::try_from(ids.flatten(0, -1)).unwrap(), [0, 1, 2, 10, 11, 12]);
+    assert_eq!(
+        Vec::<f32>::try_from(first.label("score").unwrap().flatten(0, -1)).unwrap(),
+        [0.0, 1.0]
+    );
+    let err = batches.next().unwrap().err().unwrap().to_string();
+    assert_eq!(
+        err,
+        "tokens.jsonl:4: its ids is [4], the first of its batch has ids [3]; all examples must have one size"
+    );
+    // One example at a time, every length goes through; the stream is endless and seeded.
+    assert_eq!(
+        Loader::sequential_from(source.clone(), 1, Device::Cpu)
+            .filter(|b| b.is_ok())
+            .count(),
+        5
+    );
+    let scores = |seed| -> Vec<f32> {
+        Loader::shuffled_from(source.clone(), 1, seed, Device::Cpu)
+            .take(10)
+            .map(|b| b.unwrap().label("score").unwrap().double_value(&[0, 0]) as f32)
+            .collect()
+    };
+    assert_eq!(scores(4), scores(4));
+    let mut seen = scores(4);
+    seen.sort_by(f32::total_cmp);
+    seen.dedup();
+    assert_eq!(seen, [0.0, 1.0, 2.0, 3.0, 4.0], "every example once per epoch");
 }

@@ -83,6 +83,9 @@ pub fn write_sample_files(
     Ok(paths)
 }
 
+/// The name of the NYUv2 layout's one input.
+pub const IMAGE_INPUT: &str = "image";
+
 /// One sample's files, absolute.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Item {
@@ -183,5 +186,29 @@ impl Item {
             normal,
             depth,
         })
+    }
+}
+
+/// The NYUv2 layout as examples: the input `image` [3, H, W] (BGR minus mean) and the labels `seg`
+/// [H, W] (int64, 255 ignored), `normal` [3, H, W] and `depth` [1, H, W].
+impl super::example::Examples for Vec<Item> {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn load(&self, index: usize) -> Result<super::example::Example> {
+        use super::example::{Example, Field};
+        let s = self[index].load()?;
+        let (h, w) = (s.height as i64, s.width as i64);
+        Ok(Example {
+            inputs: vec![Field::f32(IMAGE_INPUT, vec![3, h, w], s.image)],
+            labels: vec![
+                Field::i64("seg", vec![h, w], s.seg),
+                Field::f32("normal", vec![3, h, w], s.normal),
+                Field::f32("depth", vec![1, h, w], s.depth),
+            ],
+        })
+    }
+    fn describe(&self, index: usize) -> String {
+        self[index].image.display().to_string()
     }
 }

@@ -1,101 +1,35 @@
 //! Batches built on a background thread, so that decoding overlaps compute.
 
-use super::layout::{Item, Sample};
-use anyhow::{bail, Result};
+use super::example::{Example, Examples};
+use super::layout::Item;
+use anyhow::Result;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
 use std::thread::JoinHandle;
-use tch::{Device, Tensor};
+use tch::Device;
 
-/// A batch on the host; `to_device` moves it.
-pub struct Batch {
-    /// [N, 3, H, W] BGR minus mean.
-    pub image: Tensor,
-    /// [N, H, W] int64, 255 = ignore.
-    pub seg: Tensor,
-    /// [N, 3, H, W], zero vectors invalid.
-    pub normal: Tensor,
-    /// [N, 1, H, W] metres.
-    pub depth: Tensor,
-}
+pub use super::example::Batch;
 
-impl Batch {
-    pub fn len(&self) -> usize {
-        self.image.size()[0] as usize
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// Copies the batch to `device`. From pinned host memory (see [`Loader`]) the copies to a GPU run
-    /// asynchronously, behind the work already queued; from pageable memory CUDA waits for them.
-    pub fn to_device(&self, device: Device) -> Batch {
-        let move_to = |t: &Tensor| t.to_device_(device, t.kind(), true, false);
-        Batch {
-            image: move_to(&self.image),
-            seg: move_to(&self.seg),
-            normal: move_to(&self.normal),
-            depth: move_to(&self.depth),
-        }
-    }
-
-    /// The batch in page-locked host memory, from which a GPU copies without blocking the host.
-    /// (`_pin_memory` is what `pin_memory` calls; through tch the latter always names a device,
-    /// which libtorch warns about on every call.)
-    fn pinned(self, device: Device) -> Batch {
-        let pin = |t: Tensor| t.internal_pin_memory(device);
-        Batch {
-            image: pin(self.image),
-            seg: pin(self.seg),
-            normal: pin(self.normal),
-            depth: pin(self.depth),
-        }
-    }
-
-    fn stack(samples: Vec<Sample>, items: &[&Item]) -> Result<Batch> {
-        let (h, w) = (samples[0].height, samples[0].width);
-        for (s, item) in samples.iter().zip(items) {
-            if (s.height, s.width) != (h, w) {
-                bail!(
-                    "{}: is {}x{}, other images in its batch are {h}x{w}; all images must have one size",
-                    item.image.display(),
-                    s.height,
-                    s.width
-                );
-            }
-        }
-        let n = samples.len() as i64;
-        let (hi, wi) = (h as i64, w as i64);
-        let cat =
-            |f: &dyn Fn(&Sample) -> &[f32]| -> Vec<f32> { samples.iter().flat_map(|s| f(s).iter().copied()).collect() };
-        let seg: Vec<i64> = samples.iter().flat_map(|s| s.seg.iter().copied()).collect();
-        Ok(Batch {
-            image: Tensor::from_slice(&cat(&|s| &s.image)).view([n, 3, hi, wi]),
-            seg: Tensor::from_slice(&seg).view([n, hi, wi]),
-            normal: Tensor::from_slice(&cat(&|s| &s.normal)).view([n, 3, hi, wi]),
-            depth: Tensor::from_slice(&cat(&|s| &s.depth)).view([n, 1, hi, wi]),
-        })
-    }
-}
-
-/// Decodes a batch's samples on up to one thread per core, in order, so that large images (PNG
+/// Loads a batch's examples on up to one thread per core, in order, so that large images (PNG
 /// decoding is the slow part) keep up with a GPU.
-fn load_parallel(items: &[&Item]) -> Result<Vec<Sample>> {
+fn load_parallel(source: &dyn Examples, indices: &[usize]) -> Result<Vec<Example>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
-        .min(items.len())
+        .min(indices.len())
         .max(1);
     if threads == 1 {
-        return items.iter().map(|item| item.load()).collect();
+        return indices.iter().map(|&i| source.load(i)).collect();
     }
-    let per = items.len().div_ceil(threads);
+    let per = indices.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = items
+        let handles: Vec<_> = indices
             .chunks(per)
-            .map(|chunk| scope.spawn(move || chunk.iter().map(|item| item.load()).collect::<Result<Vec<_>>>()))
+            .map(|chunk| scope.spawn(move || chunk.iter().map(|&i| source.load(i)).collect::<Result<Vec<_>>>()))
             .collect();
-        let mut out = Vec::with_capacity(items.len());
+        let mut out = Vec::with_capacity(indices.len());
         for h in handles {
             out.extend(
                 h.join()
@@ -113,29 +47,25 @@ pub struct Loader {
 }
 
 impl Loader {
-    fn spawn(items: Vec<Item>, batch: usize, shuffle_seed: Option<u64>, bound_for: Device) -> Loader {
+    fn spawn(source: Arc<dyn Examples>, batch: usize, shuffle_seed: Option<u64>, bound_for: Device) -> Loader {
         let (tx, rx) = sync_channel::<Result<Batch>>(2);
         let handle = std::thread::spawn(move || {
             let mut rng = shuffle_seed.map(ChaCha8Rng::seed_from_u64);
             loop {
-                let mut order: Vec<usize> = (0..items.len()).collect();
+                let count = source.count();
+                let mut order: Vec<usize> = (0..count).collect();
                 if let Some(rng) = rng.as_mut() {
                     order.shuffle(rng);
                 }
                 // An endless (shuffled) stream uses full batches only, so every step sees `batch` samples.
                 let chunks: Vec<&[usize]> = order
                     .chunks(batch)
-                    .filter(|c| rng.is_none() || c.len() == batch || items.len() < batch)
+                    .filter(|c| rng.is_none() || c.len() == batch || count < batch)
                     .collect();
                 for chunk in chunks {
-                    let picked: Vec<&Item> = chunk.iter().map(|&i| &items[i]).collect();
-                    let result = load_parallel(&picked).and_then(|s| Batch::stack(s, &picked)).map(|b| {
-                        if bound_for.is_cuda() {
-                            b.pinned(bound_for)
-                        } else {
-                            b
-                        }
-                    });
+                    let result = load_parallel(source.as_ref(), chunk)
+                        .and_then(|e| Batch::stack(e, source.as_ref(), chunk))
+                        .map(|b| if bound_for.is_cuda() { b.pinned(bound_for) } else { b });
                     let failed = result.is_err();
                     if tx.send(result).is_err() || failed {
                         return;
@@ -152,15 +82,26 @@ impl Loader {
         }
     }
 
-    /// One pass over `items` in order; the last batch may be smaller. Batches `bound_for` a GPU are
-    /// built in pinned memory, so that their copy overlaps the work queued before it.
+    /// One pass over the NYUv2-layout `items` in order; see [`Loader::sequential_from`].
     pub fn sequential(items: Vec<Item>, batch: usize, bound_for: Device) -> Loader {
-        Loader::spawn(items, batch.max(1), None, bound_for)
+        Loader::sequential_from(Arc::new(items), batch, bound_for)
     }
 
-    /// An endless stream, reshuffled every epoch from `seed`; `bound_for` as in [`Loader::sequential`].
+    /// An endless stream of the NYUv2-layout `items`; see [`Loader::shuffled_from`].
     pub fn shuffled(items: Vec<Item>, batch: usize, seed: u64, bound_for: Device) -> Loader {
-        Loader::spawn(items, batch.max(1), Some(seed), bound_for)
+        Loader::shuffled_from(Arc::new(items), batch, seed, bound_for)
+    }
+
+    /// One pass over any examples in order; the last batch may be smaller. Batches `bound_for` a
+    /// GPU are built in pinned memory, so that their copy overlaps the work queued before it.
+    pub fn sequential_from(source: Arc<dyn Examples>, batch: usize, bound_for: Device) -> Loader {
+        Loader::spawn(source, batch.max(1), None, bound_for)
+    }
+
+    /// An endless stream, reshuffled every epoch from `seed`; `bound_for` as in
+    /// [`Loader::sequential_from`].
+    pub fn shuffled_from(source: Arc<dyn Examples>, batch: usize, seed: u64, bound_for: Device) -> Loader {
+        Loader::spawn(source, batch.max(1), Some(seed), bound_for)
     }
 }
 

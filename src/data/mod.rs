@@ -1,6 +1,7 @@
 //! Data: the NYUv2 3-task layout reader, its splits, a background batch loader, and the synthetic
 //! scene generator that writes the same layout.
 
+pub mod example;
 pub mod layout;
 pub mod loader;
 pub mod synth;

@@ -242,7 +242,7 @@ pub fn snip(
                 let outputs = forward(
                     &model.graph,
                     &leaves,
-                    &layout(b.image.to_kind(input_kind)),
+                    &layout(b.only_input()?.to_kind(input_kind)),
                     &task_names,
                     Mode::Eval,
                 )?;
@@ -257,7 +257,7 @@ pub fn snip(
                     let outputs = forward(
                         &model.graph,
                         &leaves,
-                        &layout(b.image.to_kind(input_kind)),
+                        &layout(b.only_input()?.to_kind(input_kind)),
                         &[task.name.as_str()],
                         Mode::Eval,
                     )?;
@@ -362,7 +362,7 @@ pub fn taylor(
     calibration.each_batch(|i, b| {
         // A differentiable input makes every activation part of the autograd graph; only the
         // gradients at the producers' outputs are asked for.
-        let image = b.image.to_kind(Kind::Float).detach().set_requires_grad(true);
+        let image = b.only_input()?.to_kind(Kind::Float).detach().set_requires_grad(true);
         let mut outputs_of: HashMap<String, Tensor> = HashMap::new();
         let outputs = forward_observed(graph, params, &image, &task_names, Mode::Eval, &mut |node, value| {
             if bias_of.contains_key(node.name.as_str()) {

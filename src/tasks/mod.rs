@@ -101,6 +101,16 @@ pub(crate) fn at_label_size(pred: &Tensor, label: &Tensor) -> Tensor {
     resize_nearest(&pred.to_kind(tch::Kind::Float), hw)
 }
 
+/// The label called `name` in a batch, or an error naming what the dataset gives.
+pub(crate) fn label<'b>(batch: &'b Batch, name: &str) -> Result<&'b Tensor> {
+    batch.label(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the dataset gives no '{name}' labels (it gives: {})",
+            batch.labels.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
 /// The error for a kind the NYUv2 layout has no labels for.
 pub(crate) fn no_labels(kind: TaskKind) -> anyhow::Error {
     anyhow::anyhow!("the NYUv2-layout dataset has no {} labels", kind.as_str())

@@ -5,7 +5,7 @@ pub mod loss;
 
 use crate::data::layout::Item;
 use crate::data::loader::Loader;
-use crate::graph::interpreter::{forward, Mode, Params};
+use crate::graph::interpreter::{forward_inputs, Mode, Params};
 use crate::graph::{Model, TaskSpec};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -135,7 +135,7 @@ fn weighted_loss(
     mode: Mode,
 ) -> Result<(Tensor, BTreeMap<String, f64>)> {
     let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-    let outputs = forward(&model.graph, params, &batch.image, &names, mode)?;
+    let outputs = forward_inputs(&model.graph, params, &batch.graph_inputs(&model.graph)?, &names, mode)?;
     let mut total: Option<Tensor> = None;
     let mut parts = BTreeMap::new();
     for task in tasks {
