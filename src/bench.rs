@@ -1,9 +1,10 @@
 //! Forward-pass latency of a model: median and spread over timed runs after a warm-up.
 
 use crate::device::cuda::CapturedForward;
-use crate::graph::inference::{fold_batch_norms, InferenceMode};
+use crate::graph::inference::InferenceMode;
 use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
 use crate::graph::memory::{self, ForwardMemory};
+use crate::graph::passes::fold_batch_norms;
 use crate::graph::{Graph, Model};
 use anyhow::{bail, Result};
 use serde::Serialize;

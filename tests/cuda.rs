@@ -8,8 +8,8 @@ mod common;
 
 use cut::device::cuda::{peak_allocated_bytes, reset_peak_memory, CapturedForward};
 use cut::device::{resolve, DeviceChoice};
-use cut::graph::inference::fold_batch_norms;
 use cut::graph::interpreter::{forward, Mode, Params};
+use cut::graph::passes::fold_batch_norms;
 use tch::{Device, Kind, Tensor};
 
 fn gpu() -> usize {

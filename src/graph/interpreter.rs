@@ -313,7 +313,7 @@ mod tests {
     fn relu_fusion_changes_no_value() {
         let model = small_scenenet().build().unwrap();
         let params = crate::graph::init::init_params(&model.graph, 0, Device::Cpu);
-        let (graph, params, folded) = crate::graph::inference::fold_batch_norms(&model.graph, &params).unwrap();
+        let (graph, params, folded) = crate::graph::passes::fold_batch_norms(&model.graph, &params).unwrap();
         assert!(folded > 0);
         let fusable = graph
             .nodes

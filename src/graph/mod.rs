@@ -9,6 +9,7 @@ pub mod interpreter;
 pub mod kernels;
 pub mod memory;
 pub mod ops;
+pub mod passes;
 pub mod shapes;
 
 pub use inputs::{image_sizes, Dim, GraphInput, InputDType, InputSpec};
