@@ -268,10 +268,16 @@ fn bench_reports_latency() {
     assert!(norms > 0);
     assert_eq!(v["batch_norms_folded"], norms);
     assert_eq!(v["cuda_graph"], false);
+    // A zero count is a bad command line (exit 2), like clap's own refusals.
+    let o = cut().arg("bench").arg(&path).args(["--runs", "0"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "cut: error: --batch and --runs must be positive"
+    );
     for (args, needle) in [
         (vec!["--tasks", "nope"], "unknown task 'nope'"),
         (vec!["--input", "4x64x64"], "the graph takes 3 input channels, not 4"),
-        (vec!["--runs", "0"], "must be positive"),
         (
             vec!["--cuda-graph"],
             "CUDA graphs need a CUDA device; this benchmark runs on cpu",

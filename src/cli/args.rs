@@ -2,7 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use cut::checkpoint::LoadOptions;
-use cut::graph::{parse_task_list, TaskKind, TaskSpec};
+use cut::graph::{parse_task_list, TaskKind};
+use cut::tasks::parse_task_specs;
 use std::path::PathBuf;
 
 /// How to read a model checkpoint.
@@ -49,41 +50,6 @@ pub fn parse_input_size(text: &str, channels: usize) -> Result<[usize; 3]> {
         [h, w] if *h > 0 && *w > 0 => Ok([channels, *h, *w]),
         _ => bail!("--input '{text}': expected CxHxW such as 3x480x640"),
     }
-}
-
-/// Parses "seg:segmentation:13,normal:normal,depth:depth" (outputs default to 3 for normal, 1 for depth).
-pub fn parse_task_specs(text: &str) -> Result<Vec<TaskSpec>> {
-    parse_task_list(text)
-        .iter()
-        .map(|item| {
-            let parts: Vec<&str> = item.split(':').collect();
-            let (name, kind, outputs) = match parts.as_slice() {
-                [name, kind] => (*name, TaskKind::parse(kind)?, None),
-                [name, kind, n] => (
-                    *name,
-                    TaskKind::parse(kind)?,
-                    Some(
-                        n.parse::<usize>()
-                            .with_context(|| format!("task '{item}': output count '{n}' is not a number"))?,
-                    ),
-                ),
-                _ => bail!("task '{item}': expected name:kind[:outputs], such as seg:segmentation:13"),
-            };
-            let outputs = match (outputs, cut::tasks::def(kind).default_outputs()) {
-                (Some(0), _) => bail!("task '{item}': output count must be positive"),
-                (Some(n), _) | (None, Some(n)) => n,
-                (None, None) => bail!(
-                    "task '{item}': give the number of classes, such as {name}:{}:13",
-                    kind.as_str()
-                ),
-            };
-            Ok(TaskSpec {
-                name: name.to_string(),
-                kind,
-                outputs,
-            })
-        })
-        .collect()
 }
 
 pub fn parse_usize_list(flag: &str, text: &str) -> Result<Vec<usize>> {

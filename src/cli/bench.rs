@@ -1,11 +1,11 @@
+//! `cut bench`: arguments in, a [`BenchJob`] to the library, a line per model or JSON out.
+
 use super::args::{parse_input_size, ModelArgs};
-use anyhow::{bail, Result};
-use cut::bench::{compare, profile, speedup, BenchConfig, BenchReport, Candidate, NodeTime};
-use cut::checkpoint::Checkpoint;
-use cut::device::{resolve, DeviceChoice};
+use anyhow::Result;
+use cut::device::DeviceChoice;
 use cut::graph::parse_task_list;
-use cut::report::table::{count, percent, render};
-use std::collections::BTreeMap;
+use cut::jobs::bench::{run as run_job, BenchJob};
+use cut::report::bench::{line, profile_tables};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -51,86 +51,39 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if a.batch == 0 || a.runs == 0 {
-        bail!("--batch and --runs must be positive");
-    }
-    if let Some(t) = a.threads {
-        if t == 0 {
-            bail!("--threads must be positive");
-        }
-        tch::set_num_threads(t as i32);
-    }
-    let device = resolve(a.device)?;
-    let ckpt = Checkpoint::open(&a.model.model)?;
-    let model = ckpt.model(&a.model.load_options()?)?.model;
-    let tasks = match &a.tasks {
-        Some(t) => model.select_tasks(&parse_task_list(t))?,
-        None => model.tasks.clone(),
-    };
-    let default = model.graph.image_input()?;
-    let input = match &a.input {
-        Some(text) => parse_input_size(text, default[0])?,
-        None => default,
-    };
-    cut::graph::shapes::infer(&model.graph, input)?;
-    let params = ckpt.load_params(&model, device)?;
-
-    let baseline = match &a.baseline {
-        Some(path) => {
-            let ckpt = Checkpoint::open(path)?;
-            let m = ckpt.model(&Default::default())?.model;
-            cut::graph::shapes::infer(&m.graph, input)
-                .map_err(|e| anyhow::anyhow!("{}: input {input:?} does not fit: {e}", path.display()))?;
-            let p = ckpt.load_params(&m, device)?;
-
-            Some((path, m, p))
-        }
-        None => None,
-    };
-    let cfg = BenchConfig {
-        device,
+    // HxW leaves the channels at 0: the job takes the graph's.
+    let input = a.input.as_deref().map(|text| parse_input_size(text, 0)).transpose()?;
+    let job = BenchJob {
+        model: a.model.model.clone(),
+        load: a.model.load_options()?,
+        tasks: a.tasks.as_deref().map(parse_task_list),
+        device: a.device,
         batch: a.batch,
         input,
         warmup: a.warmup,
         runs: a.runs,
+        threads: a.threads,
+        baseline: a.baseline.clone(),
         fold_batch_norm: !a.keep_batch_norm,
         cuda_graph: a.cuda_graph,
+        profile: a.profile,
     };
-    let mut candidates = vec![Candidate {
-        model: &model,
-        params: &params,
-        tasks: tasks.iter().map(|t| t.name.as_str()).collect(),
-    }];
-    if let Some((_, m, p)) = &baseline {
-        candidates.push(Candidate {
-            model: m,
-            params: p,
-            tasks: m.task_names(),
-        });
-    }
-    let mut reports = compare(&candidates, cfg)?;
-    if a.profile {
-        let nodes = profile(&model, &params, &candidates[0].tasks, cfg)?;
-        let r = reports.remove(0);
+    let done = run_job(&job)?;
+    let name = a.model.model.display().to_string();
+    if let Some(nodes) = &done.nodes {
         if a.json {
-            let json = serde_json::json!({ "model": r, "nodes": nodes });
+            let json = serde_json::json!({ "model": done.model, "nodes": nodes });
             println!("{}", serde_json::to_string_pretty(&json)?);
         } else {
-            println!("{}", line(&a.model.model.display().to_string(), &r));
-            print!("{}", profile_tables(&nodes, r.median_ms));
+            println!("{}", line(&name, &done.model));
+            print!("{}", profile_tables(nodes, done.model.median_ms));
         }
         return Ok(());
     }
-    let base = (reports.len() == 2).then(|| reports.remove(1));
-    let r = reports.remove(0);
-    let base = base.map(|b| {
-        let ratio = speedup(&r, &b);
-        (b, ratio)
-    });
     if a.json {
-        let json = match &base {
+        let json = match &done.baseline {
             Some((b, ratio)) => serde_json::json!({
-                "model": r,
+                "model": done.model,
                 "baseline": b,
                 "baseline_path": a.baseline.as_ref().map(|p| p.display().to_string()),
                 "speedup": ratio.median_over_median,
@@ -140,12 +93,12 @@ pub fn run(a: Args) -> Result<()> {
                     "p90": ratio.per_round_p90,
                 },
             }),
-            None => serde_json::to_value(&r)?,
+            None => serde_json::to_value(&done.model)?,
         };
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        println!("{}", line(&a.model.model.display().to_string(), &r));
-        if let (Some((b, ratio)), Some(path)) = (&base, &a.baseline) {
+        println!("{}", line(&name, &done.model));
+        if let (Some((b, ratio)), Some(path)) = (&done.baseline, &a.baseline) {
             println!("{}", line(&path.display().to_string(), b));
             println!(
                 "speedup {:.2}x (median against median, runs interleaved; per round: median {:.2}x, 10-90% {:.2}x-{:.2}x)",
@@ -154,90 +107,4 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn line(name: &str, r: &BenchReport) -> String {
-    format!(
-        "{name} ({}) on {} ({} threads), batch {} of {}x{}x{}: median {:.2} ms (min {:.2}, p90 {:.2}, max {:.2}; {} runs after {} warm-up), {:.1} images/s{}, planned weights {} and activations {} at peak{}{}",
-        r.tasks.join(", "),
-        r.device,
-        r.threads,
-        r.batch,
-        r.input[0],
-        r.input[1],
-        r.input[2],
-        r.median_ms,
-        r.min_ms,
-        r.p90_ms,
-        r.max_ms,
-        r.runs,
-        r.warmup,
-        r.images_per_s,
-        r.peak_memory_bytes
-            .map(|b| format!(", peak memory {}", cut::report::table::bytes(b as f64)))
-            .unwrap_or_default(),
-        cut::report::table::bytes(r.planned_memory.weight_bytes as f64),
-        cut::report::table::bytes(r.planned_memory.activation_peak_bytes as f64),
-        match r.batch_norms_folded {
-            0 => String::new(),
-            n => format!(" ({n} batch norms folded into convolutions)"),
-        },
-        if r.cuda_graph { " (CUDA graph replays)" } else { "" }
-    )
-}
-
-/// Time per op kind, then the slowest nodes, with their multiply-accumulate rates.
-fn profile_tables(nodes: &[NodeTime], forward_ms: f64) -> String {
-    let total: f64 = nodes.iter().map(|n| n.median_ms).sum();
-    let rate = |macs: Option<u64>, ms: f64| match macs {
-        Some(m) if ms > 0.0 => format!("{:.1}", m as f64 / ms / 1e6),
-        _ => "-".into(),
-    };
-    let mut by_op: BTreeMap<&str, (usize, f64, Option<u64>)> = BTreeMap::new();
-    for n in nodes {
-        let e = by_op.entry(n.op).or_insert((0, 0.0, None));
-        e.0 += 1;
-        e.1 += n.median_ms;
-        if let Some(m) = n.macs {
-            e.2 = Some(e.2.unwrap_or(0) + m);
-        }
-    }
-    let mut ops: Vec<_> = by_op.into_iter().collect();
-    ops.sort_by(|a, b| b.1 .1.total_cmp(&a.1 .1));
-    let rows: Vec<Vec<String>> = ops
-        .iter()
-        .map(|(op, (k, ms, macs))| {
-            vec![
-                op.to_string(),
-                k.to_string(),
-                format!("{ms:.3}"),
-                percent(ms / total),
-                macs.map(|m| count(m as f64)).unwrap_or_else(|| "-".into()),
-                rate(*macs, *ms),
-            ]
-        })
-        .collect();
-    let mut out =
-        format!("\nper node, synchronised: {total:.2} ms in all (the unprofiled forward: {forward_ms:.2} ms)\n");
-    out += &render(&["op", "nodes", "ms", "share", "MACs", "GMAC/s"], &rows);
-    let mut slow: Vec<&NodeTime> = nodes.iter().collect();
-    slow.sort_by(|a, b| b.median_ms.total_cmp(&a.median_ms));
-    let rows: Vec<Vec<String>> = slow
-        .iter()
-        .take(15)
-        .map(|n| {
-            vec![
-                n.node.clone(),
-                n.op.to_string(),
-                n.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x"),
-                format!("{:.3}", n.median_ms),
-                percent(n.median_ms / total),
-                n.macs.map(|m| count(m as f64)).unwrap_or_else(|| "-".into()),
-                rate(n.macs, n.median_ms),
-            ]
-        })
-        .collect();
-    out += "\nslowest nodes\n";
-    out += &render(&["node", "op", "output", "ms", "share", "MACs", "GMAC/s"], &rows);
-    out
 }

@@ -8,7 +8,7 @@ use cut::device::DeviceChoice;
 use cut::graph::parse_task_list;
 use cut::jobs::prune::{run as run_job, PruneJob};
 use cut::prune::mask::Fusion;
-use cut::prune::policy::PruneRequest;
+use cut::prune::policy::{Fold, NormMode, PruneRequest};
 use cut::prune::score::{Criterion, Precision, Strategy};
 use cut::prune::Granularity;
 use cut::report::prune::summary;
@@ -123,18 +123,6 @@ pub struct Args {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum Fold {
-    Exact,
-    Approximate,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum NormMode {
-    Frozen,
-    Train,
 }
 
 pub fn run(a: Args) -> Result<()> {

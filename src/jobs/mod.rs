@@ -2,4 +2,5 @@
 //! write every output as one, and return what the command prints. The binary parses arguments
 //! into a job, draws progress and prints; everything else is here.
 
+pub mod bench;
 pub mod prune;

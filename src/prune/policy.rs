@@ -7,6 +7,21 @@ use super::score::Criterion;
 use super::{check_criterion, Granularity};
 use anyhow::Result;
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// `--fold`: whether channels whose removal the bias fold reproduces only away from padded
+/// borders may go.
+pub enum Fold {
+    Exact,
+    Approximate,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+/// `--finetune-norm`: batch norm frozen or training while fine-tuning.
+pub enum NormMode {
+    Frozen,
+    Train,
+}
+
 /// The options of a prune as the user gave them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PruneRequest {

@@ -10,7 +10,7 @@ mod segmentation;
 
 use crate::data::loader::Batch;
 use crate::graph::{TaskKind, TaskSpec};
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
@@ -114,4 +114,39 @@ pub(crate) fn label<'b>(batch: &'b Batch, name: &str) -> Result<&'b Tensor> {
 /// The error for a kind the NYUv2 layout has no labels for.
 pub(crate) fn no_labels(kind: TaskKind) -> anyhow::Error {
     anyhow::anyhow!("the NYUv2-layout dataset has no {} labels", kind.as_str())
+}
+
+/// Parses "seg:segmentation:13,normal:normal,depth:depth" (outputs default to 3 for normal, 1 for depth).
+pub fn parse_task_specs(text: &str) -> Result<Vec<TaskSpec>> {
+    crate::graph::parse_task_list(text)
+        .iter()
+        .map(|item| {
+            let parts: Vec<&str> = item.split(':').collect();
+            let (name, kind, outputs) = match parts.as_slice() {
+                [name, kind] => (*name, TaskKind::parse(kind)?, None),
+                [name, kind, n] => (
+                    *name,
+                    TaskKind::parse(kind)?,
+                    Some(
+                        n.parse::<usize>()
+                            .with_context(|| format!("task '{item}': output count '{n}' is not a number"))?,
+                    ),
+                ),
+                _ => bail!("task '{item}': expected name:kind[:outputs], such as seg:segmentation:13"),
+            };
+            let outputs = match (outputs, def(kind).default_outputs()) {
+                (Some(0), _) => bail!("task '{item}': output count must be positive"),
+                (Some(n), _) | (None, Some(n)) => n,
+                (None, None) => bail!(
+                    "task '{item}': give the number of classes, such as {name}:{}:13",
+                    kind.as_str()
+                ),
+            };
+            Ok(TaskSpec {
+                name: name.to_string(),
+                kind,
+                outputs,
+            })
+        })
+        .collect()
 }

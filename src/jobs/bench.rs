@@ -1,0 +1,114 @@
+//! `cut bench` as one call: open the model (and a baseline), check the options, time.
+
+use crate::bench::{compare, profile, speedup, BenchConfig, BenchReport, Candidate, NodeTime, Speedup};
+use crate::checkpoint::{Checkpoint, LoadOptions};
+use crate::device::DeviceChoice;
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// Everything `cut bench` was asked.
+#[derive(Clone, Debug)]
+pub struct BenchJob {
+    pub model: PathBuf,
+    pub load: LoadOptions,
+    /// The tasks whose heads run (all when `None`).
+    pub tasks: Option<Vec<String>>,
+    pub device: DeviceChoice,
+    pub batch: usize,
+    /// [C, H, W]; the graph's default when `None`, the graph's channels when C is 0.
+    pub input: Option<[usize; 3]>,
+    pub warmup: usize,
+    pub runs: usize,
+    pub threads: Option<usize>,
+    /// Another checkpoint (all its heads) timed in the same runs, interleaved.
+    pub baseline: Option<PathBuf>,
+    pub fold_batch_norm: bool,
+    pub cuda_graph: bool,
+    /// Time every node on its own as well.
+    pub profile: bool,
+}
+
+/// What a benchmark measured.
+pub struct BenchDone {
+    pub model: BenchReport,
+    /// The baseline's figures and the speed-up against it.
+    pub baseline: Option<(BenchReport, Speedup)>,
+    /// Per-node times, with `profile`.
+    pub nodes: Option<Vec<NodeTime>>,
+}
+
+pub fn run(job: &BenchJob) -> Result<BenchDone> {
+    if job.batch == 0 || job.runs == 0 {
+        crate::usage_bail!("--batch and --runs must be positive");
+    }
+    if let Some(t) = job.threads {
+        if t == 0 {
+            crate::usage_bail!("--threads must be positive");
+        }
+        tch::set_num_threads(t as i32);
+    }
+    let device = crate::device::resolve(job.device)?;
+    let ckpt = Checkpoint::open(&job.model)?;
+    let model = ckpt.model(&job.load)?.model;
+    let tasks = match &job.tasks {
+        Some(t) => model.select_tasks(t)?,
+        None => model.tasks.clone(),
+    };
+    let default = model.graph.image_input()?;
+    let input = match job.input {
+        Some([0, h, w]) => [default[0], h, w],
+        Some(i) => i,
+        None => default,
+    };
+    crate::graph::shapes::infer(&model.graph, input)?;
+    let params = ckpt.load_params(&model, device)?;
+    let baseline = match &job.baseline {
+        Some(path) => {
+            let ckpt = Checkpoint::open(path)?;
+            let m = ckpt.model(&Default::default())?.model;
+            crate::graph::shapes::infer(&m.graph, input)
+                .map_err(|e| anyhow::anyhow!("{}: input {input:?} does not fit: {e}", path.display()))?;
+            let p = ckpt.load_params(&m, device)?;
+            Some((m, p))
+        }
+        None => None,
+    };
+    let cfg = BenchConfig {
+        device,
+        batch: job.batch,
+        input,
+        warmup: job.warmup,
+        runs: job.runs,
+        fold_batch_norm: job.fold_batch_norm,
+        cuda_graph: job.cuda_graph,
+    };
+    let mut candidates = vec![Candidate {
+        model: &model,
+        params: &params,
+        tasks: tasks.iter().map(|t| t.name.as_str()).collect(),
+    }];
+    if let Some((m, p)) = &baseline {
+        candidates.push(Candidate {
+            model: m,
+            params: p,
+            tasks: m.task_names(),
+        });
+    }
+    let mut reports = compare(&candidates, cfg)?;
+    let nodes = if job.profile {
+        Some(profile(&model, &params, &candidates[0].tasks, cfg)?)
+    } else {
+        None
+    };
+    let base = (reports.len() == 2).then(|| reports.remove(1));
+    let r = reports.remove(0);
+    let baseline = base.map(|b| {
+        let ratio = speedup(&r, &b);
+        (b, ratio)
+    });
+    Ok(BenchDone {
+        model: r,
+        baseline,
+        nodes,
+    })
+}
