@@ -4,7 +4,7 @@ use crate::device::cuda::CapturedForward;
 use crate::graph::inference::InferenceMode;
 use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
 use crate::graph::memory::{self, ForwardMemory};
-use crate::graph::passes::fold_batch_norms;
+use crate::graph::passes::{fold_batch_norms, fuse_conv_relu};
 use crate::graph::{Graph, Model};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -129,14 +129,20 @@ fn synchronize(device: Device) {
     }
 }
 
-/// The graph and weights to time: the candidate's, with batch norms folded when asked.
-/// On a GPU the weights go channels-last (NHWC), the layout cuDNN's tensor-core kernels want.
-fn prepare(c: &Candidate, cfg: &BenchConfig) -> Result<(Graph, Params, usize)> {
+/// The graph and weights to time: the candidate's, with batch norms folded when asked, and each
+/// convolution that only a ReLU reads fused with it when `fuse` (a per-node profile runs them
+/// apart). On a GPU the weights go channels-last (NHWC), the layout cuDNN's tensor-core kernels want.
+fn prepare(c: &Candidate, cfg: &BenchConfig, fuse: bool) -> Result<(Graph, Params, usize)> {
     let (graph, params, folded) = if cfg.fold_batch_norm {
         fold_batch_norms(&c.model.graph, c.params)?
     } else {
         let params = c.params.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
         (c.model.graph.clone(), params, 0)
+    };
+    let graph = if fuse {
+        fuse_conv_relu(&graph, &c.tasks).0
+    } else {
+        graph
     };
     let params = if gpu_layout(cfg.device) {
         params.into_iter().map(|(k, t)| (k, channels_last(&t))).collect()
@@ -164,7 +170,7 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
     let _guard = InferenceMode::enter();
     let prepared = candidates
         .iter()
-        .map(|c| prepare(c, &cfg))
+        .map(|c| prepare(c, &cfg, true))
         .collect::<Result<Vec<_>>>()?;
     if let Device::Cuda(i) = device {
         // Best effort: without the CUDA shim the report has no GPU peak.
@@ -285,7 +291,7 @@ pub fn profile(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig)
         params,
         tasks: tasks.to_vec(),
     };
-    let (graph, params, _) = prepare(&candidate, &cfg)?;
+    let (graph, params, _) = prepare(&candidate, &cfg, false)?;
     let x = random_batch(&cfg);
     let shapes = crate::graph::shapes::infer(&graph, cfg.input)?;
     let macs = crate::graph::shapes::macs(&graph, &shapes);

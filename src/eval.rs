@@ -3,6 +3,7 @@
 use crate::data::layout::Item;
 use crate::data::loader::Loader;
 use crate::graph::interpreter::{forward_inputs, Mode, Params};
+use crate::graph::passes::fuse_conv_relu;
 use crate::graph::{Model, TaskSpec};
 use crate::metrics::{label_for, Accumulator, TaskMetrics, MIOU_CONVENTION};
 use anyhow::{anyhow, bail, Context, Result};
@@ -40,10 +41,11 @@ pub fn evaluate(
     let _guard = tch::no_grad_guard();
     let mut accs: Vec<Accumulator> = tasks.iter().map(Accumulator::new).collect::<Result<_>>()?;
     let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    let (graph, _) = fuse_conv_relu(&model.graph, &names);
     let mut images = 0;
     for b in Loader::sequential(items, batch, device) {
         let b = b?.to_device(device);
-        let outputs = forward_inputs(&model.graph, params, &b.graph_inputs(&model.graph)?, &names, Mode::Eval)?;
+        let outputs = forward_inputs(&graph, params, &b.graph_inputs(&graph)?, &names, Mode::Eval)?;
         for (task, acc) in tasks.iter().zip(accs.iter_mut()) {
             acc.update(&outputs[&task.name], label_for(task.kind, &b)?);
         }

@@ -27,6 +27,7 @@ fn conv(name: &str, cin: usize, cout: usize) -> Op {
         padding: [0, 0],
         dilation: [1, 1],
         groups: 1,
+        relu: false,
     })
 }
 

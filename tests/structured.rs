@@ -18,6 +18,7 @@ fn conv(name: &str, cin: usize, cout: usize, k: usize, bias: bool) -> Op {
         padding: [k / 2, k / 2],
         dilation: [1, 1],
         groups: 1,
+        relu: false,
     })
 }
 

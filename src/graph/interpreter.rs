@@ -1,14 +1,13 @@
 //! Runs a graph on tch for a batch. Only the nodes the requested tasks need are computed, and
 //! intermediate activations are dropped as soon as their last consumer has run.
 
-use super::kernels;
 pub use super::kernels::channels_last;
+use super::ops::EvalCx;
 pub use super::ops::Mode;
-use super::ops::{EvalCx, Op};
 pub use super::Params;
 use super::{Graph, Node};
 use anyhow::{bail, Context, Result};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use tch::Tensor;
 
 /// Batches for a graph's inputs, by input name.
@@ -27,9 +26,8 @@ fn single(graph: &Graph, input: &Tensor) -> Result<Inputs> {
 }
 
 /// Runs a single-input graph on `input` ([N, C, H, W] for an image graph) and returns the
-/// outputs of `tasks` by task name. A convolution read only by a ReLU runs together with it when
-/// no gradient is needed (on a GPU one cuDNN call instead of two launches; a batch-1 forward
-/// there is mostly launch cost).
+/// outputs of `tasks` by task name. Inference callers run the graph through
+/// [`super::passes::fuse_conv_relu`] first, so that convolutions run with their ReLUs.
 pub fn forward(
     graph: &Graph,
     params: &Params,
@@ -37,7 +35,7 @@ pub fn forward(
     tasks: &[&str],
     mode: Mode,
 ) -> Result<BTreeMap<String, Tensor>> {
-    run(graph, params, &single(graph, input)?, tasks, mode, &mut |_, _| {}, true)
+    run(graph, params, &single(graph, input)?, tasks, mode, &mut |_, _| {})
 }
 
 /// [`forward`] for a graph with any inputs, each batch given under its input's name and checked
@@ -55,7 +53,7 @@ pub fn forward_inputs(
             None => bail!("no batch was given for input '{}'", decl.name),
         }
     }
-    run(graph, params, inputs, tasks, mode, &mut |_, _| {}, true)
+    run(graph, params, inputs, tasks, mode, &mut |_, _| {})
 }
 
 /// [`forward`], calling `after_node` with each node and its value as soon as the node has run (for
@@ -68,7 +66,7 @@ pub fn forward_observed(
     mode: Mode,
     after_node: &mut dyn FnMut(&Node, &Tensor),
 ) -> Result<BTreeMap<String, Tensor>> {
-    run(graph, params, &single(graph, input)?, tasks, mode, after_node, false)
+    run(graph, params, &single(graph, input)?, tasks, mode, after_node)
 }
 
 /// The order in which [`forward`] runs a graph for some tasks, and when it drops each value.
@@ -79,12 +77,10 @@ pub(crate) struct Schedule<'g> {
     pub uses: HashMap<&'g str, usize>,
     /// Nodes whose value is a task output (held until the end), with their tasks.
     pub out_nodes: HashMap<&'g str, Vec<&'g str>>,
-    /// Convolutions that run fused with the ReLU that alone reads them (and no task output holds).
-    pub relu_follows: HashSet<&'g str>,
 }
 
 impl<'g> Schedule<'g> {
-    pub fn new(graph: &'g Graph, tasks: &[&str], fuse_relu: bool) -> Result<Schedule<'g>> {
+    pub fn new(graph: &'g Graph, tasks: &[&str]) -> Result<Schedule<'g>> {
         for task in tasks {
             if !graph.outputs.iter().any(|o| o.task == *task) {
                 bail!(
@@ -105,33 +101,11 @@ impl<'g> Schedule<'g> {
         for o in graph.outputs.iter().filter(|o| tasks.contains(&o.task.as_str())) {
             out_nodes.entry(o.node.as_str()).or_default().push(o.task.as_str());
         }
-        let mut relu_follows: HashSet<&str> = HashSet::new();
-        if fuse_relu {
-            let convs: HashSet<&str> = nodes
-                .iter()
-                .filter(|n| matches!(n.op, Op::Conv2d(_)))
-                .map(|n| n.name.as_str())
-                .collect();
-            for node in &nodes {
-                if let (Op::Relu, [conv]) = (&node.op, node.inputs.as_slice()) {
-                    let conv = conv.as_str();
-                    if convs.contains(conv) && uses[conv] == 1 && !out_nodes.contains_key(conv) {
-                        relu_follows.insert(conv);
-                    }
-                }
-            }
-        }
-        Ok(Schedule {
-            nodes,
-            uses,
-            out_nodes,
-            relu_follows,
-        })
+        Ok(Schedule { nodes, uses, out_nodes })
     }
 }
 
-/// [`forward_observed`], fusing each convolution with the ReLU that alone reads it where `fuse_relu`
-/// and the convolution allow it (see [`conv2d_relu`]).
+/// Runs the nodes `tasks` need in graph order, dropping each value after its last reader.
 fn run(
     graph: &Graph,
     params: &Params,
@@ -139,42 +113,17 @@ fn run(
     tasks: &[&str],
     mode: Mode,
     after_node: &mut dyn FnMut(&Node, &Tensor),
-    fuse_relu: bool,
 ) -> Result<BTreeMap<String, Tensor>> {
     let Schedule {
         nodes,
         mut uses,
         out_nodes,
-        relu_follows,
-    } = Schedule::new(graph, tasks, fuse_relu && mode == Mode::Eval)?;
-    let mut fused: HashSet<&str> = HashSet::new();
+    } = Schedule::new(graph, tasks)?;
     let mut values: HashMap<&str, Tensor> = HashMap::new();
     let mut results = BTreeMap::new();
     for node in nodes {
         let args: Vec<&Tensor> = node.inputs.iter().map(|i| &values[i.as_str()]).collect();
-        let value = match &node.op {
-            Op::Conv2d(c) if relu_follows.contains(node.name.as_str()) => {
-                let cx = EvalCx {
-                    node: &node.name,
-                    params,
-                    inputs,
-                    mode,
-                };
-                let (weight, bias) = (cx.param(&c.weight), cx.opt_param(&c.bias));
-                let (weight, bias) = weight
-                    .and_then(|w| Ok((w, bias?)))
-                    .with_context(|| format!("graph node '{}'", node.name))?;
-                match kernels::conv2d_relu(args[0], weight, bias, &c.window()) {
-                    Some(y) => {
-                        fused.insert(node.name.as_str());
-                        y
-                    }
-                    None => kernels::conv2d(args[0], weight, bias, &c.window()),
-                }
-            }
-            Op::Relu if fused.contains(node.inputs[0].as_str()) => args[0].shallow_clone(),
-            _ => eval_node(node, &args, params, inputs, mode)?,
-        };
+        let value = eval_node(node, &args, params, inputs, mode)?;
         after_node(node, &value);
 
         for input in &node.inputs {
@@ -305,35 +254,42 @@ mod tests {
         assert!(!p["b.weight"].grad().defined());
     }
 
-    /// Each convolution only a ReLU reads runs with it (`forward`); per-node observation runs them
-    /// apart (`forward_observed`). Same values, on a graph with folded batch norms (so that
-    /// convolutions feed ReLUs), residual adds and summed head branches; a convolution that is
-    /// also a task's output keeps its negative values.
+    /// The fusion pass merges each convolution only a ReLU reads with it, and the fused graph
+    /// computes what the graph as built computes, on a graph with folded batch norms (so that
+    /// convolutions feed ReLUs), residual adds and summed head branches. A convolution that is also
+    /// a task's output is not fused and keeps its negative values.
     #[test]
     fn relu_fusion_changes_no_value() {
+        use crate::graph::passes::fuse_conv_relu;
         let model = small_scenenet().build().unwrap();
         let params = crate::graph::init::init_params(&model.graph, 0, Device::Cpu);
         let (graph, params, folded) = crate::graph::passes::fold_batch_norms(&model.graph, &params).unwrap();
         assert!(folded > 0);
-        let fusable = graph
-            .nodes
-            .iter()
-            .filter(|n| {
-                matches!(n.op, Op::Relu)
-                    && graph
-                        .nodes
-                        .iter()
-                        .any(|c| c.name == n.inputs[0] && matches!(c.op, Op::Conv2d(_)))
-            })
-            .count();
-        assert!(fusable > 5, "{fusable} convolutions feed a ReLU");
-        let x = Tensor::randn([2, 3, 64, 48], (Kind::Float, Device::Cpu)) * 50.0;
         let tasks = ["seg", "normal", "depth"];
-        let fused = tch::no_grad(|| forward(&graph, &params, &x, &tasks, Mode::Eval).unwrap());
-        let apart = tch::no_grad(|| forward_observed(&graph, &params, &x, &tasks, Mode::Eval, &mut |_, _| {}).unwrap());
+        let (fused_graph, fused) = fuse_conv_relu(&graph, &tasks);
+        let relus = |g: &Graph| {
+            g.nodes
+                .iter()
+                .filter(|n| matches!(n.op, crate::graph::Op::Relu))
+                .count()
+        };
+        assert!(fused > 5, "{fused} convolutions fused");
+        assert_eq!(relus(&fused_graph), relus(&graph) - fused);
+        fused_graph.validate().unwrap();
+        let x = Tensor::randn([2, 3, 64, 48], (Kind::Float, Device::Cpu)) * 50.0;
+        let with = tch::no_grad(|| forward(&fused_graph, &params, &x, &tasks, Mode::Eval).unwrap());
+        let without = tch::no_grad(|| forward(&graph, &params, &x, &tasks, Mode::Eval).unwrap());
         for task in tasks {
-            assert!(fused[task].equal(&apart[task]), "task {task}");
+            assert!(with[task].equal(&without[task]), "task {task}");
         }
+        // With a gradient the fused convolution runs as convolution then ReLU: same values.
+        let trainable: Params = params
+            .iter()
+            .map(|(k, v)| (k.clone(), v.detach().set_requires_grad(v.is_floating_point())))
+            .collect();
+        let grad = forward(&fused_graph, &trainable, &x, &["depth"], Mode::Eval).unwrap();
+        assert!(grad["depth"].requires_grad());
+        assert!(grad["depth"].detach().equal(&without["depth"]));
 
         let g = two_head_graph();
         let mut p = Params::new();
@@ -350,11 +306,16 @@ mod tests {
         // Channel 0 of b far below zero, channel 1 far above: the raw output has negatives whatever
         // the random weights draw (the values of the stem are a few units at most).
         p.insert("b.bias".into(), Tensor::from_slice(&[-1000f32, 1000.]));
+        let (only_tb, n) = fuse_conv_relu(&g, &["tb"]);
+        assert_eq!(n, 1, "b, read only by b_relu, fuses when tb alone runs");
+        assert_eq!(only_tb.outputs[0].node, "b");
         let mut g_out = g.clone();
         g_out.outputs.push(crate::graph::GraphOutput {
             task: "raw".into(),
             node: "b".into(),
         });
+        let (g_out, n) = fuse_conv_relu(&g_out, &["tb", "raw"]);
+        assert_eq!(n, 0, "b is a task's output");
         let x = Tensor::randn([1, 2, 4, 4], (Kind::Float, Device::Cpu));
         let out = tch::no_grad(|| forward(&g_out, &p, &x, &["tb", "raw"], Mode::Eval).unwrap());
         assert!(

@@ -500,6 +500,7 @@ mod tests {
             padding,
             dilation,
             groups: 1,
+            relu: false,
         }
     }
 

@@ -29,7 +29,7 @@ pub fn plan(
     tasks: &[&str],
     elem_bytes: usize,
 ) -> Result<ForwardMemory> {
-    let schedule = Schedule::new(graph, tasks, true)?;
+    let schedule = Schedule::new(graph, tasks)?;
     let shapes = shapes::infer(graph, input)?;
     let bytes_of = |node: &str| -> u64 { (shapes[node].iter().product::<usize>() * batch * elem_bytes) as u64 };
 
@@ -50,12 +50,9 @@ pub fn plan(
     let (mut live, mut peak, mut peak_node) = (0u64, 0u64, String::new());
     for node in &schedule.nodes {
         let name = node.name.as_str();
-        // Ops whose value is a view of their input's storage: dropout at inference, flatten, and a
-        // ReLU run in place on the convolution that only it reads.
-        let aliases = match &node.op {
-            Op::Relu => schedule.relu_follows.contains(node.inputs[0].as_str()),
-            op => op.def().aliases_input(),
-        };
+        // Ops whose value is a view of their input's storage (dropout at inference, flatten). A
+        // fused ReLU is part of its convolution (see `passes::fuse_conv_relu`).
+        let aliases = node.op.def().aliases_input();
         let buffer = if aliases {
             buffer_of[node.inputs[0].as_str()]
         } else {
@@ -129,25 +126,40 @@ mod tests {
         }
     }
 
+    /// The plan of `g` as inference runs it: with the fusion pass applied for `tasks`.
+    fn plan_fused(g: &Graph, batch: usize, tasks: &[&str], elem_bytes: usize) -> Result<ForwardMemory> {
+        plan(
+            &crate::graph::passes::fuse_conv_relu(g, tasks).0,
+            [3, 4, 4],
+            batch,
+            tasks,
+            elem_bytes,
+        )
+    }
+
     #[test]
     fn peak_by_hand() {
         let g = residual();
         g.validate().unwrap();
         // Floats per image: input 48, a/r 128, b 128, s 128; weights a 3*8+8 = 32, b 8*8+8 = 72.
         // Task t: input 48 + r 128 + b 128 + s 128 = 432 while s is computed.
-        let t = plan(&g, [3, 4, 4], 2, &["t"], 4).unwrap();
+        let t = plan_fused(&g, 2, &["t"], 4).unwrap();
         assert_eq!(t.weight_bytes, (32 + 72) * 4);
         assert_eq!(t.activation_peak_bytes, 432 * 2 * 4);
         assert_eq!(t.activation_peak_node, "s");
         // Task u alone: a, r, d and f share one buffer; b and s are not run.
-        let u = plan(&g, [3, 4, 4], 1, &["u"], 4).unwrap();
+        let u = plan_fused(&g, 1, &["u"], 4).unwrap();
         assert_eq!(u.weight_bytes, 32 * 4);
         assert_eq!(u.activation_peak_bytes, (48 + 128) * 4);
         assert_eq!(u.activation_peak_node, "a");
         // Both: r's buffer stays alive for d and f, so s still peaks at 432.
-        let both = plan(&g, [3, 4, 4], 1, &["t", "u"], 2).unwrap();
+        let both = plan_fused(&g, 1, &["t", "u"], 2).unwrap();
         assert_eq!(both.activation_peak_bytes, 432 * 2);
         assert!(plan(&g, [3, 4, 4], 1, &["v"], 4).is_err());
+        // Without the pass the ReLU has a buffer of its own: task u peaks at r, with a still alive.
+        let unfused = plan(&g, [3, 4, 4], 1, &["u"], 4).unwrap();
+        assert_eq!(unfused.activation_peak_bytes, (48 + 128 + 128) * 4);
+        assert_eq!(unfused.activation_peak_node, "r");
     }
 
     #[test]
@@ -159,7 +171,7 @@ mod tests {
             task: "w".into(),
             node: "a2".into(),
         });
-        let w = plan(&g, [3, 4, 4], 1, &["t", "w"], 4).unwrap();
+        let w = plan_fused(&g, 1, &["t", "w"], 4).unwrap();
         // At s: input 48 + a 128 (a2 still to come) + r 128 + b 128 + s 128.
         assert_eq!(w.activation_peak_bytes, (48 + 4 * 128) * 4);
     }

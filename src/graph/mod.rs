@@ -491,6 +491,7 @@ pub(crate) mod tests_support {
             padding: [0, 0],
             dilation: [1, 1],
             groups: 1,
+            relu: false,
         })
     }
 

@@ -162,6 +162,12 @@ pub fn validation_loss(
     device: Device,
 ) -> Result<(f64, BTreeMap<String, f64>)> {
     let _guard = tch::no_grad_guard();
+    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    let fused = Model {
+        graph: crate::graph::passes::fuse_conv_relu(&model.graph, &names).0,
+        tasks: model.tasks.clone(),
+    };
+    let model = &fused;
     let (mut total, mut n) = (0.0, 0usize);
     let mut parts: BTreeMap<String, f64> = BTreeMap::new();
     for b in Loader::sequential(items.to_vec(), batch, device) {

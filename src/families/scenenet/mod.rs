@@ -242,6 +242,7 @@ impl Builder {
                 padding: [pad, pad],
                 dilation: [dil, dil],
                 groups: 1,
+                relu: false,
             }),
         ));
         prefix.to_string()

@@ -18,6 +18,13 @@ pub struct Conv2d {
     pub padding: [usize; 2],
     pub dilation: [usize; 2],
     pub groups: usize,
+    /// A ReLU fused in by `passes::fuse_conv_relu` (in memory, for inference; files never hold it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub relu: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 impl Conv2d {
@@ -95,7 +102,14 @@ impl OpDef for Conv2d {
     fn eval(&self, cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
         let weight = cx.param(&self.weight)?;
         let bias = cx.opt_param(&self.bias)?;
-        Ok(kernels::conv2d(args[0], weight, bias, &self.window()))
+        let window = self.window();
+        if self.relu {
+            if let Some(y) = kernels::conv2d_relu(args[0], weight, bias, &window) {
+                return Ok(y);
+            }
+            return Ok(kernels::conv2d(args[0], weight, bias, &window).relu());
+        }
+        Ok(kernels::conv2d(args[0], weight, bias, &window))
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Transform {
