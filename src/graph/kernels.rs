@@ -87,9 +87,9 @@ pub fn max_pool2d(x: &Tensor, p: &PoolWindow) -> Tensor {
 /// - kernel taps that only ever read the zero padding (a dilation as large as the input, as in
 ///   DeepLab's ASPP branches on small images) are sliced off, often leaving a 1x1 convolution;
 /// - on the CPU, for one image and no gradient: a 1x1 convolution is one matrix product (see
-///   [`pointwise_conv`]), a small size-preserving one that halves the channels or more is one
-///   product per kernel tap, added shifted (see [`tap_products_conv`]), and another small
-///   size-preserving one is im2col plus one (see [`im2col_conv`]);
+///   `pointwise_conv`), a small size-preserving one that halves the channels or more is one
+///   product per kernel tap, added shifted (see `tap_products_conv`), and another small
+///   size-preserving one is im2col plus one (see `im2col_conv`);
 /// - on CPUs, libtorch runs a dilated convolution on a small input (under 20480 values, batch 1)
 ///   through its generic im2col path, 2-3x slower than oneDNN, so the wide ones go to oneDNN
 ///   directly when no gradient is needed.
@@ -199,7 +199,7 @@ fn weights_times_columns(
     y.view([1, outputs, height, width])
 }
 
-/// The largest convolution, in multiply-accumulates, that [`im2col_conv`] runs: the product wins on
+/// The largest convolution, in multiply-accumulates, that `im2col_conv` runs: the product wins on
 /// small layers and loses on wide ones, where oneDNN's skipping of taps that read padding pays.
 const IM2COL_MAX_MACS: i64 = 9_000_000;
 
@@ -221,7 +221,7 @@ fn im2col_conv(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, padding: [i64
     weights_times_columns(weight, &columns, bias, [height, width])
 }
 
-/// The largest convolution, in multiply-accumulates, that [`tap_products_conv`] runs: above about
+/// The largest convolution, in multiply-accumulates, that `tap_products_conv` runs: above about
 /// 20 M oneDNN won.
 const TAP_PRODUCTS_MAX_MACS: i64 = 10_000_000;
 

@@ -1,5 +1,5 @@
-//! What `cut` tells its users: inspection summaries and (later) pruning reports, as data that the
-//! CLI prints as tables or JSON.
+//! What `cut` tells its users, as data the CLI prints as tables or JSON: the footprint analysis
+//! that inspection and pruning share, inspection summaries, prune reports and benchmark lines.
 
 pub mod bench;
 pub mod footprint;

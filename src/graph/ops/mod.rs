@@ -5,7 +5,7 @@
 //! physical channel removal) asks the op through [`OpDef`] instead of matching on it.
 //!
 //! Adding an op is one new file with a struct that implements [`OpDef`], plus one line in the
-//! [`registry!`] call below: `file::Type => "json_name"`.
+//! `registry!` call below: `file::Type => "json_name"`.
 
 use super::{ParamRole, Params};
 use anyhow::{anyhow, bail, Result};
@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tch::Tensor;
 
-/// Activation shape of one sample (batch dimension left out): [C, H, W], [F], [L, H], ...
+/// Activation shape of one sample (batch dimension left out): `[C, H, W]`, `[F]`, `[L, H]`, ...
 pub type Shape = Vec<usize>;
 
 /// A parameter tensor an op reads: its name, its role and the shape the op expects.
