@@ -124,25 +124,14 @@ fn inspect_infers_reference_state_dicts() {
 fn new_writes_a_runnable_model_and_refuses_to_overwrite() {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("n.safetensors");
-    let args = [
-        "new",
-        "--tasks",
-        "a:segmentation:4,b:depth",
-        "--blocks",
-        "1,1,1,1",
-        "--widths",
-        "8,8,8,8",
-        "--stem-width",
-        "8",
-        "--head-width",
-        "8",
-        "-o",
-    ];
-    cut().args(args).arg(&out_path).assert().success();
-    let again = cut().args(args).arg(&out_path).output().unwrap();
+    let mut args = vec!["new", "--tasks", "a:segmentation:4,b:depth"];
+    args.extend(common::TINY_SCENENET);
+    args.push("-o");
+    cut().args(&args).arg(&out_path).assert().success();
+    let again = cut().args(&args).arg(&out_path).output().unwrap();
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists; pass --force"));
-    cut().args(args).arg(&out_path).arg("--force").assert().success();
+    cut().args(&args).arg(&out_path).arg("--force").assert().success();
     let out = cut().arg("inspect").arg(&out_path).arg("--json").output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(common::find(&v["tasks"], "name", "b")["kind"], "depth");
@@ -388,20 +377,8 @@ fn bench_profile_times_every_node() {
 fn new_builds_a_family_from_its_config() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let flags = [
-        "--tasks",
-        "a:segmentation:4,b:depth",
-        "--blocks",
-        "1,1,1,1",
-        "--widths",
-        "8,8,8,8",
-        "--stem-width",
-        "8",
-        "--head-width",
-        "8",
-        "--input-size",
-        "32x32",
-    ];
+    let mut flags = vec!["--tasks", "a:segmentation:4,b:depth", "--input-size", "32x32"];
+    flags.extend(common::TINY_SCENENET);
     cut()
         .arg("new")
         .args(flags)

@@ -644,20 +644,9 @@ fn bad_prune_input_fails_cleanly() {
     // A task whose kind the dataset has no label for.
     let cls = t.path().join("cls.safetensors");
     cut()
-        .args([
-            "new",
-            "--tasks",
-            "a:classification:3,b:depth",
-            "--blocks",
-            "1,1,1,1",
-            "--widths",
-            "8,8,8,8",
-            "--stem-width",
-            "8",
-            "--head-width",
-            "8",
-            "-o",
-        ])
+        .args(["new", "--tasks", "a:classification:3,b:depth"])
+        .args(common::TINY_SCENENET)
+        .arg("-o")
         .arg(&cls)
         .assert()
         .success();

@@ -194,28 +194,14 @@ impl Batch {
                     shape.extend(&f.shape);
                     // Every example's field k has this field's type (checked above).
                     let t = match &f.values {
-                        Values::F32(_) => {
-                            let v: Vec<f32> = examples
-                                .iter()
-                                .flat_map(|e| match &pick(e)[k].values {
-                                    Values::F32(v) => v.as_slice(),
-                                    Values::I64(_) => &[],
-                                })
-                                .copied()
-                                .collect();
-                            Tensor::from_slice(&v)
-                        }
-                        Values::I64(_) => {
-                            let v: Vec<i64> = examples
-                                .iter()
-                                .flat_map(|e| match &pick(e)[k].values {
-                                    Values::I64(v) => v.as_slice(),
-                                    Values::F32(_) => &[],
-                                })
-                                .copied()
-                                .collect();
-                            Tensor::from_slice(&v)
-                        }
+                        Values::F32(_) => concat(&examples, |e| match &pick(e)[k].values {
+                            Values::F32(v) => v.as_slice(),
+                            Values::I64(_) => &[],
+                        }),
+                        Values::I64(_) => concat(&examples, |e| match &pick(e)[k].values {
+                            Values::I64(v) => v.as_slice(),
+                            Values::F32(_) => &[],
+                        }),
                     };
                     (f.name.clone(), t.view(shape.as_slice()))
                 })
@@ -226,4 +212,13 @@ impl Batch {
             labels: stack(&|e: &Example| &e.labels),
         })
     }
+}
+
+/// One tensor of every example's values of one field, in order.
+fn concat<'e, T: tch::kind::Element + Copy + 'e>(
+    examples: &'e [Example],
+    values: impl Fn(&'e Example) -> &'e [T],
+) -> Tensor {
+    let all: Vec<T> = examples.iter().flat_map(|e| values(e).iter().copied()).collect();
+    Tensor::from_slice(&all)
 }

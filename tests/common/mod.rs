@@ -94,3 +94,16 @@ pub fn metric(tasks: &serde_json::Value, task: &str, name: &str) -> f64 {
         .as_f64()
         .unwrap()
 }
+
+/// `cut new` shape flags for a SceneNet small enough to build and run in milliseconds (give
+/// `--tasks` beside them).
+pub const TINY_SCENENET: [&str; 8] = [
+    "--blocks",
+    "1,1,1,1",
+    "--widths",
+    "8,8,8,8",
+    "--stem-width",
+    "8",
+    "--head-width",
+    "8",
+];
