@@ -39,7 +39,66 @@ pub fn check_output(path: &Path, inputs: &[&Path], overwrite: bool) -> Result<()
     if out.exists() && !overwrite {
         bail!("{shown}: already exists; pass --force to replace it");
     }
+    // Writable now, not only when the work is done.
+    tempfile::Builder::new()
+        .prefix(".cut-check-")
+        .tempfile_in(parent)
+        .map_err(|e| anyhow!("{shown}: cannot write in the output folder {} ({e})", parent.display()))?;
     Ok(())
+}
+
+/// The temporaries staged and not yet placed, for [`remove_temporaries`]. Held across a whole
+/// [`Outputs::commit`], so a signal lands before or after a commit, never inside one.
+static LIVE: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Removes every temporary this process staged and has not placed: for a SIGINT or SIGTERM
+/// handler, which then exits. Waits for a commit under way to finish.
+pub fn remove_temporaries() -> usize {
+    let mut live = live();
+    let n = live.len();
+    for p in live.drain(..) {
+        let _ = std::fs::remove_file(p);
+    }
+    n
+}
+
+/// A staged temporary, registered for [`remove_temporaries`] while it exists.
+struct Staged(Option<tempfile::NamedTempFile>);
+
+impl Staged {
+    fn new(tmp: tempfile::NamedTempFile) -> Staged {
+        live().push(tmp.path().to_path_buf());
+        Staged(Some(tmp))
+    }
+
+    /// Renames the temporary to `path` (refusing to replace a file unless `overwrite`); the
+    /// caller holds the registry.
+    fn place(mut self, path: &Path, overwrite: bool, live: &mut Vec<PathBuf>) -> Result<(), tempfile::PersistError> {
+        let tmp = self.0.take().expect("placed once");
+        let tmp_path = tmp.path().to_path_buf();
+        let result = if overwrite {
+            tmp.persist(path).map(|_| ())
+        } else {
+            tmp.persist_noclobber(path).map(|_| ())
+        };
+        live.retain(|p| *p != tmp_path);
+        // On failure the temporary is back in the error's `file`; dropping it removes it.
+        result
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.0.take() {
+            let path = tmp.path().to_path_buf();
+            drop(tmp);
+            live().retain(|p| *p != path);
+        }
+    }
 }
 
 /// A temporary file beside `path`, holding `bytes`, synced, readable like any output.
@@ -69,8 +128,10 @@ fn staged_file(path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
 /// Writes bytes to a temporary file in the target folder and renames it into place, so a reader
 /// never sees a half-written file and a failure leaves nothing behind.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    staged_file(path, bytes)?
-        .persist(path)
+    let staged = Staged::new(staged_file(path, bytes)?);
+    let mut live = live();
+    staged
+        .place(path, true, &mut live)
         .map_err(|e| anyhow!("{}: cannot rename into place ({})", path.display(), e.error))?;
     Ok(())
 }
@@ -80,7 +141,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// set without committing removes the temporaries. Without `overwrite`, a target that appeared
 /// since the run started is not replaced: the commit fails instead, and removes what it placed.
 pub struct Outputs {
-    staged: Vec<(PathBuf, tempfile::NamedTempFile)>,
+    staged: Vec<(PathBuf, Staged)>,
     overwrite: bool,
 }
 
@@ -93,28 +154,31 @@ impl Outputs {
     }
 
     pub fn stage(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
-        let tmp = staged_file(path, bytes)?;
+        let tmp = Staged::new(staged_file(path, bytes)?);
         self.staged.push((path.to_path_buf(), tmp));
         Ok(())
     }
 
     pub fn commit(self) -> Result<()> {
+        let mut live = live();
         let mut placed: Vec<PathBuf> = Vec::new();
-        for (path, tmp) in self.staged {
-            let result = if self.overwrite {
-                tmp.persist(&path).map(|_| ())
-            } else {
-                tmp.persist_noclobber(&path).map(|_| ())
-            };
-            if let Err(e) = result {
-                for p in &placed {
-                    let _ = std::fs::remove_file(p);
-                }
+        let mut staged = self.staged.into_iter();
+        while let Some((path, tmp)) = staged.next() {
+            if let Err(e) = tmp.place(&path, self.overwrite, &mut live) {
                 let why = if e.error.kind() == std::io::ErrorKind::AlreadyExists {
                     "it appeared while this run worked; pass --force to replace it".to_string()
                 } else {
                     e.error.to_string()
                 };
+                // The rest go while the registry is held (their drop would wait for it).
+                for (_, mut rest) in staged {
+                    if let Some(tmp) = rest.0.take() {
+                        live.retain(|p| p != tmp.path());
+                    }
+                }
+                for p in &placed {
+                    let _ = std::fs::remove_file(p);
+                }
                 bail!("{}: cannot move into place ({why})", path.display());
             }
             placed.push(path);
@@ -181,5 +245,26 @@ mod tests {
         outputs.commit().unwrap();
         assert_eq!(std::fs::read(&b).unwrap(), b"newer");
         assert_eq!(names(dir.path()), ["a.report.json", "a.safetensors"]);
+
+        // What a signal handler does: the staged temporaries go, placed files stay. (In this test,
+        // not another: the registry is the process's, and tests run side by side.)
+        let mut outputs = Outputs::new(true);
+        outputs.stage(&dir.path().join("x.safetensors"), b"x").unwrap();
+        outputs.stage(&dir.path().join("x.report.json"), b"x").unwrap();
+        assert_eq!(names(dir.path()).len(), 4);
+        assert_eq!(remove_temporaries(), 2);
+        assert_eq!(names(dir.path()), ["a.report.json", "a.safetensors"]);
+        assert!(outputs.commit().is_err(), "nothing left to place");
+        assert_eq!(names(dir.path()), ["a.report.json", "a.safetensors"]);
+
+        // The output folder must be writable at the start: /proc exists but takes no files, not
+        // even from root, who may write anywhere else.
+        let err = check_output(Path::new("/proc/m.safetensors"), &[], false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/proc/m.safetensors: cannot write in the output folder /proc ("),
+            "{err}"
+        );
     }
 }

@@ -663,3 +663,47 @@ fn bad_prune_input_fails_cleanly() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// SIGTERM during a prune: the handler removes what was staged and exits 130 (a process the
+/// signal killed outright would report no code); no output and no temporary is left.
+#[test]
+fn a_terminated_prune_leaves_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let model = small_file(t.path());
+    let data = small_data(t.path());
+    let out = t.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("cut");
+    let mut child = std::process::Command::new(bin)
+        .arg("prune")
+        .arg(&model)
+        .args([
+            "--tasks",
+            "seg,depth",
+            "--finetune-steps",
+            "100000",
+            "--val-every",
+            "1000",
+            "-o",
+        ])
+        .arg(out.join("m.safetensors"))
+        .arg("--data")
+        .arg(&data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Long enough for the run to be well under way (loading, scoring, fine-tuning).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "the run ended before the signal");
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cut: interrupted"));
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
