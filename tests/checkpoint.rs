@@ -9,6 +9,7 @@ use cut::checkpoint::{Checkpoint, DType, LoadOptions};
 use cut::fsio::{check_output, write_atomic};
 use cut::graph::interpreter::{forward, Mode};
 use cut::graph::TaskKind;
+use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 #[test]
@@ -164,4 +165,107 @@ fn outputs_are_checked_and_written_atomically() {
     let target = dir.path().join("never.safetensors");
     assert!(save_model(&target, &model, &params, DType::F32, false, None).is_err());
     assert!(!target.exists());
+}
+
+/// Values and metadata no model should have are refused at load, naming the file and the tensor
+/// or task; `cut inspect` reports bad values instead of refusing; a FIFO is refused, not waited on.
+#[test]
+fn bad_values_and_mismatched_metadata_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cut_bin = || assert_cmd::Command::cargo_bin("cut").unwrap();
+    let load = |path: &Path| -> anyhow::Result<()> {
+        let ckpt = Checkpoint::open(path)?;
+        let model = ckpt.model(&LoadOptions::default())?.model;
+        ckpt.load_params(&model, Device::Cpu).map(|_| ())
+    };
+
+    // A NaN weight, and a negative running variance.
+    let (model, mut params) = small_model();
+    let _ = params
+        .get_mut("backbone.conv1.weight")
+        .unwrap()
+        .get(0)
+        .get(0)
+        .fill_(f64::NAN);
+    save_model(&d.join("nan.safetensors"), &model, &params, DType::F32, false, None).unwrap();
+    let err = load(&d.join("nan.safetensors")).unwrap_err().to_string();
+    assert!(
+        err.ends_with("nan.safetensors: tensor 'backbone.conv1.weight' holds non-finite values (NaN or infinity)"),
+        "{err}"
+    );
+    let o = cut_bin()
+        .arg("inspect")
+        .arg(d.join("nan.safetensors"))
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("cut: warning: tensor 'backbone.conv1.weight' holds non-finite values"),
+        "{stderr}"
+    );
+
+    let (model, mut params) = small_model();
+    let _ = params.get_mut("backbone.bn1.running_var").unwrap().get(2).fill_(-0.5);
+    save_model(&d.join("var.safetensors"), &model, &params, DType::F32, false, None).unwrap();
+    let err = load(&d.join("var.safetensors")).unwrap_err().to_string();
+    assert!(
+        err.ends_with("tensor 'backbone.bn1.running_var' is a batch-norm running variance with negative values"),
+        "{err}"
+    );
+    let o = cut_bin()
+        .arg("bench")
+        .arg(d.join("var.safetensors"))
+        .args(["--runs", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).lines().count(), 1);
+
+    // A task list that does not fit its heads: seg is listed with one class more than its head has.
+    let path = write_small(d, "tasks.safetensors", DType::F32);
+    patch_metadata(&path, "cut.tasks", |t| {
+        t.replace(
+            r#""name":"seg","kind":"segmentation","outputs":5"#,
+            r#""name":"seg","kind":"segmentation","outputs":6"#,
+        )
+    });
+    let err = format!("{:#}", load(&path).unwrap_err());
+    assert!(
+        err.contains("task 'seg' is listed with 6 outputs, but its head"),
+        "{err}"
+    );
+    assert!(err.contains("produces 5"), "{err}");
+    // ... or its kind: a normal task with 4 outputs.
+    let o = cut_bin()
+        .args(["new", "--tasks", "n:normal:4", "-o"])
+        .arg(d.join("n.safetensors"))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("task 'n' (normal) has 4 outputs; normal tasks have 3"));
+    // A head annotation naming a task the graph has no output for.
+    let path = write_small(d, "head.safetensors", DType::F32);
+    patch_metadata(&path, "cut.graph", |g| {
+        g.replacen(r#""head":"seg""#, r#""head":"nope""#, 1)
+    });
+    let err = format!("{:#}", load(&path).unwrap_err());
+    assert!(
+        err.contains("is in the head of task 'nope', which the graph has no output for"),
+        "{err}"
+    );
+
+    // A FIFO: refused at once (opening one would wait for a writer).
+    let fifo = d.join("pipe.safetensors");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c_path.as_ptr(), 0o644) }, 0);
+    let o = cut_bin()
+        .arg("inspect")
+        .arg(&fifo)
+        .timeout(std::time::Duration::from_secs(20))
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not a regular file (a FIFO, device or socket)"));
 }

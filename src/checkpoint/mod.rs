@@ -196,11 +196,15 @@ impl Checkpoint {
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display();
-        let file = File::open(&path).map_err(|e| anyhow!("{shown}: cannot open ({e})"))?;
-        let meta = file.metadata().map_err(|e| anyhow!("{shown}: {e}"))?;
+        // Before opening: opening a FIFO blocks until something writes to it.
+        let meta = std::fs::metadata(&path).map_err(|e| anyhow!("{shown}: cannot open ({e})"))?;
         if meta.is_dir() {
             bail!("{shown}: is a directory, not a checkpoint file");
         }
+        if !meta.is_file() {
+            bail!("{shown}: not a regular file (a FIFO, device or socket); give a checkpoint file");
+        }
+        let file = File::open(&path).map_err(|e| anyhow!("{shown}: cannot open ({e})"))?;
         if meta.len() < 8 {
             bail!(
                 "{shown}: file is shorter than the 8-byte header length ({} bytes)",
@@ -335,6 +339,7 @@ impl Checkpoint {
             let no_graph = format!("no '{}' in the metadata", metadata::GRAPH_KEY);
             crate::families::recognise(&shapes, opts, &no_graph).with_context(|| format!("{shown}"))?
         };
+        crate::tasks::check_specs(&loaded.model.tasks).with_context(|| format!("{shown}"))?;
         self.check_against(&loaded.model).with_context(|| format!("{shown}"))?;
         Ok(loaded)
     }
@@ -392,14 +397,47 @@ impl Checkpoint {
     }
 
     /// Loads every tensor the graph uses, as trainable-ready f32 (i64 counters stay i64).
+    /// The model's tensors on `device`, refused if any holds a value no model should: NaN or
+    /// infinity, or a negative batch-norm running variance.
     pub fn load_params(&self, model: &Model, device: Device) -> Result<Params> {
         model
             .graph
             .param_specs()
             .iter()
-            .map(|s| Ok((s.name.clone(), self.tensor(&s.name, device)?)))
+            .map(|s| {
+                let t = self.tensor(&s.name, device)?;
+                if let Some(problem) = value_problem(&t, s.role) {
+                    bail!("{}: tensor '{}' {problem}", self.path.display(), s.name);
+                }
+                Ok((s.name.clone(), t))
+            })
             .collect()
     }
+
+    /// One line per tensor of the model that `load_params` would refuse, for `cut inspect`.
+    pub fn value_problems(&self, model: &Model) -> Result<Vec<String>> {
+        let mut out = Vec::new();
+        for s in model.graph.param_specs() {
+            if let Some(problem) = value_problem(&self.tensor(&s.name, Device::Cpu)?, s.role) {
+                out.push(format!("tensor '{}' {problem}", s.name));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What is wrong with a tensor's values, if anything.
+fn value_problem(t: &Tensor, role: crate::graph::ParamRole) -> Option<&'static str> {
+    if !t.is_floating_point() {
+        return None;
+    }
+    if t.isfinite().logical_not().any().int64_value(&[]) != 0 {
+        return Some("holds non-finite values (NaN or infinity)");
+    }
+    if role == crate::graph::ParamRole::BnRunningVar && t.lt(0.0).any().int64_value(&[]) != 0 {
+        return Some("is a batch-norm running variance with negative values");
+    }
+    None
 }
 
 /// sha256 of a file, hex, read in chunks.

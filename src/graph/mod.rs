@@ -243,6 +243,14 @@ impl Graph {
                 }
             }
             node.op.def().validate(&node.name)?;
+            if let Some(task) = &node.head {
+                if !self.outputs.iter().any(|o| &o.task == task) {
+                    bail!(
+                        "graph node '{}' is in the head of task '{task}', which the graph has no output for",
+                        node.name
+                    );
+                }
+            }
         }
         if inputs != self.inputs.len() || inputs == 0 {
             bail!(
@@ -407,6 +415,25 @@ impl Model {
         for task in &self.tasks {
             if task.name.is_empty() || task.name.contains(',') {
                 bail!("task name '{}' is empty or contains a comma", task.name);
+            }
+            if task.outputs == 0 {
+                bail!("task '{}' has 0 outputs", task.name);
+            }
+        }
+        // An image graph's task outputs are [C, H, W]: C must be what the task list says.
+        if let Ok(input) = self.graph.image_input() {
+            let shapes = shapes::infer(&self.graph, input)?;
+            for out in &self.graph.outputs {
+                let width = shapes[&out.node].first().copied().unwrap_or(0);
+                let task = self.task(&out.task).expect("task lists match (checked above)");
+                if width != task.outputs {
+                    bail!(
+                        "task '{}' is listed with {} outputs, but its head '{}' produces {width}",
+                        task.name,
+                        task.outputs,
+                        out.node
+                    );
+                }
             }
         }
         Ok(())
@@ -574,6 +601,21 @@ mod tests {
         }
         let err = g.validate().unwrap_err().to_string();
         assert_eq!(err, "graph node 'stem' has a zero kernel size, stride or dilation");
+        let mut g = two_head_graph();
+        g.nodes[2].head = Some("nope".into());
+        let err = g.validate().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "graph node 'a' is in the head of task 'nope', which the graph has no output for"
+        );
+        // Counts from hostile sizes saturate instead of wrapping round to a small number.
+        let huge = vec![1usize << 40, 1 << 30, 1];
+        assert_eq!(
+            tests_support::pointwise("w", 1 << 20, 1 << 40, false)
+                .def()
+                .macs(&[&huge], &huge),
+            Some(u64::MAX)
+        );
         let newer = serde_json::to_string(&two_head_graph())
             .unwrap()
             .replacen(r#""format":1"#, r#""format":3"#, 1);

@@ -82,7 +82,9 @@ pub struct Cost {
 pub fn cost(graph: &Graph, groups: &[ChannelGroup], widths: &[usize]) -> Result<Cost> {
     let g = resize(graph, groups, widths);
     let shape_map = shapes::infer_sizes(&g, &g.sizes)?;
-    let macs = shapes::macs(&g, &shape_map).values().sum();
+    let macs = shapes::macs(&g, &shape_map)
+        .values()
+        .fold(0u64, |a, &m| a.saturating_add(m));
     let params = g
         .param_specs()
         .iter()

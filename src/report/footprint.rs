@@ -149,8 +149,9 @@ pub fn by_group(
     let node_groups = graph.node_groups();
     for (node, m) in shapes::macs(graph, &shapes::infer_sizes(graph, sizes)?) {
         let g = totals.get_mut(&node_groups[&node]).expect("every group is listed");
-        g.macs_dense += m;
-        g.macs_effective += (m as f64 * density.get(node.as_str()).copied().unwrap_or(1.0)).round() as u64;
+        g.macs_dense = g.macs_dense.saturating_add(m);
+        let effective = (m as f64 * density.get(node.as_str()).copied().unwrap_or(1.0)).round() as u64;
+        g.macs_effective = g.macs_effective.saturating_add(effective);
     }
     Ok(order
         .into_iter()

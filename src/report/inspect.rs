@@ -174,7 +174,7 @@ pub fn inspect(
         file_bytes: ckpt.file_len() as u64,
         family: graph.family.clone(),
         inferred_graph: loaded.inferred,
-        warnings: loaded.warnings,
+        warnings: loaded.warnings.into_iter().chain(ckpt.value_problems(model)?).collect(),
         input,
         tasks: model.tasks.clone(),
         groups,

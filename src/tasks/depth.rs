@@ -16,6 +16,9 @@ impl KindDef for Depth {
     fn default_outputs(&self) -> Option<usize> {
         Some(1)
     }
+    fn fixed_outputs(&self) -> Option<usize> {
+        Some(1)
+    }
     fn default_loss_weight(&self) -> f64 {
         3.0
     }

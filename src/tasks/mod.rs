@@ -18,6 +18,10 @@ use tch::Tensor;
 pub trait KindDef: Sync {
     /// The output width when a task spec gives none; `None` when it must be given (classes).
     fn default_outputs(&self) -> Option<usize>;
+    /// The only output width the kind's loss and metrics work with, if there is one.
+    fn fixed_outputs(&self) -> Option<usize> {
+        None
+    }
     /// The weight of the kind's loss in a multi-task sum (the reference's lambdas).
     fn default_loss_weight(&self) -> f64 {
         1.0
@@ -118,7 +122,7 @@ pub(crate) fn no_labels(kind: TaskKind) -> anyhow::Error {
 
 /// Parses "seg:segmentation:13,normal:normal,depth:depth" (outputs default to 3 for normal, 1 for depth).
 pub fn parse_task_specs(text: &str) -> Result<Vec<TaskSpec>> {
-    crate::graph::parse_task_list(text)
+    let specs = crate::graph::parse_task_list(text)
         .iter()
         .map(|item| {
             let parts: Vec<&str> = item.split(':').collect();
@@ -148,5 +152,25 @@ pub fn parse_task_specs(text: &str) -> Result<Vec<TaskSpec>> {
                 outputs,
             })
         })
-        .collect()
+        .collect::<Result<Vec<TaskSpec>>>()?;
+    check_specs(&specs)?;
+    Ok(specs)
+}
+
+/// Refuses a task list whose output widths do not fit their kinds (a normal task needs 3).
+pub fn check_specs(tasks: &[TaskSpec]) -> Result<()> {
+    for t in tasks {
+        if let Some(n) = def(t.kind).fixed_outputs() {
+            if t.outputs != n {
+                bail!(
+                    "task '{}' ({}) has {} outputs; {} tasks have {n}",
+                    t.name,
+                    t.kind.as_str(),
+                    t.outputs,
+                    t.kind.as_str()
+                );
+            }
+        }
+    }
+    Ok(())
 }

@@ -24,6 +24,9 @@ impl KindDef for Normal {
     fn default_outputs(&self) -> Option<usize> {
         Some(3)
     }
+    fn fixed_outputs(&self) -> Option<usize> {
+        Some(3)
+    }
     fn default_loss_weight(&self) -> f64 {
         20.0
     }

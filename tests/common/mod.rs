@@ -107,3 +107,20 @@ pub const TINY_SCENENET: [&str; 8] = [
     "--head-width",
     "8",
 ];
+
+/// Rewrites one metadata field of a safetensors file in place (the data stays as it is).
+pub fn patch_metadata(path: &Path, key: &str, edit: impl Fn(&str) -> String) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let field = header["__metadata__"][key].as_str().unwrap().to_string();
+    header["__metadata__"][key] = serde_json::Value::String(edit(&field));
+    let mut text = serde_json::to_string(&header).unwrap();
+    while !text.len().is_multiple_of(8) {
+        text.push(' ');
+    }
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(path, out).unwrap();
+}

@@ -67,6 +67,7 @@ impl SceneNetConfig {
         if self.tasks.is_empty() {
             bail!("SceneNet needs at least one task");
         }
+        crate::tasks::check_specs(&self.tasks)?;
         Ok(())
     }
 

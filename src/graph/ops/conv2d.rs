@@ -1,6 +1,6 @@
 //! `conv2d`: a 2-d convolution of [N, C, H, W], weight [O, C / groups, kh, kw], optional bias [O].
 
-use super::{pair, ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx};
+use super::{saturating_product, pair, ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::{arith::conv_out, kernels, ParamRole};
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
@@ -96,8 +96,9 @@ impl OpDef for Conv2d {
         Ok(vec![self.out_channels, out(0, h)?, out(1, w)?])
     }
     fn macs(&self, _inputs: &[&Shape], output: &Shape) -> Option<u64> {
-        let per_output = (self.in_channels / self.groups * self.kernel[0] * self.kernel[1]) as u64;
-        Some(output.iter().product::<usize>() as u64 * per_output)
+        // Saturating: a hostile header's sizes must not wrap into a small count.
+        let per_output = [self.in_channels / self.groups, self.kernel[0], self.kernel[1]];
+        Some(saturating_product(per_output.iter().chain(output)))
     }
     fn eval(&self, cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
         let weight = cx.param(&self.weight)?;

@@ -1,7 +1,7 @@
 //! `linear`: y = x W^T + b over the last axis, for inputs of any rank ([N, F], [N, L, F], ...).
 //! Weight [O, F], optional bias [O].
 
-use super::{ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx};
+use super::{saturating_product, ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::ParamRole;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -45,8 +45,8 @@ impl OpDef for Linear {
         }
     }
     fn macs(&self, inputs: &[&Shape], _output: &Shape) -> Option<u64> {
-        let rows: usize = inputs[0][..inputs[0].len() - 1].iter().product();
-        Some((rows * self.in_features * self.out_features) as u64)
+        let rows = &inputs[0][..inputs[0].len() - 1];
+        Some(saturating_product(rows.iter().chain(&[self.in_features, self.out_features])))
     }
     fn eval(&self, cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
         Ok(args[0].linear(cx.param(&self.weight)?, cx.opt_param(&self.bias)?))

@@ -190,6 +190,11 @@ registry! {
 
 pub use upsample::UpsampleMode;
 
+/// The product of sizes as a count, saturating at `u64::MAX` instead of wrapping.
+pub(crate) fn saturating_product<'a>(sizes: impl Iterator<Item = &'a usize>) -> u64 {
+    sizes.fold(1u64, |acc, &d| acc.saturating_mul(d as u64))
+}
+
 /// `[usize; 2]` as libtorch's `[i64; 2]`.
 pub(crate) fn pair(v: [usize; 2]) -> [i64; 2] {
     [v[0] as i64, v[1] as i64]
