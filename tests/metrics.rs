@@ -2,7 +2,7 @@
 
 use cut::graph::{TaskKind, TaskSpec};
 use cut::metrics::{delta_m, Accumulator, Metric, TaskMetrics};
-use tch::Tensor;
+use tch::{Device, Kind, Tensor};
 
 fn task(kind: TaskKind, outputs: usize) -> TaskSpec {
     TaskSpec {
@@ -110,10 +110,11 @@ fn tm(task: &str, metrics: &[(&str, f64, bool)]) -> TaskMetrics {
             .iter()
             .map(|&(n, v, h)| Metric {
                 name: n.into(),
-                value: v,
+                value: Some(v),
                 higher_is_better: h,
             })
             .collect(),
+        warnings: Vec::new(),
     }
 }
 
@@ -147,4 +148,52 @@ fn classification_accuracy_and_regression_mae() {
     let mut acc = Accumulator::new(&t).unwrap();
     acc.update(&pred, &Tensor::from_slice(&[2.5f32, 3.0]));
     close(acc.finish(&t).get("mae").unwrap(), 0.75);
+}
+
+/// Nothing scored is missing, never 0 (which reads as a perfect error), with a warning; labels at
+/// or above the class count are counted and warned about; delta_m skips missing metrics.
+#[test]
+fn zero_counts_are_missing_and_out_of_range_labels_are_counted() {
+    // Depth: every label invalid.
+    let t = task(TaskKind::Depth, 1);
+    let mut acc = Accumulator::new(&t).unwrap();
+    acc.update(
+        &Tensor::ones([1, 1, 2, 2], (Kind::Float, Device::Cpu)),
+        &Tensor::zeros([1, 1, 2, 2], (Kind::Float, Device::Cpu)),
+    );
+    let m = acc.finish(&t);
+    assert_eq!(m.count, 0);
+    assert!(m.metrics.iter().all(|x| x.value.is_none()), "{:?}", m.metrics);
+    assert_eq!(m.get("abs_err"), None);
+    assert_eq!(
+        m.warnings,
+        ["nothing was scored (no valid labels): its metrics are missing"]
+    );
+    let json = serde_json::to_value(&m).unwrap();
+    assert!(json["metrics"][0]["value"].is_null());
+    assert_eq!(m.metrics[0].shown(), "-");
+
+    // Segmentation, 3 classes: labels 0, 1, 7, 255, 9 -> two scored, two out of range, one ignored.
+    let t = task(TaskKind::Segmentation, 3);
+    let mut acc = Accumulator::new(&t).unwrap();
+    let pred = Tensor::zeros([1, 3, 1, 5], (Kind::Float, Device::Cpu));
+    acc.update(&pred, &Tensor::from_slice(&[0i64, 1, 7, 255, 9]).view([1, 1, 5]));
+    let m = acc.finish(&t);
+    assert_eq!(m.count, 2);
+    assert_eq!(m.get("pixel_acc"), Some(0.5));
+    assert_eq!(
+        m.warnings,
+        ["2 labelled pixels hold a class at or above the model's 3 (or below 0) and were not scored"]
+    );
+    // All out of range: missing, both warnings.
+    let mut acc = Accumulator::new(&t).unwrap();
+    acc.update(&pred, &Tensor::from_slice(&[5i64, 6, 7, 8, 9]).view([1, 1, 5]));
+    let m = acc.finish(&t);
+    assert_eq!((m.count, m.get("miou"), m.warnings.len()), (0, None, 2));
+
+    // delta_m leaves out what is missing on either side.
+    let mut now = vec![tm("depth", &[("abs_err", 0.3, false), ("rel_err", 0.1, false)])];
+    now[0].metrics[1].value = None;
+    let base = vec![tm("depth", &[("abs_err", 0.4, false), ("rel_err", 0.2, false)])];
+    close(delta_m(&now, &base).unwrap(), 25.0);
 }

@@ -707,3 +707,44 @@ fn a_terminated_prune_leaves_nothing() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Labels the model has no class for are counted and said (the synthetic data has 12 classes, the
+/// small model 5), in the text and in the JSON, instead of silently left out.
+#[test]
+fn eval_warns_about_labels_outside_the_classes() {
+    let t = tempfile::tempdir().unwrap();
+    let model = small_file(t.path());
+    let data = small_data(t.path());
+    let o = cut()
+        .arg("eval")
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let warning = stderr
+        .lines()
+        .find(|l| l.starts_with("cut: warning: task 'seg': "))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        warning.ends_with("labelled pixels hold a class at or above the model's 5 (or below 0) and were not scored"),
+        "{warning}"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let seg = common::find(&v["tasks"], "task", "seg");
+    let count: u64 = warning["cut: warning: task 'seg': ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(count > 0);
+    assert_eq!(
+        seg["warnings"][0].as_str().unwrap(),
+        &warning["cut: warning: task 'seg': ".len()..]
+    );
+    assert!(common::find(&v["tasks"], "task", "depth").get("warnings").is_none());
+}

@@ -71,6 +71,11 @@ pub fn run(a: Args) -> Result<()> {
         bar.finish_and_clear();
         out
     };
+    for t in &metrics {
+        for w in &t.warnings {
+            eprintln!("cut: warning: task '{}': {w}", t.task);
+        }
+    }
     let delta = match &a.baseline {
         Some(path) => Some(delta_m(&metrics, &read_baseline(path)?)?),
         None => None,
@@ -108,7 +113,7 @@ pub fn metrics_table(tasks: &[cut::metrics::TaskMetrics]) -> String {
             .map(|m| {
                 vec![
                     m.name.clone(),
-                    format!("{:.4}", m.value),
+                    m.shown(),
                     if m.higher_is_better {
                         "higher".into()
                     } else {

@@ -166,6 +166,14 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         progress(phase, done, total)
     })?;
     outcome.timings.load_s = load_s;
+    if let Some(acc) = &outcome.accuracy {
+        // The labels are the same before and after: their warnings once.
+        for t in &acc.before {
+            for w in &t.warnings {
+                warn(&format!("task '{}': {w}", t.task));
+            }
+        }
+    }
 
     let bytes = writer::model_bytes(
         &outcome.model,

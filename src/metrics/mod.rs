@@ -19,11 +19,14 @@ pub struct TaskMetrics {
     /// Pixels (or samples) scored.
     pub count: u64,
     pub metrics: Vec<Metric>,
+    /// What the user should know about the labels (out-of-range classes, nothing scored).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl TaskMetrics {
     pub fn get(&self, name: &str) -> Option<f64> {
-        self.metrics.iter().find(|m| m.name == name).map(|m| m.value)
+        self.metrics.iter().find(|m| m.name == name).and_then(|m| m.value)
     }
 }
 
@@ -54,11 +57,16 @@ impl Accumulator {
 
     pub fn finish(&self, task: &TaskSpec) -> TaskMetrics {
         let (count, metrics) = self.inner.finish();
+        let mut warnings = self.inner.warnings();
+        if count == 0 {
+            warnings.push("nothing was scored (no valid labels): its metrics are missing".into());
+        }
         TaskMetrics {
             task: task.name.clone(),
             kind: task.kind,
             count,
             metrics,
+            warnings,
         }
     }
 }
@@ -79,7 +87,8 @@ pub fn delta_m(current: &[TaskMetrics], baseline: &[TaskMetrics]) -> Result<f64>
                 continue;
             }
             let sign = if metric.higher_is_better { 1.0 } else { -1.0 };
-            terms.push(sign * (metric.value - bv) / bv * 100.0);
+            let Some(v) = metric.value else { continue };
+            terms.push(sign * (v - bv) / bv * 100.0);
         }
         if !terms.is_empty() {
             per_task.push(terms.iter().sum::<f64>() / terms.len() as f64);

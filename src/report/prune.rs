@@ -285,9 +285,9 @@ fn metric_rows(acc: &Accuracy) -> Vec<Vec<String>> {
         for ((mb, mp), ma) in b.metrics.iter().zip(&p.metrics).zip(&a.metrics) {
             rows.push(vec![
                 format!("{} {}", b.task, mb.name),
-                format!("{:.4}", mb.value),
-                format!("{:.4}", mp.value),
-                format!("{:.4}", ma.value),
+                mb.shown(),
+                mp.shown(),
+                ma.shown(),
                 if mb.higher_is_better {
                     "higher".into()
                 } else {

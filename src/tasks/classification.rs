@@ -47,6 +47,6 @@ impl Metrics for Accuracy {
         } else {
             0.0
         };
-        (self.total, vec![metric("accuracy", accuracy, true)])
+        (self.total, vec![metric("accuracy", accuracy, true, self.total > 0)])
     }
 }

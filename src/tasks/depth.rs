@@ -67,15 +67,15 @@ impl Metrics for DepthErrors {
         }
     }
     fn finish(&self) -> (u64, Vec<Metric>) {
-        let n = self.count.max(1) as f64;
+        let (n, scored) = (self.count.max(1) as f64, self.count > 0);
         (
             self.count,
             vec![
-                metric("abs_err", self.abs / n, false),
-                metric("rel_err", self.rel / n, false),
-                metric("delta_1.25", self.deltas[0] as f64 / n * 100.0, true),
-                metric("delta_1.25^2", self.deltas[1] as f64 / n * 100.0, true),
-                metric("delta_1.25^3", self.deltas[2] as f64 / n * 100.0, true),
+                metric("abs_err", self.abs / n, false, scored),
+                metric("rel_err", self.rel / n, false, scored),
+                metric("delta_1.25", self.deltas[0] as f64 / n * 100.0, true, scored),
+                metric("delta_1.25^2", self.deltas[1] as f64 / n * 100.0, true, scored),
+                metric("delta_1.25^3", self.deltas[2] as f64 / n * 100.0, true, scored),
             ],
         )
     }

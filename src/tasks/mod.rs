@@ -42,6 +42,10 @@ pub trait Metrics: Send {
     fn update(&mut self, pred: &Tensor, label: &Tensor);
     /// What was scored (pixels or samples) and the metrics.
     fn finish(&self) -> (u64, Vec<Metric>);
+    /// What the user should know about the labels seen (out-of-range values, say).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A predictor that outputs the same value for every input, fitted on labels.
@@ -66,8 +70,17 @@ pub fn def(kind: TaskKind) -> &'static dyn KindDef {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Metric {
     pub name: String,
-    pub value: f64,
+    /// `None` (null in JSON, "-" in tables) when nothing was scored: never a 0 that reads as a
+    /// perfect error.
+    pub value: Option<f64>,
     pub higher_is_better: bool,
+}
+
+impl Metric {
+    /// The value for a table: four decimals, or "-" when missing.
+    pub fn shown(&self) -> String {
+        self.value.map_or("-".to_string(), |v| format!("{v:.4}"))
+    }
 }
 
 /// Nearest resize of [N, C, h, w] predictions to [H, W].
@@ -80,11 +93,11 @@ pub fn resize_nearest(pred: &Tensor, hw: (i64, i64)) -> Tensor {
     }
 }
 
-/// A named metric.
-pub(crate) fn metric(name: &str, value: f64, higher_is_better: bool) -> Metric {
+/// A named metric, missing when nothing was scored (`scored` false).
+pub(crate) fn metric(name: &str, value: f64, higher_is_better: bool, scored: bool) -> Metric {
     Metric {
         name: name.into(),
-        value,
+        value: scored.then_some(value),
         higher_is_better,
     }
 }

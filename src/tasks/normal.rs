@@ -89,11 +89,11 @@ impl Metrics for Angles {
         (
             n as u64,
             vec![
-                metric("mean_angle", mean, false),
-                metric("median_angle", median, false),
-                metric("within_11.25", within(11.25), true),
-                metric("within_22.5", within(22.5), true),
-                metric("within_30", within(30.0), true),
+                metric("mean_angle", mean, false, n > 0),
+                metric("median_angle", median, false, n > 0),
+                metric("within_11.25", within(11.25), true, n > 0),
+                metric("within_22.5", within(22.5), true, n > 0),
+                metric("within_30", within(30.0), true, n > 0),
             ],
         )
     }

@@ -45,7 +45,12 @@ impl Metrics for AbsoluteError {
     fn finish(&self) -> (u64, Vec<Metric>) {
         (
             self.count,
-            vec![metric("mae", self.abs / self.count.max(1) as f64, false)],
+            vec![metric(
+                "mae",
+                self.abs / self.count.max(1) as f64,
+                false,
+                self.count > 0,
+            )],
         )
     }
 }

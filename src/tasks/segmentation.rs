@@ -29,6 +29,7 @@ impl KindDef for Segmentation {
         Box::new(Confusion {
             classes: task.outputs,
             confusion: vec![0; task.outputs * task.outputs],
+            out_of_range: 0,
         })
     }
     fn constant(&self, task: &TaskSpec) -> Result<Box<dyn Constant>> {
@@ -41,9 +42,20 @@ impl KindDef for Segmentation {
 struct Confusion {
     classes: usize,
     confusion: Vec<u64>,
+    /// Labels other than the ignore value that are not a class of the model.
+    out_of_range: u64,
 }
 
 impl Metrics for Confusion {
+    fn warnings(&self) -> Vec<String> {
+        if self.out_of_range == 0 {
+            return Vec::new();
+        }
+        vec![format!(
+            "{} labelled pixels hold a class at or above the model's {} (or below 0) and were not scored",
+            self.out_of_range, self.classes
+        )]
+    }
     fn update(&mut self, pred: &Tensor, label: &Tensor) {
         let _guard = tch::no_grad_guard();
         let pred = at_label_size(pred, label);
@@ -51,6 +63,8 @@ impl Metrics for Confusion {
         let gt = label.flatten(0, -1);
         let pr = pred.argmax(1, false).flatten(0, -1);
         let valid = gt.ne(SEG_IGNORE).logical_and(&gt.lt(c)).logical_and(&gt.ge(0));
+        let labelled = gt.ne(SEG_IGNORE).sum(Kind::Int64).int64_value(&[]);
+        self.out_of_range += (labelled - valid.sum(Kind::Int64).int64_value(&[])) as u64;
         let idx = gt.masked_select(&valid) * c + pr.masked_select(&valid);
         let counts = idx.bincount(None::<Tensor>, c * c).to_device(tch::Device::Cpu);
         let counts: Vec<i64> = Vec::<i64>::try_from(&counts).expect("bincount is int64");
@@ -78,7 +92,14 @@ impl Metrics for Confusion {
             ious.iter().sum::<f64>() / ious.len() as f64
         };
         let acc = if total > 0 { diag as f64 / total as f64 } else { 0.0 };
-        (total, vec![metric("miou", miou, true), metric("pixel_acc", acc, true)])
+        let scored = total > 0;
+        (
+            total,
+            vec![
+                metric("miou", miou, true, scored),
+                metric("pixel_acc", acc, true, scored),
+            ],
+        )
     }
 }
 
