@@ -332,3 +332,46 @@ fn any_source_of_examples_loads_in_batches() {
     seen.dedup();
     assert_eq!(seen, [0.0, 1.0, 2.0, 3.0, 4.0], "every example once per epoch");
 }
+
+/// Label images read as the layout means them or refused: a 16-bit segmentation keeps its class
+/// indices (scaling to 8 bits turned 3 into 0); RGB segmentation and grayscale normal maps are
+/// refused, naming the file.
+#[test]
+fn label_images_are_read_as_meant_or_refused() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("d");
+    synth(&root, 2, 1, 1);
+    let ds = Dataset::open(&root, None).unwrap();
+    let item = ds.test[0].clone();
+    let (w, h) = (32u32, 24u32);
+
+    let mut seg16 = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::new(w, h);
+    seg16.put_pixel(5, 3, image::Luma([3]));
+    seg16.put_pixel(6, 3, image::Luma([255]));
+    seg16.put_pixel(7, 3, image::Luma([300]));
+    seg16.save(&item.seg).unwrap();
+    let s = item.load().unwrap();
+    let at = |x: usize, y: usize| s.seg[y * w as usize + x];
+    assert_eq!((at(5, 3), at(6, 3), at(7, 3), at(0, 0)), (3, 255, 300, 0));
+
+    image::RgbImage::new(w, h).save(&item.seg).unwrap();
+    let err = item.load().err().unwrap().to_string();
+    assert!(
+        err.starts_with(&format!(
+            "{}: segmentation must be a single-channel PNG",
+            item.seg.display()
+        )),
+        "{err}"
+    );
+
+    image::GrayImage::new(w, h).save(&item.seg).unwrap();
+    image::GrayImage::new(w, h).save(&item.normal).unwrap();
+    let err = item.load().err().unwrap().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}: a normal map must be an 8-bit RGB PNG, not L8",
+            item.normal.display()
+        )
+    );
+}

@@ -139,19 +139,30 @@ impl Item {
                 image[c * n + i] = px.0[2 - c] as f32 - BGR_MEAN[c];
             }
         }
+        // Class indices as stored: 16-bit values are read as they are, not scaled to 8 bits.
         let seg_img = open_png(&self.seg)?;
-        if seg_img.color().channel_count() != 1 {
-            bail!("{}: segmentation must be a single-channel PNG", self.seg.display());
-        }
-        let seg_img = seg_img.to_luma8();
-        check_size(
-            &self.seg,
-            (seg_img.height() as usize, seg_img.width() as usize),
-            (height, width),
-        )?;
-        let seg = seg_img.pixels().map(|p| p.0[0] as i64).collect();
+        let seg_hw = (seg_img.height() as usize, seg_img.width() as usize);
+        let seg: Vec<i64> = match &seg_img {
+            image::DynamicImage::ImageLuma8(g) => g.pixels().map(|p| p.0[0] as i64).collect(),
+            image::DynamicImage::ImageLuma16(g) => g.pixels().map(|p| p.0[0] as i64).collect(),
+            other => bail!(
+                "{}: segmentation must be a single-channel PNG of class indices (8- or 16-bit grayscale), not {:?}",
+                self.seg.display(),
+                other.color()
+            ),
+        };
+        check_size(&self.seg, seg_hw, (height, width))?;
 
-        let nimg = open_png(&self.normal)?.to_rgb8();
+        // Three 8-bit channels encode a normal; a grayscale map would decode to (v, v, v).
+        let nimg = open_png(&self.normal)?;
+        if !matches!(nimg.color(), image::ColorType::Rgb8 | image::ColorType::Rgba8) {
+            bail!(
+                "{}: a normal map must be an 8-bit RGB PNG, not {:?}",
+                self.normal.display(),
+                nimg.color()
+            );
+        }
+        let nimg = nimg.to_rgb8();
         check_size(
             &self.normal,
             (nimg.height() as usize, nimg.width() as usize),
