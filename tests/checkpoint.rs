@@ -256,6 +256,24 @@ fn bad_values_and_mismatched_metadata_are_refused() {
         "{err}"
     );
 
+    // A header that names a tensor, or a metadata field, twice (serde would keep the last).
+    let twice = r#"{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#;
+    let err = Checkpoint::open(raw_file(d, "twice.safetensors", twice, 8))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.ends_with("twice.safetensors: the header names 'x' twice"), "{err}");
+    let meta = r#"{"__metadata__":{"cut.layout":"dense","cut.layout":"packed"},"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#;
+    let err = Checkpoint::open(raw_file(d, "meta.safetensors", meta, 4))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.ends_with("meta.safetensors: the header names '__metadata__.cut.layout' twice"),
+        "{err}"
+    );
+    assert!(Checkpoint::open(write_small(d, "fine.safetensors", DType::F32)).is_ok());
+
     // A FIFO: refused at once (opening one would wait for a writer).
     let fifo = d.join("pipe.safetensors");
     let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();

@@ -214,6 +214,18 @@ impl Checkpoint {
         // SAFETY: the map is read-only; a file truncated underneath us is the caller's race, as with
         // any memory-mapped reader.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| anyhow!("{shown}: cannot map ({e})"))?;
+        // serde keeps the last of two equal keys; a header that names a tensor or a metadata field
+        // twice is refused instead of read by that accident (before the offsets are checked, which
+        // the surviving key's would fail in a confusing way).
+        let declared = u64::from_le_bytes(map[..8].try_into().expect("8 bytes checked above"));
+        if let Some(header) = usize::try_from(declared)
+            .ok()
+            .and_then(|n| map.get(8..8usize.checked_add(n)?))
+        {
+            if let Some(key) = duplicate_key(header) {
+                bail!("{shown}: the header names '{key}' twice");
+            }
+        }
         let (header_len, parsed) = match SafeTensors::read_metadata(&map[..]) {
             Ok(ok) => ok,
             Err(err) => {
@@ -424,6 +436,48 @@ impl Checkpoint {
         }
         Ok(out)
     }
+}
+
+/// The first key named twice in a safetensors header: among the tensors, or among the
+/// `__metadata__` fields (reported as `__metadata__.KEY`).
+fn duplicate_key(header: &[u8]) -> Option<String> {
+    use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::collections::HashSet;
+
+    /// Visits one JSON object; with `nested`, the `__metadata__` value is visited the same way.
+    struct Keys {
+        nested: bool,
+    }
+    impl<'de> Visitor<'de> for Keys {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+            let (mut seen, mut first) = (HashSet::new(), None);
+            while let Some(key) = map.next_key::<String>()? {
+                if self.nested && key == "__metadata__" {
+                    if let Some(inner) = map.next_value_seed(Keys { nested: false })? {
+                        first.get_or_insert(format!("__metadata__.{inner}"));
+                    }
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                if !seen.insert(key.clone()) {
+                    first.get_or_insert(key);
+                }
+            }
+            Ok(first)
+        }
+    }
+    impl<'de> DeserializeSeed<'de> for Keys {
+        type Value = Option<String>;
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> std::result::Result<Self::Value, D::Error> {
+            d.deserialize_map(self)
+        }
+    }
+    let mut de = serde_json::Deserializer::from_slice(header);
+    Keys { nested: true }.deserialize(&mut de).ok().flatten()
 }
 
 /// What is wrong with a tensor's values, if anything.
