@@ -274,6 +274,18 @@ fn bad_values_and_mismatched_metadata_are_refused() {
     );
     assert!(Checkpoint::open(write_small(d, "fine.safetensors", DType::F32)).is_ok());
 
+    // Overlapping offsets name the first tensor in file order, the same every run (the crate's hash
+    // map named either).
+    let overlap = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]},"c":{"dtype":"F32","shape":[1],"data_offsets":[12,16]}}"#;
+    let path = raw_file(d, "overlap.safetensors", overlap, 16);
+    for _ in 0..5 {
+        let err = Checkpoint::open(&path).err().unwrap().to_string();
+        assert!(
+            err.ends_with("tensor 'b' starts at byte 4 of the data, where the tensors before it end at 8: it overlaps the tensor before it"),
+            "{err}"
+        );
+    }
+
     // A FIFO: refused at once (opening one would wait for a writer).
     let fifo = d.join("pipe.safetensors");
     let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();

@@ -170,7 +170,7 @@ fn bad_inputs_fail_cleanly() {
     let overlap = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
     fails_with(
         &raw_file(d, "overlap.safetensors", overlap, 12),
-        "tensor 'b' has data offsets that overlap",
+        "tensor 'b' starts at byte 4 of the data, where the tensors before it end at 8: it overlaps",
     );
     let past_end = r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
     fails_with(

@@ -375,3 +375,29 @@ fn label_images_are_read_as_meant_or_refused() {
         )
     );
 }
+
+/// A depth .npy of the wrong rank, or cut short, is reported as such (the f64 retry used to report
+/// a dtype mismatch instead).
+#[test]
+fn npy_shape_and_length_errors_say_so() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("d");
+    synth(&root, 2, 1, 1);
+    let ds = Dataset::open(&root, None).unwrap();
+    let item = ds.test[0].clone();
+    ndarray_npy::write_npy(&item.depth, &ndarray::Array3::<f32>::ones((2, 3, 4))).unwrap();
+    let err = item.load().err().unwrap().to_string();
+    assert!(
+        err.starts_with(&format!("{}: cannot read a 2-d float .npy (", item.depth.display())),
+        "{err}"
+    );
+    assert!(err.contains("ndim") && !err.contains("descriptor"), "{err}");
+    ndarray_npy::write_npy(&item.depth, &ndarray::Array2::<f32>::ones((24, 32))).unwrap();
+    let bytes = std::fs::read(&item.depth).unwrap();
+    std::fs::write(&item.depth, &bytes[..bytes.len() - 100]).unwrap();
+    let err = item.load().err().unwrap().to_string();
+    assert!(!err.contains("descriptor"), "{err}");
+    // f64 depth still reads.
+    ndarray_npy::write_npy(&item.depth, &ndarray::Array2::<f64>::from_elem((24, 32), 2.5)).unwrap();
+    assert_eq!(item.load().unwrap().depth[7], 2.5);
+}

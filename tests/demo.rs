@@ -85,7 +85,8 @@ fn demo_model_is_trained_and_beats_constants() {
 
 #[test]
 fn eval_rejects_bad_requests() {
-    let fails = |args: &[&str], needle: &str| {
+    // Bad input exits 1; a missing or out-of-range option is a bad command line, exit 2.
+    let fails_with = |code: i32, args: &[&str], needle: &str| {
         let out = cut()
             .current_dir(root())
             .args(["eval", "assets/demo.safetensors"])
@@ -93,14 +94,25 @@ fn eval_rejects_bad_requests() {
             .output()
             .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
         assert!(stderr.contains(needle), "expected '{needle}' in {stderr}");
     };
+    let fails = |args: &[&str], needle: &str| fails_with(1, args, needle);
     fails(
         &["--data", "assets/demo-data", "--tasks", "sn"],
         "unknown task 'sn' (the model has: seg, normal, depth)",
     );
-    fails(&[], "--data DIR is required");
+    fails_with(2, &[], "--data DIR is required");
+    fails_with(
+        2,
+        &["--data", "assets/demo-data", "--limit", "0"],
+        "--limit must be positive",
+    );
+    fails_with(
+        2,
+        &["--data", "assets/demo-data", "--val-fraction", "1.5"],
+        "--val-fraction 1.5 must be in [0, 1)",
+    );
     fails(&["--data", "assets/nope"], "assets/nope: dataset folder does not exist");
     fails(
         &["--data", "assets/demo-data", "--index", "other.json"],

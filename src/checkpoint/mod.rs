@@ -192,6 +192,34 @@ fn diagnose_sizes(header: &[u8]) -> Option<String> {
     None
 }
 
+/// The first tensor, in order of its data offsets, that does not start where the ones before it end.
+fn diagnose_offsets(header: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(header).ok()?;
+    let mut ranges: Vec<(usize, usize, &str)> = Vec::new();
+    for (name, info) in value.as_object()? {
+        if name != "__metadata__" {
+            let (start, end): (usize, usize) = serde_json::from_value(info.get("data_offsets")?.clone()).ok()?;
+            ranges.push((start, end, name));
+        }
+    }
+    ranges.sort();
+    let mut expected = 0;
+    for (start, end, name) in ranges {
+        if start != expected {
+            let how = if start < expected {
+                "overlaps the tensor before it"
+            } else {
+                "leaves a gap"
+            };
+            return Some(format!(
+                "tensor '{name}' starts at byte {start} of the data, where the tensors before it end at {expected}: it {how}"
+            ));
+        }
+        expected = end;
+    }
+    None
+}
+
 impl Checkpoint {
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {
         let path = path.as_ref().to_path_buf();
@@ -234,6 +262,13 @@ impl Checkpoint {
                         let n = u64::from_le_bytes(map[..8].try_into().unwrap()) as usize;
                         diagnose_sizes(&map[8..8 + n])
                             .unwrap_or_else(|| "a tensor's byte range does not match its dtype and shape".into())
+                    }
+                    // The crate names whichever tensor its hash map gave first; name the first one
+                    // in file order instead, the same every run.
+                    SafeTensorError::InvalidOffset(name) => {
+                        let n = u64::from_le_bytes(map[..8].try_into().unwrap()) as usize;
+                        diagnose_offsets(&map[8..8 + n])
+                            .unwrap_or_else(|| describe(SafeTensorError::InvalidOffset(name)))
                     }
                     other => describe(other),
                 };

@@ -1,6 +1,6 @@
 //! Arguments shared by several subcommands.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use cut::checkpoint::LoadOptions;
 use cut::graph::{parse_task_list, TaskKind};
 use cut::tasks::parse_task_specs;
@@ -48,7 +48,7 @@ pub fn parse_input_size(text: &str, channels: usize) -> Result<[usize; 3]> {
     match parts.as_slice() {
         [c, h, w] if *c > 0 && *h > 0 && *w > 0 => Ok([*c, *h, *w]),
         [h, w] if *h > 0 && *w > 0 => Ok([channels, *h, *w]),
-        _ => bail!("--input '{text}': expected CxHxW such as 3x480x640"),
+        _ => cut::usage_bail!("--input '{text}': expected CxHxW such as 3x480x640"),
     }
 }
 
@@ -91,7 +91,9 @@ pub struct SceneNetArgs {
 impl SceneNetArgs {
     pub fn config(&self) -> Result<cut::families::scenenet::SceneNetConfig> {
         let Some(tasks) = &self.tasks else {
-            bail!("--tasks is required to build a model, e.g. --tasks seg:segmentation:13,normal:normal,depth:depth");
+            cut::usage_bail!(
+                "--tasks is required to build a model, e.g. --tasks seg:segmentation:13,normal:normal,depth:depth"
+            );
         };
         let mut config = cut::families::scenenet::SceneNetConfig::reference(parse_task_specs(tasks)?);
         config.blocks = parse_usize_list("--blocks", &self.blocks)?;
@@ -132,7 +134,7 @@ impl DataArgs {
     pub fn require(&self, why: &str) -> Result<cut::data::Dataset> {
         match self.open()? {
             Some(d) => Ok(d),
-            None => bail!("--data DIR is required {why}"),
+            None => cut::usage_bail!("--data DIR is required {why}"),
         }
     }
 }

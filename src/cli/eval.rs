@@ -1,5 +1,5 @@
 use super::args::{progress, DataArgs, ModelArgs};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use cut::checkpoint::Checkpoint;
 use cut::data::Split;
 use cut::device::{resolve, DeviceChoice};
@@ -54,7 +54,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut items = data.split(a.split, a.data.val_fraction)?;
     if let Some(n) = a.limit {
         if n == 0 {
-            bail!("--limit must be positive");
+            cut::usage_bail!("--limit must be positive");
         }
         items.truncate(n);
     }

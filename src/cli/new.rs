@@ -1,5 +1,5 @@
 use super::args::SceneNetArgs;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use cut::checkpoint::metadata::Provenance;
 use cut::checkpoint::{writer, DType};
 use cut::fsio;
@@ -39,7 +39,7 @@ pub fn run(a: Args) -> Result<()> {
             serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?
         }
         None if family.name() == "scenenet" => serde_json::to_value(a.scenenet.config()?)?,
-        None => bail!("--family {} is built from --config FILE", family.name()),
+        None => cut::usage_bail!("--family {} is built from --config FILE", family.name()),
     };
     let model = family.build(&config).with_context(|| match &a.config {
         Some(path) => format!("{}", path.display()),

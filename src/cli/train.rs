@@ -1,5 +1,5 @@
 use super::args::{progress, DataArgs, SceneNetArgs};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use cut::checkpoint::metadata::Provenance;
 use cut::checkpoint::{sha256_file, writer, Checkpoint, DType, LoadOptions};
 use cut::data::Split;
@@ -82,7 +82,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let lambdas = task_lambdas(&tasks, a.lambdas.as_deref())?;
     if a.steps == 0 {
-        bail!("--steps must be positive");
+        cut::usage_bail!("--steps must be positive");
     }
     let data = a.data.require("to train")?;
     let train_items = data.split(Split::Train, a.data.val_fraction)?;

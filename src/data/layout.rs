@@ -176,9 +176,15 @@ impl Item {
             }
         }
 
-        let arr: Array2<f32> = ndarray_npy::read_npy(&self.depth)
-            .or_else(|_| ndarray_npy::read_npy::<_, Array2<f64>>(&self.depth).map(|a| a.mapv(|v| v as f32)))
-            .map_err(|e| anyhow!("{}: cannot read a 2-d float .npy ({e})", self.depth.display()))?;
+        // f32, else f64; an error of shape or length is reported as it is, not as the f64 retry's
+        // complaint about the dtype.
+        let arr: Array2<f32> = match ndarray_npy::read_npy::<_, Array2<f32>>(&self.depth) {
+            Ok(a) => a,
+            Err(ndarray_npy::ReadNpyError::WrongDescriptor(_)) => ndarray_npy::read_npy::<_, Array2<f64>>(&self.depth)
+                .map(|a| a.mapv(|v| v as f32))
+                .map_err(|e| anyhow!("{}: cannot read a 2-d float .npy ({e})", self.depth.display()))?,
+            Err(e) => bail!("{}: cannot read a 2-d float .npy ({e})", self.depth.display()),
+        };
         check_size(&self.depth, arr.dim(), (height, width))?;
         if let Some(pos) = arr.iter().position(|v| !v.is_finite()) {
             bail!(

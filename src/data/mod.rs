@@ -82,7 +82,7 @@ impl Dataset {
     /// (at least one item when the fraction is positive); train is the rest.
     pub fn split(&self, split: Split, val_fraction: f64) -> Result<Vec<Item>> {
         if !(0.0..1.0).contains(&val_fraction) {
-            bail!("--val-fraction {val_fraction} must be in [0, 1)");
+            crate::usage_bail!("--val-fraction {val_fraction} must be in [0, 1)");
         }
         let items = match split {
             Split::Test => self.test.clone(),

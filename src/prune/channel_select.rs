@@ -361,7 +361,7 @@ impl<'a> ChannelSearch<'a> {
         let limit = |c: &Cost| self.within(budget, c);
         if let Budget::MacShare(s) = budget {
             if !(s > 0.0 && s < 1.0) {
-                bail!("--sparsity {s} (share of MACs to remove) must be strictly between 0 and 1");
+                crate::usage_bail!("--sparsity {s} (share of MACs to remove) must be strictly between 0 and 1");
             }
         }
         let (smallest_keep, smallest) = self.evaluate(0.0)?;

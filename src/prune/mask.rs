@@ -26,7 +26,7 @@ impl Fusion {
             Fusion::Vote => {
                 let k = min_votes.unwrap_or_else(|| tasks.min(2));
                 if k == 0 || k > tasks {
-                    bail!("--min-votes {k} must be between 1 and the number of selected tasks ({tasks})");
+                    crate::usage_bail!("--min-votes {k} must be between 1 and the number of selected tasks ({tasks})");
                 }
                 k
             }
@@ -163,7 +163,7 @@ impl MaskSearch {
     /// Bisection on the per-task keep ratio until the fused sparsity is within `tolerance` of `target`.
     pub fn search(&self, target: f64, tolerance: f64) -> Result<MaskResult> {
         if !(target > 0.0 && target < 1.0) {
-            bail!("--sparsity {target} must be strictly between 0 and 1");
+            crate::usage_bail!("--sparsity {target} must be strictly between 0 and 1");
         }
         let (mut lo, mut hi) = (0.0f64, 1.0f64);
         let mut best = (0.5, self.sparsity(0.5));

@@ -222,11 +222,13 @@ pub fn prune(
     let device = cfg.finetune.device;
     let mut timings = Timings::default();
     if !(cfg.sparsity > 0.0 && cfg.sparsity < 1.0) {
-        bail!("--sparsity {} must be strictly between 0 and 1", cfg.sparsity);
+        crate::usage_bail!("--sparsity {} must be strictly between 0 and 1", cfg.sparsity);
     }
     check_criterion(cfg.criterion, cfg.granularity, data.is_some())?;
     if cfg.criterion == Criterion::Taylor && (cfg.strategy != Strategy::Shared || cfg.precision != Precision::F32) {
-        bail!("--scoring and --precision apply to --criterion snip; taylor runs one f32 forward per batch");
+        crate::usage_bail!(
+            "--scoring and --precision apply to --criterion snip; taylor runs one f32 forward per batch"
+        );
     }
     if data.is_some() {
         check_labels(selected)?;

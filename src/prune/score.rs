@@ -8,7 +8,7 @@ use crate::data::loader::{Batch, Loader};
 use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
 use crate::graph::{Group, Model, ParamRole, TaskSpec};
 use crate::train::loss::task_loss;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardUniform};
@@ -136,7 +136,7 @@ impl Calibration {
     /// Calls `f` with each batch's index and the batch on the device, in the seeded shuffle's order.
     fn each_batch(self, mut f: impl FnMut(usize, Batch) -> Result<()>) -> Result<()> {
         if self.batches == 0 {
-            bail!("--calib-batches must be positive");
+            crate::usage_bail!("--calib-batches must be positive");
         }
         let mut loader = Loader::shuffled(self.items, self.batch_size, self.seed, self.device);
         for i in 0..self.batches {
