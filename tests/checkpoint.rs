@@ -286,6 +286,63 @@ fn bad_values_and_mismatched_metadata_are_refused() {
         );
     }
 
+    // A negative size in the graph names its node and field; a shape whose size overflows names
+    // its tensor.
+    let path = write_small(d, "neg.safetensors", DType::F32);
+    patch_metadata(&path, "cut.graph", |g| {
+        g.replacen(r#""in_channels":3"#, r#""in_channels":-3"#, 1)
+    });
+    let err = format!("{:#}", load(&path).unwrap_err());
+    assert!(
+        err.contains("graph node 'backbone.conv1' has in_channels -3; sizes and counts cannot be negative"),
+        "{err}"
+    );
+    let huge = r#"{"x":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,4]}}"#;
+    let err = Checkpoint::open(raw_file(d, "huge.safetensors", huge, 4))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("tensor 'x' has shape [4294967296, 4294967296, 4], whose byte count overflows"),
+        "{err}"
+    );
+
+    // A packed mask that keeps one element more than the values stored: inspect refuses it as
+    // loading does (it only counted zeros before).
+    let packed = d.join("packed.safetensors");
+    let (model, mut params) = small_model();
+    let _ = params.get_mut("backbone.conv1.weight").unwrap().get(0).fill_(0.0);
+    save_model(&packed, &model, &params, DType::F32, true, None).unwrap();
+    let bytes = std::fs::read(&packed).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let start = header["backbone.conv1.weight.mask"]["data_offsets"][0]
+        .as_u64()
+        .unwrap() as usize;
+    let mut bytes = bytes.clone();
+    bytes[8 + n + start] |= 1; // element 0 was zeroed, so its bit was clear
+    std::fs::write(&packed, &bytes).unwrap();
+    let o = cut_bin().arg("inspect").arg(&packed).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("tensor 'backbone.conv1.weight'") && stderr.contains("values are stored"),
+        "{stderr}"
+    );
+
+    // A reader that stops early: cut ends quietly, as Unix tools do (it panicked before).
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("cut"))
+        .arg("inspect")
+        .arg(write_small(d, "many.safetensors", DType::F32))
+        .arg("--tensors")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+
     // A FIFO: refused at once (opening one would wait for a writer).
     let fifo = d.join("pipe.safetensors");
     let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();

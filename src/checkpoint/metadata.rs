@@ -57,6 +57,9 @@ pub fn read_model(meta: &BTreeMap<String, String>) -> Result<Model> {
         ),
         None => bail!("metadata field '{GRAPH_KEY}' has no format version"),
     }
+    if let Some(problem) = negative_count(&version) {
+        bail!("metadata field '{GRAPH_KEY}': {problem}");
+    }
     let graph: Graph = serde_json::from_value(version)
         .with_context(|| format!("metadata field '{GRAPH_KEY}' is not a valid graph"))?;
     let tasks_text = meta
@@ -73,4 +76,33 @@ pub fn read_model(meta: &BTreeMap<String, String>) -> Result<Model> {
 
 pub fn read_provenance(meta: &BTreeMap<String, String>) -> Option<Provenance> {
     meta.get(PROVENANCE_KEY).and_then(|t| serde_json::from_str(t).ok())
+}
+
+/// A negative number where a graph holds counts and sizes, named by node and field (serde would
+/// say only "expected usize" and a column).
+fn negative_count(graph: &serde_json::Value) -> Option<String> {
+    let negative = |v: &serde_json::Value| match v {
+        serde_json::Value::Number(n) => n.as_i64().is_some_and(|i| i < 0),
+        serde_json::Value::Array(items) => items.iter().any(|i| i.as_i64().is_some_and(|i| i < 0)),
+        _ => false,
+    };
+    for node in graph.get("nodes")?.as_array()? {
+        let name = node.get("name").and_then(|n| n.as_str()).unwrap_or("?");
+        for (field, value) in node.as_object()? {
+            if negative(value) {
+                return Some(format!(
+                    "graph node '{name}' has {field} {value}; sizes and counts cannot be negative"
+                ));
+            }
+        }
+    }
+    for (section, value) in graph.as_object()? {
+        let nested = value.as_object().into_iter().flat_map(|o| o.iter());
+        for (field, v) in nested {
+            if negative(v) {
+                return Some(format!("graph {section} has {field} {v}; sizes cannot be negative"));
+            }
+        }
+    }
+    None
 }

@@ -181,7 +181,14 @@ fn diagnose_sizes(header: &[u8]) -> Option<String> {
         let dtype: Dtype = serde_json::from_value(info.get("dtype")?.clone()).ok()?;
         let shape: Vec<usize> = serde_json::from_value(info.get("shape")?.clone()).ok()?;
         let offsets: (usize, usize) = serde_json::from_value(info.get("data_offsets")?.clone()).ok()?;
-        let expected = shape.iter().product::<usize>() * dtype.bitsize() / 8;
+        let Some(expected) = shape
+            .iter()
+            .try_fold(dtype.bitsize() / 8, |acc: usize, &d| acc.checked_mul(d))
+        else {
+            return Some(format!(
+                "tensor '{name}' has shape {shape:?}, whose byte count overflows"
+            ));
+        };
         if offsets.1 < offsets.0 || offsets.1 - offsets.0 != expected {
             return Some(format!(
                 "tensor '{name}' declares bytes {}..{} but its dtype and shape {:?} need {expected} bytes",
@@ -262,6 +269,10 @@ impl Checkpoint {
                         let n = u64::from_le_bytes(map[..8].try_into().unwrap()) as usize;
                         diagnose_sizes(&map[8..8 + n])
                             .unwrap_or_else(|| "a tensor's byte range does not match its dtype and shape".into())
+                    }
+                    SafeTensorError::ValidationOverflow => {
+                        let n = u64::from_le_bytes(map[..8].try_into().unwrap()) as usize;
+                        diagnose_sizes(&map[8..8 + n]).unwrap_or_else(|| describe(SafeTensorError::ValidationOverflow))
                     }
                     // The crate names whichever tensor its hash map gave first; name the first one
                     // in file order instead, the same every run.
