@@ -141,7 +141,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// set without committing removes the temporaries. Without `overwrite`, a target that appeared
 /// since the run started is not replaced: the commit fails instead, and removes what it placed.
 pub struct Outputs {
-    staged: Vec<(PathBuf, Staged)>,
+    /// Each target, its temporary, and whether it may replace an existing file.
+    staged: Vec<(PathBuf, Staged, bool)>,
     overwrite: bool,
 }
 
@@ -154,8 +155,14 @@ impl Outputs {
     }
 
     pub fn stage(&mut self, path: &Path, bytes: &[u8]) -> Result<()> {
+        self.stage_with(path, bytes, self.overwrite)
+    }
+
+    /// [`Outputs::stage`], replacing an existing file when `overwrite` whatever the set's rule (a
+    /// log that each run rewrites).
+    pub fn stage_with(&mut self, path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
         let tmp = Staged::new(staged_file(path, bytes)?);
-        self.staged.push((path.to_path_buf(), tmp));
+        self.staged.push((path.to_path_buf(), tmp, overwrite));
         Ok(())
     }
 
@@ -163,15 +170,15 @@ impl Outputs {
         let mut live = live();
         let mut placed: Vec<PathBuf> = Vec::new();
         let mut staged = self.staged.into_iter();
-        while let Some((path, tmp)) = staged.next() {
-            if let Err(e) = tmp.place(&path, self.overwrite, &mut live) {
+        while let Some((path, tmp, overwrite)) = staged.next() {
+            if let Err(e) = tmp.place(&path, overwrite, &mut live) {
                 let why = if e.error.kind() == std::io::ErrorKind::AlreadyExists {
                     "it appeared while this run worked; pass --force to replace it".to_string()
                 } else {
                     e.error.to_string()
                 };
                 // The rest go while the registry is held (their drop would wait for it).
-                for (_, mut rest) in staged {
+                for (_, mut rest, _) in staged {
                     if let Some(tmp) = rest.0.take() {
                         live.retain(|p| p != tmp.path());
                     }

@@ -343,6 +343,19 @@ fn bad_values_and_mismatched_metadata_are_refused() {
     let o = child.wait_with_output().unwrap();
     assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
 
+    // Values libtorch would panic on, refused at load: a dropout probability of 2, a negative eps.
+    let path = write_small(d, "drop.safetensors", DType::F32);
+    patch_metadata(&path, "cut.graph", |g| g.replacen(r#""p":0.5"#, r#""p":2.0"#, 1));
+    let err = format!("{:#}", load(&path).unwrap_err());
+    assert!(err.contains("has a dropout probability of 2, outside 0..1"), "{err}");
+    let path = write_small(d, "eps.safetensors", DType::F32);
+    patch_metadata(&path, "cut.graph", |g| g.replacen(r#""eps":0.00001"#, r#""eps":-0.00001"#, 1));
+    let err = format!("{:#}", load(&path).unwrap_err());
+    assert!(
+        err.contains("has a batch-norm eps of -0.00001, not a finite number >= 0"),
+        "{err}"
+    );
+
     // A FIFO: refused at once (opening one would wait for a writer).
     let fifo = d.join("pipe.safetensors");
     let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();

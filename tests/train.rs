@@ -98,3 +98,27 @@ fn masked_training_is_deterministic_and_selects_on_validation() {
         assert!(moved > 0.0);
     }
 }
+
+/// Bad training options are refused before any data is read or work done, as bad command lines.
+#[test]
+fn train_options_are_checked_first() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, needle) in [
+        (vec!["--lr", "NaN"], "--lr NaN must be a finite number >= 0"),
+        (vec!["--batch", "0"], "--batch must be at least 1"),
+        (vec!["--steps", "0"], "--steps must be positive"),
+    ] {
+        let o = assert_cmd::Command::cargo_bin("cut")
+            .unwrap()
+            .args(["train", "--tasks", "seg:segmentation:3", "--data"])
+            .arg(dir.path().join("no-such-data"))
+            .args(&args)
+            .arg("-o")
+            .arg(dir.path().join("m.safetensors"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim(), format!("cut: error: {needle}"));
+    }
+}

@@ -46,14 +46,17 @@ pub fn run(a: Args) -> Result<()> {
         None => "the shape flags".to_string(),
     })?;
     let params = cut::graph::init::init_params(&model.graph, a.seed, tch::Device::Cpu);
-    writer::save_model(
-        &a.out,
+    let bytes = writer::model_bytes(
         &model,
         &params,
         a.dtype,
         false,
         Some(&Provenance::new(super::command_line(), None)),
     )?;
+    // Without --force, a file that appeared meanwhile is not replaced.
+    let mut outputs = fsio::Outputs::new(a.force);
+    outputs.stage(&a.out, &bytes)?;
+    outputs.commit()?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }

@@ -84,9 +84,6 @@ pub fn run(a: Args) -> Result<()> {
     if a.steps == 0 {
         cut::usage_bail!("--steps must be positive");
     }
-    let data = a.data.require("to train")?;
-    let train_items = data.split(Split::Train, a.data.val_fraction)?;
-    let val_items = data.split(Split::Val, a.data.val_fraction)?;
     let cfg = TrainConfig {
         steps: a.steps,
         batch: a.data.batch,
@@ -100,6 +97,11 @@ pub fn run(a: Args) -> Result<()> {
         device,
         freeze_norm: a.freeze_norm,
     };
+    // Every option checked before the data is read.
+    cfg.validate()?;
+    let data = a.data.require("to train")?;
+    let train_items = data.split(Split::Train, a.data.val_fraction)?;
+    let val_items = data.split(Split::Val, a.data.val_fraction)?;
     let bar = progress(a.steps as u64, "train");
     let outcome = train(
         &model,
@@ -115,8 +117,7 @@ pub fn run(a: Args) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    writer::save_model(
-        &a.out,
+    let model_bytes = writer::model_bytes(
         &model,
         &outcome.params,
         DType::F32,
@@ -132,7 +133,11 @@ pub fn run(a: Args) -> Result<()> {
         "seed": a.seed,
         "entries": outcome.log,
     });
-    fsio::write_atomic(&log_path, serde_json::to_string_pretty(&log)?.as_bytes())?;
+    // The model and its log appear together or not at all.
+    let mut outputs = fsio::Outputs::new(a.force);
+    outputs.stage(&a.out, &model_bytes)?;
+    outputs.stage_with(&log_path, serde_json::to_string_pretty(&log)?.as_bytes(), true)?;
+    outputs.commit()?;
     eprintln!(
         "wrote {} (best validation loss {:.4} at step {}), log {}",
         a.out.display(),
