@@ -349,7 +349,9 @@ fn bad_values_and_mismatched_metadata_are_refused() {
     let err = format!("{:#}", load(&path).unwrap_err());
     assert!(err.contains("has a dropout probability of 2, outside 0..1"), "{err}");
     let path = write_small(d, "eps.safetensors", DType::F32);
-    patch_metadata(&path, "cut.graph", |g| g.replacen(r#""eps":0.00001"#, r#""eps":-0.00001"#, 1));
+    patch_metadata(&path, "cut.graph", |g| {
+        g.replacen(r#""eps":0.00001"#, r#""eps":-0.00001"#, 1)
+    });
     let err = format!("{:#}", load(&path).unwrap_err());
     assert!(
         err.contains("has a batch-norm eps of -0.00001, not a finite number >= 0"),

@@ -748,3 +748,49 @@ fn eval_warns_about_labels_outside_the_classes() {
     );
     assert!(common::find(&v["tasks"], "task", "depth").get("warnings").is_none());
 }
+
+/// A failure after the model is built: while the run works, a directory appears where its
+/// Markdown report goes. The commit then fails on that report, and the model and JSON report it
+/// had already placed are removed again: the run leaves nothing of its own.
+#[test]
+fn a_failure_after_the_model_is_built_leaves_no_file() {
+    let t = tempfile::tempdir().unwrap();
+    let model = small_file(t.path());
+    let data = small_data(t.path());
+    let out = t.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let blocker = out.join("m.report.md");
+    let bin = assert_cmd::cargo::cargo_bin("cut");
+    let child = std::process::Command::new(bin)
+        .arg("prune")
+        .arg(&model)
+        .args([
+            "--tasks",
+            "seg,depth",
+            "--finetune-steps",
+            "600",
+            "--val-every",
+            "200",
+            "-o",
+        ])
+        .arg(out.join("m.safetensors"))
+        .arg("--data")
+        .arg(&data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Past the start-up checks (well under a second), well before 600 steps end (several seconds).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    std::fs::create_dir(&blocker).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("m.report.md: cannot move into place"), "{stderr}");
+    let mut left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["m.report.md"], "only the directory that blocked it");
+    assert!(blocker.is_dir());
+}
