@@ -664,6 +664,29 @@ fn bad_prune_input_fails_cleanly() {
     );
 }
 
+/// A prune of the small model to seg,depth with `steps` fine-tuning steps, writing `out/m.*`, as
+/// a child process whose stderr is captured.
+fn spawn_prune(model: &Path, data: &Path, out: &Path, steps: &str) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("cut"))
+        .arg("prune")
+        .arg(model)
+        .args([
+            "--tasks",
+            "seg,depth",
+            "--finetune-steps",
+            steps,
+            "--val-every",
+            "200",
+            "-o",
+        ])
+        .arg(out.join("m.safetensors"))
+        .arg("--data")
+        .arg(data)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// SIGTERM during a prune: the handler removes what was staged and exits 130 (a process the
 /// signal killed outright would report no code); no output and no temporary is left.
 #[test]
@@ -673,25 +696,7 @@ fn a_terminated_prune_leaves_nothing() {
     let data = small_data(t.path());
     let out = t.path().join("out");
     std::fs::create_dir(&out).unwrap();
-    let bin = assert_cmd::cargo::cargo_bin("cut");
-    let mut child = std::process::Command::new(bin)
-        .arg("prune")
-        .arg(&model)
-        .args([
-            "--tasks",
-            "seg,depth",
-            "--finetune-steps",
-            "100000",
-            "--val-every",
-            "1000",
-            "-o",
-        ])
-        .arg(out.join("m.safetensors"))
-        .arg("--data")
-        .arg(&data)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_prune(&model, &data, &out, "100000");
     // Long enough for the run to be well under way (loading, scoring, fine-tuning).
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(child.try_wait().unwrap().is_none(), "the run ended before the signal");
@@ -760,25 +765,7 @@ fn a_failure_after_the_model_is_built_leaves_no_file() {
     let out = t.path().join("out");
     std::fs::create_dir(&out).unwrap();
     let blocker = out.join("m.report.md");
-    let bin = assert_cmd::cargo::cargo_bin("cut");
-    let child = std::process::Command::new(bin)
-        .arg("prune")
-        .arg(&model)
-        .args([
-            "--tasks",
-            "seg,depth",
-            "--finetune-steps",
-            "600",
-            "--val-every",
-            "200",
-            "-o",
-        ])
-        .arg(out.join("m.safetensors"))
-        .arg("--data")
-        .arg(&data)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_prune(&model, &data, &out, "600");
     // Past the start-up checks (well under a second), well before 600 steps end (several seconds).
     std::thread::sleep(std::time::Duration::from_millis(1500));
     std::fs::create_dir(&blocker).unwrap();
