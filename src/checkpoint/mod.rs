@@ -77,10 +77,72 @@ impl DType {
     }
     /// True when the little-endian element is zero (either sign for floats).
     pub fn is_zero(self, bytes: &[u8]) -> bool {
-        match self {
-            DType::F32 => u32::from_le_bytes(bytes.try_into().unwrap()) & 0x7fff_ffff == 0,
-            DType::F16 | DType::BF16 => u16::from_le_bytes(bytes.try_into().unwrap()) & 0x7fff == 0,
-            DType::I64 | DType::U8 => bytes.iter().all(|&b| b == 0),
+        self.classify(bytes).zero
+    }
+
+    /// What a little-endian element is, read from its bits: zero (either sign), not finite (NaN or
+    /// infinity: the exponent all ones), negative (sign set, not zero). Integers are never
+    /// non-finite or negative here: nothing checks their sign.
+    pub fn classify(self, bytes: &[u8]) -> Element {
+        // (bits, sign bit, exponent mask) of a float format.
+        let (bits, sign, exponent) = match self {
+            DType::F32 => (u32::from_le_bytes(bytes.try_into().unwrap()), 1 << 31, 0x7f80_0000),
+            DType::F16 => (u16::from_le_bytes(bytes.try_into().unwrap()) as u32, 1 << 15, 0x7c00),
+            DType::BF16 => (u16::from_le_bytes(bytes.try_into().unwrap()) as u32, 1 << 15, 0x7f80),
+            DType::I64 | DType::U8 => {
+                let zero = bytes.iter().all(|&b| b == 0);
+                return Element {
+                    zero,
+                    non_finite: false,
+                    negative: false,
+                };
+            }
+        };
+        let zero = bits & !sign == 0;
+        Element {
+            zero,
+            non_finite: bits & exponent == exponent,
+            negative: bits & sign != 0 && !zero,
+        }
+    }
+}
+
+/// What one stored element is (see [`DType::classify`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Element {
+    pub zero: bool,
+    pub non_finite: bool,
+    pub negative: bool,
+}
+
+/// What streaming a tensor's stored values found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ValueScan {
+    /// Exactly-zero elements, those a packed layout leaves out included.
+    pub zeros: usize,
+    pub non_finite: bool,
+    pub negative: bool,
+}
+
+impl ValueScan {
+    fn add(&mut self, dtype: DType, bytes: &[u8]) {
+        for b in bytes.chunks_exact(dtype.size()) {
+            let e = dtype.classify(b);
+            self.zeros += usize::from(e.zero);
+            self.non_finite |= e.non_finite;
+            self.negative |= e.negative;
+        }
+    }
+
+    /// What is wrong with the values for a tensor of this role, if anything: NaN or infinity
+    /// anywhere, or a negative batch-norm running variance.
+    pub fn problem(&self, role: crate::graph::ParamRole) -> Option<&'static str> {
+        if self.non_finite {
+            Some("holds non-finite values (NaN or infinity)")
+        } else if self.negative && role == crate::graph::ParamRole::BnRunningVar {
+            Some("is a batch-norm running variance with negative values")
+        } else {
+            None
         }
     }
 }
@@ -348,30 +410,51 @@ impl Checkpoint {
         Ok(t.to_device(device))
     }
 
-    /// Counts exactly-zero elements of a tensor. Reads through a small buffer rather than the map so
-    /// that scanning a whole file does not pull it into this process's resident memory.
-    pub fn count_zeros(&self, entry: &TensorEntry) -> Result<usize> {
+    /// Scans a tensor's stored values for zeros and for values no model should hold, and checks a
+    /// packed mask against its values as loading does. Reads through a small buffer rather than
+    /// the map, so that scanning a whole file does not pull it into this process's resident memory.
+    pub fn scan(&self, entry: &TensorEntry) -> Result<ValueScan> {
         let (range, implicit) = match entry.storage {
             Storage::Dense(range) => (range, 0),
-            Storage::Packed { values, nnz, .. } => (values, entry.numel() - nnz),
+            Storage::Packed { mask, values, nnz } => {
+                let mut kept = 0usize;
+                self.read_through(entry, mask, 1, |bytes| {
+                    kept += bytes.iter().map(|b| b.count_ones() as usize).sum::<usize>()
+                })?;
+                // Bits past the last element are padding; a writer leaves them clear.
+                if kept != nnz {
+                    bail!(
+                        "{}: tensor '{}': mask keeps {kept} elements but {nnz} values are stored",
+                        self.path.display(),
+                        entry.name
+                    );
+                }
+                (values, entry.numel() - nnz)
+            }
         };
-        Ok(implicit + self.count_zeros_in(entry, range)?)
+        let mut scan = ValueScan {
+            zeros: implicit,
+            ..Default::default()
+        };
+        self.read_through(entry, range, entry.dtype.size(), |bytes| scan.add(entry.dtype, bytes))?;
+        Ok(scan)
     }
 
-    fn count_zeros_in(&self, entry: &TensorEntry, range: Range) -> Result<usize> {
+    /// Calls `each` on consecutive chunks (whole elements of `size` bytes) of a byte range of the
+    /// data, read with `pread` through a 1 MB buffer.
+    fn read_through(&self, entry: &TensorEntry, range: Range, size: usize, mut each: impl FnMut(&[u8])) -> Result<()> {
         use std::os::unix::fs::FileExt;
-        let size = entry.dtype.size();
         let mut buf = vec![0u8; (1 << 20) / size * size];
-        let (mut pos, end, mut zeros) = (self.data_start + range.0, self.data_start + range.1, 0);
+        let (mut pos, end) = (self.data_start + range.0, self.data_start + range.1);
         while pos < end {
             let n = buf.len().min(end - pos);
             self.file
                 .read_exact_at(&mut buf[..n], pos as u64)
                 .with_context(|| format!("{}: reading tensor '{}'", self.path.display(), entry.name))?;
-            zeros += buf[..n].chunks_exact(size).filter(|b| entry.dtype.is_zero(b)).count();
+            each(&buf[..n]);
             pos += n;
         }
-        Ok(zeros)
+        Ok(())
     }
 
     /// The model this checkpoint holds: from `cut.graph` metadata, or inferred from reference
@@ -454,9 +537,8 @@ impl Checkpoint {
         Ok(())
     }
 
-    /// Loads every tensor the graph uses, as trainable-ready f32 (i64 counters stay i64).
-    /// The model's tensors on `device`, refused if any holds a value no model should: NaN or
-    /// infinity, or a negative batch-norm running variance.
+    /// Loads every tensor the graph uses, as trainable-ready f32 (i64 counters stay i64), refused
+    /// if any holds a value no model should (see [`ValueScan::problem`]).
     pub fn load_params(&self, model: &Model, device: Device) -> Result<Params> {
         model
             .graph
@@ -464,23 +546,19 @@ impl Checkpoint {
             .iter()
             .map(|s| {
                 let t = self.tensor(&s.name, device)?;
-                if let Some(problem) = value_problem(&t, s.role) {
+                let entry = self.entry(&s.name)?;
+                let stored = match entry.storage {
+                    Storage::Dense(range) | Storage::Packed { values: range, .. } => range,
+                };
+                // The bytes were just decoded from the map: checking them reads nothing new.
+                let mut scan = ValueScan::default();
+                scan.add(entry.dtype, self.raw(stored));
+                if let Some(problem) = scan.problem(s.role) {
                     bail!("{}: tensor '{}' {problem}", self.path.display(), s.name);
                 }
                 Ok((s.name.clone(), t))
             })
             .collect()
-    }
-
-    /// One line per tensor of the model that `load_params` would refuse, for `cut inspect`.
-    pub fn value_problems(&self, model: &Model) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for s in model.graph.param_specs() {
-            if let Some(problem) = value_problem(&self.tensor(&s.name, Device::Cpu)?, s.role) {
-                out.push(format!("tensor '{}' {problem}", s.name));
-            }
-        }
-        Ok(out)
     }
 }
 
@@ -524,20 +602,6 @@ fn duplicate_key(header: &[u8]) -> Option<String> {
     }
     let mut de = serde_json::Deserializer::from_slice(header);
     Keys { nested: true }.deserialize(&mut de).ok().flatten()
-}
-
-/// What is wrong with a tensor's values, if anything.
-fn value_problem(t: &Tensor, role: crate::graph::ParamRole) -> Option<&'static str> {
-    if !t.is_floating_point() {
-        return None;
-    }
-    if t.isfinite().logical_not().any().int64_value(&[]) != 0 {
-        return Some("holds non-finite values (NaN or infinity)");
-    }
-    if role == crate::graph::ParamRole::BnRunningVar && t.lt(0.0).any().int64_value(&[]) != 0 {
-        return Some("is a batch-norm running variance with negative values");
-    }
-    None
 }
 
 /// sha256 of a file, hex, read in chunks.

@@ -27,6 +27,8 @@ pub struct TensorFootprint {
     /// Exactly-zero elements; counted for prunable weights only (biases and batch norms are not
     /// pruned).
     pub zeros: u64,
+    /// A value no model should hold (NaN, a negative running variance), for a checkpoint as stored.
+    pub problem: Option<&'static str>,
 }
 
 /// Totals of one group.
@@ -47,7 +49,8 @@ pub struct GroupFootprint {
     pub macs_effective: u64,
 }
 
-/// The tensors of a checkpoint as stored; zeros counted from the file (packed masks included).
+/// The tensors of a checkpoint as stored: zeros counted and values checked in one streaming pass
+/// over the file (packed masks checked against their values).
 pub fn of_checkpoint(ckpt: &Checkpoint, model: &Model) -> Result<Vec<TensorFootprint>> {
     let groups = model.graph.node_groups();
     model
@@ -56,8 +59,9 @@ pub fn of_checkpoint(ckpt: &Checkpoint, model: &Model) -> Result<Vec<TensorFootp
         .into_iter()
         .map(|spec| {
             let entry = ckpt.entry(&spec.name)?;
+            let scan = ckpt.scan(entry)?;
             let zeros = if spec.role.is_prunable_weight() {
-                ckpt.count_zeros(entry)? as u64
+                scan.zeros as u64
             } else {
                 0
             };
@@ -70,6 +74,7 @@ pub fn of_checkpoint(ckpt: &Checkpoint, model: &Model) -> Result<Vec<TensorFootp
                 bytes: entry.bytes() as u64,
                 bytes_packed: entry.bytes() as u64,
                 zeros,
+                problem: scan.problem(spec.role),
                 name: spec.name,
                 node: spec.node,
             })
@@ -107,6 +112,7 @@ pub fn of_params(model: &Model, params: &Params, dtype: DType) -> Vec<TensorFoot
                 bytes: n * size,
                 bytes_packed,
                 zeros,
+                problem: None,
                 name: spec.name,
                 node: spec.node,
             }

@@ -119,6 +119,10 @@ pub fn inspect(
         };
         stats.insert(g, s);
     }
+    let problems: Vec<String> = tensors
+        .iter()
+        .filter_map(|t| Some(format!("tensor '{}' {}", t.name, t.problem?)))
+        .collect();
     let tensor_list: Vec<TensorStats> = tensors
         .iter()
         .map(|t| TensorStats {
@@ -174,7 +178,7 @@ pub fn inspect(
         file_bytes: ckpt.file_len() as u64,
         family: graph.family.clone(),
         inferred_graph: loaded.inferred,
-        warnings: loaded.warnings.into_iter().chain(ckpt.value_problems(model)?).collect(),
+        warnings: loaded.warnings.into_iter().chain(problems).collect(),
         input,
         tasks: model.tasks.clone(),
         groups,
