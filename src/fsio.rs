@@ -4,26 +4,27 @@ use anyhow::{anyhow, bail, Context, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// The folder a file path lives in (`.` for a bare file name).
+fn folder(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
 /// The absolute path a (possibly not yet existing) file would have.
 fn resolved(path: &Path) -> Option<PathBuf> {
     if let Ok(p) = path.canonicalize() {
         return Some(p);
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    Some(parent.canonicalize().ok()?.join(path.file_name()?))
+    Some(folder(path).canonicalize().ok()?.join(path.file_name()?))
 }
 
 /// Checks an output path before any work is done: its folder exists, it is not one of the inputs,
 /// and it does not exist unless `overwrite`.
 pub fn check_output(path: &Path, inputs: &[&Path], overwrite: bool) -> Result<()> {
     let shown = path.display();
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let parent = folder(path);
     if !parent.is_dir() {
         bail!("{shown}: output folder {} does not exist", parent.display());
     }
@@ -104,10 +105,7 @@ impl Drop for Staged {
 /// A temporary file beside `path`, holding `bytes`, synced, readable like any output.
 fn staged_file(path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
     let shown = path.display();
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
+    let parent = folder(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(".cut-")
         .suffix(".tmp")

@@ -314,34 +314,29 @@ impl Checkpoint {
         // serde keeps the last of two equal keys; a header that names a tensor or a metadata field
         // twice is refused instead of read by that accident (before the offsets are checked, which
         // the surviving key's would fail in a confusing way).
+        // The header as its first 8 bytes declare it (empty when that runs past the file; the
+        // crate's read below then says so).
         let declared = u64::from_le_bytes(map[..8].try_into().expect("8 bytes checked above"));
-        if let Some(header) = usize::try_from(declared)
+        let header: &[u8] = usize::try_from(declared)
             .ok()
             .and_then(|n| map.get(8..8usize.checked_add(n)?))
-        {
-            if let Some(key) = duplicate_key(header) {
-                bail!("{shown}: the header names '{key}' twice");
-            }
+            .unwrap_or(&[]);
+        if let Some(key) = duplicate_key(header) {
+            bail!("{shown}: the header names '{key}' twice");
         }
         let (header_len, parsed) = match SafeTensors::read_metadata(&map[..]) {
             Ok(ok) => ok,
             Err(err) => {
                 let detail = match err {
-                    SafeTensorError::TensorInvalidInfo => {
-                        let n = u64::from_le_bytes(map[..8].try_into().unwrap()) as usize;
-                        diagnose_sizes(&map[8..8 + n])
-                            .unwrap_or_else(|| "a tensor's byte range does not match its dtype and shape".into())
-                    }
+                    SafeTensorError::TensorInvalidInfo => diagnose_sizes(header)
+                        .unwrap_or_else(|| "a tensor's byte range does not match its dtype and shape".into()),
                     SafeTensorError::ValidationOverflow => {
-                        let n = u64::from_le_bytes(map[..8].try_into().unwrap()) as usize;
-                        diagnose_sizes(&map[8..8 + n]).unwrap_or_else(|| describe(SafeTensorError::ValidationOverflow))
+                        diagnose_sizes(header).unwrap_or_else(|| describe(SafeTensorError::ValidationOverflow))
                     }
                     // The crate names whichever tensor its hash map gave first; name the first one
                     // in file order instead, the same every run.
                     SafeTensorError::InvalidOffset(name) => {
-                        let n = u64::from_le_bytes(map[..8].try_into().unwrap()) as usize;
-                        diagnose_offsets(&map[8..8 + n])
-                            .unwrap_or_else(|| describe(SafeTensorError::InvalidOffset(name)))
+                        diagnose_offsets(header).unwrap_or_else(|| describe(SafeTensorError::InvalidOffset(name)))
                     }
                     other => describe(other),
                 };

@@ -141,7 +141,6 @@ pub fn run(a: Args) -> Result<()> {
             max_layer_ratio: a.max_layer_ratio,
             packed: a.packed,
             finetune_steps: a.finetune_steps,
-            has_data: a.data.data.is_some(),
         },
         data: a.data.data.clone().map(|d| (d, a.data.index.clone())),
         val_fraction: a.data.val_fraction,

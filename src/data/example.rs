@@ -75,7 +75,7 @@ impl Batch {
             Some(t) => Ok(t),
             None => bail!(
                 "the dataset gives no '{name}' input (it gives: {})",
-                self.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                names(&self.inputs)
             ),
         }
     }
@@ -87,7 +87,7 @@ impl Batch {
             _ => bail!(
                 "the dataset gives {} inputs ({}) where one was expected",
                 self.inputs.len(),
-                self.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                names(&self.inputs)
             ),
         }
     }
@@ -105,7 +105,7 @@ impl Batch {
                     (None, _, _) => bail!(
                         "the graph reads input '{}', which the dataset does not give (it gives: {})",
                         decl.name,
-                        self.inputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                        names(&self.inputs)
                     ),
                 };
                 Ok((decl.name.clone(), t.shallow_clone()))
@@ -116,6 +116,17 @@ impl Batch {
     /// The label called `name`, or `None` when the dataset has none.
     pub fn label(&self, name: &str) -> Option<&Tensor> {
         self.labels.get(name)
+    }
+
+    /// The label called `name`, or an error naming the labels the dataset gives.
+    pub fn require_label(&self, name: &str) -> Result<&Tensor> {
+        match self.labels.get(name) {
+            Some(t) => Ok(t),
+            None => bail!(
+                "the dataset gives no '{name}' labels (it gives: {})",
+                names(&self.labels)
+            ),
+        }
     }
 
     /// Copies the batch to `device`. From pinned host memory (see [`super::loader::Loader`]) the
@@ -212,6 +223,11 @@ impl Batch {
             labels: stack(&|e: &Example| &e.labels),
         })
     }
+}
+
+/// The names of a batch's tensors, for messages.
+fn names(m: &BTreeMap<String, Tensor>) -> String {
+    m.keys().cloned().collect::<Vec<_>>().join(", ")
 }
 
 /// One tensor of every example's values of one field, in order.

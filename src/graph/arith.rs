@@ -25,3 +25,8 @@ pub fn conv_out(
     }
     Ok(out)
 }
+
+/// `[usize; 2]` as libtorch's `[i64; 2]`.
+pub fn pair(v: [usize; 2]) -> [i64; 2] {
+    [v[0] as i64, v[1] as i64]
+}

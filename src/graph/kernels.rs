@@ -3,7 +3,7 @@
 //! compare them); which path runs is decided by the thresholds here, whose timings are in
 //! `docs/performance.md`.
 
-use super::arith::conv_out;
+use super::arith::{conv_out, pair};
 use tch::Tensor;
 
 /// A convolution's geometry as libtorch takes it.
@@ -23,11 +23,6 @@ pub struct PoolWindow {
     pub stride: [usize; 2],
     pub padding: [usize; 2],
     pub ceil_mode: bool,
-}
-
-/// `[usize; 2]` as libtorch's `[i64; 2]`.
-fn pair(v: [usize; 2]) -> [i64; 2] {
-    [v[0] as i64, v[1] as i64]
 }
 
 /// A view of a contiguous CPU f32 tensor's values, checked: the tensor must be defined, on the

@@ -24,7 +24,7 @@ pub struct PruneJob {
     pub load: LoadOptions,
     /// The tasks to keep, as the user named them.
     pub tasks: Vec<String>,
-    /// The options whose defaults depend on each other (`has_data` is set from `data`).
+    /// The options whose defaults depend on each other (and on whether `data` is given).
     pub request: PruneRequest,
     /// A dataset folder and its index file name.
     pub data: Option<(PathBuf, String)>,
@@ -98,11 +98,8 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
     }
     let full = loaded.model;
     let selected = full.select_tasks(&job.tasks)?;
-    let request = PruneRequest {
-        has_data: job.data.is_some(),
-        ..job.request.clone()
-    };
-    let resolved = request.resolve()?;
+    let request = &job.request;
+    let resolved = request.resolve(job.data.is_some())?;
     let channel = request.granularity == Granularity::Channel;
     let criterion = resolved.criterion;
     let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();

@@ -35,8 +35,6 @@ pub struct PruneRequest {
     pub max_layer_ratio: Option<f64>,
     pub packed: bool,
     pub finetune_steps: usize,
-    /// Whether a dataset was given (`--data`).
-    pub has_data: bool,
 }
 
 /// The settings a request resolves to.
@@ -66,12 +64,13 @@ pub fn default_sparsity(granularity: Granularity) -> f64 {
 impl PruneRequest {
     /// Defaults and checks. Without data and without `--criterion`, the data-free magnitude score
     /// is used (with a warning), so the headline command `cut prune --tasks a,b model` runs as is.
-    pub fn resolve(&self) -> Result<Resolved> {
+    /// `has_data`: whether a dataset was given (`--data`).
+    pub fn resolve(&self, has_data: bool) -> Result<Resolved> {
         let channel = self.granularity == Granularity::Channel;
         let mut warnings = Vec::new();
         let criterion = match self.criterion {
             Some(c) => c,
-            None if self.has_data => Criterion::Snip,
+            None if has_data => Criterion::Snip,
             None => {
                 warnings.push(
                     "no --data: scoring by weight magnitude (--criterion magnitude), no fine-tuning, accuracy not measured"
@@ -80,7 +79,7 @@ impl PruneRequest {
                 Criterion::Magnitude
             }
         };
-        check_criterion(criterion, self.granularity, self.has_data)?;
+        check_criterion(criterion, self.granularity, has_data)?;
         let sparsity = self.sparsity.unwrap_or(default_sparsity(self.granularity));
         if !(sparsity > 0.0 && sparsity < 1.0) {
             crate::usage_bail!("--sparsity {sparsity} must be strictly between 0 and 1");
@@ -110,7 +109,7 @@ impl PruneRequest {
             channel_budget,
             channel_rules,
             widen_layer_ratio: self.max_layer_ratio.is_none(),
-            finetune_steps: if self.has_data { self.finetune_steps } else { 0 },
+            finetune_steps: if has_data { self.finetune_steps } else { 0 },
             warnings,
         })
     }
@@ -132,24 +131,18 @@ mod tests {
             max_layer_ratio: None,
             packed: false,
             finetune_steps: 300,
-            has_data: true,
         }
     }
 
     #[test]
     fn defaults_follow_data_and_granularity() {
-        let r = request().resolve().unwrap();
+        let r = request().resolve(true).unwrap();
         assert_eq!((r.criterion, r.sparsity, r.finetune_steps), (Criterion::Snip, 0.9, 300));
         assert!(r.warnings.is_empty());
         assert!(r.widen_layer_ratio);
         assert_eq!(r.channel_rules.max_layer_ratio, AUTO_LAYER_RATIOS[0]);
 
-        let no_data = PruneRequest {
-            has_data: false,
-            ..request()
-        }
-        .resolve()
-        .unwrap();
+        let no_data = request().resolve(false).unwrap();
         assert_eq!((no_data.criterion, no_data.finetune_steps), (Criterion::Magnitude, 0));
         assert_eq!(no_data.warnings.len(), 1);
         assert!(
@@ -163,7 +156,7 @@ mod tests {
             max_layer_ratio: Some(0.75),
             ..request()
         }
-        .resolve()
+        .resolve(true)
         .unwrap();
         assert_eq!(channel.sparsity, 0.5);
         assert!(!channel.widen_layer_ratio);
@@ -176,9 +169,9 @@ mod tests {
             (
                 PruneRequest {
                     criterion: Some(Criterion::Snip),
-                    has_data: false,
                     ..request()
                 },
+                false,
                 "--criterion snip scores with calibration data",
             ),
             (
@@ -186,6 +179,7 @@ mod tests {
                     sparsity: Some(1.0),
                     ..request()
                 },
+                true,
                 "--sparsity 1 must be strictly between 0 and 1",
             ),
             (
@@ -193,6 +187,7 @@ mod tests {
                     target_macs: Some(5),
                     ..request()
                 },
+                true,
                 "add --granularity channel",
             ),
             (
@@ -201,6 +196,7 @@ mod tests {
                     packed: true,
                     ..request()
                 },
+                true,
                 "drop --packed",
             ),
             (
@@ -209,6 +205,7 @@ mod tests {
                     round_to: 0,
                     ..request()
                 },
+                true,
                 "--round-to must be at least 1",
             ),
             (
@@ -216,11 +213,12 @@ mod tests {
                     criterion: Some(Criterion::Taylor),
                     ..request()
                 },
+                true,
                 "use it with --granularity channel",
             ),
         ];
-        for (req, message) in cases {
-            let err = req.resolve().unwrap_err();
+        for (req, has_data, message) in cases {
+            let err = req.resolve(has_data).unwrap_err();
             assert!(err.to_string().contains(message), "{err} / {message}");
             assert!(crate::error::is_usage(&err), "{err} should be a usage error");
         }

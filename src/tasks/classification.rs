@@ -10,9 +10,6 @@ use tch::{Kind, Tensor};
 pub struct Classification;
 
 impl KindDef for Classification {
-    fn default_outputs(&self) -> Option<usize> {
-        None
-    }
     fn label<'b>(&self, _batch: &'b Batch) -> Result<&'b Tensor> {
         Err(no_labels(TaskKind::Classification))
     }

@@ -3,7 +3,7 @@
 //! |d - g| / g, and the share with max(d/g, g/d) below 1.25, 1.25^2, 1.25^3 (predictions clamped to
 //! >= 1e-6 for the ratio). Constant: the mean valid depth.
 
-use super::{at_label_size, label, metric, Constant, KindDef, Metric, Metrics};
+use super::{at_label_size, metric, Constant, KindDef, Metric, Metrics};
 use crate::data::layout::DEPTH_VALID_MIN;
 use crate::data::loader::Batch;
 use crate::graph::TaskSpec;
@@ -13,9 +13,6 @@ use tch::{Device, Kind, Tensor};
 pub struct Depth;
 
 impl KindDef for Depth {
-    fn default_outputs(&self) -> Option<usize> {
-        Some(1)
-    }
     fn fixed_outputs(&self) -> Option<usize> {
         Some(1)
     }
@@ -23,7 +20,7 @@ impl KindDef for Depth {
         3.0
     }
     fn label<'b>(&self, batch: &'b Batch) -> Result<&'b Tensor> {
-        label(batch, "depth")
+        batch.require_label("depth")
     }
     fn loss(&self, _task: &TaskSpec, pred: &Tensor, gt: &Tensor) -> Result<Tensor> {
         let valid = gt.gt(DEPTH_VALID_MIN as f64).to_kind(Kind::Float);

@@ -17,7 +17,10 @@ use tch::Tensor;
 /// Everything about one task kind.
 pub trait KindDef: Sync {
     /// The output width when a task spec gives none; `None` when it must be given (classes).
-    fn default_outputs(&self) -> Option<usize>;
+    /// A kind with a fixed width defaults to it.
+    fn default_outputs(&self) -> Option<usize> {
+        self.fixed_outputs()
+    }
     /// The only output width the kind's loss and metrics work with, if there is one.
     fn fixed_outputs(&self) -> Option<usize> {
         None
@@ -116,16 +119,6 @@ pub(crate) fn at_label_size(pred: &Tensor, label: &Tensor) -> Tensor {
     let ls = label.size();
     let hw = (ls[ls.len() - 2], ls[ls.len() - 1]);
     resize_nearest(&pred.to_kind(tch::Kind::Float), hw)
-}
-
-/// The label called `name` in a batch, or an error naming what the dataset gives.
-pub(crate) fn label<'b>(batch: &'b Batch, name: &str) -> Result<&'b Tensor> {
-    batch.label(name).ok_or_else(|| {
-        anyhow::anyhow!(
-            "the dataset gives no '{name}' labels (it gives: {})",
-            batch.labels.keys().cloned().collect::<Vec<_>>().join(", ")
-        )
-    })
 }
 
 /// The error for a kind the NYUv2 layout has no labels for.

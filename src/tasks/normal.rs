@@ -3,7 +3,7 @@
 //! the ground truth, mean, median, % within 11.25, 22.5, 30 degrees. Constant: the mean normal,
 //! renormalised.
 
-use super::{at_label_size, label, metric, Constant, KindDef, Metric, Metrics};
+use super::{at_label_size, metric, Constant, KindDef, Metric, Metrics};
 use crate::data::loader::Batch;
 use crate::graph::TaskSpec;
 use anyhow::Result;
@@ -21,9 +21,6 @@ fn unit(pred: &Tensor) -> Tensor {
 }
 
 impl KindDef for Normal {
-    fn default_outputs(&self) -> Option<usize> {
-        Some(3)
-    }
     fn fixed_outputs(&self) -> Option<usize> {
         Some(3)
     }
@@ -31,7 +28,7 @@ impl KindDef for Normal {
         20.0
     }
     fn label<'b>(&self, batch: &'b Batch) -> Result<&'b Tensor> {
-        label(batch, "normal")
+        batch.require_label("normal")
     }
     fn loss(&self, _task: &TaskSpec, pred: &Tensor, gt: &Tensor) -> Result<Tensor> {
         let valid = gt.square().sum_dim_intlist(1, false, Kind::Float).gt(0.5);

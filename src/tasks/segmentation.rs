@@ -2,7 +2,7 @@
 //! Metrics: mIoU from the dataset-wide confusion matrix, averaged over the classes present in ground
 //! truth or prediction, and pixel accuracy. Constant: the majority class of the fitted labels.
 
-use super::{at_label_size, label, metric, Constant, KindDef, Metric, Metrics};
+use super::{at_label_size, metric, Constant, KindDef, Metric, Metrics};
 use crate::data::layout::SEG_IGNORE;
 use crate::data::loader::Batch;
 use crate::graph::TaskSpec;
@@ -12,11 +12,8 @@ use tch::{Kind, Reduction, Tensor};
 pub struct Segmentation;
 
 impl KindDef for Segmentation {
-    fn default_outputs(&self) -> Option<usize> {
-        None
-    }
     fn label<'b>(&self, batch: &'b Batch) -> Result<&'b Tensor> {
-        label(batch, "seg")
+        batch.require_label("seg")
     }
     fn loss(&self, task: &TaskSpec, pred: &Tensor, gt: &Tensor) -> Result<Tensor> {
         let gt = gt.where_self(&gt.lt(task.outputs as i64), &Tensor::full_like(gt, SEG_IGNORE));

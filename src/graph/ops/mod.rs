@@ -195,7 +195,4 @@ pub(crate) fn saturating_product<'a>(sizes: impl Iterator<Item = &'a usize>) -> 
     sizes.fold(1u64, |acc, &d| acc.saturating_mul(d as u64))
 }
 
-/// `[usize; 2]` as libtorch's `[i64; 2]`.
-pub(crate) fn pair(v: [usize; 2]) -> [i64; 2] {
-    [v[0] as i64, v[1] as i64]
-}
+pub(crate) use super::arith::pair;
