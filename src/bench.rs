@@ -1,10 +1,11 @@
 //! Forward-pass latency of a model: median and spread over timed runs after a warm-up.
 
 use crate::device::cuda::CapturedForward;
+use crate::graph::image_sizes;
 use crate::graph::inference::InferenceMode;
 use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
 use crate::graph::memory::{self, ForwardMemory};
-use crate::graph::passes::{fold_batch_norms, fuse_conv_relu};
+use crate::graph::passes::{fold_batch_norms, fuse_conv_relu, slice_dead_taps};
 use crate::graph::{Graph, Model};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -144,6 +145,7 @@ fn prepare(c: &Candidate, cfg: &BenchConfig, fuse: bool) -> Result<(Graph, Param
     } else {
         graph
     };
+    let graph = slice_dead_taps(&graph, &image_sizes(cfg.input[1], cfg.input[2]))?.0;
     let params = if gpu_layout(cfg.device) {
         params.into_iter().map(|(k, t)| (k, channels_last(&t))).collect()
     } else {

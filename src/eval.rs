@@ -3,7 +3,7 @@
 use crate::data::layout::Item;
 use crate::data::loader::Loader;
 use crate::graph::interpreter::{forward_inputs, Mode, Params};
-use crate::graph::passes::fuse_conv_relu;
+use crate::graph::passes::{fuse_conv_relu, slice_dead_taps_for};
 use crate::graph::{Model, TaskSpec};
 use crate::metrics::{label_for, Accumulator, TaskMetrics, MIOU_CONVENTION};
 use anyhow::{anyhow, bail, Context, Result};
@@ -45,7 +45,14 @@ pub fn evaluate(
     let mut images = 0;
     for b in Loader::sequential(items, batch, device) {
         let b = b?.to_device(device);
-        let outputs = forward_inputs(&graph, params, &b.graph_inputs(&graph)?, &names, Mode::Eval)?;
+        let inputs = b.graph_inputs(&graph)?;
+        let outputs = forward_inputs(
+            &slice_dead_taps_for(&graph, &inputs)?,
+            params,
+            &inputs,
+            &names,
+            Mode::Eval,
+        )?;
         for (task, acc) in tasks.iter().zip(accs.iter_mut()) {
             acc.update(&outputs[&task.name], label_for(task.kind, &b)?);
         }

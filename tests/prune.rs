@@ -28,6 +28,7 @@ fn conv(name: &str, cin: usize, cout: usize) -> Op {
         dilation: [1, 1],
         groups: 1,
         relu: false,
+        live_taps: None,
     })
 }
 

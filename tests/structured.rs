@@ -19,6 +19,7 @@ fn conv(name: &str, cin: usize, cout: usize, k: usize, bias: bool) -> Op {
         dilation: [1, 1],
         groups: 1,
         relu: false,
+        live_taps: None,
     })
 }
 

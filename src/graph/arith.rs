@@ -30,3 +30,9 @@ pub fn conv_out(
 pub fn pair(v: [usize; 2]) -> [i64; 2] {
     [v[0] as i64, v[1] as i64]
 }
+
+/// A convolution's output length along one dimension, in libtorch's signed arithmetic (zero or
+/// negative when the kernel span exceeds the padded input).
+pub fn output_len(input: i64, kernel: i64, stride: i64, padding: i64, dilation: i64) -> i64 {
+    (input + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
+}

@@ -3,7 +3,7 @@
 //! compare them); which path runs is decided by the thresholds here, whose timings are in
 //! `docs/performance.md`.
 
-use super::arith::{conv_out, pair};
+use super::arith::{conv_out, output_len, pair};
 use tch::Tensor;
 
 /// A convolution's geometry as libtorch takes it.
@@ -79,8 +79,6 @@ pub fn max_pool2d(x: &Tensor, p: &PoolWindow) -> Tensor {
 }
 
 /// A convolution, with inference-time shortcuts that change no value beyond float rounding:
-/// - kernel taps that only ever read the zero padding (a dilation as large as the input, as in
-///   DeepLab's ASPP branches on small images) are sliced off, often leaving a 1x1 convolution;
 /// - on the CPU, for one image and no gradient: a 1x1 convolution is one matrix product (see
 ///   `pointwise_conv`), a small size-preserving one that halves the channels or more is one
 ///   product per kernel tap, added shifted (see `tap_products_conv`), and another small
@@ -89,32 +87,18 @@ pub fn max_pool2d(x: &Tensor, p: &PoolWindow) -> Tensor {
 ///   through its generic im2col path, 2-3x slower than oneDNN, so the wide ones go to oneDNN
 ///   directly when no gradient is needed.
 ///
-/// The timings behind each path and bound are in `docs/performance.md`.
+/// Kernel taps that only read padding are sliced off before this, by the graph pass
+/// `passes::slice_dead_taps`. The timings behind each path and bound are in `docs/performance.md`.
 pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &ConvWindow) -> Tensor {
     let size = x.size();
-    let stride = c.stride;
-    let mut weight = weight.shallow_clone();
-    let (mut kernel, mut padding, mut dilation) = (c.kernel, c.padding, c.dilation);
-    for dim in 0..2 {
-        let (input, (k, s, p, d)) = (size[2 + dim], (kernel[dim], stride[dim], padding[dim], dilation[dim]));
-        let output = output_len(input, k, s, p, d);
-        if let Some((first, count)) = live_taps(input, output, k, s, p, d) {
-            let sliced_padding = p - first * d;
-            if count < k && sliced_padding >= 0 && output_len(input, count, s, sliced_padding, d) == output {
-                weight = weight.narrow(2 + dim as i64, first, count);
-                kernel[dim] = count;
-                padding[dim] = sliced_padding;
-            }
-        }
-        if kernel[dim] == 1 {
-            dilation[dim] = 1;
-        }
-    }
+    let (kernel, stride, padding) = (c.kernel, c.stride, c.padding);
+    // A dilation means nothing along a one-tap dimension; dropping it keeps the fast paths open.
+    let dilation: [i64; 2] = std::array::from_fn(|d| if kernel[d] == 1 { 1 } else { c.dilation[d] });
     let cpu_float = x.device() == tch::Device::Cpu && x.kind() == tch::Kind::Float;
     let grad = x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad());
     let one_cpu_image = cpu_float && !grad && size[0] == 1 && c.groups == 1;
     if one_cpu_image && kernel == [1, 1] && stride == [1, 1] && padding == [0, 0] {
-        return pointwise_conv(x, &weight, bias);
+        return pointwise_conv(x, weight, bias);
     }
     let keeps_size = stride == [1, 1]
         && (0..2).all(|d| output_len(size[2 + d], kernel[d], 1, padding[d], dilation[d]) == size[2 + d]);
@@ -122,17 +106,17 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &ConvWindow
     let narrowing = 2 * weight.size()[0] <= size[1];
     // An empty tensor may have no data pointer to build a slice from: both paths need macs >= 1.
     if one_cpu_image && keeps_size && narrowing && (1..=TAP_PRODUCTS_MAX_MACS).contains(&macs) {
-        return tap_products_conv(x, &weight, bias, padding, dilation);
+        return tap_products_conv(x, weight, bias, padding, dilation);
     }
     if one_cpu_image && keeps_size && (1..=IM2COL_MAX_MACS).contains(&macs) {
-        return im2col_conv(x, &weight, bias, padding, dilation);
+        return im2col_conv(x, weight, bias, padding, dilation);
     }
     if dilation != [1, 1] && !grad && cpu_float && onednn_available() {
-        if let Ok(y) = x.f_mkldnn_convolution(&weight, bias, padding, stride, dilation, c.groups) {
+        if let Ok(y) = x.f_mkldnn_convolution(weight, bias, padding, stride, dilation, c.groups) {
             return y;
         }
     }
-    x.conv2d(&weight, bias, stride, padding, dilation, c.groups)
+    x.conv2d(weight, bias, stride, padding, dilation, c.groups)
 }
 
 /// The largest convolution, in multiply-accumulates, that runs fused with its ReLU on a GPU: above
@@ -140,7 +124,7 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &ConvWindow
 const CUDNN_FUSED_RELU_MAX_MACS: i64 = 32_000_000_000;
 
 /// A convolution and the ReLU after it, when no gradient is needed (`None` otherwise: the caller
-/// runs the two apart): on a GPU one cuDNN call where none of [`conv2d`]'s shortcuts applies;
+/// runs the two apart): on a GPU one cuDNN call;
 /// elsewhere the ReLU runs in place on the convolution's fresh output.
 pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &ConvWindow) -> Option<Tensor> {
     if x.requires_grad() || weight.requires_grad() || bias.is_some_and(|b| b.requires_grad()) {
@@ -148,18 +132,13 @@ pub fn conv2d_relu(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, c: &ConvW
     }
     let size = x.size();
     let (kernel, stride, padding, dilation) = (c.kernel, c.stride, c.padding, c.dilation);
-    // Only where conv2d would slice no kernel taps off: then it is libtorch's plain convolution.
-    let all_taps_live = (0..2).all(|d| {
-        let output = output_len(size[2 + d], kernel[d], stride[d], padding[d], dilation[d]);
-        live_taps(size[2 + d], output, kernel[d], stride[d], padding[d], dilation[d]) == Some((0, kernel[d]))
-    });
     let macs: i64 = weight.numel() as i64
         * size[0]
         * (0..2)
             .map(|d| output_len(size[2 + d], kernel[d], stride[d], padding[d], dilation[d]))
             .product::<i64>();
-    if x.device().is_cuda() && all_taps_live && macs <= CUDNN_FUSED_RELU_MAX_MACS {
-        if let Ok(y) = x.f_cudnn_convolution_relu(weight, bias, stride, padding, dilation, c.groups) {
+    if x.device().is_cuda() && macs <= CUDNN_FUSED_RELU_MAX_MACS {
+        if let Ok(y) = x.f_cudnn_convolution_relu(&weight.contiguous(), bias, stride, padding, dilation, c.groups) {
             return Some(y);
         }
     }
@@ -415,28 +394,6 @@ fn pool_len(input: usize, kernel: usize, stride: usize, padding: usize, ceil_mod
     conv_out(input, kernel, stride, padding, 1, ceil_mode).unwrap_or(0)
 }
 
-/// Output length of a convolution along one dimension.
-fn output_len(input: i64, kernel: i64, stride: i64, padding: i64, dilation: i64) -> i64 {
-    (input + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
-}
-
-/// The first kernel tap along one dimension that reads the input (not only padding) for some
-/// output position, and how many taps from there on do; `None` when the output is empty.
-fn live_taps(input: i64, output: i64, kernel: i64, stride: i64, padding: i64, dilation: i64) -> Option<(i64, i64)> {
-    if output <= 0 {
-        return None;
-    }
-    // Tap t reads rows t*dilation - padding + y*stride for y in 0..output.
-    let live = |t: i64| {
-        let first = t * dilation - padding;
-        let last = first + (output - 1) * stride;
-        last >= 0 && first < input
-    };
-    let first = (0..kernel).find(|&t| live(t))?;
-    let last = (0..kernel).rev().find(|&t| live(t))?;
-    Some((first, last - first + 1))
-}
-
 /// Whether this libtorch was built with oneDNN (MKL-DNN); asked once.
 fn onednn_available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
@@ -463,19 +420,6 @@ mod tests {
     use super::*;
     use tch::{Device, Kind};
 
-    #[test]
-    fn live_taps_by_hand() {
-        // 13 rows, 3 taps, dilation = padding = 18: taps 0 and 2 read rows -18..-6 and 18..30 only.
-        assert_eq!(live_taps(13, 13, 3, 1, 18, 18), Some((1, 1)));
-        // Dilation 12: tap 0 reads -12..0 (row 0), tap 2 reads 12..24 (row 12): all live.
-        assert_eq!(live_taps(13, 13, 3, 1, 12, 12), Some((0, 3)));
-        // Stride 2 over 8 rows, padding 1: tap 0 reads -1, 1, 3, 5.
-        assert_eq!(live_taps(8, 4, 3, 2, 1, 1), Some((0, 3)));
-        // Dilation 9, padding 9 on 5 rows: tap t reads 9t-9 .. 9t-5: tap 0 -9..-5 dead, tap 1 0..4 live, tap 2 9..13 dead.
-        assert_eq!(live_taps(5, 5, 3, 1, 9, 9), Some((1, 1)));
-        assert_eq!(live_taps(5, 0, 3, 1, 0, 1), None);
-    }
-
     /// A square-kernel convolution of one group on tensors "w" (and "b" when `bias`).
     fn conv_spec(
         bias: bool,
@@ -496,6 +440,7 @@ mod tests {
             dilation,
             groups: 1,
             relu: false,
+            live_taps: None,
         }
     }
 

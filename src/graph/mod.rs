@@ -519,6 +519,7 @@ pub(crate) mod tests_support {
             dilation: [1, 1],
             groups: 1,
             relu: false,
+            live_taps: None,
         })
     }
 

@@ -6,6 +6,7 @@ pub use super::types::{ChannelScores, Scores};
 use crate::data::layout::Item;
 use crate::data::loader::{Batch, Loader};
 use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
+use crate::graph::passes::slice_dead_taps_for;
 use crate::graph::{Group, Model, ParamRole, TaskSpec};
 use crate::train::loss::task_loss;
 use anyhow::Result;
@@ -225,6 +226,7 @@ pub fn snip(
     let clock = PhaseClock::new(device);
     calibration.each_batch(|i, b| {
         clock.lap("batch ready on the device");
+        let graph = slice_dead_taps_for(&model.graph, &b.graph_inputs(&model.graph)?)?;
         let mut accumulate = |task: &TaskSpec, loss: &Tensor, keep_graph: bool| {
             let ws: Vec<&Tensor> = names[&task.name].iter().map(|n| &leaves[n]).collect();
             let grads = Tensor::run_backward(&[loss], &ws, keep_graph, false);
@@ -240,7 +242,7 @@ pub fn snip(
             Strategy::Shared => {
                 let task_names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
                 let outputs = forward(
-                    &model.graph,
+                    &graph,
                     &leaves,
                     &layout(b.only_input()?.to_kind(input_kind)),
                     &task_names,
@@ -255,7 +257,7 @@ pub fn snip(
             Strategy::PerTask => {
                 for task in tasks {
                     let outputs = forward(
-                        &model.graph,
+                        &graph,
                         &leaves,
                         &layout(b.only_input()?.to_kind(input_kind)),
                         &[task.name.as_str()],
@@ -363,8 +365,9 @@ pub fn taylor(
         // A differentiable input makes every activation part of the autograd graph; only the
         // gradients at the producers' outputs are asked for.
         let image = b.only_input()?.to_kind(Kind::Float).detach().set_requires_grad(true);
+        let sliced = slice_dead_taps_for(graph, &b.graph_inputs(graph)?)?;
         let mut outputs_of: HashMap<String, Tensor> = HashMap::new();
-        let outputs = forward_observed(graph, params, &image, &task_names, Mode::Eval, &mut |node, value| {
+        let outputs = forward_observed(&sliced, params, &image, &task_names, Mode::Eval, &mut |node, value| {
             if bias_of.contains_key(node.name.as_str()) {
                 outputs_of.insert(node.name.clone(), value.shallow_clone());
             }

@@ -10,6 +10,7 @@ pub use super::channels::producer_weight;
 use super::channels::ChannelGroup;
 use crate::graph::interpreter::{activations, Mode, Params};
 use crate::graph::ops::ChannelRule;
+use crate::graph::passes::slice_dead_taps_for;
 use crate::graph::{Graph, Model, Node};
 use anyhow::{anyhow, bail, Result};
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,7 +75,13 @@ pub fn fold_hazards(model: &Model, params: &Params, groups: &[ChannelGroup]) -> 
     };
     let wanted: Vec<String> = groups.iter().filter(|g| g.prunable()).flat_map(padded_inputs).collect();
     let wanted_ref: Vec<&str> = wanted.iter().map(String::as_str).collect();
-    let acts = activations(&model.graph, &zeroed, &probe, &wanted_ref, Mode::Eval)?;
+    let acts = activations(
+        &slice_dead_taps_for(&model.graph, &probe)?,
+        &zeroed,
+        &probe,
+        &wanted_ref,
+        Mode::Eval,
+    )?;
     Ok(groups
         .iter()
         .map(|g| {
@@ -129,7 +136,13 @@ pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[O
             }
         }
     }
-    let acts = activations(&model.graph, &zeroed, &probe, &wanted, Mode::Eval)?;
+    let acts = activations(
+        &slice_dead_taps_for(&model.graph, &probe)?,
+        &zeroed,
+        &probe,
+        &wanted,
+        Mode::Eval,
+    )?;
 
     let mut graph = model.graph.clone();
     let mut out: Params = zeroed;

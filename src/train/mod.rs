@@ -6,6 +6,7 @@ pub mod loss;
 use crate::data::layout::Item;
 use crate::data::loader::Loader;
 use crate::graph::interpreter::{forward_inputs, Mode, Params};
+use crate::graph::passes::slice_dead_taps_for;
 use crate::graph::{Model, TaskSpec};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -135,7 +136,9 @@ fn weighted_loss(
     mode: Mode,
 ) -> Result<(Tensor, BTreeMap<String, f64>)> {
     let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-    let outputs = forward_inputs(&model.graph, params, &batch.graph_inputs(&model.graph)?, &names, mode)?;
+    let inputs = batch.graph_inputs(&model.graph)?;
+    let graph = slice_dead_taps_for(&model.graph, &inputs)?;
+    let outputs = forward_inputs(&graph, params, &inputs, &names, mode)?;
     let mut total: Option<Tensor> = None;
     let mut parts = BTreeMap::new();
     for task in tasks {

@@ -244,6 +244,7 @@ impl Builder {
                 dilation: [dil, dil],
                 groups: 1,
                 relu: false,
+                live_taps: None,
             }),
         ));
         prefix.to_string()

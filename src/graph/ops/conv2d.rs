@@ -21,6 +21,19 @@ pub struct Conv2d {
     /// A ReLU fused in by `passes::fuse_conv_relu` (in memory, for inference; files never hold it).
     #[serde(default, skip_serializing_if = "is_false")]
     pub relu: bool,
+    /// The kernel taps that read more than padding, recorded by `passes::slice_dead_taps` for one
+    /// input size (in memory; files never hold it).
+    #[serde(skip)]
+    pub live_taps: Option<LiveTaps>,
+}
+
+/// At input size `at` ([H, W]), only taps `first .. first + count` along each dimension read the
+/// input; the others read only padding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveTaps {
+    pub at: [i64; 2],
+    pub first: [i64; 2],
+    pub count: [i64; 2],
 }
 
 fn is_false(b: &bool) -> bool {
@@ -36,6 +49,26 @@ impl Conv2d {
             padding: pair(self.padding),
             dilation: pair(self.dilation),
             groups: self.groups as i64,
+        }
+    }
+
+    /// The weight and window to run on an input of `[H, W]`: the live taps' slice of the weight (a
+    /// view) when they were recorded for that size, else the whole kernel.
+    fn sliced(&self, weight: &Tensor, hw: [i64; 2]) -> (Tensor, kernels::ConvWindow) {
+        let mut window = self.window();
+        match &self.live_taps {
+            Some(t) if t.at == hw => {
+                let mut weight = weight.shallow_clone();
+                for dim in 0..2 {
+                    if t.count[dim] < window.kernel[dim] {
+                        weight = weight.narrow(2 + dim as i64, t.first[dim], t.count[dim]);
+                        window.padding[dim] -= t.first[dim] * window.dilation[dim];
+                        window.kernel[dim] = t.count[dim];
+                    }
+                }
+                (weight, window)
+            }
+            _ => (weight.shallow_clone(), window),
         }
     }
 }
@@ -103,14 +136,16 @@ impl OpDef for Conv2d {
     fn eval(&self, cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
         let weight = cx.param(&self.weight)?;
         let bias = cx.opt_param(&self.bias)?;
-        let window = self.window();
+        let size = args[0].size();
+        let hw = [size[size.len() - 2], size[size.len() - 1]];
+        let (weight, window) = self.sliced(weight, hw);
         if self.relu {
-            if let Some(y) = kernels::conv2d_relu(args[0], weight, bias, &window) {
+            if let Some(y) = kernels::conv2d_relu(args[0], &weight, bias, &window) {
                 return Ok(y);
             }
-            return Ok(kernels::conv2d(args[0], weight, bias, &window).relu());
+            return Ok(kernels::conv2d(args[0], &weight, bias, &window).relu());
         }
-        Ok(kernels::conv2d(args[0], weight, bias, &window))
+        Ok(kernels::conv2d(args[0], &weight, bias, &window))
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Transform {

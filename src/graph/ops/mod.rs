@@ -188,6 +188,8 @@ registry! {
     ],
 }
 
+pub use conv2d::LiveTaps;
+
 pub use upsample::UpsampleMode;
 
 /// The product of sizes as a count, saturating at `u64::MAX` instead of wrapping.
