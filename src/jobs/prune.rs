@@ -124,15 +124,6 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         device,
         freeze_norm: job.freeze_norm,
     };
-    finetune.validate()?;
-    for w in &resolved.warnings {
-        warn(w);
-    }
-    let data = job
-        .data
-        .as_ref()
-        .map(|(dir, index)| Dataset::open(dir, Some(index)))
-        .transpose()?;
     let sparsity = resolved.sparsity;
     let cfg = PruneConfig {
         criterion,
@@ -153,7 +144,16 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         eval_split: job.eval_split,
         finetune,
         output_kind: job.dtype.kind(),
-    };
+    }
+    .check(job.data.is_some())?;
+    for w in &resolved.warnings {
+        warn(w);
+    }
+    let data = job
+        .data
+        .as_ref()
+        .map(|(dir, index)| Dataset::open(dir, Some(index)))
+        .transpose()?;
     let t = std::time::Instant::now();
     let params = ckpt.load_params(&full, device)?;
     let input_sha = sha256_file(&job.model)?;

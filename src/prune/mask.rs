@@ -160,11 +160,9 @@ impl MaskSearch {
         1.0 - kept as f64 / self.total_weights as f64
     }
 
-    /// Bisection on the per-task keep ratio until the fused sparsity is within `tolerance` of `target`.
+    /// Bisection on the per-task keep ratio until the fused sparsity is within `tolerance` of `target`
+    /// (`PruneConfig::check` keeps it in (0, 1); a target out of reach is an error, not a panic).
     pub fn search(&self, target: f64, tolerance: f64) -> Result<MaskResult> {
-        if !(target > 0.0 && target < 1.0) {
-            crate::usage_bail!("--sparsity {target} must be strictly between 0 and 1");
-        }
         let (mut lo, mut hi) = (0.0f64, 1.0f64);
         let mut best = (0.5, self.sparsity(0.5));
         let mut iterations = 1;

@@ -209,31 +209,69 @@ pub fn check_criterion(criterion: Criterion, granularity: Granularity, has_data:
     Ok(())
 }
 
+/// A [`PruneConfig`] that passed [`PruneConfig::check`]. [`prune`] takes only this, so the checks
+/// run once, before any work.
+#[derive(Clone, Debug)]
+pub struct CheckedConfig {
+    cfg: PruneConfig,
+    has_data: bool,
+}
+
+impl std::ops::Deref for CheckedConfig {
+    type Target = PruneConfig;
+    fn deref(&self) -> &PruneConfig {
+        &self.cfg
+    }
+}
+
+impl PruneConfig {
+    /// Every check of the settings that needs no model: usage errors naming the option. `has_data`:
+    /// whether calibration and fine-tuning data will be given.
+    pub fn check(self, has_data: bool) -> Result<CheckedConfig> {
+        if !(self.sparsity > 0.0 && self.sparsity < 1.0) {
+            crate::usage_bail!("--sparsity {} must be strictly between 0 and 1", self.sparsity);
+        }
+        check_criterion(self.criterion, self.granularity, has_data)?;
+        if self.criterion == Criterion::Taylor
+            && (self.strategy != Strategy::Shared || self.precision != Precision::F32)
+        {
+            crate::usage_bail!(
+                "--scoring and --precision apply to --criterion snip; taylor runs one f32 forward per batch"
+            );
+        }
+        if self.granularity == Granularity::Weight && self.channel_budget.is_some() {
+            crate::usage_bail!("--target-macs and --target-params budget channel pruning: add --granularity channel");
+        }
+        if !has_data && self.finetune.steps > 0 {
+            crate::usage_bail!("fine-tuning needs --data DIR; pass --finetune-steps 0 to prune without data");
+        }
+        self.channel_rules.check()?;
+        self.finetune.validate()?;
+        Ok(CheckedConfig { cfg: self, has_data })
+    }
+}
+
 /// Runs the whole method. `full` is the input model with all its tasks and `params` its weights (on
-/// `cfg.finetune.device`); `progress(phase, done, total)` reports long phases.
+/// `cfg.finetune.device`); `data` must be given exactly when the config was checked with data;
+/// `progress(phase, done, total)` reports long phases.
 pub fn prune(
     full: &Model,
     params: &Params,
     selected: &[TaskSpec],
     data: Option<&Dataset>,
-    cfg: &PruneConfig,
+    cfg: &CheckedConfig,
     mut progress: impl FnMut(&str, usize, usize),
 ) -> Result<PruneOutcome> {
     let device = cfg.finetune.device;
     let mut timings = Timings::default();
-    if !(cfg.sparsity > 0.0 && cfg.sparsity < 1.0) {
-        crate::usage_bail!("--sparsity {} must be strictly between 0 and 1", cfg.sparsity);
-    }
-    check_criterion(cfg.criterion, cfg.granularity, data.is_some())?;
-    if cfg.criterion == Criterion::Taylor && (cfg.strategy != Strategy::Shared || cfg.precision != Precision::F32) {
-        crate::usage_bail!(
-            "--scoring and --precision apply to --criterion snip; taylor runs one f32 forward per batch"
+    if data.is_some() != cfg.has_data {
+        bail!(
+            "prune: the settings were checked for a run {} data",
+            if cfg.has_data { "with" } else { "without" }
         );
     }
     if data.is_some() {
         check_labels(selected)?;
-    } else if cfg.finetune.steps > 0 {
-        bail!("fine-tuning needs --data DIR; pass --finetune-steps 0 to prune without data");
     }
     let names: Vec<&str> = selected.iter().map(|t| t.name.as_str()).collect();
     let model = full.keep_tasks(&names);

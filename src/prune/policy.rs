@@ -1,10 +1,10 @@
 //! What `cut prune` does with the options a user gave and the ones they left out: the defaults that
-//! depend on other choices, and every check that can be made before any work starts. The command
-//! line passes `None` for an option not given; this module decides, once.
+//! depend on other choices. The command line passes `None` for an option not given; this module
+//! decides, once. The settings it resolves to are checked once, by `PruneConfig::check`.
 
 use super::channel_select::{Budget, WidthRules, AUTO_LAYER_RATIOS};
 use super::score::Criterion;
-use super::{check_criterion, Granularity};
+use super::Granularity;
 use anyhow::Result;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -79,19 +79,12 @@ impl PruneRequest {
                 Criterion::Magnitude
             }
         };
-        check_criterion(criterion, self.granularity, has_data)?;
         let sparsity = self.sparsity.unwrap_or(default_sparsity(self.granularity));
-        if !(sparsity > 0.0 && sparsity < 1.0) {
-            crate::usage_bail!("--sparsity {sparsity} must be strictly between 0 and 1");
-        }
         let channel_budget = match (self.target_macs, self.target_params) {
             (Some(m), _) => Some(Budget::Macs(m)),
             (_, Some(p)) => Some(Budget::Params(p)),
             _ => None,
         };
-        if !channel && channel_budget.is_some() {
-            crate::usage_bail!("--target-macs and --target-params budget channel pruning: add --granularity channel");
-        }
         if channel && self.packed {
             crate::usage_bail!(
                 "--packed stores zero weights compactly, and channel pruning leaves none: drop --packed"
@@ -102,7 +95,6 @@ impl PruneRequest {
             round_to: self.round_to,
             max_layer_ratio: self.max_layer_ratio.unwrap_or(AUTO_LAYER_RATIOS[0]),
         };
-        channel_rules.check()?;
         Ok(Resolved {
             criterion,
             sparsity,
@@ -163,6 +155,57 @@ mod tests {
         assert_eq!(channel.channel_rules.max_layer_ratio, 0.75);
     }
 
+    /// The settings `cut prune` would run with for a request, checked as the job checks them.
+    fn checked(req: &PruneRequest, has_data: bool) -> Result<crate::prune::CheckedConfig> {
+        let r = req.resolve(has_data)?;
+        crate::prune::PruneConfig {
+            criterion: r.criterion,
+            granularity: req.granularity,
+            channel_rules: r.channel_rules,
+            widen_layer_ratio: r.widen_layer_ratio,
+            channel_budget: r.channel_budget,
+            exact_fold: true,
+            fusion: crate::prune::mask::Fusion::Vote,
+            min_votes: None,
+            sparsity: r.sparsity,
+            tolerance: 0.005,
+            calib_batches: 1,
+            strategy: crate::prune::score::Strategy::Shared,
+            precision: crate::prune::score::Precision::F32,
+            seed: 0,
+            val_fraction: 0.1,
+            eval_split: crate::data::Split::Test,
+            finetune: crate::train::TrainConfig {
+                steps: r.finetune_steps,
+                batch: 4,
+                lr: 1e-4,
+                weight_decay: 0.0,
+                step_size: 100,
+                gamma: 0.5,
+                lambdas: Default::default(),
+                seed: 0,
+                val_every: 10,
+                device: tch::Device::Cpu,
+                freeze_norm: false,
+            },
+            output_kind: tch::Kind::Float,
+        }
+        .check(has_data)
+    }
+
+    #[test]
+    fn defaults_pass_the_checks() {
+        for granularity in [Granularity::Weight, Granularity::Channel] {
+            for has_data in [true, false] {
+                let req = PruneRequest {
+                    granularity,
+                    ..request()
+                };
+                checked(&req, has_data).unwrap_or_else(|e| panic!("{granularity:?} data {has_data}: {e}"));
+            }
+        }
+    }
+
     #[test]
     fn refusals_are_usage_errors_naming_the_option() {
         let cases = [
@@ -218,7 +261,7 @@ mod tests {
             ),
         ];
         for (req, has_data, message) in cases {
-            let err = req.resolve(has_data).unwrap_err();
+            let err = checked(&req, has_data).unwrap_err();
             assert!(err.to_string().contains(message), "{err} / {message}");
             assert!(crate::error::is_usage(&err), "{err} should be a usage error");
         }
