@@ -145,7 +145,7 @@ fn main() -> anyhow::Result<()> {
             |_| {},
         )?;
         Ok(MaskSearch::new(&kept, &scores, Fusion::Vote, None)?
-            .search(0.9, 0.005)?
+            .search(cut::prune::types::Sparsity::new(0.9)?, 0.005)?
             .masks)
     };
     let (a, b) = (masks(Precision::F32)?, masks(Precision::Bf16)?);

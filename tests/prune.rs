@@ -9,6 +9,7 @@ use cut::data::Dataset;
 use cut::graph::{image_sizes, Conv2d, Graph, GraphInput, GraphOutput, Model, Node, Op, TaskKind, TaskSpec};
 use cut::prune::mask::{fuse, Fusion, MaskSearch};
 use cut::prune::score::{self, Precision, Strategy};
+use cut::prune::types::Sparsity;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
@@ -285,16 +286,17 @@ fn sparsity_target_is_reached_within_tolerance() {
     let scores = score::magnitude(&kept, &params, &tasks);
     for (fusion, target) in [(Fusion::Vote, 0.9), (Fusion::Union, 0.5), (Fusion::Intersection, 0.3)] {
         let search = MaskSearch::new(&kept, &scores, fusion, None).unwrap();
-        let r = search.search(target, 0.005).unwrap();
+        let r = search.search(Sparsity::new(target).unwrap(), 0.005).unwrap();
         assert!((r.sparsity - target).abs() <= 0.005, "{fusion:?}: {}", r.sparsity);
         let (zeros, total) = r.masks.values().fold((0i64, 0i64), |(z, n), m| {
             (z + m.eq(0.0).sum(Kind::Int64).int64_value(&[]), n + m.numel() as i64)
         });
         assert!((zeros as f64 / total as f64 - r.sparsity).abs() < 1e-12);
     }
-    let search = MaskSearch::new(&kept, &scores, Fusion::Vote, None).unwrap();
-    assert!(search.search(1.0, 0.005).is_err());
-    assert!(search.search(0.0, 0.005).is_err());
+    for outside in [1.0, 0.0, -0.5, f64::NAN] {
+        let err = Sparsity::new(outside).unwrap_err();
+        assert!(err.to_string().contains("must be strictly between 0 and 1"), "{err}");
+    }
 }
 
 fn small_file(dir: &Path) -> std::path::PathBuf {

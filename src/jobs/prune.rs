@@ -200,7 +200,7 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
     let target = match outcome.channels().map(|c| (c.budget, c.before)) {
         Some((Budget::Macs(m), before)) => 1.0 - m as f64 / before.macs.max(1) as f64,
         Some((Budget::Params(_), _)) => f64::NAN,
-        _ => sparsity,
+        _ => sparsity.get(),
     };
     let tolerance = if channel { 0.0 } else { cfg.tolerance };
     let mut report = build(

@@ -1,7 +1,7 @@
 //! Per-task keep decisions, their fusion on the shared backbone, and the search for the per-task
 //! keep ratio that reaches a target sparsity.
 
-use super::types::Scores;
+use super::types::{Scores, Sparsity};
 use crate::graph::{Group, Model};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -161,8 +161,8 @@ impl MaskSearch {
     }
 
     /// Bisection on the per-task keep ratio until the fused sparsity is within `tolerance` of `target`
-    /// (`PruneConfig::check` keeps it in (0, 1); a target out of reach is an error, not a panic).
-    pub fn search(&self, target: f64, tolerance: f64) -> Result<MaskResult> {
+    pub fn search(&self, target: Sparsity, tolerance: f64) -> Result<MaskResult> {
+        let target = target.get();
         let (mut lo, mut hi) = (0.0f64, 1.0f64);
         let mut best = (0.5, self.sparsity(0.5));
         let mut iterations = 1;

@@ -24,6 +24,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
+use types::Sparsity;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -82,7 +83,7 @@ pub struct PruneConfig {
     pub exact_fold: bool,
     pub fusion: Fusion,
     pub min_votes: Option<usize>,
-    pub sparsity: f64,
+    pub sparsity: Sparsity,
     /// Allowed distance between asked-for and reached sparsity.
     pub tolerance: f64,
     pub calib_batches: usize,
@@ -228,9 +229,6 @@ impl PruneConfig {
     /// Every check of the settings that needs no model: usage errors naming the option. `has_data`:
     /// whether calibration and fine-tuning data will be given.
     pub fn check(self, has_data: bool) -> Result<CheckedConfig> {
-        if !(self.sparsity > 0.0 && self.sparsity < 1.0) {
-            crate::usage_bail!("--sparsity {} must be strictly between 0 and 1", self.sparsity);
-        }
         check_criterion(self.criterion, self.granularity, has_data)?;
         if self.criterion == Criterion::Taylor
             && (self.strategy != Strategy::Shared || self.precision != Precision::F32)
@@ -345,7 +343,7 @@ pub fn prune(
             (model.clone(), masked, Pruned::Weights { masks, search })
         }
         Granularity::Channel => {
-            let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity));
+            let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity.get()));
             let channel_scores = match scores {
                 Scored::Weights(s) => channel_select::channel_scores_from_weights(&model.graph, &groups, &s),
                 Scored::Channels(s) => s,

@@ -4,6 +4,7 @@
 
 use super::channel_select::{Budget, WidthRules, AUTO_LAYER_RATIOS};
 use super::score::Criterion;
+use super::types::Sparsity;
 use super::Granularity;
 use anyhow::Result;
 
@@ -42,7 +43,7 @@ pub struct PruneRequest {
 pub struct Resolved {
     pub criterion: Criterion,
     /// Weight granularity: the share of zero weights; channel: the share of MACs removed.
-    pub sparsity: f64,
+    pub sparsity: Sparsity,
     pub channel_budget: Option<Budget>,
     pub channel_rules: WidthRules,
     /// Whether the per-layer cap may be raised to meet the budget (no cap was given).
@@ -79,7 +80,7 @@ impl PruneRequest {
                 Criterion::Magnitude
             }
         };
-        let sparsity = self.sparsity.unwrap_or(default_sparsity(self.granularity));
+        let sparsity = Sparsity::new(self.sparsity.unwrap_or(default_sparsity(self.granularity)))?;
         let channel_budget = match (self.target_macs, self.target_params) {
             (Some(m), _) => Some(Budget::Macs(m)),
             (_, Some(p)) => Some(Budget::Params(p)),
@@ -129,7 +130,10 @@ mod tests {
     #[test]
     fn defaults_follow_data_and_granularity() {
         let r = request().resolve(true).unwrap();
-        assert_eq!((r.criterion, r.sparsity, r.finetune_steps), (Criterion::Snip, 0.9, 300));
+        assert_eq!(
+            (r.criterion, r.sparsity.get(), r.finetune_steps),
+            (Criterion::Snip, 0.9, 300)
+        );
         assert!(r.warnings.is_empty());
         assert!(r.widen_layer_ratio);
         assert_eq!(r.channel_rules.max_layer_ratio, AUTO_LAYER_RATIOS[0]);
@@ -150,7 +154,7 @@ mod tests {
         }
         .resolve(true)
         .unwrap();
-        assert_eq!(channel.sparsity, 0.5);
+        assert_eq!(channel.sparsity.get(), 0.5);
         assert!(!channel.widen_layer_ratio);
         assert_eq!(channel.channel_rules.max_layer_ratio, 0.75);
     }
