@@ -36,10 +36,14 @@ pub fn init_params(graph: &Graph, seed: u64, device: Device) -> Params {
                 normal(&spec.shape, (2.0 / fan_out).sqrt())
             }
             ParamRole::LinearWeight => normal(&spec.shape, (1.0 / spec.shape[1] as f64).sqrt()),
-            ParamRole::ConvBias | ParamRole::LinearBias | ParamRole::BnBias | ParamRole::BnRunningMean => {
-                Tensor::zeros(&shape, opts)
-            }
-            ParamRole::BnWeight | ParamRole::BnRunningVar => Tensor::ones(&shape, opts),
+            // BERT's initialiser range.
+            ParamRole::Embedding => normal(&spec.shape, 0.02),
+            ParamRole::ConvBias
+            | ParamRole::LinearBias
+            | ParamRole::BnBias
+            | ParamRole::BnRunningMean
+            | ParamRole::NormBias => Tensor::zeros(&shape, opts),
+            ParamRole::BnWeight | ParamRole::BnRunningVar | ParamRole::NormWeight => Tensor::ones(&shape, opts),
             ParamRole::BnBatchesTracked => Tensor::zeros(&shape, (Kind::Int64, Device::Cpu)),
         };
         params.insert(spec.name, tensor.to_device(device));

@@ -71,6 +71,10 @@ pub enum ParamRole {
     BnRunningMean,
     BnRunningVar,
     BnBatchesTracked,
+    /// A lookup table [rows, H] (token, position, token type).
+    Embedding,
+    NormWeight,
+    NormBias,
 }
 
 impl ParamRole {

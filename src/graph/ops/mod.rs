@@ -176,6 +176,9 @@ registry! {
         add::Add => "add",
         global_avg_pool::GlobalAvgPool => "global_avg_pool",
         flatten::Flatten => "flatten",
+        tanh::Tanh => "tanh",
+        first_token::FirstToken => "first_token",
+        masked_mean::MaskedMean => "masked_mean",
     ],
     data: [
         conv2d::Conv2d => "conv2d",
@@ -185,6 +188,9 @@ registry! {
         upsample::Upsample => "upsample",
         linear::Linear => "linear",
         gelu::Gelu => "gelu",
+        embeddings::Embeddings => "embeddings",
+        layer_norm::LayerNorm => "layer_norm",
+        self_attention::SelfAttention => "self_attention",
     ],
 }
 
