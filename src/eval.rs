@@ -1,6 +1,6 @@
 //! Evaluation of a model (or a constant predictor) on a dataset split.
 
-use crate::data::layout::Item;
+use crate::data::example::Samples;
 use crate::data::loader::Loader;
 use crate::graph::interpreter::{forward_inputs, Mode, Params};
 use crate::graph::passes::{fuse_conv_relu, slice_dead_taps_for};
@@ -32,7 +32,7 @@ pub struct EvalReport {
 pub fn evaluate(
     model: &Model,
     params: &Params,
-    items: Vec<Item>,
+    items: Samples,
     tasks: &[TaskSpec],
     batch: usize,
     device: Device,
@@ -69,7 +69,7 @@ pub struct ConstantPredictor {
 }
 
 impl ConstantPredictor {
-    pub fn fit(items: Vec<Item>, tasks: &[TaskSpec]) -> Result<ConstantPredictor> {
+    pub fn fit(items: Samples, tasks: &[TaskSpec]) -> Result<ConstantPredictor> {
         let mut constants = tasks
             .iter()
             .map(|t| Ok((t.clone(), crate::tasks::def(t.kind).constant(t)?)))
@@ -91,7 +91,7 @@ impl ConstantPredictor {
         }
     }
 
-    pub fn evaluate(&self, items: Vec<Item>, tasks: &[TaskSpec]) -> Result<(Vec<TaskMetrics>, usize)> {
+    pub fn evaluate(&self, items: Samples, tasks: &[TaskSpec]) -> Result<(Vec<TaskMetrics>, usize)> {
         let mut accs: Vec<Accumulator> = tasks.iter().map(Accumulator::new).collect::<Result<_>>()?;
         let mut images = 0;
         for b in Loader::sequential(items, 16, Device::Cpu) {

@@ -174,17 +174,22 @@ fn reader_splits_and_decodes() {
     let ds = Dataset::open(&root, None).unwrap();
     let val = ds.split(Split::Val, 0.25).unwrap();
     let train = ds.split(Split::Train, 0.25).unwrap();
-    assert_eq!((val.len(), train.len()), (2, 6));
-    assert!(val.iter().all(|v| !train.contains(v)));
-    assert_eq!(ds.split(Split::Val, 0.25).unwrap(), val, "the carve is deterministic");
-    assert_eq!(ds.split(Split::Test, 0.25).unwrap().len(), 2);
+    assert_eq!((val.count(), train.count()), (2, 6));
+    let names = |s: &cut::data::example::Samples| (0..s.count()).map(|i| s.describe(i)).collect::<Vec<_>>();
+    assert!(names(&val).iter().all(|v| !names(&train).contains(v)));
+    assert_eq!(
+        names(&ds.split(Split::Val, 0.25).unwrap()),
+        names(&val),
+        "the carve is deterministic"
+    );
+    assert_eq!(ds.split(Split::Test, 0.25).unwrap().count(), 2);
     assert!(ds
         .split(Split::Val, 0.0)
         .unwrap_err()
         .to_string()
         .contains("split is empty"));
 
-    let item = &ds.test[0];
+    let item = &cut::data::read_index(&root, None).unwrap().2[0];
     let s = item.load().unwrap();
     let png = image::open(&item.image).unwrap().to_rgb8();
     let px = png.get_pixel(5, 3).0;
@@ -226,7 +231,7 @@ fn bad_files_are_named() {
     let root = t.path().join("d");
     synth(&root, 2, 1, 1);
     let ds = Dataset::open(&root, None).unwrap();
-    let item = ds.test[0].clone();
+    let item = cut::data::read_index(&root, None).unwrap().2[0].clone();
 
     std::fs::write(&item.image, b"not a png").unwrap();
     let err = item.load().err().unwrap().to_string();
@@ -235,7 +240,7 @@ fn bad_files_are_named() {
         "{err}"
     );
 
-    let item = ds.train[0].clone();
+    let item = cut::data::read_index(&root, None).unwrap().1[0].clone();
     let small = image::GrayImage::new(4, 4);
     small.save(&item.seg).unwrap();
     let err = item.load().err().unwrap().to_string();
@@ -244,7 +249,7 @@ fn bad_files_are_named() {
         "{err}"
     );
 
-    let item = ds.train[1].clone();
+    let item = cut::data::read_index(&root, None).unwrap().1[1].clone();
     let mut depth = ndarray::Array2::<f32>::ones((24, 32));
     depth[[2, 7]] = f32::NAN;
     ndarray_npy::write_npy(&item.depth, &depth).unwrap();
@@ -299,7 +304,7 @@ fn any_source_of_examples_loads_in_batches() {
     use cut::data::example::Examples;
     use std::sync::Arc;
     let source: Arc<dyn Examples> = Arc::new(Tokens);
-    let mut batches = Loader::sequential_from(source.clone(), 2, Device::Cpu);
+    let mut batches = Loader::sequential(source.clone(), 2, Device::Cpu);
     let first = batches.next().unwrap().unwrap();
     let ids = first.input("ids").unwrap();
     assert_eq!(ids.kind(), tch::Kind::Int64);
@@ -315,13 +320,13 @@ fn any_source_of_examples_loads_in_batches() {
     );
     // One example at a time, every length goes through; the stream is endless and seeded.
     assert_eq!(
-        Loader::sequential_from(source.clone(), 1, Device::Cpu)
+        Loader::sequential(source.clone(), 1, Device::Cpu)
             .filter(|b| b.is_ok())
             .count(),
         5
     );
     let scores = |seed| -> Vec<f32> {
-        Loader::shuffled_from(source.clone(), 1, seed, Device::Cpu)
+        Loader::shuffled(source.clone(), 1, seed, Device::Cpu)
             .take(10)
             .map(|b| b.unwrap().label("score").unwrap().double_value(&[0, 0]) as f32)
             .collect()
@@ -341,8 +346,7 @@ fn label_images_are_read_as_meant_or_refused() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("d");
     synth(&root, 2, 1, 1);
-    let ds = Dataset::open(&root, None).unwrap();
-    let item = ds.test[0].clone();
+    let item = cut::data::read_index(&root, None).unwrap().2[0].clone();
     let (w, h) = (32u32, 24u32);
 
     let mut seg16 = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::new(w, h);
@@ -383,8 +387,7 @@ fn npy_shape_and_length_errors_say_so() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("d");
     synth(&root, 2, 1, 1);
-    let ds = Dataset::open(&root, None).unwrap();
-    let item = ds.test[0].clone();
+    let item = cut::data::read_index(&root, None).unwrap().2[0].clone();
     ndarray_npy::write_npy(&item.depth, &ndarray::Array3::<f32>::ones((2, 3, 4))).unwrap();
     let err = item.load().err().unwrap().to_string();
     assert!(

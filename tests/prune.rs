@@ -98,7 +98,7 @@ fn flat_dataset(root: &Path, n: usize) -> Dataset {
 }
 
 /// Two calibration batches of two images (shuffle seed 0), on the CPU.
-fn two_batches_of_two(items: Vec<cut::data::layout::Item>) -> score::Calibration {
+fn two_batches_of_two(items: cut::data::example::Samples) -> score::Calibration {
     score::Calibration {
         items,
         batches: 2,

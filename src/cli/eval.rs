@@ -56,7 +56,11 @@ pub fn run(a: Args) -> Result<()> {
         if n == 0 {
             cut::usage_bail!("--limit must be positive");
         }
-        items.truncate(n);
+        let n = n.min(items.count());
+        items = std::sync::Arc::new(cut::data::example::Subset {
+            source: items,
+            indices: (0..n).collect(),
+        });
     }
     let device = resolve(a.device)?;
     let (metrics, images) = if a.constant {
@@ -64,7 +68,7 @@ pub fn run(a: Args) -> Result<()> {
         predictor.evaluate(items, &tasks)?
     } else {
         let params = ckpt.load_params(&model, device)?;
-        let bar = progress(items.len() as u64, "eval");
+        let bar = progress(items.count() as u64, "eval");
         let out = evaluate(&model, &params, items, &tasks, a.data.batch, device, |done| {
             bar.set_position(done as u64)
         })?;

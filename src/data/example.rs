@@ -55,6 +55,33 @@ pub trait Examples: Send + Sync + 'static {
     fn describe(&self, index: usize) -> String;
 }
 
+impl std::fmt::Debug for dyn Examples {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Examples({} examples)", self.count())
+    }
+}
+
+/// A dataset split, shared with the loader's threads.
+pub type Samples = std::sync::Arc<dyn Examples>;
+
+/// Some examples of another list, in the order given (a split carved out of a training list).
+pub struct Subset {
+    pub source: Samples,
+    pub indices: Vec<usize>,
+}
+
+impl Examples for Subset {
+    fn count(&self) -> usize {
+        self.indices.len()
+    }
+    fn load(&self, index: usize) -> Result<Example> {
+        self.source.load(self.indices[index])
+    }
+    fn describe(&self, index: usize) -> String {
+        self.source.describe(self.indices[index])
+    }
+}
+
 /// A batch on the host or a device: the stacked inputs and labels, by name.
 pub struct Batch {
     pub inputs: BTreeMap<String, Tensor>,

@@ -1,7 +1,6 @@
 //! Batches built on a background thread, so that decoding overlaps compute.
 
 use super::example::{Example, Examples};
-use super::layout::Item;
 use anyhow::Result;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -82,25 +81,15 @@ impl Loader {
         }
     }
 
-    /// One pass over the NYUv2-layout `items` in order; see [`Loader::sequential_from`].
-    pub fn sequential(items: Vec<Item>, batch: usize, bound_for: Device) -> Loader {
-        Loader::sequential_from(Arc::new(items), batch, bound_for)
-    }
-
-    /// An endless stream of the NYUv2-layout `items`; see [`Loader::shuffled_from`].
-    pub fn shuffled(items: Vec<Item>, batch: usize, seed: u64, bound_for: Device) -> Loader {
-        Loader::shuffled_from(Arc::new(items), batch, seed, bound_for)
-    }
-
     /// One pass over any examples in order; the last batch may be smaller. Batches `bound_for` a
     /// GPU are built in pinned memory, so that their copy overlaps the work queued before it.
-    pub fn sequential_from(source: Arc<dyn Examples>, batch: usize, bound_for: Device) -> Loader {
+    pub fn sequential(source: Arc<dyn Examples>, batch: usize, bound_for: Device) -> Loader {
         Loader::spawn(source, batch.max(1), None, bound_for)
     }
 
     /// An endless stream, reshuffled every epoch from `seed`; `bound_for` as in
-    /// [`Loader::sequential_from`].
-    pub fn shuffled_from(source: Arc<dyn Examples>, batch: usize, seed: u64, bound_for: Device) -> Loader {
+    /// [`Loader::sequential`].
+    pub fn shuffled(source: Arc<dyn Examples>, batch: usize, seed: u64, bound_for: Device) -> Loader {
         Loader::spawn(source, batch.max(1), Some(seed), bound_for)
     }
 }

@@ -7,11 +7,13 @@ pub mod loader;
 pub mod synth;
 
 use anyhow::{anyhow, bail, Context, Result};
+use example::{Samples, Subset};
 use layout::{DatasetIndex, Item, INDEX_FILE};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -33,13 +35,14 @@ impl Split {
     }
 }
 
-/// A dataset root and its index.
+/// A dataset: its training and test lists, whatever the files behind them.
 #[derive(Clone, Debug)]
 pub struct Dataset {
     pub root: PathBuf,
+    /// What names the dataset in messages (its index file, or its folder).
     pub index_path: PathBuf,
-    pub train: Vec<Item>,
-    pub test: Vec<Item>,
+    pub train: Samples,
+    pub test: Samples,
 }
 
 /// Fixed seed of the train/validation carve: the split must not change with the training seed.
@@ -48,49 +51,29 @@ const VAL_SPLIT_SEED: u64 = 0x5_EED0_F5A1;
 impl Dataset {
     /// Opens `root`, reading `index` (default `nyu_v2_3task.json`) inside it.
     pub fn open(root: &Path, index: Option<&str>) -> Result<Dataset> {
-        if !root.is_dir() {
-            bail!("{}: dataset folder does not exist", root.display());
-        }
-        let index_path = root.join(index.unwrap_or(INDEX_FILE));
-        let text = std::fs::read_to_string(&index_path)
-            .map_err(|e| anyhow!("{}: cannot read the dataset index ({e})", index_path.display()))?;
-        let parsed: DatasetIndex = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{}: not a dataset index ({{\"train\": [[img, seg, normal, depth], ...], \"test\": [...]}})",
-                index_path.display()
-            )
-        })?;
-        let items = |list: &[[String; 4]]| -> Vec<Item> {
-            list.iter()
-                .map(|[i, s, n, d]| Item {
-                    image: root.join(i),
-                    seg: root.join(s),
-                    normal: root.join(n),
-                    depth: root.join(d),
-                })
-                .collect()
-        };
+        let (index_path, train, test) = read_index(root, index)?;
         Ok(Dataset {
             root: root.to_path_buf(),
             index_path,
-            train: items(&parsed.train),
-            test: items(&parsed.test),
+            train: Arc::new(train),
+            test: Arc::new(test),
         })
     }
 
     /// The items of a split. Validation is a deterministic `val_fraction` of the training list
     /// (at least one item when the fraction is positive); train is the rest.
-    pub fn split(&self, split: Split, val_fraction: f64) -> Result<Vec<Item>> {
+    pub fn split(&self, split: Split, val_fraction: f64) -> Result<Samples> {
         if !(0.0..1.0).contains(&val_fraction) {
             crate::usage_bail!("--val-fraction {val_fraction} must be in [0, 1)");
         }
-        let items = match split {
+        let items: Samples = match split {
             Split::Test => self.test.clone(),
             Split::Train | Split::Val => {
-                let mut order: Vec<usize> = (0..self.train.len()).collect();
+                let count = self.train.count();
+                let mut order: Vec<usize> = (0..count).collect();
                 order.shuffle(&mut ChaCha8Rng::seed_from_u64(VAL_SPLIT_SEED));
                 let n_val = if val_fraction > 0.0 {
-                    ((self.train.len() as f64 * val_fraction).round() as usize).max(1)
+                    ((count as f64 * val_fraction).round() as usize).max(1)
                 } else {
                     0
                 };
@@ -100,12 +83,44 @@ impl Dataset {
                     order[n_val.min(order.len())..].to_vec()
                 };
                 chosen.sort_unstable();
-                chosen.into_iter().map(|i| self.train[i].clone()).collect()
+                Arc::new(Subset {
+                    source: self.train.clone(),
+                    indices: chosen,
+                })
             }
         };
-        if items.is_empty() {
+        if items.count() == 0 {
             bail!("{}: the {} split is empty", self.index_path.display(), split.as_str());
         }
         Ok(items)
     }
+}
+
+/// The NYUv2-layout items of `root`'s index (default `nyu_v2_3task.json`): the index's path, the
+/// training items and the test items.
+pub fn read_index(root: &Path, index: Option<&str>) -> Result<(PathBuf, Vec<Item>, Vec<Item>)> {
+    if !root.is_dir() {
+        bail!("{}: dataset folder does not exist", root.display());
+    }
+    let index_path = root.join(index.unwrap_or(INDEX_FILE));
+    let text = std::fs::read_to_string(&index_path)
+        .map_err(|e| anyhow!("{}: cannot read the dataset index ({e})", index_path.display()))?;
+    let parsed: DatasetIndex = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not a dataset index ({{\"train\": [[img, seg, normal, depth], ...], \"test\": [...]}})",
+            index_path.display()
+        )
+    })?;
+    let items = |list: &[[String; 4]]| -> Vec<Item> {
+        list.iter()
+            .map(|[i, s, n, d]| Item {
+                image: root.join(i),
+                seg: root.join(s),
+                normal: root.join(n),
+                depth: root.join(d),
+            })
+            .collect()
+    };
+    let (train, test) = (items(&parsed.train), items(&parsed.test));
+    Ok((index_path, train, test))
 }

@@ -3,7 +3,7 @@
 
 use super::channels::{producer_weight, task_scores_group, ChannelGroup};
 pub use super::types::{ChannelScores, Scores};
-use crate::data::layout::Item;
+use crate::data::example::Samples;
 use crate::data::loader::{Batch, Loader};
 use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
 use crate::graph::passes::slice_dead_taps_for;
@@ -124,7 +124,7 @@ pub fn random(model: &Model, params: &Params, tasks: &[TaskSpec], seed: u64) -> 
 /// The calibration batches data-driven scores are computed on.
 pub struct Calibration {
     /// Samples to draw from (the train split).
-    pub items: Vec<Item>,
+    pub items: Samples,
     /// How many batches to score on.
     pub batches: usize,
     pub batch_size: usize,

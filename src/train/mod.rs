@@ -3,7 +3,7 @@
 
 pub mod loss;
 
-use crate::data::layout::Item;
+use crate::data::example::Samples;
 use crate::data::loader::Loader;
 use crate::graph::interpreter::{forward_inputs, Mode, Params};
 use crate::graph::passes::slice_dead_taps_for;
@@ -160,7 +160,7 @@ pub fn validation_loss(
     params: &Params,
     tasks: &[TaskSpec],
     lambdas: &BTreeMap<String, f64>,
-    items: &[Item],
+    items: &Samples,
     batch: usize,
     device: Device,
 ) -> Result<(f64, BTreeMap<String, f64>)> {
@@ -173,7 +173,7 @@ pub fn validation_loss(
     let model = &fused;
     let (mut total, mut n) = (0.0, 0usize);
     let mut parts: BTreeMap<String, f64> = BTreeMap::new();
-    for b in Loader::sequential(items.to_vec(), batch, device) {
+    for b in Loader::sequential(items.clone(), batch, device) {
         let b = b?.to_device(device);
         let k = b.len();
         let (loss, p) = weighted_loss(model, params, tasks, lambdas, &b, Mode::Eval)?;
@@ -195,8 +195,8 @@ pub fn train(
     model: &Model,
     params: &Params,
     tasks: &[TaskSpec],
-    train_items: Vec<Item>,
-    val_items: Vec<Item>,
+    train_items: Samples,
+    val_items: Samples,
     masks: Option<&BTreeMap<String, Tensor>>,
     cfg: &TrainConfig,
     mut on_step: impl FnMut(usize, f64),
@@ -205,7 +205,7 @@ pub fn train(
         bail!("no tasks to train");
     }
     cfg.validate()?;
-    if val_items.is_empty() {
+    if val_items.count() == 0 {
         bail!("model selection needs a validation split; use a positive --val-fraction");
     }
     // Dropout draws from libtorch's generator.
