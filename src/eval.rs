@@ -54,7 +54,7 @@ pub fn evaluate(
             Mode::Eval,
         )?;
         for (task, acc) in tasks.iter().zip(accs.iter_mut()) {
-            acc.update(&outputs[&task.name], label_for(task.kind, &b)?);
+            acc.update(&outputs[&task.name], label_for(task, &b)?);
         }
         images += b.len();
         on_batch(images);
@@ -77,16 +77,16 @@ impl ConstantPredictor {
         for b in Loader::sequential(items, 16, Device::Cpu) {
             let b = b?;
             for (task, constant) in constants.iter_mut() {
-                constant.fit(label_for(task.kind, &b)?)?;
+                constant.fit(label_for(task, &b)?)?;
             }
         }
         Ok(ConstantPredictor { constants })
     }
 
-    /// Constant output of shape [N, C, H, W] for a task.
-    pub fn predict(&self, task: &TaskSpec, n: i64, hw: (i64, i64)) -> Result<Tensor> {
+    /// The constant output for a task, shaped for a batch whose label is `label`.
+    pub fn predict(&self, task: &TaskSpec, label: &Tensor) -> Result<Tensor> {
         match self.constants.iter().find(|(t, _)| t.name == task.name) {
-            Some((_, constant)) => Ok(constant.predict(n, hw)),
+            Some((_, constant)) => Ok(constant.predict(label)),
             None => bail!("no constant predictor was fitted for task '{}'", task.name),
         }
     }
@@ -96,9 +96,9 @@ impl ConstantPredictor {
         let mut images = 0;
         for b in Loader::sequential(items, 16, Device::Cpu) {
             let b = b?;
-            let s = b.only_input()?.size();
             for (task, acc) in tasks.iter().zip(accs.iter_mut()) {
-                acc.update(&self.predict(task, s[0], (s[2], s[3]))?, label_for(task.kind, &b)?);
+                let label = label_for(task, &b)?;
+                acc.update(&self.predict(task, label)?, label);
             }
             images += b.len();
         }

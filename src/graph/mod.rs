@@ -113,6 +113,13 @@ pub enum TaskKind {
     Depth,
     Classification,
     Regression,
+    /// A class per word of a text, predicted from the word's first sub-word token.
+    Token,
+    /// A class per text, from the first token (through the pooler when the encoder has one).
+    Sequence,
+    /// A class per text, from the attention-masked mean of the last hidden states.
+    #[serde(rename = "sequence-mean")]
+    SequenceMean,
 }
 
 impl TaskKind {
@@ -123,8 +130,11 @@ impl TaskKind {
             "depth" => TaskKind::Depth,
             "classification" | "cls" => TaskKind::Classification,
             "regression" | "reg" => TaskKind::Regression,
+            "token" => TaskKind::Token,
+            "sequence" => TaskKind::Sequence,
+            "sequence-mean" => TaskKind::SequenceMean,
             other => bail!(
-                "unknown task kind '{other}' (expected segmentation, normal, depth, classification or regression)"
+                "unknown task kind '{other}' (expected segmentation, normal, depth, classification, regression, token, sequence or sequence-mean)"
             ),
         })
     }
@@ -135,6 +145,9 @@ impl TaskKind {
             TaskKind::Depth => "depth",
             TaskKind::Classification => "classification",
             TaskKind::Regression => "regression",
+            TaskKind::Token => "token",
+            TaskKind::Sequence => "sequence",
+            TaskKind::SequenceMean => "sequence-mean",
         }
     }
 }

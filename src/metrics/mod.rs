@@ -33,9 +33,9 @@ impl TaskMetrics {
 pub const MIOU_CONVENTION: &str =
     "mean IoU over classes present in ground truth or prediction (dataset-wide confusion matrix)";
 
-/// The label a task of this kind is scored against.
-pub fn label_for(kind: TaskKind, batch: &Batch) -> Result<&Tensor> {
-    crate::tasks::def(kind).label(batch)
+/// The label a task is scored against, as its kind finds it in a batch.
+pub fn label_for<'b>(task: &TaskSpec, batch: &'b Batch) -> Result<&'b Tensor> {
+    crate::tasks::def(task.kind).label(task, batch)
 }
 
 /// Dataset-wide metrics of one task, as its kind defines them (see [`crate::tasks`]).

@@ -10,7 +10,7 @@ use tch::{Kind, Tensor};
 pub struct Classification;
 
 impl KindDef for Classification {
-    fn label<'b>(&self, _batch: &'b Batch) -> Result<&'b Tensor> {
+    fn label<'b>(&self, _task: &TaskSpec, _batch: &'b Batch) -> Result<&'b Tensor> {
         Err(no_labels(TaskKind::Classification))
     }
     fn loss(&self, task: &TaskSpec, _pred: &Tensor, _label: &Tensor) -> Result<Tensor> {

@@ -19,7 +19,7 @@ impl KindDef for Depth {
     fn default_loss_weight(&self) -> f64 {
         3.0
     }
-    fn label<'b>(&self, batch: &'b Batch) -> Result<&'b Tensor> {
+    fn label<'b>(&self, _task: &TaskSpec, batch: &'b Batch) -> Result<&'b Tensor> {
         batch.require_label("depth")
     }
     fn loss(&self, _task: &TaskSpec, pred: &Tensor, gt: &Tensor) -> Result<Tensor> {
@@ -90,7 +90,8 @@ impl Constant for MeanDepth {
         self.count += valid.sum(Kind::Int64).int64_value(&[]) as u64;
         Ok(())
     }
-    fn predict(&self, n: i64, hw: (i64, i64)) -> Tensor {
+    fn predict(&self, label: &Tensor) -> Tensor {
+        let (n, hw) = super::batch_and_hw(label);
         let mean = if self.count > 0 {
             self.sum / self.count as f64
         } else {

@@ -7,6 +7,7 @@ mod depth;
 mod normal;
 mod regression;
 mod segmentation;
+mod text;
 
 use crate::data::loader::Batch;
 use crate::graph::{TaskKind, TaskSpec};
@@ -29,9 +30,10 @@ pub trait KindDef: Sync {
     fn default_loss_weight(&self) -> f64 {
         1.0
     }
-    /// The ground truth of this kind in a batch.
-    fn label<'b>(&self, batch: &'b Batch) -> Result<&'b Tensor>;
-    /// The loss of a prediction [N, C, h, w] against a label already resized to h x w.
+    /// The ground truth of a task of this kind in a batch.
+    fn label<'b>(&self, task: &TaskSpec, batch: &'b Batch) -> Result<&'b Tensor>;
+    /// The loss of a prediction against its label (for a spatial prediction [N, C, h, w], a label
+    /// already resized to h x w).
     fn loss(&self, task: &TaskSpec, pred: &Tensor, label: &Tensor) -> Result<Tensor>;
     /// A dataset-wide metric accumulator for a task of this kind.
     fn metrics(&self, task: &TaskSpec) -> Box<dyn Metrics>;
@@ -54,8 +56,9 @@ pub trait Metrics: Send {
 /// A predictor that outputs the same value for every input, fitted on labels.
 pub trait Constant {
     fn fit(&mut self, label: &Tensor) -> Result<()>;
-    /// The constant output [N, C, H, W] once fitted.
-    fn predict(&self, n: i64, hw: (i64, i64)) -> Tensor;
+    /// The constant output for a batch whose label is `label` ([N, C, H, W] for an image label
+    /// [N, ..., H, W]; [N, C] or [N, L, C] for sequence and token labels), once fitted.
+    fn predict(&self, label: &Tensor) -> Tensor;
 }
 
 /// The definition of a kind.
@@ -66,6 +69,8 @@ pub fn def(kind: TaskKind) -> &'static dyn KindDef {
         TaskKind::Depth => &depth::Depth,
         TaskKind::Classification => &classification::Classification,
         TaskKind::Regression => &regression::Regression,
+        TaskKind::Token => &text::TOKEN,
+        TaskKind::Sequence | TaskKind::SequenceMean => &text::SEQUENCE,
     }
 }
 
@@ -84,6 +89,12 @@ impl Metric {
     pub fn shown(&self) -> String {
         self.value.map_or("-".to_string(), |v| format!("{v:.4}"))
     }
+}
+
+/// The batch size and the last two dimensions (H, W) of an image label.
+pub(crate) fn batch_and_hw(label: &Tensor) -> (i64, (i64, i64)) {
+    let s = label.size();
+    (s[0], (s[s.len() - 2], s[s.len() - 1]))
 }
 
 /// Nearest resize of [N, C, h, w] predictions to [H, W].

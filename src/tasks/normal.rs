@@ -27,7 +27,7 @@ impl KindDef for Normal {
     fn default_loss_weight(&self) -> f64 {
         20.0
     }
-    fn label<'b>(&self, batch: &'b Batch) -> Result<&'b Tensor> {
+    fn label<'b>(&self, _task: &TaskSpec, batch: &'b Batch) -> Result<&'b Tensor> {
         batch.require_label("normal")
     }
     fn loss(&self, _task: &TaskSpec, pred: &Tensor, gt: &Tensor) -> Result<Tensor> {
@@ -109,7 +109,8 @@ impl Constant for MeanNormal {
         }
         Ok(())
     }
-    fn predict(&self, n: i64, hw: (i64, i64)) -> Tensor {
+    fn predict(&self, label: &Tensor) -> Tensor {
+        let (n, hw) = super::batch_and_hw(label);
         let len = self.sum.iter().map(|v| v * v).sum::<f64>().sqrt().max(1e-12);
         let v: Vec<f32> = self.sum.iter().map(|&x| (x / len) as f32).collect();
         Tensor::from_slice(&v)

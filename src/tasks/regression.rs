@@ -13,7 +13,7 @@ impl KindDef for Regression {
     fn default_outputs(&self) -> Option<usize> {
         Some(1)
     }
-    fn label<'b>(&self, _batch: &'b Batch) -> Result<&'b Tensor> {
+    fn label<'b>(&self, _task: &TaskSpec, _batch: &'b Batch) -> Result<&'b Tensor> {
         Err(no_labels(TaskKind::Regression))
     }
     fn loss(&self, task: &TaskSpec, _pred: &Tensor, _label: &Tensor) -> Result<Tensor> {

@@ -12,7 +12,7 @@ use tch::{Kind, Reduction, Tensor};
 pub struct Segmentation;
 
 impl KindDef for Segmentation {
-    fn label<'b>(&self, batch: &'b Batch) -> Result<&'b Tensor> {
+    fn label<'b>(&self, _task: &TaskSpec, batch: &'b Batch) -> Result<&'b Tensor> {
         batch.require_label("seg")
     }
     fn loss(&self, task: &TaskSpec, pred: &Tensor, gt: &Tensor) -> Result<Tensor> {
@@ -116,7 +116,8 @@ impl Constant for Majority {
         }
         Ok(())
     }
-    fn predict(&self, n: i64, hw: (i64, i64)) -> Tensor {
+    fn predict(&self, label: &Tensor) -> Tensor {
+        let (n, hw) = super::batch_and_hw(label);
         let c = self.hist.len() as i64;
         let majority = self
             .hist

@@ -1,4 +1,5 @@
-//! The reference's single-task losses. Ground truth is resized (nearest) to the prediction's size.
+//! A task's loss against its label from a batch. An image label is resized (nearest) to a spatial
+//! prediction's size.
 
 use crate::data::loader::Batch;
 use crate::graph::TaskSpec;
@@ -26,8 +27,11 @@ fn resize_label(label: &Tensor, hw: (i64, i64)) -> Tensor {
 /// The task's loss as its kind defines it (cross-entropy ignoring 255, 1 - mean cosine over valid
 /// normals, L1 over valid depth; see `src/tasks/`), against its label from the batch.
 pub fn task_loss(task: &TaskSpec, pred: &Tensor, batch: &Batch) -> Result<Tensor> {
-    let s = pred.size();
     let kind = crate::tasks::def(task.kind);
-    let gt = resize_label(kind.label(batch)?, (s[2], s[3]));
-    kind.loss(task, pred, &gt)
+    let label = kind.label(task, batch)?;
+    if pred.dim() != 4 {
+        return kind.loss(task, pred, label);
+    }
+    let s = pred.size();
+    kind.loss(task, pred, &resize_label(label, (s[2], s[3])))
 }
