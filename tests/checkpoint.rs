@@ -87,6 +87,7 @@ fn reference_state_dict_is_recognised() {
     let opts = LoadOptions {
         task_names: Some(vec!["seg".into(), "normal".into(), "depth".into()]),
         task_kinds: Some(vec![TaskKind::Segmentation, TaskKind::Normal, TaskKind::Depth]),
+        ..Default::default()
     };
     let named = ckpt.model(&opts).unwrap();
     assert!(named.warnings.is_empty());
@@ -121,7 +122,7 @@ fn mismatched_tensors_are_listed() {
     if let cut::graph::Op::Conv2d(c) = &mut model.graph.nodes[1].op {
         c.out_channels = 16;
     }
-    let err = format!("{:#}", ckpt.check_against(&model).unwrap_err());
+    let err = format!("{:#}", ckpt.check_against(&model, &[]).unwrap_err());
     assert!(
         err.contains("'backbone.conv1.weight' expected [16, 3, 7, 7], found [8, 3, 7, 7]"),
         "{err}"

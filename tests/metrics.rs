@@ -9,6 +9,7 @@ fn task(kind: TaskKind, outputs: usize) -> TaskSpec {
         name: "t".into(),
         kind,
         outputs,
+        labels: None,
     }
 }
 

@@ -62,11 +62,13 @@ fn linear_model() -> Model {
                 name: "depth".into(),
                 kind: TaskKind::Depth,
                 outputs: 1,
+                labels: None,
             },
             TaskSpec {
                 name: "other".into(),
                 kind: TaskKind::Depth,
                 outputs: 1,
+                labels: None,
             },
         ],
     }

@@ -67,11 +67,13 @@ fn graph(consumer_kernel: usize) -> Model {
             name: "t".into(),
             kind: TaskKind::Normal,
             outputs: 2,
+            labels: None,
         },
         TaskSpec {
             name: "u".into(),
             kind: TaskKind::Depth,
             outputs: 1,
+            labels: None,
         },
     ];
     Model { graph, tasks }

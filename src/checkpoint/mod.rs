@@ -296,7 +296,12 @@ impl Checkpoint {
         // Before opening: opening a FIFO blocks until something writes to it.
         let meta = std::fs::metadata(&path).map_err(|e| anyhow!("{shown}: cannot open ({e})"))?;
         if meta.is_dir() {
-            bail!("{shown}: is a directory, not a checkpoint file");
+            // A Hugging Face model folder: its weights file.
+            let inside = path.join("model.safetensors");
+            if inside.is_file() {
+                return Checkpoint::open(inside);
+            }
+            bail!("{shown}: is a directory without a model.safetensors (give a checkpoint file, or a Hugging Face model folder)");
         }
         if !meta.is_file() {
             bail!("{shown}: not a regular file (a FIFO, device or socket); give a checkpoint file");
@@ -465,6 +470,7 @@ impl Checkpoint {
                 model,
                 warnings: Vec::new(),
                 inferred: false,
+                ignored: Vec::new(),
             }
         } else {
             let shapes: BTreeMap<&str, &[usize]> = self
@@ -473,15 +479,21 @@ impl Checkpoint {
                 .map(|e| (e.name.as_str(), e.shape.as_slice()))
                 .collect();
             let no_graph = format!("no '{}' in the metadata", metadata::GRAPH_KEY);
-            crate::families::recognise(&shapes, opts, &no_graph).with_context(|| format!("{shown}"))?
+            let opts = LoadOptions {
+                folder: self.path.parent().map(Path::to_path_buf),
+                ..opts.clone()
+            };
+            crate::families::recognise(&shapes, &opts, &no_graph).with_context(|| format!("{shown}"))?
         };
         crate::tasks::check_specs(&loaded.model.tasks).with_context(|| format!("{shown}"))?;
-        self.check_against(&loaded.model).with_context(|| format!("{shown}"))?;
+        self.check_against(&loaded.model, &loaded.ignored)
+            .with_context(|| format!("{shown}"))?;
         Ok(loaded)
     }
 
     /// One error listing the first few missing, extra or mis-shaped tensors.
-    pub fn check_against(&self, model: &Model) -> Result<()> {
+    /// Tensors named in `ignored` may be in the file without the graph reading them.
+    pub fn check_against(&self, model: &Model, ignored: &[String]) -> Result<()> {
         let specs = model.graph.param_specs();
         let mut problems = Vec::new();
         let mut count = 0;
@@ -512,7 +524,7 @@ impl Checkpoint {
         }
         let known: std::collections::BTreeSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
         for name in self.tensors.keys() {
-            if !known.contains(name.as_str()) {
+            if !known.contains(name.as_str()) && !ignored.contains(name) {
                 count += 1;
                 problems.push(format!("'{name}' is not used by the graph"));
             }

@@ -14,28 +14,57 @@ pub struct ModelArgs {
     /// Task names for a checkpoint without a cut graph (a converted reference state dict), in head order.
     #[arg(long, value_name = "a,b,c")]
     pub task_names: Option<String>,
-    /// Task kinds for such a checkpoint (segmentation, normal, depth, classification, regression).
-    #[arg(long, value_name = "k1,k2,k3")]
+    /// Task kinds for such a checkpoint: in head order (segmentation, normal, depth,
+    /// classification, regression), or by name for a text encoder's heads
+    /// (genre:sequence-mean,pos:token; kinds token, sequence, sequence-mean).
+    #[arg(long, value_name = "k1,k2 | a:k1,b:k2")]
     pub task_kinds: Option<String>,
 }
 
 impl ModelArgs {
     pub fn load_options(&self) -> Result<LoadOptions> {
-        let task_kinds = match &self.task_kinds {
-            Some(text) => Some(
-                parse_task_list(text)
-                    .iter()
-                    .map(|k| TaskKind::parse(k))
-                    .collect::<Result<Vec<_>>>()
-                    .context("--task-kinds")?,
-            ),
-            None => None,
+        let (named, task_kinds) = match &self.task_kinds {
+            Some(text) => parse_task_kinds(text)?,
+            None => (None, None),
         };
+        if named.is_some() && self.task_names.is_some() {
+            cut::usage_bail!("--task-kinds name:kind pairs name the tasks already: drop --task-names");
+        }
         Ok(LoadOptions {
-            task_names: self.task_names.as_deref().map(parse_task_list),
+            task_names: named.or_else(|| self.task_names.as_deref().map(parse_task_list)),
             task_kinds,
+            folder: None,
         })
     }
+}
+
+/// `--task-kinds`: "k1,k2" (kinds in head order) or "a:k1,b:k2" (names with kinds).
+type TaskKinds = (Option<Vec<String>>, Option<Vec<TaskKind>>);
+
+fn parse_task_kinds(text: &str) -> Result<TaskKinds> {
+    let items = parse_task_list(text);
+    let pairs: Vec<Option<(&str, &str)>> = items.iter().map(|i| i.split_once(':')).collect();
+    if pairs.iter().all(Option::is_some) && !pairs.is_empty() {
+        let mut names = Vec::new();
+        let mut kinds = Vec::new();
+        for (name, kind) in pairs.into_iter().flatten() {
+            if name.is_empty() || names.iter().any(|n| n == name) {
+                cut::usage_bail!("--task-kinds '{text}': each task named once, as name:kind");
+            }
+            names.push(name.to_string());
+            kinds.push(TaskKind::parse(kind).context("--task-kinds")?);
+        }
+        return Ok((Some(names), Some(kinds)));
+    }
+    if pairs.iter().any(Option::is_some) {
+        cut::usage_bail!("--task-kinds '{text}': give every task as name:kind, or only kinds in head order");
+    }
+    let kinds = items
+        .iter()
+        .map(|k| TaskKind::parse(k))
+        .collect::<Result<Vec<_>>>()
+        .context("--task-kinds")?;
+    Ok((None, Some(kinds)))
 }
 
 /// Parses "3x480x640" (or "480x640", taking `channels`).

@@ -5,6 +5,7 @@ pub mod example;
 pub mod layout;
 pub mod loader;
 pub mod synth;
+pub mod text;
 
 use anyhow::{anyhow, bail, Context, Result};
 use example::{Samples, Subset};

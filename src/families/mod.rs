@@ -2,6 +2,7 @@
 //! checkpoint of its kind that carries no graph (a state dict as users have it) from its tensor
 //! names and shapes. A new family is one new module here plus one line in [`FAMILIES`].
 
+pub mod bert;
 pub mod scenenet;
 
 use crate::graph::{Model, TaskKind};
@@ -16,6 +17,9 @@ pub type TensorShapes<'a> = BTreeMap<&'a str, &'a [usize]>;
 pub struct LoadOptions {
     pub task_names: Option<Vec<String>>,
     pub task_kinds: Option<Vec<TaskKind>>,
+    /// The folder holding the checkpoint (set by the reader), where a family finds the files that
+    /// travel with a model (a Hugging Face `config.json`, `labels.json`).
+    pub folder: Option<std::path::PathBuf>,
 }
 
 /// A model read from a checkpoint, with what was guessed on the way.
@@ -24,6 +28,8 @@ pub struct LoadedModel {
     pub warnings: Vec<String>,
     /// True when the graph was inferred from tensor names rather than read from metadata.
     pub inferred: bool,
+    /// Tensors of the file the family knowingly leaves unread (position ids, an unused pooler).
+    pub ignored: Vec<String>,
 }
 
 /// One model family.
@@ -41,7 +47,7 @@ pub trait Family: Sync {
 }
 
 /// Every family `cut` knows.
-pub const FAMILIES: &[&dyn Family] = &[&scenenet::SceneNet];
+pub const FAMILIES: &[&dyn Family] = &[&scenenet::SceneNet, &bert::Bert];
 
 /// The family of that name.
 pub fn find(name: &str) -> Result<&'static dyn Family> {

@@ -158,6 +158,10 @@ pub struct TaskSpec {
     pub kind: TaskKind,
     /// Width of the task's output (classes for segmentation, 3 for normals, 1 for depth).
     pub outputs: usize,
+    /// The class names, one per output row, where the model has them (text models: the labels
+    /// the data spells out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
 }
 
 /// A graph with its task list: everything needed to run a checkpoint.
@@ -662,11 +666,13 @@ mod tests {
                     name: "ta".into(),
                     kind: TaskKind::Depth,
                     outputs: 1,
+                    labels: None,
                 },
                 TaskSpec {
                     name: "tb".into(),
                     kind: TaskKind::Segmentation,
                     outputs: 2,
+                    labels: None,
                 },
             ],
         };

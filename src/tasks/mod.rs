@@ -9,6 +9,8 @@ mod regression;
 mod segmentation;
 mod text;
 
+pub use text::IGNORE;
+
 use crate::data::loader::Batch;
 use crate::graph::{TaskKind, TaskSpec};
 use anyhow::{bail, Context, Result};
@@ -167,6 +169,7 @@ pub fn parse_task_specs(text: &str) -> Result<Vec<TaskSpec>> {
                 name: name.to_string(),
                 kind,
                 outputs,
+                labels: None,
             })
         })
         .collect::<Result<Vec<TaskSpec>>>()?;

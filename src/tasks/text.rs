@@ -167,6 +167,7 @@ mod tests {
             name: "pos".into(),
             kind: TaskKind::Token,
             outputs: 3,
+            labels: None,
         }
     }
 

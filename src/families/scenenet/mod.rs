@@ -287,16 +287,19 @@ pub fn scene_tasks(seg_classes: usize) -> Vec<TaskSpec> {
             name: "seg".into(),
             kind: super::TaskKind::Segmentation,
             outputs: seg_classes,
+            labels: None,
         },
         TaskSpec {
             name: "normal".into(),
             kind: super::TaskKind::Normal,
             outputs: 3,
+            labels: None,
         },
         TaskSpec {
             name: "depth".into(),
             kind: super::TaskKind::Depth,
             outputs: 1,
+            labels: None,
         },
     ]
 }

@@ -107,7 +107,12 @@ pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
         .into_iter()
         .zip(kinds)
         .zip(&heads)
-        .map(|((name, kind), &(_, _, outputs))| TaskSpec { name, kind, outputs })
+        .map(|((name, kind), &(_, _, outputs))| TaskSpec {
+            name,
+            kind,
+            outputs,
+            labels: None,
+        })
         .collect();
 
     let mut config = SceneNetConfig::reference(tasks);
@@ -129,6 +134,7 @@ pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
         }
     }
     Ok(LoadedModel {
+        ignored: Vec::new(),
         model,
         warnings,
         inferred: true,

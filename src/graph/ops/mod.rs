@@ -196,6 +196,7 @@ registry! {
 
 pub use conv2d::LiveTaps;
 
+pub use gelu::GeluApproximation;
 pub use upsample::UpsampleMode;
 
 /// The product of sizes as a count, saturating at `u64::MAX` instead of wrapping.

@@ -1,0 +1,296 @@
+//! Text data: a folder with `train.jsonl` and `test.jsonl` (one JSON object per line). Each line
+//! holds `"tokens": ["The", "jury", ...]` (or `"text": "..."` when no token task needs words) and,
+//! per task, a label: a string for a sequence task, a list of one label per word for a token task.
+//! Sub-words come from the model's `tokenizer.json` (Hugging Face `tokenizers`); a token task's
+//! label sits on each word's first sub-word, [`IGNORE`] elsewhere. Every example is padded to the
+//! longest encoded line of the dataset (at most `max_len` tokens; longer lines are truncated and
+//! counted), so that batches stack.
+
+use super::example::{Example, Examples, Field};
+use super::Dataset;
+use crate::families::bert::{IDS, MASK};
+use crate::graph::{TaskKind, TaskSpec};
+pub use crate::tasks::IGNORE;
+use anyhow::{anyhow, bail, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokenizers::{InputSequence, Tokenizer};
+
+/// How to read text data for a model.
+pub struct TextOptions<'a> {
+    pub tokenizer: &'a Path,
+    pub tasks: &'a [TaskSpec],
+    /// Longest encoded line kept, special tokens included.
+    pub max_len: usize,
+}
+
+/// What reading found worth saying.
+#[derive(Clone, Debug, Default)]
+pub struct TextStats {
+    pub lines: usize,
+    pub truncated: usize,
+    /// The common padded length.
+    pub length: usize,
+}
+
+/// One encoded line before padding.
+struct Encoded {
+    ids: Vec<i64>,
+    /// Per task: its name, whether it labels tokens, and the labels.
+    labels: Vec<(String, bool, Vec<i64>)>,
+    line: usize,
+}
+
+/// The examples of one file, padded to a common length.
+pub struct TextExamples {
+    path: PathBuf,
+    examples: Vec<Example>,
+    lines: Vec<usize>,
+}
+
+impl Examples for TextExamples {
+    fn count(&self) -> usize {
+        self.examples.len()
+    }
+    fn load(&self, index: usize) -> Result<Example> {
+        Ok(self.examples[index].clone())
+    }
+    fn describe(&self, index: usize) -> String {
+        format!("{}:{}", self.path.display(), self.lines[index])
+    }
+}
+
+/// Loads a tokenizer for encoding single texts: padding and truncation from the file are turned
+/// off (cut pads and truncates itself).
+pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
+    if !path.is_file() {
+        bail!(
+            "{}: no tokenizer (a text model needs its tokenizer.json beside model.safetensors)",
+            path.display()
+        );
+    }
+    let mut t = Tokenizer::from_file(path).map_err(|e| anyhow!("{}: not a tokenizer ({e})", path.display()))?;
+    t.with_padding(None);
+    t.with_truncation(None)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    Ok(t)
+}
+
+/// The id the model pads with: the tokenizer's `[PAD]` or `<pad>` token.
+fn pad_id(tokenizer: &Tokenizer, path: &Path) -> Result<i64> {
+    ["[PAD]", "<pad>"]
+        .iter()
+        .find_map(|t| tokenizer.token_to_id(t))
+        .map(i64::from)
+        .ok_or_else(|| anyhow!("{}: the tokenizer has no [PAD] or <pad> token", path.display()))
+}
+
+/// Opens a text dataset folder for a model's tasks.
+pub fn open(root: &Path, opts: &TextOptions) -> Result<(Dataset, TextStats)> {
+    if !root.is_dir() {
+        bail!("{}: dataset folder does not exist", root.display());
+    }
+    let tokenizer = load_tokenizer(opts.tokenizer)?;
+    let pad = pad_id(&tokenizer, opts.tokenizer)?;
+    let mut stats = TextStats::default();
+    let mut files = Vec::new();
+    for name in ["train.jsonl", "test.jsonl"] {
+        let path = root.join(name);
+        let encoded = read_file(&path, &tokenizer, opts, &mut stats)?;
+        files.push((path, encoded));
+    }
+    let length = files
+        .iter()
+        .flat_map(|(_, e)| e.iter().map(|x| x.ids.len()))
+        .max()
+        .unwrap_or(1);
+    stats.length = length;
+    let mut splits = files.into_iter().map(|(path, encoded)| -> Arc<dyn Examples> {
+        let lines = encoded.iter().map(|e| e.line).collect();
+        let examples = encoded.into_iter().map(|e| pad_example(e, length, pad)).collect();
+        Arc::new(TextExamples { path, examples, lines })
+    });
+    let (train, test) = (splits.next().expect("two files"), splits.next().expect("two files"));
+    Ok((
+        Dataset {
+            root: root.to_path_buf(),
+            index_path: root.to_path_buf(),
+            train,
+            test,
+        },
+        stats,
+    ))
+}
+
+fn pad_example(e: Encoded, length: usize, pad: i64) -> Example {
+    let real = e.ids.len();
+    let mut ids = e.ids;
+    ids.resize(length, pad);
+    let mask: Vec<i64> = (0..length).map(|i| i64::from(i < real)).collect();
+    let len = length as i64;
+    let labels = e
+        .labels
+        .into_iter()
+        .map(|(task, per_token, mut values)| {
+            if per_token {
+                values.resize(length, IGNORE);
+                Field::i64(&task, vec![len], values)
+            } else {
+                Field::i64(&task, vec![], values)
+            }
+        })
+        .collect();
+    Example {
+        inputs: vec![Field::i64(IDS, vec![len], ids), Field::i64(MASK, vec![len], mask)],
+        labels,
+    }
+}
+
+fn read_file(path: &Path, tokenizer: &Tokenizer, opts: &TextOptions, stats: &mut TextStats) -> Result<Vec<Encoded>> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: cannot read ({e})", path.display()))?;
+    let index: Vec<HashMap<&str, usize>> = opts
+        .tasks
+        .iter()
+        .map(|t| {
+            t.labels
+                .as_ref()
+                .map(|l| l.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect())
+                .unwrap_or_default()
+        })
+        .collect();
+    for t in opts.tasks {
+        if t.labels.is_none() {
+            bail!(
+                "task '{}' has no label names: put labels.json ({{\"{}\": [\"label of row 0\", ...]}}) beside the model",
+                t.name,
+                t.name
+            );
+        }
+    }
+    let mut out = Vec::new();
+    for (n, raw) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = n + 1;
+        let at = || format!("{}:{line}", path.display());
+        if raw.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let text = std::str::from_utf8(raw).map_err(|_| anyhow!("{}: not UTF-8", at()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| anyhow!("{}: not a JSON object ({e})", at()))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| anyhow!("{}: not a JSON object", at()))?;
+        let words: Option<Vec<&str>> = match object.get("tokens") {
+            Some(serde_json::Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .map(|w| {
+                        w.as_str()
+                            .ok_or_else(|| anyhow!("{}: field 'tokens' holds a non-string", at()))
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            Some(_) => bail!("{}: field 'tokens' is not a list of strings", at()),
+            None => None,
+        };
+        let encoding = match (&words, object.get("text")) {
+            (Some(w), _) => tokenizer.encode(InputSequence::from(w.clone()), true),
+            (None, Some(serde_json::Value::String(t))) => {
+                if let Some(task) = opts.tasks.iter().find(|t| t.kind == TaskKind::Token) {
+                    bail!(
+                        "{}: token task '{}' needs 'tokens' (a list of words), not 'text'",
+                        at(),
+                        task.name
+                    );
+                }
+                tokenizer.encode(t.as_str(), true)
+            }
+            _ => bail!("{}: no 'tokens' (a list of words) or 'text' field", at()),
+        }
+        .map_err(|e| anyhow!("{}: cannot tokenize ({e})", at()))?;
+        let mut ids: Vec<i64> = encoding.get_ids().iter().map(|&i| i64::from(i)).collect();
+        let mut word_ids: Vec<Option<u32>> = encoding.get_word_ids().to_vec();
+        if ids.len() > opts.max_len {
+            stats.truncated += 1;
+            // Keep the closing special token (BERT's [SEP], RoBERTa's </s>).
+            let last = ids[ids.len() - 1];
+            ids.truncate(opts.max_len.max(2) - 1);
+            ids.push(last);
+            word_ids.truncate(ids.len() - 1);
+            word_ids.push(None);
+        }
+        let mut labels = Vec::new();
+        for (task, known) in opts.tasks.iter().zip(&index) {
+            let lookup = |label: &str| -> Result<i64> {
+                known.get(label).map(|&i| i as i64).ok_or_else(|| {
+                    let mut names: Vec<&&str> = known.keys().collect();
+                    names.sort();
+                    let names: Vec<&str> = names.into_iter().take(8).copied().collect();
+                    anyhow!(
+                        "{}: task '{}' has label '{label}', which the model does not know (it knows {}{})",
+                        at(),
+                        task.name,
+                        names.join(", "),
+                        if known.len() > 8 { ", ..." } else { "" }
+                    )
+                })
+            };
+            let values = match (task.kind, object.get(&task.name)) {
+                (_, None) | (_, Some(serde_json::Value::Null)) => {
+                    if task.kind == TaskKind::Token {
+                        vec![IGNORE; ids.len()]
+                    } else {
+                        vec![IGNORE]
+                    }
+                }
+                (TaskKind::Token, Some(serde_json::Value::Array(items))) => {
+                    let count = words.as_ref().map_or(0, Vec::len);
+                    if items.len() != count {
+                        bail!(
+                            "{}: token task '{}' has {} labels for {count} words",
+                            at(),
+                            task.name,
+                            items.len()
+                        );
+                    }
+                    let word_labels: Vec<i64> = items
+                        .iter()
+                        .map(|v| match v.as_str() {
+                            Some(s) => lookup(s),
+                            None => bail!("{}: task '{}' holds a label that is not a string", at(), task.name),
+                        })
+                        .collect::<Result<_>>()?;
+                    let mut seen = std::collections::HashSet::new();
+                    word_ids
+                        .iter()
+                        .map(|w| match w {
+                            Some(w) if seen.insert(*w) => word_labels[*w as usize],
+                            _ => IGNORE,
+                        })
+                        .collect()
+                }
+                (TaskKind::Token, Some(_)) => bail!("{}: token task '{}' needs a list of labels", at(), task.name),
+                (_, Some(serde_json::Value::String(s))) => vec![lookup(s)?],
+                (_, Some(_)) => bail!("{}: sequence task '{}' needs one label (a string)", at(), task.name),
+            };
+            labels.push((task.name.clone(), task.kind == TaskKind::Token, values));
+        }
+        stats.lines += 1;
+        out.push(Encoded { ids, labels, line });
+    }
+    if out.is_empty() {
+        bail!("{}: no lines", path.display());
+    }
+    Ok(out)
+}
+
+/// The tokenizer file of a model read from `model_path` (a folder, or a file inside one).
+pub fn tokenizer_beside(model_path: &Path) -> PathBuf {
+    let folder = if model_path.is_dir() {
+        model_path
+    } else {
+        model_path.parent().unwrap_or(Path::new("."))
+    };
+    folder.join("tokenizer.json")
+}

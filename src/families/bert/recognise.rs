@@ -1,0 +1,216 @@
+//! Reads a Hugging Face encoder folder: the tensor names (bare or under one prefix such as `bert.`
+//! or `roberta.`), `config.json` beside them (inferred from the shapes, with a warning, when
+//! missing), the heads `heads.<task>.*`, `labels.json`, and the task kinds the user gives.
+
+use super::{BertConfig, HeadConfig};
+use crate::families::{LoadOptions, LoadedModel, TensorShapes};
+use crate::graph::TaskKind;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::BTreeMap;
+
+const WORDS: &str = "embeddings.word_embeddings.weight";
+
+/// The prefix under which the encoder's tensors sit ("" when bare), if they are there.
+pub fn prefix(shapes: &TensorShapes) -> Option<String> {
+    shapes.keys().find_map(|name| {
+        let p = name.strip_suffix(WORDS)?;
+        // Bare, or one dotted prefix ("bert.", "roberta.", "encoder.").
+        (p.is_empty() || (p.ends_with('.') && !p[..p.len() - 1].contains('.'))).then(|| p.to_string())
+    })
+}
+
+fn shape<'a>(shapes: &'a TensorShapes, name: &str) -> Result<&'a [usize]> {
+    shapes
+        .get(name)
+        .copied()
+        .ok_or_else(|| anyhow!("tensor '{name}' is missing"))
+}
+
+/// The heads found: task -> (classes, two layers).
+fn heads(shapes: &TensorShapes) -> BTreeMap<String, (usize, bool)> {
+    let mut out = BTreeMap::new();
+    for (name, s) in shapes {
+        let Some(rest) = name.strip_prefix("heads.") else {
+            continue;
+        };
+        if let Some(task) = rest.strip_suffix(".out_proj.weight") {
+            out.insert(task.to_string(), (s[0], true));
+        } else if let Some(task) = rest.strip_suffix(".weight") {
+            if !task.contains('.') {
+                out.insert(task.to_string(), (s[0], false));
+            }
+        }
+    }
+    out
+}
+
+pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
+    let p = prefix(shapes).ok_or_else(|| anyhow!("no tensor named '{WORDS}' (bare or under one prefix)"))?;
+    let mut warnings = Vec::new();
+    let words = shape(shapes, &format!("{p}{WORDS}"))?;
+    let positions = shape(shapes, &format!("{p}embeddings.position_embeddings.weight"))?;
+    let types = shapes.get(format!("{p}embeddings.token_type_embeddings.weight").as_str());
+    let layers = (0..)
+        .take_while(|i| shapes.contains_key(format!("{p}encoder.layer.{i}.attention.self.query.weight").as_str()))
+        .count();
+    if layers == 0 {
+        bail!("no encoder layers (expected '{p}encoder.layer.0.attention.self.query.weight')");
+    }
+    let inner = shape(shapes, &format!("{p}encoder.layer.0.intermediate.dense.weight"))?;
+    let folder = opts.folder.as_deref();
+    let config_path = folder.map(|f| f.join("config.json"));
+    let mut config: BertConfig = match config_path.as_ref().filter(|p| p.is_file()) {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: cannot read ({e})", path.display()))?;
+            serde_json::from_str(&text).map_err(|e| anyhow!("{}: not an encoder config ({e})", path.display()))?
+        }
+        None => {
+            let heads = (words[1] / 64).max(1);
+            let roberta = positions[0] == 514;
+            warnings.push(format!(
+                "no config.json beside the model: sizes read from the tensors, {heads} attention heads of 64 assumed, {} positions; put the model's config.json there to be sure",
+                if roberta { "RoBERTa" } else { "BERT" }
+            ));
+            BertConfig {
+                model_type: if roberta { "roberta" } else { "bert" }.into(),
+                vocab_size: words[0],
+                hidden_size: words[1],
+                num_hidden_layers: layers,
+                num_attention_heads: heads,
+                intermediate_size: inner[0],
+                max_position_embeddings: positions[0],
+                type_vocab_size: types.map_or(0, |s| s[0]),
+                layer_norm_eps: 1e-12,
+                hidden_act: "gelu".into(),
+                pad_token_id: Some(if roberta { 1 } else { 0 }),
+                hidden_dropout_prob: 0.1,
+                prefix: String::new(),
+                pooler: false,
+                gamma_beta: false,
+                heads: Vec::new(),
+            }
+        }
+    };
+    let shown = config_path
+        .as_ref()
+        .map_or("config.json".to_string(), |p| p.display().to_string());
+    for (field, said, found, tensor) in [
+        ("vocab_size", config.vocab_size, words[0], WORDS),
+        ("hidden_size", config.hidden_size, words[1], WORDS),
+        ("num_hidden_layers", config.num_hidden_layers, layers, "encoder.layer.N"),
+        (
+            "intermediate_size",
+            config.intermediate_size,
+            inner[0],
+            "encoder.layer.0.intermediate.dense.weight",
+        ),
+        (
+            "max_position_embeddings",
+            config.max_position_embeddings,
+            positions[0],
+            "embeddings.position_embeddings.weight",
+        ),
+    ] {
+        if said != found {
+            bail!("{shown}: field '{field}' is {said}, but tensor '{p}{tensor}' says {found}");
+        }
+    }
+    config.type_vocab_size = types.map_or(0, |s| s[0]);
+    config.prefix = p.clone();
+    config.pooler = shapes.contains_key(format!("{p}pooler.dense.weight").as_str());
+    config.gamma_beta = shapes.contains_key(format!("{p}embeddings.LayerNorm.gamma").as_str());
+
+    let found = heads(shapes);
+    if found.is_empty() {
+        bail!("no task heads (expected tensors 'heads.<task>.weight' or 'heads.<task>.out_proj.weight')");
+    }
+    let kinds: BTreeMap<String, TaskKind> = match (&opts.task_names, &opts.task_kinds) {
+        (Some(names), Some(kinds)) if names.len() == kinds.len() => {
+            names.iter().cloned().zip(kinds.iter().copied()).collect()
+        }
+        (None, None) => BTreeMap::new(),
+        _ => crate::usage_bail!("give text task kinds by name: --task-kinds genre:sequence-mean,pos:token"),
+    };
+    for name in kinds.keys() {
+        if !found.contains_key(name) {
+            let known: Vec<&str> = found.keys().map(String::as_str).collect();
+            crate::usage_bail!(
+                "--task-kinds names task '{name}', which has no head (heads: {})",
+                known.join(", ")
+            );
+        }
+    }
+    let labels = read_labels(folder)?;
+    for (task, &(classes, two_layer)) in &found {
+        let Some(&kind) = kinds.get(task) else {
+            crate::usage_bail!(
+                "task '{task}' needs a kind: --task-kinds {task}:token, {task}:sequence or {task}:sequence-mean"
+            );
+        };
+        let task_labels = labels.as_ref().and_then(|(_, l)| l.get(task).cloned());
+        if let (Some(l), Some((path, _))) = (&task_labels, &labels) {
+            if l.len() != classes {
+                bail!(
+                    "{}: task '{task}' lists {} labels, but its head 'heads.{task}' has {classes} rows",
+                    path.display(),
+                    l.len()
+                );
+            }
+        }
+        config.heads.push(HeadConfig {
+            task: task.clone(),
+            kind,
+            classes,
+            two_layer,
+            labels: task_labels,
+        });
+    }
+    let model = config.build().with_context(|| shown.clone())?;
+    // What the graph does not read: position ids some files keep, an unused pooler, other heads
+    // of pre-training (masked LM), said once.
+    let used: std::collections::BTreeSet<String> = model.graph.param_specs().into_iter().map(|s| s.name).collect();
+    let ignored: Vec<String> = shapes
+        .keys()
+        .filter(|n| !used.contains(**n))
+        .map(|n| n.to_string())
+        .collect();
+    let unexpected: Vec<&String> = ignored
+        .iter()
+        .filter(|n| !n.ends_with("position_ids") && !n.starts_with(&format!("{p}pooler.")))
+        .collect();
+    if !unexpected.is_empty() {
+        let shown: Vec<&str> = unexpected.iter().take(3).map(|s| s.as_str()).collect();
+        warnings.push(format!(
+            "{} tensors are not part of the encoder or a head and are ignored ({}{})",
+            unexpected.len(),
+            shown.join(", "),
+            if unexpected.len() > 3 { ", ..." } else { "" }
+        ));
+    }
+    Ok(LoadedModel {
+        model,
+        warnings,
+        inferred: true,
+        ignored,
+    })
+}
+
+/// A `labels.json`: its path and the label names by task.
+type LabelsFile = (std::path::PathBuf, BTreeMap<String, Vec<String>>);
+
+/// `labels.json` beside the model, if there is one.
+fn read_labels(
+    folder: Option<&std::path::Path>,
+) -> Result<Option<LabelsFile>> {
+    let Some(path) = folder.map(|f| f.join("labels.json")).filter(|p| p.is_file()) else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("{}: cannot read ({e})", path.display()))?;
+    let labels: BTreeMap<String, Vec<String>> = serde_json::from_str(&text).map_err(|e| {
+        anyhow!(
+            "{}: expected {{\"task\": [\"label of row 0\", ...]}} ({e})",
+            path.display()
+        )
+    })?;
+    Ok(Some((path, labels)))
+}
