@@ -36,6 +36,7 @@ fn conv(name: &str, cin: usize, cout: usize) -> Op {
 /// input (3 ch) -> stem conv (2 ch) -> head conv (1 ch) = depth; a second head "other".
 fn linear_model() -> Model {
     Model {
+        tokenizer: None,
         graph: Graph {
             family: None,
             inputs: vec![GraphInput::image(3)],

@@ -76,7 +76,11 @@ fn graph(consumer_kernel: usize) -> Model {
             labels: None,
         },
     ];
-    Model { graph, tasks }
+    Model {
+        graph,
+        tasks,
+        tokenizer: None,
+    }
 }
 
 fn params(model: &Model, beta: f64) -> Params {

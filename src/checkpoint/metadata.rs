@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 pub const GRAPH_KEY: &str = "cut.graph";
 pub const TASKS_KEY: &str = "cut.tasks";
+/// A text model's `tokenizer.json`, as text.
+pub const TOKENIZER_KEY: &str = "cut.tokenizer";
 pub const PROVENANCE_KEY: &str = "cut.provenance";
 /// "dense" (plain tensors) or "packed" (bitmask plus kept values); absent means dense.
 pub const LAYOUT_KEY: &str = "cut.layout";
@@ -37,6 +39,9 @@ pub fn model_metadata(model: &Model, provenance: Option<&Provenance>) -> Result<
     let mut meta = BTreeMap::new();
     meta.insert(GRAPH_KEY.to_string(), serde_json::to_string(&model.graph)?);
     meta.insert(TASKS_KEY.to_string(), serde_json::to_string(&model.tasks)?);
+    if let Some(t) = &model.tokenizer {
+        meta.insert(TOKENIZER_KEY.to_string(), t.to_string());
+    }
     if let Some(p) = provenance {
         meta.insert(PROVENANCE_KEY.to_string(), serde_json::to_string(p)?);
     }
@@ -67,7 +72,12 @@ pub fn read_model(meta: &BTreeMap<String, String>) -> Result<Model> {
         .ok_or_else(|| anyhow!("metadata has '{GRAPH_KEY}' but no '{TASKS_KEY}'"))?;
     let tasks: Vec<TaskSpec> = serde_json::from_str(tasks_text)
         .with_context(|| format!("metadata field '{TASKS_KEY}' is not a valid task list"))?;
-    let model = Model { graph, tasks };
+    let tokenizer = meta.get(TOKENIZER_KEY).map(|t| std::sync::Arc::new(t.clone()));
+    let model = Model {
+        graph,
+        tasks,
+        tokenizer,
+    };
     model
         .validate()
         .with_context(|| format!("metadata field '{GRAPH_KEY}'"))?;

@@ -23,19 +23,24 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load_options(&self) -> Result<LoadOptions> {
-        let (named, task_kinds) = match &self.task_kinds {
-            Some(text) => parse_task_kinds(text)?,
-            None => (None, None),
-        };
-        if named.is_some() && self.task_names.is_some() {
-            cut::usage_bail!("--task-kinds name:kind pairs name the tasks already: drop --task-names");
-        }
-        Ok(LoadOptions {
-            task_names: named.or_else(|| self.task_names.as_deref().map(parse_task_list)),
-            task_kinds,
-            folder: None,
-        })
+        load_options(self.task_names.as_deref(), self.task_kinds.as_deref())
     }
+}
+
+/// How to read a checkpoint without a cut graph, from `--task-names` and `--task-kinds`.
+pub fn load_options(task_names: Option<&str>, task_kinds: Option<&str>) -> Result<LoadOptions> {
+    let (named, task_kinds) = match task_kinds {
+        Some(text) => parse_task_kinds(text)?,
+        None => (None, None),
+    };
+    if named.is_some() && task_names.is_some() {
+        cut::usage_bail!("--task-kinds name:kind pairs name the tasks already: drop --task-names");
+    }
+    Ok(LoadOptions {
+        task_names: named.or_else(|| task_names.map(parse_task_list)),
+        task_kinds,
+        folder: None,
+    })
 }
 
 /// `--task-kinds`: "k1,k2" (kinds in head order) or "a:k1,b:k2" (names with kinds).
@@ -139,7 +144,8 @@ impl SceneNetArgs {
 /// Where data comes from, shared by eval, train and prune.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DataArgs {
-    /// Dataset folder in the NYUv2 3-task layout.
+    /// Dataset folder: the NYUv2 3-task layout for image models, train.jsonl and test.jsonl for text
+    /// models.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Index file inside the dataset folder.
@@ -148,20 +154,35 @@ pub struct DataArgs {
     /// Share of the training list held out (deterministically) as the validation split.
     #[arg(long, default_value_t = 0.1)]
     pub val_fraction: f64,
-    /// Images per batch.
+    /// Images (or texts) per batch.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Text data: the most tokens per line, special tokens included; longer lines are truncated
+    /// (and counted).
+    #[arg(long, default_value_t = 128)]
+    pub max_len: usize,
 }
 
 impl DataArgs {
-    pub fn open(&self) -> Result<Option<cut::data::Dataset>> {
-        self.data
-            .as_deref()
-            .map(|d| cut::data::Dataset::open(d, Some(&self.index)))
-            .transpose()
+    /// The dataset in the form `model` reads, when --data is given;
+    /// warnings go to stderr.
+    pub fn open_for(&self, model: &cut::graph::Model) -> Result<Option<cut::data::Dataset>> {
+        let Some(dir) = self.data.as_deref() else {
+            return Ok(None);
+        };
+        if self.max_len < 2 {
+            cut::usage_bail!("--max-len must be at least 2 (the special tokens)");
+        }
+        let (data, warnings) = cut::data::open_for(model, dir, Some(&self.index), self.max_len)?;
+        for w in warnings {
+            eprintln!("cut: warning: {w}");
+        }
+        Ok(Some(data))
     }
-    pub fn require(&self, why: &str) -> Result<cut::data::Dataset> {
-        match self.open()? {
+
+    /// [`DataArgs::open_for`], with --data required `why`.
+    pub fn require_for(&self, model: &cut::graph::Model, why: &str) -> Result<cut::data::Dataset> {
+        match self.open_for(model)? {
             Some(d) => Ok(d),
             None => cut::usage_bail!("--data DIR is required {why}"),
         }

@@ -50,7 +50,7 @@ pub fn run(a: Args) -> Result<()> {
         Some(t) => model.select_tasks(&parse_task_list(t))?,
         None => model.tasks.clone(),
     };
-    let data = a.data.require("to evaluate")?;
+    let data = a.data.require_for(&model, "to evaluate")?;
     let mut items = data.split(a.split, a.data.val_fraction)?;
     if let Some(n) = a.limit {
         if n == 0 {
@@ -142,12 +142,25 @@ pub fn metrics_table(tasks: &[cut::metrics::TaskMetrics]) -> String {
 }
 
 fn human(r: &EvalReport) -> String {
+    use cut::graph::TaskKind;
+    let text = r
+        .tasks
+        .iter()
+        .any(|t| matches!(t.kind, TaskKind::Token | TaskKind::Sequence | TaskKind::SequenceMean));
     let mut out = format!(
-        "{} on {} ({} split, {} images, {}, {:.1} s)\n\n",
-        r.model, r.data, r.split, r.images, r.device, r.seconds
+        "{} on {} ({} split, {} {}, {}, {:.1} s)\n\n",
+        r.model,
+        r.data,
+        r.split,
+        r.images,
+        if text { "texts" } else { "images" },
+        r.device,
+        r.seconds
     );
     out.push_str(&metrics_table(&r.tasks));
-    out.push_str(&format!("\nmIoU: {}\n", r.miou_convention));
+    if r.tasks.iter().any(|t| t.kind == TaskKind::Segmentation) {
+        out.push_str(&format!("\nmIoU: {}\n", r.miou_convention));
+    }
     if let (Some(d), Some(b)) = (r.delta_m, &r.baseline) {
         out.push_str(&format!("delta_m against {b}: {d:+.2}%\n"));
     }

@@ -1,7 +1,7 @@
 use super::args::{parse_input_size, ModelArgs};
 use anyhow::Result;
 use cut::checkpoint::Checkpoint;
-use cut::report::inspect::{inspect, Inspection};
+use cut::report::inspect::{inspect, InputChoice, Inspection};
 use cut::report::table::{bytes, count, percent, render};
 
 #[derive(clap::Args)]
@@ -11,6 +11,9 @@ pub struct Args {
     /// Input size CxHxW for multiply-accumulate counts (default: the graph's, 3x480x640 for SceneNet).
     #[arg(long, value_name = "CxHxW")]
     input: Option<String>,
+    /// Sequence length for a text model's multiply-accumulate counts (default: the graph's, 128).
+    #[arg(long, value_name = "N")]
+    seq_len: Option<usize>,
     /// Print one JSON document instead of tables.
     #[arg(long)]
     json: bool,
@@ -21,7 +24,10 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let ckpt = Checkpoint::open(&a.model.model)?;
-    let input = a.input.as_deref().map(|t| parse_input_size(t, 3)).transpose()?;
+    let input = InputChoice {
+        image: a.input.as_deref().map(|t| parse_input_size(t, 3)).transpose()?,
+        seq_len: a.seq_len,
+    };
     let report = inspect(&ckpt, &a.model.load_options()?, input, a.tensors)?;
     for w in &report.warnings {
         eprintln!("cut: warning: {w}");
@@ -41,7 +47,7 @@ fn human(r: &Inspection) -> String {
         bytes(r.file_bytes as f64),
         r.family.clone().unwrap_or_else(|| "graph".into()),
         if r.inferred_graph {
-            " (graph inferred from reference tensor names)"
+            " (graph inferred from the tensor names)"
         } else {
             ""
         }
@@ -69,7 +75,18 @@ fn human(r: &Inspection) -> String {
     };
     let mut rows: Vec<Vec<String>> = r.groups.iter().map(row).collect();
     rows.push(row(&r.total));
-    let macs_header = format!("MACs@{}x{}x{}", r.input[0], r.input[1], r.input[2]);
+    let macs_header = match (&r.input, &r.sizes) {
+        (Some([c, h, w]), _) => format!("MACs@{c}x{h}x{w}"),
+        (None, Some(sizes)) => format!(
+            "MACs@{}",
+            sizes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        (None, None) => "MACs".into(),
+    };
     out.push_str(&render(
         &[
             "group",

@@ -145,6 +145,7 @@ pub fn run(a: Args) -> Result<()> {
         data: a.data.data.clone().map(|d| (d, a.data.index.clone())),
         val_fraction: a.data.val_fraction,
         batch: a.data.batch,
+        max_len: a.data.max_len,
         fusion: a.fusion,
         min_votes: a.min_votes,
         exact_fold: a.fold == Fold::Exact,

@@ -1,7 +1,7 @@
 use super::args::{progress, DataArgs, SceneNetArgs};
 use anyhow::Result;
 use cut::checkpoint::metadata::Provenance;
-use cut::checkpoint::{sha256_file, writer, Checkpoint, DType, LoadOptions};
+use cut::checkpoint::{sha256_file, writer, Checkpoint, DType};
 use cut::data::Split;
 use cut::device::{resolve, DeviceChoice};
 use cut::fsio;
@@ -12,9 +12,13 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Fine-tune this checkpoint instead of building a new SceneNet.
+    /// Fine-tune this checkpoint (or Hugging Face model folder) instead of building a new SceneNet.
     #[arg(long, conflicts_with = "tasks")]
     from: Option<PathBuf>,
+    /// With --from, the task kinds of a checkpoint without a cut graph (see `cut inspect --help`),
+    /// such as pos:token,genre:sequence-mean for a text encoder's heads.
+    #[arg(long, requires = "from", value_name = "a:k1,b:k2")]
+    task_kinds: Option<String>,
     #[command(flatten)]
     scenenet: SceneNetArgs,
     #[command(flatten)]
@@ -66,9 +70,13 @@ pub fn run(a: Args) -> Result<()> {
     let (model, params, source_sha) = match &a.from {
         Some(path) => {
             let ckpt = Checkpoint::open(path)?;
-            let model = ckpt.model(&LoadOptions::default())?.model;
+            let loaded = ckpt.model(&super::args::load_options(None, a.task_kinds.as_deref())?)?;
+            for w in &loaded.warnings {
+                eprintln!("cut: warning: {w}");
+            }
+            let model = loaded.model;
             let params = ckpt.load_params(&model, device)?;
-            (model, params, Some(sha256_file(path)?))
+            (model, params, Some(sha256_file(&ckpt.path)?))
         }
         None => {
             let model = a.scenenet.config()?.build()?;
@@ -99,7 +107,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     // Every option checked before the data is read.
     cfg.validate()?;
-    let data = a.data.require("to train")?;
+    let data = a.data.require_for(&model, "to train")?;
     let train_items = data.split(Split::Train, a.data.val_fraction)?;
     let val_items = data.split(Split::Val, a.data.val_fraction)?;
     let bar = progress(a.steps as u64, "train");

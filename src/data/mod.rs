@@ -125,3 +125,36 @@ pub fn read_index(root: &Path, index: Option<&str>) -> Result<(PathBuf, Vec<Item
     let (train, test) = (items(&parsed.train), items(&parsed.test));
     Ok((index_path, train, test))
 }
+
+/// The dataset at `root` in the form `model` reads: text (`train.jsonl`, `test.jsonl`, tokenized
+/// with the model's tokenizer, at most `max_len` tokens) for a model with token ids, else the
+/// NYUv2 layout through `index`. Also returns warnings for the user.
+pub fn open_for(
+    model: &crate::graph::Model,
+    root: &Path,
+    index: Option<&str>,
+    max_len: usize,
+) -> Result<(Dataset, Vec<String>)> {
+    if model.graph.input_decl(crate::families::bert::IDS).is_none() {
+        return Ok((Dataset::open(root, index)?, Vec::new()));
+    }
+    let Some(tokenizer) = &model.tokenizer else {
+        bail!("the model reads text but carries no tokenizer: put its tokenizer.json beside model.safetensors");
+    };
+    let (data, stats) = text::open(
+        root,
+        &text::TextOptions {
+            tokenizer,
+            tasks: &model.tasks,
+            max_len,
+        },
+    )?;
+    let mut warnings = Vec::new();
+    if stats.truncated > 0 {
+        warnings.push(format!(
+            "{} of {} lines are longer than --max-len {max_len} tokens and were truncated",
+            stats.truncated, stats.lines
+        ));
+    }
+    Ok((data, warnings))
+}

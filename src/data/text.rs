@@ -19,7 +19,8 @@ use tokenizers::{InputSequence, Tokenizer};
 
 /// How to read text data for a model.
 pub struct TextOptions<'a> {
-    pub tokenizer: &'a Path,
+    /// The text of a `tokenizer.json`.
+    pub tokenizer: &'a str,
     pub tasks: &'a [TaskSpec],
     /// Longest encoded line kept, special tokens included.
     pub max_len: usize,
@@ -61,29 +62,28 @@ impl Examples for TextExamples {
     }
 }
 
-/// Loads a tokenizer for encoding single texts: padding and truncation from the file are turned
-/// off (cut pads and truncates itself).
+/// Loads a tokenizer file; see [`tokenizer_from_json`].
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    if !path.is_file() {
-        bail!(
-            "{}: no tokenizer (a text model needs its tokenizer.json beside model.safetensors)",
-            path.display()
-        );
-    }
-    let mut t = Tokenizer::from_file(path).map_err(|e| anyhow!("{}: not a tokenizer ({e})", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: cannot read ({e})", path.display()))?;
+    tokenizer_from_json(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+/// A tokenizer for encoding single texts from the text of a `tokenizer.json`: padding and
+/// truncation from the file are turned off (cut pads and truncates itself).
+pub fn tokenizer_from_json(json: &str) -> Result<Tokenizer> {
+    let mut t: Tokenizer = json.parse().map_err(|e| anyhow!("not a tokenizer ({e})"))?;
     t.with_padding(None);
-    t.with_truncation(None)
-        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    t.with_truncation(None).map_err(|e| anyhow!("{e}"))?;
     Ok(t)
 }
 
 /// The id the model pads with: the tokenizer's `[PAD]` or `<pad>` token.
-fn pad_id(tokenizer: &Tokenizer, path: &Path) -> Result<i64> {
+fn pad_id(tokenizer: &Tokenizer) -> Result<i64> {
     ["[PAD]", "<pad>"]
         .iter()
         .find_map(|t| tokenizer.token_to_id(t))
         .map(i64::from)
-        .ok_or_else(|| anyhow!("{}: the tokenizer has no [PAD] or <pad> token", path.display()))
+        .ok_or_else(|| anyhow!("the model's tokenizer has no [PAD] or <pad> token"))
 }
 
 /// Opens a text dataset folder for a model's tasks.
@@ -91,8 +91,8 @@ pub fn open(root: &Path, opts: &TextOptions) -> Result<(Dataset, TextStats)> {
     if !root.is_dir() {
         bail!("{}: dataset folder does not exist", root.display());
     }
-    let tokenizer = load_tokenizer(opts.tokenizer)?;
-    let pad = pad_id(&tokenizer, opts.tokenizer)?;
+    let tokenizer = tokenizer_from_json(opts.tokenizer).map_err(|e| anyhow!("the model's tokenizer.json: {e}"))?;
+    let pad = pad_id(&tokenizer)?;
     let mut stats = TextStats::default();
     let mut files = Vec::new();
     for name in ["train.jsonl", "test.jsonl"] {
@@ -283,14 +283,4 @@ fn read_file(path: &Path, tokenizer: &Tokenizer, opts: &TextOptions, stats: &mut
         bail!("{}: no lines", path.display());
     }
     Ok(out)
-}
-
-/// The tokenizer file of a model read from `model_path` (a folder, or a file inside one).
-pub fn tokenizer_beside(model_path: &Path) -> PathBuf {
-    let folder = if model_path.is_dir() {
-        model_path
-    } else {
-        model_path.parent().unwrap_or(Path::new("."))
-    };
-    folder.join("tokenizer.json")
 }

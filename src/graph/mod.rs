@@ -169,6 +169,9 @@ pub struct TaskSpec {
 pub struct Model {
     pub graph: Graph,
     pub tasks: Vec<TaskSpec>,
+    /// A text model's tokenizer (the text of a Hugging Face `tokenizer.json`), which travels with
+    /// the model into every checkpoint cut writes.
+    pub tokenizer: Option<std::sync::Arc<String>>,
 }
 
 /// Where a node or parameter sits: the shared backbone or one task's head.
@@ -492,6 +495,7 @@ impl Model {
     /// The model restricted to the given tasks.
     pub fn keep_tasks(&self, tasks: &[&str]) -> Model {
         Model {
+            tokenizer: self.tokenizer.clone(),
             graph: self.graph.keep_tasks(tasks),
             tasks: self
                 .tasks
@@ -660,6 +664,7 @@ mod tests {
     #[test]
     fn select_tasks_checks_names() {
         let model = Model {
+            tokenizer: None,
             graph: two_head_graph(),
             tasks: vec![
                 TaskSpec {

@@ -3,7 +3,7 @@
 use crate::bench::{compare, speedup, BenchConfig, Candidate};
 use crate::checkpoint::metadata::Provenance;
 use crate::checkpoint::{sha256_file, writer, Checkpoint, DType, LoadOptions};
-use crate::data::{Dataset, Split};
+use crate::data::Split;
 use crate::device::DeviceChoice;
 use crate::fsio::{check_output, Outputs};
 use crate::graph::{Model, Params};
@@ -30,6 +30,8 @@ pub struct PruneJob {
     pub data: Option<(PathBuf, String)>,
     pub val_fraction: f64,
     pub batch: usize,
+    /// Text data: the most tokens per line.
+    pub max_len: usize,
     pub fusion: Fusion,
     pub min_votes: Option<usize>,
     pub exact_fold: bool,
@@ -149,14 +151,19 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
     for w in &resolved.warnings {
         warn(w);
     }
-    let data = job
-        .data
-        .as_ref()
-        .map(|(dir, index)| Dataset::open(dir, Some(index)))
-        .transpose()?;
+    let data = match &job.data {
+        Some((dir, index)) => {
+            let (data, warnings) = crate::data::open_for(&full, dir, Some(index), job.max_len)?;
+            for w in &warnings {
+                warn(w);
+            }
+            Some(data)
+        }
+        None => None,
+    };
     let t = std::time::Instant::now();
     let params = ckpt.load_params(&full, device)?;
-    let input_sha = sha256_file(&job.model)?;
+    let input_sha = sha256_file(&ckpt.path)?;
     let load_s = t.elapsed().as_secs_f64();
 
     let mut outcome = prune(&full, &params, &selected, data.as_ref(), &cfg, |phase, done, total| {

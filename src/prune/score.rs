@@ -5,7 +5,7 @@ use super::channels::{producer_weight, task_scores_group, ChannelGroup};
 pub use super::types::{ChannelScores, Scores};
 use crate::data::example::Samples;
 use crate::data::loader::{Batch, Loader};
-use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
+use crate::graph::interpreter::{channels_last, forward_inputs, forward_observed, Inputs, Mode, Params};
 use crate::graph::passes::slice_dead_taps_for;
 use crate::graph::{Group, Model, ParamRole, TaskSpec};
 use crate::train::loss::task_loss;
@@ -185,7 +185,7 @@ pub fn snip(
     };
     // On a GPU, cuDNN's tensor-core convolutions want channels-last (NHWC) weights and activations.
     let nhwc = device.is_cuda();
-    let layout = |t: Tensor| if nhwc { channels_last(&t) } else { t };
+    let layout = |t: Tensor| if nhwc && t.dim() == 4 { channels_last(&t) } else { t };
     let mut leaves = Params::new();
     for (name, t) in params {
         let t = layout(if low.contains(name) {
@@ -226,7 +226,20 @@ pub fn snip(
     let clock = PhaseClock::new(device);
     calibration.each_batch(|i, b| {
         clock.lap("batch ready on the device");
-        let graph = slice_dead_taps_for(&model.graph, &b.graph_inputs(&model.graph)?)?;
+        let graph_inputs = b.graph_inputs(&model.graph)?;
+        let graph = slice_dead_taps_for(&model.graph, &graph_inputs)?;
+        // Images in the scoring precision and layout; token ids and masks as they are.
+        let inputs: Inputs = graph_inputs
+            .into_iter()
+            .map(|(k, t)| {
+                let t = if t.is_floating_point() {
+                    layout(t.to_kind(input_kind))
+                } else {
+                    t
+                };
+                (k, t)
+            })
+            .collect();
         let mut accumulate = |task: &TaskSpec, loss: &Tensor, keep_graph: bool| {
             let ws: Vec<&Tensor> = names[&task.name].iter().map(|n| &leaves[n]).collect();
             let grads = Tensor::run_backward(&[loss], &ws, keep_graph, false);
@@ -241,13 +254,7 @@ pub fn snip(
         match strategy {
             Strategy::Shared => {
                 let task_names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-                let outputs = forward(
-                    &graph,
-                    &leaves,
-                    &layout(b.only_input()?.to_kind(input_kind)),
-                    &task_names,
-                    Mode::Eval,
-                )?;
+                let outputs = forward_inputs(&graph, &leaves, &inputs, &task_names, Mode::Eval)?;
                 clock.lap("forward");
                 for (k, task) in tasks.iter().enumerate() {
                     let loss = task_loss(task, &outputs[&task.name].to_kind(Kind::Float), &b)?;
@@ -256,13 +263,7 @@ pub fn snip(
             }
             Strategy::PerTask => {
                 for task in tasks {
-                    let outputs = forward(
-                        &graph,
-                        &leaves,
-                        &layout(b.only_input()?.to_kind(input_kind)),
-                        &[task.name.as_str()],
-                        Mode::Eval,
-                    )?;
+                    let outputs = forward_inputs(&graph, &leaves, &inputs, &[task.name.as_str()], Mode::Eval)?;
                     clock.lap(&format!("{} forward", task.name));
                     let loss = task_loss(task, &outputs[&task.name].to_kind(Kind::Float), &b)?;
                     accumulate(task, &loss, false);

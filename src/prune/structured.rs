@@ -234,6 +234,7 @@ pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[O
     let model = Model {
         graph,
         tasks: model.tasks.clone(),
+        tokenizer: model.tokenizer.clone(),
     };
     model.validate()?;
     let shapes: BTreeMap<String, Vec<usize>> = out

@@ -57,7 +57,12 @@ pub struct Inspection {
     /// True when the graph was inferred from reference tensor names.
     pub inferred_graph: bool,
     pub warnings: Vec<String>,
-    pub input: [usize; 3],
+    /// An image graph's [C, H, W] for the MAC counts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<[usize; 3]>,
+    /// Another graph's named sizes for the MAC counts (`seq` for a text encoder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sizes: Option<BTreeMap<String, usize>>,
     pub tasks: Vec<TaskSpec>,
     pub groups: Vec<GroupStats>,
     pub total: GroupStats,
@@ -82,25 +87,63 @@ fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
-/// Summarises a checkpoint. `input` overrides the graph's default [C, H, W] for MAC counts.
-pub fn inspect(
-    ckpt: &Checkpoint,
-    opts: &LoadOptions,
-    input: Option<[usize; 3]>,
-    list_tensors: bool,
-) -> Result<Inspection> {
+/// The input size to count MACs at: an image graph's [C, H, W], or a sequence length.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InputChoice {
+    pub image: Option<[usize; 3]>,
+    pub seq_len: Option<usize>,
+}
+
+impl InputChoice {
+    /// The graph's sizes with the choice applied: `(image [C, H, W] if an image graph, sizes)`.
+    pub fn resolve(&self, graph: &crate::graph::Graph) -> Result<(Option<[usize; 3]>, BTreeMap<String, usize>)> {
+        if let Ok(default) = graph.image_input() {
+            if self.seq_len.is_some() {
+                crate::usage_bail!("--seq-len applies to text models; this one reads images (give --input CxHxW)");
+            }
+            let input = self.image.unwrap_or(default);
+            // Checks the input size against the graph (channels, kernel spans) before anything is read.
+            crate::graph::shapes::infer(graph, input).with_context(|| format!("input size {input:?}"))?;
+            return Ok((Some(input), image_sizes(input[1], input[2])));
+        }
+        if self.image.is_some() {
+            crate::usage_bail!(
+                "--input CxHxW applies to image models; this one reads {}",
+                input_names(graph)
+            );
+        }
+        let mut sizes = graph.sizes.clone();
+        if let Some(n) = self.seq_len {
+            if !sizes.contains_key("seq") {
+                crate::usage_bail!("--seq-len: this model has no sequence input");
+            }
+            if n == 0 {
+                crate::usage_bail!("--seq-len must be at least 1");
+            }
+            sizes.insert("seq".into(), n);
+        }
+        crate::graph::shapes::infer_sizes(graph, &sizes).with_context(|| format!("sizes {sizes:?}"))?;
+        Ok((None, sizes))
+    }
+}
+
+fn input_names(graph: &crate::graph::Graph) -> String {
+    graph
+        .inputs
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Summarises a checkpoint, with MACs counted at the input size `input` chooses.
+pub fn inspect(ckpt: &Checkpoint, opts: &LoadOptions, input: InputChoice, list_tensors: bool) -> Result<Inspection> {
     let loaded = ckpt.model(opts)?;
     let model = &loaded.model;
     let graph = &model.graph;
-    let input = match input {
-        Some(i) => i,
-        None => graph.image_input().with_context(|| ckpt.path.display().to_string())?,
-    };
-    // Checks the input size against the graph (channels, kernel spans) before anything is read.
-    crate::graph::shapes::infer(graph, input)
-        .with_context(|| format!("{}: input size {input:?}", ckpt.path.display()))?;
+    let (image, sizes) = input.resolve(graph).with_context(|| ckpt.path.display().to_string())?;
     let tensors = footprint::of_checkpoint(ckpt, model)?;
-    let totals = footprint::by_group(model, &tensors, &image_sizes(input[1], input[2]))?;
+    let totals = footprint::by_group(model, &tensors, &sizes)?;
     let mut stats: BTreeMap<Group, GroupStats> = BTreeMap::new();
     let order: Vec<Group> = totals.iter().map(|(g, _)| g.clone()).collect();
     for (g, t) in totals {
@@ -179,7 +222,8 @@ pub fn inspect(
         family: graph.family.clone(),
         inferred_graph: loaded.inferred,
         warnings: loaded.warnings.into_iter().chain(problems).collect(),
-        input,
+        input: image,
+        sizes: image.is_none().then_some(sizes),
         tasks: model.tasks.clone(),
         groups,
         total,

@@ -169,6 +169,7 @@ pub fn validation_loss(
     let fused = Model {
         graph: crate::graph::passes::fuse_conv_relu(&model.graph, &names).0,
         tasks: model.tasks.clone(),
+        tokenizer: model.tokenizer.clone(),
     };
     let model = &fused;
     let (mut total, mut n) = (0.0, 0usize);

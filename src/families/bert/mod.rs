@@ -96,6 +96,17 @@ impl BertConfig {
         self.model_type == "roberta" || self.model_type == "xlm-roberta" || self.model_type == "camembert"
     }
 
+    /// The longest sequence the position table covers (RoBERTa's positions start after the
+    /// padding id).
+    pub fn max_tokens(&self) -> usize {
+        let first = if self.roberta() {
+            self.pad_token_id.map_or(0, |p| p.max(0) as usize + 1)
+        } else {
+            0
+        };
+        self.max_position_embeddings.saturating_sub(first).max(1)
+    }
+
     fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads.max(1)
     }
@@ -301,12 +312,16 @@ impl BertConfig {
                     dims: seq(),
                 },
             ],
-            sizes: BTreeMap::from([("seq".to_string(), DEFAULT_SEQ.min(self.max_position_embeddings))]),
+            sizes: BTreeMap::from([("seq".to_string(), DEFAULT_SEQ.min(self.max_tokens()))]),
             nodes: b.nodes,
             outputs,
         };
         graph.validate()?;
-        Ok(Model { graph, tasks })
+        Ok(Model {
+            graph,
+            tasks,
+            tokenizer: None,
+        })
     }
 }
 

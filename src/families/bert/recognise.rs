@@ -141,7 +141,16 @@ pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
         }
     }
     let labels = read_labels(folder)?;
-    for (task, &(classes, two_layer)) in &found {
+    // Heads in the order --task-kinds names them.
+    let order: Vec<&String> = opts
+        .task_names
+        .iter()
+        .flatten()
+        .filter(|n| found.contains_key(*n))
+        .chain(found.keys().filter(|n| !kinds.contains_key(*n)))
+        .collect();
+    for task in order {
+        let (classes, two_layer) = found[task];
         let Some(&kind) = kinds.get(task) else {
             crate::usage_bail!(
                 "task '{task}' needs a kind: --task-kinds {task}:token, {task}:sequence or {task}:sequence-mean"
@@ -165,7 +174,11 @@ pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
             labels: task_labels,
         });
     }
-    let model = config.build().with_context(|| shown.clone())?;
+    let mut model = config.build().with_context(|| shown.clone())?;
+    if let Some(path) = folder.map(|f| f.join("tokenizer.json")).filter(|p| p.is_file()) {
+        let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("{}: cannot read ({e})", path.display()))?;
+        model.tokenizer = Some(std::sync::Arc::new(text));
+    }
     // What the graph does not read: position ids some files keep, an unused pooler, other heads
     // of pre-training (masked LM), said once.
     let used: std::collections::BTreeSet<String> = model.graph.param_specs().into_iter().map(|s| s.name).collect();
@@ -199,9 +212,7 @@ pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
 type LabelsFile = (std::path::PathBuf, BTreeMap<String, Vec<String>>);
 
 /// `labels.json` beside the model, if there is one.
-fn read_labels(
-    folder: Option<&std::path::Path>,
-) -> Result<Option<LabelsFile>> {
+fn read_labels(folder: Option<&std::path::Path>) -> Result<Option<LabelsFile>> {
     let Some(path) = folder.map(|f| f.join("labels.json")).filter(|p| p.is_file()) else {
         return Ok(None);
     };

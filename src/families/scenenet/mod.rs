@@ -198,6 +198,7 @@ impl SceneNetConfig {
         }
 
         let model = Model {
+            tokenizer: None,
             graph: Graph {
                 family: Some("scenenet".into()),
                 inputs: vec![GraphInput::image(self.in_channels)],
