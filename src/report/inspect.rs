@@ -87,6 +87,9 @@ fn share(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// An image graph's [C, H, W] (none for other graphs) and the named sizes.
+pub type ResolvedInput = (Option<[usize; 3]>, BTreeMap<String, usize>);
+
 /// The input size to count MACs at: an image graph's [C, H, W], or a sequence length.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct InputChoice {
@@ -96,7 +99,7 @@ pub struct InputChoice {
 
 impl InputChoice {
     /// The graph's sizes with the choice applied: `(image [C, H, W] if an image graph, sizes)`.
-    pub fn resolve(&self, graph: &crate::graph::Graph) -> Result<(Option<[usize; 3]>, BTreeMap<String, usize>)> {
+    pub fn resolve(&self, graph: &crate::graph::Graph) -> Result<ResolvedInput> {
         if let Ok(default) = graph.image_input() {
             if self.seq_len.is_some() {
                 crate::usage_bail!("--seq-len applies to text models; this one reads images (give --input CxHxW)");
