@@ -118,3 +118,268 @@ fn bert_logits_equal_hugging_face() {
 fn roberta_logits_equal_hugging_face() {
     matches_hugging_face("roberta");
 }
+
+const KINDS: &str = "pos:token,mood:sequence,topic:sequence-mean";
+const FIXTURE: &str = "tests/fixtures/text";
+
+fn cut() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("cut").unwrap()
+}
+
+/// A copy of a fixture folder (model and data) to break on purpose.
+fn copy_fixture(to: &Path) {
+    for (from, sub) in [("bert", "model"), ("data", "data")] {
+        let dir = to.join(sub);
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(Path::new(FIXTURE).join(from)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+/// The error line of a failing command (exit code 1 or 2), checked to be one line.
+fn fails(cmd: &mut assert_cmd::Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "expected a failure");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    err
+}
+
+/// `cut eval` on the fixture scores the test split's two texts: 20 labelled words for `pos`, and
+/// sequence accuracies equal to those of Hugging Face's logits (expected.json) against the labels.
+#[test]
+fn eval_end_to_end_agrees_with_hugging_face_logits() {
+    let out = cut()
+        .args(["eval", &format!("{FIXTURE}/bert"), "--task-kinds", KINDS])
+        .args(["--data", &format!("{FIXTURE}/data"), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let task = |name: &str| {
+        report["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["task"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(task("pos")["count"], 20);
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURE}/bert/expected.json")).unwrap()).unwrap();
+    let labels: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{FIXTURE}/bert/labels.json")).unwrap()).unwrap();
+    let test: Vec<serde_json::Value> = std::fs::read_to_string(format!("{FIXTURE}/data/test.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for name in ["mood", "topic"] {
+        let mut hits = 0;
+        for row in &test {
+            let s = expected["sentences"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["tokens"] == row["tokens"])
+                .unwrap();
+            let logits = floats(&s[name]);
+            let best = (0..logits.len())
+                .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+                .unwrap();
+            hits += usize::from(labels[name][best] == row[name]);
+        }
+        let accuracy = task(name)["metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "accuracy")
+            .unwrap()["value"]
+            .as_f64()
+            .unwrap();
+        assert_eq!(accuracy, hits as f64 / test.len() as f64, "{name}");
+    }
+}
+
+/// Train from the Hugging Face folder, then prune the result (packed): each output carries its
+/// tokenizer and label names, so later commands need no --task-kinds.
+#[test]
+fn train_then_prune_keeps_the_model_self_contained() {
+    let t = tempfile::tempdir().unwrap();
+    let trained = t.path().join("trained.safetensors");
+    cut()
+        .args(["train", "--from", &format!("{FIXTURE}/bert"), "--task-kinds", KINDS])
+        .args([
+            "--data",
+            &format!("{FIXTURE}/data"),
+            "--val-fraction",
+            "0.25",
+            "--batch",
+            "2",
+        ])
+        .args(["--steps", "4", "--val-every", "2", "--lr", "1e-3", "-o"])
+        .arg(&trained)
+        .assert()
+        .success();
+    let ckpt = Checkpoint::open(&trained).unwrap();
+    let model = ckpt.model(&LoadOptions::default()).unwrap().model;
+    assert!(model.tokenizer.is_some());
+    let mood = model.tasks.iter().find(|t| t.name == "mood").unwrap();
+    assert_eq!(
+        mood.labels.as_deref(),
+        Some(&["statement".to_string(), "question".to_string()][..])
+    );
+    let pruned = t.path().join("pruned.safetensors");
+    cut()
+        .args(["prune", "--tasks", "pos,mood"])
+        .arg(&trained)
+        .args([
+            "--data",
+            &format!("{FIXTURE}/data"),
+            "--val-fraction",
+            "0.25",
+            "--batch",
+            "2",
+        ])
+        .args([
+            "--calib-batches",
+            "1",
+            "--finetune-steps",
+            "2",
+            "--packed",
+            "--json",
+            "-o",
+        ])
+        .arg(&pruned)
+        .assert()
+        .success();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path().join("pruned.report.json")).unwrap()).unwrap();
+    let sparsity = report["sparsity"]["reached"].as_f64().or(report["sparsity"].as_f64());
+    assert!(
+        sparsity.is_some_and(|s| (s - 0.9).abs() < 0.01),
+        "{}",
+        report["sparsity"]
+    );
+    let out = cut()
+        .args(["eval"])
+        .arg(&pruned)
+        .args(["--data", &format!("{FIXTURE}/data"), "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let eval: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tasks: Vec<&str> = eval["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks, vec!["pos", "mood"]);
+}
+
+/// Bad input: one line naming the file and what is wrong, a failing exit code, nothing written.
+#[test]
+fn bad_inputs_are_named() {
+    let t = tempfile::tempdir().unwrap();
+    copy_fixture(t.path());
+    let model = t.path().join("model");
+    let data = t.path().join("data");
+    let eval = |kinds: &str| {
+        let mut c = cut();
+        c.arg("eval")
+            .arg(&model)
+            .args(["--task-kinds", kinds])
+            .arg("--data")
+            .arg(&data);
+        c
+    };
+    let err = fails(&mut eval("pos:tokn,mood:sequence,topic:sequence-mean"));
+    assert!(err.contains("unknown task kind 'tokn'"), "{err}");
+    let err = fails(&mut eval("pos:token,mood:sequence"));
+    assert!(err.contains("task 'topic' needs a kind"), "{err}");
+
+    let test = data.join("test.jsonl");
+    let good = std::fs::read_to_string(&test).unwrap();
+    let first: serde_json::Value = serde_json::from_str(good.lines().next().unwrap()).unwrap();
+    let line_with = |key: &str, value: serde_json::Value| {
+        let mut row = first.clone();
+        row[key] = value;
+        format!("{}\n{row}\n", good.lines().next().unwrap())
+    };
+    let cases = [
+        (
+            line_with("mood", "angry".into()),
+            "test.jsonl:2: task 'mood' has label 'angry', which the model does not know",
+        ),
+        (
+            line_with("pos", serde_json::json!(["DET"])),
+            "test.jsonl:2: token task 'pos' has 1 labels for 10 words",
+        ),
+        (
+            "{\"tokens\": [\"a\"]\nnot json\n".to_string(),
+            "test.jsonl:1: not a JSON object",
+        ),
+    ];
+    for (text, want) in cases {
+        std::fs::write(&test, text).unwrap();
+        let err = fails(&mut eval(KINDS));
+        assert!(err.contains(want), "{err} / {want}");
+    }
+    std::fs::write(&test, [&good.as_bytes()[..10], b"\xff\xfe\n"].concat()).unwrap();
+    let err = fails(&mut eval(KINDS));
+    assert!(err.contains("test.jsonl:1: not UTF-8"), "{err}");
+    std::fs::write(&test, &good).unwrap();
+
+    let labels = model.join("labels.json");
+    let good_labels = std::fs::read_to_string(&labels).unwrap();
+    std::fs::write(
+        &labels,
+        good_labels
+            .replace("\"question\"", "")
+            .replace("\"statement\",", "\"statement\""),
+    )
+    .unwrap();
+    let err = fails(&mut eval(KINDS));
+    assert!(
+        err.contains("labels.json: task 'mood' lists 1 labels, but its head 'heads.mood' has 2 rows"),
+        "{err}"
+    );
+    std::fs::copy(Path::new(FIXTURE).join("bert/labels.json"), &labels).unwrap();
+
+    let config = model.join("config.json");
+    let good_config = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        good_config.replace("\"intermediate_size\": 64", "\"intermediate_size\": 65"),
+    )
+    .unwrap();
+    let err = fails(&mut eval(KINDS));
+    assert!(
+        err.contains("config.json: field 'intermediate_size' is 65, but tensor 'bert.encoder.layer.0.intermediate.dense.weight' says 64"),
+        "{err}"
+    );
+    std::fs::remove_file(&config).unwrap();
+    let out = eval(KINDS).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no config.json beside the model"));
+    std::fs::write(&config, &good_config).unwrap();
+
+    std::fs::remove_file(model.join("tokenizer.json")).unwrap();
+    let err = fails(&mut eval(KINDS));
+    assert!(err.contains("carries no tokenizer"), "{err}");
+    let out = t.path().join("never.safetensors");
+    let mut train = cut();
+    train
+        .args(["train", "--from"])
+        .arg(&model)
+        .args(["--task-kinds", KINDS, "--steps", "1", "--data"])
+        .arg(&data)
+        .arg("-o")
+        .arg(&out);
+    fails(&mut train);
+    assert!(!out.exists(), "nothing is written");
+}

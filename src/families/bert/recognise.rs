@@ -225,3 +225,41 @@ fn read_labels(folder: Option<&std::path::Path>) -> Result<Option<LabelsFile>> {
     })?;
     Ok(Some((path, labels)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shapes(names: &[&'static str]) -> BTreeMap<&'static str, &'static [usize]> {
+        names.iter().map(|n| (*n, &[4usize, 2][..])).collect()
+    }
+
+    #[test]
+    fn prefixes_bare_and_one_level() {
+        let bare = shapes(&[
+            "embeddings.word_embeddings.weight",
+            "encoder.layer.0.output.dense.weight",
+        ]);
+        assert_eq!(prefix(&bare).as_deref(), Some(""));
+        for p in ["bert.", "roberta.", "encoder."] {
+            let name: &'static str = Box::leak(format!("{p}{WORDS}").into_boxed_str());
+            assert_eq!(prefix(&shapes(&[name])).as_deref(), Some(p));
+        }
+        // Two levels deep is not an encoder cut reads as is; nor is a vision model.
+        assert_eq!(prefix(&shapes(&["model.text.embeddings.word_embeddings.weight"])), None);
+        assert_eq!(prefix(&shapes(&["backbone.conv1.weight"])), None);
+    }
+
+    #[test]
+    fn heads_one_and_two_layers() {
+        let mut s: TensorShapes = BTreeMap::new();
+        s.insert("heads.pos.weight", &[9, 32]);
+        s.insert("heads.pos.bias", &[9]);
+        s.insert("heads.mood.dense.weight", &[32, 32]);
+        s.insert("heads.mood.out_proj.weight", &[2, 32]);
+        let h = heads(&s);
+        assert_eq!(h["pos"], (9, false));
+        assert_eq!(h["mood"], (2, true));
+        assert_eq!(h.len(), 2, "{h:?}");
+    }
+}
