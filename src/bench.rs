@@ -3,7 +3,7 @@
 use crate::device::cuda::CapturedForward;
 use crate::graph::image_sizes;
 use crate::graph::inference::InferenceMode;
-use crate::graph::interpreter::{channels_last, forward, forward_observed, Mode, Params};
+use crate::graph::interpreter::{channels_last, forward, forward_inputs, forward_observed, Inputs, Mode, Params};
 use crate::graph::memory::{self, ForwardMemory};
 use crate::graph::passes::{fold_batch_norms, fuse_conv_relu, slice_dead_taps};
 use crate::graph::{Graph, Model};
@@ -19,7 +19,7 @@ pub struct BenchReport {
     pub device: String,
     pub threads: i32,
     pub batch: usize,
-    pub input: [usize; 3],
+    pub input: BenchInput,
     pub warmup: usize,
     pub runs: usize,
     pub median_ms: f64,
@@ -79,12 +79,56 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The size of the batch to time: an image model's [C, H, W] (in JSON `[C, H, W]`), or a text
+/// model's sequence length (`{"seq": N}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum BenchInput {
+    Image([usize; 3]),
+    Text { seq: usize },
+}
+
+impl BenchInput {
+    /// The graph's default input: its image size, or its default sequence length.
+    pub fn of_graph(graph: &Graph) -> Result<BenchInput> {
+        if let Ok(image) = graph.image_input() {
+            return Ok(BenchInput::Image(image));
+        }
+        match graph.sizes.get("seq") {
+            Some(&seq) if graph.input_decl(crate::families::bert::IDS).is_some() => Ok(BenchInput::Text { seq }),
+            _ => bail!("cut times image models and text encoders; this graph reads neither"),
+        }
+    }
+
+    /// For a line of text: "3x480x640" or "128 tokens".
+    pub fn shown(&self) -> String {
+        match self {
+            BenchInput::Image([c, h, w]) => format!("{c}x{h}x{w}"),
+            BenchInput::Text { seq } => format!("{seq} tokens"),
+        }
+    }
+
+    /// The graph's named sizes at this input.
+    pub fn sizes(&self) -> std::collections::BTreeMap<String, usize> {
+        match *self {
+            BenchInput::Image([_, h, w]) => image_sizes(h, w),
+            BenchInput::Text { seq } => std::collections::BTreeMap::from([("seq".to_string(), seq)]),
+        }
+    }
+    fn image(&self) -> Result<[usize; 3]> {
+        match *self {
+            BenchInput::Image(i) => Ok(i),
+            BenchInput::Text { .. } => bail!("per-node profiles and CUDA graphs time image models only"),
+        }
+    }
+}
+
 /// What to time.
 #[derive(Clone, Copy, Debug)]
 pub struct BenchConfig {
     pub device: Device,
     pub batch: usize,
-    pub input: [usize; 3],
+    pub input: BenchInput,
     pub warmup: usize,
     pub runs: usize,
     /// Fold each batch norm into the convolution before it, as a deployment would, before timing.
@@ -111,15 +155,36 @@ pub fn bench(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig) -
     Ok(compare(&[one], cfg)?.remove(0))
 }
 
-/// The seeded random batch (pixel values of image scale) every benchmark runs on.
-fn random_batch(cfg: &BenchConfig) -> Tensor {
+/// A text model's seeded random batch: token ids drawn from the model's vocabulary (past the
+/// special tokens) and a full attention mask.
+fn random_tokens(cfg: &BenchConfig, graph: &Graph, seq: usize) -> Inputs {
     tch::manual_seed(0);
-    let [c, h, w] = cfg.input.map(|d| d as i64);
+    let vocab = graph
+        .nodes
+        .iter()
+        .find_map(|n| match &n.op {
+            crate::graph::Op::Embeddings(e) => Some(e.vocab as i64),
+            _ => None,
+        })
+        .unwrap_or(4);
+    let shape = [cfg.batch as i64, seq as i64];
+    let ids = Tensor::randint_low(3.min(vocab - 1), vocab, shape, (Kind::Int64, cfg.device));
+    let mask = Tensor::ones(shape, (Kind::Int64, cfg.device));
+    Inputs::from([
+        (crate::families::bert::IDS.to_string(), ids),
+        (crate::families::bert::MASK.to_string(), mask),
+    ])
+}
+
+/// The seeded random image batch (pixel values of image scale).
+fn random_batch(cfg: &BenchConfig) -> Result<Tensor> {
+    tch::manual_seed(0);
+    let [c, h, w] = cfg.input.image()?.map(|d| d as i64);
     let x = Tensor::randn([cfg.batch as i64, c, h, w], (Kind::Float, cfg.device)) * 50.0;
     if gpu_layout(cfg.device) {
-        channels_last(&x)
+        Ok(channels_last(&x))
     } else {
-        x
+        Ok(x)
     }
 }
 
@@ -145,7 +210,7 @@ fn prepare(c: &Candidate, cfg: &BenchConfig, fuse: bool) -> Result<(Graph, Param
     } else {
         graph
     };
-    let graph = slice_dead_taps(&graph, &image_sizes(cfg.input[1], cfg.input[2]))?.0;
+    let graph = slice_dead_taps(&graph, &cfg.input.sizes())?.0;
     let params = if gpu_layout(cfg.device) {
         params.into_iter().map(|(k, t)| (k, channels_last(&t))).collect()
     } else {
@@ -178,10 +243,21 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
         // Best effort: without the CUDA shim the report has no GPU peak.
         let _ = crate::device::cuda::reset_peak_memory(i);
     }
-    let x = random_batch(&cfg);
+    // An image batch (which a CUDA graph copies in), or a text batch by input name.
+    let (x, tokens) = match input {
+        BenchInput::Image(_) => (random_batch(&cfg)?, None),
+        BenchInput::Text { seq } => (
+            Tensor::new(),
+            Some(random_tokens(&cfg, &candidates[0].model.graph, seq)),
+        ),
+    };
     let sync = || synchronize(device);
     let eager = |c: &Candidate, (graph, params, _): &(Graph, Params, usize), x: &Tensor| -> Result<Vec<Tensor>> {
-        Ok(forward(graph, params, x, &c.tasks, Mode::Eval)?.into_values().collect())
+        let outputs = match &tokens {
+            Some(inputs) => forward_inputs(graph, params, inputs, &c.tasks, Mode::Eval)?,
+            None => forward(graph, params, x, &c.tasks, Mode::Eval)?,
+        };
+        Ok(outputs.into_values().collect())
     };
     let mut captured = Vec::new();
     if cfg.cuda_graph {
@@ -191,6 +267,7 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
                 crate::device::describe(device)
             );
         }
+        input.image()?;
         for (c, p) in candidates.iter().zip(&prepared) {
             captured.push(CapturedForward::capture(&x, warmup, &mut |x| eager(c, p, x))?);
         }
@@ -224,7 +301,7 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
         .zip(times)
         .zip(&prepared)
         .map(|((c, run_times_ms), (graph, _, folded))| {
-            let planned_memory = memory::plan(graph, input, batch, &c.tasks, 4)?;
+            let planned_memory = memory::plan(graph, &input.sizes(), batch, &c.tasks, 4)?;
             let mut times = run_times_ms.clone();
             times.sort_by(|a, b| a.total_cmp(b));
             let n = times.len();
@@ -294,8 +371,8 @@ pub fn profile(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig)
         tasks: tasks.to_vec(),
     };
     let (graph, params, _) = prepare(&candidate, &cfg, false)?;
-    let x = random_batch(&cfg);
-    let shapes = crate::graph::shapes::infer(&graph, cfg.input)?;
+    let x = random_batch(&cfg)?;
+    let shapes = crate::graph::shapes::infer(&graph, cfg.input.image()?)?;
     let macs = crate::graph::shapes::macs(&graph, &shapes);
     let sync = || synchronize(cfg.device);
     let mut times: HashMap<String, Vec<f64>> = HashMap::new();
@@ -341,7 +418,7 @@ mod tests {
             device: "cpu".into(),
             threads: 1,
             batch: 1,
-            input: [3, 8, 8],
+            input: BenchInput::Image([3, 8, 8]),
             warmup: 0,
             runs: run_times_ms.len(),
             median_ms: median_of_sorted(&sorted),

@@ -21,6 +21,9 @@ pub struct Args {
     /// Input size CxHxW (default: the graph's).
     #[arg(long, value_name = "CxHxW")]
     input: Option<String>,
+    /// A text model's sequence length (default: the graph's, 128).
+    #[arg(long, value_name = "N")]
+    seq_len: Option<usize>,
     /// Untimed runs first.
     #[arg(long, default_value_t = 3)]
     warmup: usize,
@@ -60,6 +63,7 @@ pub fn run(a: Args) -> Result<()> {
         device: a.device,
         batch: a.batch,
         input,
+        seq_len: a.seq_len,
         warmup: a.warmup,
         runs: a.runs,
         threads: a.threads,

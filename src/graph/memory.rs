@@ -24,13 +24,13 @@ pub struct ForwardMemory {
 /// tensor `elem_bytes` wide, as [`super::interpreter::forward`] runs it in inference.
 pub fn plan(
     graph: &Graph,
-    input: [usize; 3],
+    sizes: &std::collections::BTreeMap<String, usize>,
     batch: usize,
     tasks: &[&str],
     elem_bytes: usize,
 ) -> Result<ForwardMemory> {
     let schedule = Schedule::new(graph, tasks)?;
-    let shapes = shapes::infer(graph, input)?;
+    let shapes = shapes::infer_sizes(graph, sizes)?;
     let bytes_of = |node: &str| -> u64 { (shapes[node].iter().product::<usize>() * batch * elem_bytes) as u64 };
 
     let mut weight_bytes = 0;
@@ -130,7 +130,7 @@ mod tests {
     fn plan_fused(g: &Graph, batch: usize, tasks: &[&str], elem_bytes: usize) -> Result<ForwardMemory> {
         plan(
             &crate::graph::passes::fuse_conv_relu(g, tasks).0,
-            [3, 4, 4],
+            &crate::graph::image_sizes(4, 4),
             batch,
             tasks,
             elem_bytes,
@@ -155,9 +155,9 @@ mod tests {
         // Both: r's buffer stays alive for d and f, so s still peaks at 432.
         let both = plan_fused(&g, 1, &["t", "u"], 2).unwrap();
         assert_eq!(both.activation_peak_bytes, 432 * 2);
-        assert!(plan(&g, [3, 4, 4], 1, &["v"], 4).is_err());
+        assert!(plan(&g, &crate::graph::image_sizes(4, 4), 1, &["v"], 4).is_err());
         // Without the pass the ReLU has a buffer of its own: task u peaks at r, with a still alive.
-        let unfused = plan(&g, [3, 4, 4], 1, &["u"], 4).unwrap();
+        let unfused = plan(&g, &crate::graph::image_sizes(4, 4), 1, &["u"], 4).unwrap();
         assert_eq!(unfused.activation_peak_bytes, (48 + 128 + 128) * 4);
         assert_eq!(unfused.activation_peak_node, "r");
     }

@@ -1,6 +1,6 @@
 //! `cut bench` as one call: open the model (and a baseline), check the options, time.
 
-use crate::bench::{compare, profile, speedup, BenchConfig, BenchReport, Candidate, NodeTime, Speedup};
+use crate::bench::{compare, profile, speedup, BenchConfig, BenchInput, BenchReport, Candidate, NodeTime, Speedup};
 use crate::checkpoint::{Checkpoint, LoadOptions};
 use crate::device::DeviceChoice;
 use anyhow::Result;
@@ -17,6 +17,8 @@ pub struct BenchJob {
     pub batch: usize,
     /// [C, H, W]; the graph's default when `None`, the graph's channels when C is 0.
     pub input: Option<[usize; 3]>,
+    /// A text model's sequence length; the graph's default when `None`.
+    pub seq_len: Option<usize>,
     pub warmup: usize,
     pub runs: usize,
     pub threads: Option<usize>,
@@ -54,20 +56,31 @@ pub fn run(job: &BenchJob) -> Result<BenchDone> {
         Some(t) => model.select_tasks(t)?,
         None => model.tasks.clone(),
     };
-    let default = model.graph.image_input()?;
-    let input = match job.input {
-        Some([0, h, w]) => [default[0], h, w],
-        Some(i) => i,
-        None => default,
+    let input = match (BenchInput::of_graph(&model.graph)?, job.input, job.seq_len) {
+        (BenchInput::Image(default), image, None) => BenchInput::Image(match image {
+            Some([0, h, w]) => [default[0], h, w],
+            Some(i) => i,
+            None => default,
+        }),
+        (BenchInput::Text { seq }, None, given) => BenchInput::Text {
+            seq: given.unwrap_or(seq),
+        },
+        (BenchInput::Image(_), _, Some(_)) => crate::usage_bail!("--seq-len applies to text models; give --input HxW"),
+        (BenchInput::Text { .. }, Some(_), _) => {
+            crate::usage_bail!("--input applies to image models; give --seq-len N")
+        }
     };
-    crate::graph::shapes::infer(&model.graph, input)?;
+    if input == (BenchInput::Text { seq: 0 }) {
+        crate::usage_bail!("--seq-len must be at least 1");
+    }
+    crate::graph::shapes::infer_sizes(&model.graph, &input.sizes())?;
     let params = ckpt.load_params(&model, device)?;
     let baseline = match &job.baseline {
         Some(path) => {
             let ckpt = Checkpoint::open(path)?;
             let m = ckpt.model(&Default::default())?.model;
-            crate::graph::shapes::infer(&m.graph, input)
-                .map_err(|e| anyhow::anyhow!("{}: input {input:?} does not fit: {e}", path.display()))?;
+            crate::graph::shapes::infer_sizes(&m.graph, &input.sizes())
+                .map_err(|e| anyhow::anyhow!("{}: input {} does not fit: {e}", path.display(), input.shown()))?;
             let p = ckpt.load_params(&m, device)?;
             Some((m, p))
         }

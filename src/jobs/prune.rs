@@ -1,6 +1,6 @@
 //! `cut prune` as one call: [`PruneJob`] in, [`PruneDone`] out.
 
-use crate::bench::{compare, speedup, BenchConfig, Candidate};
+use crate::bench::{compare, speedup, BenchConfig, BenchInput, Candidate};
 use crate::checkpoint::metadata::Provenance;
 use crate::checkpoint::{sha256_file, writer, Checkpoint, DType, LoadOptions};
 use crate::data::Split;
@@ -309,7 +309,7 @@ fn compare_latency(
     let cfg = BenchConfig {
         device,
         batch: 1,
-        input: full.graph.image_input()?,
+        input: BenchInput::of_graph(&full.graph)?,
         warmup: 10,
         runs: 50,
         fold_batch_norm: true,

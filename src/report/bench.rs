@@ -7,14 +7,12 @@ use std::collections::BTreeMap;
 /// One line per timed model.
 pub fn line(name: &str, r: &BenchReport) -> String {
     format!(
-        "{name} ({}) on {} ({} threads), batch {} of {}x{}x{}: median {:.2} ms (min {:.2}, p90 {:.2}, max {:.2}; {} runs after {} warm-up), {:.1} images/s{}, planned weights {} and activations {} at peak{}{}",
+        "{name} ({}) on {} ({} threads), batch {} of {}: median {:.2} ms (min {:.2}, p90 {:.2}, max {:.2}; {} runs after {} warm-up), {:.1} {}/s{}, planned weights {} and activations {} at peak{}{}",
         r.tasks.join(", "),
         r.device,
         r.threads,
         r.batch,
-        r.input[0],
-        r.input[1],
-        r.input[2],
+        r.input.shown(),
         r.median_ms,
         r.min_ms,
         r.p90_ms,
@@ -22,6 +20,10 @@ pub fn line(name: &str, r: &BenchReport) -> String {
         r.runs,
         r.warmup,
         r.images_per_s,
+        match r.input {
+            crate::bench::BenchInput::Image(_) => "images",
+            crate::bench::BenchInput::Text { .. } => "texts",
+        },
         r.peak_memory_bytes
             .map(|b| format!(", peak memory {}", bytes(b as f64)))
             .unwrap_or_default(),

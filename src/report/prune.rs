@@ -46,7 +46,7 @@ pub struct Latency {
     pub device: String,
     pub threads: i32,
     pub batch: usize,
-    pub input: [usize; 3],
+    pub input: crate::bench::BenchInput,
     pub runs: usize,
     pub dense_all_heads_ms: f64,
     pub dense_selected_ms: f64,
