@@ -10,12 +10,15 @@ use super::example::{Example, Examples, Field};
 use super::Dataset;
 use crate::families::bert::{IDS, MASK};
 use crate::graph::{TaskKind, TaskSpec};
-pub use crate::tasks::IGNORE;
 use anyhow::{anyhow, bail, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokenizers::{InputSequence, Tokenizer};
+
+/// The label of a token that carries none (special tokens, later sub-words, padding), and of a
+/// text without a label for a task.
+pub const IGNORE: i64 = -100;
 
 /// How to read text data for a model.
 pub struct TextOptions<'a> {

@@ -9,8 +9,6 @@ mod regression;
 mod segmentation;
 mod text;
 
-pub use text::IGNORE;
-
 use crate::data::loader::Batch;
 use crate::graph::{TaskKind, TaskSpec};
 use anyhow::{bail, Context, Result};

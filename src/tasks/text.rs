@@ -10,8 +10,7 @@ use crate::graph::TaskSpec;
 use anyhow::{bail, Result};
 use tch::{Kind, Reduction, Tensor};
 
-/// The label of a token that carries none (special tokens, later sub-words, padding).
-pub const IGNORE: i64 = -100;
+pub use crate::data::text::IGNORE;
 
 pub struct TextClasses {
     per_token: bool,
