@@ -100,6 +100,14 @@ impl BenchInput {
         }
     }
 
+    /// Whether `graph` runs at this input (an image's channels included).
+    pub fn check(&self, graph: &Graph) -> Result<()> {
+        match *self {
+            BenchInput::Image(i) => crate::graph::shapes::infer(graph, i).map(|_| ()),
+            BenchInput::Text { .. } => crate::graph::shapes::infer_sizes(graph, &self.sizes()).map(|_| ()),
+        }
+    }
+
     /// For a line of text: "3x480x640" or "128 tokens".
     pub fn shown(&self) -> String {
         match self {

@@ -73,13 +73,14 @@ pub fn run(job: &BenchJob) -> Result<BenchDone> {
     if input == (BenchInput::Text { seq: 0 }) {
         crate::usage_bail!("--seq-len must be at least 1");
     }
-    crate::graph::shapes::infer_sizes(&model.graph, &input.sizes())?;
+    input.check(&model.graph)?;
     let params = ckpt.load_params(&model, device)?;
     let baseline = match &job.baseline {
         Some(path) => {
             let ckpt = Checkpoint::open(path)?;
             let m = ckpt.model(&Default::default())?.model;
-            crate::graph::shapes::infer_sizes(&m.graph, &input.sizes())
+            input
+                .check(&m.graph)
                 .map_err(|e| anyhow::anyhow!("{}: input {} does not fit: {e}", path.display(), input.shown()))?;
             let p = ckpt.load_params(&m, device)?;
             Some((m, p))
