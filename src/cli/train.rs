@@ -53,6 +53,9 @@ pub struct Args {
     /// Training log (JSON); default: OUT with .log.json.
     #[arg(long)]
     log: Option<PathBuf>,
+    /// Storage dtype of the output (f16 and bf16 halve the file; training runs in f32 either way).
+    #[arg(long, default_value = "f32", value_parser = DType::parse)]
+    dtype: DType,
     /// Replace OUT if it exists.
     #[arg(long)]
     force: bool,
@@ -128,7 +131,7 @@ pub fn run(a: Args) -> Result<()> {
     let model_bytes = writer::model_bytes(
         &model,
         &outcome.params,
-        DType::F32,
+        a.dtype,
         false,
         Some(&Provenance::new(super::command_line(), source_sha)),
     )?;
