@@ -202,3 +202,42 @@ fn readme_prune_command_runs_on_the_demo() {
     let iv: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(iv["total"]["dtypes"][0], "f16");
 }
+
+fn text_eval_json(extra: &[&str]) -> serde_json::Value {
+    let out = cut()
+        .current_dir(root())
+        .args([
+            "eval",
+            "assets/text-demo.safetensors",
+            "--data",
+            "assets/text-data",
+            "--json",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The text demo (a shrunk pretrained MiniLM fine-tuned by cut) on its test split: within bands
+/// around the README's figures, and far above the majority-label constant on every task.
+#[test]
+fn text_demo_is_trained_and_beats_constants() {
+    let model = text_eval_json(&[]);
+    assert_eq!(model["images"], 460);
+    let (era, party, pos) = (
+        metric(&model, "era", "accuracy"),
+        metric(&model, "party", "accuracy"),
+        metric(&model, "pos", "accuracy"),
+    );
+    // README: 0.580, 0.548, 0.968.
+    assert!((0.55..0.61).contains(&era), "era accuracy {era}");
+    assert!((0.52..0.58).contains(&party), "party accuracy {party}");
+    assert!((0.96..0.975).contains(&pos), "pos accuracy {pos}");
+    let constant = text_eval_json(&["--constant"]);
+    assert!(era > metric(&constant, "era", "accuracy") + 0.2);
+    assert!(party > metric(&constant, "party", "accuracy") + 0.1);
+    assert!(pos > metric(&constant, "pos", "accuracy") + 0.6);
+    assert!(metric(&model, "party", "macro_f1") > 2.0 * metric(&constant, "party", "macro_f1"));
+}

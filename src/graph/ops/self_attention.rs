@@ -5,7 +5,7 @@
 //! projection is a `linear` after it). Removing a head is removing its rows of the three weights.
 
 use super::{saturating_product, ChannelRule, EvalCx, OpDef, ParamSlot, Shape, ShapeCx};
-use crate::graph::ParamRole;
+use crate::graph::{kernels, ParamRole};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -83,7 +83,8 @@ impl OpDef for SelfAttention {
         let v = split(&self.value, &self.value_bias)?;
         // True where a key may be attended to: [N, 1, 1, L], broadcast over heads and queries.
         let keep = mask.ne(0).view([n, 1, 1, len]);
-        let context = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(&keep), 0.0, false, None, false)?;
+        let scale = 1.0 / (self.head_dim as f64).sqrt();
+        let context = kernels::attention(&q, &k, &v, &keep, scale)?;
         Ok(context
             .transpose(1, 2)
             .contiguous()
