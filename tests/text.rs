@@ -383,3 +383,92 @@ fn bad_inputs_are_named() {
     fails(&mut train);
     assert!(!out.exists(), "nothing is written");
 }
+
+/// Older files name layer norms `gamma` and `beta`: the same model under those names gives the same
+/// logits.
+#[test]
+fn gamma_beta_names_load() {
+    let t = tempfile::tempdir().unwrap();
+    let folder = t.path().join("old");
+    std::fs::create_dir(&folder).unwrap();
+    for f in ["config.json", "tokenizer.json", "labels.json", "expected.json"] {
+        std::fs::copy(Path::new(FIXTURE).join("bert").join(f), folder.join(f)).unwrap();
+    }
+    let bytes = std::fs::read(Path::new(FIXTURE).join("bert/model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let renamed: Vec<(String, safetensors::tensor::TensorView)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let name = match name.strip_suffix("LayerNorm.weight") {
+                Some(p) => format!("{p}LayerNorm.gamma"),
+                None => match name.strip_suffix("LayerNorm.bias") {
+                    Some(p) => format!("{p}LayerNorm.beta"),
+                    None => name,
+                },
+            };
+            (name, view)
+        })
+        .collect();
+    assert!(renamed.iter().any(|(n, _)| n.ends_with("gamma")));
+    safetensors::serialize_to_file(renamed, None, &folder.join("model.safetensors")).unwrap();
+    let ckpt = Checkpoint::open(&folder).unwrap();
+    let model = ckpt.model(&opts()).unwrap().model;
+    let old = ckpt.load_params(&model, Device::Cpu).unwrap();
+    let new_ckpt = Checkpoint::open(Path::new(FIXTURE).join("bert")).unwrap();
+    let new_model = new_ckpt.model(&opts()).unwrap().model;
+    let new = new_ckpt.load_params(&new_model, Device::Cpu).unwrap();
+    let ids = Tensor::from_slice(&[2i64, 7, 9, 3]).view([1, 4]);
+    let inputs = Inputs::from([
+        ("input_ids".to_string(), ids),
+        (
+            "attention_mask".to_string(),
+            Tensor::ones([1, 4], (Kind::Int64, Device::Cpu)),
+        ),
+    ]);
+    let run = |g: &cut::graph::Graph, p| forward_inputs(g, p, &inputs, &["pos"], Mode::Eval).unwrap()["pos"].copy();
+    assert!(run(&model.graph, &old).equal(&run(&new_model.graph, &new)));
+}
+
+/// `cut export --format hf-folder` writes a folder that cut reads back (no --task-kinds needed:
+/// config.json records them) with the same metrics, and that refuses to replace files unasked.
+#[test]
+fn export_to_a_hugging_face_folder_round_trips() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("hf");
+    let export = || {
+        let mut c = cut();
+        c.args([
+            "export",
+            &format!("{FIXTURE}/roberta"),
+            "--task-kinds",
+            KINDS,
+            "--format",
+            "hf-folder",
+            "-o",
+        ])
+        .arg(&out);
+        c
+    };
+    export().assert().success();
+    for f in ["model.safetensors", "config.json", "tokenizer.json", "labels.json"] {
+        assert!(out.join(f).is_file(), "{f}");
+    }
+    let eval = |model: &Path, kinds: Option<&str>| -> serde_json::Value {
+        let mut c = cut();
+        c.arg("eval")
+            .arg(model)
+            .args(["--data", &format!("{FIXTURE}/data"), "--json"]);
+        if let Some(k) = kinds {
+            c.args(["--task-kinds", k]);
+        }
+        let o = c.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let before = eval(&Path::new(FIXTURE).join("roberta"), Some(KINDS));
+    let after = eval(&out, None);
+    assert_eq!(before["tasks"], after["tasks"]);
+    let err = fails(&mut export());
+    assert!(err.contains("exists"), "{err}");
+}

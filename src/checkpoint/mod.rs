@@ -3,6 +3,7 @@
 //! Reading maps the file and parses the header only; tensor data is touched when a tensor is loaded.
 
 pub mod format;
+pub mod hf_folder;
 pub mod metadata;
 pub mod packed;
 pub mod writer;

@@ -4,6 +4,7 @@ mod args;
 mod bench;
 mod data;
 mod eval;
+mod export;
 mod inspect;
 mod new;
 mod prune;
@@ -37,6 +38,8 @@ enum Command {
     Prune(prune::Args),
     /// Forward-pass latency of a model: median and spread, images per second, measured and planned memory.
     Bench(bench::Args),
+    /// Write a model in another layout: a text encoder as a Hugging Face folder.
+    Export(export::Args),
     /// Datasets: `cut data synth OUT` writes a synthetic one.
     #[command(subcommand)]
     Data(data::Command),
@@ -51,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::run(a),
         Command::Prune(a) => prune::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Export(a) => export::run(a),
     }
 }
 

@@ -87,6 +87,15 @@ pub fn run(a: Args) -> Result<()> {
             (model, params, None)
         }
     };
+    if a.freeze_norm
+        && !model
+            .graph
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, cut::graph::Op::BatchNorm(_)))
+    {
+        cut::usage_bail!("--freeze-norm applies to models with batch norm; this one has none");
+    }
     let tasks = match &a.train_tasks {
         Some(t) => model.select_tasks(&parse_task_list(t))?,
         None => model.tasks.clone(),

@@ -325,6 +325,81 @@ impl BertConfig {
     }
 }
 
+impl BertConfig {
+    /// The configuration a graph of this family was built from, read back from its ops (for
+    /// writing the model as a Hugging Face folder); heads are not included.
+    pub fn of_graph(graph: &Graph) -> Result<BertConfig> {
+        let (mut emb, mut layers, mut heads, mut eps, mut act, mut dropout) = (None, 0, 0, 1e-12, None, 0.1);
+        let mut intermediate = None;
+        for node in &graph.nodes {
+            match &node.op {
+                Op::Embeddings(e) => emb = Some((node.name.clone(), e.clone())),
+                Op::SelfAttention(a) => {
+                    layers += 1;
+                    heads = a.heads;
+                }
+                Op::LayerNorm(l) => eps = l.eps,
+                Op::Gelu(g) => act = Some(g.approximate),
+                Op::Dropout(d) => dropout = d.p,
+                Op::Linear(l) if node.name.ends_with(".intermediate.dense") => intermediate = Some(l.out_features),
+                _ => {}
+            }
+        }
+        let Some((name, e)) = emb else {
+            bail!("the graph has no embeddings: not a text encoder");
+        };
+        let prefix = name.strip_suffix("embeddings").unwrap_or("").to_string();
+        let norm_gamma = graph
+            .nodes
+            .iter()
+            .any(|n| matches!(&n.op, Op::LayerNorm(l) if l.weight.ends_with(".gamma")));
+        Ok(BertConfig {
+            model_type: if e.padding_idx.is_some() { "roberta" } else { "bert" }.into(),
+            vocab_size: e.vocab,
+            hidden_size: e.hidden,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            intermediate_size: intermediate
+                .ok_or_else(|| anyhow::anyhow!("the graph has no intermediate.dense layer"))?,
+            max_position_embeddings: e.positions,
+            type_vocab_size: e.types,
+            layer_norm_eps: eps,
+            hidden_act: match act {
+                Some(GeluApproximation::Tanh) => "gelu_new",
+                _ => "gelu",
+            }
+            .into(),
+            pad_token_id: e.padding_idx.or(Some(0)),
+            hidden_dropout_prob: dropout,
+            pooler: graph.node(&format!("{prefix}pooler.dense")).is_some(),
+            prefix,
+            gamma_beta: norm_gamma,
+            heads: Vec::new(),
+        })
+    }
+
+    /// Hugging Face's `config.json` for this encoder.
+    pub fn hugging_face_json(&self) -> serde_json::Value {
+        let architecture = if self.roberta() { "RobertaModel" } else { "BertModel" };
+        serde_json::json!({
+            "architectures": [architecture],
+            "model_type": self.model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "intermediate_size": self.intermediate_size,
+            "max_position_embeddings": self.max_position_embeddings,
+            "type_vocab_size": self.type_vocab_size,
+            "layer_norm_eps": self.layer_norm_eps,
+            "hidden_act": self.hidden_act,
+            "pad_token_id": self.pad_token_id,
+            "hidden_dropout_prob": self.hidden_dropout_prob,
+            "attention_probs_dropout_prob": self.hidden_dropout_prob,
+        })
+    }
+}
+
 #[derive(Default)]
 struct Builder {
     nodes: Vec<Node>,

@@ -59,10 +59,15 @@ pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
     let inner = shape(shapes, &format!("{p}encoder.layer.0.intermediate.dense.weight"))?;
     let folder = opts.folder.as_deref();
     let config_path = folder.map(|f| f.join("config.json"));
+    // Task kinds a folder written by `cut export` records for itself.
+    let mut recorded_kinds: Option<String> = None;
     let mut config: BertConfig = match config_path.as_ref().filter(|p| p.is_file()) {
         Some(path) => {
             let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: cannot read ({e})", path.display()))?;
-            serde_json::from_str(&text).map_err(|e| anyhow!("{}: not an encoder config ({e})", path.display()))?
+            let raw: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| anyhow!("{}: not JSON ({e})", path.display()))?;
+            recorded_kinds = raw.get("cut_task_kinds").and_then(|v| v.as_str()).map(str::to_string);
+            serde_json::from_value(raw).map_err(|e| anyhow!("{}: not an encoder config ({e})", path.display()))?
         }
         None => {
             let heads = (words[1] / 64).max(1);
@@ -128,7 +133,10 @@ pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
         (Some(names), Some(kinds)) if names.len() == kinds.len() => {
             names.iter().cloned().zip(kinds.iter().copied()).collect()
         }
-        (None, None) => BTreeMap::new(),
+        (None, None) => match &recorded_kinds {
+            Some(text) => recorded(text).with_context(|| format!("{shown}: field 'cut_task_kinds'"))?,
+            None => BTreeMap::new(),
+        },
         _ => crate::usage_bail!("give text task kinds by name: --task-kinds genre:sequence-mean,pos:token"),
     };
     for name in kinds.keys() {
@@ -141,11 +149,18 @@ pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
         }
     }
     let labels = read_labels(folder)?;
-    // Heads in the order --task-kinds names them.
-    let order: Vec<&String> = opts
-        .task_names
+    // Heads in the order --task-kinds (or the recorded kinds) name them, then any without a kind.
+    let named: Vec<String> = match (&opts.task_names, &recorded_kinds) {
+        (Some(names), _) => names.clone(),
+        (None, Some(text)) => text
+            .split(',')
+            .filter_map(|i| i.split_once(':'))
+            .map(|(n, _)| n.to_string())
+            .collect(),
+        (None, None) => Vec::new(),
+    };
+    let order: Vec<&String> = named
         .iter()
-        .flatten()
         .filter(|n| found.contains_key(*n))
         .chain(found.keys().filter(|n| !kinds.contains_key(*n)))
         .collect();
@@ -206,6 +221,16 @@ pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
         inferred: true,
         ignored,
     })
+}
+
+/// "a:token,b:sequence" as written by `cut export`.
+fn recorded(text: &str) -> Result<BTreeMap<String, TaskKind>> {
+    text.split(',')
+        .map(|item| match item.split_once(':') {
+            Some((name, kind)) => Ok((name.to_string(), TaskKind::parse(kind)?)),
+            None => bail!("'{item}' is not name:kind"),
+        })
+        .collect()
 }
 
 /// A `labels.json`: its path and the label names by task.
