@@ -493,6 +493,15 @@ impl Checkpoint {
     }
 
     /// One error listing the first few missing, extra or mis-shaped tensors.
+    /// The storage dtype of the file's floating-point tensors (the first one's; f32 when none).
+    pub fn float_dtype(&self) -> DType {
+        self.tensors
+            .values()
+            .map(|e| e.dtype)
+            .find(|d| matches!(d, DType::F32 | DType::F16 | DType::BF16))
+            .unwrap_or(DType::F32)
+    }
+
     /// Tensors named in `ignored` may be in the file without the graph reading them.
     pub fn check_against(&self, model: &Model, ignored: &[String]) -> Result<()> {
         let specs = model.graph.param_specs();

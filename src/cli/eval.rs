@@ -143,17 +143,13 @@ pub fn metrics_table(tasks: &[cut::metrics::TaskMetrics]) -> String {
 
 fn human(r: &EvalReport) -> String {
     use cut::graph::TaskKind;
-    let text = r
-        .tasks
-        .iter()
-        .any(|t| matches!(t.kind, TaskKind::Token | TaskKind::Sequence | TaskKind::SequenceMean));
     let mut out = format!(
         "{} on {} ({} split, {} {}, {}, {:.1} s)\n\n",
         r.model,
         r.data,
         r.split,
         r.images,
-        if text { "texts" } else { "images" },
+        TaskKind::samples_noun(r.tasks.iter().map(|t| t.kind)),
         r.device,
         r.seconds
     );

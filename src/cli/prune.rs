@@ -109,9 +109,9 @@ pub struct Args {
     /// Store pruned weights as a bitmask plus their non-zero values.
     #[arg(long)]
     packed: bool,
-    /// Storage dtype of the output.
-    #[arg(long, default_value = "f32", value_parser = DType::parse)]
-    dtype: DType,
+    /// Storage dtype of the output (default: the input's).
+    #[arg(long, value_parser = DType::parse)]
+    dtype: Option<DType>,
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceChoice,
     /// Output model (default: <input stem>.<tasks>.pruned.safetensors beside the input).

@@ -44,6 +44,9 @@ pub struct Dataset {
     pub index_path: PathBuf,
     pub train: Samples,
     pub test: Samples,
+    /// A validation list of its own (a text dataset's `val.jsonl`); without one, validation is
+    /// carved out of `train`.
+    pub val: Option<Samples>,
 }
 
 /// Fixed seed of the train/validation carve: the split must not change with the training seed.
@@ -58,18 +61,22 @@ impl Dataset {
             index_path,
             train: Arc::new(train),
             test: Arc::new(test),
+            val: None,
         })
     }
 
-    /// The items of a split. Validation is a deterministic `val_fraction` of the training list
-    /// (at least one item when the fraction is positive); train is the rest.
+    /// The items of a split. Validation is the dataset's own list when it has one; otherwise a
+    /// deterministic `val_fraction` of the training list (at least one item when the fraction is
+    /// positive), and train is the rest.
     pub fn split(&self, split: Split, val_fraction: f64) -> Result<Samples> {
         if !(0.0..1.0).contains(&val_fraction) {
             crate::usage_bail!("--val-fraction {val_fraction} must be in [0, 1)");
         }
-        let items: Samples = match split {
-            Split::Test => self.test.clone(),
-            Split::Train | Split::Val => {
+        let items: Samples = match (split, &self.val) {
+            (Split::Test, _) => self.test.clone(),
+            (Split::Train, Some(_)) => self.train.clone(),
+            (Split::Val, Some(val)) => val.clone(),
+            (Split::Train | Split::Val, None) => {
                 let count = self.train.count();
                 let mut order: Vec<usize> = (0..count).collect();
                 order.shuffle(&mut ChaCha8Rng::seed_from_u64(VAL_SPLIT_SEED));

@@ -98,8 +98,11 @@ pub fn open(root: &Path, opts: &TextOptions) -> Result<(Dataset, TextStats)> {
     let pad = pad_id(&tokenizer)?;
     let mut stats = TextStats::default();
     let mut files = Vec::new();
-    for name in ["train.jsonl", "test.jsonl"] {
+    for name in ["train.jsonl", "test.jsonl", "val.jsonl"] {
         let path = root.join(name);
+        if name == "val.jsonl" && !path.exists() {
+            continue;
+        }
         let encoded = read_file(&path, &tokenizer, opts, &mut stats)?;
         files.push((path, encoded));
     }
@@ -121,6 +124,7 @@ pub fn open(root: &Path, opts: &TextOptions) -> Result<(Dataset, TextStats)> {
             index_path: root.to_path_buf(),
             train,
             test,
+            val: splits.next(),
         },
         stats,
     ))
@@ -286,4 +290,99 @@ fn read_file(path: &Path, tokenizer: &Tokenizer, opts: &TextOptions, stats: &mut
         bail!("{}: no lines", path.display());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(name: &str, kind: TaskKind, labels: &[&str]) -> TaskSpec {
+        TaskSpec {
+            name: name.into(),
+            kind,
+            outputs: labels.len(),
+            labels: Some(labels.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    fn values(f: &Field) -> Vec<i64> {
+        match &f.values {
+            super::super::example::Values::I64(v) => v.clone(),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Each word's label sits on its first sub-word; special tokens, later sub-words and padding
+    /// carry IGNORE; a sequence label is one value; val.jsonl, when present, is the validation split.
+    #[test]
+    fn labels_align_with_first_sub_words() {
+        let json = std::fs::read_to_string("tests/fixtures/text/bert/tokenizer.json").unwrap();
+        let tokenizer = tokenizer_from_json(&json).unwrap();
+        let words = ["Rain", "fell", "everywhere"];
+        let enc = tokenizer.encode(&words[..], true).unwrap();
+        let word_ids = enc.get_word_ids().to_vec();
+        assert!(
+            word_ids.iter().filter(|w| **w == Some(2)).count() > 1,
+            "'everywhere' splits: {:?}",
+            enc.get_tokens()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let line = r#"{"tokens": ["Rain", "fell", "everywhere"], "pos": ["N", "V", "A"], "mood": "s"}"#;
+        let short = r#"{"tokens": ["fell"], "pos": ["V"]}"#;
+        std::fs::write(dir.path().join("train.jsonl"), format!("{line}\n{short}\n")).unwrap();
+        std::fs::write(dir.path().join("test.jsonl"), format!("{short}\n")).unwrap();
+        let tasks = [
+            task("pos", TaskKind::Token, &["N", "V", "A"]),
+            task("mood", TaskKind::Sequence, &["s", "q"]),
+        ];
+        let opts = TextOptions {
+            tokenizer: &json,
+            tasks: &tasks,
+            max_len: 64,
+        };
+        let (data, stats) = open(dir.path(), &opts).unwrap();
+        assert_eq!((stats.lines, stats.length, stats.truncated), (3, enc.len(), 0));
+        let first = data.train.load(0).unwrap();
+        let pos = values(&first.labels[0]);
+        let want: Vec<i64> = word_ids
+            .iter()
+            .enumerate()
+            .map(|(i, w)| match w {
+                Some(w) if i == 0 || word_ids[i - 1] != Some(*w) => *w as i64,
+                _ => IGNORE,
+            })
+            .collect();
+        assert_eq!(pos, want);
+        assert_eq!(values(&first.labels[1]), vec![0]);
+        // The shorter line: padded with IGNORE, and no mood label: IGNORE.
+        let second = data.train.load(1).unwrap();
+        assert_eq!(values(&second.labels[0]).iter().filter(|&&v| v != IGNORE).count(), 1);
+        assert_eq!(values(&second.labels[1]), vec![IGNORE]);
+        let fell = tokenizer.encode(&["fell"][..], true).unwrap().len() as i64;
+        assert_eq!(
+            values(&second.inputs[1]).iter().sum::<i64>(),
+            fell,
+            "mask: [CLS] fell [SEP]"
+        );
+        assert!(data.val.is_none());
+
+        std::fs::write(dir.path().join("val.jsonl"), format!("{short}\n")).unwrap();
+        let (data, _) = open(dir.path(), &opts).unwrap();
+        let val = data.split(crate::data::Split::Val, 0.5).unwrap();
+        assert_eq!(
+            (val.count(), data.split(crate::data::Split::Train, 0.5).unwrap().count()),
+            (1, 2)
+        );
+        assert!(val.describe(0).ends_with("val.jsonl:1"));
+
+        // Truncation keeps the closing special token and is counted.
+        let (data, stats) = open(dir.path(), &TextOptions { max_len: 3, ..opts }).unwrap();
+        assert_eq!(
+            (stats.truncated, stats.length),
+            (4, 3),
+            "every line is longer than 3 tokens"
+        );
+        let ids = values(&data.train.load(0).unwrap().inputs[0]);
+        assert_eq!(ids[2], i64::from(tokenizer.token_to_id("[SEP]").unwrap()));
+    }
 }

@@ -138,6 +138,20 @@ impl TaskKind {
             ),
         })
     }
+    /// Whether tasks of this kind read text.
+    pub fn is_text(self) -> bool {
+        matches!(self, TaskKind::Token | TaskKind::Sequence | TaskKind::SequenceMean)
+    }
+
+    /// What the samples of tasks of these kinds are called in reports: "texts" or "images".
+    pub fn samples_noun(kinds: impl IntoIterator<Item = TaskKind>) -> &'static str {
+        if kinds.into_iter().any(TaskKind::is_text) {
+            "texts"
+        } else {
+            "images"
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             TaskKind::Segmentation => "segmentation",

@@ -78,7 +78,13 @@ pub fn run(job: &BenchJob) -> Result<BenchDone> {
     let baseline = match &job.baseline {
         Some(path) => {
             let ckpt = Checkpoint::open(path)?;
-            let m = ckpt.model(&Default::default())?.model;
+            // --task-kinds applies to a baseline without a cut graph too (a Hugging Face folder).
+            let opts = if ckpt.metadata.contains_key(crate::checkpoint::metadata::GRAPH_KEY) {
+                LoadOptions::default()
+            } else {
+                job.load.clone()
+            };
+            let m = ckpt.model(&opts)?.model;
             input
                 .check(&m.graph)
                 .map_err(|e| anyhow::anyhow!("{}: input {} does not fit: {e}", path.display(), input.shown()))?;

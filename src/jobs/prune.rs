@@ -48,7 +48,8 @@ pub struct PruneJob {
     pub val_every: usize,
     pub seed: u64,
     pub eval_split: Split,
-    pub dtype: DType,
+    /// Storage of the output; the input's (its floating-point tensors') when `None`.
+    pub dtype: Option<DType>,
     pub device: DeviceChoice,
     /// The output model; default `<input stem>.<tasks>.pruned.safetensors` beside the input.
     pub out: Option<PathBuf>,
@@ -98,6 +99,7 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
     for w in &loaded.warnings {
         warn(w);
     }
+    let dtype = job.dtype.unwrap_or_else(|| ckpt.float_dtype());
     let full = loaded.model;
     let selected = full.select_tasks(&job.tasks)?;
     let request = &job.request;
@@ -145,7 +147,7 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         val_fraction: job.val_fraction,
         eval_split: job.eval_split,
         finetune,
-        output_kind: job.dtype.kind(),
+        output_kind: dtype.kind(),
     }
     .check(job.data.is_some())?;
     for w in &resolved.warnings {
@@ -182,11 +184,11 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
     let bytes = writer::model_bytes(
         &outcome.model,
         &outcome.params,
-        job.dtype,
+        dtype,
         request.packed,
         Some(&Provenance::new(job.command.clone(), Some(input_sha.clone()))),
     )?;
-    let settings = settings(job, &full, &names, &cfg, lambdas, device)?;
+    let settings = settings(job, &full, &names, &cfg, lambdas, device, dtype)?;
     let latency = if job.bench {
         let pruned_params = outcome
             .params
@@ -244,6 +246,7 @@ fn settings(
     cfg: &PruneConfig,
     lambdas: std::collections::BTreeMap<String, f64>,
     device: tch::Device,
+    dtype: DType,
 ) -> Result<Settings> {
     let criterion = cfg.criterion;
     let dropped: Vec<String> = full
@@ -287,7 +290,7 @@ fn settings(
         lambdas,
         val_fraction: job.val_fraction,
         eval_split: job.eval_split.as_str().into(),
-        dtype: job.dtype.to_string(),
+        dtype: dtype.to_string(),
         layout: if job.request.packed {
             "packed".into()
         } else {

@@ -385,10 +385,11 @@ pub fn summary(r: &PruneReport) -> String {
     match &r.accuracy {
         Some(acc) => {
             out.push_str(&format!(
-                "  delta_m {}, on {} {} images\n",
+                "  delta_m {}, on {} {} {}\n",
                 delta_m_phrase(r.settings.finetune_steps, acc),
                 acc.images,
-                acc.split
+                acc.split,
+                crate::graph::TaskKind::samples_noun(acc.before.iter().map(|t| t.kind))
             ));
             out.push_str(&render(
                 &["  metric", "before", "pruned", "after", "better"],
@@ -458,7 +459,8 @@ pub fn markdown(r: &PruneReport) -> String {
     }
     if let Some(acc) = &r.accuracy {
         md.push_str(&format!("| delta_m (selected tasks) | 0 | {:+.2}% |\n", acc.delta_m));
-        md.push_str(&format!("\n## Accuracy on the {} split ({} images)\n\n| metric | before | pruned, not fine-tuned | after | better |\n| --- | ---: | ---: | ---: | --- |\n", acc.split, acc.images));
+        let noun = crate::graph::TaskKind::samples_noun(acc.before.iter().map(|t| t.kind));
+        md.push_str(&format!("\n## Accuracy on the {} split ({} {noun})\n\n| metric | before | pruned, not fine-tuned | after | better |\n| --- | ---: | ---: | ---: | --- |\n", acc.split, acc.images));
         for row in metric_rows(acc) {
             md.push_str(&format!("| {} |\n", row.join(" | ")));
         }
