@@ -46,14 +46,17 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--cut", default="target/release/cut")
+    ap.add_argument("--attention", default="sdpa", choices=["sdpa", "eager"],
+                    help="transformers' attention implementation (sdpa is its default)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     src = encoder_folder()
     work = tempfile.mkdtemp()
     heads = make_model(src, work)
-    model = BertModel.from_pretrained(src, add_pooling_layer=False, attn_implementation="eager").eval()
+    model = BertModel.from_pretrained(src, add_pooling_layer=False, attn_implementation=a.attention).eval()
     vocab = model.config.vocab_size
-    print(f"model: all-MiniLM-L6-v2 from {src} + 3 heads; torch {torch.__version__}, {a.threads} threads")
+    print(f"model: all-MiniLM-L6-v2 from {src} + 3 heads; torch {torch.__version__}, {a.threads} threads, "
+          f"transformers attention {a.attention}")
     for batch, runs in [(1, 40), (32, 4)]:
         torch.manual_seed(0)
         ids = torch.randint(3, vocab, (batch, 128))
