@@ -14,15 +14,14 @@ fn root() -> &'static Path {
 }
 
 fn eval_json(extra: &[&str]) -> serde_json::Value {
+    eval_json_of("assets/demo.safetensors", "assets/demo-data", extra)
+}
+
+/// `cut eval MODEL --data DATA --json EXTRA...` from the repository root, parsed.
+fn eval_json_of(model: &str, data: &str, extra: &[&str]) -> serde_json::Value {
     let out = cut()
         .current_dir(root())
-        .args([
-            "eval",
-            "assets/demo.safetensors",
-            "--data",
-            "assets/demo-data",
-            "--json",
-        ])
+        .args(["eval", model, "--data", data, "--json"])
         .args(extra)
         .output()
         .unwrap();
@@ -204,20 +203,7 @@ fn readme_prune_command_runs_on_the_demo() {
 }
 
 fn text_eval_json(extra: &[&str]) -> serde_json::Value {
-    let out = cut()
-        .current_dir(root())
-        .args([
-            "eval",
-            "assets/text-demo.safetensors",
-            "--data",
-            "assets/text-data",
-            "--json",
-        ])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
+    eval_json_of("assets/text-demo.safetensors", "assets/text-data", extra)
 }
 
 /// The text demo (a shrunk pretrained MiniLM fine-tuned by cut) on its test split: within bands

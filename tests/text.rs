@@ -122,6 +122,19 @@ fn roberta_logits_equal_hugging_face() {
 const KINDS: &str = "pos:token,mood:sequence,topic:sequence-mean";
 const FIXTURE: &str = "tests/fixtures/text";
 
+/// The fixture's text data, with a validation share and batches small enough for its 4 lines.
+fn small_data() -> [String; 6] {
+    [
+        "--data",
+        &format!("{FIXTURE}/data"),
+        "--val-fraction",
+        "0.25",
+        "--batch",
+        "2",
+    ]
+    .map(String::from)
+}
+
 fn cut() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("cut").unwrap()
 }
@@ -212,14 +225,7 @@ fn train_then_prune_keeps_the_model_self_contained() {
     let trained = t.path().join("trained.safetensors");
     cut()
         .args(["train", "--from", &format!("{FIXTURE}/bert"), "--task-kinds", KINDS])
-        .args([
-            "--data",
-            &format!("{FIXTURE}/data"),
-            "--val-fraction",
-            "0.25",
-            "--batch",
-            "2",
-        ])
+        .args(small_data())
         .args(["--steps", "4", "--val-every", "2", "--lr", "1e-3", "-o"])
         .arg(&trained)
         .assert()
@@ -236,14 +242,7 @@ fn train_then_prune_keeps_the_model_self_contained() {
     cut()
         .args(["prune", "--tasks", "pos,mood"])
         .arg(&trained)
-        .args([
-            "--data",
-            &format!("{FIXTURE}/data"),
-            "--val-fraction",
-            "0.25",
-            "--batch",
-            "2",
-        ])
+        .args(small_data())
         .args([
             "--calib-batches",
             "1",
