@@ -375,6 +375,23 @@ mod tests {
         );
         assert!(val.describe(0).ends_with("val.jsonl:1"));
 
+        // `text` instead of `tokens`: fine for sequence tasks, refused for a token task.
+        let text_dir = tempfile::tempdir().unwrap();
+        for f in ["train.jsonl", "test.jsonl"] {
+            std::fs::write(text_dir.path().join(f), "{\"text\": \"Rain fell.\", \"mood\": \"q\"}\n").unwrap();
+        }
+        let (data, _) = open(
+            text_dir.path(),
+            &TextOptions {
+                tasks: &tasks[1..],
+                ..opts
+            },
+        )
+        .unwrap();
+        assert_eq!(values(&data.test.load(0).unwrap().labels[0]), vec![1]);
+        let err = open(text_dir.path(), &opts).err().unwrap().to_string();
+        assert!(err.contains("train.jsonl:1: token task 'pos' needs 'tokens'"), "{err}");
+
         // Truncation keeps the closing special token and is counted.
         let (data, stats) = open(dir.path(), &TextOptions { max_len: 3, ..opts }).unwrap();
         assert_eq!(
