@@ -4,6 +4,7 @@
 
 pub mod channel_select;
 pub mod channels;
+pub mod encoder;
 pub mod mask;
 pub mod policy;
 pub mod score;

@@ -73,6 +73,10 @@ impl OpDef for SelfAttention {
         let (x, mask) = (args[0], args[1]);
         let size = x.size();
         let (n, len) = (size[0], size[1]);
+        if self.heads == 0 {
+            // A layer pruned to no heads: its output projection adds only its bias.
+            return Ok(Tensor::zeros([n, len, 0], (x.kind(), x.device())));
+        }
         let split = |w: &str, b: &str| -> Result<Tensor> {
             Ok(x.f_linear(cx.param(w)?, Some(cx.param(b)?))?
                 .view([n, len, self.heads as i64, self.head_dim as i64])
