@@ -2,7 +2,6 @@
 
 use anyhow::{Context, Result};
 use cut::checkpoint::LoadOptions;
-use cut::graph::{parse_task_list, TaskKind};
 use cut::tasks::parse_task_specs;
 use std::path::PathBuf;
 
@@ -29,47 +28,7 @@ impl ModelArgs {
 
 /// How to read a checkpoint without a cut graph, from `--task-names` and `--task-kinds`.
 pub fn load_options(task_names: Option<&str>, task_kinds: Option<&str>) -> Result<LoadOptions> {
-    let (named, task_kinds) = match task_kinds {
-        Some(text) => parse_task_kinds(text)?,
-        None => (None, None),
-    };
-    if named.is_some() && task_names.is_some() {
-        cut::usage_bail!("--task-kinds name:kind pairs name the tasks already: drop --task-names");
-    }
-    Ok(LoadOptions {
-        task_names: named.or_else(|| task_names.map(parse_task_list)),
-        task_kinds,
-        folder: None,
-    })
-}
-
-/// `--task-kinds`: "k1,k2" (kinds in head order) or "a:k1,b:k2" (names with kinds).
-type TaskKinds = (Option<Vec<String>>, Option<Vec<TaskKind>>);
-
-fn parse_task_kinds(text: &str) -> Result<TaskKinds> {
-    let items = parse_task_list(text);
-    let pairs: Vec<Option<(&str, &str)>> = items.iter().map(|i| i.split_once(':')).collect();
-    if pairs.iter().all(Option::is_some) && !pairs.is_empty() {
-        let mut names = Vec::new();
-        let mut kinds = Vec::new();
-        for (name, kind) in pairs.into_iter().flatten() {
-            if name.is_empty() || names.iter().any(|n| n == name) {
-                cut::usage_bail!("--task-kinds '{text}': each task named once, as name:kind");
-            }
-            names.push(name.to_string());
-            kinds.push(TaskKind::parse(kind).context("--task-kinds")?);
-        }
-        return Ok((Some(names), Some(kinds)));
-    }
-    if pairs.iter().any(Option::is_some) {
-        cut::usage_bail!("--task-kinds '{text}': give every task as name:kind, or only kinds in head order");
-    }
-    let kinds = items
-        .iter()
-        .map(|k| TaskKind::parse(k))
-        .collect::<Result<Vec<_>>>()
-        .context("--task-kinds")?;
-    Ok((None, Some(kinds)))
+    LoadOptions::from_flags(task_names, task_kinds)
 }
 
 /// Parses "3x480x640" (or "480x640", taking `channels`).

@@ -5,8 +5,9 @@
 pub mod bert;
 pub mod scenenet;
 
+use crate::graph::parse_task_list;
 use crate::graph::{Model, TaskKind};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 
 /// Tensor name -> shape, as a checkpoint's header lists them.
@@ -20,6 +21,54 @@ pub struct LoadOptions {
     /// The folder holding the checkpoint (set by the reader), where a family finds the files that
     /// travel with a model (a Hugging Face `config.json`, `labels.json`).
     pub folder: Option<std::path::PathBuf>,
+}
+
+impl LoadOptions {
+    /// How to read a checkpoint without a cut graph, from `--task-names` ("a,b") and
+    /// `--task-kinds` (kinds in head order, "k1,k2", or names with kinds, "a:k1,b:k2").
+    pub fn from_flags(task_names: Option<&str>, task_kinds: Option<&str>) -> Result<LoadOptions> {
+        let (named, task_kinds) = match task_kinds {
+            Some(text) => parse_task_kinds(text)?,
+            None => (None, None),
+        };
+        if named.is_some() && task_names.is_some() {
+            crate::usage_bail!("--task-kinds name:kind pairs name the tasks already: drop --task-names");
+        }
+        Ok(LoadOptions {
+            task_names: named.or_else(|| task_names.map(parse_task_list)),
+            task_kinds,
+            folder: None,
+        })
+    }
+}
+
+/// `--task-kinds`: "k1,k2" (kinds in head order) or "a:k1,b:k2" (names with kinds).
+type TaskKinds = (Option<Vec<String>>, Option<Vec<TaskKind>>);
+
+fn parse_task_kinds(text: &str) -> Result<TaskKinds> {
+    let items = parse_task_list(text);
+    let pairs: Vec<Option<(&str, &str)>> = items.iter().map(|i| i.split_once(':')).collect();
+    if pairs.iter().all(Option::is_some) && !pairs.is_empty() {
+        let mut names = Vec::new();
+        let mut kinds = Vec::new();
+        for (name, kind) in pairs.into_iter().flatten() {
+            if name.is_empty() || names.iter().any(|n| n == name) {
+                crate::usage_bail!("--task-kinds '{text}': each task named once, as name:kind");
+            }
+            names.push(name.to_string());
+            kinds.push(TaskKind::parse(kind).context("--task-kinds")?);
+        }
+        return Ok((Some(names), Some(kinds)));
+    }
+    if pairs.iter().any(Option::is_some) {
+        crate::usage_bail!("--task-kinds '{text}': give every task as name:kind, or only kinds in head order");
+    }
+    let kinds = items
+        .iter()
+        .map(|k| TaskKind::parse(k))
+        .collect::<Result<Vec<_>>>()
+        .context("--task-kinds")?;
+    Ok((None, Some(kinds)))
 }
 
 /// A model read from a checkpoint, with what was guessed on the way.
@@ -74,6 +123,30 @@ pub fn recognise(shapes: &TensorShapes, opts: &LoadOptions, no_graph: &str) -> R
                 "{no_graph}, and the tensor names are not those of a model family cut knows ({})",
                 tried.join("; ")
             )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_kind_flags() {
+        let o = LoadOptions::from_flags(Some("a,b"), Some("segmentation,depth")).unwrap();
+        assert_eq!(o.task_names, Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(o.task_kinds, Some(vec![TaskKind::Segmentation, TaskKind::Depth]));
+        let o = LoadOptions::from_flags(None, Some("pos:token, genre:sequence-mean")).unwrap();
+        assert_eq!(o.task_names, Some(vec!["pos".to_string(), "genre".to_string()]));
+        assert_eq!(o.task_kinds, Some(vec![TaskKind::Token, TaskKind::SequenceMean]));
+        for (names, kinds, message) in [
+            (None, "pos:token,depth", "give every task as name:kind"),
+            (None, "pos:token,pos:sequence", "each task named once"),
+            (Some("a"), "a:token", "drop --task-names"),
+            (None, "pos:tokn", "unknown task kind 'tokn'"),
+        ] {
+            let err = format!("{:#}", LoadOptions::from_flags(names, Some(kinds)).unwrap_err());
+            assert!(err.contains(message), "{err} / {message}");
         }
     }
 }

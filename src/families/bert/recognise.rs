@@ -225,12 +225,14 @@ pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
 
 /// "a:token,b:sequence" as written by `cut export`.
 fn recorded(text: &str) -> Result<BTreeMap<String, TaskKind>> {
-    text.split(',')
-        .map(|item| match item.split_once(':') {
-            Some((name, kind)) => Ok((name.to_string(), TaskKind::parse(kind)?)),
-            None => bail!("'{item}' is not name:kind"),
-        })
-        .collect()
+    match LoadOptions::from_flags(None, Some(text))? {
+        LoadOptions {
+            task_names: Some(names),
+            task_kinds: Some(kinds),
+            ..
+        } => Ok(names.into_iter().zip(kinds).collect()),
+        _ => bail!("'{text}' is not name:kind pairs"),
+    }
 }
 
 /// A `labels.json`: its path and the label names by task.
