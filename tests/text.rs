@@ -238,6 +238,15 @@ fn train_then_prune_keeps_the_model_self_contained() {
         mood.labels.as_deref(),
         Some(&["statement".to_string(), "question".to_string()][..])
     );
+    let mut channel = cut();
+    channel
+        .args(["prune", "--tasks", "pos", "--granularity", "channel"])
+        .arg(&trained)
+        .args(small_data())
+        .arg("-o")
+        .arg(t.path().join("never.safetensors"));
+    let err = fails(&mut channel);
+    assert!(err.contains("heads and FFN neurons cannot be removed yet"), "{err}");
     let pruned = t.path().join("pruned.safetensors");
     cut()
         .args(["prune", "--tasks", "pos,mood"])

@@ -281,6 +281,16 @@ pub fn prune(
         .map(|s| (s.name.clone(), params[&s.name].shallow_clone()))
         .collect();
 
+    let encoder = model
+        .graph
+        .nodes
+        .iter()
+        .any(|n| matches!(n.op, crate::graph::Op::SelfAttention(_)));
+    if encoder && cfg.granularity == Granularity::Channel {
+        crate::usage_bail!(
+            "--granularity channel removes convolution channels; a text encoder's heads and FFN neurons cannot be removed yet: use --granularity weight"
+        );
+    }
     let groups = match cfg.granularity {
         Granularity::Channel => channels::channel_groups(&model.graph)?,
         Granularity::Weight => Vec::new(),
