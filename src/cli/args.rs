@@ -8,7 +8,7 @@ use std::path::PathBuf;
 /// How to read a model checkpoint.
 #[derive(clap::Args, Clone, Debug)]
 pub struct ModelArgs {
-    /// The model checkpoint (.safetensors).
+    /// The model checkpoint (.safetensors), or a Hugging Face model folder (text encoders).
     pub model: PathBuf,
     /// Task names for a checkpoint without a cut graph (a converted reference state dict), in head order.
     #[arg(long, value_name = "a,b,c")]
