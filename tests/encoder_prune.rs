@@ -140,3 +140,69 @@ fn bad_keep_lists_are_refused() {
     assert!(err.to_string().contains("past 4"), "{err}");
     assert!(shrink(&model, &params, &groups, &[vec![]]).is_err());
 }
+
+/// Selection by hand: two groups, heads of 100 MACs (scores 5, 1, 3, 2) and neurons of 10 MACs
+/// (taken two at a time). Units go cheapest importance per MAC first until 150 MACs are removed.
+#[test]
+fn selection_by_hand() {
+    use cut::prune::encoder::{select, EncoderGroup, UnitRules};
+    let heads = EncoderGroup {
+        kind: GroupKind::Heads,
+        producer: "att".into(),
+        activation: None,
+        consumer: "out".into(),
+        units: 4,
+        unit_width: 2,
+    };
+    let ffn = EncoderGroup {
+        kind: GroupKind::Neurons,
+        producer: "in".into(),
+        activation: Some("act".into()),
+        consumer: "out2".into(),
+        units: 6,
+        unit_width: 1,
+    };
+    let groups = [heads, ffn];
+    let scores = vec![vec![5.0, 1.0, 3.0, 2.0], vec![0.1, 0.3, 0.1, 0.1, 0.2, 0.1]];
+    let macs = [100, 10];
+    let rules = UnitRules {
+        min_heads: 1,
+        round_to: 2,
+        max_layer_ratio: 1.0,
+    };
+    // Per MAC: head 1 costs 1/100 = 0.01, neurons 0 and 2 together 0.2/20 = 0.01 (a tie goes to
+    // the first group), then neurons 3 and 5 (0.01), then head 3 (0.02) before neurons 4 and 1
+    // (0.025): 100 + 20 + 20 + 100 = 240 MACs >= 150.
+    let keep = select(&groups, &scores, &macs, 150, rules).unwrap();
+    assert_eq!(keep, vec![vec![0, 2], vec![1, 4]]);
+    // At most 3 heads (min 1) and all 6 neurons: 360 MACs.
+    let err = select(&groups, &scores, &macs, 361, rules).unwrap_err().to_string();
+    assert!(err.contains("at most 360"), "{err}");
+    let all = select(&groups, &scores, &macs, 360, rules).unwrap();
+    assert_eq!(all, vec![vec![0], vec![]]);
+}
+
+/// A unit's score is its weights' scores summed over the tasks: with every score 1 and two tasks,
+/// a head of width 2 in a model 8 wide holds 3 x (2 x 8) producer and 8 x 2 consumer entries: 128;
+/// a neuron 8 + 8, twice: 32.
+#[test]
+fn unit_scores_by_hand() {
+    use cut::prune::encoder::unit_scores;
+    let (model, params) = tiny();
+    let groups = encoder_groups(&model.graph);
+    let ones: std::collections::BTreeMap<String, Tensor> = params
+        .iter()
+        .filter(|(n, _)| n.contains("encoder.") && n.ends_with("weight") && !n.contains("LayerNorm"))
+        .map(|(n, t)| (n.clone(), Tensor::ones_like(t)))
+        .collect();
+    let scores = std::collections::BTreeMap::from([
+        (
+            "tag".to_string(),
+            ones.iter().map(|(k, v)| (k.clone(), v.copy())).collect(),
+        ),
+        ("topic".to_string(), ones),
+    ]);
+    let s = unit_scores(&model.graph, &groups, &scores).unwrap();
+    assert_eq!(s[0], vec![128.0; 4]);
+    assert_eq!(s[1], vec![32.0; 6]);
+}

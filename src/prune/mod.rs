@@ -286,14 +286,15 @@ pub fn prune(
         .nodes
         .iter()
         .any(|n| matches!(n.op, crate::graph::Op::SelfAttention(_)));
-    if encoder && cfg.granularity == Granularity::Channel {
+    if encoder && cfg.granularity == Granularity::Channel && cfg.criterion == Criterion::Taylor {
         crate::usage_bail!(
-            "--granularity channel removes convolution channels; a text encoder's heads and FFN neurons cannot be removed yet: use --granularity weight"
+            "--criterion taylor scores convolution channels; score a text encoder's heads and neurons with snip, magnitude or random"
         );
     }
+    // A text encoder's structured units are its heads and FFN neurons (`encoder.rs`).
     let groups = match cfg.granularity {
-        Granularity::Channel => channels::channel_groups(&model.graph)?,
-        Granularity::Weight => Vec::new(),
+        Granularity::Channel if !encoder => channels::channel_groups(&model.graph)?,
+        _ => Vec::new(),
     };
     let t = Instant::now();
     let calibration = || -> Result<score::Calibration> {
@@ -352,6 +353,14 @@ pub fn prune(
                     .collect()
             };
             (model.clone(), masked, Pruned::Weights { masks, search })
+        }
+        Granularity::Channel if encoder => {
+            let Scored::Weights(weight_scores) = scores else {
+                unreachable!("taylor is refused for encoders above")
+            };
+            let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity.get()));
+            let (out, params, outcome) = encoder_prune(&model, &kept, &weight_scores, budget, cfg.channel_rules)?;
+            (out, params, Pruned::Channels(outcome))
         }
         Granularity::Channel => {
             let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity.get()));
@@ -489,4 +498,75 @@ pub fn prune(
         finetune_log,
         timings,
     })
+}
+
+/// Heads and FFN neurons of a text encoder removed to `budget` (a share of the model's MACs at its
+/// default sequence length, or absolute MACs), by the selected tasks' summed weight scores;
+/// `rules.round_to` rounds FFN widths and `rules.max_layer_ratio` caps each layer; every layer
+/// keeps at least one head.
+fn encoder_prune(
+    model: &Model,
+    params: &Params,
+    scores: &types::Scores,
+    budget: Budget,
+    rules: WidthRules,
+) -> Result<(Model, Params, ChannelOutcome)> {
+    let groups = encoder::encoder_groups(&model.graph);
+    if groups.is_empty() {
+        bail!("the encoder has no heads or FFN neurons cut can remove");
+    }
+    let before = channel_select::cost(&model.graph, &[], &[])?;
+    let target = match budget {
+        Budget::MacShare(s) => (before.macs as f64 * s).round() as u64,
+        Budget::Macs(m) if m < before.macs => before.macs - m,
+        Budget::Macs(m) => crate::usage_bail!("--target-macs {m} is not below the model's {} MACs", before.macs),
+        Budget::Params(_) => {
+            crate::usage_bail!("--target-params does not apply to text encoders yet; give --sparsity or --target-macs")
+        }
+    };
+    let seq = model.graph.sizes.get("seq").copied().unwrap_or(128);
+    let hidden = model
+        .graph
+        .nodes
+        .iter()
+        .find_map(|n| match &n.op {
+            crate::graph::Op::SelfAttention(a) => Some(a.hidden),
+            _ => None,
+        })
+        .unwrap_or(0);
+    let macs: Vec<u64> = groups.iter().map(|g| encoder::unit_macs(g, hidden, seq)).collect();
+    let unit_scores = encoder::unit_scores(&model.graph, &groups, scores)?;
+    let unit_rules = encoder::UnitRules {
+        min_heads: 1,
+        round_to: rules.round_to,
+        max_layer_ratio: rules.max_layer_ratio,
+    };
+    let keep = encoder::select(&groups, &unit_scores, &macs, target, unit_rules)?;
+    let (out, out_params) = encoder::shrink(model, params, &groups, &keep)?;
+    let after = channel_select::cost(&out.graph, &[], &[])?;
+    let layers = groups
+        .iter()
+        .zip(&keep)
+        .filter(|(g, k)| k.len() != g.units)
+        .map(|(g, k)| WidthChange {
+            producers: vec![g.producer.clone()],
+            before: g.units,
+            after: k.len(),
+        })
+        .collect();
+    let outcome = ChannelOutcome {
+        budget,
+        rules,
+        layer_ratio_widened: false,
+        exact_fold: true,
+        protected_channels: 0,
+        macs_removed: 1.0 - after.macs as f64 / before.macs.max(1) as f64,
+        before,
+        after,
+        keep_ratio_per_task: f64::NAN,
+        search_iterations: 0,
+        layers,
+        inexact_fold: Vec::new(),
+    };
+    Ok((out, out_params, outcome))
 }
