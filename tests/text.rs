@@ -239,23 +239,37 @@ fn train_then_prune_keeps_the_model_self_contained() {
         Some(&["statement".to_string(), "question".to_string()][..])
     );
     // Heads and FFN neurons removed to 30% fewer MACs: a smaller dense model that evaluates.
-    let narrow = t.path().join("narrow.safetensors");
-    cut()
-        .args([
-            "prune",
-            "--tasks",
-            "pos,mood",
-            "--granularity",
-            "channel",
-            "--sparsity",
-            "0.3",
-        ])
-        .arg(&trained)
-        .args(small_data())
-        .args(["--calib-batches", "1", "--finetune-steps", "2", "--round-to", "1", "-o"])
-        .arg(&narrow)
-        .assert()
-        .success();
+    let narrow_into = |name: &str| {
+        let path = t.path().join(name);
+        cut()
+            .args([
+                "prune",
+                "--tasks",
+                "pos,mood",
+                "--granularity",
+                "channel",
+                "--sparsity",
+                "0.3",
+            ])
+            .arg(&trained)
+            .args(small_data())
+            .args(["--calib-batches", "1", "--finetune-steps", "2", "--round-to", "1", "-o"])
+            .arg(&path)
+            .assert()
+            .success();
+        path
+    };
+    let narrow = narrow_into("narrow.safetensors");
+    // The same inputs and seed give the same tensors.
+    let again = Checkpoint::open(narrow_into("again.safetensors")).unwrap();
+    let first = Checkpoint::open(&narrow).unwrap();
+    for name in first.tensors.keys() {
+        let (a, b) = (
+            first.tensor(name, Device::Cpu).unwrap(),
+            again.tensor(name, Device::Cpu).unwrap(),
+        );
+        assert!(a.equal(&b), "{name}");
+    }
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(t.path().join("narrow.report.json")).unwrap()).unwrap();
     let outcome = &report["channels"];
