@@ -51,7 +51,20 @@ pub fn run(job: &BenchJob) -> Result<BenchDone> {
     }
     let device = crate::device::resolve(job.device)?;
     let ckpt = Checkpoint::open(&job.model)?;
-    let model = ckpt.model(&job.load)?.model;
+    // --task-kinds applies to whichever of the model and the baseline has no cut graph (a
+    // Hugging Face folder); the model reads it when both have one, and refuses it there.
+    let baseline_needs_them = job
+        .baseline
+        .as_ref()
+        .map(|p| Checkpoint::open(p).map(|c| !has_graph(&c)))
+        .transpose()?
+        .unwrap_or(false);
+    let model_opts = if has_graph(&ckpt) && baseline_needs_them {
+        LoadOptions::default()
+    } else {
+        job.load.clone()
+    };
+    let model = ckpt.model(&model_opts)?.model;
     let tasks = match &job.tasks {
         Some(t) => model.select_tasks(t)?,
         None => model.tasks.clone(),
@@ -78,8 +91,7 @@ pub fn run(job: &BenchJob) -> Result<BenchDone> {
     let baseline = match &job.baseline {
         Some(path) => {
             let ckpt = Checkpoint::open(path)?;
-            // --task-kinds applies to a baseline without a cut graph too (a Hugging Face folder).
-            let opts = if ckpt.metadata.contains_key(crate::checkpoint::metadata::GRAPH_KEY) {
+            let opts = if has_graph(&ckpt) {
                 LoadOptions::default()
             } else {
                 job.load.clone()
@@ -131,4 +143,8 @@ pub fn run(job: &BenchJob) -> Result<BenchDone> {
         baseline,
         nodes,
     })
+}
+
+fn has_graph(ckpt: &Checkpoint) -> bool {
+    ckpt.metadata.contains_key(crate::checkpoint::metadata::GRAPH_KEY)
 }
