@@ -282,6 +282,33 @@ fn train_then_prune_keeps_the_model_self_contained() {
         small_model.graph.param_specs().iter().map(|s| s.numel()).sum::<usize>()
             < model.graph.param_specs().iter().map(|s| s.numel()).sum::<usize>()
     );
+    // A parameter budget: the output holds at most that many parameters.
+    let few = t.path().join("few.safetensors");
+    let target = model.graph.param_specs().iter().map(|s| s.numel()).sum::<usize>() * 9 / 10;
+    cut()
+        .args(["prune", "--tasks", "pos,mood,topic", "--granularity", "channel"])
+        .args(["--target-params", &target.to_string()])
+        .arg(&trained)
+        .args(small_data())
+        .args([
+            "--finetune-steps",
+            "0",
+            "--round-to",
+            "1",
+            "--max-layer-ratio",
+            "1",
+            "-o",
+        ])
+        .arg(&few)
+        .assert()
+        .success();
+    let few_model = Checkpoint::open(&few)
+        .unwrap()
+        .model(&LoadOptions::default())
+        .unwrap()
+        .model;
+    let kept: usize = few_model.graph.param_specs().iter().map(|s| s.numel()).sum();
+    assert!(kept <= target, "{kept} > {target}");
     let mut taylor = cut();
     taylor
         .args([

@@ -271,6 +271,16 @@ pub fn unit_macs(g: &EncoderGroup, hidden: usize, seq: usize) -> u64 {
     }
 }
 
+/// One unit's parameters in a model `hidden` wide: a head's rows of q, k, v with their biases and
+/// its columns of the output projection; a neuron's row and bias and its output column.
+pub fn unit_params(g: &EncoderGroup, hidden: usize) -> u64 {
+    let (h, d) = (hidden as u64, g.unit_width as u64);
+    match g.kind {
+        GroupKind::Heads => 3 * (h * d + d) + h * d,
+        GroupKind::Neurons => 2 * h + 1,
+    }
+}
+
 /// Per group and unit, the importance of the unit: each task's weight scores (which sum to 1 over
 /// the task's weights) summed over the unit's rows of the producer's weights and its columns of the
 /// consumer's weight, added over the tasks.
@@ -332,9 +342,10 @@ pub struct UnitRules {
     pub max_layer_ratio: f64,
 }
 
-/// The units to keep, per group (sorted): units go in order of score per multiply-accumulate,
-/// lowest first (FFN neurons `round_to` at a time), until `target` MACs are removed, within
-/// `rules`. An error names the most the rules let go when `target` is out of reach.
+/// The units to keep, per group (sorted): units go in order of score per unit of cost (`macs[i]`
+/// is what one unit of group i costs in the budget's measure: MACs, or parameters), lowest first
+/// (FFN neurons `round_to` at a time), until `target` is removed, within `rules`. An error names
+/// the most the rules let go when `target` is out of reach.
 pub fn select(
     groups: &[EncoderGroup],
     scores: &[Vec<f64>],
@@ -388,7 +399,7 @@ pub fn select(
                 .map(|((_, &r), &m)| r as u64 * m)
                 .sum();
             crate::usage_bail!(
-                "the budget asks to remove {target} MACs of the encoder; its rules let at most {most} go (lower --sparsity, or loosen --max-layer-ratio or --round-to)"
+                "the budget asks to remove {target} of the encoder's MACs (or parameters); its rules let at most {most} go (lower --sparsity, or loosen --max-layer-ratio or --round-to)"
             );
         };
         removed[i] += n;

@@ -501,7 +501,7 @@ pub fn prune(
 }
 
 /// Heads and FFN neurons of a text encoder removed to `budget` (a share of the model's MACs at its
-/// default sequence length, or absolute MACs), by the selected tasks' summed weight scores;
+/// default sequence length, absolute MACs or parameters), by the selected tasks' summed weight scores;
 /// `rules.round_to` rounds FFN widths and `rules.max_layer_ratio` caps each layer; every layer
 /// keeps at least one head.
 fn encoder_prune(
@@ -520,8 +520,12 @@ fn encoder_prune(
         Budget::MacShare(s) => (before.macs as f64 * s).round() as u64,
         Budget::Macs(m) if m < before.macs => before.macs - m,
         Budget::Macs(m) => crate::usage_bail!("--target-macs {m} is not below the model's {} MACs", before.macs),
-        Budget::Params(_) => {
-            crate::usage_bail!("--target-params does not apply to text encoders yet; give --sparsity or --target-macs")
+        Budget::Params(p) if p < before.params => before.params - p,
+        Budget::Params(p) => {
+            crate::usage_bail!(
+                "--target-params {p} is not below the model's {} parameters",
+                before.params
+            )
         }
     };
     let seq = model.graph.sizes.get("seq").copied().unwrap_or(128);
@@ -534,14 +538,21 @@ fn encoder_prune(
             _ => None,
         })
         .unwrap_or(0);
-    let macs: Vec<u64> = groups.iter().map(|g| encoder::unit_macs(g, hidden, seq)).collect();
+    // What one unit of each group costs, in the budget's unit.
+    let costs: Vec<u64> = groups
+        .iter()
+        .map(|g| match budget {
+            Budget::Params(_) => encoder::unit_params(g, hidden),
+            _ => encoder::unit_macs(g, hidden, seq),
+        })
+        .collect();
     let unit_scores = encoder::unit_scores(&model.graph, &groups, scores)?;
     let unit_rules = encoder::UnitRules {
         min_heads: 1,
         round_to: rules.round_to,
         max_layer_ratio: rules.max_layer_ratio,
     };
-    let keep = encoder::select(&groups, &unit_scores, &macs, target, unit_rules)?;
+    let keep = encoder::select(&groups, &unit_scores, &costs, target, unit_rules)?;
     let (out, out_params) = encoder::shrink(model, params, &groups, &keep)?;
     let after = channel_select::cost(&out.graph, &[], &[])?;
     let layers = groups
