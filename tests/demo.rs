@@ -217,13 +217,13 @@ fn text_demo_is_trained_and_beats_constants() {
         metric(&model, "party", "accuracy"),
         metric(&model, "pos", "accuracy"),
     );
-    // README: 0.580, 0.548, 0.968.
-    assert!((0.55..0.61).contains(&era), "era accuracy {era}");
-    assert!((0.52..0.58).contains(&party), "party accuracy {party}");
+    // README: 0.554, 0.524, 0.968 (the model is built by scripts/setup-text-demo.sh).
+    assert!((0.52..0.59).contains(&era), "era accuracy {era}");
+    assert!((0.49..0.56).contains(&party), "party accuracy {party}");
     assert!((0.96..0.975).contains(&pos), "pos accuracy {pos}");
     let constant = text_eval_json(&["--constant"]);
     assert!(era > metric(&constant, "era", "accuracy") + 0.2);
-    assert!(party > metric(&constant, "party", "accuracy") + 0.1);
+    assert!(party > metric(&constant, "party", "accuracy") + 0.08);
     assert!(pos > metric(&constant, "pos", "accuracy") + 0.6);
     assert!(metric(&model, "party", "macro_f1") > 2.0 * metric(&constant, "party", "macro_f1"));
 }
