@@ -275,6 +275,9 @@ fn train_then_prune_keeps_the_model_self_contained() {
     let outcome = &report["channels"];
     let removed = outcome["macs_removed"].as_f64().unwrap();
     assert!((0.3..0.4).contains(&removed), "{outcome}");
+    // MACs are counted at the calibration data's mean length, not the graph's 128.
+    let seq = outcome["encoder"]["seq_len"].as_u64().unwrap();
+    assert!((4..40).contains(&seq), "{outcome}");
     assert!(!outcome["layers"].as_array().unwrap().is_empty());
     let small = Checkpoint::open(&narrow).unwrap();
     let small_model = small.model(&LoadOptions::default()).unwrap().model;
@@ -309,26 +312,47 @@ fn train_then_prune_keeps_the_model_self_contained() {
         .model;
     let kept: usize = few_model.graph.param_specs().iter().map(|s| s.numel()).sum();
     assert!(kept <= target, "{kept} > {target}");
-    let mut taylor = cut();
-    taylor
+    // Taylor unit scores, union fusion, at least 3 heads per layer, MACs counted at 16 tokens.
+    let taylor = t.path().join("taylor.safetensors");
+    cut()
         .args([
             "prune",
             "--tasks",
-            "pos",
+            "pos,mood",
             "--granularity",
             "channel",
             "--criterion",
             "taylor",
         ])
+        .args([
+            "--fusion",
+            "union",
+            "--min-heads",
+            "3",
+            "--seq-len",
+            "16",
+            "--sparsity",
+            "0.3",
+        ])
         .arg(&trained)
         .args(small_data())
-        .arg("-o")
-        .arg(t.path().join("never.safetensors"));
-    let err = fails(&mut taylor);
-    assert!(
-        err.contains("score a text encoder's heads and neurons with snip"),
-        "{err}"
-    );
+        .args(["--calib-batches", "2", "--finetune-steps", "0", "--round-to", "1", "-o"])
+        .arg(&taylor)
+        .assert()
+        .success();
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(t.path().join("taylor.report.json")).unwrap()).unwrap();
+    let encoder = &report["channels"]["encoder"];
+    assert_eq!(encoder["seq_len"], 16, "{encoder}");
+    assert_eq!(report["settings"]["criterion"], "taylor");
+    let heads: Vec<u64> = encoder["heads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h[1].as_u64().unwrap())
+        .collect();
+    assert!(heads.iter().all(|&h| (3..=4).contains(&h)), "{encoder}");
+    assert!(report["channels"]["macs_removed"].as_f64().unwrap() >= 0.3 - 1e-9);
     let pruned = t.path().join("pruned.safetensors");
     cut()
         .args(["prune", "--tasks", "pos,mood"])

@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod budget;
 mod data;
 mod eval;
 mod export;

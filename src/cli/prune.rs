@@ -38,34 +38,8 @@ pub struct Args {
     /// whole channels (smaller tensors, a faster model).
     #[arg(long, value_enum, default_value = "weight")]
     granularity: Granularity,
-    /// In (0, 1). With --granularity weight: the share of the output model's conv and linear
-    /// weights that are zero (default 0.9). With --granularity channel: the share of the
-    /// selected-task model's multiply-accumulates removed (default 0.5).
-    #[arg(long)]
-    sparsity: Option<f64>,
-    /// Channel pruning: at most this many multiply-accumulates per image (e.g. 2.5G, 800M), instead
-    /// of --sparsity.
-    #[arg(long, value_name = "N", value_parser = super::args::parse_count, conflicts_with_all = ["sparsity", "target_params"])]
-    target_macs: Option<u64>,
-    /// Channel pruning: at most this many parameters (e.g. 5M), instead of --sparsity.
-    #[arg(long, value_name = "N", value_parser = super::args::parse_count, conflicts_with = "sparsity")]
-    target_params: Option<u64>,
-    /// Channel pruning: kept channel counts are multiples of this (1 turns rounding off).
-    #[arg(long, default_value_t = 8)]
-    round_to: usize,
-    /// Channel pruning: every layer keeps at least this many channels (or all, if it has fewer).
-    #[arg(long, default_value_t = 8)]
-    min_channels: usize,
-    /// Channel pruning: at most this share of one layer's channels is removed. Default: 0.5, raised
-    /// to 0.75, 0.9 or 1 only when the budget needs it.
-    #[arg(long)]
-    max_layer_ratio: Option<f64>,
-    /// Channel pruning. exact: keep every channel whose removal the bias fold cannot reproduce
-    /// exactly (a non-zero constant read by a padded convolution), so the pruned model equals the
-    /// zeroed one before fine-tuning. approximate: remove such channels too; the fold is then exact
-    /// only away from those convolutions' borders.
-    #[arg(long, value_enum, default_value = "exact")]
-    fold: Fold,
+    #[command(flatten)]
+    budget: super::budget::BudgetArgs,
     /// Time a forward pass (batch 1, the graph's input size) of the input model with all heads, of
     /// the input with the selected heads, and of the output, and add the figures to the report.
     #[arg(long)]
@@ -133,12 +107,14 @@ pub fn run(a: Args) -> Result<()> {
         request: PruneRequest {
             criterion: a.criterion,
             granularity: a.granularity,
-            sparsity: a.sparsity,
-            target_macs: a.target_macs,
-            target_params: a.target_params,
-            min_channels: a.min_channels,
-            round_to: a.round_to,
-            max_layer_ratio: a.max_layer_ratio,
+            sparsity: a.budget.sparsity,
+            target_macs: a.budget.target_macs,
+            target_params: a.budget.target_params,
+            min_channels: a.budget.min_channels,
+            round_to: a.budget.round_to,
+            max_layer_ratio: a.budget.max_layer_ratio,
+            min_heads: a.budget.min_heads,
+            seq_len: a.budget.seq_len,
             packed: a.packed,
             finetune_steps: a.finetune_steps,
         },
@@ -148,7 +124,7 @@ pub fn run(a: Args) -> Result<()> {
         max_len: a.data.max_len,
         fusion: a.fusion,
         min_votes: a.min_votes,
-        exact_fold: a.fold == Fold::Exact,
+        exact_fold: a.budget.fold == Fold::Exact,
         calib_batches: a.calib_batches,
         strategy: a.scoring,
         precision: a.precision,

@@ -8,7 +8,7 @@ pub mod synth;
 pub mod text;
 
 use anyhow::{anyhow, bail, Context, Result};
-use example::{Samples, Subset};
+use example::{Samples, Subset, Values};
 use layout::{DatasetIndex, Item, INDEX_FILE};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -164,4 +164,24 @@ pub fn open_for(
         ));
     }
     Ok((data, warnings))
+}
+
+/// The mean count of real (unpadded) tokens per example of a text split, rounded, at least 1.
+pub fn mean_tokens(items: &Samples) -> Result<usize> {
+    let mask = crate::families::bert::MASK;
+    let mut total = 0i64;
+    for i in 0..items.count() {
+        let example = items.load(i)?;
+        let Some(field) = example.inputs.iter().find(|f| f.name == mask) else {
+            bail!("{}: has no '{mask}' input to count tokens in", items.describe(i));
+        };
+        total += match &field.values {
+            Values::I64(v) => v.iter().sum::<i64>(),
+            Values::F32(v) => v.iter().sum::<f32>() as i64,
+        };
+    }
+    if items.count() == 0 {
+        bail!("the calibration split is empty");
+    }
+    Ok(((total as f64 / items.count() as f64).round() as usize).max(1))
 }

@@ -47,13 +47,7 @@ pub fn forward_inputs(
     tasks: &[&str],
     mode: Mode,
 ) -> Result<BTreeMap<String, Tensor>> {
-    for decl in &graph.inputs {
-        match inputs.get(&decl.name) {
-            Some(t) => decl.check(t)?,
-            None => bail!("no batch was given for input '{}'", decl.name),
-        }
-    }
-    run(graph, params, inputs, tasks, mode, &mut |_, _| {})
+    forward_inputs_observed(graph, params, inputs, tasks, mode, &mut |_, _| {})
 }
 
 /// [`forward`], calling `after_node` with each node and its value as soon as the node has run (for
@@ -67,6 +61,24 @@ pub fn forward_observed(
     after_node: &mut dyn FnMut(&Node, &Tensor),
 ) -> Result<BTreeMap<String, Tensor>> {
     run(graph, params, &single(graph, input)?, tasks, mode, after_node)
+}
+
+/// [`forward_observed`] for a graph with any inputs, given by name (see [`forward_inputs`]).
+pub fn forward_inputs_observed(
+    graph: &Graph,
+    params: &Params,
+    inputs: &Inputs,
+    tasks: &[&str],
+    mode: Mode,
+    after_node: &mut dyn FnMut(&Node, &Tensor),
+) -> Result<BTreeMap<String, Tensor>> {
+    for decl in &graph.inputs {
+        match inputs.get(&decl.name) {
+            Some(t) => decl.check(t)?,
+            None => bail!("no batch was given for input '{}'", decl.name),
+        }
+    }
+    run(graph, params, inputs, tasks, mode, after_node)
 }
 
 /// The order in which [`forward`] runs a graph for some tasks, and when it drops each value.

@@ -138,6 +138,8 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         exact_fold: job.exact_fold,
         fusion: job.fusion,
         min_votes: job.min_votes,
+        min_heads: request.min_heads,
+        seq_len: request.seq_len,
         sparsity,
         tolerance: 0.005,
         calib_batches: job.calib_batches,

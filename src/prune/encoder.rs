@@ -148,6 +148,24 @@ pub fn zero_removed(model: &Model, params: &Params, groups: &[EncoderGroup], kee
     Ok(out)
 }
 
+/// What each feature of a group's units outputs once the unit's input weights are zero, [units x
+/// unit_width]: a head attends uniformly to constant values and outputs its value bias; a neuron
+/// outputs GELU of its bias.
+pub fn removed_outputs(graph: &Graph, params: &Params, g: &EncoderGroup) -> Result<Tensor> {
+    match graph.node(&g.producer).map(|n| &n.op) {
+        Some(Op::SelfAttention(a)) => Ok(param(params, &a.value_bias)?.shallow_clone()),
+        Some(Op::Linear(l)) => {
+            let b = l.bias.as_ref().ok_or_else(|| anyhow!("'{}' has no bias", g.producer))?;
+            let form = match graph.node(g.activation.as_deref().unwrap_or("")).map(|n| &n.op) {
+                Some(Op::Gelu(gelu)) => gelu.approximate,
+                _ => GeluApproximation::None,
+            };
+            Ok(param(params, b)?.gelu(form.torch_form()))
+        }
+        _ => bail!("group producer '{}' is not an attention or linear node", g.producer),
+    }
+}
+
 /// The smaller model that keeps, of each group, the units `keep[i]` lists (in order, no repeats;
 /// possibly none), with the removed units' constants folded into the consumers' biases.
 pub fn shrink(model: &Model, params: &Params, groups: &[EncoderGroup], keep: &[Vec<usize>]) -> Result<(Model, Params)> {
@@ -182,7 +200,7 @@ pub fn shrink(model: &Model, params: &Params, groups: &[EncoderGroup], keep: &[V
         // The removed units' constant outputs, [removed features].
         let constants = match graph.node(&g.producer).map(|n| n.op.clone()) {
             Some(Op::SelfAttention(mut a)) => {
-                let constant = param(&out, &a.value_bias)?.index_select(0, &gone_rows);
+                let constant = removed_outputs(&graph, &out, g)?.index_select(0, &gone_rows);
                 for (w, b) in [
                     (a.query.clone(), a.query_bias.clone()),
                     (a.key.clone(), a.key_bias.clone()),
@@ -201,16 +219,7 @@ pub fn shrink(model: &Model, params: &Params, groups: &[EncoderGroup], keep: &[V
             }
             Some(Op::Linear(l)) => {
                 let b = l.bias.clone().ok_or_else(|| anyhow!("'{}' has no bias", g.producer))?;
-                let approximate = match graph.node(g.activation.as_deref().unwrap_or("")).map(|n| &n.op) {
-                    Some(Op::Gelu(gelu)) => gelu.approximate,
-                    _ => GeluApproximation::None,
-                };
-                let form = if approximate == GeluApproximation::Tanh {
-                    "tanh"
-                } else {
-                    "none"
-                };
-                let constant = param(&out, &b)?.index_select(0, &gone_rows).gelu(form);
+                let constant = removed_outputs(&graph, &out, g)?.index_select(0, &gone_rows);
                 let (wt, bt) = (
                     param(&out, &l.weight)?.index_select(0, &keep_rows),
                     param(&out, &b)?.index_select(0, &keep_rows),
@@ -279,139 +288,4 @@ pub fn unit_params(g: &EncoderGroup, hidden: usize) -> u64 {
         GroupKind::Heads => 3 * (h * d + d) + h * d,
         GroupKind::Neurons => 2 * h + 1,
     }
-}
-
-/// Per group and unit, the importance of the unit: each task's weight scores (which sum to 1 over
-/// the task's weights) summed over the unit's rows of the producer's weights and its columns of the
-/// consumer's weight, added over the tasks.
-pub fn unit_scores(
-    graph: &Graph,
-    groups: &[EncoderGroup],
-    scores: &crate::prune::types::Scores,
-) -> Result<Vec<Vec<f64>>> {
-    let _guard = tch::no_grad_guard();
-    let mut out = Vec::new();
-    for g in groups {
-        let producers: Vec<String> = match graph.node(&g.producer).map(|n| &n.op) {
-            Some(Op::SelfAttention(a)) => vec![a.query.clone(), a.key.clone(), a.value.clone()],
-            Some(Op::Linear(l)) => vec![l.weight.clone()],
-            _ => bail!("group producer '{}' is not an attention or linear node", g.producer),
-        };
-        let Some(Op::Linear(consumer)) = graph.node(&g.consumer).map(|n| &n.op) else {
-            bail!("group consumer '{}' is not a linear layer", g.consumer);
-        };
-        let mut total = vec![0f64; g.units];
-        for task in scores.values() {
-            let mut add = |t: &Tensor, dim: i64| -> Result<()> {
-                // [features] -> [units]: each unit's `unit_width` features summed.
-                let per_feature = t.abs().sum_dim_intlist(1 - dim, false, Kind::Double);
-                let per_unit =
-                    per_feature
-                        .view([g.units as i64, g.unit_width as i64])
-                        .sum_dim_intlist(1, false, Kind::Double);
-                for (slot, v) in total
-                    .iter_mut()
-                    .zip(Vec::<f64>::try_from(per_unit.to_device(tch::Device::Cpu))?)
-                {
-                    *slot += v;
-                }
-                Ok(())
-            };
-            for w in &producers {
-                if let Some(t) = task.get(w) {
-                    add(t, 0)?;
-                }
-            }
-            if let Some(t) = task.get(&consumer.weight) {
-                add(t, 1)?;
-            }
-        }
-        out.push(total);
-    }
-    Ok(out)
-}
-
-/// What every layer keeps at least.
-#[derive(Clone, Copy, Debug)]
-pub struct UnitRules {
-    /// Heads per layer (0 lets a layer lose its attention).
-    pub min_heads: usize,
-    /// FFN widths are kept at a multiple of this (or all of the layer's, or 0).
-    pub round_to: usize,
-    /// The largest share of a layer's units that may go.
-    pub max_layer_ratio: f64,
-}
-
-/// The units to keep, per group (sorted): units go in order of score per unit of cost (`macs[i]`
-/// is what one unit of group i costs in the budget's measure: MACs, or parameters), lowest first
-/// (FFN neurons `round_to` at a time), until `target` is removed, within `rules`. An error names
-/// the most the rules let go when `target` is out of reach.
-pub fn select(
-    groups: &[EncoderGroup],
-    scores: &[Vec<f64>],
-    macs: &[u64],
-    target: u64,
-    rules: UnitRules,
-) -> Result<Vec<Vec<usize>>> {
-    // Per group: units from least to most important, and how many may go.
-    let mut order: Vec<Vec<usize>> = Vec::new();
-    let mut removable = Vec::new();
-    for (g, s) in groups.iter().zip(scores) {
-        let mut units: Vec<usize> = (0..g.units).collect();
-        units.sort_by(|&a, &b| s[a].total_cmp(&s[b]).then(a.cmp(&b)));
-        order.push(units);
-        let capped = ((g.units as f64) * rules.max_layer_ratio + 1e-9).floor() as usize;
-        let floor = match g.kind {
-            GroupKind::Heads => rules.min_heads.min(g.units),
-            GroupKind::Neurons => 0,
-        };
-        let mut can = capped.min(g.units - floor);
-        if g.kind == GroupKind::Neurons && rules.round_to > 1 && can < g.units {
-            can -= can % rules.round_to;
-        }
-        removable.push(can);
-    }
-    let step = |g: &EncoderGroup| {
-        if g.kind == GroupKind::Neurons {
-            rules.round_to.max(1)
-        } else {
-            1
-        }
-    };
-    let mut removed = vec![0usize; groups.len()];
-    let mut done = 0u64;
-    while done < target {
-        // The group whose next step costs the least importance per MAC saved.
-        let next = (0..groups.len())
-            .filter(|&i| removed[i] < removable[i])
-            .map(|i| {
-                let n = step(&groups[i]).min(removable[i] - removed[i]);
-                let units = &order[i][removed[i]..removed[i] + n];
-                let score: f64 = units.iter().map(|&u| scores[i][u]).sum();
-                (i, n, score / (macs[i] * n as u64).max(1) as f64)
-            })
-            .min_by(|a, b| a.2.total_cmp(&b.2).then(a.0.cmp(&b.0)));
-        let Some((i, n, _)) = next else {
-            let most: u64 = groups
-                .iter()
-                .zip(&removable)
-                .zip(macs)
-                .map(|((_, &r), &m)| r as u64 * m)
-                .sum();
-            crate::usage_bail!(
-                "the budget asks to remove {target} of the encoder's MACs (or parameters); its rules let at most {most} go (lower --sparsity, or loosen --max-layer-ratio or --round-to)"
-            );
-        };
-        removed[i] += n;
-        done += n as u64 * macs[i];
-    }
-    Ok(order
-        .iter()
-        .zip(&removed)
-        .map(|(units, &r)| {
-            let mut keep = units[r..].to_vec();
-            keep.sort_unstable();
-            keep
-        })
-        .collect())
 }

@@ -10,6 +10,8 @@ pub mod policy;
 pub mod score;
 pub mod structured;
 pub mod types;
+pub mod unit_select;
+pub mod unit_taylor;
 
 use crate::data::{Dataset, Split};
 use crate::eval::evaluate;
@@ -58,6 +60,21 @@ pub struct ChannelOutcome {
     /// Padded consumers that received a non-zero constant: the pruned model matches the zeroed one
     /// exactly only away from their borders.
     pub inexact_fold: Vec<String>,
+    /// Text encoders: heads and FFN neurons instead of channels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoder: Option<EncoderOutcome>,
+}
+
+/// What head and neuron pruning of a text encoder did.
+#[derive(Clone, Debug, Serialize)]
+pub struct EncoderOutcome {
+    /// The sequence length the MACs are counted at.
+    pub seq_len: usize,
+    pub rules: unit_select::UnitRules,
+    /// Per layer, [heads before, heads after].
+    pub heads: Vec<[usize; 2]>,
+    /// Per layer, [FFN width before, after].
+    pub ffn: Vec<[usize; 2]>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -84,6 +101,11 @@ pub struct PruneConfig {
     pub exact_fold: bool,
     pub fusion: Fusion,
     pub min_votes: Option<usize>,
+    /// Text encoders: heads every layer keeps.
+    pub min_heads: usize,
+    /// Text encoders: the sequence length MAC budgets count at (default: the calibration data's
+    /// mean length, or the graph's).
+    pub seq_len: Option<usize>,
     pub sparsity: Sparsity,
     /// Allowed distance between asked-for and reached sparsity.
     pub tolerance: f64,
@@ -190,10 +212,12 @@ fn eval_on(
     evaluate(model, params, items, tasks, cfg.finetune.batch, device, |_| {})
 }
 
-/// Importance as a criterion gives it: per weight, or per channel (Taylor).
+/// Importance as a criterion gives it: per weight, per channel (Taylor), or per encoder unit
+/// (Taylor on a text encoder).
 enum Scored {
     Weights(score::Scores),
     Channels(channel_select::ChannelScores),
+    Units(unit_select::UnitScores),
 }
 
 /// Refuses a criterion that cannot run: one that scores with data but has none, or Taylor (a
@@ -245,6 +269,9 @@ impl PruneConfig {
             crate::usage_bail!("fine-tuning needs --data DIR; pass --finetune-steps 0 to prune without data");
         }
         self.channel_rules.check()?;
+        if self.seq_len == Some(0) {
+            crate::usage_bail!("--seq-len must be at least 1");
+        }
         self.finetune.validate()?;
         Ok(CheckedConfig { cfg: self, has_data })
     }
@@ -286,14 +313,13 @@ pub fn prune(
         .nodes
         .iter()
         .any(|n| matches!(n.op, crate::graph::Op::SelfAttention(_)));
-    if encoder && cfg.granularity == Granularity::Channel && cfg.criterion == Criterion::Taylor {
-        crate::usage_bail!(
-            "--criterion taylor scores convolution channels; score a text encoder's heads and neurons with snip, magnitude or random"
-        );
-    }
     // A text encoder's structured units are its heads and FFN neurons (`encoder.rs`).
     let groups = match cfg.granularity {
         Granularity::Channel if !encoder => channels::channel_groups(&model.graph)?,
+        _ => Vec::new(),
+    };
+    let unit_groups = match cfg.granularity {
+        Granularity::Channel if encoder => encoder::encoder_groups(&model.graph),
         _ => Vec::new(),
     };
     let t = Instant::now();
@@ -316,6 +342,14 @@ pub fn prune(
             calibration()?,
             cfg.strategy,
             cfg.precision,
+            |i| progress("score", i, cfg.calib_batches),
+        )?),
+        Criterion::Taylor if encoder => Scored::Units(unit_taylor::unit_taylor(
+            &model,
+            &kept,
+            selected,
+            &unit_groups,
+            calibration()?,
             |i| progress("score", i, cfg.calib_batches),
         )?),
         Criterion::Taylor => Scored::Channels(score::taylor(&model, &kept, selected, &groups, calibration()?, |i| {
@@ -355,11 +389,17 @@ pub fn prune(
             (model.clone(), masked, Pruned::Weights { masks, search })
         }
         Granularity::Channel if encoder => {
-            let Scored::Weights(weight_scores) = scores else {
-                unreachable!("taylor is refused for encoders above")
+            let unit_scores = match scores {
+                Scored::Weights(s) => unit_select::unit_scores(&model.graph, &unit_groups, &s)?,
+                Scored::Units(s) => s,
+                Scored::Channels(_) => unreachable!("channel scores are computed for image models only"),
             };
-            let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity.get()));
-            let (out, params, outcome) = encoder_prune(&model, &kept, &weight_scores, budget, cfg.channel_rules)?;
+            let seq = match (cfg.seq_len, data) {
+                (Some(seq), _) => seq,
+                (None, Some(data)) => crate::data::mean_tokens(&data.split(Split::Train, cfg.val_fraction)?)?,
+                (None, None) => model.graph.sizes.get("seq").copied().unwrap_or(128),
+            };
+            let (out, params, outcome) = encoder_prune(&model, &kept, &unit_groups, &unit_scores, seq, cfg)?;
             (out, params, Pruned::Channels(outcome))
         }
         Granularity::Channel => {
@@ -367,6 +407,7 @@ pub fn prune(
             let channel_scores = match scores {
                 Scored::Weights(s) => channel_select::channel_scores_from_weights(&model.graph, &groups, &s),
                 Scored::Channels(s) => s,
+                Scored::Units(_) => unreachable!("unit scores are computed for text encoders only"),
             };
             let mut search = ChannelSearch::from_channel_scores(
                 &model,
@@ -418,6 +459,7 @@ pub fn prune(
                 search_iterations: plan.iterations,
                 layers,
                 inexact_fold: shrunk.inexact,
+                encoder: None,
             };
             (shrunk.model, shrunk.params, Pruned::Channels(outcome))
         }
@@ -500,22 +542,25 @@ pub fn prune(
     })
 }
 
-/// Heads and FFN neurons of a text encoder removed to `budget` (a share of the model's MACs at its
-/// default sequence length, absolute MACs or parameters), by the selected tasks' summed weight scores;
-/// `rules.round_to` rounds FFN widths and `rules.max_layer_ratio` caps each layer; every layer
-/// keeps at least one head.
+/// Heads and FFN neurons removed from a text encoder to the budget, counted at `seq` tokens.
 fn encoder_prune(
     model: &Model,
     params: &Params,
-    scores: &types::Scores,
-    budget: Budget,
-    rules: WidthRules,
+    groups: &[encoder::EncoderGroup],
+    scores: &unit_select::UnitScores,
+    seq: usize,
+    cfg: &PruneConfig,
 ) -> Result<(Model, Params, ChannelOutcome)> {
-    let groups = encoder::encoder_groups(&model.graph);
     if groups.is_empty() {
         bail!("the encoder has no heads or FFN neurons cut can remove");
     }
-    let before = channel_select::cost(&model.graph, &[], &[])?;
+    let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity.get()));
+    let at_seq = |graph: &crate::graph::Graph| -> Result<Cost> {
+        let mut graph = graph.clone();
+        graph.sizes.insert("seq".into(), seq);
+        channel_select::cost(&graph, &[], &[])
+    };
+    let before = at_seq(&model.graph)?;
     let target = match budget {
         Budget::MacShare(s) => (before.macs as f64 * s).round() as u64,
         Budget::Macs(m) if m < before.macs => before.macs - m,
@@ -528,7 +573,6 @@ fn encoder_prune(
             )
         }
     };
-    let seq = model.graph.sizes.get("seq").copied().unwrap_or(128);
     let hidden = model
         .graph
         .nodes
@@ -546,18 +590,34 @@ fn encoder_prune(
             _ => encoder::unit_macs(g, hidden, seq),
         })
         .collect();
-    let unit_scores = encoder::unit_scores(&model.graph, &groups, scores)?;
-    let unit_rules = encoder::UnitRules {
-        min_heads: 1,
-        round_to: rules.round_to,
-        max_layer_ratio: rules.max_layer_ratio,
+    let rules = unit_select::UnitRules {
+        min_heads: cfg.min_heads,
+        round_to: cfg.channel_rules.round_to,
+        max_layer_ratio: cfg.channel_rules.max_layer_ratio,
     };
-    let keep = encoder::select(&groups, &unit_scores, &costs, target, unit_rules)?;
-    let (out, out_params) = encoder::shrink(model, params, &groups, &keep)?;
-    let after = channel_select::cost(&out.graph, &[], &[])?;
+    let start = rules.max_layer_ratio;
+    let caps: Vec<f64> = std::iter::once(start)
+        .chain(
+            channel_select::AUTO_LAYER_RATIOS
+                .into_iter()
+                .filter(|&r| r > start && cfg.widen_layer_ratio),
+        )
+        .collect();
+    let search = unit_select::UnitSearch::new(groups, scores, &costs, cfg.fusion, cfg.min_votes)?;
+    let plan = search.search_with_caps(target, rules, &caps)?;
+    let (out, out_params) = encoder::shrink(model, params, groups, &plan.keep)?;
+    let after = at_seq(&out.graph)?;
+    let widths = |kind: encoder::GroupKind| -> Vec<[usize; 2]> {
+        groups
+            .iter()
+            .zip(&plan.keep)
+            .filter(|(g, _)| g.kind == kind)
+            .map(|(g, k)| [g.units, k.len()])
+            .collect()
+    };
     let layers = groups
         .iter()
-        .zip(&keep)
+        .zip(&plan.keep)
         .filter(|(g, k)| k.len() != g.units)
         .map(|(g, k)| WidthChange {
             producers: vec![g.producer.clone()],
@@ -567,17 +627,26 @@ fn encoder_prune(
         .collect();
     let outcome = ChannelOutcome {
         budget,
-        rules,
-        layer_ratio_widened: false,
+        rules: WidthRules {
+            max_layer_ratio: plan.rules.max_layer_ratio,
+            ..cfg.channel_rules
+        },
+        layer_ratio_widened: plan.rules.max_layer_ratio > start,
         exact_fold: true,
         protected_channels: 0,
         macs_removed: 1.0 - after.macs as f64 / before.macs.max(1) as f64,
         before,
         after,
-        keep_ratio_per_task: f64::NAN,
-        search_iterations: 0,
+        keep_ratio_per_task: plan.keep_ratio,
+        search_iterations: plan.iterations,
         layers,
         inexact_fold: Vec::new(),
+        encoder: Some(EncoderOutcome {
+            seq_len: seq,
+            rules: plan.rules,
+            heads: widths(encoder::GroupKind::Heads),
+            ffn: widths(encoder::GroupKind::Neurons),
+        }),
     };
     Ok((out, out_params, outcome))
 }

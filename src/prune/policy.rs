@@ -34,6 +34,10 @@ pub struct PruneRequest {
     pub min_channels: usize,
     pub round_to: usize,
     pub max_layer_ratio: Option<f64>,
+    /// Text encoders: heads every layer keeps.
+    pub min_heads: usize,
+    /// Text encoders: the sequence length MAC budgets count at.
+    pub seq_len: Option<usize>,
     pub packed: bool,
     pub finetune_steps: usize,
 }
@@ -122,6 +126,8 @@ mod tests {
             min_channels: 8,
             round_to: 8,
             max_layer_ratio: None,
+            min_heads: 1,
+            seq_len: None,
             packed: false,
             finetune_steps: 300,
         }
@@ -171,6 +177,8 @@ mod tests {
             exact_fold: true,
             fusion: crate::prune::mask::Fusion::Vote,
             min_votes: None,
+            min_heads: req.min_heads,
+            seq_len: req.seq_len,
             sparsity: r.sparsity,
             tolerance: 0.005,
             calib_batches: 1,
@@ -262,6 +270,15 @@ mod tests {
                 },
                 true,
                 "use it with --granularity channel",
+            ),
+            (
+                PruneRequest {
+                    granularity: Granularity::Channel,
+                    seq_len: Some(0),
+                    ..request()
+                },
+                true,
+                "--seq-len must be at least 1",
             ),
         ];
         for (req, has_data, message) in cases {

@@ -135,7 +135,7 @@ pub struct Calibration {
 
 impl Calibration {
     /// Calls `f` with each batch's index and the batch on the device, in the seeded shuffle's order.
-    fn each_batch(self, mut f: impl FnMut(usize, Batch) -> Result<()>) -> Result<()> {
+    pub(crate) fn each_batch(self, mut f: impl FnMut(usize, Batch) -> Result<()>) -> Result<()> {
         if self.batches == 0 {
             crate::usage_bail!("--calib-batches must be positive");
         }

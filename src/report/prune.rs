@@ -221,6 +221,12 @@ pub fn build(
     ];
     match outcome.channels() {
         None => notes.push("Sparsity is the share of zero conv and linear weights in the output model (backbone and kept heads); biases and batch norm are not pruned.".into()),
+        Some(c) if c.encoder.is_some() => {
+            let e = c.encoder.as_ref().expect("matched");
+            notes.push(format!("Sparsity is the share of the selected-task model's multiply-accumulates (one sentence of {} tokens) that removing attention heads and FFN neurons took away.", e.seq_len));
+            notes.push("A unit's score for a task sums the scores of its rows of the producing projections (query, key and value, or the FFN's first) and its columns of the output projection; units are ranked by score per multiply-accumulate (per parameter with --target-params).".into());
+            notes.push("Removed heads' value biases and removed neurons' GELU(bias) pass through the output projection into its bias, so the pruned model computes what the model with those units' input weights zeroed computes.".into());
+        }
         Some(c) => {
             notes.push("Sparsity is the share of the selected-task model's multiply-accumulates (conv and linear layers, one image at the graph's input size) that channel removal took away.".into());
             notes.push("A channel's score for a task sums the scores of its producers' output rows and its consumers' input columns; channels are ranked by score per multiply-accumulate.".into());
@@ -370,6 +376,15 @@ pub fn summary(r: &PruneReport) -> String {
             count(c.after.params as f64),
             c.layers.len()
         ));
+        if let Some(e) = &c.encoder {
+            let list = |w: &[[usize; 2]]| w.iter().map(|x| x[1].to_string()).collect::<Vec<_>>().join(" ");
+            out.push_str(&format!(
+                "  heads kept per layer: {}; FFN widths: {} (MACs at {} tokens)\n",
+                list(&e.heads),
+                list(&e.ffn),
+                e.seq_len
+            ));
+        }
     }
     if let Some(l) = &r.latency {
         out.push_str(&latency_line(l));
@@ -507,14 +522,28 @@ pub fn markdown(r: &PruneReport) -> String {
             count(g.macs_effective as f64)
         ));
     }
-    if let Some(c) = &r.channels {
+    if let Some((c, e)) = r.channels.as_ref().and_then(|c| c.encoder.as_ref().map(|e| (c, e))) {
+        md.push_str(&format!(
+            "\n## Heads and FFN neurons\n\nBudget {} at {} tokens; rules: at least {} heads per layer, FFN widths rounded to multiples of {}, at most {} of a layer removed{}. Selected-task model: {} -> {} MACs per sentence ({} removed), {} -> {} parameters.\n\n| layer | heads before | heads after | FFN before | FFN after |\n| ---: | ---: | ---: | ---: | ---: |\n",
+            budget_text(c.budget),
+            e.seq_len,
+            e.rules.min_heads,
+            e.rules.round_to,
+            percent(e.rules.max_layer_ratio),
+            if c.layer_ratio_widened { " (the smallest cap that meets the budget)" } else { "" },
+            count(c.before.macs as f64),
+            count(c.after.macs as f64),
+            percent(c.macs_removed),
+            count(c.before.params as f64),
+            count(c.after.params as f64)
+        ));
+        for (i, (h, f)) in e.heads.iter().zip(&e.ffn).enumerate() {
+            md.push_str(&format!("| {i} | {} | {} | {} | {} |\n", h[0], h[1], f[0], f[1]));
+        }
+    } else if let Some(c) = &r.channels {
         md.push_str(&format!(
             "\n## Channels\n\nBudget {}; rules: at least {} channels per layer, counts rounded to multiples of {}, at most {} of a layer removed{}. Selected-task model: {} -> {} MACs per image ({} removed), {} -> {} parameters.\n\n| layers producing the channels | before | after |\n| --- | ---: | ---: |\n",
-            match c.budget {
-                crate::prune::channel_select::Budget::MacShare(s) => format!("remove {} of MACs", percent(s)),
-                crate::prune::channel_select::Budget::Macs(m) => format!("at most {} MACs", count(m as f64)),
-                crate::prune::channel_select::Budget::Params(p) => format!("at most {} parameters", count(p as f64)),
-            },
+            budget_text(c.budget),
             c.rules.min_channels,
             c.rules.round_to,
             percent(c.rules.max_layer_ratio),
@@ -572,4 +601,13 @@ pub fn markdown(r: &PruneReport) -> String {
     md.push_str(&render(&["layer", "group", "shape", "weights", "sparsity"], &rows));
     md.push_str("```\n");
     md
+}
+
+fn budget_text(b: crate::prune::channel_select::Budget) -> String {
+    use crate::prune::channel_select::Budget;
+    match b {
+        Budget::MacShare(s) => format!("remove {} of MACs", percent(s)),
+        Budget::Macs(m) => format!("at most {} MACs", count(m as f64)),
+        Budget::Params(p) => format!("at most {} parameters", count(p as f64)),
+    }
 }

@@ -15,6 +15,16 @@ pub enum GeluApproximation {
     Tanh,
 }
 
+impl GeluApproximation {
+    /// The `approximate` argument of torch's gelu.
+    pub fn torch_form(self) -> &'static str {
+        match self {
+            GeluApproximation::None => "none",
+            GeluApproximation::Tanh => "tanh",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Gelu {
     #[serde(default, skip_serializing_if = "is_exact")]
@@ -30,11 +40,7 @@ impl OpDef for Gelu {
         Ok(inputs[0].clone())
     }
     fn eval(&self, _cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
-        let form = match self.approximate {
-            GeluApproximation::None => "none",
-            GeluApproximation::Tanh => "tanh",
-        };
-        Ok(args[0].f_gelu(form)?)
+        Ok(args[0].f_gelu(self.approximate.torch_form())?)
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Preserve
