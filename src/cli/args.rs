@@ -180,3 +180,12 @@ pub fn parse_count(text: &str) -> std::result::Result<u64, String> {
         _ => Err(format!("'{text}' is not a positive count such as 800M or 2.5G")),
     }
 }
+
+/// Parses "480x640" (height x width, both positive), for clap.
+pub fn parse_hw(text: &str) -> std::result::Result<(usize, usize), String> {
+    let parts: Vec<usize> = text.split('x').filter_map(|p| p.trim().parse().ok()).collect();
+    match parts.as_slice() {
+        [h, w] if *h > 0 && *w > 0 && text.split('x').count() == 2 => Ok((*h, *w)),
+        _ => Err(format!("'{text}': expected HxW such as 480x640")),
+    }
+}

@@ -44,6 +44,9 @@ pub struct Args {
     /// the input with the selected heads, and of the output, and add the figures to the report.
     #[arg(long)]
     bench: bool,
+    /// Also write the pruned model as ONNX beside the output (<output stem>.onnx; see `cut export`).
+    #[arg(long)]
+    onnx: bool,
     /// Calibration batches (of --batch images from the train split) for snip.
     #[arg(long, default_value_t = 20)]
     calib_batches: usize,
@@ -142,6 +145,7 @@ pub fn run(a: Args) -> Result<()> {
         out: a.out.clone(),
         force: a.force,
         bench: a.bench,
+        onnx: a.onnx,
         command: super::command_line(),
     };
     let mut bars: BTreeMap<String, indicatif::ProgressBar> = BTreeMap::new();
@@ -167,6 +171,9 @@ pub fn run(a: Args) -> Result<()> {
             done.report_json.display(),
             done.report_md.display()
         );
+        if let Some(onnx) = &done.onnx {
+            println!("  onnx {}", onnx.display());
+        }
     }
     Ok(())
 }

@@ -56,6 +56,8 @@ pub struct PruneJob {
     pub force: bool,
     /// Time the input and output at batch 1 and add the figures to the report.
     pub bench: bool,
+    /// Also write the output as ONNX beside it (`<out stem>.onnx`).
+    pub onnx: bool,
     /// The command line, for the provenance record.
     pub command: String,
 }
@@ -66,6 +68,8 @@ pub struct PruneDone {
     pub out: PathBuf,
     pub report_json: PathBuf,
     pub report_md: PathBuf,
+    /// The ONNX file, with `--onnx`.
+    pub onnx: Option<PathBuf>,
 }
 
 /// How far a long phase ("score", "fine-tune") is.
@@ -109,7 +113,8 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
     let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
     let out = job.out.clone().unwrap_or_else(|| default_output(&job.model, &names));
     let (report_json, report_md) = (sibling(&out, ".report.json"), sibling(&out, ".report.md"));
-    for p in [&out, &report_json, &report_md] {
+    let onnx = job.onnx.then(|| sibling(&out, ".onnx"));
+    for p in [&out, &report_json, &report_md].into_iter().chain(onnx.as_ref()) {
         check_output(p, &[&job.model], job.force)?;
     }
     let lambdas = task_lambdas(&selected, job.lambdas.as_deref())?;
@@ -231,12 +236,28 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
     outputs.stage(&out, &bytes)?;
     outputs.stage(&report_json, serde_json::to_string_pretty(&report)?.as_bytes())?;
     outputs.stage(&report_md, markdown(&report).as_bytes())?;
+    if let Some(path) = &onnx {
+        let opts = crate::onnx::ExportOptions {
+            half: dtype == DType::F16,
+            ..Default::default()
+        };
+        crate::onnx::stage(
+            &outcome.model,
+            &outcome.params,
+            &opts,
+            path,
+            &[&job.model],
+            job.force,
+            &mut outputs,
+        )?;
+    }
     outputs.commit()?;
     Ok(PruneDone {
         report,
         out,
         report_json,
         report_md,
+        onnx,
     })
 }
 

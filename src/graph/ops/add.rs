@@ -1,6 +1,7 @@
 //! `add`: element-wise sum of two or more inputs of one shape (residual additions, summed head
 //! branches). Channel k of every summand lands in channel k of the sum, so pruning ties them.
 
+use crate::onnx::ExportCx;
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::{bail, Result};
 use tch::Tensor;
@@ -33,6 +34,13 @@ impl OpDef for Add {
             sum += *extra;
         }
         Ok(sum)
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        Ok(if args.len() == 2 {
+            cx.op("Add", args, vec![])
+        } else {
+            cx.op("Sum", args, vec![])
+        })
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Tie

@@ -1,6 +1,7 @@
 //! `batch_norm`: per-channel normalisation of [N, C, ...] with running statistics at inference and
 //! batch statistics while training (unless the mode freezes them).
 
+use crate::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, Mode, Op, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::ParamRole;
 use anyhow::{bail, Result};
@@ -65,6 +66,25 @@ impl OpDef for BatchNorm {
             0.1,
             self.eps,
             true,
+        ))
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        // Only a batch norm no convolution precedes reaches here (the export folds the others).
+        let ones = Tensor::ones([self.channels as i64], (tch::Kind::Float, tch::Device::Cpu));
+        let zeros = Tensor::zeros([self.channels as i64], (tch::Kind::Float, tch::Device::Cpu));
+        let scale = match &self.weight {
+            Some(w) => cx.weight(w)?,
+            None => cx.constant(&format!("{}.scale", cx.node), &ones)?,
+        };
+        let bias = match &self.bias {
+            Some(b) => cx.weight(b)?,
+            None => cx.constant(&format!("{}.shift", cx.node), &zeros)?,
+        };
+        let (mean, var) = (cx.weight(&self.running_mean)?, cx.weight(&self.running_var)?);
+        Ok(cx.op(
+            "BatchNormalization",
+            &[args[0], &scale, &bias, &mean, &var],
+            vec![Attr::Float("epsilon", self.eps as f32)],
         ))
     }
     fn channels(&self) -> ChannelRule<'_> {

@@ -1,5 +1,6 @@
 //! `conv2d`: a 2-d convolution of [N, C, H, W], weight [O, C / groups, kh, kw], optional bias [O].
 
+use crate::onnx::{ExportCx, Attr};
 use super::{saturating_product, pair, ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::{arith::conv_out, kernels, ParamRole};
 use anyhow::{anyhow, bail, Result};
@@ -146,6 +147,28 @@ impl OpDef for Conv2d {
             return Ok(kernels::conv2d(args[0], &weight, bias, &window).relu());
         }
         Ok(kernels::conv2d(args[0], &weight, bias, &window))
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        let w = cx.weight(&self.weight)?;
+        let mut inputs = vec![args[0].to_string(), w];
+        if let Some(b) = &self.bias {
+            inputs.push(cx.weight(b)?);
+        }
+        let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+        let ints = |v: [usize; 2]| v.iter().map(|&x| x as i64).collect::<Vec<i64>>();
+        let (ph, pw) = (self.padding[0] as i64, self.padding[1] as i64);
+        let y = cx.op(
+            "Conv",
+            &refs,
+            vec![
+                Attr::Ints("kernel_shape", ints(self.kernel)),
+                Attr::Ints("strides", ints(self.stride)),
+                Attr::Ints("pads", vec![ph, pw, ph, pw]),
+                Attr::Ints("dilations", ints(self.dilation)),
+                Attr::Int("group", self.groups as i64),
+            ],
+        );
+        Ok(if self.relu { cx.op("Relu", &[&y], vec![]) } else { y })
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Transform {

@@ -1,6 +1,7 @@
 //! `dropout`: the identity at inference; while training, zeroes each activation with probability
 //! `p` and scales the rest by 1 / (1 - p).
 
+use crate::onnx::ExportCx;
 use super::{ChannelRule, EvalCx, Mode, OpDef, Shape, ShapeCx};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,10 @@ impl OpDef for Dropout {
         } else {
             args[0].shallow_clone()
         })
+    }
+    fn export(&self, _cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        // Inference: dropout is the identity, and the export drops it.
+        Ok(args[0].to_string())
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Preserve

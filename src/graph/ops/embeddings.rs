@@ -4,6 +4,7 @@
 //! or, with `padding_idx` (RoBERTa), from `padding_idx + 1` over the non-padding tokens, padding
 //! tokens taking `padding_idx` itself.
 
+use crate::onnx::{Attr, DataType, ExportCx};
 use super::{ChannelRule, EvalCx, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::ParamRole;
 use anyhow::{bail, Result};
@@ -95,6 +96,48 @@ impl OpDef for Embeddings {
         let mut sum = word + position;
         if let Some(t) = &self.token_type {
             sum += cx.param(t)?.get(0);
+        }
+        Ok(sum)
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        let ids = args[0];
+        let word = cx.weight(&self.word)?;
+        let mut sum = cx.op("Gather", &[&word, ids], vec![Attr::Int("axis", 0)]);
+        let positions = match self.padding_idx {
+            // Rows 0..L of the table, [L, H], broadcast over the batch.
+            None if cx.dynamic_seq => {
+                let table = cx.weight(&self.position)?;
+                let shape = cx.op("Shape", &[ids], vec![]);
+                let (one, two) = (cx.graph.ints("one", &[1])?, cx.graph.ints("two", &[2])?);
+                let len = cx.op("Slice", &[&shape, &one, &two], vec![]);
+                let zero = cx.graph.ints("zero1", &[0])?;
+                cx.op("Slice", &[&table, &zero, &len, &zero], vec![])
+            }
+            None => {
+                let len = cx.input_shapes[0][0] as i64;
+                let rows = self.position.clone() + &format!(".first{len}");
+                let t = cx.param(&self.position)?.narrow(0, 0, len);
+                cx.constant(&rows, &t)?
+            }
+            // RoBERTa: positions count the real tokens from padding_idx + 1; padding stays at it.
+            Some(pad) => {
+                let table = cx.weight(&self.position)?;
+                let pad_id = cx.graph.int_scalar("pad", pad)?;
+                let is_pad = cx.op("Equal", &[ids, &pad_id], vec![]);
+                let real = cx.op("Not", &[&is_pad], vec![]);
+                let real = cx.op("Cast", &[&real], vec![Attr::Int("to", DataType::Int64 as i64)]);
+                let axis = cx.graph.int_scalar("one_scalar", 1)?;
+                let count = cx.op("CumSum", &[&real, &axis], vec![]);
+                let counted = cx.op("Mul", &[&count, &real], vec![]);
+                let index = cx.op("Add", &[&counted, &pad_id], vec![]);
+                cx.op("Gather", &[&table, &index], vec![Attr::Int("axis", 0)])
+            }
+        };
+        sum = cx.op("Add", &[&sum, &positions], vec![]);
+        if let Some(t) = &self.token_type {
+            let row = cx.param(t)?.get(0);
+            let row = cx.constant(&format!("{t}.row0"), &row)?;
+            sum = cx.op("Add", &[&sum, &row], vec![]);
         }
         Ok(sum)
     }

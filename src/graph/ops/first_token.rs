@@ -1,5 +1,6 @@
 //! `first_token`: [N, L, H] to [N, H], the first position (BERT's [CLS], RoBERTa's <s>).
 
+use crate::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::{bail, Result};
 use tch::Tensor;
@@ -16,6 +17,10 @@ impl OpDef for FirstToken {
     }
     fn eval(&self, _cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
         Ok(args[0].select(1, 0))
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        let zero = cx.graph.int_scalar("zero", 0)?;
+        Ok(cx.op("Gather", &[args[0], &zero], vec![Attr::Int("axis", 1)]))
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Mix {

@@ -1,6 +1,7 @@
 //! `flatten`: [N, ...] -> [N, product of the rest]. It mixes channels with positions, so the
 //! channels it reads cannot be pruned.
 
+use crate::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::Result;
 use tch::Tensor;
@@ -13,6 +14,9 @@ impl OpDef for Flatten {
     }
     fn eval(&self, _cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
         Ok(args[0].flatten(1, -1))
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        Ok(cx.op("Flatten", args, vec![Attr::Int("axis", 1)]))
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Mix { why: "flattened by" }

@@ -1,5 +1,6 @@
 //! `gelu`: x * Phi(x), element-wise; `approximate: "tanh"` for the tanh form some encoders use.
 
+use crate::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,40 @@ impl OpDef for Gelu {
     }
     fn eval(&self, _cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
         Ok(args[0].f_gelu(self.approximate.torch_form())?)
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        if cx.graph.opset >= 20 {
+            return Ok(cx.op(
+                "Gelu",
+                args,
+                vec![Attr::Str("approximate", self.approximate.torch_form())],
+            ));
+        }
+        let x = args[0];
+        let half = cx.graph.float_scalar("half", 0.5)?;
+        let one = cx.graph.float_scalar("one", 1.0)?;
+        let inner = match self.approximate {
+            // erf(x / sqrt 2)
+            GeluApproximation::None => {
+                let root2 = cx.graph.float_scalar("sqrt2", std::f32::consts::SQRT_2)?;
+                let scaled = cx.op("Div", &[x, &root2], vec![]);
+                cx.op("Erf", &[&scaled], vec![])
+            }
+            // tanh(sqrt(2 / pi) (x + 0.044715 x^3))
+            GeluApproximation::Tanh => {
+                let c = cx.graph.float_scalar("gelu_c", 0.044715)?;
+                let k = cx.graph.float_scalar("gelu_k", (2.0 / std::f32::consts::PI).sqrt())?;
+                let x2 = cx.op("Mul", &[x, x], vec![]);
+                let x3 = cx.op("Mul", &[&x2, x], vec![]);
+                let cx3 = cx.op("Mul", &[&x3, &c], vec![]);
+                let sum = cx.op("Add", &[x, &cx3], vec![]);
+                let arg = cx.op("Mul", &[&sum, &k], vec![]);
+                cx.op("Tanh", &[&arg], vec![])
+            }
+        };
+        let plus = cx.op("Add", &[&inner, &one], vec![]);
+        let times = cx.op("Mul", &[x, &plus], vec![]);
+        Ok(cx.op("Mul", &[&times, &half], vec![]))
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Preserve

@@ -1,5 +1,6 @@
 //! `global_avg_pool`: the mean over the spatial dimensions, [N, C, H, W] -> [N, C].
 
+use crate::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::Result;
 use tch::Tensor;
@@ -13,6 +14,10 @@ impl OpDef for GlobalAvgPool {
     }
     fn eval(&self, _cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
         Ok(args[0].mean_dim([2i64, 3].as_slice(), false, None))
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        let pooled = cx.op("GlobalAveragePool", args, vec![]);
+        Ok(cx.op("Flatten", &[&pooled], vec![Attr::Int("axis", 1)]))
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Preserve

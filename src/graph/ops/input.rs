@@ -1,6 +1,7 @@
 //! `input`: a batch given to the graph, under the node's name (see `graph::inputs` for the
 //! declaration of its dtype and dimensions). An image graph's one input is [N, C, H, W].
 
+use crate::onnx::ExportCx;
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::{anyhow, Result};
 use tch::Tensor;
@@ -19,6 +20,10 @@ impl OpDef for Input {
             .get(cx.node)
             .map(Tensor::shallow_clone)
             .ok_or_else(|| anyhow!("no batch was given for input '{}'", cx.node))
+    }
+    fn export(&self, cx: &mut ExportCx, _args: &[&str]) -> Result<String> {
+        // The graph input of the same name.
+        Ok(cx.node.to_string())
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Source

@@ -1,6 +1,7 @@
 //! `layer_norm`: normalises the last axis of [..., H] to zero mean and unit variance (biased),
 //! then scales and shifts it: y = (x - mean) / sqrt(var + eps) * weight + bias.
 
+use crate::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::ParamRole;
 use anyhow::{bail, Result};
@@ -47,6 +48,15 @@ impl OpDef for LayerNorm {
             self.eps,
             true,
         )?)
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        cx.require_opset(17, "LayerNormalization")?;
+        let (w, b) = (cx.weight(&self.weight)?, cx.weight(&self.bias)?);
+        Ok(cx.op(
+            "LayerNormalization",
+            &[args[0], &w, &b],
+            vec![Attr::Int("axis", -1), Attr::Float("epsilon", self.eps as f32)],
+        ))
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Mix {

@@ -1,6 +1,7 @@
 //! `linear`: y = x W^T + b over the last axis, for inputs of any rank ([N, F], [N, L, F], ...).
 //! Weight [O, F], optional bias [O].
 
+use crate::onnx::{ExportCx, Attr};
 use super::{saturating_product, ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::ParamRole;
 use anyhow::{bail, Result};
@@ -50,6 +51,28 @@ impl OpDef for Linear {
     }
     fn eval(&self, cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
         Ok(args[0].linear(cx.param(&self.weight)?, cx.opt_param(&self.bias)?))
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        if cx.input_shapes[0].len() == 1 {
+            // [N, in]: Gemm keeps the [out, in] weight.
+            let w = cx.weight(&self.weight)?;
+            let mut inputs = vec![args[0].to_string(), w];
+            if let Some(b) = &self.bias {
+                inputs.push(cx.weight(b)?);
+            }
+            let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+            return Ok(cx.op("Gemm", &refs, vec![Attr::Int("transB", 1)]));
+        }
+        // [N, L, in]: MatMul with the [in, out] weight, then the bias.
+        let w = cx.weight_t(&self.weight)?;
+        let y = cx.op("MatMul", &[args[0], &w], vec![]);
+        Ok(match &self.bias {
+            Some(b) => {
+                let b = cx.weight(b)?;
+                cx.op("Add", &[&y, &b], vec![])
+            }
+            None => y,
+        })
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Transform {

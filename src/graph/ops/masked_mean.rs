@@ -1,6 +1,7 @@
 //! `masked_mean`: the mean of x [N, L, H] over the positions where mask [N, L] is non-zero, [N, H]
 //! (sentence-transformers' mean pooling; the count is clamped to 1e-9 as there).
 
+use crate::onnx::{ExportCx, Attr, DataType};
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::{bail, Result};
 use tch::Tensor;
@@ -26,6 +27,20 @@ impl OpDef for MaskedMean {
         let weights = mask.ne(0).to_kind(x.kind()).unsqueeze(-1);
         let count = weights.sum_dim_intlist(1, false, x.kind()).clamp_min(1e-9);
         Ok((x * &weights).sum_dim_intlist(1, false, x.kind()) / count)
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        // weights [N, L, 1] = (mask != 0); sum(x * weights) / max(sum(weights), 1e-9).
+        let zero = cx.graph.int_scalar("zero", 0)?;
+        let pad = cx.op("Equal", &[args[1], &zero], vec![]);
+        let keep = cx.op("Not", &[&pad], vec![]);
+        let weights = cx.op("Cast", &[&keep], vec![Attr::Int("to", DataType::Float as i64)]);
+        let weights = cx.graph.unsqueeze(cx.node, &weights, &[-1])?;
+        let weighted = cx.op("Mul", &[args[0], &weights], vec![]);
+        let sum = cx.graph.reduce(cx.node, "ReduceSum", &weighted, &[1], false)?;
+        let count = cx.graph.reduce(cx.node, "ReduceSum", &weights, &[1], false)?;
+        let floor = cx.graph.float_scalar("tiny", 1e-9)?;
+        let count = cx.op("Max", &[&count, &floor], vec![]);
+        Ok(cx.op("Div", &[&sum, &count], vec![]))
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Mix {

@@ -131,6 +131,11 @@ pub trait OpDef {
     fn with_bias(&self, _bias: String) -> Option<Op> {
         None
     }
+    /// The op as ONNX nodes reading the values `args` (see `crate::onnx`); returns the value
+    /// that holds its output.
+    fn export(&self, _cx: &mut crate::onnx::ExportCx, _args: &[&str]) -> Result<String> {
+        bail!("has no ONNX form")
+    }
 }
 
 /// Declares every op: `unit` ops have no fields, `data` ops carry a struct of their own. Each line

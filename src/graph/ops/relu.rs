@@ -1,5 +1,6 @@
 //! `relu`: max(x, 0), element-wise.
 
+use crate::onnx::ExportCx;
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::Result;
 use tch::Tensor;
@@ -12,6 +13,9 @@ impl OpDef for Relu {
     }
     fn eval(&self, _cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
         Ok(args[0].relu())
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        Ok(cx.op("Relu", args, vec![]))
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Preserve

@@ -4,6 +4,7 @@
 //! padded keys; the output [N, L, heads * d] is the heads' contexts side by side (the output
 //! projection is a `linear` after it). Removing a head is removing its rows of the three weights.
 
+use crate::onnx::{Attr, DataType, ExportCx};
 use super::{saturating_product, ChannelRule, EvalCx, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::{kernels, ParamRole};
 use anyhow::{bail, Result};
@@ -94,6 +95,47 @@ impl OpDef for SelfAttention {
             .contiguous()
             .view([n, len, self.width() as i64])
             .to_kind(x.kind()))
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        let (x, mask) = (args[0], args[1]);
+        if self.heads == 0 {
+            // A layer pruned to no heads: [N, L, 0], so that its output projection adds its bias.
+            let (zero, axis) = (cx.graph.ints("zero1", &[0])?, cx.graph.ints("two", &[2])?);
+            return Ok(cx.op("Slice", &[x, &zero, &zero, &axis], vec![]));
+        }
+        // Additive key mask [N, 1, 1, L]: 0 where attended, -10000 at padding (exp underflows
+        // to 0 in f32, as the interpreter's boolean mask gives), shared by every layer.
+        let additive = cx.graph.memo(&format!("additive_mask:{mask}"), |g| {
+            let zero = g.int_scalar("zero", 0)?;
+            let pad = g.op("mask", "Equal", &[mask, &zero], vec![]);
+            let pad = g.op("mask", "Cast", &[&pad], vec![Attr::Int("to", DataType::Float as i64)]);
+            let big = g.float_scalar("mask_value", -10000.0)?;
+            let scaled = g.op("mask", "Mul", &[&pad, &big], vec![]);
+            g.unsqueeze("mask", &scaled, &[1, 2])
+        })?;
+        let (heads, d) = (self.heads as i64, self.head_dim as i64);
+        let split_shape = cx.graph.ints("heads_shape", &[0, 0, heads, d])?;
+        let mut project = |w: &str, b: &str, perm: Vec<i64>| -> Result<String> {
+            let wt = cx.weight_t(w)?;
+            let y = cx.op("MatMul", &[x, &wt], vec![]);
+            let bias = cx.weight(b)?;
+            let y = cx.op("Add", &[&y, &bias], vec![]);
+            let y = cx.op("Reshape", &[&y, &split_shape], vec![]);
+            Ok(cx.op("Transpose", &[&y], vec![Attr::Ints("perm", perm)]))
+        };
+        let q = project(&self.query, &self.query_bias, vec![0, 2, 1, 3])?;
+        // Keys as [N, heads, d, L], ready for q k^T.
+        let k = project(&self.key, &self.key_bias, vec![0, 2, 3, 1])?;
+        let v = project(&self.value, &self.value_bias, vec![0, 2, 1, 3])?;
+        let scores = cx.op("MatMul", &[&q, &k], vec![]);
+        let scale = cx.graph.float_scalar("scale", 1.0 / (self.head_dim as f32).sqrt())?;
+        let scores = cx.op("Mul", &[&scores, &scale], vec![]);
+        let scores = cx.op("Add", &[&scores, &additive], vec![]);
+        let probs = cx.op("Softmax", &[&scores], vec![Attr::Int("axis", -1)]);
+        let context = cx.op("MatMul", &[&probs, &v], vec![]);
+        let context = cx.op("Transpose", &[&context], vec![Attr::Ints("perm", vec![0, 2, 1, 3])]);
+        let merged = cx.graph.ints("merged_shape", &[0, 0, heads * d])?;
+        Ok(cx.op("Reshape", &[&context, &merged], vec![]))
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Mix {

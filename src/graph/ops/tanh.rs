@@ -1,5 +1,6 @@
 //! `tanh`: element-wise hyperbolic tangent (BERT's pooler, RoBERTa's classification head).
 
+use crate::onnx::ExportCx;
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::Result;
 use tch::Tensor;
@@ -13,6 +14,9 @@ impl OpDef for Tanh {
     }
     fn eval(&self, _cx: &EvalCx, args: &[&Tensor]) -> Result<Tensor> {
         Ok(args[0].tanh())
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        Ok(cx.op("Tanh", args, vec![]))
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Preserve

@@ -1,5 +1,6 @@
 //! `upsample`: scales H and W by an integer factor, nearest or bilinear (align_corners false).
 
+use crate::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,27 @@ impl OpDef for Upsample {
             UpsampleMode::Nearest => x.upsample_nearest2d(out, None, None),
             UpsampleMode::Bilinear => x.upsample_bilinear2d(out, false, None, None),
         })
+    }
+    fn export(&self, cx: &mut ExportCx, args: &[&str]) -> Result<String> {
+        let s = self.scale as f32;
+        let scales = cx.constant(
+            &format!("{}.scales", cx.node),
+            &Tensor::from_slice(&[1f32, 1.0, s, s]),
+        )?;
+        // Matches the interpreter: bilinear without corner alignment is half_pixel; nearest is
+        // PyTorch's floor of the asymmetric source coordinate.
+        let attrs = match self.mode {
+            UpsampleMode::Nearest => vec![
+                Attr::Str("mode", "nearest"),
+                Attr::Str("coordinate_transformation_mode", "asymmetric"),
+                Attr::Str("nearest_mode", "floor"),
+            ],
+            UpsampleMode::Bilinear => vec![
+                Attr::Str("mode", "linear"),
+                Attr::Str("coordinate_transformation_mode", "half_pixel"),
+            ],
+        };
+        Ok(cx.op("Resize", &[args[0], "", &scales], attrs))
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Preserve
