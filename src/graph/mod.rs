@@ -8,6 +8,7 @@ pub mod inputs;
 pub mod interpreter;
 pub mod kernels;
 pub mod memory;
+pub mod onnx;
 pub mod ops;
 pub mod passes;
 pub mod shapes;

@@ -4,12 +4,7 @@
 //! graph, so reshapes are constants per layer (uneven heads per layer need nothing special) and
 //! only the batch (and, for text, the sequence length) is left dynamic.
 
-mod builder;
-#[allow(clippy::all, clippy::pedantic, missing_docs)]
-pub mod proto;
-
-pub use builder::{Attr, ExportCx, GraphBuilder};
-pub use proto::tensor_proto::DataType;
+pub use crate::graph::onnx::{proto, Attr, DataType, ExportCx, GraphBuilder};
 
 use crate::graph::passes::fold_batch_norms;
 use crate::graph::shapes::infer_sizes;

@@ -1,7 +1,7 @@
 //! `add`: element-wise sum of two or more inputs of one shape (residual additions, summed head
 //! branches). Channel k of every summand lands in channel k of the sum, so pruning ties them.
 
-use crate::onnx::ExportCx;
+use crate::graph::onnx::ExportCx;
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::{bail, Result};
 use tch::Tensor;

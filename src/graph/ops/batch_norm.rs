@@ -1,7 +1,7 @@
 //! `batch_norm`: per-channel normalisation of [N, C, ...] with running statistics at inference and
 //! batch statistics while training (unless the mode freezes them).
 
-use crate::onnx::{ExportCx, Attr};
+use crate::graph::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, Mode, Op, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::ParamRole;
 use anyhow::{bail, Result};

@@ -1,6 +1,6 @@
 //! `conv2d`: a 2-d convolution of [N, C, H, W], weight [O, C / groups, kh, kw], optional bias [O].
 
-use crate::onnx::{ExportCx, Attr};
+use crate::graph::onnx::{ExportCx, Attr};
 use super::{saturating_product, pair, ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::{arith::conv_out, kernels, ParamRole};
 use anyhow::{anyhow, bail, Result};

@@ -1,7 +1,7 @@
 //! `dropout`: the identity at inference; while training, zeroes each activation with probability
 //! `p` and scales the rest by 1 / (1 - p).
 
-use crate::onnx::ExportCx;
+use crate::graph::onnx::ExportCx;
 use super::{ChannelRule, EvalCx, Mode, OpDef, Shape, ShapeCx};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};

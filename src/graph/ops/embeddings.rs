@@ -4,7 +4,7 @@
 //! or, with `padding_idx` (RoBERTa), from `padding_idx + 1` over the non-padding tokens, padding
 //! tokens taking `padding_idx` itself.
 
-use crate::onnx::{Attr, DataType, ExportCx};
+use crate::graph::onnx::{Attr, DataType, ExportCx};
 use super::{ChannelRule, EvalCx, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::ParamRole;
 use anyhow::{bail, Result};

@@ -1,6 +1,6 @@
 //! `first_token`: [N, L, H] to [N, H], the first position (BERT's [CLS], RoBERTa's <s>).
 
-use crate::onnx::{ExportCx, Attr};
+use crate::graph::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::{bail, Result};
 use tch::Tensor;

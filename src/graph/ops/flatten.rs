@@ -1,7 +1,7 @@
 //! `flatten`: [N, ...] -> [N, product of the rest]. It mixes channels with positions, so the
 //! channels it reads cannot be pruned.
 
-use crate::onnx::{ExportCx, Attr};
+use crate::graph::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::Result;
 use tch::Tensor;

@@ -1,6 +1,6 @@
 //! `gelu`: x * Phi(x), element-wise; `approximate: "tanh"` for the tanh form some encoders use.
 
-use crate::onnx::{ExportCx, Attr};
+use crate::graph::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};

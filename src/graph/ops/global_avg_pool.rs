@@ -1,6 +1,6 @@
 //! `global_avg_pool`: the mean over the spatial dimensions, [N, C, H, W] -> [N, C].
 
-use crate::onnx::{ExportCx, Attr};
+use crate::graph::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::Result;
 use tch::Tensor;

@@ -1,7 +1,7 @@
 //! `input`: a batch given to the graph, under the node's name (see `graph::inputs` for the
 //! declaration of its dtype and dimensions). An image graph's one input is [N, C, H, W].
 
-use crate::onnx::ExportCx;
+use crate::graph::onnx::ExportCx;
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::{anyhow, Result};
 use tch::Tensor;

@@ -1,7 +1,7 @@
 //! `layer_norm`: normalises the last axis of [..., H] to zero mean and unit variance (biased),
 //! then scales and shifts it: y = (x - mean) / sqrt(var + eps) * weight + bias.
 
-use crate::onnx::{ExportCx, Attr};
+use crate::graph::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::ParamRole;
 use anyhow::{bail, Result};

@@ -1,7 +1,7 @@
 //! `linear`: y = x W^T + b over the last axis, for inputs of any rank ([N, F], [N, L, F], ...).
 //! Weight [O, F], optional bias [O].
 
-use crate::onnx::{ExportCx, Attr};
+use crate::graph::onnx::{ExportCx, Attr};
 use super::{saturating_product, ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::ParamRole;
 use anyhow::{bail, Result};

@@ -1,7 +1,7 @@
 //! `masked_mean`: the mean of x [N, L, H] over the positions where mask [N, L] is non-zero, [N, H]
 //! (sentence-transformers' mean pooling; the count is clamped to 1e-9 as there).
 
-use crate::onnx::{ExportCx, Attr, DataType};
+use crate::graph::onnx::{ExportCx, Attr, DataType};
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::{bail, Result};
 use tch::Tensor;

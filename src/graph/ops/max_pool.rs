@@ -1,6 +1,6 @@
 //! `max_pool`: 2-d max pooling of [N, C, H, W], with PyTorch's ceil mode.
 
-use crate::onnx::{ExportCx, Attr};
+use crate::graph::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use crate::graph::{arith::conv_out, kernels};
 use anyhow::{bail, Result};

@@ -133,7 +133,7 @@ pub trait OpDef {
     }
     /// The op as ONNX nodes reading the values `args` (see `crate::onnx`); returns the value
     /// that holds its output.
-    fn export(&self, _cx: &mut crate::onnx::ExportCx, _args: &[&str]) -> Result<String> {
+    fn export(&self, _cx: &mut crate::graph::onnx::ExportCx, _args: &[&str]) -> Result<String> {
         bail!("has no ONNX form")
     }
 }

@@ -1,6 +1,6 @@
 //! `relu`: max(x, 0), element-wise.
 
-use crate::onnx::ExportCx;
+use crate::graph::onnx::ExportCx;
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::Result;
 use tch::Tensor;

@@ -4,7 +4,7 @@
 //! padded keys; the output [N, L, heads * d] is the heads' contexts side by side (the output
 //! projection is a `linear` after it). Removing a head is removing its rows of the three weights.
 
-use crate::onnx::{Attr, DataType, ExportCx};
+use crate::graph::onnx::{Attr, DataType, ExportCx};
 use super::{saturating_product, ChannelRule, EvalCx, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::{kernels, ParamRole};
 use anyhow::{bail, Result};

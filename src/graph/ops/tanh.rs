@@ -1,6 +1,6 @@
 //! `tanh`: element-wise hyperbolic tangent (BERT's pooler, RoBERTa's classification head).
 
-use crate::onnx::ExportCx;
+use crate::graph::onnx::ExportCx;
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::Result;
 use tch::Tensor;

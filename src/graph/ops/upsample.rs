@@ -1,6 +1,6 @@
 //! `upsample`: scales H and W by an integer factor, nearest or bilinear (align_corners false).
 
-use crate::onnx::{ExportCx, Attr};
+use crate::graph::onnx::{ExportCx, Attr};
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};

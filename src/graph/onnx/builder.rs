@@ -2,7 +2,6 @@
 //! spelling of ops whose form changed between opsets.
 
 use super::proto::{attribute_proto::AttributeType, tensor_proto::DataType, AttributeProto, NodeProto, TensorProto};
-use crate::graph::ops::Shape;
 use crate::graph::Params;
 use anyhow::{anyhow, bail, Result};
 use std::collections::HashMap;
@@ -63,8 +62,8 @@ pub struct ExportCx<'a> {
     pub node: &'a str,
     pub params: &'a Params,
     /// Per-sample shapes of the node's inputs and output at the export's sizes.
-    pub input_shapes: Vec<Shape>,
-    pub output_shape: Shape,
+    pub input_shapes: Vec<Vec<usize>>,
+    pub output_shape: Vec<usize>,
     /// Whether the sequence length (text) is left dynamic.
     pub dynamic_seq: bool,
     pub graph: &'a mut GraphBuilder,
