@@ -27,6 +27,7 @@ pub mod graph;
 pub mod jobs;
 pub mod metrics;
 pub mod onnx;
+pub mod plan;
 pub mod prune;
 pub mod report;
 pub mod tasks;

@@ -173,10 +173,11 @@ pub fn parse_count(text: &str) -> std::result::Result<u64, String> {
         Some('k' | 'K') => (&t[..t.len() - 1], 1e3),
         Some('m' | 'M') => (&t[..t.len() - 1], 1e6),
         Some('g' | 'G') => (&t[..t.len() - 1], 1e9),
+        Some('t' | 'T') => (&t[..t.len() - 1], 1e12),
         _ => (t, 1.0),
     };
     match number.parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok((v * scale).round() as u64),
+        Ok(v) if v.is_finite() && v > 0.0 && v * scale >= 0.5 => Ok((v * scale).round() as u64),
         _ => Err(format!("'{text}' is not a positive count such as 800M or 2.5G")),
     }
 }

@@ -8,6 +8,7 @@ mod eval;
 mod export;
 mod inspect;
 mod new;
+mod plan;
 mod prune;
 mod train;
 
@@ -39,8 +40,10 @@ enum Command {
     Prune(prune::Args),
     /// Forward-pass latency of a model: median and spread, images per second, measured and planned memory.
     Bench(bench::Args),
-    /// Write a model in another layout: a text encoder as a Hugging Face folder.
+    /// Write a model for a runtime: ONNX (any model), or a text encoder as a Hugging Face folder.
     Export(export::Args),
+    /// Plan cooperative fine-tuning: which device fine-tunes which block, and the uplink shares.
+    Plan(plan::Args),
     /// Datasets: `cut data synth OUT` writes a synthetic one.
     #[command(subcommand)]
     Data(data::Command),
@@ -56,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune(a) => prune::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Export(a) => export::run(a),
+        Command::Plan(a) => plan::run(a),
     }
 }
 

@@ -1,0 +1,71 @@
+//! `cut plan`: arguments in, a plan from the library, the table or JSON out.
+
+use super::args::ModelArgs;
+use anyhow::Result;
+use cut::checkpoint::Checkpoint;
+use cut::plan::blocks::BlockSize;
+use cut::plan::report::{markdown, plan, PlanRequest};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The devices, as JSON: {"devices": [{"name", "flops", "memory", "snr_db" or
+    /// "spectral_efficiency", "samples"}]} (see docs/plan.md).
+    #[arg(long)]
+    devices: PathBuf,
+    /// Total uplink bandwidth in Hz (suffixes k, M, G).
+    #[arg(long, value_parser = super::args::parse_count, default_value = "20M")]
+    bandwidth: u64,
+    /// How the backbone is cut into blocks: layer (residual blocks, transformer layers), stage, or
+    /// a count of blocks of about equal MACs. Each task head is a block too.
+    #[arg(long, default_value = "layer")]
+    blocks: String,
+    /// Samples per fine-tuning batch (activation memory).
+    #[arg(long, default_value_t = 8)]
+    batch: usize,
+    /// Samples each device fine-tunes on per round, where the devices file gives none.
+    #[arg(long, default_value_t = 64)]
+    samples: usize,
+    /// The edge server's FLOP/s, for the offloading baseline (e.g. 50T).
+    #[arg(long, value_parser = super::args::parse_count)]
+    server_flops: Option<u64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Also write the plan as a Markdown report here.
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    force: bool,
+    /// Print the plan and every input it used as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if let Some(out) = &a.out {
+        cut::fsio::check_output(out, &[&a.model.model, &a.devices], a.force)?;
+    }
+    let ckpt = Checkpoint::open(&a.model.model)?;
+    let model = ckpt.model(&a.model.load_options()?)?.model;
+    let devices = cut::plan::devices::read(&a.devices, a.samples)?;
+    let request = PlanRequest {
+        blocks: BlockSize::parse(&a.blocks)?,
+        batch: a.batch,
+        bandwidth: a.bandwidth as f64,
+        server_flops: a.server_flops.map(|f| f as f64),
+        seed: a.seed,
+    };
+    let report = plan(&model, &devices, &request)?;
+    let md = markdown(&report);
+    if let Some(out) = &a.out {
+        cut::fsio::write_atomic(out, md.as_bytes())?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{md}");
+    }
+    Ok(())
+}

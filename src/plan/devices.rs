@@ -1,0 +1,100 @@
+//! The devices file of `cut plan`: one entry per edge device.
+//!
+//! ```json
+//! {"devices": [
+//!   {"name": "phone-1", "flops": 1.2e12, "memory": "6G", "snr_db": 12, "samples": 64},
+//!   {"name": "board-1", "flops": 5.3e12, "memory": 8000000000, "spectral_efficiency": 5.2}
+//! ]}
+//! ```
+//!
+//! `flops` is sustained FLOP/s in fine-tuning arithmetic; `memory` bytes (suffixes k, M, G are
+//! powers of 1000); the uplink as `spectral_efficiency` (bit/s/Hz) or `snr_db` (Shannon:
+//! log2(1 + SNR)); `samples` per round (default: the plan's `--samples`).
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Device {
+    pub name: String,
+    pub flops: f64,
+    pub memory: u64,
+    /// bit/s per Hz.
+    pub efficiency: f64,
+    pub samples: usize,
+}
+
+fn count(v: &serde_json::Value) -> Option<f64> {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64(),
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            let (num, mult) = match s.chars().last() {
+                Some('k' | 'K') => (&s[..s.len() - 1], 1e3),
+                Some('M') => (&s[..s.len() - 1], 1e6),
+                Some('G') => (&s[..s.len() - 1], 1e9),
+                Some('T') => (&s[..s.len() - 1], 1e12),
+                _ => (s, 1.0),
+            };
+            num.trim().parse::<f64>().ok().map(|v| v * mult)
+        }
+        _ => None,
+    }
+}
+
+/// Reads a devices file; `samples` fills entries that give none.
+pub fn read(path: &Path, samples: usize) -> Result<Vec<Device>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    parse(&text, samples).map_err(|e| anyhow!("{}: {e}", path.display()))
+}
+
+pub fn parse(text: &str, samples: usize) -> Result<Vec<Device>> {
+    let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| anyhow!("not JSON ({e})"))?;
+    let Some(list) = doc.get("devices").and_then(|d| d.as_array()) else {
+        bail!("no \"devices\" list");
+    };
+    if list.is_empty() {
+        bail!("the \"devices\" list is empty");
+    }
+    let mut out = Vec::new();
+    for (i, d) in list.iter().enumerate() {
+        let name = d
+            .get("name")
+            .and_then(|n| n.as_str())
+            .map(String::from)
+            .unwrap_or_else(|| format!("device{i}"));
+        let field = |key: &str| -> Result<f64> {
+            let v = d
+                .get(key)
+                .ok_or_else(|| anyhow!("devices[{i}] ({name}): no \"{key}\""))?;
+            let x = count(v).ok_or_else(|| anyhow!("devices[{i}] ({name}): \"{key}\" is not a number"))?;
+            if !(x > 0.0 && x.is_finite()) {
+                bail!("devices[{i}] ({name}): \"{key}\" must be positive, not {x}");
+            }
+            Ok(x)
+        };
+        let efficiency = match (d.get("spectral_efficiency"), d.get("snr_db")) {
+            (Some(_), _) => field("spectral_efficiency")?,
+            (None, Some(v)) => {
+                let db = v
+                    .as_f64()
+                    .ok_or_else(|| anyhow!("devices[{i}] ({name}): \"snr_db\" is not a number"))?;
+                (1.0 + 10f64.powf(db / 10.0)).log2()
+            }
+            (None, None) => bail!("devices[{i}] ({name}): give \"spectral_efficiency\" or \"snr_db\""),
+        };
+        let samples = match d.get("samples") {
+            Some(_) => field("samples")? as usize,
+            None => samples,
+        };
+        out.push(Device {
+            flops: field("flops")?,
+            memory: field("memory")? as u64,
+            efficiency,
+            samples,
+            name,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,243 @@
+//! A whole plan as data (for `--json`), its table and its Markdown report.
+
+use super::blocks::{blocks, Block, BlockSize};
+use super::devices::Device;
+use super::solve::{self, Assignment, Check};
+use super::{block_costs, BlockCost, Instance};
+use crate::graph::Model;
+use anyhow::Result;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What `cut plan` was asked.
+#[derive(Clone, Debug)]
+pub struct PlanRequest {
+    pub blocks: BlockSize,
+    pub batch: usize,
+    /// Total uplink, Hz.
+    pub bandwidth: f64,
+    /// The edge server's FLOP/s, for the offloading baseline (none without it).
+    pub server_flops: Option<f64>,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceRow {
+    pub device: String,
+    pub block: Option<String>,
+    pub compute_s: f64,
+    pub upload_s: f64,
+    pub bandwidth_hz: f64,
+    pub memory_needed: u64,
+    pub memory: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Baseline {
+    pub name: String,
+    pub latency_s: f64,
+    /// How much shorter the plan's round is, as a share of the baseline's.
+    pub reduction: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanReport {
+    pub blocks: Vec<Block>,
+    pub costs: Vec<BlockCost>,
+    pub devices: Vec<Device>,
+    pub bandwidth_hz: f64,
+    /// The inputs the algorithms saw: seconds of compute per device and block, memory fit.
+    pub instance: Instance,
+    pub plan: Assignment,
+    /// Joint allocation: the optimum lies in (lower_bound_s, plan.latency].
+    pub lower_bound_s: f64,
+    pub iterations: usize,
+    pub rows: Vec<DeviceRow>,
+    pub straggler: String,
+    /// Algorithm 1 at equal bandwidth, and how its feasibility was checked.
+    pub fixed_bandwidth: Assignment,
+    pub fixed_bandwidth_check: Check,
+    pub baselines: Vec<Baseline>,
+    /// The exhaustive optimum, at most 8 devices.
+    pub exhaustive_s: Option<f64>,
+}
+
+/// Plans fine-tuning `model` on `devices`.
+pub fn plan(model: &Model, devices: &[Device], req: &PlanRequest) -> Result<PlanReport> {
+    let blocks = blocks(model, &model.graph.sizes, req.blocks)?;
+    let costs = block_costs(&blocks, req.batch);
+    for (b, c) in costs.iter().enumerate() {
+        if devices.iter().all(|d| d.memory < c.memory_bytes) {
+            crate::usage_bail!(
+                "block '{}' needs {} bytes to fine-tune at batch {}; no device has that much memory (largest: {})",
+                blocks[b].name,
+                c.memory_bytes,
+                req.batch,
+                devices.iter().map(|d| d.memory).max().unwrap_or(0)
+            );
+        }
+    }
+    let inst = Instance::new(&costs, devices, req.bandwidth)?;
+    let joint = solve::joint(&inst, 1e-6)?;
+    let (fixed, check) = solve::bottleneck(&inst, &solve::equal_bandwidth(&inst), false)?;
+    let plan = joint.assignment;
+    let mut baselines = vec![
+        ("equal bandwidth, optimal matching".to_string(), fixed.latency),
+        (
+            "random matching, equal bandwidth".to_string(),
+            solve::random(&inst, req.seed)?.latency,
+        ),
+        (
+            "greedy by device speed, equal bandwidth".to_string(),
+            solve::greedy_by_speed(&inst)?.latency,
+        ),
+    ];
+    if let Some(server) = req.server_flops {
+        baselines.push((
+            "offloading to the edge server".to_string(),
+            offload(model, devices, &costs, &inst, server),
+        ));
+    }
+    let exhaustive_s = (inst.devices() <= 8)
+        .then(|| solve::exhaustive(&inst).map(|(_, j)| j.latency))
+        .transpose()?;
+    let rows: Vec<DeviceRow> = devices
+        .iter()
+        .enumerate()
+        .map(|(n, d)| {
+            let b = plan.device_of.iter().position(|&x| x == n);
+            DeviceRow {
+                device: d.name.clone(),
+                block: b.map(|b| blocks[b].name.clone()),
+                compute_s: b.map_or(0.0, |b| inst.compute[n][b]),
+                upload_s: b.map_or(0.0, |b| inst.upload_bits[b] / (plan.bandwidth[n] * inst.efficiency[n])),
+                bandwidth_hz: plan.bandwidth[n],
+                memory_needed: b.map_or(0, |b| costs[b].memory_bytes),
+                memory: d.memory,
+            }
+        })
+        .collect();
+    let straggler = rows
+        .iter()
+        .filter(|r| r.block.is_some())
+        .max_by(|a, b| (a.compute_s + a.upload_s).total_cmp(&(b.compute_s + b.upload_s)))
+        .map(|r| r.device.clone())
+        .unwrap_or_default();
+    let baselines = baselines
+        .into_iter()
+        .map(|(name, latency_s)| Baseline {
+            reduction: 1.0 - plan.latency / latency_s,
+            name,
+            latency_s,
+        })
+        .collect();
+    Ok(PlanReport {
+        blocks,
+        costs,
+        devices: devices.to_vec(),
+        bandwidth_hz: req.bandwidth,
+        lower_bound_s: joint.lower_bound,
+        iterations: joint.iterations,
+        instance: inst,
+        plan,
+        rows,
+        straggler,
+        fixed_bandwidth: fixed,
+        fixed_bandwidth_check: check,
+        baselines,
+        exhaustive_s,
+    })
+}
+
+/// Offloading: every device uploads its samples (the raw input: 8 bits per image value, 32 per
+/// token id) sharing the uplink so that all finish together, then the server fine-tunes every
+/// block (backward to the first block) on all of them.
+fn offload(model: &Model, devices: &[Device], costs: &[BlockCost], inst: &Instance, server_flops: f64) -> f64 {
+    let per_sample_bits: f64 = model
+        .graph
+        .inputs
+        .iter()
+        .map(|i| {
+            let values = i
+                .shape(&model.graph.sizes)
+                .map(|s| s.iter().product::<usize>())
+                .unwrap_or(0) as f64;
+            let bits = if matches!(i.dtype, crate::graph::inputs::InputDType::F32) {
+                8.0
+            } else {
+                32.0
+            };
+            values * bits
+        })
+        .sum();
+    // Equal finish: sum over devices of bits / (e T) = bandwidth.
+    let upload: f64 = devices
+        .iter()
+        .zip(&inst.efficiency)
+        .map(|(d, e)| d.samples as f64 * per_sample_bits / e)
+        .sum::<f64>()
+        / inst.bandwidth;
+    let full = costs.iter().map(|c| c.flops_per_sample).fold(0.0, f64::max);
+    let samples: usize = devices.iter().map(|d| d.samples).sum();
+    upload + samples as f64 * full / server_flops
+}
+
+fn secs(s: f64) -> String {
+    if s < 1.0 {
+        format!("{:.1} ms", s * 1e3)
+    } else {
+        format!("{s:.2} s")
+    }
+}
+
+/// The plan as a table (the command's summary) or Markdown.
+pub fn markdown(r: &PlanReport) -> String {
+    let mut md = String::new();
+    md.push_str(&format!(
+        "# Fine-tuning plan\n\nRound time **{}** (straggler {}; the optimum lies above {}, {} bisection steps); uplink {:.2} MHz.\n\n",
+        secs(r.plan.latency),
+        r.straggler,
+        secs(r.lower_bound_s),
+        r.iterations,
+        r.bandwidth_hz / 1e6
+    ));
+    md.push_str("| device | block | compute | upload | bandwidth | memory needed / has |\n| --- | --- | ---: | ---: | ---: | ---: |\n");
+    for row in &r.rows {
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {:.3} MHz | {:.2} / {:.2} GB |\n",
+            row.device,
+            row.block.as_deref().unwrap_or("-"),
+            secs(row.compute_s),
+            secs(row.upload_s),
+            row.bandwidth_hz / 1e6,
+            row.memory_needed as f64 / 1e9,
+            row.memory as f64 / 1e9
+        ));
+    }
+    md.push_str("\n| baseline | round time | plan's reduction |\n| --- | ---: | ---: |\n");
+    for b in &r.baselines {
+        md.push_str(&format!(
+            "| {} | {} | {:.1}% |\n",
+            b.name,
+            secs(b.latency_s),
+            100.0 * b.reduction
+        ));
+    }
+    if let Some(e) = r.exhaustive_s {
+        md.push_str(&format!("| exhaustive optimum (joint) | {} | |\n", secs(e)));
+    }
+    md.push_str("\n| block | parameters | GFLOPs per sample | memory at the batch |\n| --- | ---: | ---: | ---: |\n");
+    let by_name: BTreeMap<&str, &BlockCost> = r.costs.iter().map(|c| (c.block.as_str(), c)).collect();
+    for b in &r.blocks {
+        let c = by_name[b.name.as_str()];
+        md.push_str(&format!(
+            "| {} | {} | {:.3} | {:.2} GB |\n",
+            b.name,
+            b.params,
+            c.flops_per_sample / 1e9,
+            c.memory_bytes as f64 / 1e9
+        ));
+    }
+    md.push_str("\nCost model and algorithms: docs/plan.md (a reconstruction of LoLa-DEFT from its abstract).\n");
+    md
+}

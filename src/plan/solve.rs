@@ -1,0 +1,495 @@
+//! The plan's algorithms. Each block goes to a distinct device; the round lasts as long as the
+//! slowest device.
+//!
+//! 1. [`bottleneck`]: at fixed bandwidths, the assignment with the smallest round time. A binary
+//!    search over the candidate times T checks whether every block can go to a device finishing by
+//!    T. When every device ranks the blocks in the same order (cost grows with depth for all of
+//!    them: CRUNCH's monotone structure), a device's feasible blocks are a prefix of that order, and
+//!    the check is Hall's condition counted in depth order, O(devices + blocks); otherwise it is a
+//!    maximum matching (Hopcroft-Karp).
+//! 2. [`joint`]: assignment and bandwidth together. For a round time T, the least bandwidth pair
+//!    (n, b) needs is bits_b / (e_n (T - compute_nb)) (closed form); T is feasible when a matching's
+//!    total need fits the uplink, which a min-cost matching (Hungarian) decides. A bisection on T
+//!    closes the gap between an infeasible and a feasible round time.
+
+use super::Instance;
+use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::Serialize;
+
+/// Which device fine-tunes each block, with what bandwidth, and the round time.
+#[derive(Clone, Debug, Serialize)]
+pub struct Assignment {
+    /// device_of[b]: the device fine-tuning block b.
+    pub device_of: Vec<usize>,
+    /// Hz per device (0 for a device without a block).
+    pub bandwidth: Vec<f64>,
+    /// Seconds until the slowest device is done.
+    pub latency: f64,
+}
+
+impl Assignment {
+    fn new(inst: &Instance, device_of: Vec<usize>, bandwidth: Vec<f64>) -> Assignment {
+        let latency = device_of
+            .iter()
+            .enumerate()
+            .map(|(b, &n)| inst.time(n, b, bandwidth[n]))
+            .fold(0.0, f64::max);
+        Assignment {
+            device_of,
+            bandwidth,
+            latency,
+        }
+    }
+}
+
+fn check_sizes(inst: &Instance) -> Result<()> {
+    if inst.blocks() > inst.devices() {
+        crate::usage_bail!(
+            "{} blocks for {} devices: each device fine-tunes one block here; merge blocks with --blocks N (N <= {})",
+            inst.blocks(),
+            inst.devices(),
+            inst.devices()
+        );
+    }
+    for b in 0..inst.blocks() {
+        if (0..inst.devices()).all(|n| !inst.fits[n][b]) {
+            bail!("block {b} fits no device's memory");
+        }
+    }
+    Ok(())
+}
+
+/// Equal shares of the uplink.
+pub fn equal_bandwidth(inst: &Instance) -> Vec<f64> {
+    vec![inst.bandwidth / inst.devices() as f64; inst.devices()]
+}
+
+/// Maximum matching of blocks to devices over `allowed` (Hopcroft-Karp); true when every block is
+/// matched, with `device_of` filled.
+fn matches_all(
+    blocks: usize,
+    devices: usize,
+    allowed: &dyn Fn(usize, usize) -> bool,
+    device_of: &mut Vec<usize>,
+) -> bool {
+    const NONE: usize = usize::MAX;
+    let adj: Vec<Vec<usize>> = (0..blocks)
+        .map(|b| (0..devices).filter(|&n| allowed(n, b)).collect())
+        .collect();
+    let (mut match_b, mut match_n) = (vec![NONE; blocks], vec![NONE; devices]);
+    let mut dist = vec![0usize; blocks];
+    loop {
+        // Layers from the free blocks.
+        let mut queue: std::collections::VecDeque<usize> = std::collections::VecDeque::new();
+        let mut found = false;
+        for b in 0..blocks {
+            if match_b[b] == NONE {
+                dist[b] = 0;
+                queue.push_back(b);
+            } else {
+                dist[b] = usize::MAX;
+            }
+        }
+        while let Some(b) = queue.pop_front() {
+            for &n in &adj[b] {
+                match match_n[n] {
+                    NONE => found = true,
+                    b2 if dist[b2] == usize::MAX => {
+                        dist[b2] = dist[b] + 1;
+                        queue.push_back(b2);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !found {
+            break;
+        }
+        fn augment(
+            b: usize,
+            adj: &[Vec<usize>],
+            match_b: &mut [usize],
+            match_n: &mut [usize],
+            dist: &mut [usize],
+        ) -> bool {
+            for &n in &adj[b] {
+                let next = match_n[n];
+                if next == usize::MAX || (dist[next] == dist[b] + 1 && augment(next, adj, match_b, match_n, dist)) {
+                    match_b[b] = n;
+                    match_n[n] = b;
+                    return true;
+                }
+            }
+            dist[b] = usize::MAX;
+            false
+        }
+        for b in 0..blocks {
+            if match_b[b] == NONE {
+                augment(b, &adj, &mut match_b, &mut match_n, &mut dist);
+            }
+        }
+    }
+    *device_of = match_b.clone();
+    match_b.iter().all(|&n| n != NONE)
+}
+
+/// The common order of the blocks when every device's times grow along it (ties allowed).
+fn monotone_order(times: &[Vec<f64>]) -> Option<Vec<usize>> {
+    let blocks = times.first()?.len();
+    let mut order: Vec<usize> = (0..blocks).collect();
+    // Sort by the sum of ranks-free key: the first device's time, then the others' as tie-breaks.
+    order.sort_by(|&a, &b| {
+        times
+            .iter()
+            .map(|row| row[a].total_cmp(&row[b]))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let ok = times.iter().all(|row| order.windows(2).all(|w| row[w[0]] <= row[w[1]]));
+    ok.then_some(order)
+}
+
+/// Hall's condition on prefix-nested feasible sets: `reach[n]` = how many blocks (in `order`) device
+/// n can take by the threshold. Fills `device_of` when feasible.
+fn hall_in_order(order: &[usize], reach: &[usize], device_of: &mut [usize]) -> bool {
+    let blocks = order.len();
+    // Devices by reach, strongest last; the hardest block takes the weakest device able to.
+    let mut devices: Vec<usize> = (0..reach.len()).collect();
+    devices.sort_by_key(|&n| reach[n]);
+    // With nested sets the greedy below succeeds exactly when, for every k, at least
+    // blocks - k devices reach past position k (Hall's condition counted in depth order).
+    let mut next = devices.len();
+    let mut pool: Vec<usize> = Vec::new();
+    for pos in (0..blocks).rev() {
+        while next > 0 && reach[devices[next - 1]] > pos {
+            next -= 1;
+            pool.push(devices[next]);
+        }
+        // The pool holds every device reaching pos, weakest last pushed; take the weakest.
+        match pool.pop() {
+            Some(n) => device_of[order[pos]] = n,
+            None => return false,
+        }
+    }
+    true
+}
+
+/// How [`bottleneck`] decided feasibility.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    /// Hall's condition in the common depth order.
+    MonotoneHall,
+    /// Hopcroft-Karp matching.
+    Matching,
+}
+
+/// The assignment with the smallest round time at bandwidths `hz` (per device), and how it was
+/// checked. `force_matching` skips the monotone path (for tests).
+pub fn bottleneck(inst: &Instance, hz: &[f64], force_matching: bool) -> Result<(Assignment, Check)> {
+    check_sizes(inst)?;
+    let (nd, nb) = (inst.devices(), inst.blocks());
+    let times: Vec<Vec<f64>> = (0..nd)
+        .map(|n| (0..nb).map(|b| inst.time(n, b, hz[n])).collect())
+        .collect();
+    let mut candidates: Vec<f64> = times.iter().flatten().copied().filter(|t| t.is_finite()).collect();
+    candidates.sort_by(f64::total_cmp);
+    candidates.dedup();
+    let order = if force_matching { None } else { monotone_order(&times) };
+    let mut device_of = vec![usize::MAX; nb];
+    let feasible = |t: f64, out: &mut Vec<usize>| -> bool {
+        match &order {
+            Some(order) => {
+                let reach: Vec<usize> = times
+                    .iter()
+                    .map(|row| order.iter().take_while(|&&b| row[b] <= t).count())
+                    .collect();
+                hall_in_order(order, &reach, out)
+            }
+            None => matches_all(nb, nd, &|n, b| times[n][b] <= t, out),
+        }
+    };
+    let (mut lo, mut hi) = (0usize, candidates.len());
+    // Smallest candidate index that is feasible.
+    while lo < hi {
+        let mid = (lo + hi) / 2;
+        if feasible(candidates[mid], &mut device_of) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    if lo == candidates.len() {
+        bail!("no assignment gives every block a device that can hold it");
+    }
+    feasible(candidates[lo], &mut device_of);
+    let mut bandwidth = hz.to_vec();
+    // Devices without a block send nothing.
+    for (n, bw) in bandwidth.iter_mut().enumerate() {
+        if !device_of.contains(&n) {
+            *bw = 0.0;
+        }
+    }
+    let check = if order.is_some() {
+        Check::MonotoneHall
+    } else {
+        Check::Matching
+    };
+    Ok((Assignment::new(inst, device_of, bandwidth), check))
+}
+
+/// The least bandwidth device n needs to finish block b by `t` (infinite when it cannot).
+fn need(inst: &Instance, n: usize, b: usize, t: f64) -> f64 {
+    if !inst.fits[n][b] || t <= inst.compute[n][b] {
+        return f64::INFINITY;
+    }
+    inst.upload_bits[b] / (inst.efficiency[n] * (t - inst.compute[n][b]))
+}
+
+/// Min-cost assignment of every row to a distinct column (rows <= columns; Hungarian algorithm,
+/// O(rows^2 columns)). Infinite costs are forbidden pairs; returns (cost, column of each row).
+pub fn hungarian(cost: &[Vec<f64>]) -> Option<(f64, Vec<usize>)> {
+    let rows = cost.len();
+    let cols = cost.first().map_or(0, Vec::len);
+    if rows == 0 {
+        return Some((0.0, Vec::new()));
+    }
+    // Large but finite stand-in for forbidden pairs keeps the potentials finite.
+    let big = cost
+        .iter()
+        .flatten()
+        .filter(|c| c.is_finite())
+        .fold(0.0f64, |a, &c| a.max(c.abs()))
+        * 4.0
+        * rows as f64
+        + 1.0;
+    let at = |i: usize, j: usize| if cost[i][j].is_finite() { cost[i][j] } else { big };
+    let (mut u, mut v) = (vec![0.0; rows + 1], vec![0.0; cols + 1]);
+    let (mut p, mut way) = (vec![0usize; cols + 1], vec![0usize; cols + 1]);
+    for i in 1..=rows {
+        p[0] = i;
+        let mut j0 = 0;
+        let mut minv = vec![f64::INFINITY; cols + 1];
+        let mut used = vec![false; cols + 1];
+        loop {
+            used[j0] = true;
+            let i0 = p[j0];
+            let (mut delta, mut j1) = (f64::INFINITY, 0);
+            for j in 1..=cols {
+                if !used[j] {
+                    let cur = at(i0 - 1, j - 1) - u[i0] - v[j];
+                    if cur < minv[j] {
+                        minv[j] = cur;
+                        way[j] = j0;
+                    }
+                    if minv[j] < delta {
+                        delta = minv[j];
+                        j1 = j;
+                    }
+                }
+            }
+            for j in 0..=cols {
+                if used[j] {
+                    u[p[j]] += delta;
+                    v[j] -= delta;
+                } else {
+                    minv[j] -= delta;
+                }
+            }
+            j0 = j1;
+            if p[j0] == 0 {
+                break;
+            }
+        }
+        loop {
+            let j1 = way[j0];
+            p[j0] = p[j1];
+            j0 = j1;
+            if j0 == 0 {
+                break;
+            }
+        }
+    }
+    let mut col_of = vec![0usize; rows];
+    for j in 1..=cols {
+        if p[j] != 0 {
+            col_of[p[j] - 1] = j - 1;
+        }
+    }
+    if col_of.iter().enumerate().any(|(i, &j)| !cost[i][j].is_finite()) {
+        return None;
+    }
+    Some((col_of.iter().enumerate().map(|(i, &j)| cost[i][j]).sum(), col_of))
+}
+
+/// What [`joint`] found and how close it is.
+#[derive(Clone, Debug, Serialize)]
+pub struct Joint {
+    pub assignment: Assignment,
+    /// The largest round time found infeasible: the optimum lies in (lower_bound, latency].
+    pub lower_bound: f64,
+    pub iterations: usize,
+}
+
+/// Assignment and bandwidth together (see the module comment), to a relative gap of `tolerance`.
+pub fn joint(inst: &Instance, tolerance: f64) -> Result<Joint> {
+    check_sizes(inst)?;
+    let (nd, nb) = (inst.devices(), inst.blocks());
+    let start = bottleneck(inst, &equal_bandwidth(inst), false)?.0;
+    let try_at = |t: f64| -> Option<(f64, Vec<usize>)> {
+        let cost: Vec<Vec<f64>> = (0..nb)
+            .map(|b| (0..nd).map(|n| need(inst, n, b, t)).collect())
+            .collect();
+        hungarian(&cost).filter(|(total, _)| *total <= inst.bandwidth * (1.0 + 1e-12))
+    };
+    // Below the fastest possible compute nothing is feasible.
+    let mut lo = (0..nb)
+        .map(|b| {
+            (0..nd)
+                .filter(|&n| inst.fits[n][b])
+                .map(|n| inst.compute[n][b])
+                .fold(f64::INFINITY, f64::min)
+        })
+        .fold(0.0, f64::max);
+    let mut hi = start.latency;
+    let mut best = try_at(hi).map(|(_, m)| m).unwrap_or_else(|| start.device_of.clone());
+    let mut iterations = 0;
+    while (hi - lo) > tolerance * hi && iterations < 200 {
+        let mid = (lo + hi) / 2.0;
+        iterations += 1;
+        match try_at(mid) {
+            Some((_, m)) => {
+                hi = mid;
+                best = m;
+            }
+            None => lo = mid,
+        }
+    }
+    let bandwidth = equalise(inst, &best);
+    let assignment = Assignment::new(inst, best, bandwidth);
+    Ok(Joint {
+        lower_bound: lo.min(assignment.latency),
+        assignment,
+        iterations,
+    })
+}
+
+/// For a fixed assignment, the bandwidth split that makes every device finish at the same time
+/// (the closed form bits / (e (T - compute)), with T found by bisection so the shares sum to the
+/// uplink). Devices without a block get none.
+pub fn equalise(inst: &Instance, device_of: &[usize]) -> Vec<f64> {
+    let pairs: Vec<(usize, usize)> = device_of.iter().enumerate().map(|(b, &n)| (n, b)).collect();
+    let total = |t: f64| pairs.iter().map(|&(n, b)| need(inst, n, b, t)).sum::<f64>();
+    let mut lo = pairs.iter().map(|&(n, b)| inst.compute[n][b]).fold(0.0, f64::max);
+    let mut hi = lo.max(1e-9) * 2.0;
+    while total(hi) > inst.bandwidth {
+        hi *= 2.0;
+        if !hi.is_finite() {
+            break;
+        }
+    }
+    for _ in 0..200 {
+        let mid = (lo + hi) / 2.0;
+        if total(mid) > inst.bandwidth {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let mut bw = vec![0.0; inst.devices()];
+    for &(n, b) in &pairs {
+        bw[n] = need(inst, n, b, hi);
+    }
+    // What rounding leaves over goes to the devices in proportion, which only helps.
+    let used: f64 = bw.iter().sum();
+    if used > 0.0 && used < inst.bandwidth {
+        bw.iter_mut().for_each(|x| *x *= inst.bandwidth / used);
+    }
+    bw
+}
+
+/// Random assignment among devices that can hold each block, equal bandwidth.
+pub fn random(inst: &Instance, seed: u64) -> Result<Assignment> {
+    check_sizes(inst)?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let hz = equal_bandwidth(inst);
+    for _ in 0..1000 {
+        let mut devices: Vec<usize> = (0..inst.devices()).collect();
+        devices.shuffle(&mut rng);
+        let device_of: Vec<usize> = devices[..inst.blocks()].to_vec();
+        if device_of.iter().enumerate().all(|(b, &n)| inst.fits[n][b]) {
+            return Ok(Assignment::new(inst, device_of, hz));
+        }
+    }
+    bail!("no random assignment that fits memory was found in 1000 draws")
+}
+
+/// The costliest block to the fastest device (by compute time on the first block), equal bandwidth;
+/// a device that cannot hold a block passes it on to the next.
+pub fn greedy_by_speed(inst: &Instance) -> Result<Assignment> {
+    check_sizes(inst)?;
+    let mut devices: Vec<usize> = (0..inst.devices()).collect();
+    devices.sort_by(|&a, &b| inst.compute[a][0].total_cmp(&inst.compute[b][0]));
+    let mut blocks: Vec<usize> = (0..inst.blocks()).collect();
+    blocks.sort_by(|&a, &b| inst.compute[devices[0]][b].total_cmp(&inst.compute[devices[0]][a]));
+    let mut device_of = vec![usize::MAX; inst.blocks()];
+    let mut free = devices;
+    for b in blocks {
+        let Some(k) = free.iter().position(|&n| inst.fits[n][b]) else {
+            bail!("greedy: no free device holds block {b}");
+        };
+        device_of[b] = free.remove(k);
+    }
+    Ok(Assignment::new(inst, device_of, equal_bandwidth(inst)))
+}
+
+/// Every injective assignment (at most 8 devices): the best at equal bandwidth, and the best with
+/// each assignment's equalised bandwidth.
+pub fn exhaustive(inst: &Instance) -> Result<(Assignment, Assignment)> {
+    check_sizes(inst)?;
+    if inst.devices() > 8 {
+        bail!("exhaustive search is limited to 8 devices");
+    }
+    let hz = equal_bandwidth(inst);
+    let mut best_equal: Option<Assignment> = None;
+    let mut best_joint: Option<Assignment> = None;
+    let mut current = Vec::new();
+    let mut used = vec![false; inst.devices()];
+    fn walk(
+        inst: &Instance,
+        hz: &[f64],
+        current: &mut Vec<usize>,
+        used: &mut [bool],
+        best_equal: &mut Option<Assignment>,
+        best_joint: &mut Option<Assignment>,
+    ) {
+        let b = current.len();
+        if b == inst.blocks() {
+            let equal = Assignment::new(inst, current.clone(), hz.to_vec());
+            if best_equal.as_ref().is_none_or(|a| equal.latency < a.latency) {
+                *best_equal = Some(equal);
+            }
+            let joint = Assignment::new(inst, current.clone(), equalise(inst, current));
+            if best_joint.as_ref().is_none_or(|a| joint.latency < a.latency) {
+                *best_joint = Some(joint);
+            }
+            return;
+        }
+        for n in 0..inst.devices() {
+            if !used[n] && inst.fits[n][b] {
+                used[n] = true;
+                current.push(n);
+                walk(inst, hz, current, used, best_equal, best_joint);
+                current.pop();
+                used[n] = false;
+            }
+        }
+    }
+    walk(inst, &hz, &mut current, &mut used, &mut best_equal, &mut best_joint);
+    match (best_equal, best_joint) {
+        (Some(e), Some(j)) => Ok((e, j)),
+        _ => bail!("no assignment fits every block"),
+    }
+}

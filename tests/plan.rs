@@ -1,0 +1,270 @@
+//! `cut plan`: blocks from the graph, the cost model by hand, and the algorithms against the
+//! exhaustive optimum on random instances.
+
+use cut::plan::blocks::{blocks, Block, BlockSize};
+use cut::plan::solve::{bottleneck, equal_bandwidth, exhaustive, greedy_by_speed, hungarian, joint, random, Check};
+use cut::plan::{block_costs, Instance};
+use rand::{RngExt, SeedableRng};
+
+fn block(name: &str, head: Option<&str>, macs: u64, params: u64, act: u64) -> Block {
+    Block {
+        name: name.into(),
+        head: head.map(String::from),
+        nodes: Vec::new(),
+        params,
+        macs,
+        activation_bytes: act,
+    }
+}
+
+/// Blocks A (10 MACs, 2 parameters, 4 activation bytes), B (20, 3, 8) and a head H (5, 1, 2), batch
+/// 2; the model has 35 MACs and 6 parameters (24 bytes). A: 2 (35 + 25 + 10) = 140 FLOPs,
+/// 24 + 2 (4 + 8 + 2) + 12 x 2 = 76 bytes; B: 2 (35 + 5 + 20) = 120, 24 + 2 (8 + 2) + 36 = 80;
+/// H: 2 (35 + 0 + 5) = 80, 24 + 2 x 2 + 12 = 40. Uploads are 32 bits per parameter.
+#[test]
+fn cost_model_by_hand() {
+    let bs = [
+        block("A", None, 10, 2, 4),
+        block("B", None, 20, 3, 8),
+        block("H", Some("t"), 5, 1, 2),
+    ];
+    let c = block_costs(&bs, 2);
+    let got: Vec<(f64, u64, f64)> = c
+        .iter()
+        .map(|c| (c.flops_per_sample, c.memory_bytes, c.upload_bits))
+        .collect();
+    assert_eq!(got, vec![(140.0, 76, 64.0), (120.0, 80, 96.0), (80.0, 40, 32.0)]);
+}
+
+/// The image demo (ResNet-18 layout): a stem, eight residual blocks, three heads; the text demo:
+/// embeddings, one transformer layer, three heads. Every parameter is in exactly one block.
+#[test]
+fn blocks_from_the_graph() {
+    use cut::checkpoint::{Checkpoint, LoadOptions};
+    for (path, want) in [
+        (
+            "assets/demo.safetensors",
+            vec![
+                "backbone",
+                "backbone.blocks.0.0",
+                "backbone.blocks.0.1",
+                "backbone.blocks.1.0",
+                "backbone.blocks.1.1",
+                "backbone.blocks.2.0",
+                "backbone.blocks.2.1",
+                "backbone.blocks.3.0",
+                "backbone.blocks.3.1",
+                "head:seg",
+                "head:normal",
+                "head:depth",
+            ],
+        ),
+        (
+            "assets/text-demo.safetensors",
+            vec!["embeddings", "encoder.layer.0", "head:era", "head:party", "head:pos"],
+        ),
+    ] {
+        let model = Checkpoint::open(path)
+            .unwrap()
+            .model(&LoadOptions::default())
+            .unwrap()
+            .model;
+        let bs = blocks(&model, &model.graph.sizes, BlockSize::Layer).unwrap();
+        let names: Vec<&str> = bs.iter().map(|b| b.name.as_str()).collect();
+        assert_eq!(names, want, "{path}");
+        let total: u64 = model
+            .graph
+            .param_specs()
+            .iter()
+            .filter(|s| !s.role.is_buffer())
+            .map(|s| s.numel() as u64)
+            .sum();
+        assert_eq!(bs.iter().map(|b| b.params).sum::<u64>(), total, "{path}");
+        let macs: u64 = bs.iter().map(|b| b.macs).sum();
+        assert!(macs > 0);
+        // Stages and counts merge consecutive layers, and keep every parameter.
+        let stages = blocks(&model, &model.graph.sizes, BlockSize::Stage).unwrap();
+        assert!(stages.len() < bs.len() || path.contains("text"));
+        let two = blocks(&model, &model.graph.sizes, BlockSize::Count(2)).unwrap();
+        assert_eq!(two.iter().filter(|b| b.head.is_none()).count(), 2, "{path}");
+        assert_eq!(two.iter().map(|b| b.params).sum::<u64>(), total);
+    }
+    assert!(BlockSize::parse("0").is_err() && BlockSize::parse("stage").is_ok());
+}
+
+fn random_instance(rng: &mut rand_chacha::ChaCha8Rng, monotone: bool) -> Instance {
+    let devices = rng.random_range(1..=7usize);
+    let blocks = rng.random_range(1..=devices);
+    let speed: Vec<f64> = (0..devices).map(|_| rng.random_range(0.5..4.0)).collect();
+    let work: Vec<f64> = {
+        let mut w: Vec<f64> = (0..blocks).map(|_| rng.random_range(0.1..3.0)).collect();
+        if monotone {
+            w.sort_by(f64::total_cmp);
+        }
+        w
+    };
+    let compute = (0..devices)
+        .map(|n| {
+            (0..blocks)
+                .map(|b| {
+                    if monotone {
+                        work[b] / speed[n]
+                    } else {
+                        rng.random_range(0.1..3.0)
+                    }
+                })
+                .collect()
+        })
+        .collect();
+    let mut upload_bits: Vec<f64> = (0..blocks).map(|_| rng.random_range(1e5..1e7)).collect();
+    if monotone {
+        upload_bits.sort_by(f64::total_cmp);
+    }
+    let fits: Vec<Vec<bool>> = (0..devices)
+        .map(|_| (0..blocks).map(|_| monotone || rng.random_bool(0.85)).collect())
+        .collect();
+    Instance {
+        compute,
+        fits,
+        upload_bits,
+        efficiency: (0..devices).map(|_| rng.random_range(0.5..8.0)).collect(),
+        bandwidth: rng.random_range(1e5..1e7),
+    }
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs())
+}
+
+/// On 400 random instances: the fixed-bandwidth assignment equals the exhaustive optimum whether
+/// checked by Hall's condition (monotone instances) or by matching; the joint allocation equals
+/// the exhaustive joint optimum (to its bisection tolerance) and is never worse than a baseline.
+#[test]
+fn algorithms_match_the_exhaustive_optimum() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let (mut monotone_checked, mut solved) = (0, 0);
+    for i in 0..400 {
+        let monotone = i % 2 == 0;
+        let inst = random_instance(&mut rng, monotone);
+        let Ok((best_equal, best_joint)) = exhaustive(&inst) else {
+            continue; // some block fits no device
+        };
+        solved += 1;
+        let hz = equal_bandwidth(&inst);
+        let (fast, check) = bottleneck(&inst, &hz, false).unwrap();
+        let (slow, _) = bottleneck(&inst, &hz, true).unwrap();
+        if monotone {
+            assert_eq!(check, Check::MonotoneHall, "instance {i}");
+            monotone_checked += 1;
+        }
+        assert!(
+            close(fast.latency, best_equal.latency, 1e-12),
+            "instance {i}: {} vs {}",
+            fast.latency,
+            best_equal.latency
+        );
+        assert!(close(slow.latency, best_equal.latency, 1e-12), "instance {i}");
+        let j = joint(&inst, 1e-9).unwrap();
+        assert!(
+            close(j.assignment.latency, best_joint.latency, 1e-6),
+            "instance {i}: {} vs {}",
+            j.assignment.latency,
+            best_joint.latency
+        );
+        assert!(j.lower_bound <= j.assignment.latency);
+        let used: f64 = j.assignment.bandwidth.iter().sum();
+        assert!(used <= inst.bandwidth * (1.0 + 1e-9));
+        // Greedy and random may find no assignment that fits memory; where they do, the plan is
+        // no slower.
+        let others = [random(&inst, 1).ok(), greedy_by_speed(&inst).ok()];
+        for baseline in std::iter::once(fast.latency).chain(others.iter().flatten().map(|a| a.latency)) {
+            assert!(j.assignment.latency <= baseline * (1.0 + 1e-9), "instance {i}");
+        }
+    }
+    assert!(solved > 300 && monotone_checked == 200, "{solved} {monotone_checked}");
+}
+
+/// The Hungarian solver against every permutation of small cost matrices, forbidden pairs included.
+#[test]
+fn hungarian_is_the_minimum() {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for _ in 0..200 {
+        let cols = rng.random_range(1..=6usize);
+        let rows = rng.random_range(1..=cols);
+        let cost: Vec<Vec<f64>> = (0..rows)
+            .map(|_| {
+                (0..cols)
+                    .map(|_| {
+                        if rng.random_bool(0.15) {
+                            f64::INFINITY
+                        } else {
+                            rng.random_range(0.0..10.0)
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut best = f64::INFINITY;
+        let mut pick = Vec::new();
+        fn walk(cost: &[Vec<f64>], pick: &mut Vec<usize>, best: &mut f64) {
+            if pick.len() == cost.len() {
+                *best = best.min(pick.iter().enumerate().map(|(r, &c)| cost[r][c]).sum());
+                return;
+            }
+            for c in 0..cost[0].len() {
+                if !pick.contains(&c) {
+                    pick.push(c);
+                    walk(cost, pick, best);
+                    pick.pop();
+                }
+            }
+        }
+        walk(&cost, &mut pick, &mut best);
+        match hungarian(&cost) {
+            Some((total, cols_of)) => {
+                assert!(close(total, best, 1e-9), "{total} vs {best}");
+                assert_eq!(cols_of.iter().collect::<std::collections::BTreeSet<_>>().len(), rows);
+            }
+            None => assert!(best.is_infinite()),
+        }
+    }
+}
+
+/// Bad devices files and impossible plans: one line naming the file and field, or the block.
+#[test]
+fn bad_input_is_named() {
+    let t = tempfile::tempdir().unwrap();
+    let run = |devices: &str, extra: &[&str]| {
+        let path = t.path().join("d.json");
+        std::fs::write(&path, devices).unwrap();
+        let out = assert_cmd::Command::cargo_bin("cut")
+            .unwrap()
+            .args(["plan", "assets/demo.safetensors", "--devices"])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let e = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        e
+    };
+    let ok = r#"{"name": "a", "flops": "1T", "memory": "8G", "snr_db": 10}"#;
+    assert!(run(r#"{"devices": []}"#, &[]).contains("d.json: the \"devices\" list is empty"));
+    assert!(run("{not json", &[]).contains("d.json: not JSON"));
+    let e = run(
+        r#"{"devices": [{"name": "x", "flops": -1, "memory": "8G", "snr_db": 3}]}"#,
+        &[],
+    );
+    assert!(e.contains("devices[0] (x): \"flops\" must be positive"), "{e}");
+    let e = run(r#"{"devices": [{"name": "x", "flops": 1e12, "snr_db": 3}]}"#, &[]);
+    assert!(e.contains("devices[0] (x): no \"memory\""), "{e}");
+    let e = run(&format!(r#"{{"devices": [{ok}, {ok}]}}"#), &[]);
+    assert!(e.contains("12 blocks for 2 devices"), "{e}");
+    let tiny = r#"{"name": "t", "flops": "1T", "memory": 1000, "snr_db": 10}"#;
+    let e = run(&format!(r#"{{"devices": [{tiny}]}}"#), &["--blocks", "1"]);
+    assert!(
+        e.contains("block 'backbone") && e.contains("no device has that much memory"),
+        "{e}"
+    );
+}
