@@ -268,3 +268,50 @@ fn bad_input_is_named() {
         "{e}"
     );
 }
+
+/// A bandwidth sweep: more uplink never lengthens the round, and the plan is never slower than the
+/// equal-bandwidth matching; a memory sweep down to 1/8 leaves some scales without a plan where
+/// the full-size blocks no longer fit.
+#[test]
+fn sweeps() {
+    use cut::checkpoint::{Checkpoint, LoadOptions};
+    use cut::plan::report::{plan, PlanRequest, Sweep};
+    let model = Checkpoint::open("assets/demo.safetensors")
+        .unwrap()
+        .model(&LoadOptions::default())
+        .unwrap()
+        .model;
+    let devices = cut::plan::devices::read(std::path::Path::new("examples/devices/edge-mix.json"), 64).unwrap();
+    let mut req = PlanRequest {
+        blocks: BlockSize::Count(3),
+        batch: 8,
+        bandwidth: 20e6,
+        server_flops: None,
+        seed: 0,
+        sweep: Some(Sweep::Bandwidth),
+    };
+    let r = plan(&model, &devices, &req).unwrap();
+    let points = &r.sweep.as_ref().unwrap().1;
+    for w in points.windows(2) {
+        assert!(w[1].latency_s.unwrap() <= w[0].latency_s.unwrap() * (1.0 + 1e-9));
+    }
+    for p in points {
+        assert!(p.latency_s.unwrap() <= p.equal_bandwidth_s.unwrap() * (1.0 + 1e-9));
+    }
+    // At 1x the sweep repeats the plan.
+    let one = points.iter().find(|p| p.scale == 1.0).unwrap();
+    assert!(close(one.latency_s.unwrap(), r.plan.latency, 1e-12));
+    // Devices with 100 MB each: every block fits (the largest needs 63 MB); at 1/8 none does.
+    req.sweep = Some(Sweep::Memory);
+    let small: Vec<_> = devices
+        .iter()
+        .map(|d| cut::plan::devices::Device {
+            memory: 100_000_000,
+            ..d.clone()
+        })
+        .collect();
+    let r = plan(&model, &small, &req).unwrap();
+    let points = &r.sweep.unwrap().1;
+    assert!(points[0].latency_s.is_none(), "{:?}", points[0]);
+    assert!(points.iter().filter(|p| p.scale >= 1.0).all(|p| p.latency_s.is_some()));
+}

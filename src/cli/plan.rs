@@ -33,6 +33,9 @@ pub struct Args {
     server_flops: Option<u64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also plan with the uplink or every device's memory scaled by 1/8 to 8.
+    #[arg(long, value_enum)]
+    sweep: Option<cut::plan::report::Sweep>,
     /// Also write the plan as a Markdown report here.
     #[arg(short, long)]
     out: Option<PathBuf>,
@@ -56,6 +59,7 @@ pub fn run(a: Args) -> Result<()> {
         bandwidth: a.bandwidth as f64,
         server_flops: a.server_flops.map(|f| f as f64),
         seed: a.seed,
+        sweep: a.sweep,
     };
     let report = plan(&model, &devices, &request)?;
     let md = markdown(&report);

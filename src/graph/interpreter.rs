@@ -60,7 +60,7 @@ pub fn forward_observed(
     mode: Mode,
     after_node: &mut dyn FnMut(&Node, &Tensor),
 ) -> Result<BTreeMap<String, Tensor>> {
-    run(graph, params, &single(graph, input)?, tasks, mode, after_node)
+    forward_inputs_observed(graph, params, &single(graph, input)?, tasks, mode, after_node)
 }
 
 /// [`forward_observed`] for a graph with any inputs, given by name (see [`forward_inputs`]).

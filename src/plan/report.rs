@@ -19,6 +19,28 @@ pub struct PlanRequest {
     /// The edge server's FLOP/s, for the offloading baseline (none without it).
     pub server_flops: Option<f64>,
     pub seed: u64,
+    /// Also plan with the uplink (or every device's memory) scaled by each of [`SWEEP_SCALES`].
+    pub sweep: Option<Sweep>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Sweep {
+    Bandwidth,
+    Memory,
+}
+
+/// The factors a sweep scales the uplink or the memory by.
+pub const SWEEP_SCALES: [f64; 7] = [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0];
+
+/// One point of a sweep: the plan's round time and the baselines' (None where no plan fits).
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepPoint {
+    pub scale: f64,
+    pub latency_s: Option<f64>,
+    pub equal_bandwidth_s: Option<f64>,
+    pub random_s: Option<f64>,
+    pub greedy_s: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -60,6 +82,7 @@ pub struct PlanReport {
     pub baselines: Vec<Baseline>,
     /// The exhaustive optimum, at most 8 devices.
     pub exhaustive_s: Option<f64>,
+    pub sweep: Option<(Sweep, Vec<SweepPoint>)>,
 }
 
 /// Plans fine-tuning `model` on `devices`.
@@ -79,6 +102,36 @@ pub fn plan(model: &Model, devices: &[Device], req: &PlanRequest) -> Result<Plan
     }
     let inst = Instance::new(&costs, devices, req.bandwidth)?;
     let joint = solve::joint(&inst, 1e-6)?;
+    let sweep = req.sweep.map(|kind| {
+        let points = SWEEP_SCALES
+            .iter()
+            .map(|&scale| {
+                let (scaled, hz): (Vec<Device>, f64) = match kind {
+                    Sweep::Bandwidth => (devices.to_vec(), req.bandwidth * scale),
+                    Sweep::Memory => (
+                        devices
+                            .iter()
+                            .map(|d| Device {
+                                memory: (d.memory as f64 * scale) as u64,
+                                ..d.clone()
+                            })
+                            .collect(),
+                        req.bandwidth,
+                    ),
+                };
+                let inst = Instance::new(&costs, &scaled, hz).ok();
+                let run = |f: &dyn Fn(&Instance) -> Result<f64>| inst.as_ref().and_then(|i| f(i).ok());
+                SweepPoint {
+                    scale,
+                    latency_s: run(&|i| Ok(solve::joint(i, 1e-6)?.assignment.latency)),
+                    equal_bandwidth_s: run(&|i| Ok(solve::bottleneck(i, &solve::equal_bandwidth(i), false)?.0.latency)),
+                    random_s: run(&|i| Ok(solve::random(i, req.seed)?.latency)),
+                    greedy_s: run(&|i| Ok(solve::greedy_by_speed(i)?.latency)),
+                }
+            })
+            .collect();
+        (kind, points)
+    });
     let (fixed, check) = solve::bottleneck(&inst, &solve::equal_bandwidth(&inst), false)?;
     let plan = joint.assignment;
     let mut baselines = vec![
@@ -146,6 +199,7 @@ pub fn plan(model: &Model, devices: &[Device], req: &PlanRequest) -> Result<Plan
         fixed_bandwidth_check: check,
         baselines,
         exhaustive_s,
+        sweep,
     })
 }
 
@@ -237,6 +291,23 @@ pub fn markdown(r: &PlanReport) -> String {
             c.flops_per_sample / 1e9,
             c.memory_bytes as f64 / 1e9
         ));
+    }
+    if let Some((kind, points)) = &r.sweep {
+        let show = |x: Option<f64>| x.map(secs).unwrap_or_else(|| "no fit".into());
+        md.push_str(&format!(
+            "\n| {} x | plan | equal bandwidth | random | greedy |\n| ---: | ---: | ---: | ---: | ---: |\n",
+            if *kind == Sweep::Bandwidth { "uplink" } else { "memory" }
+        ));
+        for p in points {
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                p.scale,
+                show(p.latency_s),
+                show(p.equal_bandwidth_s),
+                show(p.random_s),
+                show(p.greedy_s)
+            ));
+        }
     }
     md.push_str("\nCost model and algorithms: docs/plan.md (a reconstruction of LoLa-DEFT from its abstract).\n");
     md

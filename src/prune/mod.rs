@@ -424,14 +424,7 @@ pub fn prune(
                 search = search.protect(hazards);
             }
             let start = cfg.channel_rules.max_layer_ratio;
-            let caps: Vec<f64> = std::iter::once(start)
-                .chain(
-                    channel_select::AUTO_LAYER_RATIOS
-                        .into_iter()
-                        .filter(|&r| r > start && cfg.widen_layer_ratio),
-                )
-                .collect();
-            let plan = search.search_with_caps(budget, &caps)?;
+            let plan = search.search_with_caps(budget, &layer_caps(cfg))?;
             drop(channel_scores);
             let shrunk = structured::shrink(&model, &kept, &groups, &plan.keep)?;
             let layers = groups
@@ -542,6 +535,19 @@ pub fn prune(
     })
 }
 
+/// The per-layer caps tried in turn: the configured one, then (unless it was given) the wider
+/// automatic ones.
+fn layer_caps(cfg: &PruneConfig) -> Vec<f64> {
+    let start = cfg.channel_rules.max_layer_ratio;
+    std::iter::once(start)
+        .chain(
+            channel_select::AUTO_LAYER_RATIOS
+                .into_iter()
+                .filter(|&r| r > start && cfg.widen_layer_ratio),
+        )
+        .collect()
+}
+
 /// Heads and FFN neurons removed from a text encoder to the budget, counted at `seq` tokens.
 fn encoder_prune(
     model: &Model,
@@ -596,15 +602,8 @@ fn encoder_prune(
         max_layer_ratio: cfg.channel_rules.max_layer_ratio,
     };
     let start = rules.max_layer_ratio;
-    let caps: Vec<f64> = std::iter::once(start)
-        .chain(
-            channel_select::AUTO_LAYER_RATIOS
-                .into_iter()
-                .filter(|&r| r > start && cfg.widen_layer_ratio),
-        )
-        .collect();
     let search = unit_select::UnitSearch::new(groups, scores, &costs, cfg.fusion, cfg.min_votes)?;
-    let plan = search.search_with_caps(target, rules, &caps)?;
+    let plan = search.search_with_caps(target, rules, &layer_caps(cfg))?;
     let (out, out_params) = encoder::shrink(model, params, groups, &plan.keep)?;
     let after = at_seq(&out.graph)?;
     let widths = |kind: encoder::GroupKind| -> Vec<[usize; 2]> {

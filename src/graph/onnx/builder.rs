@@ -137,42 +137,40 @@ impl GraphBuilder {
         Ok(value)
     }
 
-    /// An int64 constant (shapes, axes, indices).
-    pub fn ints(&mut self, hint: &str, values: &[i64]) -> Result<String> {
-        let key = format!("ints:{values:?}");
+    /// A constant of `data_type` written once per `key`.
+    fn constant(&mut self, key: String, hint: &str, t: &Tensor, data_type: DataType) -> Result<String> {
         if let Some(v) = self.memo.get(&key) {
             return Ok(v.clone());
         }
         let name = self.fresh(hint);
-        let t = Tensor::from_slice(values);
-        let value = self.add_initializer(name, &t, DataType::Int64)?;
+        let value = self.add_initializer(name, t, data_type)?;
         self.memo.insert(key, value.clone());
         Ok(value)
     }
 
+    /// An int64 constant (shapes, axes, indices).
+    pub fn ints(&mut self, hint: &str, values: &[i64]) -> Result<String> {
+        self.constant(
+            format!("ints:{values:?}"),
+            hint,
+            &Tensor::from_slice(values),
+            DataType::Int64,
+        )
+    }
+
     /// An int64 scalar constant (rank 0).
     pub fn int_scalar(&mut self, hint: &str, value: i64) -> Result<String> {
-        let key = format!("int:{value}");
-        if let Some(v) = self.memo.get(&key) {
-            return Ok(v.clone());
-        }
-        let name = self.fresh(hint);
-        let t = Tensor::from(value);
-        let v = self.add_initializer(name, &t, DataType::Int64)?;
-        self.memo.insert(key, v.clone());
-        Ok(v)
+        self.constant(format!("int:{value}"), hint, &Tensor::from(value), DataType::Int64)
     }
 
     /// An f32 scalar constant (rank 0), always in f32.
     pub fn float_scalar(&mut self, hint: &str, value: f32) -> Result<String> {
-        let key = format!("float:{}", value.to_bits());
-        if let Some(v) = self.memo.get(&key) {
-            return Ok(v.clone());
-        }
-        let name = self.fresh(hint);
-        let v = self.add_initializer(name, &Tensor::from(value), DataType::Float)?;
-        self.memo.insert(key, v.clone());
-        Ok(v)
+        self.constant(
+            format!("float:{}", value.to_bits()),
+            hint,
+            &Tensor::from(value),
+            DataType::Float,
+        )
     }
 
     pub fn emit(&mut self, op_type: &str, inputs: &[&str], outputs: &[&str], attrs: Vec<Attr>) {
