@@ -275,6 +275,22 @@ fn uneven_heads_export() {
     let data = "tests/fixtures/text/data";
     let d = round_trip(&path, data, 2, &[], &t.path().join("uneven"));
     assert!(d < 1e-4, "uneven heads: {d}");
+    // A Hugging Face config cannot describe uneven layers: the folder export says so and points to
+    // ONNX instead of writing a config that loads wrong.
+    let out = cut()
+        .args(["export", "--format", "hf-folder"])
+        .arg(&path)
+        .arg("-o")
+        .arg(t.path().join("hf"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        e.contains("differ in attention heads") && e.contains("--format onnx"),
+        "{e}"
+    );
+    assert!(!t.path().join("hf").exists());
 }
 
 /// Weights above the threshold go to OUT.data, which ONNX Runtime reads; `--tasks` exports a

@@ -17,6 +17,7 @@ use crate::graph::{Dim, Graph, GraphInput, GraphOutput, InputDType, Linear, Mode
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 /// The graph inputs of every encoder: token ids and the attention mask, [seq] each.
 pub const IDS: &str = "input_ids";
@@ -331,19 +332,29 @@ impl BertConfig {
     pub fn of_graph(graph: &Graph) -> Result<BertConfig> {
         let (mut emb, mut layers, mut heads, mut eps, mut act, mut dropout) = (None, 0, 0, 1e-12, None, 0.1);
         let mut intermediate = None;
+        let (mut all_heads, mut widths) = (BTreeSet::new(), BTreeSet::new());
         for node in &graph.nodes {
             match &node.op {
                 Op::Embeddings(e) => emb = Some((node.name.clone(), e.clone())),
                 Op::SelfAttention(a) => {
                     layers += 1;
                     heads = a.heads;
+                    all_heads.insert(a.heads);
                 }
                 Op::LayerNorm(l) => eps = l.eps,
                 Op::Gelu(g) => act = Some(g.approximate),
                 Op::Dropout(d) => dropout = d.p,
-                Op::Linear(l) if node.name.ends_with(".intermediate.dense") => intermediate = Some(l.out_features),
+                Op::Linear(l) if node.name.ends_with(".intermediate.dense") => {
+                    intermediate = Some(l.out_features);
+                    widths.insert(l.out_features);
+                }
                 _ => {}
             }
+        }
+        if all_heads.len() > 1 || widths.len() > 1 {
+            bail!(
+                "its layers differ in attention heads ({all_heads:?}) or FFN width ({widths:?}), which a Hugging Face config cannot describe; export it with --format onnx"
+            );
         }
         let Some((name, e)) = emb else {
             bail!("the graph has no embeddings: not a text encoder");
