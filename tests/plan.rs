@@ -261,6 +261,20 @@ fn bad_input_is_named() {
     assert!(e.contains("devices[0] (x): no \"memory\""), "{e}");
     let e = run(&format!(r#"{{"devices": [{ok}, {ok}]}}"#), &[]);
     assert!(e.contains("12 blocks for 2 devices"), "{e}");
+    // A bad option value is a command-line error (clap's message, exit code 2).
+    let out = assert_cmd::Command::cargo_bin("cut")
+        .unwrap()
+        .args([
+            "plan",
+            "assets/demo.safetensors",
+            "--devices",
+            "examples/devices/edge-mix.json",
+        ])
+        .args(["--bandwidth", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'0' is not a positive count"));
     let tiny = r#"{"name": "t", "flops": "1T", "memory": 1000, "snr_db": 10}"#;
     let e = run(&format!(r#"{{"devices": [{tiny}]}}"#), &["--blocks", "1"]);
     assert!(
