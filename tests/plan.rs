@@ -303,8 +303,9 @@ fn sweeps() {
         server_flops: None,
         seed: 0,
         sweep: Some(Sweep::Bandwidth),
+        measure: None,
     };
-    let r = plan(&model, &devices, &req).unwrap();
+    let r = plan(&model, None, &devices, &req).unwrap();
     let points = &r.sweep.as_ref().unwrap().1;
     for w in points.windows(2) {
         assert!(w[1].latency_s.unwrap() <= w[0].latency_s.unwrap() * (1.0 + 1e-9));
@@ -324,8 +325,130 @@ fn sweeps() {
             ..d.clone()
         })
         .collect();
-    let r = plan(&model, &small, &req).unwrap();
+    let r = plan(&model, None, &small, &req).unwrap();
     let points = &r.sweep.unwrap().1;
     assert!(points[0].latency_s.is_none(), "{:?}", points[0]);
     assert!(points.iter().filter(|p| p.scale >= 1.0).all(|p| p.latency_s.is_some()));
+}
+
+/// `cut train --only-block` changes that block's parameters and nothing else (batch-norm
+/// statistics included); an unknown block is refused with the list of blocks.
+#[test]
+fn train_only_one_block() {
+    use cut::checkpoint::{Checkpoint, LoadOptions};
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("one.safetensors");
+    assert_cmd::Command::cargo_bin("cut")
+        .unwrap()
+        .args([
+            "train",
+            "--from",
+            "assets/demo.safetensors",
+            "--data",
+            "assets/demo-data",
+        ])
+        .args([
+            "--only-block",
+            "backbone.blocks.3.1",
+            "--steps",
+            "3",
+            "--val-every",
+            "1",
+            "--lr",
+            "1e-3",
+            "-o",
+        ])
+        .arg(&out)
+        .assert()
+        .success();
+    let (a, b) = (
+        Checkpoint::open("assets/demo.safetensors").unwrap(),
+        Checkpoint::open(&out).unwrap(),
+    );
+    let model = a.model(&LoadOptions::default()).unwrap().model;
+    let block: std::collections::BTreeSet<String> = cut::plan::blocks::block_params(&model, "backbone.blocks.3.1")
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert!(block.len() >= 4, "{block:?}");
+    let mut changed = std::collections::BTreeSet::new();
+    for name in a.tensors.keys() {
+        let (x, y) = (
+            a.tensor(name, tch::Device::Cpu).unwrap(),
+            b.tensor(name, tch::Device::Cpu).unwrap(),
+        );
+        if !x.equal(&y) {
+            changed.insert(name.clone());
+        }
+    }
+    assert!(!changed.is_empty() && changed.is_subset(&block), "{changed:?}");
+    let err = assert_cmd::Command::cargo_bin("cut")
+        .unwrap()
+        .args([
+            "train",
+            "--from",
+            "assets/demo.safetensors",
+            "--data",
+            "assets/demo-data",
+        ])
+        .args(["--only-block", "nope", "--steps", "1", "-o"])
+        .arg(t.path().join("x.safetensors"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&err.stderr).contains("no block 'nope'; the model's blocks are backbone,"));
+}
+
+/// `--measure` times a real step per block, and devices given as multiples of this machine get
+/// that multiple of its measured speed; without `--measure` such devices are refused.
+#[test]
+fn measure_calibrates() {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("d.json");
+    std::fs::write(
+        &path,
+        r#"{"devices": [{"name": "double", "speed": 2, "memory": "8G", "snr_db": 10},
+                        {"name": "same", "speed": 1, "memory": "8G", "snr_db": 10},
+                        {"name": "f", "flops": "1T", "memory": "8G", "snr_db": 10},
+                        {"name": "g", "flops": "1T", "memory": "8G", "snr_db": 10}]}"#,
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        assert_cmd::Command::cargo_bin("cut")
+            .unwrap()
+            .args([
+                "plan",
+                "assets/demo.safetensors",
+                "--blocks",
+                "1",
+                "--json",
+                "--devices",
+            ])
+            .arg(&path)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--measure", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let m = &r["measured"];
+    let rate = m["machine_flops"].as_f64().unwrap();
+    assert!(rate > 1e8, "{m}");
+    let seconds: Vec<f64> = m["seconds_per_sample"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_f64().unwrap())
+        .collect();
+    assert_eq!(seconds.len(), 4);
+    assert!(seconds.iter().all(|&s| s > 0.0));
+    let flops = |i: usize| r["devices"][i]["flops"].as_f64().unwrap();
+    assert!(close(flops(0), 2.0 * rate, 1e-12) && close(flops(1), rate, 1e-12) && flops(2) == 1e12);
+    // Calibrated costs: the measured seconds at the machine's rate.
+    let c0 = r["costs"][0]["flops_per_sample"].as_f64().unwrap();
+    assert!(close(c0, seconds[0] * rate, 1e-9));
+    let out = run(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("device 'double' gives a speed relative to this machine: add --measure"));
 }

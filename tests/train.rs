@@ -50,6 +50,7 @@ fn masked_training_is_deterministic_and_selects_on_validation() {
         val_every: 2,
         device: Device::Cpu,
         freeze_norm: false,
+        only: None,
     };
     let run = || {
         train(

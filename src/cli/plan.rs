@@ -33,6 +33,11 @@ pub struct Args {
     server_flops: Option<u64>,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Time this many real fine-tuning steps per block on this machine (the interpreter, batch
+    /// --batch) and calibrate the cost model with them; devices may then give "speed" (a multiple
+    /// of this machine) instead of "flops".
+    #[arg(long, value_name = "STEPS", num_args = 0..=1, default_missing_value = "3")]
+    measure: Option<usize>,
     /// Also plan with the uplink or every device's memory scaled by 1/8 to 8.
     #[arg(long, value_enum)]
     sweep: Option<cut::plan::report::Sweep>,
@@ -60,8 +65,13 @@ pub fn run(a: Args) -> Result<()> {
         server_flops: a.server_flops.map(|f| f as f64),
         seed: a.seed,
         sweep: a.sweep,
+        measure: a.measure,
     };
-    let report = plan(&model, &devices, &request)?;
+    let params = match a.measure {
+        Some(_) => Some(ckpt.load_params(&model, tch::Device::Cpu)?),
+        None => None,
+    };
+    let report = plan(&model, params.as_ref(), &devices, &request)?;
     let md = markdown(&report);
     if let Some(out) = &a.out {
         cut::fsio::write_atomic(out, md.as_bytes())?;

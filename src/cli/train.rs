@@ -23,6 +23,11 @@ pub struct Args {
     scenenet: SceneNetArgs,
     #[command(flatten)]
     data: DataArgs,
+    /// With --from, fine-tune only this block's parameters (a block as `cut plan` names it:
+    /// "backbone.blocks.2.0", "encoder.layer.3", "head:seg"); everything else, batch-norm
+    /// statistics included, stays as it is.
+    #[arg(long, requires = "from", value_name = "BLOCK")]
+    only_block: Option<String>,
     /// Train only these tasks of the model (default: all).
     #[arg(long, value_name = "a,b")]
     train_tasks: Option<String>,
@@ -116,6 +121,11 @@ pub fn run(a: Args) -> Result<()> {
         val_every: a.val_every,
         device,
         freeze_norm: a.freeze_norm,
+        only: a
+            .only_block
+            .as_deref()
+            .map(|b| cut::plan::blocks::block_params(&model, b))
+            .transpose()?,
     };
     // Every option checked before the data is read.
     cfg.validate()?;

@@ -132,6 +132,7 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         val_every: job.val_every,
         device,
         freeze_norm: job.freeze_norm,
+        only: None,
     };
     let sparsity = resolved.sparsity;
     let cfg = PruneConfig {

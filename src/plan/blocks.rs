@@ -208,3 +208,22 @@ pub fn blocks(model: &Model, sizes: &BTreeMap<String, usize>, by: BlockSize) -> 
     }
     Ok(out)
 }
+
+/// The parameter tensors of the block named `name` (at `--blocks layer`, or a head as "head:task").
+pub fn block_params(model: &Model, name: &str) -> Result<Vec<String>> {
+    let all = blocks(model, &model.graph.sizes, BlockSize::Layer)?;
+    let Some(block) = all.iter().find(|b| b.name == name) else {
+        crate::usage_bail!(
+            "no block '{name}'; the model's blocks are {}",
+            all.iter().map(|b| b.name.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    };
+    let nodes: BTreeSet<&str> = block.nodes.iter().map(String::as_str).collect();
+    Ok(model
+        .graph
+        .param_specs()
+        .into_iter()
+        .filter(|s| nodes.contains(s.node.as_str()) && !s.role.is_buffer())
+        .map(|s| s.name)
+        .collect())
+}

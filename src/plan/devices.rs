@@ -7,7 +7,8 @@
 //! ]}
 //! ```
 //!
-//! `flops` is sustained FLOP/s in fine-tuning arithmetic; `memory` bytes (suffixes k, M, G are
+//! `flops` is sustained FLOP/s in fine-tuning arithmetic (or `speed`, a multiple of this machine
+//! as `cut plan --measure` measures it); `memory` bytes (suffixes k, M, G are
 //! powers of 1000); the uplink as `spectral_efficiency` (bit/s/Hz) or `snr_db` (Shannon:
 //! log2(1 + SNR)); `samples` per round (default: the plan's `--samples`).
 
@@ -18,7 +19,10 @@ use std::path::Path;
 #[derive(Clone, Debug, Serialize)]
 pub struct Device {
     pub name: String,
+    /// Sustained FLOP/s (with `speed`, filled in by `cut plan --measure`).
     pub flops: f64,
+    /// A multiple of this machine's measured speed, instead of `flops`.
+    pub speed: Option<f64>,
     pub memory: u64,
     /// bit/s per Hz.
     pub efficiency: f64,
@@ -88,8 +92,16 @@ pub fn parse(text: &str, samples: usize) -> Result<Vec<Device>> {
             Some(_) => field("samples")? as usize,
             None => samples,
         };
+        let speed = match (d.get("flops"), d.get("speed")) {
+            (Some(_), _) => None,
+            (None, Some(_)) => Some(field("speed")?),
+            (None, None) => bail!(
+                "devices[{i}] ({name}): give \"flops\" (FLOP/s) or \"speed\" (times this machine, with --measure)"
+            ),
+        };
         out.push(Device {
-            flops: field("flops")?,
+            flops: if speed.is_some() { 0.0 } else { field("flops")? },
+            speed,
             memory: field("memory")? as u64,
             efficiency,
             samples,

@@ -15,6 +15,7 @@
 
 pub mod blocks;
 pub mod devices;
+pub mod measure;
 pub mod report;
 pub mod solve;
 

@@ -21,6 +21,17 @@ pub struct PlanRequest {
     pub seed: u64,
     /// Also plan with the uplink (or every device's memory) scaled by each of [`SWEEP_SCALES`].
     pub sweep: Option<Sweep>,
+    /// Time this many fine-tuning steps per block on this machine and calibrate the cost model.
+    pub measure: Option<usize>,
+}
+
+/// What `--measure` found on this machine.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measured {
+    /// Seconds per sample of one fine-tuning step, per block (medians).
+    pub seconds_per_sample: Vec<f64>,
+    /// The model's FLOPs over the measured time, median over the blocks: this machine's speed.
+    pub machine_flops: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
@@ -83,12 +94,55 @@ pub struct PlanReport {
     /// The exhaustive optimum, at most 8 devices.
     pub exhaustive_s: Option<f64>,
     pub sweep: Option<(Sweep, Vec<SweepPoint>)>,
+    pub measured: Option<Measured>,
 }
 
 /// Plans fine-tuning `model` on `devices`.
-pub fn plan(model: &Model, devices: &[Device], req: &PlanRequest) -> Result<PlanReport> {
+pub fn plan(
+    model: &Model,
+    params: Option<&crate::graph::Params>,
+    devices: &[Device],
+    req: &PlanRequest,
+) -> Result<PlanReport> {
     let blocks = blocks(model, &model.graph.sizes, req.blocks)?;
-    let costs = block_costs(&blocks, req.batch);
+    let mut costs = block_costs(&blocks, req.batch);
+    let mut devices = devices.to_vec();
+    let measured = match (req.measure, params) {
+        (Some(reps), Some(params)) => {
+            let seconds = super::measure::measure(model, params, &blocks, req.batch, reps.max(1))?;
+            let mut rates: Vec<f64> = costs
+                .iter()
+                .zip(&seconds)
+                .map(|(c, s)| c.flops_per_sample / s)
+                .collect();
+            rates.sort_by(f64::total_cmp);
+            let machine_flops = rates[rates.len() / 2];
+            // Measured relative costs at the machine's overall speed.
+            for (c, s) in costs.iter_mut().zip(&seconds) {
+                c.flops_per_sample = s * machine_flops;
+            }
+            for d in &mut devices {
+                if let Some(k) = d.speed {
+                    d.flops = k * machine_flops;
+                }
+            }
+            Some(Measured {
+                seconds_per_sample: seconds,
+                machine_flops,
+            })
+        }
+        (Some(_), None) => anyhow::bail!("--measure needs the model's weights"),
+        (None, _) => {
+            if let Some(d) = devices.iter().find(|d| d.speed.is_some()) {
+                crate::usage_bail!(
+                    "device '{}' gives a speed relative to this machine: add --measure",
+                    d.name
+                );
+            }
+            None
+        }
+    };
+    let devices = &devices[..];
     for (b, c) in costs.iter().enumerate() {
         if devices.iter().all(|d| d.memory < c.memory_bytes) {
             crate::usage_bail!(
@@ -200,6 +254,7 @@ pub fn plan(model: &Model, devices: &[Device], req: &PlanRequest) -> Result<Plan
         baselines,
         exhaustive_s,
         sweep,
+        measured,
     })
 }
 
@@ -308,6 +363,13 @@ pub fn markdown(r: &PlanReport) -> String {
                 show(p.greedy_s)
             ));
         }
+    }
+    if let Some(m) = &r.measured {
+        md.push_str(&format!(
+            "\nMeasured on this machine (one fine-tuning step per block): {:.1} GFLOP/s overall; per block {} ms per sample.\n",
+            m.machine_flops / 1e9,
+            m.seconds_per_sample.iter().map(|s| format!("{:.2}", s * 1e3)).collect::<Vec<_>>().join(", ")
+        ));
     }
     md.push_str("\nCost model and algorithms: docs/plan.md (a reconstruction of LoLa-DEFT from its abstract).\n");
     md

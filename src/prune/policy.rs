@@ -199,6 +199,7 @@ mod tests {
                 val_every: 10,
                 device: tch::Device::Cpu,
                 freeze_norm: false,
+                only: None,
             },
             output_kind: tch::Kind::Float,
         }

@@ -31,6 +31,9 @@ pub struct TrainConfig {
     pub device: Device,
     /// Keep batch norm's running statistics fixed (and use them) while training.
     pub freeze_norm: bool,
+    /// Train only these parameter tensors (one block, as a device of a cooperative round would);
+    /// the others stay as they are. `None` trains every parameter.
+    pub only: Option<Vec<String>>,
 }
 
 impl TrainConfig {
@@ -217,8 +220,12 @@ pub fn train(
         .param_specs()
         .iter()
         .filter(|s| !s.role.is_buffer())
+        .filter(|s| cfg.only.as_ref().is_none_or(|only| only.contains(&s.name)))
         .map(|s| s.name.clone())
         .collect();
+    if trainable.is_empty() {
+        bail!("nothing to train: the parameters asked for are not in the model");
+    }
     let vs = tch::nn::VarStore::new(device);
     let mut live = Params::new();
     {
@@ -286,7 +293,8 @@ pub fn train(
             .next()
             .ok_or_else(|| anyhow::anyhow!("training data ran out"))??
             .to_device(device);
-        let mode = if cfg.freeze_norm {
+        // A single block trains with batch norm's statistics fixed, so nothing outside it moves.
+        let mode = if cfg.freeze_norm || cfg.only.is_some() {
             Mode::TrainFrozenNorm
         } else {
             Mode::Train
