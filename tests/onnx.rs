@@ -387,3 +387,45 @@ fn bad_exports_are_refused() {
     assert!(e.contains("LayerNormalization needs opset 17"), "{e}");
     assert!(!text_out.exists());
 }
+
+/// Fixed sizes: a text model exported for batch 8 at the data's padded length matches the
+/// interpreter; an image model exported at another input size declares and runs it.
+#[test]
+fn fixed_sizes() {
+    if !Path::new(TEXT_DEMO).exists() {
+        panic!("{TEXT_DEMO} is missing: run scripts/setup-text-demo.sh");
+    }
+    let t = tempfile::tempdir().unwrap();
+    let probe = t.path().join("probe");
+    reference(Path::new(TEXT_DEMO), TEXT_DATA, 8, false, &probe);
+    let ids = ndarray_npy::read_npy::<_, ndarray::ArrayD<i64>>(probe.join("input_ids.npy")).unwrap();
+    let len = ids.shape()[1].to_string();
+    let d = round_trip(
+        Path::new(TEXT_DEMO),
+        TEXT_DATA,
+        8,
+        &["--batch", "8", "--seq-len", &len],
+        &t.path().join("fixed"),
+    );
+    assert!(d < 1e-4, "fixed sizes: {d}");
+    let dims = |path: &Path| {
+        let out = std::process::Command::new("python3")
+            .env("PYTHONPATH", ".onnx-env")
+            .args([
+                "-c",
+                "import sys, onnx; m = onnx.load(sys.argv[1]); print([[d.dim_value or d.dim_param for d in i.type.tensor_type.shape.dim] for i in m.graph.input])",
+            ])
+            .arg(path)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        dims(&t.path().join("fixed/model.onnx")),
+        format!("[[8, {len}], [8, {len}]]")
+    );
+    let small = t.path().join("small.onnx");
+    export(Path::new(DEMO), &small, &["--size", "64x96"]);
+    assert_eq!(dims(&small), "[['batch', 3, 64, 96]]");
+    check(&small, None);
+}
