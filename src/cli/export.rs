@@ -27,10 +27,10 @@ enum WeightType {
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// Default: onnx.
+    /// What to write.
     #[arg(long, value_enum, default_value = "onnx")]
     format: Format,
-    /// ONNX: export only these tasks' outputs (default: all).
+    /// Export only these tasks' heads (default: all).
     #[arg(long, value_name = "a,b")]
     tasks: Option<String>,
     /// ONNX opset (13 to 21). 17 is read by ONNX Runtime, TensorRT 10 and OpenVINO; 20 and newer

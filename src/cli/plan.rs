@@ -31,6 +31,7 @@ pub struct Args {
     /// The edge server's FLOP/s, for the offloading baseline (e.g. 50T).
     #[arg(long, value_parser = super::args::parse_count)]
     server_flops: Option<u64>,
+    /// Seed of the random-matching baseline.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Time this many real fine-tuning steps per block on this machine (the interpreter, batch
@@ -44,6 +45,7 @@ pub struct Args {
     /// Also write the plan as a Markdown report here.
     #[arg(short, long)]
     out: Option<PathBuf>,
+    /// Replace an existing report.
     #[arg(long)]
     force: bool,
     /// Print the plan and every input it used as JSON on stdout.
