@@ -35,6 +35,7 @@ fn instance(devices: usize, blocks: usize, monotone: bool) -> Instance {
         upload_bits,
         efficiency: (0..devices).map(|_| rng.random_range(0.5..8.0)).collect(),
         bandwidth: 1e8,
+        sets: None,
     }
 }
 

@@ -129,6 +129,7 @@ fn random_instance(rng: &mut rand_chacha::ChaCha8Rng, monotone: bool) -> Instanc
         upload_bits,
         efficiency: (0..devices).map(|_| rng.random_range(0.5..8.0)).collect(),
         bandwidth: rng.random_range(1e5..1e7),
+        sets: None,
     }
 }
 
@@ -259,8 +260,25 @@ fn bad_input_is_named() {
     assert!(e.contains("devices[0] (x): \"flops\" must be positive"), "{e}");
     let e = run(r#"{"devices": [{"name": "x", "flops": 1e12, "snr_db": 3}]}"#, &[]);
     assert!(e.contains("devices[0] (x): no \"memory\""), "{e}");
-    let e = run(&format!(r#"{{"devices": [{ok}, {ok}]}}"#), &[]);
-    assert!(e.contains("12 blocks for 2 devices"), "{e}");
+    // Twelve blocks on two devices: each device takes several, every block is placed.
+    let path = t.path().join("two.json");
+    std::fs::write(&path, format!(r#"{{"devices": [{ok}, {ok}]}}"#)).unwrap();
+    let out = assert_cmd::Command::cargo_bin("cut")
+        .unwrap()
+        .args(["plan", "assets/demo.safetensors", "--json", "--devices"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let placed: Vec<u64> = r["plan"]["device_of"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap())
+        .collect();
+    assert_eq!(placed.len(), 12);
+    assert!(placed.iter().all(|&d| d < 2));
     // A bad option value is a command-line error (clap's message, exit code 2).
     let out = assert_cmd::Command::cargo_bin("cut")
         .unwrap()
@@ -451,4 +469,90 @@ fn measure_calibrates() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("device 'double' gives a speed relative to this machine: add --measure"));
+}
+
+fn random_set_instance(rng: &mut rand_chacha::ChaCha8Rng) -> Instance {
+    use cut::plan::SetCosts;
+    let devices = rng.random_range(1..=4usize);
+    let blocks = rng.random_range(devices + 1..=6usize);
+    let speed: Vec<f64> = (0..devices).map(|_| rng.random_range(0.5..4.0)).collect();
+    let work: Vec<f64> = (0..blocks).map(|_| rng.random_range(1.0..3.0)).collect();
+    let memory: Vec<u64> = (0..blocks).map(|_| rng.random_range(10..100u64)).collect();
+    Instance {
+        compute: (0..devices)
+            .map(|n| work.iter().map(|w| w / speed[n]).collect())
+            .collect(),
+        fits: vec![vec![true; blocks]; devices],
+        upload_bits: (0..blocks).map(|_| rng.random_range(1e5..1e7)).collect(),
+        efficiency: (0..devices).map(|_| rng.random_range(0.5..8.0)).collect(),
+        bandwidth: rng.random_range(1e5..1e7),
+        sets: Some(SetCosts {
+            seconds_per_flop: speed.iter().map(|s| 1.0 / s).collect(),
+            weight_grad_flops: work.iter().map(|w| w * rng.random_range(0.1..0.5)).collect(),
+            memory_alone: memory.clone(),
+            optimiser_bytes: memory.iter().map(|m| m / 4).collect(),
+            device_memory: (0..devices).map(|_| rng.random_range(150..400u64)).collect(),
+        }),
+    }
+}
+
+/// A set's cost by hand: blocks alone 2 s and 3 s of compute on the device, weight gradients of
+/// 0.5 FLOPs at 1 s per FLOP: the set computes 3 + 0.5 = 3.5 s (backward reaches the costlier
+/// one and adds the other's weight gradients), uploads both, and needs the costlier one's memory
+/// (40) plus the other's optimiser state (5); with 44 bytes it does not fit.
+#[test]
+fn set_cost_by_hand() {
+    use cut::plan::SetCosts;
+    let mut inst = Instance {
+        compute: vec![vec![2.0, 3.0]],
+        fits: vec![vec![true, true]],
+        upload_bits: vec![100.0, 200.0],
+        efficiency: vec![1.0],
+        bandwidth: 10.0,
+        sets: Some(SetCosts {
+            seconds_per_flop: vec![1.0],
+            weight_grad_flops: vec![0.5, 0.7],
+            memory_alone: vec![30, 40],
+            optimiser_bytes: vec![5, 6],
+            device_memory: vec![45],
+        }),
+    };
+    assert_eq!(inst.set_cost(0, &[0, 1]), Some((3.5, 300.0)));
+    assert_eq!(inst.set_cost(0, &[1]), Some((3.0, 200.0)));
+    inst.sets.as_mut().unwrap().device_memory = vec![44];
+    assert_eq!(inst.set_cost(0, &[0, 1]), None);
+}
+
+/// With more blocks than devices the heuristic is feasible, never slower than random placement,
+/// and close to the exhaustive optimum on small instances (measured: printed, bounded loosely).
+#[test]
+fn several_blocks_per_device() {
+    use cut::plan::several::{exhaustive_sets, random_sets, several};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let mut ratios = Vec::new();
+    for i in 0..150 {
+        let inst = random_set_instance(&mut rng);
+        let Ok(best) = exhaustive_sets(&inst) else { continue };
+        let Ok(plan) = several(&inst, 1) else { continue };
+        assert!(plan.latency.is_finite(), "instance {i}");
+        assert!(
+            plan.latency >= best.latency * (1.0 - 1e-9),
+            "instance {i}: below the optimum"
+        );
+        if let Ok(r) = random_sets(&inst, 1) {
+            assert!(
+                plan.latency <= r.latency * (1.0 + 1e-9),
+                "instance {i}: slower than random"
+            );
+        }
+        ratios.push(plan.latency / best.latency);
+    }
+    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    let worst = ratios.iter().copied().fold(0.0, f64::max);
+    let exact = ratios.iter().filter(|&&r| r < 1.0 + 1e-6).count();
+    eprintln!("several blocks per device: {} instances, mean ratio to the optimum {mean:.3}, worst {worst:.3}, optimal in {exact}", ratios.len());
+    assert!(
+        ratios.len() > 100 && mean < 1.2 && worst < 2.0,
+        "mean {mean}, worst {worst}"
+    );
 }

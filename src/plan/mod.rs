@@ -17,6 +17,7 @@ pub mod blocks;
 pub mod devices;
 pub mod measure;
 pub mod report;
+pub mod several;
 pub mod solve;
 
 use anyhow::Result;
@@ -29,6 +30,8 @@ use serde::Serialize;
 pub struct BlockCost {
     pub block: String,
     pub params: u64,
+    /// Forward MACs of the block per sample.
+    pub macs: u64,
     /// FLOPs of one fine-tuning sample (forward and backward down to the block).
     pub flops_per_sample: f64,
     /// Bytes a device needs to fine-tune it at the plan's batch.
@@ -69,6 +72,7 @@ pub fn block_costs(blocks: &[Block], batch: usize) -> Vec<BlockCost> {
             BlockCost {
                 block: b.name.clone(),
                 params: b.params,
+                macs: b.macs,
                 flops_per_sample: 2.0 * (total_macs + after_macs + b.macs) as f64,
                 memory_bytes: 4 * total_params + batch as u64 * kept_act + 12 * b.params,
                 upload_bits: 32.0 * b.params as f64,
@@ -90,6 +94,26 @@ pub struct Instance {
     pub efficiency: Vec<f64>,
     /// Total uplink bandwidth, Hz.
     pub bandwidth: f64,
+    /// What a device taking several blocks costs (built from a model; None in hand-made instances).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sets: Option<SetCosts>,
+}
+
+/// The parts of the cost model that a set of blocks on one device needs: backward reaches the
+/// deepest block of the set (the one that costs most alone) and computes the others' weight
+/// gradients on the way; memory holds the deepest block's activations and every block's optimiser
+/// state; the upload is the sum.
+#[derive(Clone, Debug, Serialize)]
+pub struct SetCosts {
+    /// Per device: seconds per FLOP for its round (samples / speed).
+    pub seconds_per_flop: Vec<f64>,
+    /// Per block: FLOPs of its weight gradients per sample (2 x its MACs).
+    pub weight_grad_flops: Vec<f64>,
+    /// Per block: bytes alone (`BlockCost::memory_bytes`) and its optimiser state (12 per parameter).
+    pub memory_alone: Vec<u64>,
+    pub optimiser_bytes: Vec<u64>,
+    /// Per device: its memory.
+    pub device_memory: Vec<u64>,
 }
 
 impl Instance {
@@ -116,6 +140,13 @@ impl Instance {
             upload_bits: costs.iter().map(|c| c.upload_bits).collect(),
             efficiency: devices.iter().map(|d| d.efficiency).collect(),
             bandwidth,
+            sets: Some(SetCosts {
+                seconds_per_flop: devices.iter().map(|d| d.samples as f64 / d.flops).collect(),
+                weight_grad_flops: costs.iter().map(|c| 2.0 * c.macs as f64).collect(),
+                memory_alone: costs.iter().map(|c| c.memory_bytes).collect(),
+                optimiser_bytes: costs.iter().map(|c| 12 * c.params).collect(),
+                device_memory: devices.iter().map(|d| d.memory).collect(),
+            }),
         })
     }
 
@@ -124,6 +155,30 @@ impl Instance {
     }
     pub fn blocks(&self) -> usize {
         self.upload_bits.len()
+    }
+
+    /// Seconds of compute and bits of upload for device n fine-tuning the blocks `set` (None when
+    /// they do not fit its memory, or the instance has no set costs and the set is not one block).
+    pub fn set_cost(&self, n: usize, set: &[usize]) -> Option<(f64, f64)> {
+        let bits: f64 = set.iter().map(|&b| self.upload_bits[b]).sum();
+        if let [b] = set {
+            return self.fits[n][*b].then_some((self.compute[n][*b], bits));
+        }
+        if set.is_empty() {
+            return Some((0.0, 0.0));
+        }
+        let sc = self.sets.as_ref()?;
+        let deepest = *set
+            .iter()
+            .max_by(|&&a, &&b| self.compute[n][a].total_cmp(&self.compute[n][b]))?;
+        let others = set.iter().filter(|&&b| b != deepest);
+        let memory = sc.memory_alone[deepest] + others.clone().map(|&b| sc.optimiser_bytes[b]).sum::<u64>();
+        if memory > sc.device_memory[n] {
+            return None;
+        }
+        let compute =
+            self.compute[n][deepest] + sc.seconds_per_flop[n] * others.map(|&b| sc.weight_grad_flops[b]).sum::<f64>();
+        Some((compute, bits))
     }
 
     /// Seconds device n takes for block b with `hz` of bandwidth (infinite when it does not fit).

@@ -82,14 +82,16 @@ pub struct PlanReport {
     /// The inputs the algorithms saw: seconds of compute per device and block, memory fit.
     pub instance: Instance,
     pub plan: Assignment,
-    /// Joint allocation: the optimum lies in (lower_bound_s, plan.latency].
+    /// Joint allocation: the optimum lies in (lower_bound_s, plan.latency] (0 with several blocks
+    /// per device, where the plan is a heuristic).
     pub lower_bound_s: f64,
     pub iterations: usize,
     pub rows: Vec<DeviceRow>,
     pub straggler: String,
     /// Algorithm 1 at equal bandwidth, and how its feasibility was checked.
     pub fixed_bandwidth: Assignment,
-    pub fixed_bandwidth_check: Check,
+    /// How (1) checked feasibility; none with several blocks per device.
+    pub fixed_bandwidth_check: Option<Check>,
     pub baselines: Vec<Baseline>,
     /// The exhaustive optimum, at most 8 devices.
     pub exhaustive_s: Option<f64>,
@@ -155,7 +157,17 @@ pub fn plan(
         }
     }
     let inst = Instance::new(&costs, devices, req.bandwidth)?;
-    let joint = solve::joint(&inst, 1e-6)?;
+    // More blocks than devices: several blocks per device (a heuristic, see `several.rs`).
+    let several = inst.blocks() > inst.devices();
+    let solve_plan = |i: &Instance| -> Result<(Assignment, f64, usize)> {
+        if i.blocks() > i.devices() {
+            Ok((super::several::several(i, req.seed)?, 0.0, 0))
+        } else {
+            let j = solve::joint(i, 1e-6)?;
+            Ok((j.assignment, j.lower_bound, j.iterations))
+        }
+    };
+    let (plan, lower_bound_s, iterations) = solve_plan(&inst)?;
     let sweep = req.sweep.map(|kind| {
         let points = SWEEP_SCALES
             .iter()
@@ -177,49 +189,101 @@ pub fn plan(
                 let run = |f: &dyn Fn(&Instance) -> Result<f64>| inst.as_ref().and_then(|i| f(i).ok());
                 SweepPoint {
                     scale,
-                    latency_s: run(&|i| Ok(solve::joint(i, 1e-6)?.assignment.latency)),
-                    equal_bandwidth_s: run(&|i| Ok(solve::bottleneck(i, &solve::equal_bandwidth(i), false)?.0.latency)),
-                    random_s: run(&|i| Ok(solve::random(i, req.seed)?.latency)),
+                    latency_s: run(&|i| Ok(solve_plan(i)?.0.latency)),
+                    equal_bandwidth_s: run(&|i| {
+                        Ok(if several {
+                            super::several::greedy_sets(i)?.latency
+                        } else {
+                            solve::bottleneck(i, &solve::equal_bandwidth(i), false)?.0.latency
+                        })
+                    }),
+                    random_s: run(&|i| {
+                        Ok(if several {
+                            super::several::random_sets(i, req.seed)?.latency
+                        } else {
+                            solve::random(i, req.seed)?.latency
+                        })
+                    }),
                     greedy_s: run(&|i| Ok(solve::greedy_by_speed(i)?.latency)),
                 }
             })
             .collect();
         (kind, points)
     });
-    let (fixed, check) = solve::bottleneck(&inst, &solve::equal_bandwidth(&inst), false)?;
-    let plan = joint.assignment;
-    let mut baselines = vec![
-        ("equal bandwidth, optimal matching".to_string(), fixed.latency),
-        (
-            "random matching, equal bandwidth".to_string(),
-            solve::random(&inst, req.seed)?.latency,
-        ),
-        (
-            "greedy by device speed, equal bandwidth".to_string(),
-            solve::greedy_by_speed(&inst)?.latency,
-        ),
-    ];
+    let (fixed, check, mut baselines) = if several {
+        let fixed = super::several::greedy_sets(&inst)?;
+        let random = super::several::random_sets(&inst, req.seed)?.latency;
+        let baselines = vec![
+            (
+                "greedy placement and local search, equal bandwidth".to_string(),
+                fixed.latency,
+            ),
+            ("random placement, equal bandwidth".to_string(), random),
+        ];
+        (fixed, None, baselines)
+    } else {
+        let (fixed, check) = solve::bottleneck(&inst, &solve::equal_bandwidth(&inst), false)?;
+        let baselines = vec![
+            ("equal bandwidth, optimal matching".to_string(), fixed.latency),
+            (
+                "random matching, equal bandwidth".to_string(),
+                solve::random(&inst, req.seed)?.latency,
+            ),
+            (
+                "greedy by device speed, equal bandwidth".to_string(),
+                solve::greedy_by_speed(&inst)?.latency,
+            ),
+        ];
+        (fixed, Some(check), baselines)
+    };
     if let Some(server) = req.server_flops {
         baselines.push((
             "offloading to the edge server".to_string(),
             offload(model, devices, &costs, &inst, server),
         ));
     }
-    let exhaustive_s = (inst.devices() <= 8)
-        .then(|| solve::exhaustive(&inst).map(|(_, j)| j.latency))
-        .transpose()?;
+    let exhaustive_s = if several {
+        super::several::exhaustive_sets(&inst).ok().map(|a| a.latency)
+    } else {
+        (inst.devices() <= 8)
+            .then(|| solve::exhaustive(&inst).map(|(_, j)| j.latency))
+            .transpose()?
+    };
     let rows: Vec<DeviceRow> = devices
         .iter()
         .enumerate()
         .map(|(n, d)| {
-            let b = plan.device_of.iter().position(|&x| x == n);
+            let set = solve::blocks_of(&plan.device_of, n);
+            let (compute_s, bits) = inst.set_cost(n, &set).unwrap_or((f64::INFINITY, 0.0));
+            let names: Vec<&str> = set.iter().map(|&b| blocks[b].name.as_str()).collect();
             DeviceRow {
                 device: d.name.clone(),
-                block: b.map(|b| blocks[b].name.clone()),
-                compute_s: b.map_or(0.0, |b| inst.compute[n][b]),
-                upload_s: b.map_or(0.0, |b| inst.upload_bits[b] / (plan.bandwidth[n] * inst.efficiency[n])),
+                block: (!set.is_empty()).then(|| names.join(", ")),
+                compute_s,
+                upload_s: if bits > 0.0 {
+                    bits / (plan.bandwidth[n] * inst.efficiency[n])
+                } else {
+                    0.0
+                },
                 bandwidth_hz: plan.bandwidth[n],
-                memory_needed: b.map_or(0, |b| costs[b].memory_bytes),
+                memory_needed: inst
+                    .sets
+                    .as_ref()
+                    .and_then(|sc| {
+                        let deepest = set
+                            .iter()
+                            .copied()
+                            .max_by(|&a, &b| inst.compute[n][a].total_cmp(&inst.compute[n][b]))?;
+                        Some(
+                            sc.memory_alone[deepest]
+                                + set
+                                    .iter()
+                                    .filter(|&&b| b != deepest)
+                                    .map(|&b| sc.optimiser_bytes[b])
+                                    .sum::<u64>(),
+                        )
+                    })
+                    .unwrap_or(0),
                 memory: d.memory,
             }
         })
@@ -243,8 +307,8 @@ pub fn plan(
         costs,
         devices: devices.to_vec(),
         bandwidth_hz: req.bandwidth,
-        lower_bound_s: joint.lower_bound,
-        iterations: joint.iterations,
+        lower_bound_s,
+        iterations,
         instance: inst,
         plan,
         rows,
@@ -302,12 +366,19 @@ fn secs(s: f64) -> String {
 /// The plan as a table (the command's summary) or Markdown.
 pub fn markdown(r: &PlanReport) -> String {
     let mut md = String::new();
+    let how = if r.iterations > 0 {
+        format!(
+            "the optimum lies above {}, {} bisection steps",
+            secs(r.lower_bound_s),
+            r.iterations
+        )
+    } else {
+        "several blocks per device: a heuristic plan".to_string()
+    };
     md.push_str(&format!(
-        "# Fine-tuning plan\n\nRound time **{}** (straggler {}; the optimum lies above {}, {} bisection steps); uplink {:.2} MHz.\n\n",
+        "# Fine-tuning plan\n\nRound time **{}** (straggler {}; {how}); uplink {:.2} MHz.\n\n",
         secs(r.plan.latency),
         r.straggler,
-        secs(r.lower_bound_s),
-        r.iterations,
         r.bandwidth_hz / 1e6
     ));
     md.push_str("| device | block | compute | upload | bandwidth | memory needed / has |\n| --- | --- | ---: | ---: | ---: | ---: |\n");
@@ -333,7 +404,7 @@ pub fn markdown(r: &PlanReport) -> String {
         ));
     }
     if let Some(e) = r.exhaustive_s {
-        md.push_str(&format!("| exhaustive optimum (joint) | {} | |\n", secs(e)));
+        md.push_str(&format!("| exhaustive optimum | {} | |\n", secs(e)));
     }
     md.push_str("\n| block | parameters | GFLOPs per sample | memory at the batch |\n| --- | ---: | ---: | ---: |\n");
     let by_name: BTreeMap<&str, &BlockCost> = r.costs.iter().map(|c| (c.block.as_str(), c)).collect();

@@ -30,17 +30,35 @@ pub struct Assignment {
 }
 
 impl Assignment {
-    fn new(inst: &Instance, device_of: Vec<usize>, bandwidth: Vec<f64>) -> Assignment {
-        let latency = device_of
-            .iter()
-            .enumerate()
-            .map(|(b, &n)| inst.time(n, b, bandwidth[n]))
+    pub fn new(inst: &Instance, device_of: Vec<usize>, bandwidth: Vec<f64>) -> Assignment {
+        let latency = (0..inst.devices())
+            .map(|n| finish(inst, n, &blocks_of(&device_of, n), bandwidth[n]))
             .fold(0.0, f64::max);
         Assignment {
             device_of,
             bandwidth,
             latency,
         }
+    }
+}
+
+/// The blocks `device_of` gives device n.
+pub fn blocks_of(device_of: &[usize], n: usize) -> Vec<usize> {
+    device_of
+        .iter()
+        .enumerate()
+        .filter(|(_, &d)| d == n)
+        .map(|(b, _)| b)
+        .collect()
+}
+
+/// Seconds until device n is done with `set` at `hz` (0 for no blocks; infinite when the set does
+/// not fit).
+pub fn finish(inst: &Instance, n: usize, set: &[usize], hz: f64) -> f64 {
+    match inst.set_cost(n, set) {
+        None => f64::INFINITY,
+        Some((_, 0.0)) => 0.0,
+        Some((compute, bits)) => compute + bits / (hz * inst.efficiency[n]),
     }
 }
 
@@ -380,9 +398,23 @@ pub fn joint(inst: &Instance, tolerance: f64) -> Result<Joint> {
 /// (the closed form bits / (e (T - compute)), with T found by bisection so the shares sum to the
 /// uplink). Devices without a block get none.
 pub fn equalise(inst: &Instance, device_of: &[usize]) -> Vec<f64> {
-    let pairs: Vec<(usize, usize)> = device_of.iter().enumerate().map(|(b, &n)| (n, b)).collect();
-    let total = |t: f64| pairs.iter().map(|&(n, b)| need(inst, n, b, t)).sum::<f64>();
-    let mut lo = pairs.iter().map(|&(n, b)| inst.compute[n][b]).fold(0.0, f64::max);
+    // Per busy device: its compute seconds and its bits.
+    let parts: Vec<(usize, f64, f64)> = (0..inst.devices())
+        .filter_map(|n| {
+            let set = blocks_of(device_of, n);
+            let (compute, bits) = inst.set_cost(n, &set)?;
+            (bits > 0.0).then_some((n, compute, bits))
+        })
+        .collect();
+    let need_of = |&(n, c, bits): &(usize, f64, f64), t: f64| {
+        if t <= c {
+            f64::INFINITY
+        } else {
+            bits / (inst.efficiency[n] * (t - c))
+        }
+    };
+    let total = |t: f64| parts.iter().map(|p| need_of(p, t)).sum::<f64>();
+    let mut lo = parts.iter().map(|p| p.1).fold(0.0, f64::max);
     let mut hi = lo.max(1e-9) * 2.0;
     while total(hi) > inst.bandwidth {
         hi *= 2.0;
@@ -399,8 +431,8 @@ pub fn equalise(inst: &Instance, device_of: &[usize]) -> Vec<f64> {
         }
     }
     let mut bw = vec![0.0; inst.devices()];
-    for &(n, b) in &pairs {
-        bw[n] = need(inst, n, b, hi);
+    for p in &parts {
+        bw[p.0] = need_of(p, hi);
     }
     // What rounding leaves over goes to the devices in proportion, which only helps.
     let used: f64 = bw.iter().sum();
