@@ -99,6 +99,47 @@ pub struct PlanReport {
     pub measured: Option<Measured>,
 }
 
+/// The equal-bandwidth plan (and how (1) checked it; none with several blocks per device), and the
+/// baselines in report order, each on its own (a sweep point may lack one): with one block per
+/// device the optimal matching, a random and a greedy one; with several, the greedy placement and a
+/// random one.
+#[allow(clippy::type_complexity)]
+fn equal_bandwidth_plans(
+    inst: &Instance,
+    seed: u64,
+) -> (Result<(Assignment, Option<Check>)>, Vec<(&'static str, Result<f64>)>) {
+    if inst.blocks() > inst.devices() {
+        let fixed = super::several::greedy_sets(inst);
+        let equal = fixed.as_ref().map(|a| a.latency).map_err(|e| anyhow::anyhow!("{e}"));
+        let named = vec![
+            ("greedy placement and local search, equal bandwidth", equal),
+            (
+                "random placement, equal bandwidth",
+                super::several::random_sets(inst, seed).map(|a| a.latency),
+            ),
+        ];
+        (fixed.map(|a| (a, None)), named)
+    } else {
+        let fixed = solve::bottleneck(inst, &solve::equal_bandwidth(inst), false);
+        let equal = fixed
+            .as_ref()
+            .map(|(a, _)| a.latency)
+            .map_err(|e| anyhow::anyhow!("{e}"));
+        let named = vec![
+            ("equal bandwidth, optimal matching", equal),
+            (
+                "random matching, equal bandwidth",
+                solve::random(inst, seed).map(|a| a.latency),
+            ),
+            (
+                "greedy by device speed, equal bandwidth",
+                solve::greedy_by_speed(inst).map(|a| a.latency),
+            ),
+        ];
+        (fixed.map(|(a, c)| (a, Some(c))), named)
+    }
+}
+
 /// Plans fine-tuning `model` on `devices`.
 pub fn plan(
     model: &Model,
@@ -186,56 +227,28 @@ pub fn plan(
                     ),
                 };
                 let inst = Instance::new(&costs, &scaled, hz).ok();
-                let run = |f: &dyn Fn(&Instance) -> Result<f64>| inst.as_ref().and_then(|i| f(i).ok());
+                let (_, named) = match &inst {
+                    Some(i) => equal_bandwidth_plans(i, req.seed),
+                    None => (Err(anyhow::anyhow!("no instance")), Vec::new()),
+                };
+                let baseline = |k: usize| named.get(k).and_then(|(_, r)| r.as_ref().ok().copied());
                 SweepPoint {
                     scale,
-                    latency_s: run(&|i| Ok(solve_plan(i)?.0.latency)),
-                    equal_bandwidth_s: run(&|i| {
-                        Ok(if several {
-                            super::several::greedy_sets(i)?.latency
-                        } else {
-                            solve::bottleneck(i, &solve::equal_bandwidth(i), false)?.0.latency
-                        })
-                    }),
-                    random_s: run(&|i| {
-                        Ok(if several {
-                            super::several::random_sets(i, req.seed)?.latency
-                        } else {
-                            solve::random(i, req.seed)?.latency
-                        })
-                    }),
-                    greedy_s: run(&|i| Ok(solve::greedy_by_speed(i)?.latency)),
+                    latency_s: inst.as_ref().and_then(|i| solve_plan(i).ok()).map(|p| p.0.latency),
+                    equal_bandwidth_s: baseline(0),
+                    random_s: baseline(1),
+                    greedy_s: baseline(2),
                 }
             })
             .collect();
         (kind, points)
     });
-    let (fixed, check, mut baselines) = if several {
-        let fixed = super::several::greedy_sets(&inst)?;
-        let random = super::several::random_sets(&inst, req.seed)?.latency;
-        let baselines = vec![
-            (
-                "greedy placement and local search, equal bandwidth".to_string(),
-                fixed.latency,
-            ),
-            ("random placement, equal bandwidth".to_string(), random),
-        ];
-        (fixed, None, baselines)
-    } else {
-        let (fixed, check) = solve::bottleneck(&inst, &solve::equal_bandwidth(&inst), false)?;
-        let baselines = vec![
-            ("equal bandwidth, optimal matching".to_string(), fixed.latency),
-            (
-                "random matching, equal bandwidth".to_string(),
-                solve::random(&inst, req.seed)?.latency,
-            ),
-            (
-                "greedy by device speed, equal bandwidth".to_string(),
-                solve::greedy_by_speed(&inst)?.latency,
-            ),
-        ];
-        (fixed, Some(check), baselines)
-    };
+    let (fixed, named) = equal_bandwidth_plans(&inst, req.seed);
+    let (fixed, check) = fixed?;
+    let mut baselines = named
+        .into_iter()
+        .map(|(name, r)| Ok((name.to_string(), r?)))
+        .collect::<Result<Vec<(String, f64)>>>()?;
     if let Some(server) = req.server_flops {
         baselines.push((
             "offloading to the edge server".to_string(),

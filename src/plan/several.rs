@@ -11,12 +11,6 @@ use anyhow::{bail, Result};
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
 
-fn round(inst: &Instance, device_of: &[usize], hz: &[f64]) -> f64 {
-    (0..inst.devices())
-        .map(|n| finish(inst, n, &blocks_of(device_of, n), hz[n]))
-        .fold(0.0, f64::max)
-}
-
 /// Greedy placement and local search at equal bandwidth (the baseline the joint split improves).
 pub fn greedy_sets(inst: &Instance) -> Result<Assignment> {
     if inst.sets.is_none() && inst.blocks() > inst.devices() {
@@ -44,64 +38,31 @@ pub fn greedy_sets(inst: &Instance) -> Result<Assignment> {
         device_of[b] = n;
     }
     // Move blocks off the straggler while the round gets shorter.
-    let mut current = round(inst, &device_of, &hz);
-    for _ in 0..10 * nb {
-        let straggler = (0..nd)
-            .max_by(|&a, &b| {
-                finish(inst, a, &blocks_of(&device_of, a), hz[a]).total_cmp(&finish(
-                    inst,
-                    b,
-                    &blocks_of(&device_of, b),
-                    hz[b],
-                ))
-            })
-            .expect("a device");
-        let mut best: Option<(f64, usize, usize)> = None;
-        for b in blocks_of(&device_of, straggler) {
-            for m in (0..nd).filter(|&m| m != straggler) {
-                let mut trial = device_of.clone();
-                trial[b] = m;
-                let t = round(inst, &trial, &hz);
-                if t < current * (1.0 - 1e-12) && best.is_none_or(|(bt, _, _)| t < bt) {
-                    best = Some((t, b, m));
-                }
-            }
-        }
-        let Some((t, b, m)) = best else { break };
-        device_of[b] = m;
-        current = t;
-    }
+    let device_of = local_search(inst, device_of, &|_| hz.clone(), 10 * nb);
     Ok(Assignment::new(inst, device_of, hz))
 }
 
-fn joint_round(inst: &Instance, device_of: &[usize]) -> f64 {
-    Assignment::new(inst, device_of.to_vec(), equalise(inst, device_of)).latency
-}
-
-/// Moves blocks off the straggler (at equalised bandwidth) while the round gets shorter.
-fn improve(inst: &Instance, mut device_of: Vec<usize>) -> Vec<usize> {
+/// Moves blocks off the straggler while the round gets shorter, each placement at the bandwidth
+/// `split` gives it; at most `steps` moves.
+fn local_search(
+    inst: &Instance,
+    mut device_of: Vec<usize>,
+    split: &dyn Fn(&[usize]) -> Vec<f64>,
+    steps: usize,
+) -> Vec<usize> {
     let nd = inst.devices();
-    let mut current = joint_round(inst, &device_of);
-    // Each step tries every block of the straggler on every other device; a cap keeps large
-    // instances in seconds.
-    for _ in 0..(10 * inst.blocks()).min(200) {
-        let bw = equalise(inst, &device_of);
-        let straggler = (0..nd)
-            .max_by(|&a, &b| {
-                finish(inst, a, &blocks_of(&device_of, a), bw[a]).total_cmp(&finish(
-                    inst,
-                    b,
-                    &blocks_of(&device_of, b),
-                    bw[b],
-                ))
-            })
-            .expect("a device");
+    let round = |d: &[usize]| Assignment::new(inst, d.to_vec(), split(d)).latency;
+    let mut current = round(&device_of);
+    for _ in 0..steps {
+        let bw = split(&device_of);
+        let time = |n: usize| finish(inst, n, &blocks_of(&device_of, n), bw[n]);
+        let straggler = (0..nd).max_by(|&a, &b| time(a).total_cmp(&time(b))).expect("a device");
         let mut best: Option<(f64, usize, usize)> = None;
         for b in blocks_of(&device_of, straggler) {
             for m in (0..nd).filter(|&m| m != straggler) {
                 let mut trial = device_of.clone();
                 trial[b] = m;
-                let t = joint_round(inst, &trial);
+                let t = round(&trial);
                 if t < current * (1.0 - 1e-12) && best.is_none_or(|(bt, _, _)| t < bt) {
                     best = Some((t, b, m));
                 }
@@ -127,7 +88,12 @@ pub fn several(inst: &Instance, seed: u64) -> Result<Assignment> {
     }
     let best = starts
         .into_iter()
-        .map(|s| improve(inst, s))
+        .map(|s| {
+            // Each move tries every block of the straggler on every other device; a cap keeps
+            // large instances in seconds.
+            let steps = (10 * inst.blocks()).min(200);
+            local_search(inst, s, &|d| equalise(inst, d), steps)
+        })
         .map(|d| Assignment::new(inst, d.clone(), equalise(inst, &d)))
         .min_by(|a, b| a.latency.total_cmp(&b.latency))
         .expect("the greedy start");
