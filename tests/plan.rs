@@ -2,7 +2,9 @@
 //! exhaustive optimum on random instances.
 
 use cut::plan::blocks::{blocks, Block, BlockSize};
-use cut::plan::solve::{bottleneck, equal_bandwidth, exhaustive, greedy_by_speed, hungarian, joint, random, Check};
+use cut::plan::solve::{
+    bottleneck, equal_bandwidth, exhaustive, greedy_by_speed, hungarian, joint, random, Check, Matcher,
+};
 use cut::plan::{block_costs, Instance};
 use rand::{RngExt, SeedableRng};
 
@@ -185,7 +187,8 @@ fn algorithms_match_the_exhaustive_optimum() {
     assert!(solved > 300 && monotone_checked == 200, "{solved} {monotone_checked}");
 }
 
-/// The Hungarian solver against every permutation of small cost matrices, forbidden pairs included.
+/// The assignment solver against every permutation of small cost matrices, forbidden pairs
+/// included, cold and warm-started.
 #[test]
 fn hungarian_is_the_minimum() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
@@ -221,12 +224,29 @@ fn hungarian_is_the_minimum() {
             }
         }
         walk(&cost, &mut pick, &mut best);
-        match hungarian(&cost) {
-            Some((total, cols_of)) => {
-                assert!(close(total, best, 1e-9), "{total} vs {best}");
-                assert_eq!(cols_of.iter().collect::<std::collections::BTreeSet<_>>().len(), rows);
+        // A solver warmed on other costs of the same shape (as between the joint allocation's
+        // steps) starts from stale prices and must reach the same minimum.
+        let other: Vec<f64> = cost
+            .concat()
+            .iter()
+            .map(|&c| {
+                if rng.random_bool(0.1) {
+                    f64::INFINITY
+                } else {
+                    c * rng.random_range(0.3..3.0)
+                }
+            })
+            .collect();
+        let mut warm = Matcher::default();
+        warm.solve(&other, rows, cols);
+        for answer in [hungarian(&cost), warm.solve(&cost.concat(), rows, cols)] {
+            match answer {
+                Some((total, cols_of)) => {
+                    assert!(close(total, best, 1e-9), "{total} vs {best}");
+                    assert_eq!(cols_of.iter().collect::<std::collections::BTreeSet<_>>().len(), rows);
+                }
+                None => assert!(best.is_infinite()),
             }
-            None => assert!(best.is_infinite()),
         }
     }
 }

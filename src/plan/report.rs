@@ -85,6 +85,7 @@ pub struct PlanReport {
     /// Joint allocation: the optimum lies in (lower_bound_s, plan.latency] (0 with several blocks
     /// per device, where the plan is a heuristic).
     pub lower_bound_s: f64,
+    /// Matching steps the joint allocation took (0 with several blocks per device).
     pub iterations: usize,
     pub rows: Vec<DeviceRow>,
     pub straggler: String,
@@ -379,10 +380,11 @@ fn secs(s: f64) -> String {
 /// The plan as a table (the command's summary) or Markdown.
 pub fn markdown(r: &PlanReport) -> String {
     let mut md = String::new();
-    let how = if r.iterations > 0 {
+    let how = if r.fixed_bandwidth_check.is_some() {
         format!(
-            "the optimum lies above {}, {} bisection steps",
+            "the optimum lies above {} (gap {:.1e}), {} matching steps",
             secs(r.lower_bound_s),
+            (r.plan.latency - r.lower_bound_s) / r.plan.latency,
             r.iterations
         )
     } else {

@@ -9,8 +9,9 @@
 //!    maximum matching (Hopcroft-Karp).
 //! 2. [`joint`]: assignment and bandwidth together. For a round time T, the least bandwidth pair
 //!    (n, b) needs is bits_b / (e_n (T - compute_nb)) (closed form); T is feasible when a matching's
-//!    total need fits the uplink, which a min-cost matching (Hungarian) decides. A bisection on T
-//!    closes the gap between an infeasible and a feasible round time.
+//!    total need fits the uplink. The search alternates a min-cost matching on those needs
+//!    ([`Matcher`], warm-started) with the bandwidth split that equalises the matched devices'
+//!    finish times, until the matching needs the whole uplink (optimal; see [`joint`]).
 
 use super::Instance;
 use anyhow::{bail, Result};
@@ -266,80 +267,139 @@ fn need(inst: &Instance, n: usize, b: usize, t: f64) -> f64 {
     inst.upload_bits[b] / (inst.efficiency[n] * (t - inst.compute[n][b]))
 }
 
-/// Min-cost assignment of every row to a distinct column (rows <= columns; Hungarian algorithm,
-/// O(rows^2 columns)). Infinite costs are forbidden pairs; returns (cost, column of each row).
+/// Min-cost assignment of every row to a distinct column (rows <= columns; shortest augmenting
+/// paths, O(columns^3) at worst). Infinite costs are forbidden pairs; returns (cost, column of each row).
 pub fn hungarian(cost: &[Vec<f64>]) -> Option<(f64, Vec<usize>)> {
-    let rows = cost.len();
     let cols = cost.first().map_or(0, Vec::len);
-    if rows == 0 {
-        return Some((0.0, Vec::new()));
-    }
-    // Large but finite stand-in for forbidden pairs keeps the potentials finite.
-    let big = cost
-        .iter()
-        .flatten()
-        .filter(|c| c.is_finite())
-        .fold(0.0f64, |a, &c| a.max(c.abs()))
-        * 4.0
-        * rows as f64
-        + 1.0;
-    let at = |i: usize, j: usize| if cost[i][j].is_finite() { cost[i][j] } else { big };
-    let (mut u, mut v) = (vec![0.0; rows + 1], vec![0.0; cols + 1]);
-    let (mut p, mut way) = (vec![0usize; cols + 1], vec![0usize; cols + 1]);
-    for i in 1..=rows {
-        p[0] = i;
-        let mut j0 = 0;
-        let mut minv = vec![f64::INFINITY; cols + 1];
-        let mut used = vec![false; cols + 1];
-        loop {
-            used[j0] = true;
-            let i0 = p[j0];
-            let (mut delta, mut j1) = (f64::INFINITY, 0);
-            for j in 1..=cols {
-                if !used[j] {
-                    let cur = at(i0 - 1, j - 1) - u[i0] - v[j];
-                    if cur < minv[j] {
-                        minv[j] = cur;
-                        way[j] = j0;
+    Matcher::default().solve(&cost.concat(), cost.len(), cols)
+}
+
+/// Shortest-augmenting-path assignment (Jonker-Volgenant / Crouse's form, one scan of the
+/// unreached columns per step) that keeps its column prices between solves. Any column prices,
+/// with row prices set to each row's least reduced cost, are dual feasible, so a later solve starts
+/// from the previous prices and keeps each assignment that is still tight; when the costs change
+/// little (as between [`joint`]'s steps) the augmenting paths are short.
+#[derive(Default)]
+pub struct Matcher {
+    /// Column prices.
+    v: Vec<f64>,
+    /// Row held by each column (usize::MAX: free).
+    row_of: Vec<usize>,
+}
+
+const FREE: usize = usize::MAX;
+
+impl Matcher {
+    /// Min-cost assignment of every row to a distinct column (rows <= columns; infinite costs are
+    /// forbidden pairs); (cost, column of each row), or None when every assignment is forbidden.
+    pub fn solve(&mut self, cost: &[f64], rows: usize, cols: usize) -> Option<(f64, Vec<usize>)> {
+        if rows == 0 {
+            return Some((0.0, Vec::new()));
+        }
+        let n = cols;
+        // Large but finite stand-in for forbidden pairs keeps the prices finite; rows past `rows`
+        // are dummies (cost 0) that square the problem, so prices need no sign constraint.
+        let big = cost
+            .iter()
+            .filter(|c| c.is_finite())
+            .fold(0.0f64, |a, &c| a.max(c.abs()))
+            * 4.0
+            * n as f64
+            + 1.0;
+        let mut a: Vec<f64> = cost.iter().map(|&c| if c.is_finite() { c } else { big }).collect();
+        a.resize(n * n, 0.0);
+        let row = |i: usize| &a[i * n..(i + 1) * n];
+        if self.v.len() != n {
+            // A first solve starts from column reduction: each column priced at its cheapest row.
+            self.v = (0..n)
+                .map(|j| (0..n).map(|i| a[i * n + j]).fold(f64::INFINITY, f64::min))
+                .collect();
+            self.row_of = vec![FREE; n];
+        }
+        let (v, row_of) = (&mut self.v, &mut self.row_of);
+        let least = |i: usize, v: &[f64]| {
+            row(i)
+                .iter()
+                .zip(v.iter())
+                .fold(f64::INFINITY, |m, (c, p)| m.min(c - p))
+        };
+        // Row prices from the kept column prices; assignments no longer tight are dropped.
+        let mut col_of = vec![FREE; n];
+        let mut u = vec![0.0; n];
+        for j in 0..n {
+            if row_of[j] != FREE {
+                col_of[row_of[j]] = j;
+            }
+        }
+        for i in 0..n {
+            u[i] = least(i, v);
+            let j = col_of[i];
+            if j != FREE && row(i)[j] - v[j] - u[i] > 1e-13 * (row(i)[j].abs() + v[j].abs()) {
+                row_of[j] = FREE;
+                col_of[i] = FREE;
+            }
+        }
+        let mut shortest = vec![f64::INFINITY; n];
+        let mut path = vec![0usize; n];
+        let mut reached_rows = Vec::with_capacity(n);
+        let mut reached_cols = Vec::with_capacity(n);
+        let mut remaining: Vec<usize> = Vec::with_capacity(n);
+        for start in 0..n {
+            if col_of[start] != FREE {
+                continue;
+            }
+            shortest.fill(f64::INFINITY);
+            remaining.clear();
+            remaining.extend(0..n);
+            reached_rows.clear();
+            reached_cols.clear();
+            let (mut i, mut min_val) = (start, 0.0);
+            let sink = loop {
+                reached_rows.push(i);
+                let (ri, ui) = (row(i), u[i]);
+                let (mut lowest, mut pick) = (f64::INFINITY, 0);
+                for (k, &j) in remaining.iter().enumerate() {
+                    let r = min_val + ri[j] - ui - v[j];
+                    if r < shortest[j] {
+                        path[j] = i;
+                        shortest[j] = r;
                     }
-                    if minv[j] < delta {
-                        delta = minv[j];
-                        j1 = j;
+                    // Ties go to a free column: the path ends sooner.
+                    if shortest[j] < lowest || (shortest[j] == lowest && row_of[j] == FREE) {
+                        lowest = shortest[j];
+                        pick = k;
                     }
                 }
-            }
-            for j in 0..=cols {
-                if used[j] {
-                    u[p[j]] += delta;
-                    v[j] -= delta;
-                } else {
-                    minv[j] -= delta;
+                min_val = lowest;
+                let j = remaining.swap_remove(pick);
+                reached_cols.push(j);
+                if row_of[j] == FREE {
+                    break j;
                 }
+                i = row_of[j];
+            };
+            u[start] += min_val;
+            for &i in &reached_rows[1..] {
+                u[i] += min_val - shortest[col_of[i]];
             }
-            j0 = j1;
-            if p[j0] == 0 {
-                break;
+            for &j in &reached_cols {
+                v[j] -= min_val - shortest[j];
+            }
+            let mut j = sink;
+            loop {
+                let i = path[j];
+                row_of[j] = i;
+                let previous = std::mem::replace(&mut col_of[i], j);
+                if i == start {
+                    break;
+                }
+                j = previous;
             }
         }
-        loop {
-            let j1 = way[j0];
-            p[j0] = p[j1];
-            j0 = j1;
-            if j0 == 0 {
-                break;
-            }
-        }
+        let picked = col_of[..rows].to_vec();
+        let total = picked.iter().enumerate().map(|(i, &j)| cost[i * cols + j]).sum::<f64>();
+        total.is_finite().then_some((total, picked))
     }
-    let mut col_of = vec![0usize; rows];
-    for j in 1..=cols {
-        if p[j] != 0 {
-            col_of[p[j] - 1] = j - 1;
-        }
-    }
-    if col_of.iter().enumerate().any(|(i, &j)| !cost[i][j].is_finite()) {
-        return None;
-    }
-    Some((col_of.iter().enumerate().map(|(i, &j)| cost[i][j]).sum(), col_of))
 }
 
 /// What [`joint`] found and how close it is.
@@ -352,18 +412,19 @@ pub struct Joint {
 }
 
 /// Assignment and bandwidth together (see the module comment), to a relative gap of `tolerance`.
+///
+/// Alternates the two halves of the problem: at the current round time T, the min-cost matching
+/// on each pair's closed-form bandwidth need; then the bandwidth split that equalises that
+/// matching's finish times, which gives a shorter T whenever the matching needed less than the
+/// uplink. Each step is feasible, so T only falls, and there are finitely many matchings. The
+/// bound: a matching needing C at T needs at least C T / T' at T' < T (compute is not negative),
+/// so nothing finishes before T C_min(T) / B; the loop stops when that meets T.
 pub fn joint(inst: &Instance, tolerance: f64) -> Result<Joint> {
     check_sizes(inst)?;
     let (nd, nb) = (inst.devices(), inst.blocks());
     let start = bottleneck(inst, &equal_bandwidth(inst), false)?.0;
-    let try_at = |t: f64| -> Option<(f64, Vec<usize>)> {
-        let cost: Vec<Vec<f64>> = (0..nb)
-            .map(|b| (0..nd).map(|n| need(inst, n, b, t)).collect())
-            .collect();
-        hungarian(&cost).filter(|(total, _)| *total <= inst.bandwidth * (1.0 + 1e-12))
-    };
     // Below the fastest possible compute nothing is feasible.
-    let mut lo = (0..nb)
+    let mut lower_bound = (0..nb)
         .map(|b| {
             (0..nd)
                 .filter(|&n| inst.fits[n][b])
@@ -371,25 +432,34 @@ pub fn joint(inst: &Instance, tolerance: f64) -> Result<Joint> {
                 .fold(f64::INFINITY, f64::min)
         })
         .fold(0.0, f64::max);
-    let mut hi = start.latency;
-    let mut best = try_at(hi).map(|(_, m)| m).unwrap_or_else(|| start.device_of.clone());
-    let mut iterations = 0;
-    while (hi - lo) > tolerance * hi && iterations < 200 {
-        let mid = (lo + hi) / 2.0;
-        iterations += 1;
-        match try_at(mid) {
-            Some((_, m)) => {
-                hi = mid;
-                best = m;
-            }
-            None => lo = mid,
-        }
+    let mut best = Assignment::new(inst, start.device_of.clone(), equalise(inst, &start.device_of));
+    if start.latency < best.latency {
+        best = start;
     }
-    let bandwidth = equalise(inst, &best);
-    let assignment = Assignment::new(inst, best, bandwidth);
+    let mut cost = vec![f64::INFINITY; nb * nd];
+    let mut matcher = Matcher::default();
+    let mut iterations = 0;
+    while best.latency - lower_bound > tolerance * best.latency && iterations < 1000 {
+        iterations += 1;
+        let t = best.latency;
+        for b in 0..nb {
+            for n in 0..nd {
+                cost[b * nd + n] = need(inst, n, b, t);
+            }
+        }
+        let Some((needed, device_of)) = matcher.solve(&cost, nb, nd) else {
+            break; // unreachable: the current assignment is finite at t
+        };
+        lower_bound = lower_bound.max(t * needed / inst.bandwidth);
+        let next = Assignment::new(inst, device_of.clone(), equalise(inst, &device_of));
+        if next.latency >= t {
+            break; // the matching at t is the current one: t is optimal up to rounding
+        }
+        best = next;
+    }
     Ok(Joint {
-        lower_bound: lo.min(assignment.latency),
-        assignment,
+        lower_bound: lower_bound.min(best.latency),
+        assignment: best,
         iterations,
     })
 }
