@@ -95,7 +95,8 @@ impl BenchInput {
             return Ok(BenchInput::Image(image));
         }
         match graph.sizes.get("seq") {
-            Some(&seq) if graph.input_decl(crate::families::bert::IDS).is_some() => Ok(BenchInput::Text { seq }),
+            // A text encoder, or a split's cloud part reading its features and mask.
+            Some(&seq) => Ok(BenchInput::Text { seq }),
             _ => bail!("cut times image models and text encoders; this graph reads neither"),
         }
     }
@@ -104,8 +105,22 @@ impl BenchInput {
     pub fn check(&self, graph: &Graph) -> Result<()> {
         match *self {
             BenchInput::Image(i) => crate::graph::shapes::infer(graph, i).map(|_| ()),
-            BenchInput::Text { .. } => crate::graph::shapes::infer_sizes(graph, &self.sizes()).map(|_| ()),
+            BenchInput::Text { .. } => crate::graph::shapes::infer_sizes(graph, &self.sizes_for(graph)).map(|_| ()),
         }
+    }
+
+    /// [`Self::sizes`] plus the graph's other named sizes, scaled with the sequence (a pooled
+    /// sequence of a split's cloud part stays ceil(seq / k)).
+    pub fn sizes_for(&self, graph: &Graph) -> std::collections::BTreeMap<String, usize> {
+        let mut sizes = self.sizes();
+        if let (BenchInput::Text { seq }, Some(&default)) = (*self, graph.sizes.get("seq")) {
+            for (name, &value) in &graph.sizes {
+                sizes
+                    .entry(name.clone())
+                    .or_insert_with(|| (value * seq).div_ceil(default.max(1)));
+            }
+        }
+        sizes
     }
 
     /// For a line of text: "3x480x640" or "128 tokens".
@@ -164,8 +179,9 @@ pub fn bench(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig) -
 }
 
 /// A text model's seeded random batch: token ids drawn from the model's vocabulary (past the
-/// special tokens) and a full attention mask.
-fn random_tokens(cfg: &BenchConfig, graph: &Graph, seq: usize) -> Inputs {
+/// special tokens), a full attention mask, and any other input (a split's features) drawn from a
+/// normal distribution.
+fn random_tokens(cfg: &BenchConfig, graph: &Graph, seq: usize) -> Result<Inputs> {
     tch::manual_seed(0);
     let vocab = graph
         .nodes
@@ -175,13 +191,23 @@ fn random_tokens(cfg: &BenchConfig, graph: &Graph, seq: usize) -> Inputs {
             _ => None,
         })
         .unwrap_or(4);
-    let shape = [cfg.batch as i64, seq as i64];
-    let ids = Tensor::randint_low(3.min(vocab - 1), vocab, shape, (Kind::Int64, cfg.device));
-    let mask = Tensor::ones(shape, (Kind::Int64, cfg.device));
-    Inputs::from([
-        (crate::families::bert::IDS.to_string(), ids),
-        (crate::families::bert::MASK.to_string(), mask),
-    ])
+    let sizes = BenchInput::Text { seq }.sizes_for(graph);
+    graph
+        .inputs
+        .iter()
+        .map(|decl| {
+            let mut shape = vec![cfg.batch as i64];
+            shape.extend(decl.shape(&sizes)?.iter().map(|&d| d as i64));
+            let t = match decl.dtype {
+                crate::graph::InputDType::F32 => Tensor::randn(shape.as_slice(), (Kind::Float, cfg.device)),
+                _ if decl.name == crate::families::bert::IDS => {
+                    Tensor::randint_low(3.min(vocab - 1), vocab, shape.as_slice(), (Kind::Int64, cfg.device))
+                }
+                _ => Tensor::ones(shape.as_slice(), (Kind::Int64, cfg.device)),
+            };
+            Ok((decl.name.clone(), t))
+        })
+        .collect()
 }
 
 /// The seeded random image batch (pixel values of image scale).
@@ -218,7 +244,7 @@ fn prepare(c: &Candidate, cfg: &BenchConfig, fuse: bool) -> Result<(Graph, Param
     } else {
         graph
     };
-    let graph = slice_dead_taps(&graph, &cfg.input.sizes())?.0;
+    let graph = slice_dead_taps(&graph, &cfg.input.sizes_for(&c.model.graph))?.0;
     let params = if gpu_layout(cfg.device) {
         params.into_iter().map(|(k, t)| (k, channels_last(&t))).collect()
     } else {
@@ -256,7 +282,7 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
         BenchInput::Image(_) => (random_batch(&cfg)?, None),
         BenchInput::Text { seq } => (
             Tensor::new(),
-            Some(random_tokens(&cfg, &candidates[0].model.graph, seq)),
+            Some(random_tokens(&cfg, &candidates[0].model.graph, seq)?),
         ),
     };
     let sync = || synchronize(device);

@@ -30,5 +30,6 @@ pub mod onnx;
 pub mod plan;
 pub mod prune;
 pub mod report;
+pub mod split;
 pub mod tasks;
 pub mod train;

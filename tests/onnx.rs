@@ -429,3 +429,68 @@ fn fixed_sizes() {
     assert_eq!(dims(&small), "[['batch', 3, 64, 96]]");
     check(&small, None);
 }
+
+/// A split's two parts, pooled so that the seam's ops are in them (token pooling, mask pooling and
+/// unpooling; 2x2 pooling and the resize back), in ONNX Runtime against the interpreter: the device
+/// part on real test inputs, the cloud part on what the device part outputs.
+#[test]
+fn split_parts_match_the_interpreter_in_onnx_runtime() {
+    let t = tempfile::tempdir().unwrap();
+    for (model, data, tasks, at) in [
+        (DEMO, DEMO_DATA, "seg,depth", "backbone.blocks.2.1.relu2"),
+        (
+            TEXT_DEMO,
+            TEXT_DATA,
+            "era,pos",
+            "encoder.layer.0.attention.output.LayerNorm",
+        ),
+    ] {
+        let dir = t.path().join(Path::new(model).file_stem().unwrap());
+        std::fs::create_dir_all(&dir).unwrap();
+        let prefix = dir.join("split");
+        cut()
+            .args(["split", model, "--tasks", tasks, "--data", data, "--at", at])
+            .args(["--pool", "2", "--wire", "f32", "--finetune-steps", "0", "--runs", "1"])
+            .arg("-o")
+            .arg(&prefix)
+            .assert()
+            .success();
+        let device = dir.join("split.device.safetensors");
+        let worst = round_trip(&device, data, 4, &[], &dir.join("device"));
+        assert!(worst <= 1e-4, "{model} device part: {worst:.2e}");
+        // The cloud part's inputs: the device part's features (from the interpreter) and the mask.
+        let cloud = dir.join("split.cloud.safetensors");
+        let cloud_dir = dir.join("cloud");
+        std::fs::create_dir_all(cloud_dir.join("expected")).unwrap();
+        let features = tch::Tensor::read_npy(dir.join("device/expected/features.npy")).unwrap();
+        let ckpt = Checkpoint::open(&cloud).unwrap();
+        let m = ckpt.model(&LoadOptions::default()).unwrap().model;
+        let params = ckpt.load_params(&m, Device::Cpu).unwrap();
+        let mut inputs = std::collections::BTreeMap::from([("features".to_string(), features)]);
+        for decl in m.graph.inputs.iter().skip(1) {
+            let v = tch::Tensor::read_npy(dir.join("device").join(format!("{}.npy", decl.name))).unwrap();
+            inputs.insert(decl.name.clone(), v);
+        }
+        let names: Vec<&str> = m.tasks.iter().map(|t| t.name.as_str()).collect();
+        let outputs = tch::no_grad(|| forward_inputs(&m.graph, &params, &inputs, &names, Mode::Eval).unwrap());
+        for (name, v) in &inputs {
+            write_npy(&cloud_dir.join(format!("{name}.npy")), v);
+        }
+        for (name, v) in &outputs {
+            write_npy(&cloud_dir.join("expected").join(format!("{name}.npy")), v);
+        }
+        let onnx = cloud_dir.join("model.onnx");
+        export(&cloud, &onnx, &[]);
+        let verdict = check(&onnx, Some(&cloud_dir));
+        for name in &names {
+            let o = &verdict["outputs"][name];
+            let (Some(diff), Some(scale)) = (o["diff"].as_f64(), o["scale"].as_f64()) else {
+                panic!("{model} cloud {name}: {verdict}")
+            };
+            assert!(
+                diff / scale.max(1.0) <= 1e-4,
+                "{model} cloud {name}: {diff:.2e} of {scale}"
+            );
+        }
+    }
+}

@@ -10,6 +10,7 @@ mod inspect;
 mod new;
 mod plan;
 mod prune;
+mod split;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,8 @@ enum Command {
     Export(export::Args),
     /// Plan cooperative fine-tuning: which device fine-tunes which block, and the uplink shares.
     Plan(plan::Args),
+    /// Split a model between a device and the cloud, with what crosses compressed; a report per cut.
+    Split(split::Args),
     /// Datasets: `cut data synth OUT` writes a synthetic one.
     #[command(subcommand)]
     Data(data::Command),
@@ -60,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Export(a) => export::run(a),
         Command::Plan(a) => plan::run(a),
+        Command::Split(a) => split::run(a),
     }
 }
 

@@ -148,11 +148,18 @@ pub fn open_for(
     let Some(tokenizer) = &model.tokenizer else {
         bail!("the model reads text but carries no tokenizer: put its tokenizer.json beside model.safetensors");
     };
+    // A split's device part outputs features, which have no labels to read.
+    let labelled: Vec<crate::graph::TaskSpec> = model
+        .tasks
+        .iter()
+        .filter(|t| t.kind != crate::graph::TaskKind::Features)
+        .cloned()
+        .collect();
     let (data, stats) = text::open(
         root,
         &text::TextOptions {
             tokenizer,
-            tasks: &model.tasks,
+            tasks: &labelled,
             max_len,
         },
     )?;

@@ -121,6 +121,8 @@ pub enum TaskKind {
     /// A class per text, from the attention-masked mean of the last hidden states.
     #[serde(rename = "sequence-mean")]
     SequenceMean,
+    /// What a split model's device part sends on (no labels; see `crate::split`).
+    Features,
 }
 
 impl TaskKind {
@@ -134,8 +136,9 @@ impl TaskKind {
             "token" => TaskKind::Token,
             "sequence" => TaskKind::Sequence,
             "sequence-mean" => TaskKind::SequenceMean,
+            "features" => TaskKind::Features,
             other => bail!(
-                "unknown task kind '{other}' (expected segmentation, normal, depth, classification, regression, token, sequence or sequence-mean)"
+                "unknown task kind '{other}' (expected segmentation, normal, depth, classification, regression, token, sequence, sequence-mean or features)"
             ),
         })
     }
@@ -163,6 +166,7 @@ impl TaskKind {
             TaskKind::Token => "token",
             TaskKind::Sequence => "sequence",
             TaskKind::SequenceMean => "sequence-mean",
+            TaskKind::Features => "features",
         }
     }
 }

@@ -96,7 +96,8 @@ pub fn export(model: &Model, params: &Params, opts: &ExportOptions, external_nam
         crate::usage_bail!("--opset {} is not one cut writes (13 to {MAX_OPSET})", opts.opset);
     }
     let (graph, params, _) = fold_batch_norms(&model.graph, params)?;
-    let text = graph.input_decl(crate::families::bert::IDS).is_some();
+    // A text encoder, or a split's cloud part reading tokens (its pooled count stays dynamic too).
+    let text = graph.sizes.contains_key("seq");
     let dynamic_seq = text && !opts.sizes.contains_key("seq");
     let mut sizes = graph.sizes.clone();
     sizes.extend(
@@ -117,7 +118,9 @@ pub fn export(model: &Model, params: &Params, opts: &ExportOptions, external_nam
         for d in &decl.dims {
             dims.push(match d {
                 Dim::Fixed(n) => DimValue::DimValue(*n as i64),
-                Dim::Named(s) if s == "seq" && dynamic_seq => DimValue::DimParam("seq".into()),
+                Dim::Named(s) if (s == "seq" || s == crate::split::POOLED_SEQ) && dynamic_seq => {
+                    DimValue::DimParam(s.clone())
+                }
                 Dim::Named(s) => DimValue::DimValue(
                     *sizes
                         .get(s)

@@ -5,4 +5,5 @@ pub mod bench;
 pub mod footprint;
 pub mod inspect;
 pub mod prune;
+pub mod split;
 pub mod table;

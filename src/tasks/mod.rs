@@ -4,6 +4,7 @@
 
 mod classification;
 mod depth;
+mod features;
 mod normal;
 mod regression;
 mod segmentation;
@@ -71,6 +72,7 @@ pub fn def(kind: TaskKind) -> &'static dyn KindDef {
         TaskKind::Regression => &regression::Regression,
         TaskKind::Token => &text::TOKEN,
         TaskKind::Sequence | TaskKind::SequenceMean => &text::SEQUENCE,
+        TaskKind::Features => &features::Features,
     }
 }
 

@@ -196,6 +196,12 @@ registry! {
         embeddings::Embeddings => "embeddings",
         layer_norm::LayerNorm => "layer_norm",
         self_attention::SelfAttention => "self_attention",
+        avg_pool::AvgPool => "avg_pool",
+        token_pool::TokenPool => "token_pool",
+        mask_pool::MaskPool => "mask_pool",
+        token_unpool::TokenUnpool => "token_unpool",
+        wire::Wire => "wire",
+        resize::Resize => "resize",
     ],
 }
 
@@ -203,6 +209,7 @@ pub use conv2d::LiveTaps;
 
 pub use gelu::GeluApproximation;
 pub use upsample::UpsampleMode;
+pub use wire::{channel_axis, dequantize_int8, quantize_int8, ScaleGranularity, WireFormat};
 
 /// The product of sizes as a count, saturating at `u64::MAX` instead of wrapping.
 pub(crate) fn saturating_product<'a>(sizes: impl Iterator<Item = &'a usize>) -> u64 {

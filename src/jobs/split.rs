@@ -1,0 +1,551 @@
+//! `cut split` as one call: [`SplitJob`] in, [`SplitDone`] out.
+
+use crate::checkpoint::metadata::Provenance;
+use crate::checkpoint::{sha256_file, writer, Checkpoint, DType, LoadOptions};
+use crate::data::example::{Samples, Subset, Values};
+use crate::data::loader::Loader;
+use crate::data::{Dataset, Split};
+use crate::eval::evaluate;
+use crate::fsio::{check_output, Outputs};
+use crate::graph::interpreter::forward_inputs;
+use crate::graph::ops::{Mode, ScaleGranularity, WireFormat};
+use crate::graph::passes::fuse_conv_relu;
+use crate::graph::{shapes, Model, Params};
+use crate::metrics::TaskMetrics;
+use crate::report::split::{mark_front, markdown, Baselines, Row, SplitReport, TaskChange};
+use crate::split::{cut_after, cuts, joined, payload, separate, wire_of, Compression, Cut};
+use crate::train::{task_lambdas, train, TrainConfig};
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// The uplink profiles of the split-computing literature (BottleNet): 3G, 4G, Wi-Fi, Mbit/s.
+pub const BANDWIDTH_PRESETS: [f64; 3] = [1.1, 5.85, 18.88];
+
+/// Everything `cut split` was asked.
+#[derive(Clone, Debug)]
+pub struct SplitJob {
+    pub model: PathBuf,
+    pub load: LoadOptions,
+    pub tasks: Vec<String>,
+    /// The node to cut after; `None` sweeps every valid cut.
+    pub at: Option<String>,
+    /// Pooling factors to try (1: none).
+    pub pools: Vec<usize>,
+    pub wires: Vec<WireFormat>,
+    pub scale: ScaleGranularity,
+    pub data: PathBuf,
+    pub index: String,
+    pub val_fraction: f64,
+    pub batch: usize,
+    pub max_len: usize,
+    pub finetune_steps: usize,
+    /// Fine-tune the device part too (gradients pass straight through the wire's rounding).
+    pub finetune_device: bool,
+    pub lr: f64,
+    pub step_size: usize,
+    pub gamma: f64,
+    pub val_every: usize,
+    pub seed: u64,
+    /// Uplink bandwidths in Mbit/s.
+    pub bandwidths: Vec<f64>,
+    pub rtt_ms: f64,
+    /// How much faster the cloud runs its part than this machine (its latency is divided by it).
+    pub cloud_speedup: f64,
+    /// Timed runs per latency (after 3 warm-up runs).
+    pub runs: usize,
+    /// A task may lose at most this many points for a split to be chosen for writing.
+    pub max_drop: f64,
+    /// Output prefix: writes `<out>.device.safetensors`, `<out>.cloud.safetensors`, and the reports.
+    pub out: PathBuf,
+    pub force: bool,
+    pub command: String,
+}
+
+/// What a finished split wrote.
+pub struct SplitDone {
+    pub report: SplitReport,
+    pub device: PathBuf,
+    pub cloud: PathBuf,
+    pub report_json: PathBuf,
+    pub report_md: PathBuf,
+}
+
+/// `<out>` plus a suffix (`OUT.device.safetensors`).
+pub fn with_suffix(out: &Path, suffix: &str) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
+    out.with_file_name(format!("{stem}{suffix}"))
+}
+
+impl SplitJob {
+    pub fn validate(&self) -> Result<()> {
+        if let Some(b) = self.bandwidths.iter().find(|b| !(b.is_finite() && **b > 0.0)) {
+            crate::usage_bail!("--bandwidth {b}: a bandwidth must be above 0 Mbit/s");
+        }
+        if self.bandwidths.is_empty() {
+            crate::usage_bail!("--bandwidth: give at least one bandwidth");
+        }
+        if let Some(p) = self.pools.iter().find(|p| !matches!(p, 1 | 2 | 4)) {
+            crate::usage_bail!("--pool {p}: expected 1 (none), 2 or 4");
+        }
+        if !(self.rtt_ms.is_finite() && self.rtt_ms >= 0.0) {
+            crate::usage_bail!("--rtt {}: a round-trip time is 0 ms or more", self.rtt_ms);
+        }
+        if !(self.cloud_speedup.is_finite() && self.cloud_speedup > 0.0) {
+            crate::usage_bail!("--cloud-speedup {}: must be above 0", self.cloud_speedup);
+        }
+        if self.runs == 0 {
+            crate::usage_bail!("--runs must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Median milliseconds of `runs` forward passes (after 3 warm-up passes), inference mode.
+fn time_ms(model: &Model, params: &Params, inputs: &BTreeMap<String, Tensor>, runs: usize) -> Result<f64> {
+    let _guard = tch::no_grad_guard();
+    let names = model.task_names();
+    let (graph, _) = fuse_conv_relu(&model.graph, &names);
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..runs + 3 {
+        let t = Instant::now();
+        let out = forward_inputs(&graph, params, inputs, &names, Mode::Eval)?;
+        drop(out);
+        if i >= 3 {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// The real (unpadded) token count of example `i`, for text data.
+fn tokens_of(items: &Samples, i: usize) -> Result<Option<usize>> {
+    let example = items.load(i)?;
+    Ok(example
+        .inputs
+        .iter()
+        .find(|f| f.name == crate::families::bert::MASK)
+        .map(|f| match &f.values {
+            Values::I64(v) => v.iter().filter(|&&m| m != 0).count(),
+            Values::F32(v) => v.iter().filter(|&&m| m != 0.0).count(),
+        }))
+}
+
+/// Example `i` alone as a batch of 1 with the inputs `model` reads; a text without its padding
+/// (what a device sends at batch 1).
+fn single(items: &Samples, i: usize, model: &Model) -> Result<BTreeMap<String, Tensor>> {
+    let one: Samples = std::sync::Arc::new(Subset {
+        source: items.clone(),
+        indices: vec![i],
+    });
+    let Some(batch) = Loader::sequential(one, 1, Device::Cpu).next() else {
+        bail!("{}: cannot load", items.describe(i));
+    };
+    let inputs = batch?.graph_inputs(&model.graph)?;
+    Ok(match tokens_of(items, i)? {
+        Some(n) => inputs
+            .into_iter()
+            .map(|(k, t)| {
+                let t = if t.dim() == 2 { t.narrow(1, 0, n as i64) } else { t };
+                (k, t)
+            })
+            .collect(),
+        None => inputs,
+    })
+}
+
+/// The samples whose payloads the report measures: images, one (every image has the same size);
+/// text, the one nearest the mean token count and the longest, with their counts.
+struct Probes {
+    /// (label, example index, token count).
+    samples: Vec<(String, usize, Option<usize>)>,
+    /// Cloud-only bytes per probe.
+    raw_bytes: Vec<usize>,
+    raw_what: String,
+}
+
+fn probes(model: &Model, test: &Samples) -> Result<Probes> {
+    let first = tokens_of(test, 0)?;
+    if first.is_none() {
+        // Image: PNG size of every test image, mean and largest.
+        let mut sizes = Vec::new();
+        for i in 0..test.count() {
+            let inputs = single(test, i, model)?;
+            let image = inputs
+                .values()
+                .find(|t| t.dim() == 4)
+                .ok_or_else(|| anyhow::anyhow!("{}: no image input", test.describe(i)))?;
+            sizes.push(payload::image_png(image)?.len());
+        }
+        let mean = sizes.iter().sum::<usize>() as f64 / sizes.len() as f64;
+        return Ok(Probes {
+            samples: vec![("per image".into(), 0, None)],
+            raw_bytes: vec![mean.round() as usize],
+            raw_what: format!(
+                "the input image as an 8-bit RGB PNG (mean of {} test images; largest {} bytes)",
+                sizes.len(),
+                sizes.iter().max().copied().unwrap_or(0)
+            ),
+        });
+    }
+    let counts: Vec<usize> = (0..test.count())
+        .map(|i| tokens_of(test, i).map(|t| t.unwrap_or(0)))
+        .collect::<Result<_>>()?;
+    let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+    let nearest = (0..counts.len())
+        .min_by(|&a, &b| ((counts[a] as f64 - mean).abs()).total_cmp(&(counts[b] as f64 - mean).abs()))
+        .unwrap_or(0);
+    let longest = (0..counts.len())
+        .max_by_key(|&i| (counts[i], usize::MAX - i))
+        .unwrap_or(0);
+    let vocab = model
+        .graph
+        .param_specs()
+        .iter()
+        .find(|s| s.role == crate::graph::ParamRole::Embedding)
+        .map(|s| s.shape[0])
+        .unwrap_or(usize::MAX);
+    Ok(Probes {
+        samples: vec![
+            (
+                format!("mean length ({} tokens)", counts[nearest]),
+                nearest,
+                Some(counts[nearest]),
+            ),
+            (
+                format!("longest ({} tokens)", counts[longest]),
+                longest,
+                Some(counts[longest]),
+            ),
+        ],
+        raw_bytes: vec![
+            payload::token_id_bytes(counts[nearest], vocab),
+            payload::token_id_bytes(counts[longest], vocab),
+        ],
+        raw_what: format!(
+            "the token ids ({} bytes each; the data's mean is {mean:.1} tokens)",
+            payload::token_id_bytes(1, vocab)
+        ),
+    })
+}
+
+/// Points a task gains (positive) or loses, on its first metric: 100 x the difference for a score
+/// in [0, 1] where higher is better; the relative change in percent for an error.
+pub fn points(after: &TaskMetrics, before: &TaskMetrics) -> Option<(String, f64)> {
+    let m = after.metrics.first()?;
+    let (a, b) = (m.value?, before.get(&m.name)?);
+    let p = if m.higher_is_better {
+        100.0 * (a - b)
+    } else if b != 0.0 {
+        100.0 * (b - a) / b.abs()
+    } else {
+        return None;
+    };
+    Some((m.name.clone(), p))
+}
+
+fn changes(after: &[TaskMetrics], reference: &[TaskMetrics]) -> Vec<TaskChange> {
+    after
+        .iter()
+        .filter_map(|t| {
+            let r = reference.iter().find(|r| r.task == t.task)?;
+            let (metric, p) = points(t, r)?;
+            Some(TaskChange {
+                task: t.task.clone(),
+                metric: metric.clone(),
+                value: t.get(&metric)?,
+                reference: r.get(&metric)?,
+                points: p,
+            })
+        })
+        .collect()
+}
+
+/// Runs the split. `progress(phase, done, total)` reports the long phases; nothing is written
+/// unless every output is complete.
+pub fn run(
+    job: &SplitJob,
+    warn: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<SplitDone> {
+    job.validate()?;
+    let ckpt = Checkpoint::open(&job.model)?;
+    let loaded = ckpt.model(&job.load)?;
+    for w in &loaded.warnings {
+        warn(w);
+    }
+    let full = loaded.model;
+    let selected = full.select_tasks(&job.tasks)?;
+    let names: Vec<&str> = selected.iter().map(|t| t.name.as_str()).collect();
+    let model = full.keep_tasks(&names);
+    let (device_out, cloud_out) = (
+        with_suffix(&job.out, ".device.safetensors"),
+        with_suffix(&job.out, ".cloud.safetensors"),
+    );
+    let (report_json, report_md) = (
+        with_suffix(&job.out, ".report.json"),
+        with_suffix(&job.out, ".report.md"),
+    );
+    for p in [&device_out, &cloud_out, &report_json, &report_md] {
+        check_output(p, &[&job.model], job.force)?;
+    }
+    let candidates: Vec<Cut> = match &job.at {
+        Some(node) => vec![cut_after(&model, node)?],
+        None => cuts(&model)?,
+    };
+    if candidates.is_empty() {
+        bail!(
+            "{}: no node boundary where a single tensor crosses",
+            job.model.display()
+        );
+    }
+    let mut compressions = Vec::new();
+    for &pool in &job.pools {
+        for &wire in &job.wires {
+            compressions.push(Compression {
+                pool,
+                wire,
+                scale: job.scale,
+            });
+        }
+    }
+    // With --at, a compression that cannot apply there (pooling a flat tensor, a map that does
+    // not divide) is an error before any long work; sweeping, it is skipped and reported.
+    if job.at.is_some() {
+        for cut in &candidates {
+            for c in &compressions {
+                joined(&model, cut, c)?;
+            }
+        }
+    }
+    let mut skipped = Vec::new();
+    let (data, warnings): (Dataset, Vec<String>) =
+        crate::data::open_for(&full, &job.data, Some(&job.index), job.max_len)?;
+    for w in &warnings {
+        warn(w);
+    }
+    let device = Device::Cpu;
+    let params = ckpt.load_params(&model, device)?;
+    let input_sha = sha256_file(&ckpt.path)?;
+    let test = data.split(Split::Test, job.val_fraction)?;
+    let eval = |m: &Model, p: &Params| -> Result<Vec<TaskMetrics>> {
+        Ok(evaluate(m, p, test.clone(), &selected, job.batch, device, |_| {})?.0)
+    };
+    let reference = eval(&model, &params)?;
+    let probes = probes(&model, &test)?;
+    let probe_inputs: Vec<BTreeMap<String, Tensor>> = probes
+        .samples
+        .iter()
+        .map(|(_, i, _)| single(&test, *i, &model))
+        .collect::<Result<_>>()?;
+    let lambdas = task_lambdas(&selected, None)?;
+    let finetune = TrainConfig {
+        steps: job.finetune_steps,
+        batch: job.batch,
+        lr: job.lr,
+        weight_decay: 0.0,
+        step_size: job.step_size,
+        gamma: job.gamma,
+        lambdas,
+        seed: job.seed,
+        val_every: job.val_every,
+        device,
+        freeze_norm: false,
+        only: None,
+    };
+    let mut rows: Vec<Row> = Vec::new();
+    let mut kept: Vec<(Model, Params)> = Vec::new();
+    let total = candidates.len() * (compressions.len() + 1);
+    let mut done = 0;
+    for cut in &candidates {
+        let mut variants = vec![Compression::NONE];
+        variants.extend(compressions.iter().copied().filter(|c| *c != Compression::NONE));
+        for c in variants {
+            let split = match joined(&model, cut, &c) {
+                Ok(s) => s,
+                Err(e) => {
+                    skipped.push(format!("{}: {e:#}", c.label()));
+                    continue;
+                }
+            };
+            let before = eval(&split, &params)?;
+            let uncompressed = c == Compression::NONE;
+            let mut tuned = params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.shallow_clone()))
+                .collect::<Params>();
+            let mut best_step = None;
+            let t = Instant::now();
+            if job.finetune_steps > 0 && !uncompressed {
+                let parts = separate(&split, &params)?;
+                let mut only: Vec<String> = parts.cloud_params.keys().cloned().collect();
+                if job.finetune_device {
+                    only.extend(parts.device_params.keys().cloned());
+                }
+                let cfg = TrainConfig {
+                    only: Some(only),
+                    ..finetune.clone()
+                };
+                let train_items = data.split(Split::Train, job.val_fraction)?;
+                let val_items = data.split(Split::Val, job.val_fraction)?;
+                let phase = format!("fine-tune {} ({})", cut.after, c.label());
+                let outcome = train(
+                    &split,
+                    &params,
+                    &selected,
+                    train_items,
+                    val_items,
+                    None,
+                    &cfg,
+                    |s, _| progress(&phase, s, job.finetune_steps),
+                )?;
+                best_step = Some(outcome.best_step);
+                tuned = outcome.params;
+            }
+            let finetune_s = t.elapsed().as_secs_f64();
+            let after = if best_step.is_some() {
+                eval(&split, &tuned)?
+            } else {
+                before.clone()
+            };
+            let parts = separate(&split, &tuned)?;
+            let wire = wire_of(&split).expect("joined graphs have a wire");
+            let mut bytes = Vec::new();
+            let mut device_ms = Vec::new();
+            let mut cloud_ms = Vec::new();
+            for ((_, _, tokens), inputs) in probes.samples.iter().zip(&probe_inputs) {
+                let features = {
+                    let _guard = tch::no_grad_guard();
+                    let out = forward_inputs(
+                        &parts.device.graph,
+                        &parts.device_params,
+                        inputs,
+                        &[crate::split::FEATURES],
+                        Mode::Eval,
+                    )?;
+                    out[crate::split::FEATURES].to_kind(Kind::Float)
+                };
+                let sent = payload::encode(&features, wire.format, wire.scale, *tokens)?;
+                let (received, _) =
+                    payload::decode(&sent, &features.size(), wire.format, wire.scale, tokens.is_some())?;
+                bytes.push(sent.len());
+                let device_inputs: BTreeMap<String, Tensor> = parts
+                    .device
+                    .graph
+                    .inputs
+                    .iter()
+                    .map(|d| (d.name.clone(), inputs[&d.name].shallow_clone()))
+                    .collect();
+                device_ms.push(time_ms(&parts.device, &parts.device_params, &device_inputs, job.runs)?);
+                let mut cloud_inputs = BTreeMap::from([(crate::split::FEATURES.to_string(), received)]);
+                for d in parts.cloud.graph.inputs.iter().skip(1) {
+                    // The mask the cloud rebuilds from the token count: all ones at batch 1.
+                    cloud_inputs.insert(
+                        d.name.clone(),
+                        Tensor::ones([1, tokens.unwrap_or(0) as i64], (Kind::Int64, Device::Cpu)),
+                    );
+                }
+                cloud_ms.push(time_ms(&parts.cloud, &parts.cloud_params, &cloud_inputs, job.runs)? / job.cloud_speedup);
+            }
+            let shapes = shapes::infer_sizes(&parts.device.graph, &parts.device.graph.sizes)?;
+            let macs: u64 = shapes::macs(&parts.device.graph, &shapes).values().sum();
+            let device_params: u64 = parts.device_params.values().map(|t| t.numel() as u64).sum();
+            let device_bytes =
+                writer::model_bytes(&parts.device, &parts.device_params, ckpt.float_dtype(), false, None)?.len() as u64;
+            rows.push(Row {
+                cut: cut.after.clone(),
+                tensor: cut.tensor.clone(),
+                shape: cut.shape.clone(),
+                compression: c.label(),
+                pool: c.pool,
+                wire: c.wire.as_str().into(),
+                device_macs: macs,
+                device_params,
+                device_file_bytes: device_bytes,
+                bytes_sent: bytes,
+                device_ms,
+                cloud_ms,
+                before: changes(&before, &reference),
+                after: changes(&after, &reference),
+                finetune_best_step: best_step,
+                finetune_s,
+                pareto: false,
+                beats_cloud_only_below_mbit: Vec::new(),
+                total_ms: Vec::new(),
+            });
+            kept.push((split, tuned));
+            done += 1;
+            progress("splits", done, total);
+        }
+    }
+    // Timed after the splits, on a machine no longer loading data (as each split's parts were).
+    let whole_ms: Vec<f64> = probe_inputs
+        .iter()
+        .map(|inp| time_ms(&model, &params, inp, job.runs))
+        .collect::<Result<_>>()?;
+    let baselines = Baselines {
+        device_only_ms: whole_ms.clone(),
+        cloud_only_bytes: probes.raw_bytes.clone(),
+        cloud_only_what: probes.raw_what.clone(),
+        cloud_only_ms: whole_ms.iter().map(|m| m / job.cloud_speedup).collect(),
+        probes: probes.samples.iter().map(|(l, _, _)| l.clone()).collect(),
+    };
+    let mut report = SplitReport {
+        model: job.model.display().to_string(),
+        model_sha256: input_sha.clone(),
+        tasks: names.iter().map(|s| s.to_string()).collect(),
+        reference,
+        bandwidths_mbit: job.bandwidths.clone(),
+        rtt_ms: job.rtt_ms,
+        cloud_speedup: job.cloud_speedup,
+        finetune_steps: job.finetune_steps,
+        finetune_device: job.finetune_device,
+        max_drop: job.max_drop,
+        latency_machine: crate::device::describe(device),
+        baselines,
+        rows,
+        skipped,
+        chosen: 0,
+        command: job.command.clone(),
+        device_out: device_out.display().to_string(),
+        cloud_out: cloud_out.display().to_string(),
+    };
+    if report.rows.is_empty() {
+        bail!("no cut could take the compression asked: {}", report.skipped.join("; "));
+    }
+    mark_front(&mut report);
+    if job.at.is_some() && compressions.len() == 1 {
+        // One cut and one compression asked: that is what gets written.
+        report.chosen = report.rows.len() - 1;
+    }
+    let (split, tuned) = &kept[report.chosen];
+    let parts = separate(split, tuned)?;
+    let dtype: DType = ckpt.float_dtype();
+    let provenance = Provenance::new(job.command.clone(), Some(input_sha));
+    let mut outputs = Outputs::new(job.force);
+    outputs.stage(
+        &device_out,
+        &writer::model_bytes(&parts.device, &parts.device_params, dtype, false, Some(&provenance))?,
+    )?;
+    outputs.stage(
+        &cloud_out,
+        &writer::model_bytes(&parts.cloud, &parts.cloud_params, dtype, false, Some(&provenance))?,
+    )?;
+    outputs.stage(&report_json, serde_json::to_string_pretty(&report)?.as_bytes())?;
+    outputs.stage(&report_md, markdown(&report).as_bytes())?;
+    outputs.commit()?;
+    Ok(SplitDone {
+        report,
+        device: device_out,
+        cloud: cloud_out,
+        report_json,
+        report_md,
+    })
+}
