@@ -365,8 +365,11 @@ pub fn run(
     let total = candidates.len() * (compressions.len() + 1);
     let mut done = 0;
     for cut in &candidates {
+        // The uncompressed split is the unsplit model: a baseline row, fine-tuned only when
+        // asked for by name (--pool 1 --wire f32), as the same fine-tuning without compression.
         let mut variants = vec![Compression::NONE];
         variants.extend(compressions.iter().copied().filter(|c| *c != Compression::NONE));
+        let tune_uncompressed = compressions.contains(&Compression::NONE);
         for c in variants {
             let split = match joined(&model, cut, &c) {
                 Ok(s) => s,
@@ -376,7 +379,7 @@ pub fn run(
                 }
             };
             let before = eval(&split, &params)?;
-            let uncompressed = c == Compression::NONE;
+            let uncompressed = c == Compression::NONE && !tune_uncompressed;
             let mut tuned = params
                 .iter()
                 .map(|(k, v)| (k.clone(), v.shallow_clone()))
@@ -454,7 +457,12 @@ pub fn run(
                 }
                 cloud_ms.push(time_ms(&parts.cloud, &parts.cloud_params, &cloud_inputs, job.runs)? / job.cloud_speedup);
             }
-            let shapes = shapes::infer_sizes(&parts.device.graph, &parts.device.graph.sizes)?;
+            // MACs at the first probe: a text's length, an image's size.
+            let mut sizes = parts.device.graph.sizes.clone();
+            if let Some(n) = probes.samples[0].2 {
+                sizes.insert("seq".into(), n);
+            }
+            let shapes = shapes::infer_sizes(&parts.device.graph, &sizes)?;
             let macs: u64 = shapes::macs(&parts.device.graph, &shapes).values().sum();
             let device_params: u64 = parts.device_params.values().map(|t| t.numel() as u64).sum();
             let device_bytes =

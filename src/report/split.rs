@@ -25,6 +25,7 @@ pub struct Row {
     pub compression: String,
     pub pool: usize,
     pub wire: String,
+    /// Multiply-accumulates of the device part per inference (text: at the first probe's length).
     pub device_macs: u64,
     pub device_params: u64,
     /// The device checkpoint's size in the input's dtype.
