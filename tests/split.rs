@@ -54,16 +54,7 @@ fn through_parts(
 ) -> BTreeMap<String, Tensor> {
     let cut = cut_after(model, at).unwrap();
     let parts = separate(&joined(model, &cut, c).unwrap(), params).unwrap();
-    let device_inputs: BTreeMap<String, Tensor> = parts
-        .device
-        .graph
-        .inputs
-        .iter()
-        .map(|d| (d.name.clone(), inputs[&d.name].shallow_clone()))
-        .collect();
-    let features = run(&parts.device, &parts.device_params, &device_inputs)
-        .remove(FEATURES)
-        .unwrap();
+    let features = parts.features(inputs).unwrap();
     let mut cloud_inputs = BTreeMap::from([(FEATURES.to_string(), features)]);
     for d in parts.cloud.graph.inputs.iter().skip(1) {
         cloud_inputs.insert(d.name.clone(), inputs[&d.name].shallow_clone());
@@ -123,16 +114,7 @@ fn the_payload_carries_what_the_evaluated_graph_sees() {
             inputs = inputs.into_iter().map(|(k, t)| (k, t.narrow(1, 0, n))).collect();
         }
         let expected = run(&split, &params, &inputs);
-        let device_inputs: BTreeMap<String, Tensor> = parts
-            .device
-            .graph
-            .inputs
-            .iter()
-            .map(|d| (d.name.clone(), inputs[&d.name].shallow_clone()))
-            .collect();
-        let features = run(&parts.device, &parts.device_params, &device_inputs)
-            .remove(FEATURES)
-            .unwrap();
+        let features = parts.features(&inputs).unwrap();
         let tokens = inputs.get(cut::families::bert::MASK).map(|m| m.size()[1] as usize);
         let bytes = payload::encode(&features, c.wire, c.scale, tokens).unwrap();
         let (received, count) = payload::decode(&bytes, &features.size(), c.wire, c.scale, tokens.is_some()).unwrap();

@@ -149,6 +149,21 @@ impl DataArgs {
 }
 
 /// A progress bar on stderr when it is a terminal; hidden in pipes and CI.
+/// Runs `work` with a progress callback `(phase, done, total)` that draws one bar per phase (on a
+/// terminal only), cleared when the work ends.
+pub fn with_phase_bars<T>(work: impl FnOnce(&mut dyn FnMut(&str, usize, usize)) -> T) -> T {
+    let mut bars: std::collections::BTreeMap<String, indicatif::ProgressBar> = Default::default();
+    let out = work(&mut |phase, done, total| {
+        bars.entry(phase.to_string())
+            .or_insert_with(|| progress(total as u64, phase))
+            .set_position(done as u64)
+    });
+    for bar in bars.values() {
+        bar.finish_and_clear();
+    }
+    out
+}
+
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
     let target = if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() {

@@ -1,6 +1,6 @@
 //! `cut prune`: arguments in, a [`PruneJob`] to the library, the summary or JSON out.
 
-use super::args::{progress, DataArgs, ModelArgs};
+use super::args::{with_phase_bars, DataArgs, ModelArgs};
 use anyhow::Result;
 use cut::checkpoint::DType;
 use cut::data::Split;
@@ -12,7 +12,6 @@ use cut::prune::policy::{Fold, NormMode, PruneRequest};
 use cut::prune::score::{Criterion, Precision, Strategy};
 use cut::prune::Granularity;
 use cut::report::prune::summary;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -148,19 +147,7 @@ pub fn run(a: Args) -> Result<()> {
         onnx: a.onnx,
         command: super::command_line(),
     };
-    let mut bars: BTreeMap<String, indicatif::ProgressBar> = BTreeMap::new();
-    let done = run_job(
-        &job,
-        &mut |w| eprintln!("cut: warning: {w}"),
-        &mut |phase, done, total| {
-            bars.entry(phase.to_string())
-                .or_insert_with(|| progress(total as u64, phase))
-                .set_position(done as u64)
-        },
-    );
-    for bar in bars.values() {
-        bar.finish_and_clear();
-    }
+    let done = with_phase_bars(|progress| run_job(&job, &mut |w| eprintln!("cut: warning: {w}"), progress));
     let done = done?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&done.report)?);

@@ -1,11 +1,10 @@
 //! `cut split`: arguments in, the split from the library, a summary or JSON out.
 
-use super::args::{progress, ModelArgs};
+use super::args::{with_phase_bars, ModelArgs};
 use anyhow::Result;
 use cut::graph::ops::{ScaleGranularity, WireFormat};
 use cut::jobs::split::{run as run_job, SplitJob, BANDWIDTH_PRESETS};
 use cut::report::split::markdown;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -143,19 +142,7 @@ pub fn run(a: Args) -> Result<()> {
         force: a.force,
         command: super::command_line(),
     };
-    let mut bars: BTreeMap<String, indicatif::ProgressBar> = BTreeMap::new();
-    let done = run_job(
-        &job,
-        &mut |w| eprintln!("cut: warning: {w}"),
-        &mut |phase, done, total| {
-            bars.entry(phase.to_string())
-                .or_insert_with(|| progress(total as u64, phase))
-                .set_position(done as u64)
-        },
-    );
-    for bar in bars.values() {
-        bar.finish_and_clear();
-    }
+    let done = with_phase_bars(|progress| run_job(&job, &mut |w| eprintln!("cut: warning: {w}"), progress));
     let done = done?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&done.report)?);

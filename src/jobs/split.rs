@@ -11,13 +11,14 @@ use crate::graph::interpreter::forward_inputs;
 use crate::graph::ops::{Mode, ScaleGranularity, WireFormat};
 use crate::graph::passes::fuse_conv_relu;
 use crate::graph::{shapes, Model, Params};
+use crate::jobs::prune::sibling;
 use crate::metrics::TaskMetrics;
 use crate::report::split::{mark_front, markdown, Baselines, Row, SplitReport, TaskChange};
 use crate::split::{cut_after, cuts, joined, payload, separate, wire_of, Compression, Cut};
 use crate::train::{task_lambdas, train, TrainConfig};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -71,16 +72,6 @@ pub struct SplitDone {
     pub cloud: PathBuf,
     pub report_json: PathBuf,
     pub report_md: PathBuf,
-}
-
-/// `<out>` plus a suffix (`OUT.device.safetensors`).
-pub fn with_suffix(out: &Path, suffix: &str) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
-    out.with_file_name(format!("{stem}{suffix}"))
 }
 
 impl SplitJob {
@@ -286,13 +277,10 @@ pub fn run(
     let names: Vec<&str> = selected.iter().map(|t| t.name.as_str()).collect();
     let model = full.keep_tasks(&names);
     let (device_out, cloud_out) = (
-        with_suffix(&job.out, ".device.safetensors"),
-        with_suffix(&job.out, ".cloud.safetensors"),
+        sibling(&job.out, ".device.safetensors"),
+        sibling(&job.out, ".cloud.safetensors"),
     );
-    let (report_json, report_md) = (
-        with_suffix(&job.out, ".report.json"),
-        with_suffix(&job.out, ".report.md"),
-    );
+    let (report_json, report_md) = (sibling(&job.out, ".report.json"), sibling(&job.out, ".report.md"));
     for p in [&device_out, &cloud_out, &report_json, &report_md] {
         check_output(p, &[&job.model], job.force)?;
     }
@@ -439,14 +427,12 @@ pub fn run(
                 let (received, _) =
                     payload::decode(&sent, &features.size(), wire.format, wire.scale, tokens.is_some())?;
                 bytes.push(sent.len());
-                let device_inputs: BTreeMap<String, Tensor> = parts
-                    .device
-                    .graph
-                    .inputs
-                    .iter()
-                    .map(|d| (d.name.clone(), inputs[&d.name].shallow_clone()))
-                    .collect();
-                device_ms.push(time_ms(&parts.device, &parts.device_params, &device_inputs, job.runs)?);
+                device_ms.push(time_ms(
+                    &parts.device,
+                    &parts.device_params,
+                    &parts.device_inputs(inputs)?,
+                    job.runs,
+                )?);
                 let mut cloud_inputs = BTreeMap::from([(crate::split::FEATURES.to_string(), received)]);
                 for d in parts.cloud.graph.inputs.iter().skip(1) {
                     // The mask the cloud rebuilds from the token count: all ones at batch 1.

@@ -11,6 +11,7 @@
 
 pub mod payload;
 
+use crate::graph::interpreter::{forward_inputs, Inputs, Mode};
 use crate::graph::ops::{AvgPool, MaskPool, Resize, ScaleGranularity, TokenPool, TokenUnpool, Wire, WireFormat};
 use crate::graph::{
     shapes, Dim, Graph, GraphInput, GraphOutput, InputDType, Model, Node, Op, Params, TaskKind, TaskSpec,
@@ -294,6 +295,35 @@ pub struct Parts {
     pub device_params: Params,
     pub cloud: Model,
     pub cloud_params: Params,
+}
+
+impl Parts {
+    /// The inputs the device part reads, taken from the whole model's.
+    pub fn device_inputs(&self, all: &Inputs) -> Result<Inputs> {
+        self.device
+            .graph
+            .inputs
+            .iter()
+            .map(|d| match all.get(&d.name) {
+                Some(t) => Ok((d.name.clone(), t.shallow_clone())),
+                None => anyhow::bail!("no batch was given for input '{}'", d.name),
+            })
+            .collect()
+    }
+
+    /// What the device part sends for the whole model's inputs (f32, inference mode).
+    pub fn features(&self, all: &Inputs) -> Result<tch::Tensor> {
+        let _guard = tch::no_grad_guard();
+        let mut out = forward_inputs(
+            &self.device.graph,
+            &self.device_params,
+            &self.device_inputs(all)?,
+            &[FEATURES],
+            Mode::Eval,
+        )?;
+        let features = out.remove(FEATURES).expect("the device part outputs its features");
+        Ok(features.to_kind(tch::Kind::Float))
+    }
 }
 
 /// Cuts a [`joined`] graph at its wire: the device part outputs what the wire reads (as the task
