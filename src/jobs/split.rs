@@ -297,11 +297,13 @@ pub fn run(
     let mut compressions = Vec::new();
     for &pool in &job.pools {
         for &wire in &job.wires {
-            compressions.push(Compression {
-                pool,
-                wire,
-                scale: job.scale,
-            });
+            // Scales exist for int8 only.
+            let scale = if wire == WireFormat::Int8 {
+                job.scale
+            } else {
+                ScaleGranularity::Tensor
+            };
+            compressions.push(Compression { pool, wire, scale });
         }
     }
     // With --at, a compression that cannot apply there (pooling a flat tensor, a map that does
@@ -468,6 +470,8 @@ pub fn run(
                 cloud_ms,
                 before: changes(&before, &reference),
                 after: changes(&after, &reference),
+                metrics_before: before,
+                metrics_after: after,
                 finetune_best_step: best_step,
                 finetune_s,
                 pareto: false,

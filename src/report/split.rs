@@ -37,6 +37,9 @@ pub struct Row {
     pub cloud_ms: Vec<f64>,
     pub before: Vec<TaskChange>,
     pub after: Vec<TaskChange>,
+    /// Every metric of every selected task on the test split, before and after fine-tuning.
+    pub metrics_before: Vec<TaskMetrics>,
+    pub metrics_after: Vec<TaskMetrics>,
     pub finetune_best_step: Option<usize>,
     pub finetune_s: f64,
     /// Total latency (first probe) at each bandwidth: device + upload + round trip + cloud.

@@ -4,7 +4,7 @@
 //! A cut is a node boundary where exactly one tensor crosses (an attention mask the cloud also
 //! reads travels as a token count). [`joined`] writes the whole split into one graph with the seam
 //! in it: `split.pool` (token or spatial pooling, device side), `split.wire` (what the link does
-//! to the values) and, cloud side, `split.unpool` (a pooled feature map upsampled back),
+//! to the values) and, cloud side, `split.unpool` (a pooled feature map resized back),
 //! `split.mask` (the attention mask pooled with the tokens) and `split.unpool.<task>` (a token
 //! task's predictions repeated back to one per token). Evaluating and fine-tuning that graph is
 //! evaluating and fine-tuning the split; [`separate`] cuts it into the two checkpoints.
@@ -60,7 +60,7 @@ impl Compression {
         wire: WireFormat::F32,
         scale: ScaleGranularity::Tensor,
     };
-    /// "pool x2, int8/channel", "none, f32".
+    /// "pool x2, int8/channel", "no pool, f32".
     pub fn label(&self) -> String {
         let pool = if self.pool > 1 {
             format!("pool x{}", self.pool)
