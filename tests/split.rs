@@ -300,3 +300,29 @@ fn bad_input_is_refused() {
     let e = fail(DEMO, DEMO_DATA, "seg", &["--bandwidth", "-3"]);
     assert!(e.contains("above 0"), "{e}");
 }
+
+/// The same split, seed and data give the same checkpoints, byte for byte.
+#[test]
+fn the_same_run_writes_the_same_bytes() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("det");
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        cut_cmd()
+            .args(["split", TEXT_DEMO, "--tasks", "era,pos", "--data", TEXT_DATA])
+            .args([
+                "--at",
+                "encoder.layer.0.attention.output.LayerNorm",
+                "--finetune-steps",
+                "6",
+            ])
+            .args(["--val-every", "2", "--runs", "1", "--force"])
+            .arg("-o")
+            .arg(&out)
+            .assert()
+            .success();
+        let read = |part: &str| std::fs::read(t.path().join(part)).unwrap();
+        seen.push((read("det.device.safetensors"), read("det.cloud.safetensors")));
+    }
+    assert!(seen[0] == seen[1], "two runs wrote different checkpoints");
+}
