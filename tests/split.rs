@@ -155,16 +155,8 @@ fn payload_bytes_by_hand() {
     }
     // Token pooling by 2 through the op: half the tokens, half the feature bytes.
     let pool = cut::graph::ops::TokenPool { factor: 2 };
-    let params = Params::new();
-    let no_inputs = BTreeMap::new();
-    let cx = cut::graph::ops::EvalCx {
-        node: "p",
-        params: &params,
-        inputs: &no_inputs,
-        mode: Mode::Eval,
-    };
     let mask = Tensor::ones([1, 6], (Kind::Int64, Device::Cpu));
-    let pooled = cut::graph::ops::OpDef::eval(&pool, &cx, &[&x, &mask]).unwrap();
+    let pooled = cut::graph::ops::eval_alone(&pool, &[&x, &mask]).unwrap();
     for wire in [WireFormat::F32, WireFormat::F16] {
         let full = payload::encode(&x, wire, ScaleGranularity::Tensor, None).unwrap().len();
         let half = payload::encode(&pooled, wire, ScaleGranularity::Tensor, None)

@@ -1,4 +1,5 @@
-use super::args::{progress, DataArgs, ModelArgs};
+use super::args::{DataArgs, ModelArgs};
+use super::progress::progress;
 use anyhow::Result;
 use cut::checkpoint::Checkpoint;
 use cut::data::Split;

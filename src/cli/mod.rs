@@ -9,6 +9,7 @@ mod export;
 mod inspect;
 mod new;
 mod plan;
+mod progress;
 mod prune;
 mod split;
 mod train;

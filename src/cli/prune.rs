@@ -1,6 +1,7 @@
 //! `cut prune`: arguments in, a [`PruneJob`] to the library, the summary or JSON out.
 
-use super::args::{with_phase_bars, DataArgs, ModelArgs};
+use super::args::{DataArgs, ModelArgs};
+use super::progress::with_phase_bars;
 use anyhow::Result;
 use cut::checkpoint::DType;
 use cut::data::Split;

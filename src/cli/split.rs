@@ -1,6 +1,7 @@
 //! `cut split`: arguments in, the split from the library, a summary or JSON out.
 
-use super::args::{with_phase_bars, ModelArgs};
+use super::args::ModelArgs;
+use super::progress::with_phase_bars;
 use anyhow::Result;
 use cut::graph::ops::{ScaleGranularity, WireFormat};
 use cut::jobs::split::{run as run_job, SplitJob, BANDWIDTH_PRESETS};

@@ -1,4 +1,5 @@
-use super::args::{progress, DataArgs, SceneNetArgs};
+use super::args::{DataArgs, SceneNetArgs};
+use super::progress::progress;
 use anyhow::Result;
 use cut::checkpoint::metadata::Provenance;
 use cut::checkpoint::{sha256_file, writer, Checkpoint, DType};

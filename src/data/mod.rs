@@ -173,22 +173,29 @@ pub fn open_for(
     Ok((data, warnings))
 }
 
+/// The count of real (unpadded) tokens of every example of a text split.
+pub fn token_counts(items: &Samples) -> Result<Vec<usize>> {
+    let mask = crate::families::bert::MASK;
+    (0..items.count())
+        .map(|i| {
+            let example = items.load(i)?;
+            let Some(field) = example.inputs.iter().find(|f| f.name == mask) else {
+                bail!("{}: has no '{mask}' input to count tokens in", items.describe(i));
+            };
+            Ok(match &field.values {
+                Values::I64(v) => v.iter().filter(|&&m| m != 0).count(),
+                Values::F32(v) => v.iter().filter(|&&m| m != 0.0).count(),
+            })
+        })
+        .collect()
+}
+
 /// The mean count of real (unpadded) tokens per example of a text split, rounded, at least 1.
 pub fn mean_tokens(items: &Samples) -> Result<usize> {
-    let mask = crate::families::bert::MASK;
-    let mut total = 0i64;
-    for i in 0..items.count() {
-        let example = items.load(i)?;
-        let Some(field) = example.inputs.iter().find(|f| f.name == mask) else {
-            bail!("{}: has no '{mask}' input to count tokens in", items.describe(i));
-        };
-        total += match &field.values {
-            Values::I64(v) => v.iter().sum::<i64>(),
-            Values::F32(v) => v.iter().sum::<f32>() as i64,
-        };
-    }
-    if items.count() == 0 {
+    let counts = token_counts(items)?;
+    if counts.is_empty() {
         bail!("the calibration split is empty");
     }
-    Ok(((total as f64 / items.count() as f64).round() as usize).max(1))
+    let total: usize = counts.iter().sum();
+    Ok(((total as f64 / counts.len() as f64).round() as usize).max(1))
 }

@@ -2,7 +2,7 @@
 
 use crate::checkpoint::metadata::Provenance;
 use crate::checkpoint::{sha256_file, writer, Checkpoint, DType, LoadOptions};
-use crate::data::example::{Samples, Subset, Values};
+use crate::data::example::{Samples, Subset};
 use crate::data::loader::Loader;
 use crate::data::{Dataset, Split};
 use crate::eval::evaluate;
@@ -116,22 +116,9 @@ fn time_ms(model: &Model, params: &Params, inputs: &BTreeMap<String, Tensor>, ru
     Ok(times[times.len() / 2])
 }
 
-/// The real (unpadded) token count of example `i`, for text data.
-fn tokens_of(items: &Samples, i: usize) -> Result<Option<usize>> {
-    let example = items.load(i)?;
-    Ok(example
-        .inputs
-        .iter()
-        .find(|f| f.name == crate::families::bert::MASK)
-        .map(|f| match &f.values {
-            Values::I64(v) => v.iter().filter(|&&m| m != 0).count(),
-            Values::F32(v) => v.iter().filter(|&&m| m != 0.0).count(),
-        }))
-}
-
-/// Example `i` alone as a batch of 1 with the inputs `model` reads; a text without its padding
-/// (what a device sends at batch 1).
-fn single(items: &Samples, i: usize, model: &Model) -> Result<BTreeMap<String, Tensor>> {
+/// Example `i` alone as a batch of 1 with the inputs `model` reads; a text cut to its `tokens`
+/// real tokens (what a device sends at batch 1).
+fn single(items: &Samples, i: usize, model: &Model, tokens: Option<usize>) -> Result<BTreeMap<String, Tensor>> {
     let one: Samples = std::sync::Arc::new(Subset {
         source: items.clone(),
         indices: vec![i],
@@ -140,14 +127,8 @@ fn single(items: &Samples, i: usize, model: &Model) -> Result<BTreeMap<String, T
         bail!("{}: cannot load", items.describe(i));
     };
     let inputs = batch?.graph_inputs(&model.graph)?;
-    Ok(match tokens_of(items, i)? {
-        Some(n) => inputs
-            .into_iter()
-            .map(|(k, t)| {
-                let t = if t.dim() == 2 { t.narrow(1, 0, n as i64) } else { t };
-                (k, t)
-            })
-            .collect(),
+    Ok(match tokens {
+        Some(n) => inputs.into_iter().map(|(k, t)| (k, t.narrow(1, 0, n as i64))).collect(),
         None => inputs,
     })
 }
@@ -163,19 +144,18 @@ struct Probes {
 }
 
 fn probes(model: &Model, test: &Samples) -> Result<Probes> {
-    let first = tokens_of(test, 0)?;
-    if first.is_none() {
+    if model.graph.input_decl(crate::families::bert::IDS).is_none() {
         // Image: PNG size of every test image, mean and largest.
         let mut sizes = Vec::new();
-        for i in 0..test.count() {
-            let inputs = single(test, i, model)?;
+        for batch in Loader::sequential(test.clone(), 1, Device::Cpu) {
+            let inputs = batch?.graph_inputs(&model.graph)?;
             let image = inputs
                 .values()
                 .find(|t| t.dim() == 4)
-                .ok_or_else(|| anyhow::anyhow!("{}: no image input", test.describe(i)))?;
+                .ok_or_else(|| anyhow::anyhow!("{}: no image input", test.describe(sizes.len())))?;
             sizes.push(payload::image_png(image)?.len());
         }
-        let mean = sizes.iter().sum::<usize>() as f64 / sizes.len() as f64;
+        let mean = sizes.iter().sum::<usize>() as f64 / sizes.len().max(1) as f64;
         return Ok(Probes {
             samples: vec![("per image".into(), 0, None)],
             raw_bytes: vec![mean.round() as usize],
@@ -186,9 +166,7 @@ fn probes(model: &Model, test: &Samples) -> Result<Probes> {
             ),
         });
     }
-    let counts: Vec<usize> = (0..test.count())
-        .map(|i| tokens_of(test, i).map(|t| t.unwrap_or(0)))
-        .collect::<Result<_>>()?;
+    let counts = crate::data::token_counts(test)?;
     let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
     let nearest = (0..counts.len())
         .min_by(|&a, &b| ((counts[a] as f64 - mean).abs()).total_cmp(&(counts[b] as f64 - mean).abs()))
@@ -333,7 +311,7 @@ pub fn run(
     let probe_inputs: Vec<BTreeMap<String, Tensor>> = probes
         .samples
         .iter()
-        .map(|(_, i, _)| single(&test, *i, &model))
+        .map(|(_, i, tokens)| single(&test, *i, &model, *tokens))
         .collect::<Result<_>>()?;
     let lambdas = task_lambdas(&selected, None)?;
     let finetune = TrainConfig {

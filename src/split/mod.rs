@@ -17,7 +17,6 @@ use crate::graph::{
     shapes, Dim, Graph, GraphInput, GraphOutput, InputDType, Model, Node, Op, Params, TaskKind, TaskSpec,
 };
 use anyhow::Result;
-use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// The name of the tensor the device part outputs and the cloud part reads.
@@ -25,9 +24,9 @@ pub const FEATURES: &str = "features";
 /// The named size of a pooled sequence in the cloud part's inputs.
 pub const POOLED_SEQ: &str = "pooled_seq";
 
-/// A valid place to split: after `after`, only `tensor` crosses (and `mask`, when the cloud reads
-/// the attention mask).
-#[derive(Clone, Debug, Serialize)]
+/// A valid place to split: after `after`, only `tensor` crosses (besides the attention mask,
+/// which travels as a token count).
+#[derive(Clone, Debug)]
 pub struct Cut {
     /// The last node before the cut, in graph order.
     pub after: String,
@@ -35,18 +34,10 @@ pub struct Cut {
     pub tensor: String,
     /// Its per-sample shape at the graph's default sizes.
     pub shape: Vec<usize>,
-    /// The attention-mask input the cloud part also reads (sent as a token count).
-    pub mask: Option<String>,
-}
-
-impl Cut {
-    pub fn is_sequence(&self) -> bool {
-        self.shape.len() == 2
-    }
 }
 
 /// How what crosses is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Compression {
     /// 1: none; k: mean of k adjacent tokens, or of k x k pixels of a feature map.
     pub pool: usize,
@@ -115,25 +106,19 @@ fn boundaries(graph: &Graph) -> Vec<(usize, Vec<String>)> {
         .collect()
 }
 
-fn cut_at(model: &Model, p: usize, tensor: &str) -> Result<Cut> {
-    let graph = &model.graph;
-    let shapes = shapes::infer_sizes(graph, &graph.sizes)?;
-    let mask = mask_input(graph);
-    let reads_mask = mask
-        .as_ref()
-        .is_some_and(|m| graph.nodes[p + 1..].iter().any(|n| n.inputs.contains(m)));
-    Ok(Cut {
+fn cut_at(graph: &Graph, shapes: &std::collections::HashMap<String, Vec<usize>>, p: usize, tensor: &str) -> Cut {
+    Cut {
         after: graph.nodes[p].name.clone(),
         tensor: tensor.to_string(),
         shape: shapes[tensor].clone(),
-        mask: if reads_mask { mask } else { None },
-    })
+    }
 }
 
 /// Every valid cut of `model` (restricted to the tasks that stay), input to output; one per
 /// crossing tensor.
 pub fn cuts(model: &Model) -> Result<Vec<Cut>> {
     let graph = &model.graph;
+    let shapes = shapes::infer_sizes(graph, &graph.sizes)?;
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for (p, crossing) in boundaries(graph) {
@@ -141,7 +126,7 @@ pub fn cuts(model: &Model) -> Result<Vec<Cut>> {
         if matches!(graph.node(tensor).map(|n| &n.op), Some(Op::Input)) || !seen.insert(tensor.clone()) {
             continue;
         }
-        out.push(cut_at(model, p, tensor)?);
+        out.push(cut_at(graph, &shapes, p, tensor));
     }
     Ok(out)
 }
@@ -160,7 +145,9 @@ pub fn cut_after(model: &Model, name: &str) -> Result<Cut> {
         crate::usage_bail!("--at '{name}': nothing runs after an input or the last node; cut after a later node");
     };
     match crossing.as_slice() {
-        [tensor] if !matches!(graph.node(tensor).map(|n| &n.op), Some(Op::Input)) => cut_at(model, p, tensor),
+        [tensor] if !matches!(graph.node(tensor).map(|n| &n.op), Some(Op::Input)) => {
+            Ok(cut_at(graph, &shapes::infer_sizes(graph, &graph.sizes)?, p, tensor))
+        }
         _ => {
             let valid: Vec<String> = cuts(model)?.into_iter().map(|c| c.after).collect();
             crate::usage_bail!(

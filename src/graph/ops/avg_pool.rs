@@ -49,26 +49,17 @@ impl OpDef for AvgPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::ops::Mode;
-    use crate::graph::Params;
-    use std::collections::BTreeMap;
+    use crate::graph::ops::eval_alone;
 
     /// A 2x4 map pooled 2x2: the means of (0,1,4,5) and (2,3,6,7). A 3x3 map: the border windows
     /// average the pixels they hold.
     #[test]
     fn by_hand() {
-        let (params, inputs) = (Params::new(), BTreeMap::new());
-        let cx = EvalCx {
-            node: "pool",
-            params: &params,
-            inputs: &inputs,
-            mode: Mode::Eval,
-        };
         let x = Tensor::arange(8, (tch::Kind::Float, tch::Device::Cpu)).view([1, 1, 2, 4]);
-        let y = AvgPool { factor: 2 }.eval(&cx, &[&x]).unwrap();
+        let y = eval_alone(&AvgPool { factor: 2 }, &[&x]).unwrap();
         assert_eq!(Vec::<f32>::try_from(y.flatten(0, -1)).unwrap(), vec![2.5, 4.5]);
         let x = Tensor::arange(9, (tch::Kind::Float, tch::Device::Cpu)).view([1, 1, 3, 3]);
-        let y = AvgPool { factor: 2 }.eval(&cx, &[&x]).unwrap();
+        let y = eval_alone(&AvgPool { factor: 2 }, &[&x]).unwrap();
         // (0,1,3,4) -> 2, (2,5) -> 3.5, (6,7) -> 6.5, (8) -> 8.
         assert_eq!(Vec::<f32>::try_from(y.flatten(0, -1)).unwrap(), vec![2.0, 3.5, 6.5, 8.0]);
     }

@@ -85,30 +85,22 @@ impl OpDef for Gelu {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::ops::{Mode, Op};
-    use crate::graph::{Node, Params};
+    use crate::graph::ops::{eval_alone, Op};
+    use crate::graph::Node;
 
     /// GELU(x) = x * Phi(x): Phi(1) = 0.841345, Phi(-1) = 0.158655, Phi(2) = 0.977250 (normal CDF
     /// tables); the tanh form at 1: 0.5 * (1 + tanh(0.797885 * 1.044715)) = 0.841192.
     #[test]
     fn values_by_hand_and_json() {
         let x = Tensor::from_slice(&[0f32, 1.0, -1.0, 2.0]);
-        let params = Params::new();
-        let inputs = std::collections::BTreeMap::new();
-        let cx = EvalCx {
-            node: "g",
-            params: &params,
-            inputs: &inputs,
-            mode: Mode::Eval,
-        };
-        let exact = Vec::<f32>::try_from(Gelu::default().eval(&cx, &[&x]).unwrap()).unwrap();
+        let exact = Vec::<f32>::try_from(eval_alone(&Gelu::default(), &[&x]).unwrap()).unwrap();
         for (got, want) in exact.iter().zip([0.0, 0.841345, -0.158655, 1.9545]) {
             assert!((got - want).abs() < 1e-5, "{exact:?}");
         }
         let tanh = Gelu {
             approximate: GeluApproximation::Tanh,
         };
-        let approx = Vec::<f32>::try_from(tanh.eval(&cx, &[&x]).unwrap()).unwrap();
+        let approx = Vec::<f32>::try_from(eval_alone(&tanh, &[&x]).unwrap()).unwrap();
         assert!((approx[1] - 0.841192).abs() < 1e-5, "{approx:?}");
 
         let node: Node = serde_json::from_str(r#"{"name": "g", "inputs": ["x"], "op": "gelu"}"#).unwrap();

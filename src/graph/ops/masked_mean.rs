@@ -52,23 +52,14 @@ impl OpDef for MaskedMean {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::ops::Mode;
-    use crate::graph::Params;
-    use std::collections::BTreeMap;
+    use crate::graph::ops::eval_alone;
 
     /// Rows (1, 2), (3, 4), (100, 100) with the last masked: mean (2, 3).
     #[test]
     fn by_hand() {
-        let (params, inputs) = (Params::new(), BTreeMap::new());
-        let cx = EvalCx {
-            node: "pool",
-            params: &params,
-            inputs: &inputs,
-            mode: Mode::Eval,
-        };
         let x = Tensor::from_slice(&[1f32, 2., 3., 4., 100., 100.]).view([1, 3, 2]);
         let mask = Tensor::from_slice(&[1i64, 1, 0]).view([1, 3]);
-        let y = Vec::<f32>::try_from(MaskedMean.eval(&cx, &[&x, &mask]).unwrap().flatten(0, -1)).unwrap();
+        let y = Vec::<f32>::try_from(eval_alone(&MaskedMean, &[&x, &mask]).unwrap().flatten(0, -1)).unwrap();
         assert_eq!(y, vec![2., 3.]);
     }
 }

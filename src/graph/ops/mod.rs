@@ -70,6 +70,19 @@ impl EvalCx<'_> {
     }
 }
 
+/// Evaluates an op that reads no parameters and no graph inputs on `args`, inference mode (the
+/// ops' hand-computed tests).
+pub fn eval_alone(op: &dyn OpDef, args: &[&Tensor]) -> Result<Tensor> {
+    let (params, inputs) = (Params::new(), BTreeMap::new());
+    let cx = EvalCx {
+        node: "alone",
+        params: &params,
+        inputs: &inputs,
+        mode: Mode::Eval,
+    };
+    op.eval(&cx, args)
+}
+
 /// How an op treats channels (axis 1 of an activation), for structured pruning.
 pub enum ChannelRule<'a> {
     /// The graph's input: a space (of the width the graph declares) that pruning may not change.

@@ -107,32 +107,23 @@ impl OpDef for TokenPool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::ops::Mode;
-    use crate::graph::Params;
-    use std::collections::BTreeMap;
+    use crate::graph::ops::eval_alone;
 
     /// Five tokens (1, 2, 3, 4, 100) with the last masked, pooled by 2: (1.5, 3.5, 0) - the last
     /// window holds padding only. The mask pools to (1, 1, 0).
     #[test]
     fn by_hand() {
-        let (params, inputs) = (Params::new(), BTreeMap::new());
-        let cx = EvalCx {
-            node: "pool",
-            params: &params,
-            inputs: &inputs,
-            mode: Mode::Eval,
-        };
         let x = Tensor::from_slice(&[1f32, 2., 3., 4., 100.]).view([1, 5, 1]);
         let mask = Tensor::from_slice(&[1i64, 1, 1, 1, 0]).view([1, 5]);
-        let y = TokenPool { factor: 2 }.eval(&cx, &[&x, &mask]).unwrap();
+        let y = eval_alone(&TokenPool { factor: 2 }, &[&x, &mask]).unwrap();
         assert_eq!(y.size(), vec![1, 3, 1]);
         assert_eq!(Vec::<f32>::try_from(y.flatten(0, -1)).unwrap(), vec![1.5, 3.5, 0.0]);
-        let m = super::super::MaskPool { factor: 2 }.eval(&cx, &[&mask]).unwrap();
+        let m = eval_alone(&super::super::MaskPool { factor: 2 }, &[&mask]).unwrap();
         assert_eq!(Vec::<i64>::try_from(m.flatten(0, -1)).unwrap(), vec![1, 1, 0]);
         // Three tokens with one masked in the middle window: the mean of the valid one.
         let x = Tensor::from_slice(&[1f32, 2., 7., 9.]).view([1, 4, 1]);
         let mask = Tensor::from_slice(&[1i64, 1, 1, 0]).view([1, 4]);
-        let y = TokenPool { factor: 4 }.eval(&cx, &[&x, &mask]).unwrap();
+        let y = eval_alone(&TokenPool { factor: 4 }, &[&x, &mask]).unwrap();
         assert_eq!(Vec::<f32>::try_from(y.flatten(0, -1)).unwrap(), vec![10.0 / 3.0]);
     }
 }

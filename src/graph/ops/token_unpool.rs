@@ -65,23 +65,14 @@ impl OpDef for TokenUnpool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::ops::Mode;
-    use crate::graph::Params;
-    use std::collections::BTreeMap;
+    use crate::graph::ops::eval_alone;
 
     /// Pooled tokens (1.5, 3.5, 0) for a 5-token mask: 1.5, 1.5, 3.5, 3.5, 0.
     #[test]
     fn by_hand() {
-        let (params, inputs) = (Params::new(), BTreeMap::new());
-        let cx = EvalCx {
-            node: "unpool",
-            params: &params,
-            inputs: &inputs,
-            mode: Mode::Eval,
-        };
         let x = Tensor::from_slice(&[1.5f32, 3.5, 0.]).view([1, 3, 1]);
         let mask = Tensor::from_slice(&[1i64, 1, 1, 1, 0]).view([1, 5]);
-        let y = TokenUnpool { factor: 2 }.eval(&cx, &[&x, &mask]).unwrap();
+        let y = eval_alone(&TokenUnpool { factor: 2 }, &[&x, &mask]).unwrap();
         assert_eq!(Vec::<f32>::try_from(y.flatten(0, -1)).unwrap(), vec![1.5, 1.5, 3.5, 3.5, 0.0]);
     }
 }
