@@ -367,6 +367,43 @@ pub fn compare(candidates: &[Candidate], cfg: BenchConfig) -> Result<Vec<BenchRe
         .collect()
 }
 
+/// A latency timed interleaved with others: the median of its runs and their spread.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Timing {
+    pub median_ms: f64,
+    /// The interquartile range of the runs (75th minus 25th percentile): how far the machine's
+    /// noise moves one run.
+    pub spread_ms: f64,
+}
+
+/// Times several forwards interleaved, as [`compare`] does: each round runs every one once, in
+/// turn, so a busy spell of the machine slows them alike. `warmup` rounds first, then `runs`.
+pub fn interleaved(forwards: &mut [&mut dyn FnMut() -> Result<()>], warmup: usize, runs: usize) -> Result<Vec<Timing>> {
+    for _ in 0..warmup {
+        for f in forwards.iter_mut() {
+            f()?;
+        }
+    }
+    let mut times = vec![Vec::with_capacity(runs); forwards.len()];
+    for _ in 0..runs.max(1) {
+        for (f, t_f) in forwards.iter_mut().zip(&mut times) {
+            let t = Instant::now();
+            f()?;
+            t_f.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    Ok(times
+        .into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            Timing {
+                median_ms: median_of_sorted(&t),
+                spread_ms: percentile_of_sorted(&t, 0.75) - percentile_of_sorted(&t, 0.25),
+            }
+        })
+        .collect())
+}
+
 /// The smallest value with at least `q` of the values at or below it (nearest rank).
 fn percentile_of_sorted(sorted: &[f64], q: f64) -> f64 {
     let n = sorted.len();
@@ -442,6 +479,27 @@ pub fn profile(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig)
 
 #[cfg(test)]
 mod tests {
+    /// Forwards run in turn, round after round (warm-up rounds too), and each gets its own
+    /// median and spread.
+    #[test]
+    fn interleaved_runs_every_forward_in_turn() {
+        let order = std::cell::RefCell::new(Vec::new());
+        let mut a = || -> Result<()> {
+            order.borrow_mut().push('a');
+            Ok(())
+        };
+        let mut b = || -> Result<()> {
+            order.borrow_mut().push('b');
+            std::thread::sleep(std::time::Duration::from_millis(2));
+            Ok(())
+        };
+        let t = super::interleaved(&mut [&mut a, &mut b], 1, 4).unwrap();
+        assert_eq!(order.borrow().iter().collect::<String>(), "ababababab");
+        assert_eq!(t.len(), 2);
+        assert!(t[1].median_ms >= 2.0 && t[0].median_ms < t[1].median_ms, "{t:?}");
+        assert!(t.iter().all(|x| x.spread_ms >= 0.0));
+    }
+
     use super::*;
 
     fn report(run_times_ms: Vec<f64>) -> BenchReport {

@@ -109,7 +109,7 @@ impl ConstantPredictor {
 /// Reads the per-task metrics of a baseline: a `cut eval --json` report, or a `cut prune` report
 /// (its metrics before pruning).
 pub fn read_baseline(path: &Path) -> Result<Vec<TaskMetrics>> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: cannot read baseline ({e})", path.display()))?;
+    let text = crate::fsio::read_input_text(path, crate::fsio::limit::JSON, "the baseline")?;
     let value: serde_json::Value =
         serde_json::from_str(&text).with_context(|| format!("{}: baseline is not JSON", path.display()))?;
     let tasks = value

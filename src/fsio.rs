@@ -37,15 +37,76 @@ pub fn check_output(path: &Path, inputs: &[&Path], overwrite: bool) -> Result<()
     if out.is_dir() {
         bail!("{shown}: is a directory");
     }
-    if out.exists() && !overwrite {
-        bail!("{shown}: already exists; pass --force to replace it");
+    if let Ok(meta) = std::fs::metadata(&out) {
+        // A device node, FIFO or socket is never replaced, --force or not.
+        if !meta.is_file() {
+            bail!("{shown}: not a regular file (a device, FIFO or socket); outputs are regular files");
+        }
+        if !overwrite {
+            bail!("{shown}: already exists; pass --force to replace it");
+        }
     }
-    // Writable now, not only when the work is done.
+    // Writable now, not only when the work is done. Under the registry's lock, so that a signal
+    // handler (which takes it first) never finds the probe file made and not yet removed.
+    let _live = live();
     tempfile::Builder::new()
         .prefix(".cut-check-")
         .tempfile_in(parent)
         .map_err(|e| anyhow!("{shown}: cannot write in the output folder {} ({e})", parent.display()))?;
     Ok(())
+}
+
+/// Size limits of the files `cut` reads whole, by what they hold: far above any real file, low
+/// enough that a wrong path fails at once instead of filling memory.
+pub mod limit {
+    /// A small JSON document: a devices file, a baseline, a configuration, labels, a dataset index.
+    pub const JSON: u64 = 64 << 20;
+    /// A `tokenizer.json` (the largest multilingual ones are tens of MB).
+    pub const TOKENIZER: u64 = 512 << 20;
+    /// A text dataset file (`train.jsonl`), read whole.
+    pub const TEXT_DATA: u64 = 8 << 30;
+    /// One image of a dataset.
+    pub const IMAGE: u64 = 512 << 20;
+}
+
+/// Reads a whole input file through the same guard as checkpoints: a regular file only (opening a
+/// FIFO blocks; a device such as /dev/zero never ends) and at most `limit` bytes. `what` names it
+/// in errors ("the dataset index").
+pub fn read_input(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| anyhow!("{shown}: cannot read {what} ({e})"))?;
+    if meta.is_dir() {
+        bail!("{shown}: is a directory, not a file");
+    }
+    if !meta.is_file() {
+        bail!("{shown}: not a regular file (a FIFO, device or socket)");
+    }
+    let too_big = || anyhow!("{shown}: larger than {} MB, more than such a file holds", limit >> 20);
+    if meta.len() > limit {
+        return Err(too_big());
+    }
+    let file = std::fs::File::open(path).map_err(|e| anyhow!("{shown}: cannot read {what} ({e})"))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // A file growing while it is read stops at the limit too.
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| anyhow!("{shown}: cannot read {what} ({e})"))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big());
+    }
+    Ok(bytes)
+}
+
+/// [`read_input`] of a UTF-8 text file.
+pub fn read_input_text(path: &Path, limit: u64, what: &str) -> Result<String> {
+    String::from_utf8(read_input(path, limit, what)?).map_err(|e| {
+        anyhow!(
+            "{}: not UTF-8 text (invalid byte at offset {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        )
+    })
 }
 
 /// The temporaries staged and not yet placed, for [`remove_temporaries`]. Held across a whole
@@ -71,16 +132,15 @@ pub fn remove_temporaries() -> usize {
 struct Staged(Option<tempfile::NamedTempFile>);
 
 impl Staged {
-    fn new(tmp: tempfile::NamedTempFile) -> Staged {
-        live().push(tmp.path().to_path_buf());
-        Staged(Some(tmp))
-    }
-
     /// Renames the temporary to `path` (refusing to replace a file unless `overwrite`); the
     /// caller holds the registry.
     fn place(mut self, path: &Path, overwrite: bool, live: &mut Vec<PathBuf>) -> Result<(), tempfile::PersistError> {
         let tmp = self.0.take().expect("placed once");
         let tmp_path = tmp.path().to_path_buf();
+        if let Err(error) = check_target(path) {
+            live.retain(|p| *p != tmp_path);
+            return Err(tempfile::PersistError { error, file: tmp });
+        }
         let result = if overwrite {
             tmp.persist(path).map(|_| ())
         } else {
@@ -102,31 +162,50 @@ impl Drop for Staged {
     }
 }
 
-/// A temporary file beside `path`, holding `bytes`, synced, readable like any output.
-fn staged_file(path: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile> {
+/// A temporary file beside `path`, holding `bytes`, synced, readable like any output. It is
+/// registered for [`remove_temporaries`] in the same step that creates it (under the registry's
+/// lock, which the signal handler takes first), so a signal at any moment of the write finds it.
+fn staged_file(path: &Path, bytes: &[u8]) -> Result<Staged> {
     let shown = path.display();
     let parent = folder(path);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".cut-")
-        .suffix(".tmp")
-        .tempfile_in(parent)
-        .with_context(|| format!("{shown}: cannot create a temporary file in {}", parent.display()))?;
-    tmp.write_all(bytes).with_context(|| format!("{shown}: write failed"))?;
+    let staged = {
+        let mut live = live();
+        let tmp = tempfile::Builder::new()
+            .prefix(".cut-")
+            .suffix(".tmp")
+            .tempfile_in(parent)
+            .with_context(|| format!("{shown}: cannot create a temporary file in {}", parent.display()))?;
+        live.push(tmp.path().to_path_buf());
+        Staged(Some(tmp))
+    };
+    let file = staged.0.as_ref().expect("just made").as_file();
+    let mut writer = file;
+    writer
+        .write_all(bytes)
+        .with_context(|| format!("{shown}: write failed"))?;
     // tempfile creates 0600; a model file is an ordinary artefact, readable like any other output.
     use std::os::unix::fs::PermissionsExt;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o644))
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
         .with_context(|| format!("{shown}: cannot set permissions"))?;
-    tmp.as_file()
-        .sync_all()
-        .with_context(|| format!("{shown}: sync failed"))?;
-    Ok(tmp)
+    file.sync_all().with_context(|| format!("{shown}: sync failed"))?;
+    Ok(staged)
+}
+
+/// Refuses to rename onto anything but a regular file (or a new path): a device node or FIFO
+/// that appeared after [`check_output`] is not replaced.
+fn check_target(path: &Path) -> std::io::Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => Err(std::io::Error::other(
+            "not a regular file (a device, FIFO or socket); outputs are regular files",
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Writes bytes to a temporary file in the target folder and renames it into place, so a reader
 /// never sees a half-written file and a failure leaves nothing behind.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let staged = Staged::new(staged_file(path, bytes)?);
+    let staged = staged_file(path, bytes)?;
     let mut live = live();
     staged
         .place(path, true, &mut live)
@@ -159,7 +238,7 @@ impl Outputs {
     /// [`Outputs::stage`], replacing an existing file when `overwrite` whatever the set's rule (a
     /// log that each run rewrites).
     pub fn stage_with(&mut self, path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
-        let tmp = Staged::new(staged_file(path, bytes)?);
+        let tmp = staged_file(path, bytes)?;
         self.staged.push((path.to_path_buf(), tmp, overwrite));
         Ok(())
     }

@@ -48,7 +48,7 @@ fn used_paths(code: &str) -> Vec<String> {
         let starts = (rest.starts_with("crate::") || rest.starts_with("super::"))
             && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_' || bytes[i - 1] == b':'));
         if !starts {
-            i += 1;
+            i += rest.chars().next().map_or(1, char::len_utf8);
             continue;
         }
         let end = rest

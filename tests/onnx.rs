@@ -73,7 +73,7 @@ fn reference(model: &Path, data: &str, count: usize, half: bool, dir: &Path) {
             }
         }
     }
-    let (dataset, _) = cut::data::open_for(&m, Path::new(data), None, 128).unwrap();
+    let (dataset, _) = cut::data::open_for(&m, Path::new(data), None, Some(128)).unwrap();
     let test = dataset.split(cut::data::Split::Test, 0.1).unwrap();
     let batch = Loader::sequential(test, count, Device::Cpu).next().unwrap().unwrap();
     let inputs = batch.graph_inputs(&m.graph).unwrap();

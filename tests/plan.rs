@@ -277,7 +277,73 @@ fn bad_input_is_named() {
         r#"{"devices": [{"name": "x", "flops": -1, "memory": "8G", "snr_db": 3}]}"#,
         &[],
     );
-    assert!(e.contains("devices[0] (x): \"flops\" must be positive"), "{e}");
+    assert!(
+        e.contains("devices[0] (x): \"flops\" is -1, outside 1e6 to 1e18 FLOP/s"),
+        "{e}"
+    );
+    // Every field to a range that means something, named (each of these gave a NaN, a 0 ms round
+    // or a memory verdict before).
+    for (device, want) in [
+        (
+            r#""flops": 1e12, "memory": "8G", "snr_db": 4000"#,
+            "\"snr_db\" is 4000, outside -3e1 to 1e2 dB",
+        ),
+        (
+            r#""flops": 1e12, "memory": "8G", "snr_db": 1e6"#,
+            "\"snr_db\" is 1000000, outside",
+        ),
+        (
+            r#""flops": 1e12, "memory": "8G", "snr_db": -400"#,
+            "\"snr_db\" is -400, outside",
+        ),
+        (
+            r#""flops": 1e-300, "memory": "8G", "snr_db": 10"#,
+            "\"flops\" is 1e-300, outside",
+        ),
+        (
+            r#""flops": 1e12, "memory": "8G", "snr_db": 10, "samples": 0.4"#,
+            "\"samples\" is 0.4, outside",
+        ),
+        (
+            r#""flops": 1e12, "memory": "8G", "snr_db": 10, "samples": 2.5"#,
+            "\"samples\" is 2.5, not a whole number",
+        ),
+        (
+            r#""flops": 1e12, "memory": "8G", "spectral_efficiency": 1e9"#,
+            "\"spectral_efficiency\" is 1e9, outside",
+        ),
+        (
+            r#""flops": 1e12, "memory": 1000, "snr_db": 10"#,
+            "\"memory\" is 1000, outside 1e6 to 1e15 bytes",
+        ),
+    ] {
+        let e = run(&format!(r#"{{"devices": [{{"name": "x", {device}}}]}}"#), &[]);
+        assert!(e.contains(&format!("devices[0] (x): {want}")), "{e} / {want}");
+    }
+    // Flags out of range are command-line errors (exit 2), named.
+    let good = format!(r#"{{"devices": [{ok}, {ok}]}}"#);
+    for (flag, value, want) in [
+        (
+            "--samples",
+            "0",
+            "--samples 0: each device fine-tunes on at least 1 sample",
+        ),
+        ("--batch", "0", "--batch 0: a fine-tuning batch holds at least 1 sample"),
+        ("--measure", "0", "--measure 0: time at least 1 step per block"),
+    ] {
+        let path = t.path().join("good.json");
+        std::fs::write(&path, &good).unwrap();
+        let out = assert_cmd::Command::cargo_bin("cut")
+            .unwrap()
+            .args(["plan", "assets/demo.safetensors", "--devices"])
+            .arg(&path)
+            .args([flag, value])
+            .output()
+            .unwrap();
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {e}");
+        assert!(e.contains(want), "{e} / {want}");
+    }
     let e = run(r#"{"devices": [{"name": "x", "flops": 1e12, "snr_db": 3}]}"#, &[]);
     assert!(e.contains("devices[0] (x): no \"memory\""), "{e}");
     // Twelve blocks on two devices: each device takes several, every block is placed.
@@ -313,7 +379,7 @@ fn bad_input_is_named() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("'0' is not a positive count"));
-    let tiny = r#"{"name": "t", "flops": "1T", "memory": 1000, "snr_db": 10}"#;
+    let tiny = r#"{"name": "t", "flops": "1T", "memory": 2000000, "snr_db": 10}"#;
     let e = run(&format!(r#"{{"devices": [{tiny}]}}"#), &["--blocks", "1"]);
     assert!(
         e.contains("block 'backbone") && e.contains("no device has that much memory"),
@@ -575,4 +641,37 @@ fn several_blocks_per_device() {
         ratios.len() > 100 && mean < 1.2 && worst < 2.0,
         "mean {mean}, worst {worst}"
     );
+}
+
+/// Equal bandwidth shares the uplink among the devices that have a block, not the idle ones: two
+/// blocks on four devices give each busy device half the uplink, and an idle device none.
+#[test]
+fn equal_bandwidth_goes_to_the_devices_with_a_block() {
+    let inst = Instance {
+        compute: vec![vec![1.0, 2.0]; 4],
+        fits: vec![vec![true, true]; 4],
+        upload_bits: vec![4e6, 8e6],
+        efficiency: vec![2.0; 4],
+        bandwidth: 1e6,
+        sets: None,
+    };
+    let hz = cut::plan::solve::equal_bandwidth(&inst);
+    assert_eq!(hz, vec![5e5; 4], "each of the 2 busy devices may get half");
+    let a = cut::plan::solve::Assignment::new(&inst, vec![0, 2], hz);
+    assert_eq!(a.bandwidth, vec![5e5, 0.0, 5e5, 0.0], "idle devices send nothing");
+    // Device 2 takes block 1: 2 s of compute and 8e6 bits at 2 bit/s/Hz over 5e5 Hz = 8 s.
+    assert!((a.latency - 10.0).abs() < 1e-12, "{}", a.latency);
+    // The whole-uplink share among all four (what the baseline used to do) would read 18 s.
+    let before = cut::plan::solve::Assignment::new(&inst, vec![0, 2], vec![2.5e5; 4]);
+    assert!((before.latency - 18.0).abs() < 1e-12, "{}", before.latency);
+    // More blocks than devices: every device is busy, so the share is the uplink over all of them.
+    let several = Instance {
+        compute: vec![vec![1.0; 3]; 2],
+        fits: vec![vec![true; 3]; 2],
+        upload_bits: vec![1e6; 3],
+        efficiency: vec![1.0; 2],
+        bandwidth: 1e6,
+        sets: None,
+    };
+    assert_eq!(cut::plan::solve::equal_bandwidth(&several), vec![5e5; 2]);
 }

@@ -26,7 +26,7 @@ fn load(path: &str, tasks: &[&str]) -> (Model, Params) {
 }
 
 fn test_batch(model: &Model, data: &str, count: usize) -> BTreeMap<String, Tensor> {
-    let (dataset, _) = cut::data::open_for(model, Path::new(data), None, 128).unwrap();
+    let (dataset, _) = cut::data::open_for(model, Path::new(data), None, Some(128)).unwrap();
     let test = dataset.split(cut::data::Split::Test, 0.1).unwrap();
     let batch = Loader::sequential(test, count, Device::Cpu).next().unwrap().unwrap();
     batch.graph_inputs(&model.graph).unwrap()
@@ -62,24 +62,45 @@ fn through_parts(
     run(&parts.cloud, &parts.cloud_params, &cloud_inputs)
 }
 
+/// Every non-empty combination of a model's tasks, in task order.
+fn task_combinations(path: &str) -> Vec<Vec<String>> {
+    let ckpt = Checkpoint::open(path).unwrap();
+    let model = ckpt.model(&LoadOptions::default()).unwrap().model;
+    let names = model.task_names();
+    (1..1usize << names.len())
+        .map(|bits| {
+            names
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| bits & (1 << i) != 0)
+                .map(|(_, n)| n.to_string())
+                .collect()
+        })
+        .collect()
+}
+
 /// With no compression and f32 on the wire, the two parts give the whole model's outputs (within
-/// 1e-5) at every cut of the image demo and of the text demo (padded batches included).
+/// 1e-5) at every cut of the image demo and of the text demo (padded batches included), for every
+/// combination of their tasks (a token task beside a pooled sequence task once offered cuts after
+/// the pooler, where the token task's output would have stayed on the device).
 #[test]
 fn device_then_cloud_equals_the_whole_model() {
-    for (path, data, tasks) in [
-        (DEMO, DEMO_DATA, vec!["seg", "depth"]),
-        (TEXT_DEMO, TEXT_DATA, vec!["era", "pos"]),
-    ] {
-        let (model, params) = load(path, &tasks);
-        let inputs = test_batch(&model, data, 4);
-        let whole = run(&model, &params, &inputs);
-        let all = cuts(&model).unwrap();
-        assert!(all.len() >= 4, "{path}: {} cuts", all.len());
-        for cut in &all {
-            let split = through_parts(&model, &params, &cut.after, &Compression::NONE, &inputs);
-            for t in &tasks {
-                let d = max_diff(&whole[*t], &split[*t]);
-                assert!(d <= 1e-5, "{path} at {}: {t} differs by {d}", cut.after);
+    for (path, data) in [(DEMO, DEMO_DATA), (TEXT_DEMO, TEXT_DATA)] {
+        let combinations = task_combinations(path);
+        assert_eq!(combinations.len(), 7, "{path}: three tasks");
+        for tasks in &combinations {
+            let tasks: Vec<&str> = tasks.iter().map(String::as_str).collect();
+            let (model, params) = load(path, &tasks);
+            let inputs = test_batch(&model, data, 4);
+            let whole = run(&model, &params, &inputs);
+            let all = cuts(&model).unwrap();
+            assert!(all.len() >= 4, "{path} {tasks:?}: {} cuts", all.len());
+            for cut in &all {
+                let split = through_parts(&model, &params, &cut.after, &Compression::NONE, &inputs);
+                for t in &tasks {
+                    let d = max_diff(&whole[*t], &split[*t]);
+                    assert!(d <= 1e-5, "{path} {tasks:?} at {}: {t} differs by {d}", cut.after);
+                }
             }
         }
     }
@@ -291,6 +312,62 @@ fn bad_input_is_refused() {
     assert!(e.contains("--bandwidth 0"), "{e}");
     let e = fail(DEMO, DEMO_DATA, "seg", &["--bandwidth", "-3"]);
     assert!(e.contains("above 0"), "{e}");
+    // Values that made the report say "within NaN points", or ran on with no batch.
+    for (flag, value, want) in [
+        ("--max-drop", "NaN", "--max-drop NaN: the points a task may lose"),
+        ("--max-drop", "-5", "--max-drop -5: the points a task may lose"),
+        ("--batch", "0", "--batch must be at least 1"),
+    ] {
+        let e = fail(DEMO, DEMO_DATA, "seg", &[flag, value]);
+        assert!(e.contains(want), "{e} / {want}");
+    }
+}
+
+/// `-o DIR/` (or an existing folder) writes inside it, named after the model; before, a trailing
+/// slash wrote `DIR.device.safetensors` beside the folder.
+#[test]
+fn an_output_folder_means_inside_it() {
+    let t = tempfile::tempdir().unwrap();
+    let inside = t.path().join("parts");
+    std::fs::create_dir(&inside).unwrap();
+    for (out, force) in [
+        (format!("{}/", inside.display()), false),
+        (inside.display().to_string(), true),
+    ] {
+        cut_cmd()
+            .args(["split", DEMO, "--tasks", "seg", "--data", DEMO_DATA])
+            .args([
+                "--at",
+                "backbone.blocks.3.1.relu2",
+                "--finetune-steps",
+                "0",
+                "--runs",
+                "1",
+            ])
+            .args(["-o", &out])
+            .args(force.then_some("--force"))
+            .assert()
+            .success();
+        let mut names: Vec<String> = std::fs::read_dir(&inside)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "demo.cloud.safetensors",
+                "demo.device.safetensors",
+                "demo.report.json",
+                "demo.report.md"
+            ]
+        );
+        assert_eq!(
+            std::fs::read_dir(t.path()).unwrap().count(),
+            1,
+            "nothing beside the folder"
+        );
+    }
 }
 
 /// The same split, seed and data give the same checkpoints, byte for byte.

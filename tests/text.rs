@@ -2,6 +2,8 @@
 //! PyTorch implementation (tests/fixtures/text/*/expected.json, written by
 //! scripts/make-text-fixtures.py), through cut's own tokenization of the same words.
 
+mod common;
+
 use cut::checkpoint::{Checkpoint, LoadOptions};
 use cut::data::text::load_tokenizer;
 use cut::graph::interpreter::{forward_inputs, Inputs, Mode};
@@ -585,4 +587,131 @@ fn export_to_a_hugging_face_folder_round_trips() {
     assert_eq!(before["tasks"], after["tasks"]);
     let err = fails(&mut export());
     assert!(err.contains("exists"), "{err}");
+}
+
+/// A tokenizer is checked against the model at load (it parses, has [PAD], every id has an
+/// embedding row), from a folder and from a checkpoint, so a broken one fails there, named, and
+/// is never copied into an output (before, prune and export copied it with exit 0).
+#[test]
+fn a_broken_tokenizer_fails_at_load() {
+    let t = tempfile::tempdir().unwrap();
+    copy_fixture(t.path());
+    let model = t.path().join("model");
+    let path = model.join("tokenizer.json");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let mut beyond: serde_json::Value = serde_json::from_str(&good).unwrap();
+    beyond["model"]["vocab"]["zzz"] = 95.into();
+    let cases = [
+        (String::new(), "tokenizer.json: not a tokenizer"),
+        (good[..good.len() / 2].to_string(), "tokenizer.json: not a tokenizer"),
+        (
+            good.replace("[PAD]", "[PXD]"),
+            "tokenizer.json: the model's tokenizer has no [PAD] or <pad> token",
+        ),
+        (
+            beyond.to_string(),
+            "tokenizer.json: token 'zzz' has id 95, beyond the model's embedding table of 90 rows",
+        ),
+    ];
+    let onnx = t.path().join("m.onnx");
+    for (text, want) in cases {
+        std::fs::write(&path, text).unwrap();
+        let err = fails(cut().arg("inspect").arg(&model).args(["--task-kinds", KINDS]));
+        assert!(err.contains(want), "{err} / {want}");
+        let err = fails(
+            cut()
+                .arg("export")
+                .arg(&model)
+                .args(["--task-kinds", KINDS, "-o"])
+                .arg(&onnx),
+        );
+        assert!(err.contains(want), "{err} / {want}");
+        assert!(!onnx.exists());
+    }
+    // The same check on a checkpoint's own copy, named by its metadata field.
+    std::fs::write(&path, &good).unwrap();
+    let ckpt = t.path().join("own.safetensors");
+    cut()
+        .args(["train", "--from"])
+        .arg(&model)
+        .args(["--task-kinds", KINDS, "--steps", "1"])
+        .args(small_data())
+        .arg("-o")
+        .arg(&ckpt)
+        .assert()
+        .success();
+    common::patch_metadata(&ckpt, "cut.tokenizer", |t| t.replace("[PAD]", "[PXD]"));
+    let err = fails(cut().arg("inspect").arg(&ckpt));
+    assert!(
+        err.contains("own.safetensors: metadata field 'cut.tokenizer': the model's tokenizer has no [PAD]"),
+        "{err}"
+    );
+}
+
+/// labels.json: a label twice in one task's list (the data reader would map it to one row by
+/// accident) or an entry for a head that does not exist (ignored before) is refused, named.
+#[test]
+fn labels_json_is_checked() {
+    let t = tempfile::tempdir().unwrap();
+    copy_fixture(t.path());
+    let model = t.path().join("model");
+    let path = model.join("labels.json");
+    let good: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut twice = good.clone();
+    twice["mood"][1] = twice["mood"][0].clone();
+    let first = twice["mood"][0].as_str().unwrap().to_string();
+    let mut extra = good.clone();
+    extra["color"] = serde_json::json!(["red", "blue"]);
+    for (labels, want) in [
+        (twice, format!("labels.json: task 'mood' lists label '{first}' twice")),
+        (
+            extra,
+            "labels.json: names task 'color', which has no head (heads: mood, pos, topic)".to_string(),
+        ),
+    ] {
+        std::fs::write(&path, labels.to_string()).unwrap();
+        let err = fails(cut().arg("inspect").arg(&model).args(["--task-kinds", KINDS]));
+        assert!(err.contains(&want), "{err} / {want}");
+    }
+}
+
+/// The default --max-len is the model's position table when that holds fewer than 128 tokens (the
+/// fixture's holds 64): a longer line is truncated with a warning. A --max-len beyond the table is
+/// an error naming the line, where it failed per batch with no file or line before.
+#[test]
+fn max_len_defaults_to_the_position_table() {
+    let t = tempfile::tempdir().unwrap();
+    copy_fixture(t.path());
+    let (model, data) = (t.path().join("model"), t.path().join("data"));
+    let test = data.join("test.jsonl");
+    let good = std::fs::read_to_string(&test).unwrap();
+    let first: serde_json::Value = serde_json::from_str(good.lines().next().unwrap()).unwrap();
+    let mut long = first.clone();
+    for key in ["tokens", "pos"] {
+        let items = first[key].as_array().unwrap();
+        long[key] = items.iter().cycle().take(items.len() * 8).cloned().collect();
+    }
+    std::fs::write(&test, format!("{good}{long}\n")).unwrap();
+    let eval = |extra: &[&str]| {
+        let mut c = cut();
+        c.arg("eval")
+            .arg(&model)
+            .args(["--task-kinds", KINDS, "--data"])
+            .arg(&data)
+            .args(extra);
+        c
+    };
+    let out = eval(&[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("longer than --max-len 64 tokens and were truncated"),
+        "{stderr}"
+    );
+    let err = fails(&mut eval(&["--max-len", "100"]));
+    assert!(
+        err.contains("test.jsonl:3: ")
+            && err.contains("tokens, more than the model's 64 positions (give --max-len 64 or less)"),
+        "{err}"
+    );
 }

@@ -56,7 +56,8 @@ pub fn read_model(meta: &BTreeMap<String, String>) -> Result<Model> {
     let version: serde_json::Value =
         serde_json::from_str(graph_text).with_context(|| format!("metadata field '{GRAPH_KEY}' is not JSON"))?;
     match version.get("format").and_then(|v| v.as_u64()) {
-        Some(v) if v as u32 <= GRAPH_FORMAT => {}
+        Some(0) => bail!("metadata field '{GRAPH_KEY}' has format 0, not a version cut knows"),
+        Some(v) if v <= u64::from(GRAPH_FORMAT) => {}
         Some(v) => bail!(
             "metadata field '{GRAPH_KEY}' has format {v}, newer than this cut reads ({GRAPH_FORMAT}); upgrade cut"
         ),

@@ -487,6 +487,14 @@ impl Checkpoint {
             crate::families::recognise(&shapes, &opts, &no_graph).with_context(|| format!("{shown}"))?
         };
         crate::tasks::check_specs(&loaded.model.tasks).with_context(|| format!("{shown}"))?;
+        if let Some(json) = &loaded.model.tokenizer {
+            let source = if self.metadata.contains_key(metadata::GRAPH_KEY) {
+                format!("{shown}: metadata field '{}'", metadata::TOKENIZER_KEY)
+            } else {
+                self.path.with_file_name("tokenizer.json").display().to_string()
+            };
+            crate::data::text::check_tokenizer(json, loaded.model.graph.vocab_rows()).with_context(|| source)?;
+        }
         self.check_against(&loaded.model, &loaded.ignored)
             .with_context(|| format!("{shown}"))?;
         Ok(loaded)

@@ -117,9 +117,9 @@ pub struct DataArgs {
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
     /// Text data: the most tokens per line, special tokens included; longer lines are truncated
-    /// (and counted).
-    #[arg(long, default_value_t = 128)]
-    pub max_len: usize,
+    /// (and counted). Default 128, or the model's position table if it holds fewer.
+    #[arg(long)]
+    pub max_len: Option<usize>,
 }
 
 impl DataArgs {
@@ -129,9 +129,6 @@ impl DataArgs {
         let Some(dir) = self.data.as_deref() else {
             return Ok(None);
         };
-        if self.max_len < 2 {
-            cut::usage_bail!("--max-len must be at least 2 (the special tokens)");
-        }
         let (data, warnings) = cut::data::open_for(model, dir, Some(&self.index), self.max_len)?;
         for w in warnings {
             eprintln!("cut: warning: {w}");

@@ -70,7 +70,7 @@ fn human(r: &Inspection) -> String {
             bytes(g.bytes as f64),
             g.dtypes.join(","),
             percent(g.zero_share),
-            count(g.macs as f64),
+            cut::report::table::macs(g.macs),
         ]
     };
     let mut rows: Vec<Vec<String>> = r.groups.iter().map(row).collect();
@@ -110,7 +110,7 @@ fn human(r: &Inspection) -> String {
                     count(d.params as f64),
                     percent(d.share_of_params),
                     bytes(d.bytes as f64),
-                    count(d.macs as f64),
+                    cut::report::table::macs(d.macs),
                 ]
             })
             .collect();

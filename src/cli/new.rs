@@ -35,7 +35,7 @@ pub fn run(a: Args) -> Result<()> {
     let family = cut::families::find(&a.family)?;
     let config = match &a.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+            let text = fsio::read_input_text(path, fsio::limit::JSON, "the configuration")?;
             serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?
         }
         None if family.name() == "scenenet" => serde_json::to_value(a.scenenet.config()?)?,

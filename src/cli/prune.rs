@@ -47,9 +47,10 @@ pub struct Args {
     /// Also write the pruned model as ONNX beside the output (<output stem>.onnx; see `cut export`).
     #[arg(long)]
     onnx: bool,
-    /// Calibration batches (of --batch images from the train split) for snip.
-    #[arg(long, default_value_t = 20)]
-    calib_batches: usize,
+    /// Calibration batches (of --batch images from the train split) for snip and taylor: default
+    /// 20, at most one pass over the train split (capped, with a warning, when given).
+    #[arg(long)]
+    calib_batches: Option<usize>,
     /// shared: one forward per batch, one backward per task; per-task: the reference's loop.
     #[arg(long, value_enum, default_value = "shared")]
     scoring: Strategy,

@@ -38,8 +38,10 @@ pub struct Args {
     val_fraction: f64,
     #[arg(long, default_value_t = 8)]
     batch: usize,
-    #[arg(long, default_value_t = 128)]
-    max_len: usize,
+    /// Text data: the most tokens per line (default 128, or the model's position table if it
+    /// holds fewer).
+    #[arg(long)]
+    max_len: Option<usize>,
     /// Fine-tuning steps of the cloud part with the compression in place (0: none).
     #[arg(long, default_value_t = 300)]
     finetune_steps: usize,
@@ -69,7 +71,7 @@ pub struct Args {
     #[arg(long, default_value_t = 20)]
     runs: usize,
     /// Points a task may lose for a split to be chosen for writing.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, allow_hyphen_values = true)]
     max_drop: f64,
     /// Output prefix: OUT.device.safetensors, OUT.cloud.safetensors, OUT.report.json, OUT.report.md.
     #[arg(short, long)]

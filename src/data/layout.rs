@@ -110,7 +110,8 @@ pub struct Sample {
 }
 
 fn open_png(path: &Path) -> Result<image::DynamicImage> {
-    image::open(path).map_err(|e| anyhow!("{}: cannot read image ({e})", path.display()))
+    let bytes = crate::fsio::read_input(path, crate::fsio::limit::IMAGE, "the image")?;
+    image::load_from_memory(&bytes).map_err(|e| anyhow!("{}: cannot read image ({e})", path.display()))
 }
 
 fn check_size(path: &Path, got: (usize, usize), want: (usize, usize)) -> Result<()> {

@@ -7,7 +7,7 @@ pub mod loader;
 pub mod synth;
 pub mod text;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use example::{Samples, Subset, Values};
 use layout::{DatasetIndex, Item, INDEX_FILE};
 use rand::seq::SliceRandom;
@@ -111,8 +111,7 @@ pub fn read_index(root: &Path, index: Option<&str>) -> Result<(PathBuf, Vec<Item
         bail!("{}: dataset folder does not exist", root.display());
     }
     let index_path = root.join(index.unwrap_or(INDEX_FILE));
-    let text = std::fs::read_to_string(&index_path)
-        .map_err(|e| anyhow!("{}: cannot read the dataset index ({e})", index_path.display()))?;
+    let text = crate::fsio::read_input_text(&index_path, crate::fsio::limit::JSON, "the dataset index")?;
     let parsed: DatasetIndex = serde_json::from_str(&text).with_context(|| {
         format!(
             "{}: not a dataset index ({{\"train\": [[img, seg, normal, depth], ...], \"test\": [...]}})",
@@ -133,15 +132,23 @@ pub fn read_index(root: &Path, index: Option<&str>) -> Result<(PathBuf, Vec<Item
     Ok((index_path, train, test))
 }
 
+/// The longest text line kept when `--max-len` is not given, unless the model's position table
+/// holds fewer tokens.
+pub const DEFAULT_MAX_LEN: usize = 128;
+
 /// The dataset at `root` in the form `model` reads: text (`train.jsonl`, `test.jsonl`, tokenized
-/// with the model's tokenizer, at most `max_len` tokens) for a model with token ids, else the
-/// NYUv2 layout through `index`. Also returns warnings for the user.
+/// with the model's tokenizer, at most `max_len` tokens: by default [`DEFAULT_MAX_LEN`] or the
+/// model's position table if shorter) for a model with token ids, else the NYUv2 layout through
+/// `index`. Also returns warnings for the user.
 pub fn open_for(
     model: &crate::graph::Model,
     root: &Path,
     index: Option<&str>,
-    max_len: usize,
+    max_len: Option<usize>,
 ) -> Result<(Dataset, Vec<String>)> {
+    if max_len.is_some_and(|n| n < 2) {
+        crate::usage_bail!("--max-len must be at least 2 (the special tokens)");
+    }
     if model.graph.input_decl(crate::families::bert::IDS).is_none() {
         return Ok((Dataset::open(root, index)?, Vec::new()));
     }
@@ -155,12 +162,15 @@ pub fn open_for(
         .filter(|t| t.kind != crate::graph::TaskKind::Features)
         .cloned()
         .collect();
+    let positions = model.graph.max_tokens();
+    let max_len = max_len.unwrap_or_else(|| positions.map_or(DEFAULT_MAX_LEN, |p| p.min(DEFAULT_MAX_LEN)));
     let (data, stats) = text::open(
         root,
         &text::TextOptions {
             tokenizer,
             tasks: &labelled,
             max_len,
+            positions,
         },
     )?;
     let mut warnings = Vec::new();

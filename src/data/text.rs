@@ -27,6 +27,8 @@ pub struct TextOptions<'a> {
     pub tasks: &'a [TaskSpec],
     /// Longest encoded line kept, special tokens included.
     pub max_len: usize,
+    /// The most tokens the model's position table holds: a longer line is an error naming it.
+    pub positions: Option<usize>,
 }
 
 /// What reading found worth saying.
@@ -67,7 +69,7 @@ impl Examples for TextExamples {
 
 /// Loads a tokenizer file; see [`tokenizer_from_json`].
 pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: cannot read ({e})", path.display()))?;
+    let text = crate::fsio::read_input_text(path, crate::fsio::limit::TOKENIZER, "the tokenizer")?;
     tokenizer_from_json(&text).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
@@ -78,6 +80,23 @@ pub fn tokenizer_from_json(json: &str) -> Result<Tokenizer> {
     t.with_padding(None);
     t.with_truncation(None).map_err(|e| anyhow!("{e}"))?;
     Ok(t)
+}
+
+/// Checks a model's tokenizer at load, so that a broken one fails there, named, and is never
+/// copied into outputs: it parses, it has the token the model pads with, and every id it can
+/// produce has a row in the embedding table (`vocab_rows`).
+pub fn check_tokenizer(json: &str, vocab_rows: Option<usize>) -> Result<()> {
+    let tokenizer = tokenizer_from_json(json)?;
+    pad_id(&tokenizer)?;
+    let Some(rows) = vocab_rows else { return Ok(()) };
+    let vocab = tokenizer.get_vocab(true);
+    let Some((token, &id)) = vocab.iter().max_by_key(|(_, &id)| id) else {
+        bail!("the vocabulary is empty");
+    };
+    if id as usize >= rows {
+        bail!("token '{token}' has id {id}, beyond the model's embedding table of {rows} rows");
+    }
+    Ok(())
 }
 
 /// The id the model pads with: the tokenizer's `[PAD]` or `<pad>` token.
@@ -155,7 +174,7 @@ fn pad_example(e: Encoded, length: usize, pad: i64) -> Example {
 }
 
 fn read_file(path: &Path, tokenizer: &Tokenizer, opts: &TextOptions, stats: &mut TextStats) -> Result<Vec<Encoded>> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: cannot read ({e})", path.display()))?;
+    let bytes = crate::fsio::read_input(path, crate::fsio::limit::TEXT_DATA, "text data")?;
     let index: Vec<HashMap<&str, usize>> = opts
         .tasks
         .iter()
@@ -226,6 +245,13 @@ fn read_file(path: &Path, tokenizer: &Tokenizer, opts: &TextOptions, stats: &mut
             ids.push(last);
             word_ids.truncate(ids.len() - 1);
             word_ids.push(None);
+        }
+        if let Some(p) = opts.positions.filter(|&p| ids.len() > p) {
+            bail!(
+                "{}: {} tokens, more than the model's {p} positions (give --max-len {p} or less)",
+                at(),
+                ids.len()
+            );
         }
         let mut labels = Vec::new();
         for (task, known) in opts.tasks.iter().zip(&index) {
@@ -339,6 +365,7 @@ mod tests {
             tokenizer: &json,
             tasks: &tasks,
             max_len: 64,
+            positions: None,
         };
         let (data, stats) = open(dir.path(), &opts).unwrap();
         assert_eq!((stats.lines, stats.length, stats.truncated), (3, enc.len(), 0));

@@ -145,6 +145,16 @@ impl TryFrom<GraphJson> for Graph {
                 super::GRAPH_FORMAT
             ));
         }
+        // Each version has one form: 1 the single image `input`, 2 the declared `inputs`.
+        match (j.format, j.input.is_some() && j.inputs.is_empty()) {
+            (1, _) | (DECLARED_INPUTS_FORMAT, false) => {}
+            (DECLARED_INPUTS_FORMAT, true) => {
+                return Err(format!(
+                    "graph format {DECLARED_INPUTS_FORMAT} declares 'inputs'; 'input' is format 1's form"
+                ))
+            }
+            (v, _) => return Err(format!("graph format {v} is not a version cut knows (1 or 2)")),
+        }
         let (inputs, sizes) = match (j.input, j.inputs.is_empty()) {
             (Some(_), false) => return Err("a graph gives either 'input' or 'inputs', not both".into()),
             (None, true) => return Err("a graph needs 'input' or 'inputs'".into()),

@@ -231,6 +231,22 @@ impl Node {
 }
 
 impl Graph {
+    /// The most tokens the position table holds (RoBERTa's numbering starts after its padding id).
+    pub fn max_tokens(&self) -> Option<usize> {
+        self.nodes.iter().find_map(|n| match &n.op {
+            Op::Embeddings(e) => Some(e.positions.saturating_sub(e.padding_idx.map_or(0, |p| p as usize + 1))),
+            _ => None,
+        })
+    }
+
+    /// Rows of the token embedding table, for a graph that reads token ids.
+    pub fn vocab_rows(&self) -> Option<usize> {
+        self.nodes.iter().find_map(|n| match &n.op {
+            Op::Embeddings(e) => Some(e.vocab),
+            _ => None,
+        })
+    }
+
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }

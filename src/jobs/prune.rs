@@ -31,11 +31,12 @@ pub struct PruneJob {
     pub val_fraction: f64,
     pub batch: usize,
     /// Text data: the most tokens per line.
-    pub max_len: usize,
+    pub max_len: Option<usize>,
     pub fusion: Fusion,
     pub min_votes: Option<usize>,
     pub exact_fold: bool,
-    pub calib_batches: usize,
+    /// None: [`crate::prune::DEFAULT_CALIB_BATCHES`], at most one pass over the train split.
+    pub calib_batches: Option<usize>,
     pub strategy: Strategy,
     pub precision: Precision,
     pub lr: f64,
@@ -135,7 +136,7 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         only: None,
     };
     let sparsity = resolved.sparsity;
-    let cfg = PruneConfig {
+    let mut cfg = PruneConfig {
         criterion,
         granularity: request.granularity,
         channel_rules: resolved.channel_rules,
@@ -148,7 +149,7 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         seq_len: request.seq_len,
         sparsity,
         tolerance: 0.005,
-        calib_batches: job.calib_batches,
+        calib_batches: job.calib_batches.unwrap_or(crate::prune::DEFAULT_CALIB_BATCHES),
         strategy: job.strategy,
         precision: job.precision,
         seed: job.seed,
@@ -166,6 +167,11 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
             let (data, warnings) = crate::data::open_for(&full, dir, Some(index), job.max_len)?;
             for w in &warnings {
                 warn(w);
+            }
+            let train = data.split(Split::Train, job.val_fraction)?.count();
+            // The default fits the data silently; a count the user gave is capped with a word.
+            if let Some(w) = cfg.cap_calibration(train).filter(|_| job.calib_batches.is_some()) {
+                warn(&w);
             }
             Some(data)
         }

@@ -1,5 +1,6 @@
 //! `cut split` as one call: [`SplitJob`] in, [`SplitDone`] out.
 
+use crate::bench::Timing;
 use crate::checkpoint::metadata::Provenance;
 use crate::checkpoint::{sha256_file, writer, Checkpoint, DType, LoadOptions};
 use crate::data::example::{Samples, Subset};
@@ -18,7 +19,7 @@ use crate::split::{cut_after, cuts, joined, payload, separate, wire_of, Compress
 use crate::train::{task_lambdas, train, TrainConfig};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -41,7 +42,7 @@ pub struct SplitJob {
     pub index: String,
     pub val_fraction: f64,
     pub batch: usize,
-    pub max_len: usize,
+    pub max_len: Option<usize>,
     pub finetune_steps: usize,
     /// Fine-tune the device part too (gradients pass straight through the wire's rounding).
     pub finetune_device: bool,
@@ -94,26 +95,70 @@ impl SplitJob {
         if self.runs == 0 {
             crate::usage_bail!("--runs must be at least 1");
         }
+        if self.batch == 0 {
+            crate::usage_bail!("--batch must be at least 1");
+        }
+        if !(self.max_drop.is_finite() && self.max_drop >= 0.0) {
+            crate::usage_bail!(
+                "--max-drop {}: the points a task may lose must be a finite number >= 0",
+                self.max_drop
+            );
+        }
         Ok(())
     }
 }
 
-/// Median milliseconds of `runs` forward passes (after 3 warm-up passes), inference mode.
-fn time_ms(model: &Model, params: &Params, inputs: &BTreeMap<String, Tensor>, runs: usize) -> Result<f64> {
-    let _guard = tch::no_grad_guard();
+/// The prefix the outputs are named from: `-o DIR/` (or an existing folder) means inside it, named
+/// after the model (`DIR/demo.device.safetensors`); anything else is the prefix itself.
+pub fn output_prefix(out: &Path, model: &Path) -> PathBuf {
+    if !(out.as_os_str().to_string_lossy().ends_with('/') || out.is_dir()) {
+        return out.to_path_buf();
+    }
+    let name = model
+        .file_name()
+        .map_or("split".to_string(), |n| n.to_string_lossy().to_string());
+    out.join(name.strip_suffix(".safetensors").unwrap_or(&name))
+}
+
+/// One model's inference forward on fixed inputs, for [`crate::bench::interleaved`].
+fn forward_of<'a>(
+    model: &'a Model,
+    params: &'a Params,
+    inputs: &'a BTreeMap<String, Tensor>,
+) -> impl FnMut() -> Result<()> + 'a {
     let names = model.task_names();
     let (graph, _) = fuse_conv_relu(&model.graph, &names);
-    let mut times = Vec::with_capacity(runs);
-    for i in 0..runs + 3 {
-        let t = Instant::now();
-        let out = forward_inputs(&graph, params, inputs, &names, Mode::Eval)?;
-        drop(out);
-        if i >= 3 {
-            times.push(t.elapsed().as_secs_f64() * 1e3);
-        }
+    move || {
+        let _guard = tch::no_grad_guard();
+        forward_inputs(&graph, params, inputs, &names, Mode::Eval).map(drop)
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+}
+
+/// The whole model, the device part and the cloud part timed interleaved in one loop (3 warm-up
+/// rounds, then `runs`), so that all three see the same machine.
+fn time_parts(
+    whole: (&Model, &Params, &BTreeMap<String, Tensor>),
+    device: (&Model, &Params, &BTreeMap<String, Tensor>),
+    cloud: (&Model, &Params, &BTreeMap<String, Tensor>),
+    runs: usize,
+) -> Result<[Timing; 3]> {
+    let mut w = forward_of(whole.0, whole.1, whole.2);
+    let mut d = forward_of(device.0, device.1, device.2);
+    let mut c = forward_of(cloud.0, cloud.1, cloud.2);
+    let t = crate::bench::interleaved(&mut [&mut w, &mut d, &mut c], 3, runs)?;
+    Ok([t[0], t[1], t[2]])
+}
+
+/// Per probe, the median over rows of one latency column.
+fn median_per_probe(rows: &[Row], column: impl Fn(&Row) -> &Vec<f64>) -> Vec<f64> {
+    let probes = rows.first().map_or(0, |r| column(r).len());
+    (0..probes)
+        .map(|p| {
+            let mut v: Vec<f64> = rows.iter().map(|r| column(r)[p]).collect();
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        })
+        .collect()
 }
 
 /// Example `i` alone as a batch of 1 with the inputs `model` reads; a text cut to its `tokens`
@@ -254,11 +299,12 @@ pub fn run(
     let selected = full.select_tasks(&job.tasks)?;
     let names: Vec<&str> = selected.iter().map(|t| t.name.as_str()).collect();
     let model = full.keep_tasks(&names);
+    let prefix = output_prefix(&job.out, &job.model);
     let (device_out, cloud_out) = (
-        sibling(&job.out, ".device.safetensors"),
-        sibling(&job.out, ".cloud.safetensors"),
+        sibling(&prefix, ".device.safetensors"),
+        sibling(&prefix, ".cloud.safetensors"),
     );
-    let (report_json, report_md) = (sibling(&job.out, ".report.json"), sibling(&job.out, ".report.md"));
+    let (report_json, report_md) = (sibling(&prefix, ".report.json"), sibling(&prefix, ".report.md"));
     for p in [&device_out, &cloud_out, &report_json, &report_md] {
         check_output(p, &[&job.model], job.force)?;
     }
@@ -389,8 +435,7 @@ pub fn run(
             let parts = separate(&split, &tuned)?;
             let wire = wire_of(&split).expect("joined graphs have a wire");
             let mut bytes = Vec::new();
-            let mut device_ms = Vec::new();
-            let mut cloud_ms = Vec::new();
+            let mut timings: Vec<[Timing; 3]> = Vec::new();
             for ((_, _, tokens), inputs) in probes.samples.iter().zip(&probe_inputs) {
                 let features = {
                     let _guard = tch::no_grad_guard();
@@ -407,12 +452,6 @@ pub fn run(
                 let (received, _) =
                     payload::decode(&sent, &features.size(), wire.format, wire.scale, tokens.is_some())?;
                 bytes.push(sent.len());
-                device_ms.push(time_ms(
-                    &parts.device,
-                    &parts.device_params,
-                    &parts.device_inputs(inputs)?,
-                    job.runs,
-                )?);
                 let mut cloud_inputs = BTreeMap::from([(crate::split::FEATURES.to_string(), received)]);
                 for d in parts.cloud.graph.inputs.iter().skip(1) {
                     // The mask the cloud rebuilds from the token count: all ones at batch 1.
@@ -421,8 +460,22 @@ pub fn run(
                         Tensor::ones([1, tokens.unwrap_or(0) as i64], (Kind::Int64, Device::Cpu)),
                     );
                 }
-                cloud_ms.push(time_ms(&parts.cloud, &parts.cloud_params, &cloud_inputs, job.runs)? / job.cloud_speedup);
+                timings.push(time_parts(
+                    (&model, &params, inputs),
+                    (&parts.device, &parts.device_params, &parts.device_inputs(inputs)?),
+                    (&parts.cloud, &parts.cloud_params, &cloud_inputs),
+                    job.runs,
+                )?);
             }
+            let column = |k: usize, scale: f64| -> (Vec<f64>, Vec<f64>) {
+                timings
+                    .iter()
+                    .map(|t| (t[k].median_ms / scale, t[k].spread_ms / scale))
+                    .unzip()
+            };
+            let (whole_ms, whole_spread_ms) = column(0, 1.0);
+            let (device_ms, device_spread_ms) = column(1, 1.0);
+            let (cloud_ms, cloud_spread_ms) = column(2, job.cloud_speedup);
             // MACs at the first probe: a text's length, an image's size.
             let mut sizes = parts.device.graph.sizes.clone();
             if let Some(n) = probes.samples[0].2 {
@@ -445,7 +498,11 @@ pub fn run(
                 device_file_bytes: device_bytes,
                 bytes_sent: bytes,
                 device_ms,
+                device_spread_ms,
                 cloud_ms,
+                cloud_spread_ms,
+                whole_ms,
+                whole_spread_ms,
                 before: changes(&before, &reference),
                 after: changes(&after, &reference),
                 metrics_before: before,
@@ -461,13 +518,11 @@ pub fn run(
             progress("splits", done, total);
         }
     }
-    // Timed after the splits, on a machine no longer loading data (as each split's parts were).
-    let whole_ms: Vec<f64> = probe_inputs
-        .iter()
-        .map(|inp| time_ms(&model, &params, inp, job.runs))
-        .collect::<Result<_>>()?;
+    // The whole model was timed beside every split's parts: its median over those loops.
+    let whole_ms = median_per_probe(&rows, |r| &r.whole_ms);
     let baselines = Baselines {
         device_only_ms: whole_ms.clone(),
+        device_only_spread_ms: median_per_probe(&rows, |r| &r.whole_spread_ms),
         cloud_only_bytes: probes.raw_bytes.clone(),
         cloud_only_what: probes.raw_what.clone(),
         cloud_only_ms: whole_ms.iter().map(|m| m / job.cloud_speedup).collect(),

@@ -95,6 +95,14 @@ pub fn export(model: &Model, params: &Params, opts: &ExportOptions, external_nam
     if !(13..=MAX_OPSET).contains(&opts.opset) {
         crate::usage_bail!("--opset {} is not one cut writes (13 to {MAX_OPSET})", opts.opset);
     }
+    if let Some((name, _)) = opts.sizes.iter().find(|(_, &v)| v == 0) {
+        let flag = match name.as_str() {
+            "batch" => "--batch",
+            "seq" => "--seq-len",
+            _ => "--size",
+        };
+        crate::usage_bail!("{flag} 0: a fixed {name} size must be at least 1");
+    }
     let (graph, params, _) = fold_batch_norms(&model.graph, params)?;
     // A text encoder, or a split's cloud part reading tokens (its pooled count stays dynamic too).
     let text = graph.sizes.contains_key("seq");

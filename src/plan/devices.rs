@@ -12,7 +12,7 @@
 //! powers of 1000); the uplink as `spectral_efficiency` (bit/s/Hz) or `snr_db` (Shannon:
 //! log2(1 + SNR)); `samples` per round (default: the plan's `--samples`).
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use std::path::Path;
 
@@ -47,13 +47,51 @@ fn count(v: &serde_json::Value) -> Option<f64> {
     }
 }
 
+/// The range each field must lie in: wide enough for any real device and link, narrow enough
+/// that every time the plan computes is a finite number of seconds.
+const RANGES: [(&str, f64, f64, &str); 6] = [
+    ("flops", 1e6, 1e18, "FLOP/s"),
+    ("speed", 1e-6, 1e6, "times this machine"),
+    ("memory", 1e6, 1e15, "bytes"),
+    ("spectral_efficiency", 1e-3, 100.0, "bit/s/Hz"),
+    ("snr_db", -30.0, 100.0, "dB"),
+    ("samples", 1.0, 1e9, "samples per round"),
+];
+
+/// `x` for field `key`, refused outside its range (and, for samples, when not a whole number).
+fn in_range(key: &str, x: f64) -> Result<f64> {
+    let (_, lo, hi, unit) = RANGES.iter().find(|r| r.0 == key).expect("every field has a range");
+    if !(x.is_finite() && (*lo..=*hi).contains(&x)) {
+        let shown = if x == 0.0 || (1e-3..1e9).contains(&x.abs()) {
+            format!("{x}")
+        } else {
+            format!("{x:e}")
+        };
+        bail!("\"{key}\" is {shown}, outside {lo:e} to {hi:e} {unit}");
+    }
+    if key == "samples" && x.fract() != 0.0 {
+        bail!("\"samples\" is {x}, not a whole number");
+    }
+    Ok(x)
+}
+
 /// Reads a devices file; `samples` fills entries that give none.
 pub fn read(path: &Path, samples: usize) -> Result<Vec<Device>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    check_samples(samples)?;
+    let text = crate::fsio::read_input_text(path, crate::fsio::limit::JSON, "the devices file")?;
     parse(&text, samples).map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
+/// `--samples`, the default of entries that give none (a command-line error, named as such).
+fn check_samples(samples: usize) -> Result<()> {
+    if samples == 0 {
+        crate::usage_bail!("--samples 0: each device fine-tunes on at least 1 sample per round");
+    }
+    Ok(())
+}
+
 pub fn parse(text: &str, samples: usize) -> Result<Vec<Device>> {
+    check_samples(samples)?;
     let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| anyhow!("not JSON ({e})"))?;
     let Some(list) = doc.get("devices").and_then(|d| d.as_array()) else {
         bail!("no \"devices\" list");
@@ -73,10 +111,7 @@ pub fn parse(text: &str, samples: usize) -> Result<Vec<Device>> {
                 .get(key)
                 .ok_or_else(|| anyhow!("devices[{i}] ({name}): no \"{key}\""))?;
             let x = count(v).ok_or_else(|| anyhow!("devices[{i}] ({name}): \"{key}\" is not a number"))?;
-            if !(x > 0.0 && x.is_finite()) {
-                bail!("devices[{i}] ({name}): \"{key}\" must be positive, not {x}");
-            }
-            Ok(x)
+            in_range(key, x).map_err(|e| anyhow!("devices[{i}] ({name}): {e}"))
         };
         let efficiency = match (d.get("spectral_efficiency"), d.get("snr_db")) {
             (Some(_), _) => field("spectral_efficiency")?,
@@ -84,6 +119,7 @@ pub fn parse(text: &str, samples: usize) -> Result<Vec<Device>> {
                 let db = v
                     .as_f64()
                     .ok_or_else(|| anyhow!("devices[{i}] ({name}): \"snr_db\" is not a number"))?;
+                let db = in_range("snr_db", db).map_err(|e| anyhow!("devices[{i}] ({name}): {e}"))?;
                 (1.0 + 10f64.powf(db / 10.0)).log2()
             }
             (None, None) => bail!("devices[{i}] ({name}): give \"spectral_efficiency\" or \"snr_db\""),

@@ -20,7 +20,7 @@ pub mod report;
 pub mod several;
 pub mod solve;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use blocks::Block;
 use devices::Device;
 use serde::Serialize;
@@ -121,7 +121,7 @@ impl Instance {
         if !(bandwidth > 0.0 && bandwidth.is_finite()) {
             crate::usage_bail!("--bandwidth {bandwidth} must be a positive number of Hz");
         }
-        let compute = devices
+        let compute: Vec<Vec<f64>> = devices
             .iter()
             .map(|d| {
                 costs
@@ -130,6 +130,18 @@ impl Instance {
                     .collect()
             })
             .collect();
+        // Checked here so that no time downstream is NaN or infinite by arithmetic.
+        for (d, row) in devices.iter().zip(&compute) {
+            if let Some(b) = row.iter().position(|s| !(s.is_finite() && *s >= 0.0)) {
+                bail!(
+                    "device '{}': compute time for block {b} is {} s (its flops {:e}, samples {})",
+                    d.name,
+                    row[b],
+                    d.flops,
+                    d.samples
+                );
+            }
+        }
         let fits = devices
             .iter()
             .map(|d| costs.iter().map(|c| c.memory_bytes <= d.memory).collect())

@@ -148,12 +148,18 @@ pub fn plan(
     devices: &[Device],
     req: &PlanRequest,
 ) -> Result<PlanReport> {
+    if req.batch == 0 {
+        crate::usage_bail!("--batch 0: a fine-tuning batch holds at least 1 sample");
+    }
+    if req.measure == Some(0) {
+        crate::usage_bail!("--measure 0: time at least 1 step per block");
+    }
     let blocks = blocks(model, &model.graph.sizes, req.blocks)?;
     let mut costs = block_costs(&blocks, req.batch);
     let mut devices = devices.to_vec();
     let measured = match (req.measure, params) {
         (Some(reps), Some(params)) => {
-            let seconds = super::measure::measure(model, params, &blocks, req.batch, reps.max(1))?;
+            let seconds = super::measure::measure(model, params, &blocks, req.batch, reps)?;
             let mut rates: Vec<f64> = costs
                 .iter()
                 .zip(&seconds)

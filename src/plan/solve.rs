@@ -31,7 +31,12 @@ pub struct Assignment {
 }
 
 impl Assignment {
-    pub fn new(inst: &Instance, device_of: Vec<usize>, bandwidth: Vec<f64>) -> Assignment {
+    pub fn new(inst: &Instance, device_of: Vec<usize>, mut bandwidth: Vec<f64>) -> Assignment {
+        for (n, hz) in bandwidth.iter_mut().enumerate() {
+            if !device_of.contains(&n) {
+                *hz = 0.0;
+            }
+        }
         let latency = (0..inst.devices())
             .map(|n| finish(inst, n, &blocks_of(&device_of, n), bandwidth[n]))
             .fold(0.0, f64::max);
@@ -80,9 +85,12 @@ fn check_sizes(inst: &Instance) -> Result<()> {
     Ok(())
 }
 
-/// Equal shares of the uplink.
+/// Equal shares of the uplink among the devices that fine-tune: every block has its own device
+/// when blocks are no more than devices (idle devices send nothing, so they take no share), else
+/// every device has blocks. Each device is offered the share; [`Assignment::new`] zeroes the idle.
 pub fn equal_bandwidth(inst: &Instance) -> Vec<f64> {
-    vec![inst.bandwidth / inst.devices() as f64; inst.devices()]
+    let active = inst.devices().min(inst.blocks()).max(1);
+    vec![inst.bandwidth / active as f64; inst.devices()]
 }
 
 /// Maximum matching of blocks to devices over `allowed` (Hopcroft-Karp); true when every block is
@@ -241,7 +249,7 @@ pub fn bottleneck(inst: &Instance, hz: &[f64], force_matching: bool) -> Result<(
         }
     }
     if lo == candidates.len() {
-        bail!("no assignment gives every block a device that can hold it");
+        bail!("no assignment gives every block its own device with the memory to fine-tune it");
     }
     feasible(candidates[lo], &mut device_of);
     let mut bandwidth = hz.to_vec();

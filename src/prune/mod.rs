@@ -243,6 +243,27 @@ pub struct CheckedConfig {
     has_data: bool,
 }
 
+/// Calibration batches when `--calib-batches` is not given (at most one pass over the train split).
+pub const DEFAULT_CALIB_BATCHES: usize = 20;
+
+impl CheckedConfig {
+    /// Caps the calibration batches at one pass over the `train` samples (in full batches, as the
+    /// shuffled loader draws them): more would score the same samples again. Returns the warning
+    /// to give when it caps.
+    pub fn cap_calibration(&mut self, train: usize) -> Option<String> {
+        let batch = self.cfg.finetune.batch.max(1);
+        let per_pass = (train / batch).max(1);
+        let asked = self.cfg.calib_batches;
+        if !self.cfg.criterion.needs_data() || asked <= per_pass {
+            return None;
+        }
+        self.cfg.calib_batches = per_pass;
+        Some(format!(
+            "--calib-batches {asked}: the train split holds {train} samples, {per_pass} batches of {batch}; scoring on those {per_pass}"
+        ))
+    }
+}
+
 impl std::ops::Deref for CheckedConfig {
     type Target = PruneConfig;
     fn deref(&self) -> &PruneConfig {

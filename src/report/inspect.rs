@@ -24,7 +24,8 @@ pub struct GroupStats {
     pub zeros: u64,
     /// zeros / weights: the sparsity of the group.
     pub zero_share: f64,
-    /// Multiply-accumulates for one input of the inspected size.
+    /// Multiply-accumulates for one input of the inspected size ("overflow" in JSON past 2^64).
+    #[serde(serialize_with = "super::table::serialize_macs")]
     pub macs: u64,
 }
 
@@ -44,6 +45,7 @@ pub struct DropSaving {
     pub task: String,
     pub params: u64,
     pub bytes: u64,
+    #[serde(serialize_with = "super::table::serialize_macs")]
     pub macs: u64,
     pub share_of_params: f64,
     pub share_of_bytes: f64,
@@ -195,7 +197,7 @@ pub fn inspect(ckpt: &Checkpoint, opts: &LoadOptions, input: InputChoice, list_t
             total.weights += s.weights;
             total.bytes += s.bytes;
             total.zeros += s.zeros;
-            total.macs += s.macs;
+            total.macs = total.macs.saturating_add(s.macs);
             for d in &s.dtypes {
                 if !total.dtypes.contains(d) {
                     total.dtypes.push(d.clone());

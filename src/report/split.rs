@@ -32,9 +32,17 @@ pub struct Row {
     pub device_file_bytes: u64,
     /// Payload bytes per probe (see [`Baselines::probes`]), measured from the serialised tensor.
     pub bytes_sent: Vec<usize>,
-    /// Median batch-1 latency per probe on this machine.
+    /// Median batch-1 latency per probe on this machine, and the spread of the runs (interquartile
+    /// range). The whole model, the device part and the cloud part are timed interleaved in one
+    /// loop, so the three compare on the same machine state.
     pub device_ms: Vec<f64>,
+    pub device_spread_ms: Vec<f64>,
+    /// The cloud part's, divided by the cloud speed-up (its spread too).
     pub cloud_ms: Vec<f64>,
+    pub cloud_spread_ms: Vec<f64>,
+    /// The whole model (selected heads) in the same loop.
+    pub whole_ms: Vec<f64>,
+    pub whole_spread_ms: Vec<f64>,
     pub before: Vec<TaskChange>,
     pub after: Vec<TaskChange>,
     /// Every metric of every selected task on the test split, before and after fine-tuning.
@@ -62,8 +70,10 @@ pub struct Baselines {
     /// What each payload and latency column was measured on ("per image", "mean length (27
     /// tokens)", ...).
     pub probes: Vec<String>,
-    /// The whole model (selected heads) on this machine.
+    /// The whole model (selected heads) on this machine: the median over the rows' loops, and
+    /// the median spread.
     pub device_only_ms: Vec<f64>,
+    pub device_only_spread_ms: Vec<f64>,
     pub cloud_only_bytes: Vec<usize>,
     pub cloud_only_what: String,
     /// The whole model in the cloud: this machine's time over the cloud speed-up.
@@ -110,9 +120,14 @@ impl SplitReport {
 }
 
 /// Where a split sending `sent` bytes, with `extra_ms` more compute than cloud-only, is faster
-/// than cloud-only sending `raw` bytes.
-pub fn break_even(sent: usize, raw: usize, extra_ms: f64) -> String {
+/// than cloud-only sending `raw` bytes. A compute difference no larger than `noise_ms` (the
+/// timings' spread) is said to be within noise instead of turned into a bandwidth.
+pub fn break_even(sent: usize, raw: usize, extra_ms: f64, noise_ms: f64) -> String {
     let saved_bits = (raw as f64 - sent as f64) * 8.0;
+    if extra_ms.abs() <= noise_ms {
+        let bytes = if saved_bits > 0.0 { "fewer" } else { "as many or more" };
+        return format!("within noise (sends {bytes} bytes; compute {extra_ms:+.1} ms, spread {noise_ms:.1} ms)");
+    }
     let extra_s = extra_ms / 1e3;
     if saved_bits > 0.0 {
         if extra_s <= 0.0 {
@@ -133,16 +148,22 @@ pub fn break_even(sent: usize, raw: usize, extra_ms: f64) -> String {
 pub fn mark_front(r: &mut SplitReport) {
     let bandwidths = r.bandwidths_mbit.clone();
     let raw = r.baselines.cloud_only_bytes[0];
-    let cloud_only_ms = r.baselines.cloud_only_ms[0];
+    let speedup = r.cloud_speedup;
     for row in &mut r.rows {
         row.total_ms = bandwidths
             .iter()
             .map(|&b| row.device_ms[0] + upload_ms(row.bytes_sent[0], b) + r.rtt_ms + row.cloud_ms[0])
             .collect();
+        // Against the whole model timed in the same loop; the spreads add as independent noise.
+        let noise = (row.device_spread_ms[0].powi(2)
+            + row.cloud_spread_ms[0].powi(2)
+            + (row.whole_spread_ms[0] / speedup).powi(2))
+        .sqrt();
         row.beats_cloud_only_below_mbit = vec![break_even(
             row.bytes_sent[0],
             raw,
-            row.device_ms[0] + row.cloud_ms[0] - cloud_only_ms,
+            row.device_ms[0] + row.cloud_ms[0] - row.whole_ms[0] / speedup,
+            noise,
         )];
     }
     let mid = r.middle();
@@ -213,7 +234,7 @@ pub fn markdown(r: &SplitReport) -> String {
         chosen.compression
     ));
     md.push_str(&format!(
-        "Payloads per inference at batch 1, {} ({}). Latency: medians on {} (cloud part divided by {}), round trip {} ms. Task change in points against the unsplit model (first metric; positive is better), before and after {} fine-tuning steps of the cloud part{}.\n\n",
+        "Payloads per inference at batch 1, {} ({}). Latency: medians on {} (cloud part divided by {}; ± half the interquartile range; the whole model and each split's two parts timed interleaved), round trip {} ms. Task change in points against the unsplit model (first metric; positive is better), before and after {} fine-tuning steps of the cloud part{}.\n\n",
         r.baselines.probes.join(" / "),
         r.baselines.cloud_only_what,
         r.latency_machine,
@@ -234,10 +255,17 @@ pub fn markdown(r: &SplitReport) -> String {
     md.push_str(&format!("|{}\n", " --- |".repeat(11 + bw_cols.len())));
     let per_probe = |v: &[usize]| v.iter().map(|&b| bytes(b)).collect::<Vec<_>>().join(" / ");
     let per_probe_ms = |v: &[f64]| v.iter().map(|&m| ms(m)).collect::<Vec<_>>().join(" / ");
+    let with_spread = |v: &[f64], s: &[f64]| {
+        v.iter()
+            .zip(s)
+            .map(|(&m, &s)| format!("{} ±{}", ms(m), ms(s / 2.0)))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
     let mid = r.bandwidths_mbit.len() / 2;
     md.push_str(&format!(
         "| device only | - | - | - | 0 B | {} | - | {} | - | - | - | |\n",
-        per_probe_ms(&r.baselines.device_only_ms),
+        with_spread(&r.baselines.device_only_ms, &r.baselines.device_only_spread_ms),
         r.bandwidths_mbit
             .iter()
             .map(|_| ms(r.baselines.device_only_ms[0]))
@@ -263,8 +291,8 @@ pub fn markdown(r: &SplitReport) -> String {
             row.device_macs as f64 / 1e6,
             row.device_params as f64 / 1e3,
             per_probe(&row.bytes_sent),
-            per_probe_ms(&row.device_ms),
-            per_probe_ms(&row.cloud_ms),
+            with_spread(&row.device_ms, &row.device_spread_ms),
+            with_spread(&row.cloud_ms, &row.cloud_spread_ms),
             row.total_ms.iter().map(|&t| ms(t)).collect::<Vec<_>>().join(" | "),
             changes(&row.before),
             if row.finetune_best_step.is_some() {
@@ -288,4 +316,28 @@ pub fn markdown(r: &SplitReport) -> String {
     }
     md.push_str("\nHow the split works and what it measures: docs/split.md (a reconstruction of Device Tuning's token pooling; the paper gives no operator or figures).\n");
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::break_even;
+
+    #[test]
+    fn break_even_by_hand_and_within_noise() {
+        // 1000 bytes saved (8000 bits) for 2 ms more compute: even at 4 Mbit/s.
+        assert_eq!(break_even(500, 1500, 2.0, 0.5), "below 4.00 Mbit/s");
+        assert_eq!(break_even(500, 1500, -1.0, 0.5), "at every bandwidth");
+        assert_eq!(break_even(1500, 500, 2.0, 0.5), "never");
+        // 8000 bits more for 2 ms less: faster above 4 Mbit/s.
+        assert_eq!(break_even(1500, 500, -2.0, 0.5), "above 4.00 Mbit/s");
+        // A compute difference inside the spread is no bandwidth at all: said as noise.
+        assert_eq!(
+            break_even(500, 1500, 0.3, 0.5),
+            "within noise (sends fewer bytes; compute +0.3 ms, spread 0.5 ms)"
+        );
+        assert_eq!(
+            break_even(1500, 500, -0.4, 0.5),
+            "within noise (sends as many or more bytes; compute -0.4 ms, spread 0.5 ms)"
+        );
+    }
 }

@@ -14,6 +14,24 @@ pub fn count(n: f64) -> String {
     }
 }
 
+/// A MAC count, or "overflow" where it saturated (sizes so large the count passes 2^64).
+pub fn macs(n: u64) -> String {
+    if n == u64::MAX {
+        "overflow".into()
+    } else {
+        count(n as f64)
+    }
+}
+
+/// Serialises a saturated MAC count as the string "overflow" instead of 2^64 - 1.
+pub fn serialize_macs<S: serde::Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+    if *n == u64::MAX {
+        s.serialize_str("overflow")
+    } else {
+        s.serialize_u64(*n)
+    }
+}
+
 /// Bytes in MB (10^6) or kB.
 pub fn bytes(n: f64) -> String {
     if n.abs() >= 1e6 {

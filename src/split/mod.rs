@@ -75,7 +75,8 @@ fn mask_input(graph: &Graph) -> Option<String> {
 }
 
 /// For each node boundary (after node p, p in graph order): the tensors made at or before p that a
-/// later node reads, graph inputs included except the mask.
+/// later node or a task output reads, graph inputs included except the mask. A task's output made
+/// before the boundary crosses too: the cloud part gives every task's output.
 fn boundaries(graph: &Graph) -> Vec<(usize, Vec<String>)> {
     let mask = mask_input(graph);
     let position: BTreeMap<&str, usize> = graph
@@ -90,6 +91,11 @@ fn boundaries(graph: &Graph) -> Vec<(usize, Vec<String>)> {
             if let Some(&p) = position.get(input.as_str()) {
                 last_read[p] = last_read[p].max(r);
             }
+        }
+    }
+    for output in &graph.outputs {
+        if let Some(&p) = position.get(output.node.as_str()) {
+            last_read[p] = graph.nodes.len();
         }
     }
     let is_input = |i: usize| matches!(graph.nodes[i].op, Op::Input);

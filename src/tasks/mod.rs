@@ -178,8 +178,25 @@ pub fn parse_task_specs(text: &str) -> Result<Vec<TaskSpec>> {
 }
 
 /// Refuses a task list whose output widths do not fit their kinds (a normal task needs 3).
+/// The first name that a list holds twice.
+pub fn first_duplicate(names: &[String]) -> Option<&str> {
+    let mut seen = std::collections::BTreeSet::new();
+    names.iter().find(|n| !seen.insert(n.as_str())).map(String::as_str)
+}
+
 pub fn check_specs(tasks: &[TaskSpec]) -> Result<()> {
     for t in tasks {
+        // One class makes every pixel right: mIoU and accuracy 1.0 whatever the model does.
+        if t.kind == TaskKind::Segmentation && t.outputs < 2 {
+            bail!(
+                "task '{}' (segmentation) has {} output; a segmentation head needs at least two classes",
+                t.name,
+                t.outputs
+            );
+        }
+        if let Some(label) = t.labels.as_deref().and_then(first_duplicate) {
+            bail!("task '{}' lists label '{label}' twice", t.name);
+        }
         if let Some(n) = def(t.kind).fixed_outputs() {
             if t.outputs != n {
                 bail!(

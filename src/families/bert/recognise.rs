@@ -61,9 +61,9 @@ pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
     let config_path = folder.map(|f| f.join("config.json"));
     // Task kinds a folder written by `cut export` records for itself.
     let mut recorded_kinds: Option<String> = None;
-    let mut config: BertConfig = match config_path.as_ref().filter(|p| p.is_file()) {
+    let mut config: BertConfig = match config_path.as_ref().filter(|p| p.exists()) {
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| anyhow!("{}: cannot read ({e})", path.display()))?;
+            let text = crate::fsio::read_input_text(path, crate::fsio::limit::JSON, "the model configuration")?;
             let raw: serde_json::Value =
                 serde_json::from_str(&text).map_err(|e| anyhow!("{}: not JSON ({e})", path.display()))?;
             recorded_kinds = raw.get("cut_task_kinds").and_then(|v| v.as_str()).map(str::to_string);
@@ -149,6 +149,9 @@ pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
         }
     }
     let labels = read_labels(folder)?;
+    if let Some((path, by_task)) = &labels {
+        check_labels(path, by_task, &found)?;
+    }
     // Heads in the order --task-kinds (or the recorded kinds) name them, then any without a kind.
     let named: Vec<String> = match (&opts.task_names, &recorded_kinds) {
         (Some(names), _) => names.clone(),
@@ -190,8 +193,8 @@ pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
         });
     }
     let mut model = config.build().with_context(|| shown.clone())?;
-    if let Some(path) = folder.map(|f| f.join("tokenizer.json")).filter(|p| p.is_file()) {
-        let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("{}: cannot read ({e})", path.display()))?;
+    if let Some(path) = folder.map(|f| f.join("tokenizer.json")).filter(|p| p.exists()) {
+        let text = crate::fsio::read_input_text(&path, crate::fsio::limit::TOKENIZER, "the tokenizer")?;
         model.tokenizer = Some(std::sync::Arc::new(text));
     }
     // What the graph does not read: position ids some files keep, an unused pooler, other heads
@@ -240,10 +243,10 @@ type LabelsFile = (std::path::PathBuf, BTreeMap<String, Vec<String>>);
 
 /// `labels.json` beside the model, if there is one.
 fn read_labels(folder: Option<&std::path::Path>) -> Result<Option<LabelsFile>> {
-    let Some(path) = folder.map(|f| f.join("labels.json")).filter(|p| p.is_file()) else {
+    let Some(path) = folder.map(|f| f.join("labels.json")).filter(|p| p.exists()) else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| anyhow!("{}: cannot read ({e})", path.display()))?;
+    let text = crate::fsio::read_input_text(&path, crate::fsio::limit::JSON, "the label names")?;
     let labels: BTreeMap<String, Vec<String>> = serde_json::from_str(&text).map_err(|e| {
         anyhow!(
             "{}: expected {{\"task\": [\"label of row 0\", ...]}} ({e})",
@@ -251,6 +254,29 @@ fn read_labels(folder: Option<&std::path::Path>) -> Result<Option<LabelsFile>> {
         )
     })?;
     Ok(Some((path, labels)))
+}
+
+/// Every entry of a `labels.json` names a head, and no head's list names a label twice (the data
+/// reader would map that label to one of its rows by accident).
+fn check_labels(
+    path: &std::path::Path,
+    labels: &BTreeMap<String, Vec<String>>,
+    heads: &BTreeMap<String, (usize, bool)>,
+) -> Result<()> {
+    for (task, names) in labels {
+        if !heads.contains_key(task) {
+            let known: Vec<&str> = heads.keys().map(String::as_str).collect();
+            bail!(
+                "{}: names task '{task}', which has no head (heads: {})",
+                path.display(),
+                known.join(", ")
+            );
+        }
+        if let Some(label) = crate::tasks::first_duplicate(names) {
+            bail!("{}: task '{task}' lists label '{label}' twice", path.display());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
