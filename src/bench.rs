@@ -178,36 +178,10 @@ pub fn bench(model: &Model, params: &Params, tasks: &[&str], cfg: BenchConfig) -
     Ok(compare(&[one], cfg)?.remove(0))
 }
 
-/// A text model's seeded random batch: token ids drawn from the model's vocabulary (past the
-/// special tokens), a full attention mask, and any other input (a split's features) drawn from a
-/// normal distribution.
+/// A text model's seeded random batch (see [`Graph::random_inputs`]).
 fn random_tokens(cfg: &BenchConfig, graph: &Graph, seq: usize) -> Result<Inputs> {
     tch::manual_seed(0);
-    let vocab = graph
-        .nodes
-        .iter()
-        .find_map(|n| match &n.op {
-            crate::graph::Op::Embeddings(e) => Some(e.vocab as i64),
-            _ => None,
-        })
-        .unwrap_or(4);
-    let sizes = BenchInput::Text { seq }.sizes_for(graph);
-    graph
-        .inputs
-        .iter()
-        .map(|decl| {
-            let mut shape = vec![cfg.batch as i64];
-            shape.extend(decl.shape(&sizes)?.iter().map(|&d| d as i64));
-            let t = match decl.dtype {
-                crate::graph::InputDType::F32 => Tensor::randn(shape.as_slice(), (Kind::Float, cfg.device)),
-                _ if decl.name == crate::families::bert::IDS => {
-                    Tensor::randint_low(3.min(vocab - 1), vocab, shape.as_slice(), (Kind::Int64, cfg.device))
-                }
-                _ => Tensor::ones(shape.as_slice(), (Kind::Int64, cfg.device)),
-            };
-            Ok((decl.name.clone(), t))
-        })
-        .collect()
+    graph.random_inputs(cfg.batch, &BenchInput::Text { seq }.sizes_for(graph), cfg.device)
 }
 
 /// The seeded random image batch (pixel values of image scale).

@@ -125,12 +125,119 @@ fn no_two_modules_import_each_other() {
             }
         }
     }
-    let cycles: Vec<String> = lifted
-        .iter()
-        .filter(|(a, b)| a < b && lifted.contains(&(b.clone(), a.clone())))
-        .map(|(a, b)| format!("{a} <-> {b}"))
-        .collect();
-    assert!(cycles.is_empty(), "modules that import each other: {cycles:?}");
+    let cycles = cycles(&lifted);
+    assert!(
+        cycles.is_empty(),
+        "modules that import each other, directly or round a cycle: {cycles:?}"
+    );
+}
+
+/// Every cycle among `edges`, of any length: one per strongly connected set of two or more
+/// modules (Tarjan), shown as a path round it ("a -> b -> c -> a").
+fn cycles(edges: &BTreeSet<(String, String)>) -> Vec<String> {
+    let mut next: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (a, b) in edges {
+        next.entry(a).or_default().push(b);
+        next.entry(b).or_default();
+    }
+    struct Tarjan<'a> {
+        next: &'a BTreeMap<&'a str, Vec<&'a str>>,
+        index: BTreeMap<&'a str, usize>,
+        low: BTreeMap<&'a str, usize>,
+        stack: Vec<&'a str>,
+        sets: Vec<Vec<&'a str>>,
+    }
+    impl<'a> Tarjan<'a> {
+        fn visit(&mut self, v: &'a str) {
+            let i = self.index.len();
+            self.index.insert(v, i);
+            self.low.insert(v, i);
+            self.stack.push(v);
+            for &w in &self.next[v] {
+                if !self.index.contains_key(w) {
+                    self.visit(w);
+                    let lw = self.low[w];
+                    self.low.entry(v).and_modify(|l| *l = (*l).min(lw));
+                } else if self.stack.contains(&w) {
+                    let iw = self.index[w];
+                    self.low.entry(v).and_modify(|l| *l = (*l).min(iw));
+                }
+            }
+            if self.low[v] == self.index[v] {
+                let at = self.stack.iter().rposition(|&x| x == v).expect("on the stack");
+                let set = self.stack.split_off(at);
+                if set.len() > 1 {
+                    self.sets.push(set);
+                }
+            }
+        }
+    }
+    let mut t = Tarjan {
+        next: &next,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        sets: Vec::new(),
+    };
+    for &v in next.keys() {
+        if !t.index.contains_key(v) {
+            t.visit(v);
+        }
+    }
+    t.sets.iter().map(|set| path_round(&next, set)).collect()
+}
+
+/// A path from the set's first module back to itself through the set (breadth first).
+fn path_round(next: &BTreeMap<&str, Vec<&str>>, set: &[&str]) -> String {
+    let start = *set.iter().min().expect("non-empty");
+    let mut came_from: BTreeMap<&str, &str> = BTreeMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(v) = queue.pop_front() {
+        for &w in &next[v] {
+            if w == start {
+                let mut path = vec![start, v];
+                let mut at = v;
+                while at != start {
+                    at = came_from[at];
+                    path.push(at);
+                }
+                path.reverse();
+                path.rotate_right(1);
+                path.push(start);
+                path.dedup();
+                return path.join(" -> ");
+            }
+            if set.contains(&w) && !came_from.contains_key(w) && w != start {
+                came_from.insert(w, v);
+                queue.push_back(w);
+            }
+        }
+    }
+    set.join(", ")
+}
+
+fn edge_set(pairs: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+/// The checker finds a cycle through three modules (what the pairwise check missed: families ->
+/// tasks -> data -> families), a two-way pair, and none in a graph without a cycle.
+#[test]
+fn cycles_of_any_length_are_found() {
+    let three = edge_set(&[
+        ("families", "tasks"),
+        ("tasks", "data"),
+        ("data", "families"),
+        ("cli", "data"),
+    ]);
+    assert_eq!(cycles(&three), ["data -> families -> tasks -> data"]);
+    let two = edge_set(&[("a", "b"), ("b", "a"), ("b", "c")]);
+    assert_eq!(cycles(&two), ["a -> b -> a"]);
+    let none = edge_set(&[("a", "b"), ("b", "c"), ("a", "c"), ("d", "a")]);
+    assert!(cycles(&none).is_empty());
+    // Two separate cycles are both named.
+    let both = edge_set(&[("a", "b"), ("b", "a"), ("x", "y"), ("y", "z"), ("z", "x")]);
+    assert_eq!(cycles(&both).len(), 2);
 }
 
 #[test]

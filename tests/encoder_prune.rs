@@ -387,5 +387,5 @@ fn taylor_is_the_mask_gradient() {
 /// Real tokens per sentence: 5, 5 and 3, a mean of 4.33, rounded to 4.
 #[test]
 fn mean_tokens_by_hand() {
-    assert_eq!(cut::data::mean_tokens(&sentences()).unwrap(), 4);
+    assert_eq!(cut::data::mean_tokens(&sentences(), "attention_mask").unwrap(), 4);
 }

@@ -715,3 +715,59 @@ fn max_len_defaults_to_the_position_table() {
         "{err}"
     );
 }
+
+/// Inputs are described by the graph, from the ops that read them, never by a family's names: an
+/// encoder's token ids and mask, an image model's image, a text split's cloud part's features.
+#[test]
+fn input_roles_come_from_the_graph() {
+    use cut::graph::InputRole;
+    let roles = |model: &cut::graph::Model| -> Vec<(String, InputRole)> {
+        let g = &model.graph;
+        g.inputs.iter().map(|d| (d.name.clone(), g.input_role(d))).collect()
+    };
+    let text = Checkpoint::open(format!("{FIXTURE}/bert/model.safetensors"))
+        .unwrap()
+        .model(&opts())
+        .unwrap()
+        .model;
+    assert_eq!(
+        roles(&text),
+        [
+            ("input_ids".to_string(), InputRole::TokenIds),
+            ("attention_mask".to_string(), InputRole::AttentionMask)
+        ]
+    );
+    let image = Checkpoint::open("assets/demo.safetensors")
+        .unwrap()
+        .model(&LoadOptions::default())
+        .unwrap()
+        .model;
+    assert_eq!(roles(&image), [("input".to_string(), InputRole::Image)]);
+    // The same encoder with its inputs renamed reads the same roles (nothing keys on the names).
+    let mut renamed = text.clone();
+    let json = serde_json::to_string(&renamed.graph)
+        .unwrap()
+        .replace("\"input_ids\"", "\"tokens\"")
+        .replace("\"attention_mask\"", "\"keep\"");
+    renamed.graph = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        roles(&renamed),
+        [
+            ("tokens".to_string(), InputRole::TokenIds),
+            ("keep".to_string(), InputRole::AttentionMask)
+        ]
+    );
+    let split = cut::split::joined(
+        &text,
+        &cut::split::cut_after(&text, "bert.encoder.layer.0.output.LayerNorm").unwrap(),
+        &cut::split::Compression::NONE,
+    )
+    .unwrap();
+    let params = Checkpoint::open(format!("{FIXTURE}/bert/model.safetensors"))
+        .unwrap()
+        .load_params(&text, Device::Cpu)
+        .unwrap();
+    let parts = cut::split::separate(&split, &params).unwrap();
+    let cloud: Vec<InputRole> = roles(&parts.cloud).into_iter().map(|(_, r)| r).collect();
+    assert_eq!(cloud, [InputRole::Features, InputRole::AttentionMask]);
+}

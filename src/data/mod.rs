@@ -149,9 +149,10 @@ pub fn open_for(
     if max_len.is_some_and(|n| n < 2) {
         crate::usage_bail!("--max-len must be at least 2 (the special tokens)");
     }
-    if model.graph.input_decl(crate::families::bert::IDS).is_none() {
+    use crate::graph::InputRole;
+    let Some(ids) = model.graph.input_named_by(InputRole::TokenIds) else {
         return Ok((Dataset::open(root, index)?, Vec::new()));
-    }
+    };
     let Some(tokenizer) = &model.tokenizer else {
         bail!("the model reads text but carries no tokenizer: put its tokenizer.json beside model.safetensors");
     };
@@ -171,6 +172,8 @@ pub fn open_for(
             tasks: &labelled,
             max_len,
             positions,
+            ids,
+            mask: model.graph.input_named_by(InputRole::AttentionMask),
         },
     )?;
     let mut warnings = Vec::new();
@@ -183,9 +186,9 @@ pub fn open_for(
     Ok((data, warnings))
 }
 
-/// The count of real (unpadded) tokens of every example of a text split.
-pub fn token_counts(items: &Samples) -> Result<Vec<usize>> {
-    let mask = crate::families::bert::MASK;
+/// The count of real (unpadded) tokens of every example of a text split, read from its input
+/// `mask` (the graph's attention mask).
+pub fn token_counts(items: &Samples, mask: &str) -> Result<Vec<usize>> {
     (0..items.count())
         .map(|i| {
             let example = items.load(i)?;
@@ -201,8 +204,8 @@ pub fn token_counts(items: &Samples) -> Result<Vec<usize>> {
 }
 
 /// The mean count of real (unpadded) tokens per example of a text split, rounded, at least 1.
-pub fn mean_tokens(items: &Samples) -> Result<usize> {
-    let counts = token_counts(items)?;
+pub fn mean_tokens(items: &Samples, mask: &str) -> Result<usize> {
+    let counts = token_counts(items, mask)?;
     if counts.is_empty() {
         bail!("the calibration split is empty");
     }

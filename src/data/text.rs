@@ -8,7 +8,6 @@
 
 use super::example::{Example, Examples, Field};
 use super::Dataset;
-use crate::families::bert::{IDS, MASK};
 use crate::graph::{TaskKind, TaskSpec};
 use anyhow::{anyhow, bail, Result};
 use std::collections::HashMap;
@@ -29,6 +28,9 @@ pub struct TextOptions<'a> {
     pub max_len: usize,
     /// The most tokens the model's position table holds: a longer line is an error naming it.
     pub positions: Option<usize>,
+    /// The graph's input names for the token ids and the attention mask (if it reads one).
+    pub ids: &'a str,
+    pub mask: Option<&'a str>,
 }
 
 /// What reading found worth saying.
@@ -133,7 +135,7 @@ pub fn open(root: &Path, opts: &TextOptions) -> Result<(Dataset, TextStats)> {
     stats.length = length;
     let mut splits = files.into_iter().map(|(path, encoded)| -> Arc<dyn Examples> {
         let lines = encoded.iter().map(|e| e.line).collect();
-        let examples = encoded.into_iter().map(|e| pad_example(e, length, pad)).collect();
+        let examples = encoded.into_iter().map(|e| pad_example(e, length, pad, opts)).collect();
         Arc::new(TextExamples { path, examples, lines })
     });
     let (train, test) = (splits.next().expect("two files"), splits.next().expect("two files"));
@@ -149,7 +151,7 @@ pub fn open(root: &Path, opts: &TextOptions) -> Result<(Dataset, TextStats)> {
     ))
 }
 
-fn pad_example(e: Encoded, length: usize, pad: i64) -> Example {
+fn pad_example(e: Encoded, length: usize, pad: i64, opts: &TextOptions) -> Example {
     let real = e.ids.len();
     let mut ids = e.ids;
     ids.resize(length, pad);
@@ -168,7 +170,9 @@ fn pad_example(e: Encoded, length: usize, pad: i64) -> Example {
         })
         .collect();
     Example {
-        inputs: vec![Field::i64(IDS, vec![len], ids), Field::i64(MASK, vec![len], mask)],
+        inputs: std::iter::once(Field::i64(opts.ids, vec![len], ids))
+            .chain(opts.mask.map(|m| Field::i64(m, vec![len], mask)))
+            .collect(),
         labels,
     }
 }
@@ -366,6 +370,8 @@ mod tests {
             tasks: &tasks,
             max_len: 64,
             positions: None,
+            ids: "input_ids",
+            mask: Some("attention_mask"),
         };
         let (data, stats) = open(dir.path(), &opts).unwrap();
         assert_eq!((stats.lines, stats.length, stats.truncated), (3, enc.len(), 0));

@@ -25,6 +25,23 @@ pub enum InputDType {
     I64,
 }
 
+/// What an input holds, as the graph says it by how it is read (never by a family's names), so
+/// that data readers, benchmarks and splits treat any model's inputs alike.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InputRole {
+    /// f32 `[C, height, width]`.
+    Image,
+    /// Integer ids an embedding table looks up.
+    TokenIds,
+    /// 1 for a real token, 0 for padding: what attention or masked pooling reads beside the tokens.
+    AttentionMask,
+    /// Any other float input (a split's cloud part reads its features).
+    Features,
+    /// Any other integer input.
+    Integers,
+}
+
 /// One per-sample dimension: a fixed size, or a size named in [`Graph::sizes`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -231,6 +248,68 @@ impl Graph {
     /// The declaration of the input read by node `name`.
     pub fn input_decl(&self, name: &str) -> Option<&GraphInput> {
         self.inputs.iter().find(|i| i.name == name)
+    }
+
+    /// What input `decl` holds, from the ops that read it.
+    pub fn input_role(&self, decl: &GraphInput) -> InputRole {
+        let read_as = |slot: usize, op: fn(&Op) -> bool| {
+            self.nodes
+                .iter()
+                .any(|n| op(&n.op) && n.inputs.get(slot).is_some_and(|i| *i == decl.name))
+        };
+        if read_as(0, |op| matches!(op, Op::Embeddings(_))) {
+            return InputRole::TokenIds;
+        }
+        if read_as(1, |op| matches!(op, Op::SelfAttention(_) | Op::MaskedMean))
+            || read_as(0, |op| matches!(op, Op::MaskPool(_)))
+        {
+            return InputRole::AttentionMask;
+        }
+        match (decl.dtype, decl.dims.as_slice()) {
+            (InputDType::F32, [Dim::Fixed(_), Dim::Named(h), Dim::Named(w)]) if h == "height" && w == "width" => {
+                InputRole::Image
+            }
+            (InputDType::F32, _) => InputRole::Features,
+            (InputDType::I64, _) => InputRole::Integers,
+        }
+    }
+
+    /// A random batch of `batch` samples for every input at `sizes` (for timing, not for values):
+    /// floats from a normal distribution, token ids from the vocabulary past the first special
+    /// tokens, full attention masks, other integers 1. Seed tch's generator first for repeatable
+    /// values.
+    pub fn random_inputs(
+        &self,
+        batch: usize,
+        sizes: &BTreeMap<String, usize>,
+        device: tch::Device,
+    ) -> Result<BTreeMap<String, Tensor>> {
+        let vocab = self.vocab_rows().map_or(4, |v| v as i64).max(2);
+        self.inputs
+            .iter()
+            .map(|decl| {
+                let mut shape = vec![batch as i64];
+                shape.extend(decl.shape(sizes)?.iter().map(|&d| d as i64));
+                let t = match self.input_role(decl) {
+                    InputRole::Image | InputRole::Features => Tensor::randn(shape.as_slice(), (Kind::Float, device)),
+                    InputRole::TokenIds => {
+                        Tensor::randint_low(3.min(vocab - 1), vocab, shape.as_slice(), (Kind::Int64, device))
+                    }
+                    InputRole::AttentionMask | InputRole::Integers => {
+                        Tensor::ones(shape.as_slice(), (Kind::Int64, device))
+                    }
+                };
+                Ok((decl.name.clone(), t))
+            })
+            .collect()
+    }
+
+    /// The name of the first input that holds `role`.
+    pub fn input_named_by(&self, role: InputRole) -> Option<&str> {
+        self.inputs
+            .iter()
+            .find(|d| self.input_role(d) == role)
+            .map(|d| d.name.as_str())
     }
 
     /// A zero batch of one sample for every input at the default sizes (for analyses that probe

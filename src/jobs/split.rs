@@ -189,7 +189,8 @@ struct Probes {
 }
 
 fn probes(model: &Model, test: &Samples) -> Result<Probes> {
-    if model.graph.input_decl(crate::families::bert::IDS).is_none() {
+    use crate::graph::InputRole;
+    if model.graph.input_named_by(InputRole::TokenIds).is_none() {
         // Image: PNG size of every test image, mean and largest.
         let mut sizes = Vec::new();
         for batch in Loader::sequential(test.clone(), 1, Device::Cpu) {
@@ -211,7 +212,11 @@ fn probes(model: &Model, test: &Samples) -> Result<Probes> {
             ),
         });
     }
-    let counts = crate::data::token_counts(test)?;
+    let mask = model
+        .graph
+        .input_named_by(InputRole::AttentionMask)
+        .ok_or_else(|| anyhow::anyhow!("the model reads token ids but no attention mask to count tokens in"))?;
+    let counts = crate::data::token_counts(test, mask)?;
     let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
     let nearest = (0..counts.len())
         .min_by(|&a, &b| ((counts[a] as f64 - mean).abs()).total_cmp(&(counts[b] as f64 - mean).abs()))

@@ -5,38 +5,16 @@
 
 use super::blocks::Block;
 use crate::graph::interpreter::{forward_inputs, Inputs, Mode};
-use crate::graph::{inputs::InputDType, Model, Op, Params};
+use crate::graph::{Model, Params};
 use anyhow::Result;
 use std::collections::BTreeSet;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
-/// Random inputs of `batch` samples at the graph's sizes: images uniform in [0, 1), token ids
-/// below the vocabulary, a full attention mask.
+/// Random inputs of `batch` samples at the graph's default sizes (seeded).
 fn inputs(model: &Model, batch: usize, device: Device) -> Result<Inputs> {
-    let vocab = model
-        .graph
-        .nodes
-        .iter()
-        .find_map(|n| match &n.op {
-            Op::Embeddings(e) => Some(e.vocab as i64),
-            _ => None,
-        })
-        .unwrap_or(2);
-    let mut out = Inputs::new();
-    for decl in &model.graph.inputs {
-        let mut shape = vec![batch as i64];
-        shape.extend(decl.shape(&model.graph.sizes)?.iter().map(|&d| d as i64));
-        let t = match decl.dtype {
-            InputDType::F32 => Tensor::rand(shape.as_slice(), (Kind::Float, device)),
-            InputDType::I64 if decl.name == crate::families::bert::MASK => {
-                Tensor::ones(shape.as_slice(), (Kind::Int64, device))
-            }
-            InputDType::I64 => Tensor::randint_low(1, vocab.max(2), shape.as_slice(), (Kind::Int64, device)),
-        };
-        out.insert(decl.name.clone(), t);
-    }
-    Ok(out)
+    tch::manual_seed(0);
+    model.graph.random_inputs(batch, &model.graph.sizes, device)
 }
 
 /// Median seconds per sample of one fine-tuning step of each block (`reps` timed steps after one

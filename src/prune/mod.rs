@@ -417,7 +417,13 @@ pub fn prune(
             };
             let seq = match (cfg.seq_len, data) {
                 (Some(seq), _) => seq,
-                (None, Some(data)) => crate::data::mean_tokens(&data.split(Split::Train, cfg.val_fraction)?)?,
+                (None, Some(data)) => {
+                    let mask = model
+                        .graph
+                        .input_named_by(crate::graph::InputRole::AttentionMask)
+                        .ok_or_else(|| anyhow::anyhow!("the encoder reads no attention mask to count tokens in"))?;
+                    crate::data::mean_tokens(&data.split(Split::Train, cfg.val_fraction)?, mask)?
+                }
                 (None, None) => model.graph.sizes.get("seq").copied().unwrap_or(128),
             };
             let (out, params, outcome) = encoder_prune(&model, &kept, &unit_groups, &unit_scores, seq, cfg)?;

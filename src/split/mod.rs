@@ -66,12 +66,11 @@ impl Compression {
     }
 }
 
-/// The attention-mask input: an integer input that attention or masked pooling reads second.
+/// The attention-mask input, as the graph's roles say.
 fn mask_input(graph: &Graph) -> Option<String> {
-    graph.nodes.iter().find_map(|n| match n.op {
-        Op::SelfAttention(_) | Op::MaskedMean => n.inputs.get(1).cloned(),
-        _ => None,
-    })
+    graph
+        .input_named_by(crate::graph::InputRole::AttentionMask)
+        .map(String::from)
 }
 
 /// For each node boundary (after node p, p in graph order): the tensors made at or before p that a
