@@ -532,9 +532,9 @@ fn headline_command_runs_without_data() {
         "{first}"
     );
     assert!(stdout.contains("accuracy not measured (no --data)"), "{stdout}");
-    let out = t.path().join("m.seg+depth.pruned.safetensors");
+    let out = t.path().join("m.seg+depth.weight90.safetensors");
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(t.path().join("m.seg+depth.pruned.report.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(t.path().join("m.seg+depth.weight90.report.json")).unwrap()).unwrap();
     assert_eq!(report["settings"]["criterion"], "magnitude");
     assert_eq!(report["settings"]["finetune_steps"], 0);
     assert!(report["accuracy"].is_null());
@@ -643,7 +643,7 @@ fn bad_prune_input_fails_cleanly() {
         "refusing to overwrite the input",
     );
     assert!(
-        !t.path().join("m.seg.pruned.safetensors").exists(),
+        !t.path().join("m.seg.weight90.safetensors").exists(),
         "no output after a failure"
     );
 

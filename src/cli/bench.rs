@@ -14,8 +14,10 @@ pub struct Args {
     /// Tasks whose heads run (default: all).
     #[arg(long, value_name = "a,b")]
     tasks: Option<String>,
+    /// Where the model runs: cpu, cuda, or auto (cuda when present).
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceChoice,
+    /// Samples per timed forward pass.
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// Input size CxHxW (default: the graph's).
@@ -49,6 +51,7 @@ pub struct Args {
     /// sessions that wrote it had none.
     #[arg(long, hide = true, conflicts_with = "profile")]
     cuda_graph: bool,
+    /// Print the report as JSON on stdout.
     #[arg(long)]
     json: bool,
 }

@@ -22,6 +22,7 @@ pub struct SynthArgs {
     /// Image size HxW.
     #[arg(long, default_value = "96x128")]
     size: String,
+    /// Seed of the scenes: the same seed gives the same files.
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }

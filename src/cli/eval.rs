@@ -25,6 +25,7 @@ pub struct Args {
     /// Only the first N images of the split.
     #[arg(long)]
     limit: Option<usize>,
+    /// Where the model runs: cpu, cuda, or auto (cuda when present).
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceChoice,
     /// Compute delta_m against this report (the JSON of `cut eval` or `cut prune`).

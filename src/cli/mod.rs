@@ -75,3 +75,30 @@ pub fn command_line() -> String {
         .collect::<Vec<_>>()
         .join(" ")
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument of every subcommand, as "cut sub --flag", that has no help text.
+    fn undocumented(cmd: &clap::Command, path: &str) -> Vec<String> {
+        let mut out: Vec<String> = cmd
+            .get_arguments()
+            .filter(|a| !a.is_hide_set() && a.get_help().is_none() && a.get_long_help().is_none())
+            .map(|a| match a.get_long() {
+                Some(long) => format!("{path} --{long}"),
+                None => format!("{path} {}", a.get_id()),
+            })
+            .collect();
+        for sub in cmd.get_subcommands() {
+            out.extend(undocumented(sub, &format!("{path} {}", sub.get_name())));
+        }
+        out
+    }
+
+    #[test]
+    fn every_option_has_help_text() {
+        let missing = undocumented(&super::Cli::command(), "cut");
+        assert!(missing.is_empty(), "options without help text: {missing:?}");
+    }
+}

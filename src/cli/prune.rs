@@ -1,6 +1,6 @@
 //! `cut prune`: arguments in, a [`PruneJob`] to the library, the summary or JSON out.
 
-use super::args::{DataArgs, ModelArgs};
+use super::args::{DataArgs, FinetuneArgs, ModelArgs};
 use super::progress::with_phase_bars;
 use anyhow::Result;
 use cut::checkpoint::DType;
@@ -57,18 +57,12 @@ pub struct Args {
     /// Arithmetic for snip scoring: f32, or bf16 convolutions (faster on GPUs with bf16 units).
     #[arg(long, value_enum, default_value = "f32")]
     precision: Precision,
-    /// Fine-tuning steps with the masks fixed (0 skips fine-tuning).
-    #[arg(long, default_value_t = 300)]
-    finetune_steps: usize,
-    /// Fine-tuning learning rate (the reference's 1e-5).
-    #[arg(long, default_value_t = 1e-5)]
-    lr: f64,
+    /// Fine-tuning with the masks (or the removed channels) fixed.
+    #[command(flatten)]
+    finetune: FinetuneArgs,
+    /// Fine-tuning weight decay (L2, as the reference's Adam).
     #[arg(long, default_value_t = 1e-4)]
     weight_decay: f64,
-    #[arg(long, default_value_t = 1000)]
-    step_size: usize,
-    #[arg(long, default_value_t = 0.7)]
-    gamma: f64,
     /// Loss weight per task; default by kind: segmentation 1, normal 20, depth 3 (the reference's).
     #[arg(long, value_name = "t=w,...")]
     lambdas: Option<String>,
@@ -76,11 +70,6 @@ pub struct Args {
     /// statistics, running statistics updated, as the reference does).
     #[arg(long, value_enum, default_value = "frozen")]
     finetune_norm: NormMode,
-    /// Validate every N fine-tuning steps.
-    #[arg(long, default_value_t = 50)]
-    val_every: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Split for the before/after evaluation.
     #[arg(long, value_enum, default_value = "test")]
     eval_split: Split,
@@ -90,6 +79,7 @@ pub struct Args {
     /// Storage dtype of the output (default: the input's).
     #[arg(long, value_parser = DType::parse)]
     dtype: Option<DType>,
+    /// Where scoring and fine-tuning run: cpu, cuda, or auto (cuda when present).
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceChoice,
     /// Output model (default: <input stem>.<tasks>.pruned.safetensors beside the input).
@@ -120,7 +110,7 @@ pub fn run(a: Args) -> Result<()> {
             min_heads: a.budget.min_heads,
             seq_len: a.budget.seq_len,
             packed: a.packed,
-            finetune_steps: a.finetune_steps,
+            finetune_steps: a.finetune.finetune_steps,
         },
         data: a.data.data.clone().map(|d| (d, a.data.index.clone())),
         val_fraction: a.data.val_fraction,
@@ -132,14 +122,14 @@ pub fn run(a: Args) -> Result<()> {
         calib_batches: a.calib_batches,
         strategy: a.scoring,
         precision: a.precision,
-        lr: a.lr,
+        lr: a.finetune.lr,
         weight_decay: a.weight_decay,
-        step_size: a.step_size,
-        gamma: a.gamma,
+        step_size: a.finetune.step_size,
+        gamma: a.finetune.gamma,
         lambdas: a.lambdas.clone(),
         freeze_norm: a.finetune_norm == NormMode::Frozen,
-        val_every: a.val_every,
-        seed: a.seed,
+        val_every: a.finetune.val_every,
+        seed: a.finetune.seed,
         eval_split: a.eval_split,
         dtype: a.dtype,
         device: a.device,

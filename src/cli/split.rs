@@ -1,6 +1,6 @@
 //! `cut split`: arguments in, the split from the library, a summary or JSON out.
 
-use super::args::ModelArgs;
+use super::args::{DataArgs, FinetuneArgs, ModelArgs};
 use super::progress::with_phase_bars;
 use anyhow::Result;
 use cut::graph::ops::{ScaleGranularity, WireFormat};
@@ -29,35 +29,15 @@ pub struct Args {
     /// Int8 scales: one per sample (tensor) or per sample and channel.
     #[arg(long, value_enum, default_value = "tensor")]
     scale: Scale,
-    /// Dataset folder (as for `cut eval`): test metrics, fine-tuning and the payload probes.
-    #[arg(long, value_name = "DIR")]
-    data: PathBuf,
-    #[arg(long, default_value = cut::data::layout::INDEX_FILE)]
-    index: String,
-    #[arg(long, default_value_t = 0.1)]
-    val_fraction: f64,
-    #[arg(long, default_value_t = 8)]
-    batch: usize,
-    /// Text data: the most tokens per line (default 128, or the model's position table if it
-    /// holds fewer).
-    #[arg(long)]
-    max_len: Option<usize>,
-    /// Fine-tuning steps of the cloud part with the compression in place (0: none).
-    #[arg(long, default_value_t = 300)]
-    finetune_steps: usize,
+    /// The dataset (required): test metrics, fine-tuning and the payload probes.
+    #[command(flatten)]
+    data: DataArgs,
+    /// Fine-tuning of the cloud part with the compression in place.
+    #[command(flatten)]
+    finetune: FinetuneArgs,
     /// Fine-tune the device part too.
     #[arg(long)]
     finetune_device: bool,
-    #[arg(long, default_value_t = 1e-4)]
-    lr: f64,
-    #[arg(long, default_value_t = 1000)]
-    step_size: usize,
-    #[arg(long, default_value_t = 0.5)]
-    gamma: f64,
-    #[arg(long, default_value_t = 50)]
-    val_every: usize,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Uplink bandwidths in Mbit/s, comma-separated (default: 3G, 4G and Wi-Fi, 1.1, 5.85, 18.88).
     #[arg(long, allow_hyphen_values = true)]
     bandwidth: Option<String>,
@@ -76,6 +56,7 @@ pub struct Args {
     /// Output prefix: OUT.device.safetensors, OUT.cloud.safetensors, OUT.report.json, OUT.report.md.
     #[arg(short, long)]
     out: PathBuf,
+    /// Replace existing output files.
     #[arg(long)]
     force: bool,
     /// Print the report as JSON on stdout.
@@ -124,18 +105,21 @@ pub fn run(a: Args) -> Result<()> {
             Scale::Tensor => ScaleGranularity::Tensor,
             Scale::Channel => ScaleGranularity::Channel,
         },
-        data: a.data.clone(),
-        index: a.index.clone(),
-        val_fraction: a.val_fraction,
-        batch: a.batch,
-        max_len: a.max_len,
-        finetune_steps: a.finetune_steps,
+        data: match &a.data.data {
+            Some(dir) => dir.clone(),
+            None => cut::usage_bail!("--data DIR is required to split (test metrics, fine-tuning, payload probes)"),
+        },
+        index: a.data.index.clone(),
+        val_fraction: a.data.val_fraction,
+        batch: a.data.batch,
+        max_len: a.data.max_len,
+        finetune_steps: a.finetune.finetune_steps,
         finetune_device: a.finetune_device,
-        lr: a.lr,
-        step_size: a.step_size,
-        gamma: a.gamma,
-        val_every: a.val_every,
-        seed: a.seed,
+        lr: a.finetune.lr,
+        step_size: a.finetune.step_size,
+        gamma: a.finetune.gamma,
+        val_every: a.finetune.val_every,
+        seed: a.finetune.seed,
         bandwidths,
         rtt_ms: a.rtt,
         cloud_speedup: a.cloud_speedup,

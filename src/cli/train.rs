@@ -32,25 +32,32 @@ pub struct Args {
     /// Train only these tasks of the model (default: all).
     #[arg(long, value_name = "a,b")]
     train_tasks: Option<String>,
+    /// Optimiser steps (batches), validation-selected.
     #[arg(long, default_value_t = 1000)]
     steps: usize,
+    /// Learning rate (Adam). 1e-3 trains a model from scratch (the demo's); fine-tuning a
+    /// pre-trained one with --from wants less (1e-4, as prune and split use).
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// Weight decay (L2).
     #[arg(long, default_value_t = 1e-4)]
     weight_decay: f64,
     /// Multiply the learning rate by --gamma every this many steps.
     #[arg(long, default_value_t = 1000)]
     step_size: usize,
+    /// Learning-rate decay factor applied every --step-size steps.
     #[arg(long, default_value_t = 0.7)]
     gamma: f64,
     /// Loss weight per task, e.g. seg=1,normal=20,depth=3; default by kind: segmentation 1, normal 20, depth 3.
     #[arg(long, value_name = "t=w,...")]
     lambdas: Option<String>,
+    /// Seed of the initial weights and the batch order: the same seed and data give the same bytes.
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Validate (and maybe keep the checkpoint) every N steps.
     #[arg(long, default_value_t = 100)]
     val_every: usize,
+    /// Where the model runs: cpu, cuda, or auto (cuda when present).
     #[arg(long, value_enum, default_value = "cpu")]
     device: DeviceChoice,
     /// Keep batch norm's running statistics fixed while training (useful for fine-tuning).

@@ -9,7 +9,7 @@ use crate::fsio::{check_output, Outputs};
 use crate::graph::{Model, Params};
 use crate::prune::channel_select::Budget;
 use crate::prune::mask::Fusion;
-use crate::prune::policy::PruneRequest;
+use crate::prune::policy::{PruneRequest, Resolved};
 use crate::prune::score::{Criterion, Precision, Strategy};
 use crate::prune::{prune, Granularity, PruneConfig};
 use crate::report::prune::{build, markdown, Latency, PruneReport, Settings};
@@ -76,13 +76,48 @@ pub struct PruneDone {
 /// How far a long phase ("score", "fine-tune") is.
 pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
 
-/// The default output: `<input stem>.<tasks joined by +>.pruned.safetensors` beside the input.
-pub fn default_output(input: &Path, tasks: &[String]) -> PathBuf {
+/// The default output beside the input, named after what was asked so that runs with other
+/// settings do not collide: `<input stem>.<tasks joined by +>.<granularity><budget>` then
+/// `.packed` and the dtype when given, e.g. `demo.seg+depth.weight90.safetensors`,
+/// `demo.seg+depth.channel50.safetensors`, `demo.seg.channel-98Mmacs.packed.f16.safetensors`.
+pub fn default_output(
+    input: &Path,
+    tasks: &[String],
+    request: &PruneRequest,
+    resolved: &Resolved,
+    dtype: Option<DType>,
+) -> PathBuf {
     let stem = input
         .file_stem()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_else(|| "model".into());
-    input.with_file_name(format!("{stem}.{}.pruned.safetensors", tasks.join("+")))
+    let granularity = match request.granularity {
+        Granularity::Weight => "weight",
+        Granularity::Channel => "channel",
+    };
+    let budget = match (request.target_macs, request.target_params) {
+        (Some(m), _) => format!("-{}macs", compact_count(m)),
+        (None, Some(p)) => format!("-{}params", compact_count(p)),
+        (None, None) => format!("{}", (resolved.sparsity.get() * 100.0).round() as u64),
+    };
+    let mut name = format!("{stem}.{}.{granularity}{budget}", tasks.join("+"));
+    if request.packed {
+        name.push_str(".packed");
+    }
+    if let Some(d) = dtype {
+        name.push_str(&format!(".{}", d.safetensors_name().to_lowercase()));
+    }
+    input.with_file_name(format!("{name}.safetensors"))
+}
+
+/// 98000000 -> "98M", 2500000000 -> "2.5G", for file names.
+fn compact_count(n: u64) -> String {
+    let (value, unit) = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")]
+        .into_iter()
+        .find(|(scale, _)| n as f64 >= *scale)
+        .map_or((n as f64, ""), |(scale, unit)| (n as f64 / scale, unit));
+    let digits = format!("{value:.2}");
+    format!("{}{unit}", digits.trim_end_matches('0').trim_end_matches('.'))
 }
 
 /// `out` with `.safetensors` replaced by `suffix` (the reports beside a model).
@@ -112,7 +147,10 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
     let channel = request.granularity == Granularity::Channel;
     let criterion = resolved.criterion;
     let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
-    let out = job.out.clone().unwrap_or_else(|| default_output(&job.model, &names));
+    let out = job
+        .out
+        .clone()
+        .unwrap_or_else(|| default_output(&job.model, &names, request, &resolved, job.dtype));
     let (report_json, report_md) = (sibling(&out, ".report.json"), sibling(&out, ".report.md"));
     let onnx = job.onnx.then(|| sibling(&out, ".onnx"));
     for p in [&out, &report_json, &report_md].into_iter().chain(onnx.as_ref()) {
@@ -383,4 +421,61 @@ fn compare_latency(
         speedup_vs_selected: speedup(out, dense_selected).median_over_median,
         batch_norms_folded: cfg.fold_batch_norm,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(granularity: Granularity) -> PruneRequest {
+        PruneRequest {
+            criterion: None,
+            granularity,
+            sparsity: None,
+            target_macs: None,
+            target_params: None,
+            min_channels: 1,
+            round_to: 1,
+            max_layer_ratio: None,
+            min_heads: 1,
+            seq_len: None,
+            packed: false,
+            finetune_steps: 300,
+        }
+    }
+
+    /// The default output names say granularity and budget, so the README's weight, channel and
+    /// packed runs do not collide (the old `<tasks>.pruned` name did).
+    #[test]
+    fn default_outputs_name_the_settings() {
+        let input = Path::new("dir/demo.safetensors");
+        let tasks = ["seg".to_string(), "depth".to_string()];
+        let name = |r: &PruneRequest, dtype: Option<DType>| {
+            let resolved = r.resolve(true).unwrap();
+            default_output(input, &tasks, r, &resolved, dtype).display().to_string()
+        };
+        let weight = request(Granularity::Weight);
+        assert_eq!(name(&weight, None), "dir/demo.seg+depth.weight90.safetensors");
+        let packed = PruneRequest {
+            packed: true,
+            sparsity: Some(0.75),
+            ..weight.clone()
+        };
+        assert_eq!(
+            name(&packed, Some(DType::F16)),
+            "dir/demo.seg+depth.weight75.packed.f16.safetensors"
+        );
+        let channel = request(Granularity::Channel);
+        assert_eq!(name(&channel, None), "dir/demo.seg+depth.channel50.safetensors");
+        let macs = PruneRequest {
+            target_macs: Some(2_500_000_000),
+            ..channel.clone()
+        };
+        assert_eq!(name(&macs, None), "dir/demo.seg+depth.channel-2.5Gmacs.safetensors");
+        let params = PruneRequest {
+            target_params: Some(98_000_000),
+            ..channel
+        };
+        assert_eq!(name(&params, None), "dir/demo.seg+depth.channel-98Mparams.safetensors");
+    }
 }
