@@ -84,7 +84,7 @@ fi
 
 size="${FULL_SIZE:-321x321}"
 echo "== full-size SceneNet-ResNet34 (random weights, 3 heads, 3x$size), $device ($timing), batch ${full_batches// /, }, $full_runs runs, magnitude scores"
-$cut new --tasks seg:segmentation:13,normal:normal,depth:depth --input-size "$size" -o "$work/sn34.safetensors" > /dev/null
+$cut new --tasks seg:segmentation:13,normal:normal,depth:depth --input "$size" -o "$work/sn34.safetensors" > /dev/null
 for cap in - 0.75; do
   out="$work/sn34.$cap.safetensors"
   cap_flag=()

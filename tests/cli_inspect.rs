@@ -437,3 +437,101 @@ fn new_builds_a_family_from_its_config() {
     assert!(err.contains("bad.json: not a SceneNet configuration"), "{err}");
     assert!(!d.join("x.safetensors").exists());
 }
+
+/// Every command that writes says so on stdout ("wrote ..."), and with --json prints one JSON
+/// document there instead (before, new, train, export and data synth printed on stderr and had
+/// no --json). The old spellings (`data synth OUT`, `--size`, `--input-size`) still work.
+#[test]
+fn writers_report_on_stdout_and_in_json() {
+    let t = tempfile::tempdir().unwrap();
+    let json_of = |args: &[&str]| -> serde_json::Value {
+        let out = cut().args(args).arg("--json").output().unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    };
+    let p = |name: &str| t.path().join(name).display().to_string();
+    let data = json_of(&[
+        "data",
+        "synth",
+        "-o",
+        &p("data"),
+        "--train",
+        "6",
+        "--test",
+        "2",
+        "--input",
+        "32x32",
+    ]);
+    assert_eq!((data["train"].as_u64(), data["height"].as_u64()), (Some(6), Some(32)));
+    let small = [
+        "--tasks",
+        "s:segmentation:3,d:depth",
+        "--blocks",
+        "1,1,1,1",
+        "--widths",
+        "8,8,8,8",
+    ];
+    let new = json_of(
+        &[
+            &["new", "-o", &p("m.safetensors"), "--input", "32x32"][..],
+            &small,
+            &["--stem-width", "8", "--head-width", "8"],
+        ]
+        .concat(),
+    );
+    assert_eq!(new["wrote"], p("m.safetensors"));
+    assert_eq!(new["tasks"], serde_json::json!(["s", "d"]));
+    let train = json_of(&[
+        "train",
+        "--from",
+        &p("m.safetensors"),
+        "--data",
+        &p("data"),
+        "--steps",
+        "2",
+        "--val-every",
+        "1",
+        "--batch",
+        "2",
+        "-o",
+        &p("t.safetensors"),
+    ]);
+    assert!(
+        train["best_step"].is_u64() && train["log"].as_str().unwrap().ends_with("t.log.json"),
+        "{train}"
+    );
+    let export = json_of(&["export", &p("t.safetensors"), "-o", &p("t.onnx"), "--input", "64x64"]);
+    assert_eq!(
+        (export["format"].as_str(), export["tasks"].as_array().map(Vec::len)),
+        (Some("onnx"), Some(2))
+    );
+    // Without --json: one "wrote" line on stdout; the old spellings still parse.
+    let out = cut()
+        .args([
+            "data",
+            "synth",
+            &p("old"),
+            "--train",
+            "2",
+            "--test",
+            "1",
+            "--size",
+            "32x32",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("wrote 2 training and 1 test scenes"));
+    let out = cut()
+        .args([&["new", "-o", &p("n.safetensors"), "--input-size", "32x32"][..], &small].concat())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("wrote {}", p("n.safetensors"))
+    );
+}

@@ -77,7 +77,7 @@ pub struct SceneNetArgs {
     #[arg(long, default_value = "6,12,18,24")]
     pub rates: String,
     /// Default input size (HxW) recorded in the graph for compute counts.
-    #[arg(long, default_value = "480x640")]
+    #[arg(long = "input", alias = "input-size", value_name = "HxW", default_value = "480x640")]
     pub input_size: String,
 }
 
@@ -169,6 +169,17 @@ pub struct FinetuneArgs {
     /// inputs give the same bytes.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+}
+
+/// What a command wrote: one "wrote ..." line on stdout, or with `--json` the same facts as one
+/// JSON document (warnings and progress stay on stderr).
+pub fn print_wrote(json: bool, facts: serde_json::Value, line: &str) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&facts)?);
+    } else {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 /// "2.5G", "800M", "12k" or a plain integer.

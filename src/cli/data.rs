@@ -12,7 +12,11 @@ pub enum Command {
 #[derive(clap::Args)]
 pub struct SynthArgs {
     /// Output folder (must be new or empty).
-    out: PathBuf,
+    #[arg(short, long, required_unless_present = "folder")]
+    out: Option<PathBuf>,
+    /// The output folder given without -o (the first spelling).
+    #[arg(hide = true, conflicts_with = "out")]
+    folder: Option<PathBuf>,
     /// Training scenes.
     #[arg(long, default_value_t = 200)]
     train: usize,
@@ -20,11 +24,14 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 50)]
     test: usize,
     /// Image size HxW.
-    #[arg(long, default_value = "96x128")]
+    #[arg(long = "input", alias = "size", value_name = "HxW", default_value = "96x128")]
     size: String,
     /// Seed of the scenes: the same seed gives the same files.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Print what was written as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(cmd: Command) -> Result<()> {
@@ -39,14 +46,22 @@ pub fn run(cmd: Command) -> Result<()> {
                 seed: a.seed,
             };
             let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-            write_dataset(&a.out, &config, threads)?;
-            eprintln!(
+            let out = a.out.or(a.folder).expect("clap requires one");
+            write_dataset(&out, &config, threads)?;
+            let facts = serde_json::json!({
+                "wrote": out.display().to_string(),
+                "train": a.train,
+                "test": a.test,
+                "height": height,
+                "width": width,
+            });
+            let line = format!(
                 "wrote {} training and {} test scenes of {height}x{width} to {}",
                 a.train,
                 a.test,
-                a.out.display()
+                out.display()
             );
-            Ok(())
+            super::args::print_wrote(a.json, facts, &line)
         }
     }
 }

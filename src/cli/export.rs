@@ -47,7 +47,7 @@ pub struct Args {
     #[arg(long)]
     seq_len: Option<usize>,
     /// ONNX, image models: the input size HxW (default: the graph's).
-    #[arg(long, value_parser = super::args::parse_hw)]
+    #[arg(long = "input", alias = "size", value_name = "HxW", value_parser = super::args::parse_hw)]
     size: Option<(usize, usize)>,
     /// Replace existing output files.
     #[arg(long)]
@@ -55,6 +55,9 @@ pub struct Args {
     /// Output: the .onnx file, or the folder for hf-folder.
     #[arg(short, long)]
     out: PathBuf,
+    /// Print what was written as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -93,19 +96,22 @@ pub fn run(a: Args) -> Result<()> {
             let mut outputs = fsio::Outputs::new(a.force);
             let done = cut::onnx::stage(&model, &params, &opts, &a.out, &[&ckpt.path], a.force, &mut outputs)?;
             outputs.commit()?;
-            eprintln!(
+            let tasks = model.task_names();
+            let facts = serde_json::json!({
+                "wrote": a.out.display().to_string(),
+                "format": "onnx",
+                "nodes": done.nodes,
+                "opset": a.opset,
+                "tasks": tasks,
+            });
+            let line = format!(
                 "wrote {} ({} nodes, opset {}, tasks {})",
                 a.out.display(),
                 done.nodes,
                 a.opset,
-                model
-                    .tasks
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                tasks.join(", ")
             );
-            Ok(())
+            super::args::print_wrote(a.json, facts, &line)
         }
     }
 }
@@ -133,6 +139,14 @@ fn hf(a: &Args, ckpt: &Checkpoint, model: &cut::graph::Model, params: &cut::grap
     }
     outputs.commit()?;
     let shown: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
-    eprintln!("wrote {} ({})", Path::new(&a.out).display(), shown.join(", "));
-    Ok(())
+    let facts = serde_json::json!({
+        "wrote": a.out.display().to_string(),
+        "format": "hf-folder",
+        "files": shown,
+    });
+    super::args::print_wrote(
+        a.json,
+        facts,
+        &format!("wrote {} ({})", Path::new(&a.out).display(), shown.join(", ")),
+    )
 }

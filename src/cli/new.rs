@@ -28,6 +28,9 @@ pub struct Args {
     /// Output checkpoint.
     #[arg(short, long)]
     out: PathBuf,
+    /// Print what was written as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -57,6 +60,11 @@ pub fn run(a: Args) -> Result<()> {
     let mut outputs = fsio::Outputs::new(a.force);
     outputs.stage(&a.out, &bytes)?;
     outputs.commit()?;
-    eprintln!("wrote {}", a.out.display());
-    Ok(())
+    let facts = serde_json::json!({
+        "wrote": a.out.display().to_string(),
+        "family": family.name(),
+        "tasks": model.task_names(),
+        "parameters": params.values().map(|t| t.numel()).sum::<usize>(),
+    });
+    super::args::print_wrote(a.json, facts, &format!("wrote {}", a.out.display()))
 }

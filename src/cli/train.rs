@@ -75,6 +75,9 @@ pub struct Args {
     /// Output checkpoint.
     #[arg(short, long)]
     out: PathBuf,
+    /// Print what was written as JSON on stdout.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -176,12 +179,18 @@ pub fn run(a: Args) -> Result<()> {
     outputs.stage(&a.out, &model_bytes)?;
     outputs.stage_with(&log_path, serde_json::to_string_pretty(&log)?.as_bytes(), true)?;
     outputs.commit()?;
-    eprintln!(
+    let facts = serde_json::json!({
+        "wrote": a.out.display().to_string(),
+        "log": log_path.display().to_string(),
+        "best_step": outcome.best_step,
+        "best_val_loss": outcome.best_val_loss,
+    });
+    let line = format!(
         "wrote {} (best validation loss {:.4} at step {}), log {}",
         a.out.display(),
         outcome.best_val_loss,
         outcome.best_step,
         log_path.display()
     );
-    Ok(())
+    super::args::print_wrote(a.json, facts, &line)
 }
