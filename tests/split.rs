@@ -308,8 +308,9 @@ fn bad_input_is_refused() {
     // After the sequence is pooled to one vector, there is no axis to pool.
     let e = fail(TEXT_DEMO, TEXT_DATA, "era", &["--at", "pool.first", "--pool", "2"]);
     assert!(e.contains("no sequence or spatial axis"), "{e}");
-    let e = fail(DEMO, DEMO_DATA, "seg", &["--bandwidth", "0"]);
-    assert!(e.contains("--bandwidth 0"), "{e}");
+    let e = fail(DEMO, DEMO_DATA, "seg", &["--rate", "0"]);
+    assert!(e.contains("--rate 0"), "{e}");
+    // The first spelling still parses.
     let e = fail(DEMO, DEMO_DATA, "seg", &["--bandwidth", "-3"]);
     assert!(e.contains("above 0"), "{e}");
     // Values that made the report say "within NaN points", or ran on with no batch.

@@ -38,8 +38,9 @@ pub struct Args {
     /// Fine-tune the device part too.
     #[arg(long)]
     finetune_device: bool,
-    /// Uplink bandwidths in Mbit/s, comma-separated (default: 3G, 4G and Wi-Fi, 1.1, 5.85, 18.88).
-    #[arg(long, allow_hyphen_values = true)]
+    /// Uplink data rates in Mbit/s, comma-separated (default: 3G, 4G and Wi-Fi, 1.1, 5.85,
+    /// 18.88). (`cut plan --bandwidth` is a spectrum in Hz, another quantity.)
+    #[arg(long = "rate", alias = "bandwidth", value_name = "MBIT", allow_hyphen_values = true)]
     bandwidth: Option<String>,
     /// Round-trip time added to every offloaded inference, ms.
     #[arg(long, default_value_t = 20.0)]
@@ -85,10 +86,10 @@ pub fn run(a: Args) -> Result<()> {
     })?;
     let wires = list("--wire", &a.wire, WireFormat::parse)?;
     let bandwidths = match &a.bandwidth {
-        Some(text) => list("--bandwidth", text, |b| {
+        Some(text) => list("--rate", text, |b| {
             b.parse::<f64>().map_err(|_| {
                 anyhow::Error::from(cut::error::UsageError(format!(
-                    "--bandwidth '{b}': expected Mbit/s such as 5.85"
+                    "--rate '{b}': expected Mbit/s such as 5.85"
                 )))
             })
         })?,

@@ -78,10 +78,10 @@ pub struct SplitDone {
 impl SplitJob {
     pub fn validate(&self) -> Result<()> {
         if let Some(b) = self.bandwidths.iter().find(|b| !(b.is_finite() && **b > 0.0)) {
-            crate::usage_bail!("--bandwidth {b}: a bandwidth must be above 0 Mbit/s");
+            crate::usage_bail!("--rate {b}: a data rate must be above 0 Mbit/s");
         }
         if self.bandwidths.is_empty() {
-            crate::usage_bail!("--bandwidth: give at least one bandwidth");
+            crate::usage_bail!("--rate: give at least one data rate");
         }
         if let Some(p) = self.pools.iter().find(|p| !matches!(p, 1 | 2 | 4)) {
             crate::usage_bail!("--pool {p}: expected 1 (none), 2 or 4");
