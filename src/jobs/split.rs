@@ -11,11 +11,11 @@ use crate::fsio::{check_output, Outputs};
 use crate::graph::interpreter::forward_inputs;
 use crate::graph::ops::{Mode, ScaleGranularity, WireFormat};
 use crate::graph::passes::fuse_conv_relu;
-use crate::graph::{shapes, Model, Params};
+use crate::graph::{shapes, Model, Params, TaskSpec};
 use crate::jobs::prune::sibling;
 use crate::metrics::TaskMetrics;
 use crate::report::split::{mark_front, markdown, Baselines, Row, SplitReport, TaskChange};
-use crate::split::{cut_after, cuts, joined, payload, separate, wire_of, Compression, Cut};
+use crate::split::{cut_after, cuts, joined, payload, separate, wire_of, Compression, Cut, Parts};
 use crate::train::{task_lambdas, train, TrainConfig};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
@@ -287,6 +287,275 @@ fn changes(after: &[TaskMetrics], reference: &[TaskMetrics]) -> Vec<TaskChange> 
         .collect()
 }
 
+/// The four files a split writes.
+struct OutputPaths {
+    device: PathBuf,
+    cloud: PathBuf,
+    report_json: PathBuf,
+    report_md: PathBuf,
+}
+
+/// The outputs' paths from `-o`, each checked before any work.
+fn output_paths(job: &SplitJob) -> Result<OutputPaths> {
+    let prefix = output_prefix(&job.out, &job.model);
+    let paths = OutputPaths {
+        device: sibling(&prefix, ".device.safetensors"),
+        cloud: sibling(&prefix, ".cloud.safetensors"),
+        report_json: sibling(&prefix, ".report.json"),
+        report_md: sibling(&prefix, ".report.md"),
+    };
+    for p in [&paths.device, &paths.cloud, &paths.report_json, &paths.report_md] {
+        check_output(p, &[&job.model], job.force)?;
+    }
+    Ok(paths)
+}
+
+/// Every pooling with every wire format asked for (scales exist for int8 only).
+fn compressions(job: &SplitJob) -> Vec<Compression> {
+    let mut out = Vec::new();
+    for &pool in &job.pools {
+        for &wire in &job.wires {
+            let scale = if wire == WireFormat::Int8 {
+                job.scale
+            } else {
+                ScaleGranularity::Tensor
+            };
+            out.push(Compression { pool, wire, scale });
+        }
+    }
+    out
+}
+
+/// The cut asked for, or every cut. With --at, a compression that cannot apply there (pooling a
+/// flat tensor, a map that does not divide) is an error before any long work; sweeping, it is
+/// skipped and reported later.
+fn candidates(job: &SplitJob, model: &Model, compressions: &[Compression]) -> Result<Vec<Cut>> {
+    let candidates: Vec<Cut> = match &job.at {
+        Some(node) => vec![cut_after(model, node)?],
+        None => cuts(model)?,
+    };
+    if candidates.is_empty() {
+        bail!(
+            "{}: no node boundary where a single tensor crosses",
+            job.model.display()
+        );
+    }
+    if job.at.is_some() {
+        for cut in &candidates {
+            for c in compressions {
+                joined(model, cut, c)?;
+            }
+        }
+    }
+    Ok(candidates)
+}
+
+/// What every row is measured against, loaded once: the unsplit model with the selected heads,
+/// its data, its test metrics and the probes payloads and latencies are measured on.
+struct Bench<'a> {
+    job: &'a SplitJob,
+    model: &'a Model,
+    params: &'a Params,
+    selected: &'a [TaskSpec],
+    data: &'a Dataset,
+    test: Samples,
+    probes: Probes,
+    probe_inputs: Vec<BTreeMap<String, Tensor>>,
+    finetune: TrainConfig,
+    /// The unsplit model's test metrics, the rows' reference.
+    reference: Vec<TaskMetrics>,
+    /// The input's storage dtype, which the device part's file size is counted in.
+    dtype: DType,
+}
+
+impl Bench<'_> {
+    fn eval(&self, m: &Model, p: &Params) -> Result<Vec<TaskMetrics>> {
+        Ok(evaluate(
+            m,
+            p,
+            self.test.clone(),
+            self.selected,
+            self.job.batch,
+            Device::Cpu,
+            |_| {},
+        )?
+        .0)
+    }
+
+    /// Fine-tunes the joined graph's cloud part (and device part with --finetune-device) with the
+    /// compression in place: the tuned parameters, the best step and the seconds it took.
+    fn finetune(
+        &self,
+        split: &Model,
+        phase: &str,
+        progress: &mut dyn FnMut(&str, usize, usize),
+    ) -> Result<(Params, usize, f64)> {
+        let t = Instant::now();
+        let parts = separate(split, self.params)?;
+        let mut only: Vec<String> = parts.cloud_params.keys().cloned().collect();
+        if self.job.finetune_device {
+            only.extend(parts.device_params.keys().cloned());
+        }
+        let cfg = TrainConfig {
+            only: Some(only),
+            ..self.finetune.clone()
+        };
+        let steps = self.job.finetune_steps;
+        let outcome = train(
+            split,
+            self.params,
+            self.selected,
+            self.data.split(Split::Train, self.job.val_fraction)?,
+            self.data.split(Split::Val, self.job.val_fraction)?,
+            None,
+            &cfg,
+            |s, _| progress(phase, s, steps),
+        )?;
+        Ok((outcome.params, outcome.best_step, t.elapsed().as_secs_f64()))
+    }
+
+    /// Per probe: the serialised payload's bytes, and the whole model, the device part and the
+    /// cloud part (on what it receives) timed interleaved.
+    fn probe(&self, split: &Model, parts: &Parts) -> Result<(Vec<usize>, Vec<[Timing; 3]>)> {
+        let wire = wire_of(split).expect("joined graphs have a wire");
+        let mut bytes = Vec::new();
+        let mut timings = Vec::new();
+        for ((_, _, tokens), inputs) in self.probes.samples.iter().zip(&self.probe_inputs) {
+            let features = {
+                let _guard = tch::no_grad_guard();
+                let out = forward_inputs(
+                    &parts.device.graph,
+                    &parts.device_params,
+                    inputs,
+                    &[crate::split::FEATURES],
+                    Mode::Eval,
+                )?;
+                out[crate::split::FEATURES].to_kind(Kind::Float)
+            };
+            let sent = payload::encode(&features, wire.format, wire.scale, *tokens)?;
+            let (received, _) = payload::decode(&sent, &features.size(), wire.format, wire.scale, tokens.is_some())?;
+            bytes.push(sent.len());
+            let mut cloud_inputs = BTreeMap::from([(crate::split::FEATURES.to_string(), received)]);
+            for d in parts.cloud.graph.inputs.iter().skip(1) {
+                // The mask the cloud rebuilds from the token count: all ones at batch 1.
+                cloud_inputs.insert(
+                    d.name.clone(),
+                    Tensor::ones([1, tokens.unwrap_or(0) as i64], (Kind::Int64, Device::Cpu)),
+                );
+            }
+            timings.push(time_parts(
+                (self.model, self.params, inputs),
+                (&parts.device, &parts.device_params, &parts.device_inputs(inputs)?),
+                (&parts.cloud, &parts.cloud_params, &cloud_inputs),
+                self.job.runs,
+            )?);
+        }
+        Ok((bytes, timings))
+    }
+
+    /// The device part's MACs (at the first probe: a text's length, an image's size), parameters
+    /// and file bytes in `dtype`.
+    fn device_costs(&self, parts: &Parts, dtype: DType) -> Result<(u64, u64, u64)> {
+        let mut sizes = parts.device.graph.sizes.clone();
+        if let Some(n) = self.probes.samples[0].2 {
+            sizes.insert("seq".into(), n);
+        }
+        let shapes = shapes::infer_sizes(&parts.device.graph, &sizes)?;
+        let macs: u64 = shapes::macs(&parts.device.graph, &shapes).values().sum();
+        let params: u64 = parts.device_params.values().map(|t| t.numel() as u64).sum();
+        let bytes = writer::model_bytes(&parts.device, &parts.device_params, dtype, false, None)?.len() as u64;
+        Ok((macs, params, bytes))
+    }
+
+    /// One row: the split at `cut` with compression `c`, evaluated before and after fine-tuning
+    /// (the uncompressed split only when asked for by name), with its payloads and latencies.
+    fn row(
+        &self,
+        cut: &Cut,
+        split: &Model,
+        c: &Compression,
+        tune: bool,
+        progress: &mut dyn FnMut(&str, usize, usize),
+    ) -> Result<(Row, Params)> {
+        let before = self.eval(split, self.params)?;
+        let (tuned, best_step, finetune_s) = if self.job.finetune_steps > 0 && tune {
+            let (p, best, secs) =
+                self.finetune(split, &format!("fine-tune {} ({})", cut.after, c.label()), progress)?;
+            (p, Some(best), secs)
+        } else {
+            let same = self
+                .params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.shallow_clone()))
+                .collect();
+            (same, None, 0.0)
+        };
+        let after = if best_step.is_some() {
+            self.eval(split, &tuned)?
+        } else {
+            before.clone()
+        };
+        let parts = separate(split, &tuned)?;
+        let (bytes_sent, timings) = self.probe(split, &parts)?;
+        let column = |k: usize, scale: f64| -> (Vec<f64>, Vec<f64>) {
+            timings
+                .iter()
+                .map(|t| (t[k].median_ms / scale, t[k].spread_ms / scale))
+                .unzip()
+        };
+        let (whole_ms, whole_spread_ms) = column(0, 1.0);
+        let (device_ms, device_spread_ms) = column(1, 1.0);
+        let (cloud_ms, cloud_spread_ms) = column(2, self.job.cloud_speedup);
+        let (device_macs, device_params, device_file_bytes) = self.device_costs(&parts, self.dtype)?;
+        let row = Row {
+            cut: cut.after.clone(),
+            tensor: cut.tensor.clone(),
+            shape: cut.shape.clone(),
+            compression: c.label(),
+            pool: c.pool,
+            wire: c.wire.as_str().into(),
+            device_macs,
+            device_params,
+            device_file_bytes,
+            bytes_sent,
+            device_ms,
+            device_spread_ms,
+            cloud_ms,
+            cloud_spread_ms,
+            whole_ms,
+            whole_spread_ms,
+            before: changes(&before, &self.reference),
+            after: changes(&after, &self.reference),
+            metrics_before: before,
+            metrics_after: after,
+            finetune_best_step: best_step,
+            finetune_s,
+            pareto: false,
+            beats_cloud_only_below_mbit: Vec::new(),
+            total_ms: Vec::new(),
+        };
+        Ok((row, tuned))
+    }
+}
+
+/// The fine-tuning every compressed split gets (the cloud part's parameters are chosen per row).
+fn finetune_config(job: &SplitJob, selected: &[TaskSpec]) -> Result<TrainConfig> {
+    Ok(TrainConfig {
+        steps: job.finetune_steps,
+        batch: job.batch,
+        lr: job.lr,
+        weight_decay: 0.0,
+        step_size: job.step_size,
+        gamma: job.gamma,
+        lambdas: task_lambdas(selected, None)?,
+        seed: job.seed,
+        val_every: job.val_every,
+        device: Device::Cpu,
+        freeze_norm: false,
+        only: None,
+    })
+}
+
 /// Runs the split. `progress(phase, done, total)` reports the long phases; nothing is written
 /// unless every output is complete.
 pub fn run(
@@ -304,255 +573,38 @@ pub fn run(
     let selected = full.select_tasks(&job.tasks)?;
     let names: Vec<&str> = selected.iter().map(|t| t.name.as_str()).collect();
     let model = full.keep_tasks(&names);
-    let prefix = output_prefix(&job.out, &job.model);
-    let (device_out, cloud_out) = (
-        sibling(&prefix, ".device.safetensors"),
-        sibling(&prefix, ".cloud.safetensors"),
-    );
-    let (report_json, report_md) = (sibling(&prefix, ".report.json"), sibling(&prefix, ".report.md"));
-    for p in [&device_out, &cloud_out, &report_json, &report_md] {
-        check_output(p, &[&job.model], job.force)?;
-    }
-    let candidates: Vec<Cut> = match &job.at {
-        Some(node) => vec![cut_after(&model, node)?],
-        None => cuts(&model)?,
-    };
-    if candidates.is_empty() {
-        bail!(
-            "{}: no node boundary where a single tensor crosses",
-            job.model.display()
-        );
-    }
-    let mut compressions = Vec::new();
-    for &pool in &job.pools {
-        for &wire in &job.wires {
-            // Scales exist for int8 only.
-            let scale = if wire == WireFormat::Int8 {
-                job.scale
-            } else {
-                ScaleGranularity::Tensor
-            };
-            compressions.push(Compression { pool, wire, scale });
-        }
-    }
-    // With --at, a compression that cannot apply there (pooling a flat tensor, a map that does
-    // not divide) is an error before any long work; sweeping, it is skipped and reported.
-    if job.at.is_some() {
-        for cut in &candidates {
-            for c in &compressions {
-                joined(&model, cut, c)?;
-            }
-        }
-    }
-    let mut skipped = Vec::new();
-    let (data, warnings): (Dataset, Vec<String>) =
-        crate::data::open_for(&full, &job.data, Some(&job.index), job.max_len)?;
+    let paths = output_paths(job)?;
+    let compressions = compressions(job);
+    let candidates = candidates(job, &model, &compressions)?;
+    let (data, warnings) = crate::data::open_for(&full, &job.data, Some(&job.index), job.max_len)?;
     for w in &warnings {
         warn(w);
     }
-    let device = Device::Cpu;
-    let params = ckpt.load_params(&model, device)?;
+    let params = ckpt.load_params(&model, Device::Cpu)?;
     let input_sha = sha256_file(&ckpt.path)?;
     let test = data.split(Split::Test, job.val_fraction)?;
-    let eval = |m: &Model, p: &Params| -> Result<Vec<TaskMetrics>> {
-        Ok(evaluate(m, p, test.clone(), &selected, job.batch, device, |_| {})?.0)
-    };
-    let reference = eval(&model, &params)?;
     let probes = probes(&model, &test)?;
-    let probe_inputs: Vec<BTreeMap<String, Tensor>> = probes
+    let probe_inputs = probes
         .samples
         .iter()
         .map(|(_, i, tokens)| single(&test, *i, &model, *tokens))
         .collect::<Result<_>>()?;
-    let lambdas = task_lambdas(&selected, None)?;
-    let finetune = TrainConfig {
-        steps: job.finetune_steps,
-        batch: job.batch,
-        lr: job.lr,
-        weight_decay: 0.0,
-        step_size: job.step_size,
-        gamma: job.gamma,
-        lambdas,
-        seed: job.seed,
-        val_every: job.val_every,
-        device,
-        freeze_norm: false,
-        only: None,
+    let mut bench = Bench {
+        job,
+        model: &model,
+        params: &params,
+        selected: &selected,
+        data: &data,
+        test,
+        probes,
+        probe_inputs,
+        finetune: finetune_config(job, &selected)?,
+        reference: Vec::new(),
+        dtype: ckpt.float_dtype(),
     };
-    let mut rows: Vec<Row> = Vec::new();
-    let mut kept: Vec<(Model, Params)> = Vec::new();
-    let total = candidates.len() * (compressions.len() + 1);
-    let mut done = 0;
-    for cut in &candidates {
-        // The uncompressed split is the unsplit model: a baseline row, fine-tuned only when
-        // asked for by name (--pool 1 --wire f32), as the same fine-tuning without compression.
-        let mut variants = vec![Compression::NONE];
-        variants.extend(compressions.iter().copied().filter(|c| *c != Compression::NONE));
-        let tune_uncompressed = compressions.contains(&Compression::NONE);
-        for c in variants {
-            let split = match joined(&model, cut, &c) {
-                Ok(s) => s,
-                Err(e) => {
-                    skipped.push(format!("{}: {e:#}", c.label()));
-                    continue;
-                }
-            };
-            let before = eval(&split, &params)?;
-            let uncompressed = c == Compression::NONE && !tune_uncompressed;
-            let mut tuned = params
-                .iter()
-                .map(|(k, v)| (k.clone(), v.shallow_clone()))
-                .collect::<Params>();
-            let mut best_step = None;
-            let t = Instant::now();
-            if job.finetune_steps > 0 && !uncompressed {
-                let parts = separate(&split, &params)?;
-                let mut only: Vec<String> = parts.cloud_params.keys().cloned().collect();
-                if job.finetune_device {
-                    only.extend(parts.device_params.keys().cloned());
-                }
-                let cfg = TrainConfig {
-                    only: Some(only),
-                    ..finetune.clone()
-                };
-                let train_items = data.split(Split::Train, job.val_fraction)?;
-                let val_items = data.split(Split::Val, job.val_fraction)?;
-                let phase = format!("fine-tune {} ({})", cut.after, c.label());
-                let outcome = train(
-                    &split,
-                    &params,
-                    &selected,
-                    train_items,
-                    val_items,
-                    None,
-                    &cfg,
-                    |s, _| progress(&phase, s, job.finetune_steps),
-                )?;
-                best_step = Some(outcome.best_step);
-                tuned = outcome.params;
-            }
-            let finetune_s = t.elapsed().as_secs_f64();
-            let after = if best_step.is_some() {
-                eval(&split, &tuned)?
-            } else {
-                before.clone()
-            };
-            let parts = separate(&split, &tuned)?;
-            let wire = wire_of(&split).expect("joined graphs have a wire");
-            let mut bytes = Vec::new();
-            let mut timings: Vec<[Timing; 3]> = Vec::new();
-            for ((_, _, tokens), inputs) in probes.samples.iter().zip(&probe_inputs) {
-                let features = {
-                    let _guard = tch::no_grad_guard();
-                    let out = forward_inputs(
-                        &parts.device.graph,
-                        &parts.device_params,
-                        inputs,
-                        &[crate::split::FEATURES],
-                        Mode::Eval,
-                    )?;
-                    out[crate::split::FEATURES].to_kind(Kind::Float)
-                };
-                let sent = payload::encode(&features, wire.format, wire.scale, *tokens)?;
-                let (received, _) =
-                    payload::decode(&sent, &features.size(), wire.format, wire.scale, tokens.is_some())?;
-                bytes.push(sent.len());
-                let mut cloud_inputs = BTreeMap::from([(crate::split::FEATURES.to_string(), received)]);
-                for d in parts.cloud.graph.inputs.iter().skip(1) {
-                    // The mask the cloud rebuilds from the token count: all ones at batch 1.
-                    cloud_inputs.insert(
-                        d.name.clone(),
-                        Tensor::ones([1, tokens.unwrap_or(0) as i64], (Kind::Int64, Device::Cpu)),
-                    );
-                }
-                timings.push(time_parts(
-                    (&model, &params, inputs),
-                    (&parts.device, &parts.device_params, &parts.device_inputs(inputs)?),
-                    (&parts.cloud, &parts.cloud_params, &cloud_inputs),
-                    job.runs,
-                )?);
-            }
-            let column = |k: usize, scale: f64| -> (Vec<f64>, Vec<f64>) {
-                timings
-                    .iter()
-                    .map(|t| (t[k].median_ms / scale, t[k].spread_ms / scale))
-                    .unzip()
-            };
-            let (whole_ms, whole_spread_ms) = column(0, 1.0);
-            let (device_ms, device_spread_ms) = column(1, 1.0);
-            let (cloud_ms, cloud_spread_ms) = column(2, job.cloud_speedup);
-            // MACs at the first probe: a text's length, an image's size.
-            let mut sizes = parts.device.graph.sizes.clone();
-            if let Some(n) = probes.samples[0].2 {
-                sizes.insert("seq".into(), n);
-            }
-            let shapes = shapes::infer_sizes(&parts.device.graph, &sizes)?;
-            let macs: u64 = shapes::macs(&parts.device.graph, &shapes).values().sum();
-            let device_params: u64 = parts.device_params.values().map(|t| t.numel() as u64).sum();
-            let device_bytes =
-                writer::model_bytes(&parts.device, &parts.device_params, ckpt.float_dtype(), false, None)?.len() as u64;
-            rows.push(Row {
-                cut: cut.after.clone(),
-                tensor: cut.tensor.clone(),
-                shape: cut.shape.clone(),
-                compression: c.label(),
-                pool: c.pool,
-                wire: c.wire.as_str().into(),
-                device_macs: macs,
-                device_params,
-                device_file_bytes: device_bytes,
-                bytes_sent: bytes,
-                device_ms,
-                device_spread_ms,
-                cloud_ms,
-                cloud_spread_ms,
-                whole_ms,
-                whole_spread_ms,
-                before: changes(&before, &reference),
-                after: changes(&after, &reference),
-                metrics_before: before,
-                metrics_after: after,
-                finetune_best_step: best_step,
-                finetune_s,
-                pareto: false,
-                beats_cloud_only_below_mbit: Vec::new(),
-                total_ms: Vec::new(),
-            });
-            kept.push((split, tuned));
-            done += 1;
-            progress("splits", done, total);
-        }
-    }
-    // The whole model was timed beside every split's parts: its median over those loops.
-    let whole_ms = median_per_probe(&rows, |r| &r.whole_ms);
-    let baselines = Baselines {
-        device_only_ms: whole_ms.clone(),
-        device_only_spread_ms: median_per_probe(&rows, |r| &r.whole_spread_ms),
-        cloud_only_bytes: probes.raw_bytes.clone(),
-        cloud_only_what: probes.raw_what.clone(),
-        cloud_only_ms: whole_ms.iter().map(|m| m / job.cloud_speedup).collect(),
-        probes: probes.samples.iter().map(|(l, _, _)| l.clone()).collect(),
-    };
-    let mut report = SplitReport {
-        model: job.model.display().to_string(),
-        model_sha256: input_sha.clone(),
-        tasks: names.iter().map(|s| s.to_string()).collect(),
-        reference,
-        bandwidths_mbit: job.bandwidths.clone(),
-        rtt_ms: job.rtt_ms,
-        cloud_speedup: job.cloud_speedup,
-        finetune_steps: job.finetune_steps,
-        finetune_device: job.finetune_device,
-        max_drop: job.max_drop,
-        latency_machine: crate::device::describe(device),
-        baselines,
-        rows,
-        skipped,
-        chosen: 0,
-        command: job.command.clone(),
-        device_out: device_out.display().to_string(),
-        cloud_out: cloud_out.display().to_string(),
-    };
+    bench.reference = bench.eval(&model, &params)?;
+    let (rows, kept, skipped) = sweep(&bench, &candidates, &compressions, progress)?;
+    let mut report = split_report(job, &bench, rows, skipped, input_sha.clone(), &paths, &names);
     if report.rows.is_empty() {
         bail!("no cut could take the compression asked: {}", report.skipped.join("; "));
     }
@@ -562,26 +614,112 @@ pub fn run(
         report.chosen = report.rows.len() - 1;
     }
     let (split, tuned) = &kept[report.chosen];
-    let parts = separate(split, tuned)?;
-    let dtype: DType = ckpt.float_dtype();
+    write_outputs(job, &report, &separate(split, tuned)?, bench.dtype, input_sha, &paths)?;
+    Ok(SplitDone {
+        report,
+        device: paths.device,
+        cloud: paths.cloud,
+        report_json: paths.report_json,
+        report_md: paths.report_md,
+    })
+}
+
+/// Every cut with the uncompressed split first (the unsplit model: a baseline row, fine-tuned only
+/// when asked for by name, --pool 1 --wire f32) and each compression asked: the rows, the joined
+/// graphs with their tuned parameters, and what could not apply.
+#[allow(clippy::type_complexity)]
+fn sweep(
+    bench: &Bench,
+    candidates: &[Cut],
+    compressions: &[Compression],
+    progress: &mut dyn FnMut(&str, usize, usize),
+) -> Result<(Vec<Row>, Vec<(Model, Params)>, Vec<String>)> {
+    let (mut rows, mut kept, mut skipped) = (Vec::new(), Vec::new(), Vec::new());
+    let total = candidates.len() * (compressions.len() + 1);
+    let tune_uncompressed = compressions.contains(&Compression::NONE);
+    let mut variants = vec![Compression::NONE];
+    variants.extend(compressions.iter().copied().filter(|c| *c != Compression::NONE));
+    for cut in candidates {
+        for c in &variants {
+            let split = match joined(bench.model, cut, c) {
+                Ok(s) => s,
+                Err(e) => {
+                    skipped.push(format!("{}: {e:#}", c.label()));
+                    continue;
+                }
+            };
+            let tune = *c != Compression::NONE || tune_uncompressed;
+            let (row, tuned) = bench.row(cut, &split, c, tune, progress)?;
+            rows.push(row);
+            kept.push((split, tuned));
+            progress("splits", rows.len(), total);
+        }
+    }
+    Ok((rows, kept, skipped))
+}
+
+/// The report before the front is marked: baselines from the rows' interleaved loops.
+fn split_report(
+    job: &SplitJob,
+    bench: &Bench,
+    rows: Vec<Row>,
+    skipped: Vec<String>,
+    model_sha256: String,
+    paths: &OutputPaths,
+    names: &[&str],
+) -> SplitReport {
+    // The whole model was timed beside every split's parts: its median over those loops.
+    let whole_ms = median_per_probe(&rows, |r| &r.whole_ms);
+    let baselines = Baselines {
+        device_only_ms: whole_ms.clone(),
+        device_only_spread_ms: median_per_probe(&rows, |r| &r.whole_spread_ms),
+        cloud_only_bytes: bench.probes.raw_bytes.clone(),
+        cloud_only_what: bench.probes.raw_what.clone(),
+        cloud_only_ms: whole_ms.iter().map(|m| m / job.cloud_speedup).collect(),
+        probes: bench.probes.samples.iter().map(|(l, _, _)| l.clone()).collect(),
+    };
+    SplitReport {
+        model: job.model.display().to_string(),
+        model_sha256,
+        tasks: names.iter().map(|s| s.to_string()).collect(),
+        reference: bench.reference.clone(),
+        bandwidths_mbit: job.bandwidths.clone(),
+        rtt_ms: job.rtt_ms,
+        cloud_speedup: job.cloud_speedup,
+        finetune_steps: job.finetune_steps,
+        finetune_device: job.finetune_device,
+        max_drop: job.max_drop,
+        latency_machine: crate::device::describe(Device::Cpu),
+        baselines,
+        rows,
+        skipped,
+        chosen: 0,
+        command: job.command.clone(),
+        device_out: paths.device.display().to_string(),
+        cloud_out: paths.cloud.display().to_string(),
+    }
+}
+
+/// The chosen row's two checkpoints and both reports, renamed into place together.
+fn write_outputs(
+    job: &SplitJob,
+    report: &SplitReport,
+    parts: &Parts,
+    dtype: DType,
+    input_sha: String,
+    paths: &OutputPaths,
+) -> Result<()> {
     let provenance = Provenance::new(job.command.clone(), Some(input_sha));
     let mut outputs = Outputs::new(job.force);
     outputs.stage(
-        &device_out,
+        &paths.device,
         &writer::model_bytes(&parts.device, &parts.device_params, dtype, false, Some(&provenance))?,
     )?;
     outputs.stage(
-        &cloud_out,
+        &paths.cloud,
         &writer::model_bytes(&parts.cloud, &parts.cloud_params, dtype, false, Some(&provenance))?,
     )?;
-    outputs.stage(&report_json, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    outputs.stage(&report_md, markdown(&report).as_bytes())?;
-    outputs.commit()?;
-    Ok(SplitDone {
-        report,
-        device: device_out,
-        cloud: cloud_out,
-        report_json,
-        report_md,
-    })
+    outputs.stage(&paths.report_json, serde_json::to_string_pretty(report)?.as_bytes())?;
+    outputs.stage(&paths.report_md, markdown(report).as_bytes())?;
+    outputs.commit()
 }
