@@ -3,6 +3,7 @@
 use crate::bench::{compare, speedup, BenchConfig, BenchInput, Candidate};
 use crate::checkpoint::metadata::Provenance;
 use crate::checkpoint::{sha256_file, writer, Checkpoint, DType, LoadOptions};
+use crate::data::Dataset;
 use crate::data::Split;
 use crate::device::DeviceChoice;
 use crate::fsio::{check_output, Outputs};
@@ -11,7 +12,7 @@ use crate::prune::channel_select::Budget;
 use crate::prune::mask::Fusion;
 use crate::prune::policy::{PruneRequest, Resolved};
 use crate::prune::score::{Criterion, Precision, Strategy};
-use crate::prune::{prune, Granularity, PruneConfig};
+use crate::prune::{prune, CheckedConfig, Granularity, PruneConfig, PruneOutcome};
 use crate::report::prune::{build, markdown, Latency, PruneReport, Settings};
 use crate::train::{task_lambdas, TrainConfig};
 use anyhow::Result;
@@ -130,6 +131,166 @@ pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
     out.with_file_name(format!("{stem}{suffix}"))
 }
 
+/// The files a prune writes: the model, its two reports, and with --onnx the ONNX file.
+struct PrunePaths {
+    out: PathBuf,
+    report_json: PathBuf,
+    report_md: PathBuf,
+    onnx: Option<PathBuf>,
+}
+
+/// The outputs' paths (the default named after the request), each checked before any work.
+fn output_paths(job: &PruneJob, names: &[String], resolved: &Resolved) -> Result<PrunePaths> {
+    let out = job
+        .out
+        .clone()
+        .unwrap_or_else(|| default_output(&job.model, names, &job.request, resolved, job.dtype));
+    let paths = PrunePaths {
+        report_json: sibling(&out, ".report.json"),
+        report_md: sibling(&out, ".report.md"),
+        onnx: job.onnx.then(|| sibling(&out, ".onnx")),
+        out,
+    };
+    for p in [&paths.out, &paths.report_json, &paths.report_md]
+        .into_iter()
+        .chain(paths.onnx.as_ref())
+    {
+        check_output(p, &[&job.model], job.force)?;
+    }
+    Ok(paths)
+}
+
+/// The prune's configuration from the job and its resolved request, checked once.
+fn prune_config(
+    job: &PruneJob,
+    resolved: &Resolved,
+    lambdas: std::collections::BTreeMap<String, f64>,
+    device: tch::Device,
+    dtype: DType,
+) -> Result<CheckedConfig> {
+    let finetune = TrainConfig {
+        steps: resolved.finetune_steps,
+        batch: job.batch,
+        lr: job.lr,
+        weight_decay: job.weight_decay,
+        step_size: job.step_size,
+        gamma: job.gamma,
+        lambdas,
+        seed: job.seed,
+        val_every: job.val_every,
+        device,
+        freeze_norm: job.freeze_norm,
+        only: None,
+    };
+    PruneConfig {
+        criterion: resolved.criterion,
+        granularity: job.request.granularity,
+        channel_rules: resolved.channel_rules,
+        widen_layer_ratio: resolved.widen_layer_ratio,
+        channel_budget: resolved.channel_budget,
+        exact_fold: job.exact_fold,
+        fusion: job.fusion,
+        min_votes: job.min_votes,
+        min_heads: job.request.min_heads,
+        seq_len: job.request.seq_len,
+        sparsity: resolved.sparsity,
+        tolerance: 0.005,
+        calib_batches: job.calib_batches.unwrap_or(crate::prune::DEFAULT_CALIB_BATCHES),
+        strategy: job.strategy,
+        precision: job.precision,
+        seed: job.seed,
+        val_fraction: job.val_fraction,
+        eval_split: job.eval_split,
+        finetune,
+        output_kind: dtype.kind(),
+    }
+    .check(job.data.is_some())
+}
+
+/// The dataset, when --data is given, in the form the model reads; the calibration batches
+/// capped at one pass over its train split (silently for the default, with a word for a count
+/// the user gave).
+fn open_data(
+    job: &PruneJob,
+    full: &Model,
+    cfg: &mut CheckedConfig,
+    warn: &mut dyn FnMut(&str),
+) -> Result<Option<Dataset>> {
+    let Some((dir, index)) = &job.data else {
+        return Ok(None);
+    };
+    let (data, warnings) = crate::data::open_for(full, dir, Some(index), job.max_len)?;
+    for w in &warnings {
+        warn(w);
+    }
+    let train = data.split(Split::Train, job.val_fraction)?.count();
+    if let Some(w) = cfg.cap_calibration(train).filter(|_| job.calib_batches.is_some()) {
+        warn(&w);
+    }
+    Ok(Some(data))
+}
+
+/// The share the budget asked to remove, for the report: the sparsity, or a MAC budget as a share
+/// of the model's MACs (NaN for a parameter budget, which has no such share).
+fn budget_target(outcome: &PruneOutcome, sparsity: f64) -> f64 {
+    match outcome.channels().map(|c| (c.budget, c.before)) {
+        Some((Budget::Macs(m), before)) => 1.0 - m as f64 / before.macs.max(1) as f64,
+        Some((Budget::Params(_), _)) => f64::NAN,
+        _ => sparsity,
+    }
+}
+
+/// With --bench: batch-1 latencies of the input (all heads, selected heads) and the output.
+fn bench_latency(
+    job: &PruneJob,
+    full: &Model,
+    params: &Params,
+    names: &[String],
+    outcome: &PruneOutcome,
+    device: tch::Device,
+) -> Result<Option<Latency>> {
+    if !job.bench {
+        return Ok(None);
+    }
+    let pruned_params = outcome
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_device(device)))
+        .collect();
+    compare_latency(full, params, names, &outcome.model, &pruned_params, device).map(Some)
+}
+
+/// The model, both reports and the ONNX file, renamed into place together.
+fn write_outputs(
+    job: &PruneJob,
+    paths: &PrunePaths,
+    model_bytes: &[u8],
+    report: &PruneReport,
+    outcome: &PruneOutcome,
+    dtype: DType,
+) -> Result<()> {
+    let mut outputs = Outputs::new(job.force);
+    outputs.stage(&paths.out, model_bytes)?;
+    outputs.stage(&paths.report_json, serde_json::to_string_pretty(report)?.as_bytes())?;
+    outputs.stage(&paths.report_md, markdown(report).as_bytes())?;
+    if let Some(path) = &paths.onnx {
+        let opts = crate::onnx::ExportOptions {
+            half: dtype == DType::F16,
+            ..Default::default()
+        };
+        crate::onnx::stage(
+            &outcome.model,
+            &outcome.params,
+            &opts,
+            path,
+            &[&job.model],
+            job.force,
+            &mut outputs,
+        )?;
+    }
+    outputs.commit()
+}
+
 /// Runs the prune. `warn` gets each warning as soon as it is known (before the long work);
 /// `progress(phase, done, total)` reports the long phases. Nothing is written unless every
 /// output is complete: the model and both reports are renamed into place together at the end.
@@ -142,79 +303,16 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
     let dtype = job.dtype.unwrap_or_else(|| ckpt.float_dtype());
     let full = loaded.model;
     let selected = full.select_tasks(&job.tasks)?;
-    let request = &job.request;
-    let resolved = request.resolve(job.data.is_some())?;
-    let channel = request.granularity == Granularity::Channel;
-    let criterion = resolved.criterion;
+    let resolved = job.request.resolve(job.data.is_some())?;
     let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
-    let out = job
-        .out
-        .clone()
-        .unwrap_or_else(|| default_output(&job.model, &names, request, &resolved, job.dtype));
-    let (report_json, report_md) = (sibling(&out, ".report.json"), sibling(&out, ".report.md"));
-    let onnx = job.onnx.then(|| sibling(&out, ".onnx"));
-    for p in [&out, &report_json, &report_md].into_iter().chain(onnx.as_ref()) {
-        check_output(p, &[&job.model], job.force)?;
-    }
+    let paths = output_paths(job, &names, &resolved)?;
     let lambdas = task_lambdas(&selected, job.lambdas.as_deref())?;
-    let finetune_steps = resolved.finetune_steps;
     let device = crate::device::resolve(job.device)?;
-    let finetune = TrainConfig {
-        steps: finetune_steps,
-        batch: job.batch,
-        lr: job.lr,
-        weight_decay: job.weight_decay,
-        step_size: job.step_size,
-        gamma: job.gamma,
-        lambdas: lambdas.clone(),
-        seed: job.seed,
-        val_every: job.val_every,
-        device,
-        freeze_norm: job.freeze_norm,
-        only: None,
-    };
-    let sparsity = resolved.sparsity;
-    let mut cfg = PruneConfig {
-        criterion,
-        granularity: request.granularity,
-        channel_rules: resolved.channel_rules,
-        widen_layer_ratio: resolved.widen_layer_ratio,
-        channel_budget: resolved.channel_budget,
-        exact_fold: job.exact_fold,
-        fusion: job.fusion,
-        min_votes: job.min_votes,
-        min_heads: request.min_heads,
-        seq_len: request.seq_len,
-        sparsity,
-        tolerance: 0.005,
-        calib_batches: job.calib_batches.unwrap_or(crate::prune::DEFAULT_CALIB_BATCHES),
-        strategy: job.strategy,
-        precision: job.precision,
-        seed: job.seed,
-        val_fraction: job.val_fraction,
-        eval_split: job.eval_split,
-        finetune,
-        output_kind: dtype.kind(),
-    }
-    .check(job.data.is_some())?;
+    let mut cfg = prune_config(job, &resolved, lambdas.clone(), device, dtype)?;
     for w in &resolved.warnings {
         warn(w);
     }
-    let data = match &job.data {
-        Some((dir, index)) => {
-            let (data, warnings) = crate::data::open_for(&full, dir, Some(index), job.max_len)?;
-            for w in &warnings {
-                warn(w);
-            }
-            let train = data.split(Split::Train, job.val_fraction)?.count();
-            // The default fits the data silently; a count the user gave is capped with a word.
-            if let Some(w) = cfg.cap_calibration(train).filter(|_| job.calib_batches.is_some()) {
-                warn(&w);
-            }
-            Some(data)
-        }
-        None => None,
-    };
+    let data = open_data(job, &full, &mut cfg, warn)?;
     let t = std::time::Instant::now();
     let params = ckpt.load_params(&full, device)?;
     let input_sha = sha256_file(&ckpt.path)?;
@@ -232,38 +330,19 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
             }
         }
     }
-
     let bytes = writer::model_bytes(
         &outcome.model,
         &outcome.params,
         dtype,
-        request.packed,
+        job.request.packed,
         Some(&Provenance::new(job.command.clone(), Some(input_sha.clone()))),
     )?;
     let settings = settings(job, &full, &names, &cfg, lambdas, device, dtype)?;
-    let latency = if job.bench {
-        let pruned_params = outcome
-            .params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_device(device)))
-            .collect();
-        Some(compare_latency(
-            &full,
-            &params,
-            &names,
-            &outcome.model,
-            &pruned_params,
-            device,
-        )?)
+    let tolerance = if job.request.granularity == Granularity::Channel {
+        0.0
     } else {
-        None
+        cfg.tolerance
     };
-    let target = match outcome.channels().map(|c| (c.budget, c.before)) {
-        Some((Budget::Macs(m), before)) => 1.0 - m as f64 / before.macs.max(1) as f64,
-        Some((Budget::Params(_), _)) => f64::NAN,
-        _ => sparsity.get(),
-    };
-    let tolerance = if channel { 0.0 } else { cfg.tolerance };
     let mut report = build(
         &ckpt,
         input_sha,
@@ -271,38 +350,19 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         &outcome,
         settings,
         tolerance,
-        target,
-        &out,
+        budget_target(&outcome, resolved.sparsity.get()),
+        &paths.out,
         bytes.len() as u64,
         job.command.clone(),
     )?;
-    report.latency = latency;
-    let mut outputs = Outputs::new(job.force);
-    outputs.stage(&out, &bytes)?;
-    outputs.stage(&report_json, serde_json::to_string_pretty(&report)?.as_bytes())?;
-    outputs.stage(&report_md, markdown(&report).as_bytes())?;
-    if let Some(path) = &onnx {
-        let opts = crate::onnx::ExportOptions {
-            half: dtype == DType::F16,
-            ..Default::default()
-        };
-        crate::onnx::stage(
-            &outcome.model,
-            &outcome.params,
-            &opts,
-            path,
-            &[&job.model],
-            job.force,
-            &mut outputs,
-        )?;
-    }
-    outputs.commit()?;
+    report.latency = bench_latency(job, &full, &params, &names, &outcome, device)?;
+    write_outputs(job, &paths, &bytes, &report, &outcome, dtype)?;
     Ok(PruneDone {
         report,
-        out,
-        report_json,
-        report_md,
-        onnx,
+        out: paths.out,
+        report_json: paths.report_json,
+        report_md: paths.report_md,
+        onnx: paths.onnx,
     })
 }
 
