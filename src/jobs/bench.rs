@@ -69,42 +69,9 @@ pub fn run(job: &BenchJob) -> Result<BenchDone> {
         Some(t) => model.select_tasks(t)?,
         None => model.tasks.clone(),
     };
-    let input = match (BenchInput::of_graph(&model.graph)?, job.input, job.seq_len) {
-        (BenchInput::Image(default), image, None) => BenchInput::Image(match image {
-            Some([0, h, w]) => [default[0], h, w],
-            Some(i) => i,
-            None => default,
-        }),
-        (BenchInput::Text { seq }, None, given) => BenchInput::Text {
-            seq: given.unwrap_or(seq),
-        },
-        (BenchInput::Image(_), _, Some(_)) => crate::usage_bail!("--seq-len applies to text models; give --input HxW"),
-        (BenchInput::Text { .. }, Some(_), _) => {
-            crate::usage_bail!("--input applies to image models; give --seq-len N")
-        }
-    };
-    if input == (BenchInput::Text { seq: 0 }) {
-        crate::usage_bail!("--seq-len must be at least 1");
-    }
-    input.check(&model.graph)?;
+    let input = bench_input(job, &model)?;
     let params = ckpt.load_params(&model, device)?;
-    let baseline = match &job.baseline {
-        Some(path) => {
-            let ckpt = Checkpoint::open(path)?;
-            let opts = if has_graph(&ckpt) {
-                LoadOptions::default()
-            } else {
-                job.load.clone()
-            };
-            let m = ckpt.model(&opts)?.model;
-            input
-                .check(&m.graph)
-                .map_err(|e| anyhow::anyhow!("{}: input {} does not fit: {e}", path.display(), input.shown()))?;
-            let p = ckpt.load_params(&m, device)?;
-            Some((m, p))
-        }
-        None => None,
-    };
+    let baseline = load_baseline(job, &input, device)?;
     let cfg = BenchConfig {
         device,
         batch: job.batch,
@@ -143,6 +110,51 @@ pub fn run(job: &BenchJob) -> Result<BenchDone> {
         baseline,
         nodes,
     })
+}
+
+/// The input the model is timed at: --input (C 0 taking the graph's channels) or --seq-len over
+/// the graph's defaults, each refused for the other kind of model.
+fn bench_input(job: &BenchJob, model: &crate::graph::Model) -> Result<BenchInput> {
+    let input = match (BenchInput::of_graph(&model.graph)?, job.input, job.seq_len) {
+        (BenchInput::Image(default), image, None) => BenchInput::Image(match image {
+            Some([0, h, w]) => [default[0], h, w],
+            Some(i) => i,
+            None => default,
+        }),
+        (BenchInput::Text { seq }, None, given) => BenchInput::Text {
+            seq: given.unwrap_or(seq),
+        },
+        (BenchInput::Image(_), _, Some(_)) => crate::usage_bail!("--seq-len applies to text models; give --input HxW"),
+        (BenchInput::Text { .. }, Some(_), _) => {
+            crate::usage_bail!("--input applies to image models; give --seq-len N")
+        }
+    };
+    if input == (BenchInput::Text { seq: 0 }) {
+        crate::usage_bail!("--seq-len must be at least 1");
+    }
+    input.check(&model.graph)?;
+    Ok(input)
+}
+
+/// The baseline model and its parameters, checked to take the same input.
+fn load_baseline(
+    job: &BenchJob,
+    input: &BenchInput,
+    device: tch::Device,
+) -> Result<Option<(crate::graph::Model, crate::graph::Params)>> {
+    let Some(path) = &job.baseline else { return Ok(None) };
+    let ckpt = Checkpoint::open(path)?;
+    let opts = if has_graph(&ckpt) {
+        LoadOptions::default()
+    } else {
+        job.load.clone()
+    };
+    let m = ckpt.model(&opts)?.model;
+    input
+        .check(&m.graph)
+        .map_err(|e| anyhow::anyhow!("{}: input {} does not fit: {e}", path.display(), input.shown()))?;
+    let p = ckpt.load_params(&m, device)?;
+    Ok(Some((m, p)))
 }
 
 fn has_graph(ckpt: &Checkpoint) -> bool {
