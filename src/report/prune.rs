@@ -426,7 +426,22 @@ pub fn summary(r: &PruneReport) -> String {
 /// The Markdown report: a summary table first, details after.
 pub fn markdown(r: &PruneReport) -> String {
     let mut md = format!("# cut prune report\n\n`{}`\n\n", r.command);
-    md.push_str("## Summary\n\n| | before | after |\n| --- | ---: | ---: |\n");
+    md.push_str(&summary_table(r));
+    md.push_str(&accuracy_section(r));
+    md.push_str(&size_section(r));
+    md.push_str(&structure_section(r));
+    md.push_str(&settings_section(r));
+    md.push_str("\n## Notes\n\n");
+    for n in &r.notes {
+        md.push_str(&format!("- {n}\n"));
+    }
+    md.push_str(&layers_section(r));
+    md
+}
+
+/// The summary table: tasks, size, parameters, MACs, sparsity, latency, delta_m.
+fn summary_table(r: &PruneReport) -> String {
+    let mut md = String::from("## Summary\n\n| | before | after |\n| --- | ---: | ---: |\n");
     let kept: Vec<&GroupReport> = r.groups.iter().filter(|g| g.status == "kept").collect();
     let non_zero = |g: &&GroupReport| g.nonzero_weights + (g.params - g.weights);
     let input_params: u64 = r.input_groups.iter().map(|g| g.params).sum();
@@ -474,19 +489,30 @@ pub fn markdown(r: &PruneReport) -> String {
     }
     if let Some(acc) = &r.accuracy {
         md.push_str(&format!("| delta_m (selected tasks) | 0 | {:+.2}% |\n", acc.delta_m));
-        let noun = crate::graph::TaskKind::samples_noun(acc.before.iter().map(|t| t.kind));
-        md.push_str(&format!("\n## Accuracy on the {} split ({} {noun})\n\n| metric | before | pruned, not fine-tuned | after | better |\n| --- | ---: | ---: | ---: | --- |\n", acc.split, acc.images));
-        for row in metric_rows(acc) {
-            md.push_str(&format!("| {} |\n", row.join(" | ")));
-        }
-        md.push_str(&format!(
-            "\ndelta_m: {} (positive is better).\n",
-            delta_m_phrase(r.settings.finetune_steps, acc)
-        ));
-    } else {
-        md.push_str("\nAccuracy was not measured: no `--data` was given.\n");
     }
-    md.push_str("\n## Size\n\n");
+    md
+}
+
+/// Every metric before, pruned and after, and delta_m; or why accuracy was not measured.
+fn accuracy_section(r: &PruneReport) -> String {
+    let Some(acc) = &r.accuracy else {
+        return "\nAccuracy was not measured: no `--data` was given.\n".into();
+    };
+    let noun = crate::graph::TaskKind::samples_noun(acc.before.iter().map(|t| t.kind));
+    let mut md = format!("\n## Accuracy on the {} split ({} {noun})\n\n| metric | before | pruned, not fine-tuned | after | better |\n| --- | ---: | ---: | ---: | --- |\n", acc.split, acc.images);
+    for row in metric_rows(acc) {
+        md.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    md.push_str(&format!(
+        "\ndelta_m: {} (positive is better).\n",
+        delta_m_phrase(r.settings.finetune_steps, acc)
+    ));
+    md
+}
+
+/// Where the bytes went, and per group its parameters, bytes and MACs.
+fn size_section(r: &PruneReport) -> String {
+    let mut md = String::from("\n## Size\n\n");
     let pruning = if r.size.saved_by_pruning > 0 {
         format!(
             "pruning, layout and dtype save {} more",
@@ -522,7 +548,19 @@ pub fn markdown(r: &PruneReport) -> String {
             count(g.macs_effective as f64)
         ));
     }
-    if let Some((c, e)) = r.channels.as_ref().and_then(|c| c.encoder.as_ref().map(|e| (c, e))) {
+    md
+}
+
+/// At channel granularity: the widths before and after (heads and FFN neurons for an encoder).
+fn structure_section(r: &PruneReport) -> String {
+    let Some(c) = &r.channels else { return String::new() };
+    let widened = if c.layer_ratio_widened {
+        " (the smallest cap that meets the budget)"
+    } else {
+        ""
+    };
+    let mut md = String::new();
+    if let Some(e) = &c.encoder {
         md.push_str(&format!(
             "\n## Heads and FFN neurons\n\nBudget {} at {} tokens; rules: at least {} heads per layer, FFN widths rounded to multiples of {}, at most {} of a layer removed{}. Selected-task model: {} -> {} MACs per sentence ({} removed), {} -> {} parameters.\n\n| layer | heads before | heads after | FFN before | FFN after |\n| ---: | ---: | ---: | ---: | ---: |\n",
             budget_text(c.budget),
@@ -530,7 +568,7 @@ pub fn markdown(r: &PruneReport) -> String {
             e.rules.min_heads,
             e.rules.round_to,
             percent(e.rules.max_layer_ratio),
-            if c.layer_ratio_widened { " (the smallest cap that meets the budget)" } else { "" },
+            widened,
             count(c.before.macs as f64),
             count(c.after.macs as f64),
             percent(c.macs_removed),
@@ -540,50 +578,50 @@ pub fn markdown(r: &PruneReport) -> String {
         for (i, (h, f)) in e.heads.iter().zip(&e.ffn).enumerate() {
             md.push_str(&format!("| {i} | {} | {} | {} | {} |\n", h[0], h[1], f[0], f[1]));
         }
-    } else if let Some(c) = &r.channels {
-        md.push_str(&format!(
-            "\n## Channels\n\nBudget {}; rules: at least {} channels per layer, counts rounded to multiples of {}, at most {} of a layer removed{}. Selected-task model: {} -> {} MACs per image ({} removed), {} -> {} parameters.\n\n| layers producing the channels | before | after |\n| --- | ---: | ---: |\n",
-            budget_text(c.budget),
-            c.rules.min_channels,
-            c.rules.round_to,
-            percent(c.rules.max_layer_ratio),
-            if c.layer_ratio_widened {
-                " (the smallest cap that meets the budget)"
-            } else {
-                ""
-            },
-            count(c.before.macs as f64),
-            count(c.after.macs as f64),
-            percent(c.macs_removed),
-            count(c.before.params as f64),
-            count(c.after.params as f64)
-        ));
-        for l in &c.layers {
-            md.push_str(&format!(
-                "| {} | {} | {} |\n",
-                l.producers.join(", "),
-                l.before,
-                l.after
-            ));
-        }
+        return md;
     }
-    md.push_str("\n## Settings\n\n");
-    let s = &r.settings;
     md.push_str(&format!(
-        "granularity {}, criterion {}, fusion {} ({} votes needed), {} calibration batches of {}, scoring {}, seed {}, fine-tuning {} steps (lr {}, weight decay {}, x{} every {} steps, best step {}), validation share {}, dtype {}, layout {}, device {}.\n\nInput sha256 `{}`.\n",
+        "\n## Channels\n\nBudget {}; rules: at least {} channels per layer, counts rounded to multiples of {}, at most {} of a layer removed{}. Selected-task model: {} -> {} MACs per image ({} removed), {} -> {} parameters.\n\n| layers producing the channels | before | after |\n| --- | ---: | ---: |\n",
+        budget_text(c.budget),
+        c.rules.min_channels,
+        c.rules.round_to,
+        percent(c.rules.max_layer_ratio),
+        widened,
+        count(c.before.macs as f64),
+        count(c.after.macs as f64),
+        percent(c.macs_removed),
+        count(c.before.params as f64),
+        count(c.after.params as f64)
+    ));
+    for l in &c.layers {
+        md.push_str(&format!(
+            "| {} | {} | {} |\n",
+            l.producers.join(", "),
+            l.before,
+            l.after
+        ));
+    }
+    md
+}
+
+/// The settings the run used, the input's hash and the time of each phase.
+fn settings_section(r: &PruneReport) -> String {
+    let s = &r.settings;
+    let mut md = format!(
+        "\n## Settings\n\ngranularity {}, criterion {}, fusion {} ({} votes needed), {} calibration batches of {}, scoring {}, seed {}, fine-tuning {} steps (lr {}, weight decay {}, x{} every {} steps, best step {}), validation share {}, dtype {}, layout {}, device {}.\n\nInput sha256 `{}`.\n",
         s.granularity, s.criterion, s.fusion, s.votes_needed, s.calib_batches, s.batch, s.scoring, s.seed, s.finetune_steps, s.lr, s.weight_decay, s.gamma, s.step_size,
         r.finetune_best_step.map(|b| b.to_string()).unwrap_or_else(|| "-".into()), s.val_fraction, s.dtype, s.layout, s.device, r.input_sha256
-    ));
+    );
     let t = &r.timings;
     md.push_str(&format!(
         "\nTime: scoring {:.1} s, masks {:.1} s, evaluation {:.1} s + {:.1} s, fine-tuning {:.1} s.\n",
         t.score_s, t.mask_s, t.eval_before_s, t.eval_after_s, t.finetune_s
     ));
-    md.push_str("\n## Notes\n\n");
-    for n in &r.notes {
-        md.push_str(&format!("- {n}\n"));
-    }
-    md.push_str("\n## Sparsity per layer\n\n");
+    md
+}
+
+/// The sparsity of every pruned layer.
+fn layers_section(r: &PruneReport) -> String {
     let rows: Vec<Vec<String>> = r
         .layers
         .iter()
@@ -597,10 +635,10 @@ pub fn markdown(r: &PruneReport) -> String {
             ]
         })
         .collect();
-    md.push_str("```\n");
-    md.push_str(&render(&["layer", "group", "shape", "weights", "sparsity"], &rows));
-    md.push_str("```\n");
-    md
+    format!(
+        "\n## Sparsity per layer\n\n```\n{}```\n",
+        render(&["layer", "group", "shape", "weights", "sparsity"], &rows)
+    )
 }
 
 fn budget_text(b: crate::prune::channel_select::Budget) -> String {
