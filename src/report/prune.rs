@@ -333,12 +333,8 @@ fn delta_m_phrase(finetune_steps: usize, acc: &Accuracy) -> String {
     }
 }
 
-pub fn summary(r: &PruneReport) -> String {
-    let kept: Vec<&GroupReport> = r.groups.iter().filter(|g| g.status == "kept").collect();
-    let params: u64 = kept.iter().map(|g| g.params).sum();
-    let nz: u64 = kept.iter().map(|g| g.nonzero_weights + (g.params - g.weights)).sum();
-    let macs: u64 = kept.iter().map(|g| g.macs_dense).sum();
-    let eff: u64 = kept.iter().map(|g| g.macs_effective).sum();
+/// The summary's first line: what was pruned for which tasks, sparsity and size.
+fn headline(r: &PruneReport, kept: &[&GroupReport]) -> String {
     // Weight pruning shrinks a file only when packed: show the other layout's tensor bytes too.
     let layout_note = match (r.channels.is_some(), r.settings.layout.as_str()) {
         (true, _) => String::new(),
@@ -351,7 +347,7 @@ pub fn summary(r: &PruneReport) -> String {
             bytes(kept.iter().map(|g| g.bytes_packed).sum::<u64>() as f64)
         ),
     };
-    let mut out = format!(
+    format!(
         "pruned {} for {} ({} dropped): sparsity {} (asked {}), {} -> {} on disk{}\n",
         r.input,
         r.settings.tasks.join(", "),
@@ -365,26 +361,42 @@ pub fn summary(r: &PruneReport) -> String {
         bytes(r.size.input_bytes as f64),
         bytes(r.size.output_bytes as f64),
         layout_note,
+    )
+}
+
+/// The summary's lines on a structured prune: MACs and parameters, and an encoder's widths.
+fn structure_lines(c: &crate::prune::ChannelOutcome) -> String {
+    let mut out = format!(
+        "  channel pruning of the selected-task model: MACs {} -> {} ({} removed), parameters {} -> {}, {} layer groups narrowed\n",
+        count(c.before.macs as f64),
+        count(c.after.macs as f64),
+        percent(c.macs_removed),
+        count(c.before.params as f64),
+        count(c.after.params as f64),
+        c.layers.len()
     );
-    if let Some(c) = &r.channels {
+    if let Some(e) = &c.encoder {
+        let list = |w: &[[usize; 2]]| w.iter().map(|x| x[1].to_string()).collect::<Vec<_>>().join(" ");
         out.push_str(&format!(
-            "  channel pruning of the selected-task model: MACs {} -> {} ({} removed), parameters {} -> {}, {} layer groups narrowed\n",
-            count(c.before.macs as f64),
-            count(c.after.macs as f64),
-            percent(c.macs_removed),
-            count(c.before.params as f64),
-            count(c.after.params as f64),
-            c.layers.len()
+            "  heads kept per layer: {}; FFN widths: {} (MACs at {} tokens)\n",
+            list(&e.heads),
+            list(&e.ffn),
+            e.seq_len
         ));
-        if let Some(e) = &c.encoder {
-            let list = |w: &[[usize; 2]]| w.iter().map(|x| x[1].to_string()).collect::<Vec<_>>().join(" ");
-            out.push_str(&format!(
-                "  heads kept per layer: {}; FFN widths: {} (MACs at {} tokens)\n",
-                list(&e.heads),
-                list(&e.ffn),
-                e.seq_len
-            ));
-        }
+    }
+    out
+}
+
+/// The command's summary: the headline, the structure, parameters and MACs kept, the metrics.
+pub fn summary(r: &PruneReport) -> String {
+    let kept: Vec<&GroupReport> = r.groups.iter().filter(|g| g.status == "kept").collect();
+    let params: u64 = kept.iter().map(|g| g.params).sum();
+    let nz: u64 = kept.iter().map(|g| g.nonzero_weights + (g.params - g.weights)).sum();
+    let macs: u64 = kept.iter().map(|g| g.macs_dense).sum();
+    let eff: u64 = kept.iter().map(|g| g.macs_effective).sum();
+    let mut out = headline(r, &kept);
+    if let Some(c) = &r.channels {
+        out.push_str(&structure_lines(c));
     }
     if let Some(l) = &r.latency {
         out.push_str(&latency_line(l));

@@ -220,6 +220,72 @@ fn changes(c: &[TaskChange]) -> String {
         .join(", ")
 }
 
+fn per_probe(v: &[usize]) -> String {
+    v.iter().map(|&b| bytes(b)).collect::<Vec<_>>().join(" / ")
+}
+
+fn per_probe_ms(v: &[f64]) -> String {
+    v.iter().map(|&m| ms(m)).collect::<Vec<_>>().join(" / ")
+}
+
+/// Medians with ± half their spread, per probe.
+fn with_spread(v: &[f64], s: &[f64]) -> String {
+    v.iter()
+        .zip(s)
+        .map(|(&m, &s)| format!("{} ±{}", ms(m), ms(s / 2.0)))
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
+/// The device-only and cloud-only rows of the table.
+fn baseline_rows(r: &SplitReport) -> String {
+    let mut md = String::new();
+    md.push_str(&format!(
+        "| device only | - | - | - | 0 B | {} | - | {} | - | - | - | |\n",
+        with_spread(&r.baselines.device_only_ms, &r.baselines.device_only_spread_ms),
+        r.bandwidths_mbit
+            .iter()
+            .map(|_| ms(r.baselines.device_only_ms[0]))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    ));
+    md.push_str(&format!(
+        "| cloud only | - | 0 | 0 | {} | - | {} | {} | - | - | - | |\n",
+        per_probe(&r.baselines.cloud_only_bytes),
+        per_probe_ms(&r.baselines.cloud_only_ms),
+        r.bandwidths_mbit
+            .iter()
+            .map(|&b| ms(r.cloud_only_total(b)))
+            .collect::<Vec<_>>()
+            .join(" | ")
+    ));
+    md
+}
+
+/// One split's row of the table.
+fn row_line(row: &Row, written: bool) -> String {
+    format!(
+        "| `{}`{} | {} | {:.2} M | {:.1} k | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+        row.cut,
+        if written { " (written)" } else { "" },
+        row.compression,
+        row.device_macs as f64 / 1e6,
+        row.device_params as f64 / 1e3,
+        per_probe(&row.bytes_sent),
+        with_spread(&row.device_ms, &row.device_spread_ms),
+        with_spread(&row.cloud_ms, &row.cloud_spread_ms),
+        row.total_ms.iter().map(|&t| ms(t)).collect::<Vec<_>>().join(" | "),
+        changes(&row.before),
+        if row.finetune_best_step.is_some() {
+            changes(&row.after)
+        } else {
+            "(not fine-tuned)".into()
+        },
+        row.beats_cloud_only_below_mbit.join(", "),
+        if row.pareto { "yes" } else { "" }
+    )
+}
+
 /// The report as Markdown (also the command's summary).
 pub fn markdown(r: &SplitReport) -> String {
     let mut md = String::new();
@@ -253,57 +319,11 @@ pub fn markdown(r: &SplitReport) -> String {
         bw_cols.join(" | ")
     ));
     md.push_str(&format!("|{}\n", " --- |".repeat(11 + bw_cols.len())));
-    let per_probe = |v: &[usize]| v.iter().map(|&b| bytes(b)).collect::<Vec<_>>().join(" / ");
-    let per_probe_ms = |v: &[f64]| v.iter().map(|&m| ms(m)).collect::<Vec<_>>().join(" / ");
-    let with_spread = |v: &[f64], s: &[f64]| {
-        v.iter()
-            .zip(s)
-            .map(|(&m, &s)| format!("{} ±{}", ms(m), ms(s / 2.0)))
-            .collect::<Vec<_>>()
-            .join(" / ")
-    };
-    let mid = r.bandwidths_mbit.len() / 2;
-    md.push_str(&format!(
-        "| device only | - | - | - | 0 B | {} | - | {} | - | - | - | |\n",
-        with_spread(&r.baselines.device_only_ms, &r.baselines.device_only_spread_ms),
-        r.bandwidths_mbit
-            .iter()
-            .map(|_| ms(r.baselines.device_only_ms[0]))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    ));
-    md.push_str(&format!(
-        "| cloud only | - | 0 | 0 | {} | - | {} | {} | - | - | - | |\n",
-        per_probe(&r.baselines.cloud_only_bytes),
-        per_probe_ms(&r.baselines.cloud_only_ms),
-        r.bandwidths_mbit
-            .iter()
-            .map(|&b| ms(r.cloud_only_total(b)))
-            .collect::<Vec<_>>()
-            .join(" | ")
-    ));
+    md.push_str(&baseline_rows(r));
     for (i, row) in r.rows.iter().enumerate() {
-        md.push_str(&format!(
-            "| `{}`{} | {} | {:.2} M | {:.1} k | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-            row.cut,
-            if i == r.chosen { " (written)" } else { "" },
-            row.compression,
-            row.device_macs as f64 / 1e6,
-            row.device_params as f64 / 1e3,
-            per_probe(&row.bytes_sent),
-            with_spread(&row.device_ms, &row.device_spread_ms),
-            with_spread(&row.cloud_ms, &row.cloud_spread_ms),
-            row.total_ms.iter().map(|&t| ms(t)).collect::<Vec<_>>().join(" | "),
-            changes(&row.before),
-            if row.finetune_best_step.is_some() {
-                changes(&row.after)
-            } else {
-                "(not fine-tuned)".into()
-            },
-            row.beats_cloud_only_below_mbit.join(", "),
-            if row.pareto { "yes" } else { "" }
-        ));
+        md.push_str(&row_line(row, i == r.chosen));
     }
+    let mid = r.bandwidths_mbit.len() / 2;
     md.push_str(&format!(
         "\nThe front: not beaten on bytes, total latency at {} Mbit/s and the worst task's points all at once. Written: the fewest bytes among splits within {} points on every task that send less than cloud-only (else the fewest bytes within {} points, else the most accurate).\n",
         r.bandwidths_mbit[mid], r.max_drop, r.max_drop
