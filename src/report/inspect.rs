@@ -141,6 +141,33 @@ fn input_names(graph: &crate::graph::Graph) -> String {
         .join(", ")
 }
 
+/// The groups with their zero shares, and their sum (MACs saturating, as each group's do).
+fn with_total(stats: impl Iterator<Item = GroupStats>) -> (Vec<GroupStats>, GroupStats) {
+    let mut total = GroupStats {
+        group: "total".into(),
+        ..Default::default()
+    };
+    let groups: Vec<GroupStats> = stats
+        .map(|mut s| {
+            s.zero_share = share(s.zeros, s.weights);
+            total.tensors += s.tensors;
+            total.params += s.params;
+            total.weights += s.weights;
+            total.bytes += s.bytes;
+            total.zeros += s.zeros;
+            total.macs = total.macs.saturating_add(s.macs);
+            for d in &s.dtypes {
+                if !total.dtypes.contains(d) {
+                    total.dtypes.push(d.clone());
+                }
+            }
+            s
+        })
+        .collect();
+    total.zero_share = share(total.zeros, total.weights);
+    (groups, total)
+}
+
 /// Summarises a checkpoint, with MACs counted at the input size `input` chooses.
 pub fn inspect(ckpt: &Checkpoint, opts: &LoadOptions, input: InputChoice, list_tensors: bool) -> Result<Inspection> {
     let loaded = ckpt.model(opts)?;
@@ -183,30 +210,7 @@ pub fn inspect(ckpt: &Checkpoint, opts: &LoadOptions, input: InputChoice, list_t
             zeros: t.zeros,
         })
         .collect();
-    let mut total = GroupStats {
-        group: "total".into(),
-        ..Default::default()
-    };
-    let groups: Vec<GroupStats> = order
-        .iter()
-        .map(|g| {
-            let mut s = stats.remove(g).expect("every group is listed");
-            s.zero_share = share(s.zeros, s.weights);
-            total.tensors += s.tensors;
-            total.params += s.params;
-            total.weights += s.weights;
-            total.bytes += s.bytes;
-            total.zeros += s.zeros;
-            total.macs = total.macs.saturating_add(s.macs);
-            for d in &s.dtypes {
-                if !total.dtypes.contains(d) {
-                    total.dtypes.push(d.clone());
-                }
-            }
-            s
-        })
-        .collect();
-    total.zero_share = share(total.zeros, total.weights);
+    let (groups, total) = with_total(order.iter().map(|g| stats.remove(g).expect("every group is listed")));
     let drop_head_savings = groups
         .iter()
         .filter_map(|g| {

@@ -191,31 +191,8 @@ pub fn input_figures(input: &Checkpoint, full: &Model, dropped: &[String]) -> Re
     })
 }
 
-/// Assembles the report once the output file exists.
-#[allow(clippy::too_many_arguments)]
-pub fn build(
-    input: &Checkpoint,
-    input_sha256: String,
-    full: &Model,
-    outcome: &PruneOutcome,
-    settings: Settings,
-    tolerance: f64,
-    target: f64,
-    output: &std::path::Path,
-    output_bytes: u64,
-    command: String,
-) -> Result<PruneReport> {
-    let dtype = DType::parse(&settings.dtype)?;
-    let (mut groups, layers) = group_figures(&outcome.model, &outcome.params, dtype)?;
-    let input_groups = input_figures(input, full, &settings.dropped_tasks)?;
-    groups.extend(input_groups.iter().filter(|g| g.status == "dropped").cloned());
-    let dropped_bytes: u64 = groups
-        .iter()
-        .filter(|g| g.status == "dropped")
-        .map(|g| g.bytes_dense)
-        .sum();
-    // File bytes throughout, headers included, so the three figures add up.
-    let after_drop = input.file_len() as u64 - dropped_bytes;
+/// What the report's reader needs to know to read its figures, by how the model was pruned.
+fn notes(outcome: &PruneOutcome) -> Vec<String> {
     let mut notes = vec![
         "Scores are computed in inference mode (batch-norm running statistics, dropout off), so they do not depend on batch composition or random draws.".to_string(),
     ];
@@ -244,6 +221,35 @@ pub fn build(
     if outcome.accuracy.is_none() {
         notes.push("Accuracy was not measured: no --data was given.".into());
     }
+    notes
+}
+
+/// Assembles the report once the output file exists.
+#[allow(clippy::too_many_arguments)]
+pub fn build(
+    input: &Checkpoint,
+    input_sha256: String,
+    full: &Model,
+    outcome: &PruneOutcome,
+    settings: Settings,
+    tolerance: f64,
+    target: f64,
+    output: &std::path::Path,
+    output_bytes: u64,
+    command: String,
+) -> Result<PruneReport> {
+    let dtype = DType::parse(&settings.dtype)?;
+    let (mut groups, layers) = group_figures(&outcome.model, &outcome.params, dtype)?;
+    let input_groups = input_figures(input, full, &settings.dropped_tasks)?;
+    groups.extend(input_groups.iter().filter(|g| g.status == "dropped").cloned());
+    let dropped_bytes: u64 = groups
+        .iter()
+        .filter(|g| g.status == "dropped")
+        .map(|g| g.bytes_dense)
+        .sum();
+    // File bytes throughout, headers included, so the three figures add up.
+    let after_drop = input.file_len() as u64 - dropped_bytes;
+    let notes = notes(outcome);
     let (reached, keep_ratio_per_task, search_iterations) = outcome.search_figures();
     Ok(PruneReport {
         tool: "cut".into(),
