@@ -147,7 +147,7 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
     for g in groups.values() {
         for p in &g.producers {
             let ChannelRule::Transform { outputs: out, .. } = by_name[p.as_str()].def().channels() else {
-                unreachable!("producers transform channels")
+                bail!("node '{p}' is listed as a channel producer but does not make new channels");
             };
             if out != g.channels {
                 bail!("node '{p}' produces {out} channels into a group of {}", g.channels);

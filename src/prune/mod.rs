@@ -212,12 +212,106 @@ fn eval_on(
     evaluate(model, params, items, tasks, cfg.finetune.batch, device, |_| {})
 }
 
-/// Importance as a criterion gives it: per weight, per channel (Taylor), or per encoder unit
-/// (Taylor on a text encoder).
-enum Scored {
-    Weights(score::Scores),
-    Channels(channel_select::ChannelScores),
-    Units(unit_select::UnitScores),
+/// What the structured removal works on, decided once from the granularity and the graph: single
+/// weights, channel groups (image models), or heads and FFN neurons (a text encoder's units,
+/// `encoder.rs`). Each has its own score type, so a score never reaches a path it was not made for.
+enum Structure {
+    Weights,
+    Channels(Vec<channels::ChannelGroup>),
+    Units(Vec<encoder::EncoderGroup>),
+}
+
+impl Structure {
+    fn of(model: &Model, granularity: Granularity) -> Result<Structure> {
+        let encoder = model
+            .graph
+            .nodes
+            .iter()
+            .any(|n| matches!(n.op, crate::graph::Op::SelfAttention(_)));
+        Ok(match granularity {
+            Granularity::Weight => Structure::Weights,
+            Granularity::Channel if encoder => Structure::Units(encoder::encoder_groups(&model.graph)),
+            Granularity::Channel => Structure::Channels(channels::channel_groups(&model.graph)?),
+        })
+    }
+}
+
+/// What scoring reads besides the model: the calibration batches (when the criterion needs data)
+/// and where to report progress.
+struct Scoring<'a, 'p> {
+    model: &'a Model,
+    params: &'a Params,
+    selected: &'a [TaskSpec],
+    data: Option<&'a Dataset>,
+    cfg: &'a CheckedConfig,
+    progress: &'p mut dyn FnMut(&str, usize, usize),
+}
+
+impl Scoring<'_, '_> {
+    fn calibration(&self) -> Result<score::Calibration> {
+        let Some(data) = self.data else {
+            bail!("--criterion {:?} scores with calibration data", self.cfg.criterion);
+        };
+        Ok(score::Calibration {
+            items: data.split(Split::Train, self.cfg.val_fraction)?,
+            batches: self.cfg.calib_batches,
+            batch_size: self.cfg.finetune.batch,
+            seed: self.cfg.seed,
+            device: self.cfg.finetune.device,
+        })
+    }
+
+    /// Per-weight scores: magnitude, random or snip.
+    fn weights(&mut self) -> Result<score::Scores> {
+        let (model, params, tasks, cfg) = (self.model, self.params, self.selected, self.cfg);
+        let batches = cfg.calib_batches;
+        Ok(match cfg.criterion {
+            Criterion::Magnitude => score::magnitude(model, params, tasks),
+            Criterion::Random => score::random(model, params, tasks, cfg.seed),
+            Criterion::Snip => {
+                let calibration = self.calibration()?;
+                let progress = &mut self.progress;
+                score::snip(model, params, tasks, calibration, cfg.strategy, cfg.precision, |i| {
+                    progress("score", i, batches)
+                })?
+            }
+            Criterion::Taylor => {
+                crate::usage_bail!("--criterion taylor scores whole channels: use it with --granularity channel")
+            }
+        })
+    }
+
+    /// Per-channel scores: taylor directly, any other criterion summed from its weight scores.
+    fn channels(&mut self, groups: &[channels::ChannelGroup]) -> Result<channel_select::ChannelScores> {
+        if self.cfg.criterion != Criterion::Taylor {
+            let weights = self.weights()?;
+            return Ok(channel_select::channel_scores_from_weights(
+                &self.model.graph,
+                groups,
+                &weights,
+            ));
+        }
+        let calibration = self.calibration()?;
+        let batches = self.cfg.calib_batches;
+        let progress = &mut self.progress;
+        score::taylor(self.model, self.params, self.selected, groups, calibration, |i| {
+            progress("score", i, batches)
+        })
+    }
+
+    /// Per-unit scores of an encoder: taylor as the unit-mask gradient, or summed from weights.
+    fn units(&mut self, groups: &[encoder::EncoderGroup]) -> Result<unit_select::UnitScores> {
+        if self.cfg.criterion != Criterion::Taylor {
+            let weights = self.weights()?;
+            return unit_select::unit_scores(&self.model.graph, groups, &weights);
+        }
+        let calibration = self.calibration()?;
+        let batches = self.cfg.calib_batches;
+        let progress = &mut self.progress;
+        unit_taylor::unit_taylor(self.model, self.params, self.selected, groups, calibration, |i| {
+            progress("score", i, batches)
+        })
+    }
 }
 
 /// Refuses a criterion that cannot run: one that scores with data but has none, or Taylor (a
@@ -309,7 +403,6 @@ pub fn prune(
     cfg: &CheckedConfig,
     mut progress: impl FnMut(&str, usize, usize),
 ) -> Result<PruneOutcome> {
-    let device = cfg.finetune.device;
     let mut timings = Timings::default();
     if data.is_some() != cfg.has_data {
         bail!(
@@ -329,237 +422,256 @@ pub fn prune(
         .map(|s| (s.name.clone(), params[&s.name].shallow_clone()))
         .collect();
 
-    let encoder = model
-        .graph
-        .nodes
-        .iter()
-        .any(|n| matches!(n.op, crate::graph::Op::SelfAttention(_)));
-    // A text encoder's structured units are its heads and FFN neurons (`encoder.rs`).
-    let groups = match cfg.granularity {
-        Granularity::Channel if !encoder => channels::channel_groups(&model.graph)?,
-        _ => Vec::new(),
+    let structure = Structure::of(&model, cfg.granularity)?;
+    let mut scoring = Scoring {
+        model: &model,
+        params: &kept,
+        selected,
+        data,
+        cfg,
+        progress: &mut progress,
     };
-    let unit_groups = match cfg.granularity {
-        Granularity::Channel if encoder => encoder::encoder_groups(&model.graph),
-        _ => Vec::new(),
-    };
+    // Scores live only until their removal is decided (they are as large as the weights).
     let t = Instant::now();
-    let calibration = || -> Result<score::Calibration> {
-        Ok(score::Calibration {
-            items: data.expect("checked above").split(Split::Train, cfg.val_fraction)?,
-            batches: cfg.calib_batches,
-            batch_size: cfg.finetune.batch,
-            seed: cfg.seed,
-            device,
-        })
-    };
-    let scores = match cfg.criterion {
-        Criterion::Magnitude => Scored::Weights(score::magnitude(&model, &kept, selected)),
-        Criterion::Random => Scored::Weights(score::random(&model, &kept, selected, cfg.seed)),
-        Criterion::Snip => Scored::Weights(score::snip(
-            &model,
-            &kept,
-            selected,
-            calibration()?,
-            cfg.strategy,
-            cfg.precision,
-            |i| progress("score", i, cfg.calib_batches),
-        )?),
-        Criterion::Taylor if encoder => Scored::Units(unit_taylor::unit_taylor(
-            &model,
-            &kept,
-            selected,
-            &unit_groups,
-            calibration()?,
-            |i| progress("score", i, cfg.calib_batches),
-        )?),
-        Criterion::Taylor => Scored::Channels(score::taylor(&model, &kept, selected, &groups, calibration()?, |i| {
-            progress("score", i, cfg.calib_batches)
-        })?),
-    };
-    timings.score_s = t.elapsed().as_secs_f64();
-
-    let t = Instant::now();
-    let (out_model, masked, removal) = match cfg.granularity {
-        Granularity::Weight => {
-            let Scored::Weights(scores) = scores else {
-                unreachable!("check_criterion refuses channel scores at weight granularity")
-            };
-            let search =
-                MaskSearch::new(&model, &scores, cfg.fusion, cfg.min_votes)?.search(cfg.sparsity, cfg.tolerance)?;
-            drop(scores);
-            let masks: BTreeMap<String, Tensor> = search
-                .masks
-                .iter()
-                .map(|(k, v)| (k.clone(), v.shallow_clone()))
-                .collect();
-            let masked: Params = {
-                let _guard = tch::no_grad_guard();
-                kept.iter()
-                    .map(|(n, p)| {
-                        (
-                            n.clone(),
-                            masks
-                                .get(n)
-                                .map(|m| p * m.to_device(p.device()))
-                                .unwrap_or_else(|| p.copy()),
-                        )
-                    })
-                    .collect()
-            };
-            (model.clone(), masked, Pruned::Weights { masks, search })
+    let (out_model, masked, removal) = match &structure {
+        Structure::Weights => {
+            let scores = scoring.weights()?;
+            timings.score_s = t.elapsed().as_secs_f64();
+            prune_weights(&model, &kept, &scores, cfg)?
         }
-        Granularity::Channel if encoder => {
-            let unit_scores = match scores {
-                Scored::Weights(s) => unit_select::unit_scores(&model.graph, &unit_groups, &s)?,
-                Scored::Units(s) => s,
-                Scored::Channels(_) => unreachable!("channel scores are computed for image models only"),
-            };
-            let seq = match (cfg.seq_len, data) {
-                (Some(seq), _) => seq,
-                (None, Some(data)) => {
-                    let mask = model
-                        .graph
-                        .input_named_by(crate::graph::InputRole::AttentionMask)
-                        .ok_or_else(|| anyhow::anyhow!("the encoder reads no attention mask to count tokens in"))?;
-                    crate::data::mean_tokens(&data.split(Split::Train, cfg.val_fraction)?, mask)?
-                }
-                (None, None) => model.graph.sizes.get("seq").copied().unwrap_or(128),
-            };
-            let (out, params, outcome) = encoder_prune(&model, &kept, &unit_groups, &unit_scores, seq, cfg)?;
+        Structure::Channels(groups) => {
+            let scores = scoring.channels(groups)?;
+            timings.score_s = t.elapsed().as_secs_f64();
+            prune_channels(&model, &kept, groups, &scores, cfg)?
+        }
+        Structure::Units(groups) => {
+            let scores = scoring.units(groups)?;
+            timings.score_s = t.elapsed().as_secs_f64();
+            let seq = budget_seq_len(&model, data, cfg)?;
+            let (out, params, outcome) = encoder_prune(&model, &kept, groups, &scores, seq, cfg)?;
             (out, params, Pruned::Channels(outcome))
         }
-        Granularity::Channel => {
-            let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity.get()));
-            let channel_scores = match scores {
-                Scored::Weights(s) => channel_select::channel_scores_from_weights(&model.graph, &groups, &s),
-                Scored::Channels(s) => s,
-                Scored::Units(_) => unreachable!("unit scores are computed for text encoders only"),
-            };
-            let mut search = ChannelSearch::from_channel_scores(
-                &model,
-                &groups,
-                &channel_scores,
-                cfg.fusion,
-                cfg.min_votes,
-                cfg.channel_rules,
-            )?;
-            let mut protected_channels = 0;
-            if cfg.exact_fold {
-                let hazards = structured::fold_hazards(&model, &kept, &groups)?;
-                protected_channels = hazards.iter().flatten().filter(|&&h| h).count();
-                search = search.protect(hazards);
-            }
-            let start = cfg.channel_rules.max_layer_ratio;
-            let plan = search.search_with_caps(budget, &layer_caps(cfg))?;
-            drop(channel_scores);
-            let shrunk = structured::shrink(&model, &kept, &groups, &plan.keep)?;
-            let layers = groups
-                .iter()
-                .zip(&plan.keep)
-                .filter_map(|(g, k)| {
-                    k.as_ref().map(|k| WidthChange {
-                        producers: g.producers.clone(),
-                        before: g.channels,
-                        after: k.len(),
-                    })
-                })
-                .collect();
-            let outcome = ChannelOutcome {
-                budget,
-                rules: plan.rules,
-                layer_ratio_widened: plan.rules.max_layer_ratio > start,
-                exact_fold: cfg.exact_fold,
-                protected_channels,
-                before: plan.before,
-                // What was written: folds may have given consumers new biases.
-                after: channel_select::cost(&shrunk.model.graph, &[], &[])?,
-                macs_removed: plan.macs_removed,
-                keep_ratio_per_task: plan.keep_ratio,
-                search_iterations: plan.iterations,
-                layers,
-                inexact_fold: shrunk.inexact,
-                encoder: None,
-            };
-            (shrunk.model, shrunk.params, Pruned::Channels(outcome))
-        }
     };
-    timings.mask_s = t.elapsed().as_secs_f64();
-
-    let mut accuracy = None;
-    let mut best_step = None;
-    let mut finetune_log = Vec::new();
-    let mut final_params = masked
-        .iter()
-        .map(|(k, v)| (k.clone(), v.to_device(Device::Cpu)))
-        .collect::<Params>();
-    if let Some(data) = data {
-        let t = Instant::now();
-        let (before, images) = eval_on(&model, &kept, data, cfg, selected, device)?;
-        let (pruned, _) = eval_on(&out_model, &masked, data, cfg, selected, device)?;
-        timings.eval_before_s = t.elapsed().as_secs_f64();
-        if cfg.finetune.steps > 0 {
-            let t = Instant::now();
-            let train_items = data.split(Split::Train, cfg.val_fraction)?;
-            let val_items = data.split(Split::Val, cfg.val_fraction)?;
-            let outcome = train(
-                &out_model,
-                &masked,
-                selected,
-                train_items,
-                val_items,
-                match &removal {
-                    Pruned::Weights { masks, .. } if !masks.is_empty() => Some(masks),
-                    _ => None,
-                },
-                &cfg.finetune,
-                |s, _| progress("finetune", s, cfg.finetune.steps),
-            )?;
-            best_step = Some(outcome.best_step);
-            finetune_log = outcome.log;
-            final_params = outcome.params;
-            timings.finetune_s = t.elapsed().as_secs_f64();
-        }
-        // Score what will be written: weights rounded to the output dtype.
-        final_params = final_params
-            .into_iter()
-            .map(|(k, v)| {
-                let r = if v.is_floating_point() {
-                    v.to_kind(cfg.output_kind).to_kind(Kind::Float)
-                } else {
-                    v
-                };
-                (k, r)
-            })
-            .collect();
-        let t = Instant::now();
-        let on_device: Params = final_params
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_device(device)))
-            .collect();
-        let (after, _) = eval_on(&out_model, &on_device, data, cfg, selected, device)?;
-        timings.eval_after_s = t.elapsed().as_secs_f64();
-        let delta = crate::metrics::delta_m(&after, &before)?;
-        let delta_pruned = crate::metrics::delta_m(&pruned, &before)?;
-        accuracy = Some(Accuracy {
-            split: cfg.eval_split.as_str().into(),
-            images,
-            before,
-            pruned,
-            after,
-            delta_m: delta,
-            delta_m_before_finetune: delta_pruned,
-        });
-    }
-    Ok(PruneOutcome {
+    timings.mask_s = t.elapsed().as_secs_f64() - timings.score_s;
+    let pruned = Shrunk {
         model: out_model,
-        params: final_params,
-        pruned: removal,
-        accuracy,
-        finetune_best_step: best_step,
-        finetune_log,
+        params: masked,
+        removal,
+    };
+    let measured = match data {
+        Some(data) => measure_and_finetune(&model, &kept, &pruned, data, selected, cfg, &mut progress, &mut timings)?,
+        None => Measured::untouched(&pruned.params),
+    };
+    Ok(PruneOutcome {
+        model: pruned.model,
+        params: measured.params,
+        pruned: pruned.removal,
+        accuracy: measured.accuracy,
+        finetune_best_step: measured.best_step,
+        finetune_log: measured.log,
         timings,
     })
+}
+
+/// The model after removal, before fine-tuning: the graph (narrower at channel granularity), its
+/// parameters (masked at weight granularity) and what was removed.
+struct Shrunk {
+    model: Model,
+    params: Params,
+    removal: Pruned,
+}
+
+/// Weight granularity: the fused masks searched to the sparsity, and the masked parameters.
+fn prune_weights(
+    model: &Model,
+    kept: &Params,
+    scores: &score::Scores,
+    cfg: &PruneConfig,
+) -> Result<(Model, Params, Pruned)> {
+    let search = MaskSearch::new(model, scores, cfg.fusion, cfg.min_votes)?.search(cfg.sparsity, cfg.tolerance)?;
+    let masks: BTreeMap<String, Tensor> = search
+        .masks
+        .iter()
+        .map(|(k, v)| (k.clone(), v.shallow_clone()))
+        .collect();
+    let masked: Params = {
+        let _guard = tch::no_grad_guard();
+        kept.iter()
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    masks
+                        .get(n)
+                        .map(|m| p * m.to_device(p.device()))
+                        .unwrap_or_else(|| p.copy()),
+                )
+            })
+            .collect()
+    };
+    Ok((model.clone(), masked, Pruned::Weights { masks, search }))
+}
+
+/// Channel granularity on an image model: the channels to keep searched to the budget under the
+/// width rules (protecting those whose removal could not be folded exactly, with --fold exact),
+/// then removed physically.
+fn prune_channels(
+    model: &Model,
+    kept: &Params,
+    groups: &[channels::ChannelGroup],
+    scores: &channel_select::ChannelScores,
+    cfg: &PruneConfig,
+) -> Result<(Model, Params, Pruned)> {
+    let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity.get()));
+    let mut search =
+        ChannelSearch::from_channel_scores(model, groups, scores, cfg.fusion, cfg.min_votes, cfg.channel_rules)?;
+    let mut protected_channels = 0;
+    if cfg.exact_fold {
+        let hazards = structured::fold_hazards(model, kept, groups)?;
+        protected_channels = hazards.iter().flatten().filter(|&&h| h).count();
+        search = search.protect(hazards);
+    }
+    let start = cfg.channel_rules.max_layer_ratio;
+    let plan = search.search_with_caps(budget, &layer_caps(cfg))?;
+    let shrunk = structured::shrink(model, kept, groups, &plan.keep)?;
+    let layers = groups
+        .iter()
+        .zip(&plan.keep)
+        .filter_map(|(g, k)| {
+            k.as_ref().map(|k| WidthChange {
+                producers: g.producers.clone(),
+                before: g.channels,
+                after: k.len(),
+            })
+        })
+        .collect();
+    let outcome = ChannelOutcome {
+        budget,
+        rules: plan.rules,
+        layer_ratio_widened: plan.rules.max_layer_ratio > start,
+        exact_fold: cfg.exact_fold,
+        protected_channels,
+        before: plan.before,
+        // What was written: folds may have given consumers new biases.
+        after: channel_select::cost(&shrunk.model.graph, &[], &[])?,
+        macs_removed: plan.macs_removed,
+        keep_ratio_per_task: plan.keep_ratio,
+        search_iterations: plan.iterations,
+        layers,
+        inexact_fold: shrunk.inexact,
+        encoder: None,
+    };
+    Ok((shrunk.model, shrunk.params, Pruned::Channels(outcome)))
+}
+
+/// The sequence length an encoder's MAC budget counts at: --seq-len, else the calibration data's
+/// mean real length, else the graph's default.
+fn budget_seq_len(model: &Model, data: Option<&Dataset>, cfg: &PruneConfig) -> Result<usize> {
+    Ok(match (cfg.seq_len, data) {
+        (Some(seq), _) => seq,
+        (None, Some(data)) => {
+            let mask = model
+                .graph
+                .input_named_by(crate::graph::InputRole::AttentionMask)
+                .ok_or_else(|| anyhow::anyhow!("the encoder reads no attention mask to count tokens in"))?;
+            crate::data::mean_tokens(&data.split(Split::Train, cfg.val_fraction)?, mask)?
+        }
+        (None, None) => model.graph.sizes.get("seq").copied().unwrap_or(128),
+    })
+}
+
+/// The parameters to write (on the CPU, rounded to the output dtype when measured), with the
+/// accuracy and fine-tuning record when there was data.
+struct Measured {
+    params: Params,
+    accuracy: Option<Accuracy>,
+    best_step: Option<usize>,
+    log: Vec<crate::train::LogEntry>,
+}
+
+impl Measured {
+    /// Without data: the pruned parameters as they are, nothing measured.
+    fn untouched(params: &Params) -> Measured {
+        Measured {
+            params: params
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_device(Device::Cpu)))
+                .collect(),
+            accuracy: None,
+            best_step: None,
+            log: Vec::new(),
+        }
+    }
+}
+
+/// Evaluates the model before and after removal, fine-tunes (masks fixed at weight granularity),
+/// and evaluates what will be written: weights rounded to the output dtype.
+#[allow(clippy::too_many_arguments)]
+fn measure_and_finetune(
+    model: &Model,
+    kept: &Params,
+    shrunk: &Shrunk,
+    data: &Dataset,
+    selected: &[TaskSpec],
+    cfg: &PruneConfig,
+    progress: &mut dyn FnMut(&str, usize, usize),
+    timings: &mut Timings,
+) -> Result<Measured> {
+    let device = cfg.finetune.device;
+    let mut measured = Measured::untouched(&shrunk.params);
+    let t = Instant::now();
+    let (before, images) = eval_on(model, kept, data, cfg, selected, device)?;
+    let (pruned, _) = eval_on(&shrunk.model, &shrunk.params, data, cfg, selected, device)?;
+    timings.eval_before_s = t.elapsed().as_secs_f64();
+    if cfg.finetune.steps > 0 {
+        let t = Instant::now();
+        let outcome = train(
+            &shrunk.model,
+            &shrunk.params,
+            selected,
+            data.split(Split::Train, cfg.val_fraction)?,
+            data.split(Split::Val, cfg.val_fraction)?,
+            match &shrunk.removal {
+                Pruned::Weights { masks, .. } if !masks.is_empty() => Some(masks),
+                _ => None,
+            },
+            &cfg.finetune,
+            |s, _| progress("finetune", s, cfg.finetune.steps),
+        )?;
+        measured.best_step = Some(outcome.best_step);
+        measured.log = outcome.log;
+        measured.params = outcome.params;
+        timings.finetune_s = t.elapsed().as_secs_f64();
+    }
+    // Score what will be written: weights rounded to the output dtype.
+    measured.params = std::mem::take(&mut measured.params)
+        .into_iter()
+        .map(|(k, v)| {
+            let r = if v.is_floating_point() {
+                v.to_kind(cfg.output_kind).to_kind(Kind::Float)
+            } else {
+                v
+            };
+            (k, r)
+        })
+        .collect();
+    let t = Instant::now();
+    let on_device: Params = measured
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_device(device)))
+        .collect();
+    let (after, _) = eval_on(&shrunk.model, &on_device, data, cfg, selected, device)?;
+    timings.eval_after_s = t.elapsed().as_secs_f64();
+    measured.accuracy = Some(Accuracy {
+        split: cfg.eval_split.as_str().into(),
+        images,
+        delta_m: crate::metrics::delta_m(&after, &before)?,
+        delta_m_before_finetune: crate::metrics::delta_m(&pruned, &before)?,
+        before,
+        pruned,
+        after,
+    });
+    Ok(measured)
 }
 
 /// The per-layer caps tried in turn: the configured one, then (unless it was given) the wider
