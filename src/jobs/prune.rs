@@ -488,20 +488,7 @@ mod tests {
     use super::*;
 
     fn request(granularity: Granularity) -> PruneRequest {
-        PruneRequest {
-            criterion: None,
-            granularity,
-            sparsity: None,
-            target_macs: None,
-            target_params: None,
-            min_channels: 1,
-            round_to: 1,
-            max_layer_ratio: None,
-            min_heads: 1,
-            seq_len: None,
-            packed: false,
-            finetune_steps: 300,
-        }
+        crate::prune::policy::request_for_tests(granularity)
     }
 
     /// The default output names say granularity and budget, so the README's weight, channel and

@@ -112,25 +112,31 @@ impl PruneRequest {
     }
 }
 
+/// A request with the command line's defaults, for tests.
+#[cfg(test)]
+pub(crate) fn request_for_tests(granularity: Granularity) -> PruneRequest {
+    PruneRequest {
+        criterion: None,
+        granularity,
+        sparsity: None,
+        target_macs: None,
+        target_params: None,
+        min_channels: 8,
+        round_to: 8,
+        max_layer_ratio: None,
+        min_heads: 1,
+        seq_len: None,
+        packed: false,
+        finetune_steps: 300,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn request() -> PruneRequest {
-        PruneRequest {
-            criterion: None,
-            granularity: Granularity::Weight,
-            sparsity: None,
-            target_macs: None,
-            target_params: None,
-            min_channels: 8,
-            round_to: 8,
-            max_layer_ratio: None,
-            min_heads: 1,
-            seq_len: None,
-            packed: false,
-            finetune_steps: 300,
-        }
+        request_for_tests(Granularity::Weight)
     }
 
     #[test]

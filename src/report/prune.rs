@@ -580,18 +580,14 @@ fn structure_section(r: &PruneReport) -> String {
     let mut md = String::new();
     if let Some(e) = &c.encoder {
         md.push_str(&format!(
-            "\n## Heads and FFN neurons\n\nBudget {} at {} tokens; rules: at least {} heads per layer, FFN widths rounded to multiples of {}, at most {} of a layer removed{}. Selected-task model: {} -> {} MACs per sentence ({} removed), {} -> {} parameters.\n\n| layer | heads before | heads after | FFN before | FFN after |\n| ---: | ---: | ---: | ---: | ---: |\n",
+            "\n## Heads and FFN neurons\n\nBudget {} at {} tokens; rules: at least {} heads per layer, FFN widths rounded to multiples of {}, at most {} of a layer removed{}. Selected-task model: {}.\n\n| layer | heads before | heads after | FFN before | FFN after |\n| ---: | ---: | ---: | ---: | ---: |\n",
             budget_text(c.budget),
             e.seq_len,
             e.rules.min_heads,
             e.rules.round_to,
             percent(e.rules.max_layer_ratio),
             widened,
-            count(c.before.macs as f64),
-            count(c.after.macs as f64),
-            percent(c.macs_removed),
-            count(c.before.params as f64),
-            count(c.after.params as f64)
+            model_change(c, "sentence"),
         ));
         for (i, (h, f)) in e.heads.iter().zip(&e.ffn).enumerate() {
             md.push_str(&format!("| {i} | {} | {} | {} | {} |\n", h[0], h[1], f[0], f[1]));
@@ -599,17 +595,13 @@ fn structure_section(r: &PruneReport) -> String {
         return md;
     }
     md.push_str(&format!(
-        "\n## Channels\n\nBudget {}; rules: at least {} channels per layer, counts rounded to multiples of {}, at most {} of a layer removed{}. Selected-task model: {} -> {} MACs per image ({} removed), {} -> {} parameters.\n\n| layers producing the channels | before | after |\n| --- | ---: | ---: |\n",
+        "\n## Channels\n\nBudget {}; rules: at least {} channels per layer, counts rounded to multiples of {}, at most {} of a layer removed{}. Selected-task model: {}.\n\n| layers producing the channels | before | after |\n| --- | ---: | ---: |\n",
         budget_text(c.budget),
         c.rules.min_channels,
         c.rules.round_to,
         percent(c.rules.max_layer_ratio),
         widened,
-        count(c.before.macs as f64),
-        count(c.after.macs as f64),
-        percent(c.macs_removed),
-        count(c.before.params as f64),
-        count(c.after.params as f64)
+        model_change(c, "image"),
     ));
     for l in &c.layers {
         md.push_str(&format!(
@@ -620,6 +612,18 @@ fn structure_section(r: &PruneReport) -> String {
         ));
     }
     md
+}
+
+/// "197.55 M -> 97.88 M MACs per image (50.5% removed), 841.3 k -> 389.8 k parameters".
+fn model_change(c: &crate::prune::ChannelOutcome, per: &str) -> String {
+    format!(
+        "{} -> {} MACs per {per} ({} removed), {} -> {} parameters",
+        count(c.before.macs as f64),
+        count(c.after.macs as f64),
+        percent(c.macs_removed),
+        count(c.before.params as f64),
+        count(c.after.params as f64)
+    )
 }
 
 /// The settings the run used, the input's hash and the time of each phase.
