@@ -17,6 +17,7 @@
 
 pub mod bench;
 pub mod checkpoint;
+pub mod choice;
 pub mod data;
 pub mod device;
 pub mod error;

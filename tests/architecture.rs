@@ -253,3 +253,31 @@ fn the_reader_sees_braced_and_nested_imports() {
         ]
     );
 }
+
+/// The library has no command-line types (the CLI parses; `cut::choice::Choice` names option
+/// sets), and no module outside `families/bert` names a Hugging Face encoder's inputs: inputs
+/// are described by the graph (`Graph::input_role`).
+#[test]
+fn no_parser_types_or_family_input_names_in_the_library() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let modules = modules(&root);
+    let with = |needle: &str, allowed: &str| -> Vec<String> {
+        modules
+            .iter()
+            .filter(|(m, code)| !m.starts_with(allowed) && code.contains(needle))
+            .map(|(m, _)| m.clone())
+            .collect()
+    };
+    let clap = with("clap::", "cli");
+    assert!(clap.is_empty(), "library modules with clap types: {clap:?}");
+    for name in [
+        "\"input_ids\"",
+        "\"attention_mask\"",
+        "bert::IDS",
+        "bert::MASK",
+        "bert::{",
+    ] {
+        let found = with(name, "families::bert");
+        assert!(found.is_empty(), "{name} named outside families::bert: {found:?}");
+    }
+}

@@ -182,6 +182,14 @@ pub fn print_wrote(json: bool, facts: serde_json::Value, line: &str) -> Result<(
     Ok(())
 }
 
+/// A command-line parser for one of the library's named option sets: its spellings are the
+/// possible values help lists and errors name.
+pub fn choice<T: cut::choice::Choice>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(T::ALL.iter().map(|c| c.name()))
+        .map(|name| T::parse(&name).expect("clap accepts listed names only"))
+}
+
 /// "2.5G", "800M", "12k" or a plain integer.
 pub fn parse_count(text: &str) -> std::result::Result<u64, String> {
     let t = text.trim();

@@ -15,7 +15,7 @@ pub struct Args {
     #[arg(long, value_name = "a,b")]
     tasks: Option<String>,
     /// Where the model runs: cpu, cuda, or auto (cuda when present).
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_parser = super::args::choice::<DeviceChoice>(), default_value = "cpu")]
     device: DeviceChoice,
     /// Samples per timed forward pass.
     #[arg(long, default_value_t = 1)]

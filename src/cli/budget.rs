@@ -32,7 +32,7 @@ pub struct BudgetArgs {
     /// exactly (a non-zero constant read by a padded convolution), so the pruned model equals the
     /// zeroed one before fine-tuning. approximate: remove such channels too; the fold is then exact
     /// only away from those convolutions' borders.
-    #[arg(long, value_enum, default_value = "exact")]
+    #[arg(long, value_parser = super::args::choice::<Fold>(), default_value = "exact")]
     pub fold: Fold,
     /// Text encoders (channel pruning): every layer keeps at least this many attention heads (0 lets
     /// a layer lose its attention; it then adds only its output bias).

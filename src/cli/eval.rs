@@ -17,7 +17,7 @@ pub struct Args {
     #[command(flatten)]
     data: DataArgs,
     /// Split to evaluate.
-    #[arg(long, value_enum, default_value = "test")]
+    #[arg(long, value_parser = super::args::choice::<Split>(), default_value = "test")]
     split: Split,
     /// Evaluate only these tasks (default: all).
     #[arg(long, value_name = "a,b")]
@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long)]
     limit: Option<usize>,
     /// Where the model runs: cpu, cuda, or auto (cuda when present).
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_parser = super::args::choice::<DeviceChoice>(), default_value = "cpu")]
     device: DeviceChoice,
     /// Compute delta_m against this report (the JSON of `cut eval` or `cut prune`).
     #[arg(long)]

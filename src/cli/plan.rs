@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long, value_name = "STEPS", num_args = 0..=1, default_missing_value = "3")]
     measure: Option<usize>,
     /// Also plan with the uplink or every device's memory scaled by 1/8 to 8.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::args::choice::<cut::plan::report::Sweep>())]
     sweep: Option<cut::plan::report::Sweep>,
     /// Also write the plan as a Markdown report here.
     #[arg(short, long)]

@@ -26,17 +26,17 @@ pub struct Args {
     data: DataArgs,
     /// Importance score: snip and taylor (channel granularity only) need --data; magnitude and random do not.
     /// Default: snip with --data, magnitude without.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::args::choice::<Criterion>())]
     criterion: Option<Criterion>,
     /// How the selected tasks' keep decisions combine on the shared backbone.
-    #[arg(long, value_enum, default_value = "vote")]
+    #[arg(long, value_parser = super::args::choice::<Fusion>(), default_value = "vote")]
     fusion: Fusion,
     /// With --fusion vote: selected tasks that must keep a backbone weight (default min(2, tasks)).
     #[arg(long)]
     min_votes: Option<usize>,
     /// weight: zero individual conv and linear weights (tensors keep their shapes); channel: remove
     /// whole channels (smaller tensors, a faster model).
-    #[arg(long, value_enum, default_value = "weight")]
+    #[arg(long, value_parser = super::args::choice::<Granularity>(), default_value = "weight")]
     granularity: Granularity,
     #[command(flatten)]
     budget: super::budget::BudgetArgs,
@@ -52,10 +52,10 @@ pub struct Args {
     #[arg(long)]
     calib_batches: Option<usize>,
     /// shared: one forward per batch, one backward per task; per-task: the reference's loop.
-    #[arg(long, value_enum, default_value = "shared")]
+    #[arg(long, value_parser = super::args::choice::<Strategy>(), default_value = "shared")]
     scoring: Strategy,
     /// Arithmetic for snip scoring: f32, or bf16 convolutions (faster on GPUs with bf16 units).
-    #[arg(long, value_enum, default_value = "f32")]
+    #[arg(long, value_parser = super::args::choice::<Precision>(), default_value = "f32")]
     precision: Precision,
     /// Fine-tuning with the masks (or the removed channels) fixed.
     #[command(flatten)]
@@ -68,10 +68,10 @@ pub struct Args {
     lambdas: Option<String>,
     /// Batch norm while fine-tuning: frozen (running statistics fixed, the default) or train (batch
     /// statistics, running statistics updated, as the reference does).
-    #[arg(long, value_enum, default_value = "frozen")]
+    #[arg(long, value_parser = super::args::choice::<NormMode>(), default_value = "frozen")]
     finetune_norm: NormMode,
     /// Split for the before/after evaluation.
-    #[arg(long, value_enum, default_value = "test")]
+    #[arg(long, value_parser = super::args::choice::<Split>(), default_value = "test")]
     eval_split: Split,
     /// Store pruned weights as a bitmask plus their non-zero values.
     #[arg(long)]
@@ -80,7 +80,7 @@ pub struct Args {
     #[arg(long, value_parser = DType::parse)]
     dtype: Option<DType>,
     /// Where scoring and fine-tuning run: cpu, cuda, or auto (cuda when present).
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_parser = super::args::choice::<DeviceChoice>(), default_value = "cpu")]
     device: DeviceChoice,
     /// Output model (default: <input stem>.<tasks>.pruned.safetensors beside the input).
     #[arg(short, long)]

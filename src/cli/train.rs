@@ -58,7 +58,7 @@ pub struct Args {
     #[arg(long, default_value_t = 100)]
     val_every: usize,
     /// Where the model runs: cpu, cuda, or auto (cuda when present).
-    #[arg(long, value_enum, default_value = "cpu")]
+    #[arg(long, value_parser = super::args::choice::<DeviceChoice>(), default_value = "cpu")]
     device: DeviceChoice,
     /// Keep batch norm's running statistics fixed while training (useful for fine-tuning).
     #[arg(long)]

@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     /// The training list minus the validation share.
@@ -25,6 +25,8 @@ pub enum Split {
     Val,
     Test,
 }
+
+crate::choices!(Split { Train => "train", Val => "val", Test => "test" });
 
 impl Split {
     pub fn as_str(self) -> &'static str {

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use std::sync::OnceLock;
 use tch::Device;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum DeviceChoice {
     #[default]
     Cpu,
@@ -14,6 +14,8 @@ pub enum DeviceChoice {
     /// CUDA when available, otherwise CPU.
     Auto,
 }
+
+crate::choices!(DeviceChoice { Cpu => "cpu", Cuda => "cuda", Auto => "auto" });
 
 /// The linker drops libtorch_cuda.so (nothing references it directly), so it is opened by hand
 /// before the first CUDA query. Returns whether a CUDA device can be used.

@@ -3,6 +3,7 @@
 use crate::bench::{compare, speedup, BenchConfig, BenchInput, Candidate};
 use crate::checkpoint::metadata::Provenance;
 use crate::checkpoint::{sha256_file, writer, Checkpoint, DType, LoadOptions};
+use crate::choice::Choice;
 use crate::data::Dataset;
 use crate::data::Split;
 use crate::device::DeviceChoice;
@@ -387,9 +388,9 @@ fn settings(
         input_tasks: full.task_names().into_iter().map(String::from).collect(),
         tasks: names.to_vec(),
         dropped_tasks: dropped,
-        criterion: format!("{criterion:?}").to_lowercase(),
-        granularity: format!("{:?}", cfg.granularity).to_lowercase(),
-        fusion: format!("{:?}", cfg.fusion).to_lowercase(),
+        criterion: criterion.name().into(),
+        granularity: cfg.granularity.name().into(),
+        fusion: cfg.fusion.name().into(),
         votes_needed: cfg.fusion.needed_votes(names.len(), cfg.min_votes)?,
         calib_batches: if criterion.needs_data() { cfg.calib_batches } else { 0 },
         batch: job.batch,
@@ -399,15 +400,13 @@ fn settings(
                     .into()
             }
             Strategy::Shared => format!(
-                "one forward per batch, one backward per selected task, inference mode, {:?}",
-                cfg.precision
-            )
-            .to_lowercase(),
+                "one forward per batch, one backward per selected task, inference mode, {}",
+                cfg.precision.name()
+            ),
             Strategy::PerTask => format!(
-                "one forward and backward per task per batch, inference mode, {:?}",
-                cfg.precision
-            )
-            .to_lowercase(),
+                "one forward and backward per task per batch, inference mode, {}",
+                cfg.precision.name()
+            ),
         },
         seed: cfg.seed,
         finetune_steps: cfg.finetune.steps,

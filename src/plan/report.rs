@@ -34,12 +34,14 @@ pub struct Measured {
     pub machine_flops: f64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Sweep {
     Bandwidth,
     Memory,
 }
+
+crate::choices!(Sweep { Bandwidth => "bandwidth", Memory => "memory" });
 
 /// The factors a sweep scales the uplink or the memory by.
 pub const SWEEP_SCALES: [f64; 7] = [0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0];

@@ -8,7 +8,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use tch::{Kind, Tensor};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Fusion {
     /// Keep a backbone weight when at least --min-votes selected tasks keep it (the reference's).
@@ -18,6 +18,8 @@ pub enum Fusion {
     /// Keep it only when every selected task keeps it.
     Intersection,
 }
+
+crate::choices!(Fusion { Vote => "vote", Union => "union", Intersection => "intersection" });
 
 impl Fusion {
     /// Votes needed out of `tasks` to keep a backbone weight.

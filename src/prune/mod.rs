@@ -13,6 +13,7 @@ pub mod types;
 pub mod unit_select;
 pub mod unit_taylor;
 
+use crate::choice::Choice;
 use crate::data::{Dataset, Split};
 use crate::eval::evaluate;
 use crate::graph::interpreter::Params;
@@ -29,7 +30,7 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 use types::Sparsity;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Granularity {
     /// Zero individual weights; tensors keep their shapes (the reference's).
@@ -37,6 +38,8 @@ pub enum Granularity {
     /// Remove whole channels; tensors get smaller and the model faster.
     Channel,
 }
+
+crate::choices!(Granularity { Weight => "weight", Channel => "channel" });
 
 /// What channel pruning did.
 #[derive(Clone, Debug, Serialize)]
@@ -250,7 +253,7 @@ struct Scoring<'a, 'p> {
 impl Scoring<'_, '_> {
     fn calibration(&self) -> Result<score::Calibration> {
         let Some(data) = self.data else {
-            bail!("--criterion {:?} scores with calibration data", self.cfg.criterion);
+            bail!("--criterion {} scores with calibration data", self.cfg.criterion.name());
         };
         Ok(score::Calibration {
             items: data.split(Split::Train, self.cfg.val_fraction)?,
@@ -317,7 +320,7 @@ impl Scoring<'_, '_> {
 /// Refuses a criterion that cannot run: one that scores with data but has none, or Taylor (a
 /// channel score) at weight granularity.
 pub fn check_criterion(criterion: Criterion, granularity: Granularity, has_data: bool) -> Result<()> {
-    let name = format!("{criterion:?}").to_lowercase();
+    let name = criterion.name();
     if criterion.needs_data() && !has_data {
         crate::usage_bail!(
             "--criterion {name} scores with calibration data: give --data DIR, or use --criterion magnitude or random"

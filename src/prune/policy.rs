@@ -8,7 +8,7 @@ use super::types::Sparsity;
 use super::Granularity;
 use anyhow::Result;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 /// `--fold`: whether channels whose removal the bias fold reproduces only away from padded
 /// borders may go.
 pub enum Fold {
@@ -16,12 +16,16 @@ pub enum Fold {
     Approximate,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+crate::choices!(Fold { Exact => "exact", Approximate => "approximate" });
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 /// `--finetune-norm`: batch norm frozen or training while fine-tuning.
 pub enum NormMode {
     Frozen,
     Train,
 }
+
+crate::choices!(NormMode { Frozen => "frozen", Train => "train" });
 
 /// The options of a prune as the user gave them.
 #[derive(Clone, Debug, PartialEq)]

@@ -16,7 +16,7 @@ use rand_distr::{Distribution, StandardUniform};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tch::{Device, Kind, Tensor};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Criterion {
     /// Sum over calibration batches of |w * dL_t/dw| on the pre-trained weights (the reference's).
@@ -30,6 +30,8 @@ pub enum Criterion {
     Taylor,
 }
 
+crate::choices!(Criterion { Snip => "snip", Magnitude => "magnitude", Random => "random", Taylor => "taylor" });
+
 impl Criterion {
     /// Whether the criterion scores with calibration data.
     pub fn needs_data(self) -> bool {
@@ -37,7 +39,7 @@ impl Criterion {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// One forward per batch shared by all selected tasks, one backward per task (cut's).
@@ -46,7 +48,9 @@ pub enum Strategy {
     PerTask,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+crate::choices!(Strategy { Shared => "shared", PerTask => "per-task" });
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
     F32,
@@ -54,6 +58,8 @@ pub enum Precision {
     /// losses in f32; scores accumulated in f32.
     Bf16,
 }
+
+crate::choices!(Precision { F32 => "f32", Bf16 => "bf16" });
 
 /// The weights task `task` is scored on: backbone plus its own head, by name.
 pub fn scored_weights(model: &Model, task: &str) -> Vec<String> {
