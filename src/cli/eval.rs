@@ -1,12 +1,11 @@
 use super::args::{DataArgs, ModelArgs};
 use super::progress::progress;
 use anyhow::Result;
-use cut::checkpoint::Checkpoint;
 use cut::data::Split;
-use cut::device::{resolve, DeviceChoice};
-use cut::eval::{evaluate, read_baseline, ConstantPredictor, EvalReport};
+use cut::device::DeviceChoice;
+use cut::eval::EvalReport;
 use cut::graph::parse_task_list;
-use cut::metrics::delta_m;
+use cut::jobs::eval::{run as run_job, EvalJob};
 use cut::report::table::render;
 use std::path::PathBuf;
 
@@ -41,67 +40,29 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let started = std::time::Instant::now();
-    let ckpt = Checkpoint::open(&a.model.model)?;
-    let loaded = ckpt.model(&a.model.load_options()?)?;
-    for w in &loaded.warnings {
-        eprintln!("cut: warning: {w}");
+    let job = EvalJob {
+        model: a.model.model.clone(),
+        load: a.model.load_options()?,
+        data: a.data.data.clone().map(|d| (d, a.data.index.clone())),
+        val_fraction: a.data.val_fraction,
+        batch: a.data.batch,
+        max_len: a.data.max_len,
+        split: a.split,
+        tasks: a.tasks.as_deref().map(parse_task_list),
+        limit: a.limit,
+        device: a.device,
+        baseline: a.baseline.clone(),
+        constant: a.constant,
+    };
+    let mut bar = None;
+    let report = run_job(&job, &mut |w| eprintln!("cut: warning: {w}"), &mut |done, total| {
+        bar.get_or_insert_with(|| progress(total as u64, "eval"))
+            .set_position(done as u64)
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
-    let model = loaded.model;
-    let tasks = match &a.tasks {
-        Some(t) => model.select_tasks(&parse_task_list(t))?,
-        None => model.tasks.clone(),
-    };
-    let data = a.data.require_for(&model, "to evaluate")?;
-    let mut items = data.split(a.split, a.data.val_fraction)?;
-    if let Some(n) = a.limit {
-        if n == 0 {
-            cut::usage_bail!("--limit must be positive");
-        }
-        let n = n.min(items.count());
-        items = std::sync::Arc::new(cut::data::example::Subset {
-            source: items,
-            indices: (0..n).collect(),
-        });
-    }
-    let device = resolve(a.device)?;
-    let (metrics, images) = if a.constant {
-        let predictor = ConstantPredictor::fit(data.split(Split::Train, a.data.val_fraction)?, &tasks)?;
-        predictor.evaluate(items, &tasks)?
-    } else {
-        let params = ckpt.load_params(&model, device)?;
-        let bar = progress(items.count() as u64, "eval");
-        let out = evaluate(&model, &params, items, &tasks, a.data.batch, device, |done| {
-            bar.set_position(done as u64)
-        })?;
-        bar.finish_and_clear();
-        out
-    };
-    for t in &metrics {
-        for w in &t.warnings {
-            eprintln!("cut: warning: task '{}': {w}", t.task);
-        }
-    }
-    let delta = match &a.baseline {
-        Some(path) => Some(delta_m(&metrics, &read_baseline(path)?)?),
-        None => None,
-    };
-    let report = EvalReport {
-        model: if a.constant {
-            format!("constant predictor for {}", a.model.model.display())
-        } else {
-            a.model.model.display().to_string()
-        },
-        data: data.root.display().to_string(),
-        split: a.split.as_str().into(),
-        images,
-        device: cut::device::describe(device),
-        seconds: started.elapsed().as_secs_f64(),
-        miou_convention: cut::eval::convention(),
-        tasks: metrics,
-        baseline: a.baseline.as_ref().map(|p| p.display().to_string()),
-        delta_m: delta,
-    };
+    let report = report?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

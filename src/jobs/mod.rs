@@ -3,5 +3,6 @@
 //! into a job, draws progress and prints; everything else is here.
 
 pub mod bench;
+pub mod eval;
 pub mod prune;
 pub mod split;

@@ -1,0 +1,106 @@
+//! `cut eval` as one call: [`EvalJob`] in, an [`EvalReport`] out.
+
+use crate::checkpoint::{Checkpoint, LoadOptions};
+use crate::data::example::{Samples, Subset};
+use crate::data::Split;
+use crate::device::DeviceChoice;
+use crate::eval::{evaluate, read_baseline, ConstantPredictor, EvalReport};
+use crate::metrics::delta_m;
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// Everything `cut eval` was asked.
+#[derive(Clone, Debug)]
+pub struct EvalJob {
+    pub model: PathBuf,
+    pub load: LoadOptions,
+    /// The dataset folder (required) and its index file name.
+    pub data: Option<(PathBuf, String)>,
+    pub val_fraction: f64,
+    pub batch: usize,
+    /// Text data: the most tokens per line.
+    pub max_len: Option<usize>,
+    pub split: Split,
+    /// The tasks to score (all when `None`).
+    pub tasks: Option<Vec<String>>,
+    /// Only the first N samples of the split.
+    pub limit: Option<usize>,
+    pub device: DeviceChoice,
+    /// An earlier `cut eval` or `cut prune` report to compute delta_m against.
+    pub baseline: Option<PathBuf>,
+    /// Score the best constant predictor fitted on the train split instead of the model.
+    pub constant: bool,
+}
+
+/// The first `limit` samples of `items` (all when `None`).
+fn limited(items: Samples, limit: Option<usize>) -> Result<Samples> {
+    let Some(n) = limit else { return Ok(items) };
+    if n == 0 {
+        crate::usage_bail!("--limit must be positive");
+    }
+    let n = n.min(items.count());
+    Ok(std::sync::Arc::new(Subset {
+        source: items,
+        indices: (0..n).collect(),
+    }))
+}
+
+/// Scores the model (or the constant predictor) on the split. `warn` gets each warning as soon
+/// as it is known; `progress(done, total)` counts the samples evaluated.
+pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(usize, usize)) -> Result<EvalReport> {
+    let started = std::time::Instant::now();
+    let ckpt = Checkpoint::open(&job.model)?;
+    let loaded = ckpt.model(&job.load)?;
+    for w in &loaded.warnings {
+        warn(w);
+    }
+    let model = loaded.model;
+    let tasks = match &job.tasks {
+        Some(t) => model.select_tasks(t)?,
+        None => model.tasks.clone(),
+    };
+    let Some((dir, index)) = &job.data else {
+        crate::usage_bail!("--data DIR is required to evaluate");
+    };
+    let (data, warnings) = crate::data::open_for(&model, dir, Some(index), job.max_len)?;
+    for w in &warnings {
+        warn(w);
+    }
+    let items = limited(data.split(job.split, job.val_fraction)?, job.limit)?;
+    let device = crate::device::resolve(job.device)?;
+    let total = items.count();
+    let (metrics, images) = if job.constant {
+        let predictor = ConstantPredictor::fit(data.split(Split::Train, job.val_fraction)?, &tasks)?;
+        predictor.evaluate(items, &tasks)?
+    } else {
+        let params = ckpt.load_params(&model, device)?;
+        evaluate(&model, &params, items, &tasks, job.batch, device, |done| {
+            progress(done, total)
+        })?
+    };
+    for t in &metrics {
+        for w in &t.warnings {
+            warn(&format!("task '{}': {w}", t.task));
+        }
+    }
+    let delta = match &job.baseline {
+        Some(path) => Some(delta_m(&metrics, &read_baseline(path)?)?),
+        None => None,
+    };
+    Ok(EvalReport {
+        model: if job.constant {
+            format!("constant predictor for {}", job.model.display())
+        } else {
+            job.model.display().to_string()
+        },
+        data: data.root.display().to_string(),
+        split: job.split.as_str().into(),
+        images,
+        device: crate::device::describe(device),
+        seconds: started.elapsed().as_secs_f64(),
+        miou_convention: crate::eval::convention(),
+        tasks: metrics,
+        baseline: job.baseline.as_ref().map(|p| p.display().to_string()),
+        delta_m: delta,
+    })
+}
