@@ -123,25 +123,9 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    /// The dataset in the form `model` reads, when --data is given;
-    /// warnings go to stderr.
-    pub fn open_for(&self, model: &cut::graph::Model) -> Result<Option<cut::data::Dataset>> {
-        let Some(dir) = self.data.as_deref() else {
-            return Ok(None);
-        };
-        let (data, warnings) = cut::data::open_for(model, dir, Some(&self.index), self.max_len)?;
-        for w in warnings {
-            eprintln!("cut: warning: {w}");
-        }
-        Ok(Some(data))
-    }
-
-    /// [`DataArgs::open_for`], with --data required `why`.
-    pub fn require_for(&self, model: &cut::graph::Model, why: &str) -> Result<cut::data::Dataset> {
-        match self.open_for(model)? {
-            Some(d) => Ok(d),
-            None => cut::usage_bail!("--data DIR is required {why}"),
-        }
+    /// The dataset folder and its index file name, when --data is given (the jobs open it).
+    pub fn folder(&self) -> Option<(PathBuf, String)> {
+        self.data.clone().map(|d| (d, self.index.clone()))
     }
 }
 

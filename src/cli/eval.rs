@@ -43,7 +43,7 @@ pub fn run(a: Args) -> Result<()> {
     let job = EvalJob {
         model: a.model.model.clone(),
         load: a.model.load_options()?,
-        data: a.data.data.clone().map(|d| (d, a.data.index.clone())),
+        data: a.data.folder(),
         val_fraction: a.data.val_fraction,
         batch: a.data.batch,
         max_len: a.data.max_len,

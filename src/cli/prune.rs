@@ -112,7 +112,7 @@ pub fn run(a: Args) -> Result<()> {
             packed: a.packed,
             finetune_steps: a.finetune.finetune_steps,
         },
-        data: a.data.data.clone().map(|d| (d, a.data.index.clone())),
+        data: a.data.folder(),
         val_fraction: a.data.val_fraction,
         batch: a.data.batch,
         max_len: a.data.max_len,

@@ -1,14 +1,10 @@
 use super::args::{DataArgs, SceneNetArgs};
 use super::progress::progress;
 use anyhow::Result;
-use cut::checkpoint::metadata::Provenance;
-use cut::checkpoint::{sha256_file, writer, Checkpoint, DType};
-use cut::data::Split;
-use cut::device::{resolve, DeviceChoice};
-use cut::fsio;
+use cut::checkpoint::DType;
+use cut::device::DeviceChoice;
 use cut::graph::parse_task_list;
-use cut::train::task_lambdas;
-use cut::train::{train, TrainConfig};
+use cut::jobs::train::{run as run_job, TrainJob, TrainSource};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -81,116 +77,56 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let inputs: Vec<&std::path::Path> = a.from.iter().map(|p| p.as_path()).collect();
-    fsio::check_output(&a.out, &inputs, a.force)?;
-    let log_path = a.log.clone().unwrap_or_else(|| a.out.with_extension("log.json"));
-    fsio::check_output(&log_path, &inputs, true)?;
-    let device = resolve(a.device)?;
-    let (model, params, source_sha) = match &a.from {
-        Some(path) => {
-            let ckpt = Checkpoint::open(path)?;
-            let loaded = ckpt.model(&super::args::load_options(None, a.task_kinds.as_deref())?)?;
-            for w in &loaded.warnings {
-                eprintln!("cut: warning: {w}");
-            }
-            let model = loaded.model;
-            let params = ckpt.load_params(&model, device)?;
-            (model, params, Some(sha256_file(&ckpt.path)?))
-        }
-        None => {
-            let model = a.scenenet.config()?.build()?;
-            let params = cut::graph::init::init_params(&model.graph, a.seed, device);
-            (model, params, None)
-        }
+    let source = match &a.from {
+        Some(path) => TrainSource::From {
+            path: path.clone(),
+            load: super::args::load_options(None, a.task_kinds.as_deref())?,
+        },
+        None => TrainSource::New(a.scenenet.config()?.build()?),
     };
-    if a.freeze_norm
-        && !model
-            .graph
-            .nodes
-            .iter()
-            .any(|n| matches!(n.op, cut::graph::Op::BatchNorm(_)))
-    {
-        cut::usage_bail!("--freeze-norm applies to models with batch norm; this one has none");
-    }
-    let tasks = match &a.train_tasks {
-        Some(t) => model.select_tasks(&parse_task_list(t))?,
-        None => model.tasks.clone(),
-    };
-    let lambdas = task_lambdas(&tasks, a.lambdas.as_deref())?;
-    if a.steps == 0 {
-        cut::usage_bail!("--steps must be positive");
-    }
-    let cfg = TrainConfig {
-        steps: a.steps,
+    let job = TrainJob {
+        source,
+        data: a.data.folder(),
+        val_fraction: a.data.val_fraction,
         batch: a.data.batch,
+        max_len: a.data.max_len,
+        tasks: a.train_tasks.as_deref().map(parse_task_list),
+        only_block: a.only_block.clone(),
+        steps: a.steps,
         lr: a.lr,
         weight_decay: a.weight_decay,
         step_size: a.step_size,
         gamma: a.gamma,
-        lambdas,
+        lambdas: a.lambdas.clone(),
         seed: a.seed,
         val_every: a.val_every,
-        device,
+        device: a.device,
         freeze_norm: a.freeze_norm,
-        only: a
-            .only_block
-            .as_deref()
-            .map(|b| cut::plan::blocks::block_params(&model, b))
-            .transpose()?,
+        log: a.log.clone(),
+        dtype: a.dtype,
+        out: a.out.clone(),
+        force: a.force,
+        command: super::command_line(),
     };
-    // Every option checked before the data is read.
-    cfg.validate()?;
-    let data = a.data.require_for(&model, "to train")?;
-    let train_items = data.split(Split::Train, a.data.val_fraction)?;
-    let val_items = data.split(Split::Val, a.data.val_fraction)?;
     let bar = progress(a.steps as u64, "train");
-    let outcome = train(
-        &model,
-        &params,
-        &tasks,
-        train_items,
-        val_items,
-        None,
-        &cfg,
-        |step, loss| {
-            bar.set_position(step as u64);
-            bar.set_message(format!("loss {loss:.4}"));
-        },
-    )?;
-    bar.finish_and_clear();
-    let model_bytes = writer::model_bytes(
-        &model,
-        &outcome.params,
-        a.dtype,
-        false,
-        Some(&Provenance::new(super::command_line(), source_sha)),
-    )?;
-    let log = serde_json::json!({
-        "model": a.out.display().to_string(),
-        "best_step": outcome.best_step,
-        "best_val_loss": outcome.best_val_loss,
-        "tasks": tasks.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
-        "steps": a.steps,
-        "seed": a.seed,
-        "entries": outcome.log,
+    let done = run_job(&job, &mut |w| eprintln!("cut: warning: {w}"), &mut |step, loss| {
+        bar.set_position(step as u64);
+        bar.set_message(format!("loss {loss:.4}"));
     });
-    // The model and its log appear together or not at all.
-    let mut outputs = fsio::Outputs::new(a.force);
-    outputs.stage(&a.out, &model_bytes)?;
-    outputs.stage_with(&log_path, serde_json::to_string_pretty(&log)?.as_bytes(), true)?;
-    outputs.commit()?;
+    bar.finish_and_clear();
+    let done = done?;
     let facts = serde_json::json!({
-        "wrote": a.out.display().to_string(),
-        "log": log_path.display().to_string(),
-        "best_step": outcome.best_step,
-        "best_val_loss": outcome.best_val_loss,
+        "wrote": done.out.display().to_string(),
+        "log": done.log.display().to_string(),
+        "best_step": done.best_step,
+        "best_val_loss": done.best_val_loss,
     });
     let line = format!(
         "wrote {} (best validation loss {:.4} at step {}), log {}",
-        a.out.display(),
-        outcome.best_val_loss,
-        outcome.best_step,
-        log_path.display()
+        done.out.display(),
+        done.best_val_loss,
+        done.best_step,
+        done.log.display()
     );
     super::args::print_wrote(a.json, facts, &line)
 }

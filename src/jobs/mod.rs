@@ -6,3 +6,4 @@ pub mod bench;
 pub mod eval;
 pub mod prune;
 pub mod split;
+pub mod train;
