@@ -37,14 +37,10 @@ pub fn check_output(path: &Path, inputs: &[&Path], overwrite: bool) -> Result<()
     if out.is_dir() {
         bail!("{shown}: is a directory");
     }
-    if let Ok(meta) = std::fs::metadata(&out) {
-        // A device node, FIFO or socket is never replaced, --force or not.
-        if !meta.is_file() {
-            bail!("{shown}: not a regular file (a device, FIFO or socket); outputs are regular files");
-        }
-        if !overwrite {
-            bail!("{shown}: already exists; pass --force to replace it");
-        }
+    // A device node, FIFO or socket is never replaced, --force or not.
+    check_target(&out).map_err(|e| anyhow!("{shown}: {e}"))?;
+    if out.exists() && !overwrite {
+        bail!("{shown}: already exists; pass --force to replace it");
     }
     // Writable now, not only when the work is done. Under the registry's lock, so that a signal
     // handler (which takes it first) never finds the probe file made and not yet removed.

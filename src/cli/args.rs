@@ -123,9 +123,14 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
-    /// The dataset folder and its index file name, when --data is given (the jobs open it).
-    pub fn folder(&self) -> Option<(PathBuf, String)> {
-        self.data.clone().map(|d| (d, self.index.clone()))
+    /// The settings the jobs read (they open the dataset).
+    pub fn settings(&self) -> cut::data::DataSettings {
+        cut::data::DataSettings {
+            folder: self.data.clone().map(|d| (d, self.index.clone())),
+            val_fraction: self.val_fraction,
+            batch: self.batch,
+            max_len: self.max_len,
+        }
     }
 }
 

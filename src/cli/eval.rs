@@ -43,10 +43,7 @@ pub fn run(a: Args) -> Result<()> {
     let job = EvalJob {
         model: a.model.model.clone(),
         load: a.model.load_options()?,
-        data: a.data.folder(),
-        val_fraction: a.data.val_fraction,
-        batch: a.data.batch,
-        max_len: a.data.max_len,
+        data: a.data.settings(),
         split: a.split,
         tasks: a.tasks.as_deref().map(parse_task_list),
         limit: a.limit,

@@ -86,10 +86,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let job = TrainJob {
         source,
-        data: a.data.folder(),
-        val_fraction: a.data.val_fraction,
-        batch: a.data.batch,
-        max_len: a.data.max_len,
+        data: a.data.settings(),
         tasks: a.train_tasks.as_deref().map(parse_task_list),
         only_block: a.only_block.clone(),
         steps: a.steps,

@@ -134,6 +134,42 @@ pub fn read_index(root: &Path, index: Option<&str>) -> Result<(PathBuf, Vec<Item
     Ok((index_path, train, test))
 }
 
+/// Where a job's data comes from and how it is batched, the same for every command that reads a
+/// dataset.
+#[derive(Clone, Debug)]
+pub struct DataSettings {
+    /// The dataset folder and its index file name, when given.
+    pub folder: Option<(std::path::PathBuf, String)>,
+    /// The share of the training list held out as the validation split.
+    pub val_fraction: f64,
+    pub batch: usize,
+    /// Text data: the most tokens per line.
+    pub max_len: Option<usize>,
+}
+
+impl DataSettings {
+    /// The dataset in the form `model` reads ([`open_for`]), when a folder is given; its
+    /// warnings go to `warn`.
+    pub fn open(&self, model: &crate::graph::Model, warn: &mut dyn FnMut(&str)) -> Result<Option<Dataset>> {
+        let Some((dir, index)) = &self.folder else {
+            return Ok(None);
+        };
+        let (data, warnings) = open_for(model, dir, Some(index), self.max_len)?;
+        for w in &warnings {
+            warn(w);
+        }
+        Ok(Some(data))
+    }
+
+    /// [`DataSettings::open`], with the folder required `why` ("to train").
+    pub fn require(&self, model: &crate::graph::Model, why: &str, warn: &mut dyn FnMut(&str)) -> Result<Dataset> {
+        match self.open(model, warn)? {
+            Some(d) => Ok(d),
+            None => crate::usage_bail!("--data DIR is required {why}"),
+        }
+    }
+}
+
 /// The longest text line kept when `--max-len` is not given, unless the model's position table
 /// holds fewer tokens.
 pub const DEFAULT_MAX_LEN: usize = 128;

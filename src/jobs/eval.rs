@@ -14,12 +14,8 @@ use std::path::PathBuf;
 pub struct EvalJob {
     pub model: PathBuf,
     pub load: LoadOptions,
-    /// The dataset folder (required) and its index file name.
-    pub data: Option<(PathBuf, String)>,
-    pub val_fraction: f64,
-    pub batch: usize,
-    /// Text data: the most tokens per line.
-    pub max_len: Option<usize>,
+    /// The dataset (required except by prune) and its batching.
+    pub data: crate::data::DataSettings,
     pub split: Split,
     /// The tasks to score (all when `None`).
     pub tasks: Option<Vec<String>>,
@@ -59,22 +55,16 @@ pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(u
         Some(t) => model.select_tasks(t)?,
         None => model.tasks.clone(),
     };
-    let Some((dir, index)) = &job.data else {
-        crate::usage_bail!("--data DIR is required to evaluate");
-    };
-    let (data, warnings) = crate::data::open_for(&model, dir, Some(index), job.max_len)?;
-    for w in &warnings {
-        warn(w);
-    }
-    let items = limited(data.split(job.split, job.val_fraction)?, job.limit)?;
+    let data = job.data.require(&model, "to evaluate", warn)?;
+    let items = limited(data.split(job.split, job.data.val_fraction)?, job.limit)?;
     let device = crate::device::resolve(job.device)?;
     let total = items.count();
     let (metrics, images) = if job.constant {
-        let predictor = ConstantPredictor::fit(data.split(Split::Train, job.val_fraction)?, &tasks)?;
+        let predictor = ConstantPredictor::fit(data.split(Split::Train, job.data.val_fraction)?, &tasks)?;
         predictor.evaluate(items, &tasks)?
     } else {
         let params = ckpt.load_params(&model, device)?;
-        evaluate(&model, &params, items, &tasks, job.batch, device, |done| {
+        evaluate(&model, &params, items, &tasks, job.data.batch, device, |done| {
             progress(done, total)
         })?
     };

@@ -28,12 +28,8 @@ pub struct PruneJob {
     pub tasks: Vec<String>,
     /// The options whose defaults depend on each other (and on whether `data` is given).
     pub request: PruneRequest,
-    /// A dataset folder and its index file name.
-    pub data: Option<(PathBuf, String)>,
-    pub val_fraction: f64,
-    pub batch: usize,
-    /// Text data: the most tokens per line.
-    pub max_len: Option<usize>,
+    /// The dataset (required except by prune) and its batching.
+    pub data: crate::data::DataSettings,
     pub fusion: Fusion,
     pub min_votes: Option<usize>,
     pub exact_fold: bool,
@@ -171,7 +167,7 @@ fn prune_config(
 ) -> Result<CheckedConfig> {
     let finetune = TrainConfig {
         steps: resolved.finetune_steps,
-        batch: job.batch,
+        batch: job.data.batch,
         lr: job.lr,
         weight_decay: job.weight_decay,
         step_size: job.step_size,
@@ -200,12 +196,12 @@ fn prune_config(
         strategy: job.strategy,
         precision: job.precision,
         seed: job.seed,
-        val_fraction: job.val_fraction,
+        val_fraction: job.data.val_fraction,
         eval_split: job.eval_split,
         finetune,
         output_kind: dtype.kind(),
     }
-    .check(job.data.is_some())
+    .check(job.data.folder.is_some())
 }
 
 /// The dataset, when --data is given, in the form the model reads; the calibration batches
@@ -217,14 +213,10 @@ fn open_data(
     cfg: &mut CheckedConfig,
     warn: &mut dyn FnMut(&str),
 ) -> Result<Option<Dataset>> {
-    let Some((dir, index)) = &job.data else {
+    let Some(data) = job.data.open(full, warn)? else {
         return Ok(None);
     };
-    let (data, warnings) = crate::data::open_for(full, dir, Some(index), job.max_len)?;
-    for w in &warnings {
-        warn(w);
-    }
-    let train = data.split(Split::Train, job.val_fraction)?.count();
+    let train = data.split(Split::Train, job.data.val_fraction)?.count();
     if let Some(w) = cfg.cap_calibration(train).filter(|_| job.calib_batches.is_some()) {
         warn(&w);
     }
@@ -304,7 +296,7 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
     let dtype = job.dtype.unwrap_or_else(|| ckpt.float_dtype());
     let full = loaded.model;
     let selected = full.select_tasks(&job.tasks)?;
-    let resolved = job.request.resolve(job.data.is_some())?;
+    let resolved = job.request.resolve(job.data.folder.is_some())?;
     let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
     let paths = output_paths(job, &names, &resolved)?;
     let lambdas = task_lambdas(&selected, job.lambdas.as_deref())?;
@@ -393,7 +385,7 @@ fn settings(
         fusion: cfg.fusion.name().into(),
         votes_needed: cfg.fusion.needed_votes(names.len(), cfg.min_votes)?,
         calib_batches: if criterion.needs_data() { cfg.calib_batches } else { 0 },
-        batch: job.batch,
+        batch: job.data.batch,
         scoring: match cfg.strategy {
             _ if criterion == Criterion::Taylor => {
                 "one forward per batch, one backward per selected task to the producers' outputs, inference mode, f32"
@@ -415,7 +407,7 @@ fn settings(
         step_size: job.step_size,
         gamma: job.gamma,
         lambdas,
-        val_fraction: job.val_fraction,
+        val_fraction: job.data.val_fraction,
         eval_split: job.eval_split.as_str().into(),
         dtype: dtype.to_string(),
         layout: if job.request.packed {

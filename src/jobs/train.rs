@@ -21,11 +21,8 @@ pub enum TrainSource {
 #[derive(Clone, Debug)]
 pub struct TrainJob {
     pub source: TrainSource,
-    /// The dataset folder (required) and its index file name.
-    pub data: Option<(PathBuf, String)>,
-    pub val_fraction: f64,
-    pub batch: usize,
-    pub max_len: Option<usize>,
+    /// The dataset (required except by prune) and its batching.
+    pub data: crate::data::DataSettings,
     /// Train only these tasks (all when `None`).
     pub tasks: Option<Vec<String>>,
     /// Fine-tune only this block's parameters (as `cut plan` names blocks).
@@ -102,7 +99,7 @@ fn train_config(
     }
     let cfg = TrainConfig {
         steps: job.steps,
-        batch: job.batch,
+        batch: job.data.batch,
         lr: job.lr,
         weight_decay: job.weight_decay,
         step_size: job.step_size,
@@ -139,19 +136,13 @@ pub fn run(job: &TrainJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(
         None => model.tasks.clone(),
     };
     let cfg = train_config(job, &model, &tasks, device)?;
-    let Some((dir, index)) = &job.data else {
-        crate::usage_bail!("--data DIR is required to train");
-    };
-    let (data, warnings) = crate::data::open_for(&model, dir, Some(index), job.max_len)?;
-    for w in &warnings {
-        warn(w);
-    }
+    let data = job.data.require(&model, "to train", warn)?;
     let outcome = train(
         &model,
         &params,
         &tasks,
-        data.split(Split::Train, job.val_fraction)?,
-        data.split(Split::Val, job.val_fraction)?,
+        data.split(Split::Train, job.data.val_fraction)?,
+        data.split(Split::Val, job.data.val_fraction)?,
         None,
         &cfg,
         progress,
