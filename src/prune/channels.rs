@@ -53,6 +53,25 @@ impl UnionFind {
 
 /// The channel groups of a graph, in the order their spaces first appear.
 pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
+    let facts = record_spaces(graph);
+    let groups = resolve_groups(facts);
+    check_widths(graph, &groups)?;
+    Ok(groups.into_values().collect())
+}
+
+/// What the walk over the graph records: channel spaces joined by union-find, their widths, and
+/// per space the nodes that produce, normalise, consume or fix its channels.
+struct SpaceFacts<'g> {
+    width: Vec<usize>,
+    uf: UnionFind,
+    producers: Vec<(usize, &'g str)>,
+    consumers: Vec<(usize, &'g str)>,
+    norms: Vec<(usize, &'g str)>,
+    fixed: Vec<(usize, String)>,
+}
+
+/// One walk in graph order, asking each op how it treats channels.
+fn record_spaces(graph: &Graph) -> SpaceFacts<'_> {
     let mut space: HashMap<&str, usize> = HashMap::new();
     let mut width: Vec<usize> = Vec::new();
     let mut uf = UnionFind(Vec::new());
@@ -113,7 +132,26 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
     for out in &graph.outputs {
         fixed.push((space[out.node.as_str()], format!("output of task '{}'", out.task)));
     }
+    SpaceFacts {
+        width,
+        uf,
+        producers,
+        consumers,
+        norms,
+        fixed,
+    }
+}
 
+/// The facts resolved to one group per union-find root, after every union is known.
+fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
+    let SpaceFacts {
+        width,
+        mut uf,
+        producers,
+        consumers,
+        norms,
+        fixed,
+    } = facts;
     let mut groups: BTreeMap<usize, ChannelGroup> = BTreeMap::new();
     fn group<'g>(
         groups: &'g mut BTreeMap<usize, ChannelGroup>,
@@ -142,7 +180,11 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
     for (s, why) in fixed {
         group(&mut groups, &mut uf, &width, s).fixed.get_or_insert(why);
     }
-    // Every member of a space must agree on its width (the shape checker enforces it too).
+    groups
+}
+
+/// Every producer of a group makes the group's width (the shape checker enforces it too).
+fn check_widths(graph: &Graph, groups: &BTreeMap<usize, ChannelGroup>) -> Result<()> {
     let by_name: HashMap<&str, &Op> = graph.nodes.iter().map(|n| (n.name.as_str(), &n.op)).collect();
     for g in groups.values() {
         for p in &g.producers {
@@ -154,7 +196,7 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
             }
         }
     }
-    Ok(groups.into_values().collect())
+    Ok(())
 }
 
 /// The weight and bias names of a convolution or linear layer.

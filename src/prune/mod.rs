@@ -690,6 +690,49 @@ fn layer_caps(cfg: &PruneConfig) -> Vec<f64> {
         .collect()
 }
 
+/// MACs and parameters of `graph` with its sequence length set to `seq`.
+fn cost_at_seq(graph: &crate::graph::Graph, seq: usize) -> Result<Cost> {
+    let mut graph = graph.clone();
+    graph.sizes.insert("seq".into(), seq);
+    channel_select::cost(&graph, &[], &[])
+}
+
+/// How much of the budget's unit (MACs or parameters) the encoder's units must give up.
+fn units_target(budget: Budget, before: &Cost) -> Result<u64> {
+    Ok(match budget {
+        Budget::MacShare(s) => (before.macs as f64 * s).round() as u64,
+        Budget::Macs(m) if m < before.macs => before.macs - m,
+        Budget::Macs(m) => crate::usage_bail!("--target-macs {m} is not below the model's {} MACs", before.macs),
+        Budget::Params(p) if p < before.params => before.params - p,
+        Budget::Params(p) => {
+            crate::usage_bail!(
+                "--target-params {p} is not below the model's {} parameters",
+                before.params
+            )
+        }
+    })
+}
+
+/// What one unit of each group costs, in the budget's unit (parameters, or MACs at `seq` tokens).
+fn unit_costs(model: &Model, groups: &[encoder::EncoderGroup], budget: Budget, seq: usize) -> Vec<u64> {
+    let hidden = model
+        .graph
+        .nodes
+        .iter()
+        .find_map(|n| match &n.op {
+            crate::graph::Op::SelfAttention(a) => Some(a.hidden),
+            _ => None,
+        })
+        .unwrap_or(0);
+    groups
+        .iter()
+        .map(|g| match budget {
+            Budget::Params(_) => encoder::unit_params(g, hidden),
+            _ => encoder::unit_macs(g, hidden, seq),
+        })
+        .collect()
+}
+
 /// Heads and FFN neurons removed from a text encoder to the budget, counted at `seq` tokens.
 fn encoder_prune(
     model: &Model,
@@ -703,41 +746,9 @@ fn encoder_prune(
         bail!("the encoder has no heads or FFN neurons cut can remove");
     }
     let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity.get()));
-    let at_seq = |graph: &crate::graph::Graph| -> Result<Cost> {
-        let mut graph = graph.clone();
-        graph.sizes.insert("seq".into(), seq);
-        channel_select::cost(&graph, &[], &[])
-    };
-    let before = at_seq(&model.graph)?;
-    let target = match budget {
-        Budget::MacShare(s) => (before.macs as f64 * s).round() as u64,
-        Budget::Macs(m) if m < before.macs => before.macs - m,
-        Budget::Macs(m) => crate::usage_bail!("--target-macs {m} is not below the model's {} MACs", before.macs),
-        Budget::Params(p) if p < before.params => before.params - p,
-        Budget::Params(p) => {
-            crate::usage_bail!(
-                "--target-params {p} is not below the model's {} parameters",
-                before.params
-            )
-        }
-    };
-    let hidden = model
-        .graph
-        .nodes
-        .iter()
-        .find_map(|n| match &n.op {
-            crate::graph::Op::SelfAttention(a) => Some(a.hidden),
-            _ => None,
-        })
-        .unwrap_or(0);
-    // What one unit of each group costs, in the budget's unit.
-    let costs: Vec<u64> = groups
-        .iter()
-        .map(|g| match budget {
-            Budget::Params(_) => encoder::unit_params(g, hidden),
-            _ => encoder::unit_macs(g, hidden, seq),
-        })
-        .collect();
+    let before = cost_at_seq(&model.graph, seq)?;
+    let target = units_target(budget, &before)?;
+    let costs = unit_costs(model, groups, budget, seq);
     let rules = unit_select::UnitRules {
         min_heads: cfg.min_heads,
         round_to: cfg.channel_rules.round_to,
@@ -747,7 +758,7 @@ fn encoder_prune(
     let search = unit_select::UnitSearch::new(groups, scores, &costs, cfg.fusion, cfg.min_votes)?;
     let plan = search.search_with_caps(target, rules, &layer_caps(cfg))?;
     let (out, out_params) = encoder::shrink(model, params, groups, &plan.keep)?;
-    let after = at_seq(&out.graph)?;
+    let after = cost_at_seq(&out.graph, seq)?;
     let widths = |kind: encoder::GroupKind| -> Vec<[usize; 2]> {
         groups
             .iter()
