@@ -393,7 +393,8 @@ fn bad_input_is_named() {
 #[test]
 fn sweeps() {
     use cut::checkpoint::{Checkpoint, LoadOptions};
-    use cut::plan::report::{plan, PlanRequest, Sweep};
+    use cut::jobs::plan::{plan, PlanRequest};
+    use cut::plan::report::Sweep;
     let model = Checkpoint::open("assets/demo.safetensors")
         .unwrap()
         .model(&LoadOptions::default())

@@ -39,17 +39,19 @@ fn masked_training_is_deterministic_and_selects_on_validation() {
         masks.insert(name.to_string(), mask);
     }
     let cfg = TrainConfig {
-        steps: 6,
+        schedule: cut::train::Schedule {
+            seed: 11,
+            steps: 6,
+            lr: 1e-3,
+            weight_decay: 1e-4,
+            step_size: 3,
+            gamma: 0.5,
+            val_every: 2,
+            freeze_norm: false,
+        },
         batch: 4,
-        lr: 1e-3,
-        weight_decay: 1e-4,
-        step_size: 3,
-        gamma: 0.5,
         lambdas: [("normal".to_string(), 20.0)].into_iter().collect(),
-        seed: 11,
-        val_every: 2,
         device: Device::Cpu,
-        freeze_norm: false,
         only: None,
     };
     let run = || {

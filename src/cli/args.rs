@@ -160,6 +160,23 @@ pub struct FinetuneArgs {
     pub seed: u64,
 }
 
+impl FinetuneArgs {
+    /// The schedule the jobs run, with the weight decay and batch-norm mode of the command
+    /// (prune exposes both; split fine-tunes without decay, batch norm training).
+    pub fn schedule(&self, weight_decay: f64, freeze_norm: bool) -> cut::train::Schedule {
+        cut::train::Schedule {
+            seed: self.seed,
+            steps: self.finetune_steps,
+            lr: self.lr,
+            weight_decay,
+            step_size: self.step_size,
+            gamma: self.gamma,
+            val_every: self.val_every,
+            freeze_norm,
+        }
+    }
+}
+
 /// What a command wrote: one "wrote ..." line on stdout, or with `--json` the same facts as one
 /// JSON document (warnings and progress stay on stderr).
 pub fn print_wrote(json: bool, facts: serde_json::Value, line: &str) -> Result<()> {

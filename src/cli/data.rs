@@ -1,6 +1,7 @@
 use super::args::parse_input_size;
 use anyhow::Result;
-use cut::data::synth::{write_dataset, SynthConfig};
+use cut::data::synth::SynthConfig;
+use cut::jobs::synth::{run as run_job, SynthJob};
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -38,30 +39,24 @@ pub fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Synth(a) => {
             let [_, height, width] = parse_input_size(&a.size, 3)?;
-            let config = SynthConfig {
-                train: a.train,
-                test: a.test,
-                height,
-                width,
-                seed: a.seed,
+            let job = SynthJob {
+                scenes: SynthConfig {
+                    train: a.train,
+                    test: a.test,
+                    height,
+                    width,
+                    seed: a.seed,
+                },
+                out: a.out.or(a.folder).expect("clap requires one"),
             };
-            let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-            let out = a.out.or(a.folder).expect("clap requires one");
-            write_dataset(&out, &config, threads)?;
-            let facts = serde_json::json!({
-                "wrote": out.display().to_string(),
-                "train": a.train,
-                "test": a.test,
-                "height": height,
-                "width": width,
-            });
+            let done = run_job(&job)?;
             let line = format!(
                 "wrote {} training and {} test scenes of {height}x{width} to {}",
-                a.train,
-                a.test,
-                out.display()
+                done.train,
+                done.test,
+                done.wrote.display()
             );
-            super::args::print_wrote(a.json, facts, &line)
+            super::args::print_wrote(a.json, serde_json::to_value(&done)?, &line)
         }
     }
 }

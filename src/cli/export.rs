@@ -1,12 +1,11 @@
 //! `cut export`: a model as ONNX (for on-device runtimes) or as a Hugging Face folder.
 
 use super::args::ModelArgs;
-use anyhow::{anyhow, Result};
-use cut::checkpoint::{hf_folder, Checkpoint};
-use cut::fsio;
+use anyhow::Result;
 use cut::graph::parse_task_list;
+use cut::jobs::export::{run as run_job, ExportFormat, ExportJob};
 use cut::onnx::{ExportOptions, DEFAULT_OPSET};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum Format {
@@ -61,92 +60,47 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let ckpt = Checkpoint::open(&a.model.model)?;
-    let loaded = ckpt.model(&a.model.load_options()?)?;
-    for w in &loaded.warnings {
-        eprintln!("cut: warning: {w}");
-    }
-    let mut model = loaded.model;
-    if let Some(tasks) = &a.tasks {
-        let selected = model.select_tasks(&parse_task_list(tasks))?;
-        let names: Vec<&str> = selected.iter().map(|t| t.name.as_str()).collect();
-        model = model.keep_tasks(&names);
-    }
-    let params = ckpt.load_params(&model, tch::Device::Cpu)?;
-    match a.format {
-        Format::HfFolder => hf(&a, &ckpt, &model, &params),
-        Format::Onnx => {
-            let mut sizes = std::collections::BTreeMap::new();
-            if let Some(b) = a.batch {
-                sizes.insert("batch".to_string(), b);
-            }
-            if let Some(s) = a.seq_len {
-                sizes.insert("seq".to_string(), s);
-            }
-            if let Some((h, w)) = a.size {
-                sizes.insert("height".to_string(), h);
-                sizes.insert("width".to_string(), w);
-            }
-            let opts = ExportOptions {
-                opset: a.opset,
-                half: a.dtype == WeightType::F16,
-                sizes,
-                ..Default::default()
-            };
-            let mut outputs = fsio::Outputs::new(a.force);
-            let done = cut::onnx::stage(&model, &params, &opts, &a.out, &[&ckpt.path], a.force, &mut outputs)?;
-            outputs.commit()?;
-            let tasks = model.task_names();
-            let facts = serde_json::json!({
-                "wrote": a.out.display().to_string(),
-                "format": "onnx",
-                "nodes": done.nodes,
-                "opset": a.opset,
-                "tasks": tasks,
-            });
-            let line = format!(
-                "wrote {} ({} nodes, opset {}, tasks {})",
-                a.out.display(),
-                done.nodes,
-                a.opset,
-                tasks.join(", ")
-            );
-            super::args::print_wrote(a.json, facts, &line)
-        }
-    }
+    let format = match a.format {
+        Format::HfFolder => ExportFormat::HfFolder,
+        Format::Onnx => ExportFormat::Onnx(ExportOptions {
+            opset: a.opset,
+            half: a.dtype == WeightType::F16,
+            sizes: fixed_sizes(&a),
+            ..Default::default()
+        }),
+    };
+    let job = ExportJob {
+        model: a.model.model.clone(),
+        load: a.model.load_options()?,
+        tasks: a.tasks.as_deref().map(parse_task_list),
+        format,
+        out: a.out.clone(),
+        force: a.force,
+    };
+    let done = run_job(&job, &mut |w| eprintln!("cut: warning: {w}"))?;
+    let line = match (done.nodes, done.opset) {
+        (Some(nodes), Some(opset)) => format!(
+            "wrote {} ({nodes} nodes, opset {opset}, tasks {})",
+            done.wrote.display(),
+            done.tasks.join(", ")
+        ),
+        _ => format!("wrote {} ({})", done.wrote.display(), done.files.join(", ")),
+    };
+    super::args::print_wrote(a.json, serde_json::to_value(&done)?, &line)
 }
 
-fn hf(a: &Args, ckpt: &Checkpoint, model: &cut::graph::Model, params: &cut::graph::Params) -> Result<()> {
-    let files = hf_folder::files(model, params).map_err(|e| anyhow!("{}: {e}", a.model.model.display()))?;
-    if a.out.exists() && !a.out.is_dir() {
-        cut::usage_bail!("{}: -o names a file; give a folder", a.out.display());
+/// The sizes the ONNX file fixes: the batch, a text model's sequence length, an image's size.
+fn fixed_sizes(a: &Args) -> std::collections::BTreeMap<String, usize> {
+    let mut sizes = std::collections::BTreeMap::new();
+    if let Some(b) = a.batch {
+        sizes.insert("batch".to_string(), b);
     }
-    let paths: Vec<PathBuf> = files.iter().map(|(name, _)| a.out.join(name)).collect();
-    for p in &paths {
-        fsio::check_output(p, &[&ckpt.path], a.force).or_else(|e| {
-            // The folder itself may not exist yet; everything else is a real refusal.
-            if a.out.exists() {
-                Err(e)
-            } else {
-                Ok(())
-            }
-        })?;
+    if let Some(s) = a.seq_len {
+        sizes.insert("seq".to_string(), s);
     }
-    std::fs::create_dir_all(&a.out).map_err(|e| anyhow!("{}: cannot create ({e})", a.out.display()))?;
-    let mut outputs = fsio::Outputs::new(a.force);
-    for (path, (_, bytes)) in paths.iter().zip(&files) {
-        outputs.stage(path, bytes)?;
+    if let Some((h, w)) = a.size {
+        sizes.insert("height".to_string(), h);
+        sizes.insert("width".to_string(), w);
     }
-    outputs.commit()?;
-    let shown: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
-    let facts = serde_json::json!({
-        "wrote": a.out.display().to_string(),
-        "format": "hf-folder",
-        "files": shown,
-    });
-    super::args::print_wrote(
-        a.json,
-        facts,
-        &format!("wrote {} ({})", Path::new(&a.out).display(), shown.join(", ")),
-    )
+    sizes
 }

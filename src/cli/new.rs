@@ -1,8 +1,8 @@
 use super::args::SceneNetArgs;
 use anyhow::{Context, Result};
-use cut::checkpoint::metadata::Provenance;
-use cut::checkpoint::{writer, DType};
+use cut::checkpoint::DType;
 use cut::fsio;
+use cut::jobs::new::{run as run_job, NewJob};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -34,37 +34,28 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    fsio::check_output(&a.out, &[], a.force)?;
-    let family = cut::families::find(&a.family)?;
-    let config = match &a.config {
+    let (config, config_source) = match &a.config {
         Some(path) => {
             let text = fsio::read_input_text(path, fsio::limit::JSON, "the configuration")?;
-            serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?
+            let value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+            (value, path.display().to_string())
         }
-        None if family.name() == "scenenet" => serde_json::to_value(a.scenenet.config()?)?,
-        None => cut::usage_bail!("--family {} is built from --config FILE", family.name()),
+        None => (
+            serde_json::to_value(a.scenenet.config()?)?,
+            "the shape flags (they describe a scenenet; other families read --config FILE)".to_string(),
+        ),
     };
-    let model = family.build(&config).with_context(|| match &a.config {
-        Some(path) => format!("{}", path.display()),
-        None => "the shape flags".to_string(),
-    })?;
-    let params = cut::graph::init::init_params(&model.graph, a.seed, tch::Device::Cpu);
-    let bytes = writer::model_bytes(
-        &model,
-        &params,
-        a.dtype,
-        false,
-        Some(&Provenance::new(super::command_line(), None)),
-    )?;
-    // Without --force, a file that appeared meanwhile is not replaced.
-    let mut outputs = fsio::Outputs::new(a.force);
-    outputs.stage(&a.out, &bytes)?;
-    outputs.commit()?;
-    let facts = serde_json::json!({
-        "wrote": a.out.display().to_string(),
-        "family": family.name(),
-        "tasks": model.task_names(),
-        "parameters": params.values().map(|t| t.numel()).sum::<usize>(),
-    });
-    super::args::print_wrote(a.json, facts, &format!("wrote {}", a.out.display()))
+    let job = NewJob {
+        family: a.family.clone(),
+        config,
+        config_source,
+        seed: a.seed,
+        dtype: a.dtype,
+        out: a.out.clone(),
+        force: a.force,
+        command: super::command_line(),
+    };
+    let done = run_job(&job)?;
+    let line = format!("wrote {}", done.wrote.display());
+    super::args::print_wrote(a.json, serde_json::to_value(&done)?, &line)
 }

@@ -2,9 +2,9 @@
 
 use super::args::ModelArgs;
 use anyhow::Result;
-use cut::checkpoint::Checkpoint;
+use cut::jobs::plan::{run as run_job, PlanJob, PlanRequest};
 use cut::plan::blocks::BlockSize;
-use cut::plan::report::{markdown, plan, PlanRequest};
+use cut::plan::report::markdown;
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -54,34 +54,28 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    if let Some(out) = &a.out {
-        cut::fsio::check_output(out, &[&a.model.model, &a.devices], a.force)?;
-    }
-    let ckpt = Checkpoint::open(&a.model.model)?;
-    let model = ckpt.model(&a.model.load_options()?)?.model;
-    let devices = cut::plan::devices::read(&a.devices, a.samples)?;
-    let request = PlanRequest {
-        blocks: BlockSize::parse(&a.blocks)?,
-        batch: a.batch,
-        bandwidth: a.bandwidth as f64,
-        server_flops: a.server_flops.map(|f| f as f64),
-        seed: a.seed,
-        sweep: a.sweep,
-        measure: a.measure,
+    let job = PlanJob {
+        model: a.model.model.clone(),
+        load: a.model.load_options()?,
+        devices: a.devices.clone(),
+        samples: a.samples,
+        request: PlanRequest {
+            blocks: BlockSize::parse(&a.blocks)?,
+            batch: a.batch,
+            bandwidth: a.bandwidth as f64,
+            server_flops: a.server_flops.map(|f| f as f64),
+            seed: a.seed,
+            sweep: a.sweep,
+            measure: a.measure,
+        },
+        out: a.out.clone(),
+        force: a.force,
     };
-    let params = match a.measure {
-        Some(_) => Some(ckpt.load_params(&model, tch::Device::Cpu)?),
-        None => None,
-    };
-    let report = plan(&model, params.as_ref(), &devices, &request)?;
-    let md = markdown(&report);
-    if let Some(out) = &a.out {
-        cut::fsio::write_atomic(out, md.as_bytes())?;
-    }
+    let report = run_job(&job)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{md}");
+        print!("{}", markdown(&report));
     }
     Ok(())
 }

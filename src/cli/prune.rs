@@ -11,7 +11,7 @@ use cut::jobs::prune::{run as run_job, PruneJob};
 use cut::prune::mask::Fusion;
 use cut::prune::policy::{Fold, NormMode, PruneRequest};
 use cut::prune::score::{Criterion, Precision, Strategy};
-use cut::prune::Granularity;
+use cut::prune::{Granularity, PruneOptions};
 use cut::report::prune::summary;
 use std::path::PathBuf;
 
@@ -110,24 +110,19 @@ pub fn run(a: Args) -> Result<()> {
             min_heads: a.budget.min_heads,
             seq_len: a.budget.seq_len,
             packed: a.packed,
-            finetune_steps: a.finetune.finetune_steps,
         },
         data: a.data.settings(),
-        fusion: a.fusion,
-        min_votes: a.min_votes,
-        exact_fold: a.budget.fold == Fold::Exact,
-        calib_batches: a.calib_batches,
-        strategy: a.scoring,
-        precision: a.precision,
-        lr: a.finetune.lr,
-        weight_decay: a.weight_decay,
-        step_size: a.finetune.step_size,
-        gamma: a.finetune.gamma,
+        options: PruneOptions {
+            fusion: a.fusion,
+            min_votes: a.min_votes,
+            exact_fold: a.budget.fold == Fold::Exact,
+            calib_batches: a.calib_batches,
+            strategy: a.scoring,
+            precision: a.precision,
+            eval_split: a.eval_split,
+        },
+        finetune: a.finetune.schedule(a.weight_decay, a.finetune_norm == NormMode::Frozen),
         lambdas: a.lambdas.clone(),
-        freeze_norm: a.finetune_norm == NormMode::Frozen,
-        val_every: a.finetune.val_every,
-        seed: a.finetune.seed,
-        eval_split: a.eval_split,
         dtype: a.dtype,
         device: a.device,
         out: a.out.clone(),

@@ -621,7 +621,7 @@ pub fn render_scene(seed: u64, split: &str, index: usize, height: usize, width: 
 /// Writes a dataset in the NYUv2 3-task layout under `out`. Same config, same bytes.
 pub fn write_dataset(out: &Path, config: &SynthConfig, threads: usize) -> Result<()> {
     if config.height < 8 || config.width < 8 {
-        crate::usage_bail!("--size {}x{} is too small (at least 8x8)", config.height, config.width);
+        crate::usage_bail!("--input {}x{} is too small (at least 8x8)", config.height, config.width);
     }
     if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!("{}: exists and is not empty; choose a new folder", out.display());

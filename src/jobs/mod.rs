@@ -4,6 +4,10 @@
 
 pub mod bench;
 pub mod eval;
+pub mod export;
+pub mod new;
+pub mod plan;
 pub mod prune;
 pub mod split;
+pub mod synth;
 pub mod train;

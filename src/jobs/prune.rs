@@ -7,15 +7,14 @@ use crate::choice::Choice;
 use crate::data::Dataset;
 use crate::data::Split;
 use crate::device::DeviceChoice;
-use crate::fsio::{check_output, Outputs};
+use crate::fsio::{check_output, sibling, Outputs};
 use crate::graph::{Model, Params};
 use crate::prune::channel_select::Budget;
-use crate::prune::mask::Fusion;
 use crate::prune::policy::{PruneRequest, Resolved};
-use crate::prune::score::{Criterion, Precision, Strategy};
-use crate::prune::{prune, CheckedConfig, Granularity, PruneConfig, PruneOutcome};
+use crate::prune::score::{Criterion, Strategy};
+use crate::prune::{prune, CheckedConfig, Granularity, PruneConfig, PruneOptions, PruneOutcome};
 use crate::report::prune::{build, markdown, Latency, PruneReport, Settings};
-use crate::train::{task_lambdas, TrainConfig};
+use crate::train::{task_lambdas, Schedule, TrainConfig};
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 
@@ -30,23 +29,12 @@ pub struct PruneJob {
     pub request: PruneRequest,
     /// The dataset (required except by prune) and its batching.
     pub data: crate::data::DataSettings,
-    pub fusion: Fusion,
-    pub min_votes: Option<usize>,
-    pub exact_fold: bool,
-    /// None: [`crate::prune::DEFAULT_CALIB_BATCHES`], at most one pass over the train split.
-    pub calib_batches: Option<usize>,
-    pub strategy: Strategy,
-    pub precision: Precision,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub step_size: usize,
-    pub gamma: f64,
+    /// Scoring, fusion, the channel fold and the evaluation split.
+    pub options: PruneOptions,
+    /// Fine-tuning after pruning (no steps without data).
+    pub finetune: Schedule,
     /// "seg=1,depth=3": loss weights over the defaults by kind.
     pub lambdas: Option<String>,
-    pub freeze_norm: bool,
-    pub val_every: usize,
-    pub seed: u64,
-    pub eval_split: Split,
     /// Storage of the output; the input's (its floating-point tensors') when `None`.
     pub dtype: Option<DType>,
     pub device: DeviceChoice,
@@ -118,16 +106,6 @@ fn compact_count(n: u64) -> String {
     format!("{}{unit}", digits.trim_end_matches('0').trim_end_matches('.'))
 }
 
-/// `out` with `.safetensors` replaced by `suffix` (the reports beside a model).
-pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
-    out.with_file_name(format!("{stem}{suffix}"))
-}
-
 /// The files a prune writes: the model, its two reports, and with --onnx the ONNX file.
 struct PrunePaths {
     out: PathBuf,
@@ -165,43 +143,29 @@ fn prune_config(
     device: tch::Device,
     dtype: DType,
 ) -> Result<CheckedConfig> {
+    let has_data = job.data.folder.is_some();
     let finetune = TrainConfig {
-        steps: resolved.finetune_steps,
+        // Fine-tuning needs data: none without it.
+        schedule: Schedule {
+            steps: if has_data { job.finetune.steps } else { 0 },
+            ..job.finetune.clone()
+        },
         batch: job.data.batch,
-        lr: job.lr,
-        weight_decay: job.weight_decay,
-        step_size: job.step_size,
-        gamma: job.gamma,
         lambdas,
-        seed: job.seed,
-        val_every: job.val_every,
         device,
-        freeze_norm: job.freeze_norm,
         only: None,
     };
     PruneConfig {
-        criterion: resolved.criterion,
-        granularity: job.request.granularity,
-        channel_rules: resolved.channel_rules,
-        widen_layer_ratio: resolved.widen_layer_ratio,
-        channel_budget: resolved.channel_budget,
-        exact_fold: job.exact_fold,
-        fusion: job.fusion,
-        min_votes: job.min_votes,
-        min_heads: job.request.min_heads,
-        seq_len: job.request.seq_len,
-        sparsity: resolved.sparsity,
+        request: job.request.clone(),
+        resolved: resolved.clone(),
+        options: job.options.clone(),
+        calib_batches: job.options.calib_batches.unwrap_or(crate::prune::DEFAULT_CALIB_BATCHES),
         tolerance: 0.005,
-        calib_batches: job.calib_batches.unwrap_or(crate::prune::DEFAULT_CALIB_BATCHES),
-        strategy: job.strategy,
-        precision: job.precision,
-        seed: job.seed,
         val_fraction: job.data.val_fraction,
-        eval_split: job.eval_split,
         finetune,
         output_kind: dtype.kind(),
     }
-    .check(job.data.folder.is_some())
+    .check(has_data)
 }
 
 /// The dataset, when --data is given, in the form the model reads; the calibration batches
@@ -217,7 +181,10 @@ fn open_data(
         return Ok(None);
     };
     let train = data.split(Split::Train, job.data.val_fraction)?.count();
-    if let Some(w) = cfg.cap_calibration(train).filter(|_| job.calib_batches.is_some()) {
+    if let Some(w) = cfg
+        .cap_calibration(train)
+        .filter(|_| job.options.calib_batches.is_some())
+    {
         warn(&w);
     }
     Ok(Some(data))
@@ -369,7 +336,7 @@ fn settings(
     device: tch::Device,
     dtype: DType,
 ) -> Result<Settings> {
-    let criterion = cfg.criterion;
+    let criterion = cfg.resolved.criterion;
     let dropped: Vec<String> = full
         .task_names()
         .into_iter()
@@ -381,34 +348,29 @@ fn settings(
         tasks: names.to_vec(),
         dropped_tasks: dropped,
         criterion: criterion.name().into(),
-        granularity: cfg.granularity.name().into(),
-        fusion: cfg.fusion.name().into(),
-        votes_needed: cfg.fusion.needed_votes(names.len(), cfg.min_votes)?,
+        granularity: cfg.request.granularity.name().into(),
+        fusion: cfg.options.fusion.name().into(),
+        votes_needed: cfg.options.fusion.needed_votes(names.len(), cfg.options.min_votes)?,
         calib_batches: if criterion.needs_data() { cfg.calib_batches } else { 0 },
         batch: job.data.batch,
-        scoring: match cfg.strategy {
+        scoring: match cfg.options.strategy {
             _ if criterion == Criterion::Taylor => {
                 "one forward per batch, one backward per selected task to the producers' outputs, inference mode, f32"
                     .into()
             }
             Strategy::Shared => format!(
                 "one forward per batch, one backward per selected task, inference mode, {}",
-                cfg.precision.name()
+                cfg.options.precision.name()
             ),
             Strategy::PerTask => format!(
                 "one forward and backward per task per batch, inference mode, {}",
-                cfg.precision.name()
+                cfg.options.precision.name()
             ),
         },
-        seed: cfg.seed,
-        finetune_steps: cfg.finetune.steps,
-        lr: job.lr,
-        weight_decay: job.weight_decay,
-        step_size: job.step_size,
-        gamma: job.gamma,
+        finetune: cfg.finetune.schedule.clone(),
         lambdas,
         val_fraction: job.data.val_fraction,
-        eval_split: job.eval_split.as_str().into(),
+        eval_split: job.options.eval_split.as_str().into(),
         dtype: dtype.to_string(),
         layout: if job.request.packed {
             "packed".into()

@@ -7,16 +7,16 @@ use crate::data::example::{Samples, Subset};
 use crate::data::loader::Loader;
 use crate::data::{Dataset, Split};
 use crate::eval::evaluate;
+use crate::fsio::sibling;
 use crate::fsio::{check_output, Outputs};
 use crate::graph::interpreter::forward_inputs;
 use crate::graph::ops::{Mode, ScaleGranularity, WireFormat};
 use crate::graph::passes::fuse_conv_relu;
 use crate::graph::{shapes, Model, Params, TaskSpec};
-use crate::jobs::prune::sibling;
 use crate::metrics::TaskMetrics;
 use crate::report::split::{mark_front, markdown, Baselines, Row, SplitReport, TaskChange};
 use crate::split::{cut_after, cuts, joined, payload, separate, wire_of, Compression, Cut, Parts};
-use crate::train::{task_lambdas, train, TrainConfig};
+use crate::train::{task_lambdas, train, Schedule, TrainConfig};
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,19 +38,13 @@ pub struct SplitJob {
     pub pools: Vec<usize>,
     pub wires: Vec<WireFormat>,
     pub scale: ScaleGranularity,
-    pub data: PathBuf,
-    pub index: String,
-    pub val_fraction: f64,
-    pub batch: usize,
-    pub max_len: Option<usize>,
-    pub finetune_steps: usize,
+    /// The dataset (required) and its batching.
+    pub data: crate::data::DataSettings,
+    /// Fine-tuning of each compressed split (the cloud part, and with `finetune_device` the
+    /// device part too).
+    pub finetune: Schedule,
     /// Fine-tune the device part too (gradients pass straight through the wire's rounding).
     pub finetune_device: bool,
-    pub lr: f64,
-    pub step_size: usize,
-    pub gamma: f64,
-    pub val_every: usize,
-    pub seed: u64,
     /// Uplink bandwidths in Mbit/s.
     pub bandwidths: Vec<f64>,
     pub rtt_ms: f64,
@@ -95,8 +89,11 @@ impl SplitJob {
         if self.runs == 0 {
             crate::usage_bail!("--runs must be at least 1");
         }
-        if self.batch == 0 {
+        if self.data.batch == 0 {
             crate::usage_bail!("--batch must be at least 1");
+        }
+        if self.data.folder.is_none() {
+            crate::usage_bail!("--data DIR is required to split (test metrics, fine-tuning, payload probes)");
         }
         if !(self.max_drop.is_finite() && self.max_drop >= 0.0) {
             crate::usage_bail!(
@@ -375,7 +372,7 @@ impl Bench<'_> {
             p,
             self.test.clone(),
             self.selected,
-            self.job.batch,
+            self.job.data.batch,
             Device::Cpu,
             |_| {},
         )?
@@ -400,13 +397,13 @@ impl Bench<'_> {
             only: Some(only),
             ..self.finetune.clone()
         };
-        let steps = self.job.finetune_steps;
+        let steps = self.job.finetune.steps;
         let outcome = train(
             split,
             self.params,
             self.selected,
-            self.data.split(Split::Train, self.job.val_fraction)?,
-            self.data.split(Split::Val, self.job.val_fraction)?,
+            self.data.split(Split::Train, self.job.data.val_fraction)?,
+            self.data.split(Split::Val, self.job.data.val_fraction)?,
             None,
             &cfg,
             |s, _| progress(phase, s, steps),
@@ -478,7 +475,7 @@ impl Bench<'_> {
         progress: &mut dyn FnMut(&str, usize, usize),
     ) -> Result<(Row, Params)> {
         let before = self.eval(split, self.params)?;
-        let (tuned, best_step, finetune_s) = if self.job.finetune_steps > 0 && tune {
+        let (tuned, best_step, finetune_s) = if self.job.finetune.steps > 0 && tune {
             let (p, best, secs) =
                 self.finetune(split, &format!("fine-tune {} ({})", cut.after, c.label()), progress)?;
             (p, Some(best), secs)
@@ -541,17 +538,10 @@ impl Bench<'_> {
 /// The fine-tuning every compressed split gets (the cloud part's parameters are chosen per row).
 fn finetune_config(job: &SplitJob, selected: &[TaskSpec]) -> Result<TrainConfig> {
     Ok(TrainConfig {
-        steps: job.finetune_steps,
-        batch: job.batch,
-        lr: job.lr,
-        weight_decay: 0.0,
-        step_size: job.step_size,
-        gamma: job.gamma,
+        schedule: job.finetune.clone(),
+        batch: job.data.batch,
         lambdas: task_lambdas(selected, None)?,
-        seed: job.seed,
-        val_every: job.val_every,
         device: Device::Cpu,
-        freeze_norm: false,
         only: None,
     })
 }
@@ -576,13 +566,12 @@ pub fn run(
     let paths = output_paths(job)?;
     let compressions = compressions(job);
     let candidates = candidates(job, &model, &compressions)?;
-    let (data, warnings) = crate::data::open_for(&full, &job.data, Some(&job.index), job.max_len)?;
-    for w in &warnings {
-        warn(w);
-    }
+    let data = job
+        .data
+        .require(&full, "to split (test metrics, fine-tuning, payload probes)", warn)?;
     let params = ckpt.load_params(&model, Device::Cpu)?;
     let input_sha = sha256_file(&ckpt.path)?;
-    let test = data.split(Split::Test, job.val_fraction)?;
+    let test = data.split(Split::Test, job.data.val_fraction)?;
     let probes = probes(&model, &test)?;
     let probe_inputs = probes
         .samples
@@ -686,7 +675,7 @@ fn split_report(
         bandwidths_mbit: job.bandwidths.clone(),
         rtt_ms: job.rtt_ms,
         cloud_speedup: job.cloud_speedup,
-        finetune_steps: job.finetune_steps,
+        finetune: job.finetune.clone(),
         finetune_device: job.finetune_device,
         max_drop: job.max_drop,
         latency_machine: crate::device::describe(Device::Cpu),

@@ -6,7 +6,7 @@ use crate::data::Split;
 use crate::device::DeviceChoice;
 use crate::fsio;
 use crate::graph::{Model, Params};
-use crate::train::{task_lambdas, train, TrainConfig};
+use crate::train::{task_lambdas, train, Schedule, TrainConfig};
 use anyhow::Result;
 use std::path::PathBuf;
 
@@ -27,17 +27,10 @@ pub struct TrainJob {
     pub tasks: Option<Vec<String>>,
     /// Fine-tune only this block's parameters (as `cut plan` names blocks).
     pub only_block: Option<String>,
-    pub steps: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub step_size: usize,
-    pub gamma: f64,
+    pub schedule: Schedule,
     /// "seg=1,depth=3": loss weights over the defaults by kind.
     pub lambdas: Option<String>,
-    pub seed: u64,
-    pub val_every: usize,
     pub device: DeviceChoice,
-    pub freeze_norm: bool,
     /// The training log; default: the output with `.log.json`.
     pub log: Option<PathBuf>,
     pub dtype: DType,
@@ -72,7 +65,7 @@ fn starting_point(
             Ok((loaded.model, params, Some(sha256_file(&ckpt.path)?)))
         }
         TrainSource::New(model) => {
-            let params = crate::graph::init::init_params(&model.graph, job.seed, device);
+            let params = crate::graph::init::init_params(&model.graph, job.schedule.seed, device);
             Ok((model.clone(), params, None))
         }
     }
@@ -85,7 +78,7 @@ fn train_config(
     tasks: &[crate::graph::TaskSpec],
     device: tch::Device,
 ) -> Result<TrainConfig> {
-    if job.freeze_norm
+    if job.schedule.freeze_norm
         && !model
             .graph
             .nodes
@@ -94,21 +87,14 @@ fn train_config(
     {
         crate::usage_bail!("--freeze-norm applies to models with batch norm; this one has none");
     }
-    if job.steps == 0 {
+    if job.schedule.steps == 0 {
         crate::usage_bail!("--steps must be positive");
     }
     let cfg = TrainConfig {
-        steps: job.steps,
+        schedule: job.schedule.clone(),
         batch: job.data.batch,
-        lr: job.lr,
-        weight_decay: job.weight_decay,
-        step_size: job.step_size,
-        gamma: job.gamma,
         lambdas: task_lambdas(tasks, job.lambdas.as_deref())?,
-        seed: job.seed,
-        val_every: job.val_every,
         device,
-        freeze_norm: job.freeze_norm,
         only: job
             .only_block
             .as_deref()
@@ -159,8 +145,8 @@ pub fn run(job: &TrainJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(
         "best_step": outcome.best_step,
         "best_val_loss": outcome.best_val_loss,
         "tasks": tasks.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
-        "steps": job.steps,
-        "seed": job.seed,
+        "steps": job.schedule.steps,
+        "seed": job.schedule.seed,
         "entries": outcome.log,
     });
     // The model and its log appear together or not at all.

@@ -23,12 +23,12 @@ use crate::train::{train, TrainConfig};
 use anyhow::{bail, Result};
 use channel_select::{Budget, ChannelSearch, Cost, WidthRules};
 use mask::{Fusion, MaskResult, MaskSearch};
+use policy::{PruneRequest, Resolved};
 use score::{Criterion, Precision, Strategy};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
-use types::Sparsity;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -90,39 +90,40 @@ pub struct WidthChange {
 
 #[derive(Clone, Debug)]
 pub struct PruneConfig {
-    pub criterion: Criterion,
-    pub granularity: Granularity,
-    /// Width rules and budget for `Granularity::Channel`.
-    pub channel_rules: WidthRules,
-    /// Channel pruning: when the budget cannot be met under `channel_rules.max_layer_ratio`, raise
-    /// that cap to the next of [`channel_select::AUTO_LAYER_RATIOS`] that can meet it.
-    pub widen_layer_ratio: bool,
-    /// For `Granularity::Channel`; None means `sparsity` as a share of MACs.
-    pub channel_budget: Option<Budget>,
-    /// Channel pruning: never remove a channel whose constant the bias fold cannot reproduce
-    /// exactly (non-zero, read by a padded convolution).
-    pub exact_fold: bool,
-    pub fusion: Fusion,
-    pub min_votes: Option<usize>,
-    /// Text encoders: heads every layer keeps.
-    pub min_heads: usize,
-    /// Text encoders: the sequence length MAC budgets count at (default: the calibration data's
-    /// mean length, or the graph's).
-    pub seq_len: Option<usize>,
-    pub sparsity: Sparsity,
+    /// What the user asked, as given (granularity, text-encoder rules, layout).
+    pub request: PruneRequest,
+    /// The defaults the request resolved to (criterion, sparsity, channel budget and rules).
+    pub resolved: Resolved,
+    /// The method's options that no other choice decides.
+    pub options: PruneOptions,
+    /// Calibration batches in use: the asked or default count, capped at one pass over the data.
+    pub calib_batches: usize,
     /// Allowed distance between asked-for and reached sparsity.
     pub tolerance: f64,
-    pub calib_batches: usize,
-    pub strategy: Strategy,
-    /// Arithmetic of the scoring passes.
-    pub precision: Precision,
-    pub seed: u64,
+    /// Share of the train list held out as the validation split.
     pub val_fraction: f64,
-    pub eval_split: Split,
-    /// Fine-tuning; `steps == 0` skips it.
+    /// Fine-tuning; `schedule.steps == 0` skips it.
     pub finetune: TrainConfig,
     /// Storage dtype of the output; the final evaluation uses weights rounded to it.
     pub output_kind: Kind,
+}
+
+/// The options of `cut prune` that no other choice decides: how scores are computed and fused,
+/// the channel fold, the evaluation split.
+#[derive(Clone, Debug)]
+pub struct PruneOptions {
+    pub fusion: Fusion,
+    /// With vote fusion: the selected tasks that must keep a backbone weight (default min(2, tasks)).
+    pub min_votes: Option<usize>,
+    /// Channel pruning: never remove a channel whose constant the bias fold cannot reproduce
+    /// exactly (non-zero, read by a padded convolution).
+    pub exact_fold: bool,
+    /// None: [`DEFAULT_CALIB_BATCHES`], at most one pass over the train split.
+    pub calib_batches: Option<usize>,
+    pub strategy: Strategy,
+    /// Arithmetic of the scoring passes.
+    pub precision: Precision,
+    pub eval_split: Split,
 }
 
 /// What happened, phase by phase, for the report.
@@ -211,7 +212,7 @@ fn eval_on(
     tasks: &[TaskSpec],
     device: Device,
 ) -> Result<(Vec<TaskMetrics>, usize)> {
-    let items = data.split(cfg.eval_split, cfg.val_fraction)?;
+    let items = data.split(cfg.options.eval_split, cfg.val_fraction)?;
     evaluate(model, params, items, tasks, cfg.finetune.batch, device, |_| {})
 }
 
@@ -253,13 +254,16 @@ struct Scoring<'a, 'p> {
 impl Scoring<'_, '_> {
     fn calibration(&self) -> Result<score::Calibration> {
         let Some(data) = self.data else {
-            bail!("--criterion {} scores with calibration data", self.cfg.criterion.name());
+            bail!(
+                "--criterion {} scores with calibration data",
+                self.cfg.resolved.criterion.name()
+            );
         };
         Ok(score::Calibration {
             items: data.split(Split::Train, self.cfg.val_fraction)?,
             batches: self.cfg.calib_batches,
             batch_size: self.cfg.finetune.batch,
-            seed: self.cfg.seed,
+            seed: self.cfg.finetune.schedule.seed,
             device: self.cfg.finetune.device,
         })
     }
@@ -268,15 +272,21 @@ impl Scoring<'_, '_> {
     fn weights(&mut self) -> Result<score::Scores> {
         let (model, params, tasks, cfg) = (self.model, self.params, self.selected, self.cfg);
         let batches = cfg.calib_batches;
-        Ok(match cfg.criterion {
+        Ok(match cfg.resolved.criterion {
             Criterion::Magnitude => score::magnitude(model, params, tasks),
-            Criterion::Random => score::random(model, params, tasks, cfg.seed),
+            Criterion::Random => score::random(model, params, tasks, cfg.finetune.schedule.seed),
             Criterion::Snip => {
                 let calibration = self.calibration()?;
                 let progress = &mut self.progress;
-                score::snip(model, params, tasks, calibration, cfg.strategy, cfg.precision, |i| {
-                    progress("score", i, batches)
-                })?
+                score::snip(
+                    model,
+                    params,
+                    tasks,
+                    calibration,
+                    cfg.options.strategy,
+                    cfg.options.precision,
+                    |i| progress("score", i, batches),
+                )?
             }
             Criterion::Taylor => {
                 crate::usage_bail!("--criterion taylor scores whole channels: use it with --granularity channel")
@@ -286,7 +296,7 @@ impl Scoring<'_, '_> {
 
     /// Per-channel scores: taylor directly, any other criterion summed from its weight scores.
     fn channels(&mut self, groups: &[channels::ChannelGroup]) -> Result<channel_select::ChannelScores> {
-        if self.cfg.criterion != Criterion::Taylor {
+        if self.cfg.resolved.criterion != Criterion::Taylor {
             let weights = self.weights()?;
             return Ok(channel_select::channel_scores_from_weights(
                 &self.model.graph,
@@ -304,7 +314,7 @@ impl Scoring<'_, '_> {
 
     /// Per-unit scores of an encoder: taylor as the unit-mask gradient, or summed from weights.
     fn units(&mut self, groups: &[encoder::EncoderGroup]) -> Result<unit_select::UnitScores> {
-        if self.cfg.criterion != Criterion::Taylor {
+        if self.cfg.resolved.criterion != Criterion::Taylor {
             let weights = self.weights()?;
             return unit_select::unit_scores(&self.model.graph, groups, &weights);
         }
@@ -351,7 +361,7 @@ impl CheckedConfig {
         let batch = self.cfg.finetune.batch.max(1);
         let per_pass = (train / batch).max(1);
         let asked = self.cfg.calib_batches;
-        if !self.cfg.criterion.needs_data() || asked <= per_pass {
+        if !self.cfg.resolved.criterion.needs_data() || asked <= per_pass {
             return None;
         }
         self.cfg.calib_batches = per_pass;
@@ -372,22 +382,22 @@ impl PruneConfig {
     /// Every check of the settings that needs no model: usage errors naming the option. `has_data`:
     /// whether calibration and fine-tuning data will be given.
     pub fn check(self, has_data: bool) -> Result<CheckedConfig> {
-        check_criterion(self.criterion, self.granularity, has_data)?;
-        if self.criterion == Criterion::Taylor
-            && (self.strategy != Strategy::Shared || self.precision != Precision::F32)
+        check_criterion(self.resolved.criterion, self.request.granularity, has_data)?;
+        if self.resolved.criterion == Criterion::Taylor
+            && (self.options.strategy != Strategy::Shared || self.options.precision != Precision::F32)
         {
             crate::usage_bail!(
                 "--scoring and --precision apply to --criterion snip; taylor runs one f32 forward per batch"
             );
         }
-        if self.granularity == Granularity::Weight && self.channel_budget.is_some() {
+        if self.request.granularity == Granularity::Weight && self.resolved.channel_budget.is_some() {
             crate::usage_bail!("--target-macs and --target-params budget channel pruning: add --granularity channel");
         }
-        if !has_data && self.finetune.steps > 0 {
+        if !has_data && self.finetune.schedule.steps > 0 {
             crate::usage_bail!("fine-tuning needs --data DIR; pass --finetune-steps 0 to prune without data");
         }
-        self.channel_rules.check()?;
-        if self.seq_len == Some(0) {
+        self.resolved.channel_rules.check()?;
+        if self.request.seq_len == Some(0) {
             crate::usage_bail!("--seq-len must be at least 1");
         }
         self.finetune.validate()?;
@@ -425,7 +435,7 @@ pub fn prune(
         .map(|s| (s.name.clone(), params[&s.name].shallow_clone()))
         .collect();
 
-    let structure = Structure::of(&model, cfg.granularity)?;
+    let structure = Structure::of(&model, cfg.request.granularity)?;
     let mut scoring = Scoring {
         model: &model,
         params: &kept,
@@ -491,7 +501,8 @@ fn prune_weights(
     scores: &score::Scores,
     cfg: &PruneConfig,
 ) -> Result<(Model, Params, Pruned)> {
-    let search = MaskSearch::new(model, scores, cfg.fusion, cfg.min_votes)?.search(cfg.sparsity, cfg.tolerance)?;
+    let search = MaskSearch::new(model, scores, cfg.options.fusion, cfg.options.min_votes)?
+        .search(cfg.resolved.sparsity, cfg.tolerance)?;
     let masks: BTreeMap<String, Tensor> = search
         .masks
         .iter()
@@ -524,16 +535,25 @@ fn prune_channels(
     scores: &channel_select::ChannelScores,
     cfg: &PruneConfig,
 ) -> Result<(Model, Params, Pruned)> {
-    let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity.get()));
-    let mut search =
-        ChannelSearch::from_channel_scores(model, groups, scores, cfg.fusion, cfg.min_votes, cfg.channel_rules)?;
+    let budget = cfg
+        .resolved
+        .channel_budget
+        .unwrap_or(Budget::MacShare(cfg.resolved.sparsity.get()));
+    let mut search = ChannelSearch::from_channel_scores(
+        model,
+        groups,
+        scores,
+        cfg.options.fusion,
+        cfg.options.min_votes,
+        cfg.resolved.channel_rules,
+    )?;
     let mut protected_channels = 0;
-    if cfg.exact_fold {
+    if cfg.options.exact_fold {
         let hazards = structured::fold_hazards(model, kept, groups)?;
         protected_channels = hazards.iter().flatten().filter(|&&h| h).count();
         search = search.protect(hazards);
     }
-    let start = cfg.channel_rules.max_layer_ratio;
+    let start = cfg.resolved.channel_rules.max_layer_ratio;
     let plan = search.search_with_caps(budget, &layer_caps(cfg))?;
     let shrunk = structured::shrink(model, kept, groups, &plan.keep)?;
     let layers = groups
@@ -551,7 +571,7 @@ fn prune_channels(
         budget,
         rules: plan.rules,
         layer_ratio_widened: plan.rules.max_layer_ratio > start,
-        exact_fold: cfg.exact_fold,
+        exact_fold: cfg.options.exact_fold,
         protected_channels,
         before: plan.before,
         // What was written: folds may have given consumers new biases.
@@ -569,7 +589,7 @@ fn prune_channels(
 /// The sequence length an encoder's MAC budget counts at: --seq-len, else the calibration data's
 /// mean real length, else the graph's default.
 fn budget_seq_len(model: &Model, data: Option<&Dataset>, cfg: &PruneConfig) -> Result<usize> {
-    Ok(match (cfg.seq_len, data) {
+    Ok(match (cfg.request.seq_len, data) {
         (Some(seq), _) => seq,
         (None, Some(data)) => {
             let mask = model
@@ -625,7 +645,7 @@ fn measure_and_finetune(
     let (before, images) = eval_on(model, kept, data, cfg, selected, device)?;
     let (pruned, _) = eval_on(&shrunk.model, &shrunk.params, data, cfg, selected, device)?;
     timings.eval_before_s = t.elapsed().as_secs_f64();
-    if cfg.finetune.steps > 0 {
+    if cfg.finetune.schedule.steps > 0 {
         let t = Instant::now();
         let outcome = train(
             &shrunk.model,
@@ -638,7 +658,7 @@ fn measure_and_finetune(
                 _ => None,
             },
             &cfg.finetune,
-            |s, _| progress("finetune", s, cfg.finetune.steps),
+            |s, _| progress("finetune", s, cfg.finetune.schedule.steps),
         )?;
         measured.best_step = Some(outcome.best_step);
         measured.log = outcome.log;
@@ -666,7 +686,7 @@ fn measure_and_finetune(
     let (after, _) = eval_on(&shrunk.model, &on_device, data, cfg, selected, device)?;
     timings.eval_after_s = t.elapsed().as_secs_f64();
     measured.accuracy = Some(Accuracy {
-        split: cfg.eval_split.as_str().into(),
+        split: cfg.options.eval_split.as_str().into(),
         images,
         delta_m: crate::metrics::delta_m(&after, &before)?,
         delta_m_before_finetune: crate::metrics::delta_m(&pruned, &before)?,
@@ -680,12 +700,12 @@ fn measure_and_finetune(
 /// The per-layer caps tried in turn: the configured one, then (unless it was given) the wider
 /// automatic ones.
 fn layer_caps(cfg: &PruneConfig) -> Vec<f64> {
-    let start = cfg.channel_rules.max_layer_ratio;
+    let start = cfg.resolved.channel_rules.max_layer_ratio;
     std::iter::once(start)
         .chain(
             channel_select::AUTO_LAYER_RATIOS
                 .into_iter()
-                .filter(|&r| r > start && cfg.widen_layer_ratio),
+                .filter(|&r| r > start && cfg.resolved.widen_layer_ratio),
         )
         .collect()
 }
@@ -745,17 +765,20 @@ fn encoder_prune(
     if groups.is_empty() {
         bail!("the encoder has no heads or FFN neurons cut can remove");
     }
-    let budget = cfg.channel_budget.unwrap_or(Budget::MacShare(cfg.sparsity.get()));
+    let budget = cfg
+        .resolved
+        .channel_budget
+        .unwrap_or(Budget::MacShare(cfg.resolved.sparsity.get()));
     let before = cost_at_seq(&model.graph, seq)?;
     let target = units_target(budget, &before)?;
     let costs = unit_costs(model, groups, budget, seq);
     let rules = unit_select::UnitRules {
-        min_heads: cfg.min_heads,
-        round_to: cfg.channel_rules.round_to,
-        max_layer_ratio: cfg.channel_rules.max_layer_ratio,
+        min_heads: cfg.request.min_heads,
+        round_to: cfg.resolved.channel_rules.round_to,
+        max_layer_ratio: cfg.resolved.channel_rules.max_layer_ratio,
     };
     let start = rules.max_layer_ratio;
-    let search = unit_select::UnitSearch::new(groups, scores, &costs, cfg.fusion, cfg.min_votes)?;
+    let search = unit_select::UnitSearch::new(groups, scores, &costs, cfg.options.fusion, cfg.options.min_votes)?;
     let plan = search.search_with_caps(target, rules, &layer_caps(cfg))?;
     let (out, out_params) = encoder::shrink(model, params, groups, &plan.keep)?;
     let after = cost_at_seq(&out.graph, seq)?;
@@ -781,7 +804,7 @@ fn encoder_prune(
         budget,
         rules: WidthRules {
             max_layer_ratio: plan.rules.max_layer_ratio,
-            ..cfg.channel_rules
+            ..cfg.resolved.channel_rules
         },
         layer_ratio_widened: plan.rules.max_layer_ratio > start,
         exact_fold: true,

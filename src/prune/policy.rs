@@ -43,7 +43,6 @@ pub struct PruneRequest {
     /// Text encoders: the sequence length MAC budgets count at.
     pub seq_len: Option<usize>,
     pub packed: bool,
-    pub finetune_steps: usize,
 }
 
 /// The settings a request resolves to.
@@ -56,8 +55,6 @@ pub struct Resolved {
     pub channel_rules: WidthRules,
     /// Whether the per-layer cap may be raised to meet the budget (no cap was given).
     pub widen_layer_ratio: bool,
-    /// Fine-tuning needs data: 0 without it.
-    pub finetune_steps: usize,
     /// One line each, for stderr: defaults the user may not expect.
     pub warnings: Vec<String>,
 }
@@ -110,7 +107,6 @@ impl PruneRequest {
             channel_budget,
             channel_rules,
             widen_layer_ratio: self.max_layer_ratio.is_none(),
-            finetune_steps: if has_data { self.finetune_steps } else { 0 },
             warnings,
         })
     }
@@ -131,7 +127,6 @@ pub(crate) fn request_for_tests(granularity: Granularity) -> PruneRequest {
         min_heads: 1,
         seq_len: None,
         packed: false,
-        finetune_steps: 300,
     }
 }
 
@@ -146,16 +141,13 @@ mod tests {
     #[test]
     fn defaults_follow_data_and_granularity() {
         let r = request().resolve(true).unwrap();
-        assert_eq!(
-            (r.criterion, r.sparsity.get(), r.finetune_steps),
-            (Criterion::Snip, 0.9, 300)
-        );
+        assert_eq!((r.criterion, r.sparsity.get()), (Criterion::Snip, 0.9));
         assert!(r.warnings.is_empty());
         assert!(r.widen_layer_ratio);
         assert_eq!(r.channel_rules.max_layer_ratio, AUTO_LAYER_RATIOS[0]);
 
         let no_data = request().resolve(false).unwrap();
-        assert_eq!((no_data.criterion, no_data.finetune_steps), (Criterion::Magnitude, 0));
+        assert_eq!(no_data.criterion, Criterion::Magnitude);
         assert_eq!(no_data.warnings.len(), 1);
         assert!(
             no_data.warnings[0].contains("--criterion magnitude"),
@@ -179,36 +171,34 @@ mod tests {
     fn checked(req: &PruneRequest, has_data: bool) -> Result<crate::prune::CheckedConfig> {
         let r = req.resolve(has_data)?;
         crate::prune::PruneConfig {
-            criterion: r.criterion,
-            granularity: req.granularity,
-            channel_rules: r.channel_rules,
-            widen_layer_ratio: r.widen_layer_ratio,
-            channel_budget: r.channel_budget,
-            exact_fold: true,
-            fusion: crate::prune::mask::Fusion::Vote,
-            min_votes: None,
-            min_heads: req.min_heads,
-            seq_len: req.seq_len,
-            sparsity: r.sparsity,
-            tolerance: 0.005,
+            request: req.clone(),
+            resolved: r,
+            options: crate::prune::PruneOptions {
+                fusion: crate::prune::mask::Fusion::Vote,
+                min_votes: None,
+                exact_fold: true,
+                calib_batches: None,
+                strategy: crate::prune::score::Strategy::Shared,
+                precision: crate::prune::score::Precision::F32,
+                eval_split: crate::data::Split::Test,
+            },
             calib_batches: 1,
-            strategy: crate::prune::score::Strategy::Shared,
-            precision: crate::prune::score::Precision::F32,
-            seed: 0,
+            tolerance: 0.005,
             val_fraction: 0.1,
-            eval_split: crate::data::Split::Test,
             finetune: crate::train::TrainConfig {
-                steps: r.finetune_steps,
+                schedule: crate::train::Schedule {
+                    seed: 0,
+                    steps: if has_data { 300 } else { 0 },
+                    lr: 1e-4,
+                    weight_decay: 0.0,
+                    step_size: 100,
+                    gamma: 0.5,
+                    val_every: 10,
+                    freeze_norm: false,
+                },
                 batch: 4,
-                lr: 1e-4,
-                weight_decay: 0.0,
-                step_size: 100,
-                gamma: 0.5,
                 lambdas: Default::default(),
-                seed: 0,
-                val_every: 10,
                 device: tch::Device::Cpu,
-                freeze_norm: false,
                 only: None,
             },
             output_kind: tch::Kind::Float,

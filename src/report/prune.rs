@@ -26,12 +26,9 @@ pub struct Settings {
     pub calib_batches: usize,
     pub batch: usize,
     pub scoring: String,
-    pub seed: u64,
-    pub finetune_steps: usize,
-    pub lr: f64,
-    pub weight_decay: f64,
-    pub step_size: usize,
-    pub gamma: f64,
+    /// The fine-tuning schedule as the run used it (no steps without data), flattened.
+    #[serde(flatten)]
+    pub finetune: crate::train::Schedule,
     pub lambdas: BTreeMap<String, f64>,
     pub val_fraction: f64,
     pub eval_split: String,
@@ -419,7 +416,7 @@ pub fn summary(r: &PruneReport) -> String {
         Some(acc) => {
             out.push_str(&format!(
                 "  delta_m {}, on {} {} {}\n",
-                delta_m_phrase(r.settings.finetune_steps, acc),
+                delta_m_phrase(r.settings.finetune.steps, acc),
                 acc.images,
                 acc.split,
                 crate::graph::TaskKind::samples_noun(acc.before.iter().map(|t| t.kind))
@@ -523,7 +520,7 @@ fn accuracy_section(r: &PruneReport) -> String {
     }
     md.push_str(&format!(
         "\ndelta_m: {} (positive is better).\n",
-        delta_m_phrase(r.settings.finetune_steps, acc)
+        delta_m_phrase(r.settings.finetune.steps, acc)
     ));
     md
 }
@@ -631,7 +628,7 @@ fn settings_section(r: &PruneReport) -> String {
     let s = &r.settings;
     let mut md = format!(
         "\n## Settings\n\ngranularity {}, criterion {}, fusion {} ({} votes needed), {} calibration batches of {}, scoring {}, seed {}, fine-tuning {} steps (lr {}, weight decay {}, x{} every {} steps, best step {}), validation share {}, dtype {}, layout {}, device {}.\n\nInput sha256 `{}`.\n",
-        s.granularity, s.criterion, s.fusion, s.votes_needed, s.calib_batches, s.batch, s.scoring, s.seed, s.finetune_steps, s.lr, s.weight_decay, s.gamma, s.step_size,
+        s.granularity, s.criterion, s.fusion, s.votes_needed, s.calib_batches, s.batch, s.scoring, s.finetune.seed, s.finetune.steps, s.finetune.lr, s.finetune.weight_decay, s.finetune.gamma, s.finetune.step_size,
         r.finetune_best_step.map(|b| b.to_string()).unwrap_or_else(|| "-".into()), s.val_fraction, s.dtype, s.layout, s.device, r.input_sha256
     );
     let t = &r.timings;

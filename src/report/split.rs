@@ -90,7 +90,9 @@ pub struct SplitReport {
     pub bandwidths_mbit: Vec<f64>,
     pub rtt_ms: f64,
     pub cloud_speedup: f64,
-    pub finetune_steps: usize,
+    /// The fine-tuning schedule of every compressed split, flattened.
+    #[serde(flatten)]
+    pub finetune: crate::train::Schedule,
     pub finetune_device: bool,
     pub max_drop: f64,
     pub latency_machine: String,
@@ -306,7 +308,7 @@ pub fn markdown(r: &SplitReport) -> String {
         r.latency_machine,
         r.cloud_speedup,
         r.rtt_ms,
-        r.finetune_steps,
+        r.finetune.steps,
         if r.finetune_device { " and the device part" } else { "" }
     ));
     let bw_cols: Vec<String> = r

@@ -14,32 +14,30 @@ use std::collections::BTreeMap;
 use tch::nn::OptimizerConfig;
 use tch::{Device, Kind, Tensor};
 
-#[derive(Clone, Debug)]
-pub struct TrainConfig {
+/// How the optimiser runs: the settings `train` and the fine-tuning inside `prune` and `split`
+/// share, declared once (the CLI's groups fill it, the reports serialise it).
+#[derive(Clone, Debug, Serialize)]
+pub struct Schedule {
+    /// Seed of the batch order and any random draw: the same seed and inputs give the same bytes.
+    pub seed: u64,
+    /// Optimiser steps (batches); 0 skips training. Reports have always called it `finetune_steps`.
+    #[serde(rename = "finetune_steps")]
     pub steps: usize,
-    pub batch: usize,
+    /// Adam's learning rate.
     pub lr: f64,
     pub weight_decay: f64,
     /// Multiply the learning rate by `gamma` every `step_size` steps.
     pub step_size: usize,
     pub gamma: f64,
-    /// Loss weight per task; tasks not listed weigh 1.
-    pub lambdas: BTreeMap<String, f64>,
-    pub seed: u64,
     /// Validate every this many steps (and at the end).
     pub val_every: usize,
-    pub device: Device,
     /// Keep batch norm's running statistics fixed (and use them) while training.
     pub freeze_norm: bool,
-    /// Train only these parameter tensors (one block, as a device of a cooperative round would);
-    /// the others stay as they are. `None` trains every parameter.
-    pub only: Option<Vec<String>>,
 }
 
-impl TrainConfig {
+impl Schedule {
     /// Refuses option values the loop cannot use, naming the option: a learning rate, weight decay
-    /// or decay factor that is not a finite number >= 0, and a batch size, decay interval or
-    /// validation interval of 0.
+    /// or decay factor that is not a finite number >= 0, and a decay or validation interval of 0.
     pub fn validate(&self) -> Result<()> {
         for (option, value) in [
             ("--lr", self.lr),
@@ -50,16 +48,36 @@ impl TrainConfig {
                 crate::usage_bail!("{option} {value} must be a finite number >= 0");
             }
         }
-        for (option, value) in [
-            ("--batch", self.batch),
-            ("--step-size", self.step_size),
-            ("--val-every", self.val_every),
-        ] {
+        for (option, value) in [("--step-size", self.step_size), ("--val-every", self.val_every)] {
             if value == 0 {
                 crate::usage_bail!("{option} must be at least 1");
             }
         }
         Ok(())
+    }
+}
+
+/// One training run: the schedule and what the run itself decides (batch size, loss weights,
+/// device, the parameters that train).
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    pub schedule: Schedule,
+    pub batch: usize,
+    /// Loss weight per task; tasks not listed weigh 1.
+    pub lambdas: BTreeMap<String, f64>,
+    pub device: Device,
+    /// Train only these parameter tensors (one block, as a device of a cooperative round would);
+    /// the others stay as they are. `None` trains every parameter.
+    pub only: Option<Vec<String>>,
+}
+
+impl TrainConfig {
+    /// The schedule's checks, and a batch size of at least 1.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch == 0 {
+            crate::usage_bail!("--batch must be at least 1");
+        }
+        self.schedule.validate()
     }
 }
 
@@ -213,7 +231,7 @@ pub fn train(
         bail!("model selection needs a validation split; use a positive --val-fraction");
     }
     // Dropout draws from libtorch's generator.
-    tch::manual_seed(cfg.seed as i64);
+    tch::manual_seed(cfg.schedule.seed as i64);
     let device = cfg.device;
     let trainable: Vec<String> = model
         .graph
@@ -263,10 +281,10 @@ pub fn train(
     apply_masks(&live);
 
     let mut opt = tch::nn::Adam {
-        wd: cfg.weight_decay,
+        wd: cfg.schedule.weight_decay,
         ..Default::default()
     }
-    .build(&vs, cfg.lr)?;
+    .build(&vs, cfg.schedule.lr)?;
     let snapshot = |live: &Params| -> Params {
         live.iter()
             .map(|(k, v)| (k.clone(), v.detach().to_device(Device::Cpu).copy()))
@@ -277,24 +295,24 @@ pub fn train(
     let mut best_step = 0;
     let mut log = vec![LogEntry {
         step: 0,
-        lr: cfg.lr,
+        lr: cfg.schedule.lr,
         train: BTreeMap::new(),
         train_total: f64::NAN,
         val_total: Some(best_val),
         val: Some(parts),
     }];
-    let mut loader = Loader::shuffled(train_items, cfg.batch, cfg.seed, cfg.device);
+    let mut loader = Loader::shuffled(train_items, cfg.batch, cfg.schedule.seed, cfg.device);
     let mut sums: BTreeMap<String, f64> = BTreeMap::new();
     let (mut total_sum, mut since) = (0.0, 0usize);
-    for step in 1..=cfg.steps {
-        let lr = cfg.lr * cfg.gamma.powi(((step - 1) / cfg.step_size) as i32);
+    for step in 1..=cfg.schedule.steps {
+        let lr = cfg.schedule.lr * cfg.schedule.gamma.powi(((step - 1) / cfg.schedule.step_size) as i32);
         opt.set_lr(lr);
         let b = loader
             .next()
             .ok_or_else(|| anyhow::anyhow!("training data ran out"))??
             .to_device(device);
         // A single block trains with batch norm's statistics fixed, so nothing outside it moves.
-        let mode = if cfg.freeze_norm || cfg.only.is_some() {
+        let mode = if cfg.schedule.freeze_norm || cfg.only.is_some() {
             Mode::TrainFrozenNorm
         } else {
             Mode::Train
@@ -312,7 +330,7 @@ pub fn train(
         total_sum += value;
         since += 1;
         on_step(step, value);
-        if step % cfg.val_every == 0 || step == cfg.steps {
+        if step % cfg.schedule.val_every == 0 || step == cfg.schedule.steps {
             let (val, val_parts) = validation_loss(model, &live, tasks, &cfg.lambdas, &val_items, cfg.batch, device)?;
             log.push(LogEntry {
                 step,
