@@ -267,6 +267,16 @@ impl Outputs {
     }
 }
 
+/// `out` with `.safetensors` replaced by `suffix` (the reports beside a model).
+pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
+    out.with_file_name(format!("{stem}{suffix}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,14 +357,4 @@ mod tests {
             "{err}"
         );
     }
-}
-
-/// `out` with `.safetensors` replaced by `suffix` (the reports beside a model).
-pub fn sibling(out: &Path, suffix: &str) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|s| s.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".safetensors").unwrap_or(&name);
-    out.with_file_name(format!("{stem}{suffix}"))
 }

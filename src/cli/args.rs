@@ -141,8 +141,7 @@ pub struct FinetuneArgs {
     /// Fine-tuning steps (0 skips fine-tuning), validation-selected.
     #[arg(long, default_value_t = 300)]
     pub finetune_steps: usize,
-    /// Fine-tuning learning rate (Adam). 1e-4 measured best on the demo (delta_m -2.5% after 300
-    /// steps at 90% sparsity, -14.9% with the reference's 1e-5; docs/pruning.md).
+    /// Fine-tuning learning rate (Adam); the default measured best on the demo (docs/pruning.md).
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
     /// Multiply the learning rate by --gamma every this many steps.

@@ -1,7 +1,7 @@
 use super::args::{parse_input_size, ModelArgs};
 use anyhow::Result;
-use cut::checkpoint::Checkpoint;
-use cut::report::inspect::{inspect, InputChoice, Inspection};
+use cut::jobs::inspect::{run as run_job, InspectJob};
+use cut::report::inspect::{InputChoice, Inspection};
 use cut::report::table::{bytes, count, percent, render};
 
 #[derive(clap::Args)]
@@ -23,12 +23,16 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let ckpt = Checkpoint::open(&a.model.model)?;
-    let input = InputChoice {
-        image: a.input.as_deref().map(|t| parse_input_size(t, 3)).transpose()?,
-        seq_len: a.seq_len,
+    let job = InspectJob {
+        model: a.model.model.clone(),
+        load: a.model.load_options()?,
+        input: InputChoice {
+            image: a.input.as_deref().map(|t| parse_input_size(t, 3)).transpose()?,
+            seq_len: a.seq_len,
+        },
+        list_tensors: a.tensors,
     };
-    let report = inspect(&ckpt, &a.model.load_options()?, input, a.tensors)?;
+    let report = run_job(&job)?;
     for w in &report.warnings {
         eprintln!("cut: warning: {w}");
     }

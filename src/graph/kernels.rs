@@ -65,7 +65,7 @@ fn check_plain(t: &Tensor, len: usize) {
 
 /// Max pooling, by the fastest path that applies: the two-pass pooling below for a CPU float
 /// batch without gradient; with a gradient on the CPU, libtorch's pooling in channels-last order,
-/// which it vectorises (2x faster than in place); else libtorch's own.
+/// which it vectorises; else libtorch's own (timings in `docs/performance.md`).
 pub fn max_pool2d(x: &Tensor, p: &PoolWindow) -> Tensor {
     let pool = |x: &Tensor| x.max_pool2d(pair(p.kernel), pair(p.stride), pair(p.padding), [1, 1], p.ceil_mode);
     let cpu_float = x.device() == tch::Device::Cpu && x.kind() == tch::Kind::Float;
@@ -84,7 +84,7 @@ pub fn max_pool2d(x: &Tensor, p: &PoolWindow) -> Tensor {
 ///   product per kernel tap, added shifted (see `tap_products_conv`), and another small
 ///   size-preserving one is im2col plus one (see `im2col_conv`);
 /// - on CPUs, libtorch runs a dilated convolution on a small input (under 20480 values, batch 1)
-///   through its generic im2col path, 2-3x slower than oneDNN, so the wide ones go to oneDNN
+///   through its generic im2col path, slower than oneDNN, so the wide ones go to oneDNN
 ///   directly when no gradient is needed.
 ///
 /// Kernel taps that only read padding are sliced off before this, by the graph pass
@@ -395,9 +395,9 @@ fn pool_len(input: usize, kernel: usize, stride: usize, padding: usize, ceil_mod
 }
 
 /// Scaled dot-product attention of q, k, v [N, heads, L, d] where `keep` [N, 1, 1, L] is true:
-/// for one sequence on the CPU without gradient, a matrix product, softmax and product (5% faster
-/// than libtorch's fused kernel at batch 1, 128 tokens); otherwise the fused kernel (4% faster at
-/// batch 32). Without padding no mask is applied at all. A query whose keys are all masked attends
+/// for one sequence on the CPU without gradient, a matrix product, softmax and product (faster
+/// than libtorch's fused kernel at batch 1); otherwise the fused kernel (faster at larger
+/// batches). Without padding no mask is applied at all. A query whose keys are all masked attends
 /// uniformly, as in Hugging Face's models.
 /// Timings in `docs/performance.md`.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, keep: &Tensor, scale: f64) -> anyhow::Result<Tensor> {

@@ -52,10 +52,9 @@ impl WidthRules {
 }
 
 /// The per-layer caps (`max_layer_ratio`) tried in turn when none is given: the first whose rules
-/// can meet the budget is used. A gentle cap spreads the removal over more layers; on the demo at
-/// half the MACs, 0.5 kept more accuracy than 0.75 (delta_m before fine-tuning -0.95% against
-/// -2.07% with snip scores, -1.18% against -2.93% with taylor) and gave a faster model, so the
-/// wider caps serve only budgets that 0.5 cannot meet.
+/// can meet the budget is used. A gentle cap spreads the removal over more layers; on the demo 0.5
+/// kept more accuracy than 0.75 and gave a faster model (`docs/pruning.md`), so the wider caps
+/// serve only budgets that 0.5 cannot meet.
 pub const AUTO_LAYER_RATIOS: [f64; 4] = [0.5, 0.75, 0.9, 1.0];
 
 /// What the pruned model may cost.

@@ -198,46 +198,8 @@ pub fn shrink(model: &Model, params: &Params, groups: &[EncoderGroup], keep: &[V
             unit_rows(&gone, g.unit_width, device),
         );
         // The removed units' constant outputs, [removed features].
-        let constants = match graph.node(&g.producer).map(|n| n.op.clone()) {
-            Some(Op::SelfAttention(mut a)) => {
-                let constant = removed_outputs(&graph, &out, g)?.index_select(0, &gone_rows);
-                for (w, b) in [
-                    (a.query.clone(), a.query_bias.clone()),
-                    (a.key.clone(), a.key_bias.clone()),
-                    (a.value.clone(), a.value_bias.clone()),
-                ] {
-                    let (wt, bt) = (
-                        param(&out, &w)?.index_select(0, &keep_rows),
-                        param(&out, &b)?.index_select(0, &keep_rows),
-                    );
-                    out.insert(w, wt);
-                    out.insert(b, bt);
-                }
-                a.heads = k.len();
-                set_op(&mut graph, &g.producer, Op::SelfAttention(a));
-                constant
-            }
-            Some(Op::Linear(l)) => {
-                let b = l.bias.clone().ok_or_else(|| anyhow!("'{}' has no bias", g.producer))?;
-                let constant = removed_outputs(&graph, &out, g)?.index_select(0, &gone_rows);
-                let (wt, bt) = (
-                    param(&out, &l.weight)?.index_select(0, &keep_rows),
-                    param(&out, &b)?.index_select(0, &keep_rows),
-                );
-                out.insert(l.weight.clone(), wt);
-                out.insert(b, bt);
-                set_op(
-                    &mut graph,
-                    &g.producer,
-                    Op::Linear(Linear {
-                        out_features: k.len(),
-                        ..l
-                    }),
-                );
-                constant
-            }
-            _ => bail!("group producer '{}' is not an attention or linear node", g.producer),
-        };
+        let constants = removed_outputs(&graph, &out, g)?.index_select(0, &gone_rows);
+        shrink_producer(&mut graph, &mut out, g, k.len(), &keep_rows)?;
         let folded = param(&out, &out_bias)?
             + w_out
                 .index_select(1, &gone_rows)
@@ -262,6 +224,53 @@ pub fn shrink(model: &Model, params: &Params, groups: &[EncoderGroup], keep: &[V
     };
     model.validate()?;
     Ok((model, out))
+}
+
+/// The group's producer keeps only the rows of the kept units: an attention node its query, key
+/// and value rows (and its head count), a linear layer its output rows.
+fn shrink_producer(
+    graph: &mut Graph,
+    out: &mut Params,
+    g: &EncoderGroup,
+    kept: usize,
+    keep_rows: &Tensor,
+) -> Result<()> {
+    let mut select_rows = |w: &str, b: &str| -> Result<()> {
+        let (wt, bt) = (
+            param(out, w)?.index_select(0, keep_rows),
+            param(out, b)?.index_select(0, keep_rows),
+        );
+        out.insert(w.to_string(), wt);
+        out.insert(b.to_string(), bt);
+        Ok(())
+    };
+    match graph.node(&g.producer).map(|n| n.op.clone()) {
+        Some(Op::SelfAttention(mut a)) => {
+            for (w, b) in [
+                (&a.query, &a.query_bias),
+                (&a.key, &a.key_bias),
+                (&a.value, &a.value_bias),
+            ] {
+                select_rows(w, b)?;
+            }
+            a.heads = kept;
+            set_op(graph, &g.producer, Op::SelfAttention(a));
+        }
+        Some(Op::Linear(l)) => {
+            let b = l.bias.clone().ok_or_else(|| anyhow!("'{}' has no bias", g.producer))?;
+            select_rows(&l.weight, &b)?;
+            set_op(
+                graph,
+                &g.producer,
+                Op::Linear(Linear {
+                    out_features: kept,
+                    ..l
+                }),
+            );
+        }
+        _ => bail!("group producer '{}' is not an attention or linear node", g.producer),
+    }
+    Ok(())
 }
 
 fn set_op(graph: &mut Graph, name: &str, op: Op) {

@@ -61,6 +61,16 @@ pub enum Precision {
 
 crate::choices!(Precision { F32 => "f32", Bf16 => "bf16" });
 
+impl Precision {
+    /// The element type of the scored activations.
+    pub fn kind(self) -> Kind {
+        match self {
+            Precision::F32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+        }
+    }
+}
+
 /// The weights task `task` is scored on: backbone plus its own head, by name.
 pub fn scored_weights(model: &Model, task: &str) -> Vec<String> {
     let groups = model.graph.param_groups();
@@ -157,6 +167,64 @@ impl Calibration {
     }
 }
 
+/// The weights and biases of convolutions and linear layers, which bf16 scoring stores in bf16
+/// (none for f32).
+fn low_precision_weights(model: &Model, precision: Precision) -> BTreeSet<String> {
+    if precision == Precision::F32 {
+        return BTreeSet::new();
+    }
+    model
+        .graph
+        .param_specs()
+        .into_iter()
+        .filter(|s| {
+            matches!(
+                s.role,
+                ParamRole::ConvWeight | ParamRole::ConvBias | ParamRole::LinearWeight | ParamRole::LinearBias
+            )
+        })
+        .map(|s| s.name)
+        .collect()
+}
+
+/// A 4-d tensor channels-last on a GPU (`nhwc`), anything else as it is.
+fn layout(t: Tensor, nhwc: bool) -> Tensor {
+    if nhwc && t.dim() == 4 {
+        channels_last(&t)
+    } else {
+        t
+    }
+}
+
+/// The parameters as scoring reads them: in their scoring precision and layout, the scored
+/// weights made differentiable leaves, everything else a constant.
+fn scoring_leaves(
+    params: &Params,
+    names: &BTreeMap<String, Vec<String>>,
+    low: &BTreeSet<String>,
+    nhwc: bool,
+) -> Params {
+    let mut leaves = Params::new();
+    for (name, t) in params {
+        let t = if low.contains(name) {
+            t.to_kind(Kind::BFloat16)
+        } else {
+            t.shallow_clone()
+        };
+        let t = layout(t, nhwc);
+        let is_scored = names.values().any(|v| v.contains(name));
+        leaves.insert(
+            name.clone(),
+            if is_scored {
+                t.detach().set_requires_grad(true)
+            } else {
+                t
+            },
+        );
+    }
+    leaves
+}
+
 /// SNIP on the pre-trained weights, in inference mode (batch norm running statistics, no dropout) so
 /// that scores do not depend on batch composition or random draws. `on_batch` reports progress.
 pub fn snip(
@@ -174,52 +242,16 @@ pub fn snip(
         .iter()
         .map(|t| (t.name.clone(), scored_weights(model, &t.name)))
         .collect();
-    let low: std::collections::BTreeSet<String> = match precision {
-        Precision::F32 => Default::default(),
-        Precision::Bf16 => model
-            .graph
-            .param_specs()
-            .into_iter()
-            .filter(|s| {
-                matches!(
-                    s.role,
-                    ParamRole::ConvWeight | ParamRole::ConvBias | ParamRole::LinearWeight | ParamRole::LinearBias
-                )
-            })
-            .map(|s| s.name)
-            .collect(),
-    };
     // On a GPU, cuDNN's tensor-core convolutions want channels-last (NHWC) weights and activations.
     let nhwc = device.is_cuda();
-    let layout = |t: Tensor| if nhwc && t.dim() == 4 { channels_last(&t) } else { t };
-    let mut leaves = Params::new();
-    for (name, t) in params {
-        let t = layout(if low.contains(name) {
-            t.to_kind(Kind::BFloat16)
-        } else {
-            t.shallow_clone()
-        });
-        let is_scored = names.values().any(|v| v.contains(name));
-        leaves.insert(
-            name.clone(),
-            if is_scored {
-                t.detach().set_requires_grad(true)
-            } else {
-                t
-            },
-        );
-    }
-    let input_kind = if precision == Precision::Bf16 {
-        Kind::BFloat16
-    } else {
-        Kind::Float
-    };
+    let leaves = scoring_leaves(params, &names, &low_precision_weights(model, precision), nhwc);
+    let input_kind = precision.kind();
     let mut acc: Scores = names
         .iter()
         .map(|(t, ns)| {
             (
                 t.clone(),
-                ns.iter().map(|n| (n.clone(), Tensor::zeros_like(&params[n]))).collect(),
+                ns.iter().map(|n| (n.clone(), params[n].zeros_like())).collect(),
             )
         })
         .collect();
@@ -234,18 +266,7 @@ pub fn snip(
         clock.lap("batch ready on the device");
         let graph_inputs = b.graph_inputs(&model.graph)?;
         let graph = slice_dead_taps_for(&model.graph, &graph_inputs)?;
-        // Images in the scoring precision and layout; token ids and masks as they are.
-        let inputs: Inputs = graph_inputs
-            .into_iter()
-            .map(|(k, t)| {
-                let t = if t.is_floating_point() {
-                    layout(t.to_kind(input_kind))
-                } else {
-                    t
-                };
-                (k, t)
-            })
-            .collect();
+        let inputs = scoring_inputs(graph_inputs, input_kind, nhwc);
         let mut accumulate = |task: &TaskSpec, loss: &Tensor, keep_graph: bool| {
             let ws: Vec<&Tensor> = names[&task.name].iter().map(|n| &leaves[n]).collect();
             let grads = Tensor::run_backward(&[loss], &ws, keep_graph, false);
@@ -257,25 +278,7 @@ pub fn snip(
             }
             clock.lap(&format!("{} scores added", task.name));
         };
-        match strategy {
-            Strategy::Shared => {
-                let task_names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-                let outputs = forward_inputs(&graph, &leaves, &inputs, &task_names, Mode::Eval)?;
-                clock.lap("forward");
-                for (k, task) in tasks.iter().enumerate() {
-                    let loss = task_loss(task, &outputs[&task.name].to_kind(Kind::Float), &b)?;
-                    accumulate(task, &loss, k + 1 < tasks.len());
-                }
-            }
-            Strategy::PerTask => {
-                for task in tasks {
-                    let outputs = forward_inputs(&graph, &leaves, &inputs, &[task.name.as_str()], Mode::Eval)?;
-                    clock.lap(&format!("{} forward", task.name));
-                    let loss = task_loss(task, &outputs[&task.name].to_kind(Kind::Float), &b)?;
-                    accumulate(task, &loss, false);
-                }
-            }
-        }
+        task_losses(&graph, &leaves, &inputs, tasks, strategy, &b, &clock, &mut accumulate)?;
         clock.report(i);
         on_batch(i + 1);
         Ok(())
@@ -284,6 +287,52 @@ pub fn snip(
         normalise(s);
     }
     Ok(acc)
+}
+
+/// Images in the scoring precision and layout; token ids and masks as they are.
+fn scoring_inputs(graph_inputs: Inputs, kind: Kind, nhwc: bool) -> Inputs {
+    graph_inputs
+        .into_iter()
+        .map(|(k, t)| match t.is_floating_point() {
+            true => (k, layout(t.to_kind(kind), nhwc)),
+            false => (k, t),
+        })
+        .collect()
+}
+
+/// Each task's loss on one batch, handed to `accumulate(task, loss, keep_graph)`: from one shared
+/// forward (the graph kept for the next task's backward), or one forward per task.
+#[allow(clippy::too_many_arguments)]
+fn task_losses(
+    graph: &crate::graph::Graph,
+    leaves: &Params,
+    inputs: &Inputs,
+    tasks: &[TaskSpec],
+    strategy: Strategy,
+    batch: &Batch,
+    clock: &PhaseClock,
+    accumulate: &mut dyn FnMut(&TaskSpec, &Tensor, bool),
+) -> Result<()> {
+    match strategy {
+        Strategy::Shared => {
+            let task_names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+            let outputs = forward_inputs(graph, leaves, inputs, &task_names, Mode::Eval)?;
+            clock.lap("forward");
+            for (k, task) in tasks.iter().enumerate() {
+                let loss = task_loss(task, &outputs[&task.name].to_kind(Kind::Float), batch)?;
+                accumulate(task, &loss, k + 1 < tasks.len());
+            }
+        }
+        Strategy::PerTask => {
+            for task in tasks {
+                let outputs = forward_inputs(graph, leaves, inputs, &[task.name.as_str()], Mode::Eval)?;
+                clock.lap(&format!("{} forward", task.name));
+                let loss = task_loss(task, &outputs[&task.name].to_kind(Kind::Float), batch)?;
+                accumulate(task, &loss, false);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// With `CUT_TRACE_SCORING` set in the environment, prints to stderr where each calibration batch's
@@ -348,23 +397,13 @@ pub fn taylor(
             bias_of.insert(p.as_str(), producer_weight(graph, p)?.1);
         }
     }
-    let scored_groups: Vec<Vec<usize>> = tasks
-        .iter()
-        .map(|t| {
-            let scored: BTreeSet<String> = scored_weights(model, &t.name).into_iter().collect();
-            (0..groups.len())
-                .filter(|&i| task_scores_group(graph, &groups[i], |w| scored.contains(w)))
-                .collect()
-        })
-        .collect();
+    let scored_groups = groups_scored_by_task(model, tasks, groups);
     let mut acc: ChannelScores = tasks
         .iter()
         .zip(&scored_groups)
         .map(|(t, ids)| {
-            (
-                t.name.clone(),
-                ids.iter().map(|&i| (i, vec![0.0; groups[i].channels])).collect(),
-            )
+            let zeros = ids.iter().map(|&i| (i, vec![0.0; groups[i].channels])).collect();
+            (t.name.clone(), zeros)
         })
         .collect();
     let task_names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
@@ -393,46 +432,72 @@ pub fn taylor(
             let _guard = tch::no_grad_guard();
             let grad_of: HashMap<&str, Tensor> = nodes.iter().copied().zip(grads).collect();
             for &g in ids {
-                // Per image and channel: the summed first-order change over the group's producers.
-                let mut change: Option<Tensor> = None;
-                for p in &groups[g].producers {
-                    let (a, grad) = (&outputs_of[p], &grad_of[p.as_str()]);
-                    if !grad.defined() {
-                        continue;
-                    }
-                    let delta = match &bias_of[p.as_str()] {
-                        Some(bias) => {
-                            let mut shape = vec![1i64; a.dim()];
-                            shape[1] = -1;
-                            a - params[bias].view(shape.as_slice())
-                        }
-                        None => a.shallow_clone(),
-                    };
-                    let per_position = (delta * grad).to_kind(Kind::Double);
-                    let spatial: Vec<i64> = (2..per_position.dim() as i64).collect();
-                    let per_image = if spatial.is_empty() {
-                        per_position
-                    } else {
-                        per_position.sum_dim_intlist(spatial.as_slice(), false, Kind::Double)
-                    };
-                    change = Some(match change {
-                        Some(c) => c + per_image,
-                        None => per_image,
-                    });
-                }
-                if let Some(change) = change {
-                    let scores = change.abs().sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
-                    let scores = Vec::<f64>::try_from(scores.to_device(Device::Cpu))?;
-                    let slot = acc
-                        .get_mut(&task.name)
-                        .and_then(|t| t.get_mut(&g))
-                        .expect("allocated above");
-                    slot.iter_mut().zip(scores).for_each(|(s, v)| *s += v);
-                }
+                let Some(change) = first_order_change(&groups[g], &outputs_of, &grad_of, &bias_of, params) else {
+                    continue;
+                };
+                let scores = change.abs().sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
+                let scores = Vec::<f64>::try_from(scores.to_device(Device::Cpu))?;
+                let slot = acc
+                    .get_mut(&task.name)
+                    .and_then(|t| t.get_mut(&g))
+                    .expect("allocated above");
+                slot.iter_mut().zip(scores).for_each(|(s, v)| *s += v);
             }
         }
         on_batch(i + 1);
         Ok(())
     })?;
     Ok(acc)
+}
+
+/// Per task, the groups whose channels feed weights the task is scored on.
+fn groups_scored_by_task(model: &Model, tasks: &[TaskSpec], groups: &[ChannelGroup]) -> Vec<Vec<usize>> {
+    tasks
+        .iter()
+        .map(|t| {
+            let scored: BTreeSet<String> = scored_weights(model, &t.name).into_iter().collect();
+            (0..groups.len())
+                .filter(|&i| task_scores_group(&model.graph, &groups[i], |w| scored.contains(w)))
+                .collect()
+        })
+        .collect()
+}
+
+/// Per image and channel of `group`: the first-order change of the loss were each channel's
+/// producers' outputs replaced by their biases, summed over the producers (None when no
+/// producer has a gradient for this task).
+fn first_order_change(
+    group: &ChannelGroup,
+    outputs_of: &HashMap<String, Tensor>,
+    grad_of: &HashMap<&str, Tensor>,
+    bias_of: &HashMap<&str, Option<String>>,
+    params: &Params,
+) -> Option<Tensor> {
+    let mut change: Option<Tensor> = None;
+    for p in &group.producers {
+        let (a, grad) = (&outputs_of[p], &grad_of[p.as_str()]);
+        if !grad.defined() {
+            continue;
+        }
+        let delta = match &bias_of[p.as_str()] {
+            Some(bias) => {
+                let mut shape = vec![1i64; a.dim()];
+                shape[1] = -1;
+                a - params[bias].view(shape.as_slice())
+            }
+            None => a.shallow_clone(),
+        };
+        let per_position = (delta * grad).to_kind(Kind::Double);
+        let spatial: Vec<i64> = (2..per_position.dim() as i64).collect();
+        let per_image = if spatial.is_empty() {
+            per_position
+        } else {
+            per_position.sum_dim_intlist(spatial.as_slice(), false, Kind::Double)
+        };
+        change = Some(match change {
+            Some(c) => c + per_image,
+            None => per_image,
+        });
+    }
+    change
 }

@@ -105,29 +105,62 @@ pub fn fold_hazards(model: &Model, params: &Params, groups: &[ChannelGroup]) -> 
 /// Removes channels: `keep[i]` lists the channels of `groups[i]` to keep (None keeps them all).
 pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[Option<Vec<i64>>]) -> Result<Shrunk> {
     let _guard = tch::no_grad_guard();
+    check_keep_lists(groups, keep)?;
+    let zeroed = zero_removed(model, params, groups, keep)?;
+    let acts = consumer_inputs(model, &zeroed, groups, keep)?;
+    let mut graph = model.graph.clone();
+    let mut out: Params = zeroed;
+    let inexact = fold_removed_constants(&mut graph, &mut out, &acts, groups, keep)?;
+    slice_groups(&graph, &mut out, groups, keep)?;
+    let widths: Vec<usize> = groups
+        .iter()
+        .zip(keep)
+        .map(|(g, k)| k.as_ref().map_or(g.channels, |k| k.len()))
+        .collect();
+    let model = Model {
+        graph: resize(&graph, groups, &widths),
+        tasks: model.tasks.clone(),
+        tokenizer: model.tokenizer.clone(),
+    };
+    model.validate()?;
+    check_shapes(&model, &out)?;
+    Ok(Shrunk {
+        model,
+        params: out,
+        inexact,
+    })
+}
+
+/// Each keep list belongs to a prunable group and is sorted, unique, in range and non-empty.
+fn check_keep_lists(groups: &[ChannelGroup], keep: &[Option<Vec<i64>>]) -> Result<()> {
     for (g, k) in groups.iter().zip(keep) {
-        if let Some(k) = k {
-            if !g.prunable() {
-                bail!(
-                    "channels of a fixed group cannot be removed ({})",
-                    g.fixed.as_deref().unwrap_or("")
-                );
-            }
-            if k.is_empty()
-                || k.iter().any(|&c| c < 0 || c as usize >= g.channels)
-                || k.windows(2).any(|w| w[0] >= w[1])
-            {
-                bail!(
-                    "keep list for a group of {} channels must be sorted, unique, in range and non-empty",
-                    g.channels
-                );
-            }
+        let Some(k) = k else { continue };
+        if !g.prunable() {
+            bail!(
+                "channels of a fixed group cannot be removed ({})",
+                g.fixed.as_deref().unwrap_or("")
+            );
+        }
+        if k.is_empty() || k.iter().any(|&c| c < 0 || c as usize >= g.channels) || k.windows(2).any(|w| w[0] >= w[1]) {
+            bail!(
+                "keep list for a group of {} channels must be sorted, unique, in range and non-empty",
+                g.channels
+            );
         }
     }
-    let zeroed = zero_removed(model, params, groups, keep)?;
+    Ok(())
+}
+
+/// The inputs of every consumer of a shrinking group, on the zero probe with the removed
+/// channels zeroed: what each removed channel still carries (its constant) into each consumer.
+fn consumer_inputs(
+    model: &Model,
+    zeroed: &Params,
+    groups: &[ChannelGroup],
+    keep: &[Option<Vec<i64>>],
+) -> Result<BTreeMap<String, Tensor>> {
     let device = zeroed.values().next().map(|t| t.device()).unwrap_or(Device::Cpu);
     let probe = model.graph.zero_inputs(device)?;
-    // The constant each removed channel carries at each consumer's input.
     let mut wanted: Vec<&str> = Vec::new();
     for (g, k) in groups.iter().zip(keep) {
         if k.is_some() {
@@ -136,34 +169,42 @@ pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[O
             }
         }
     }
-    let acts = activations(
+    activations(
         &slice_dead_taps_for(&model.graph, &probe)?,
-        &zeroed,
+        zeroed,
         &probe,
         &wanted,
         Mode::Eval,
-    )?;
+    )
+}
 
-    let mut graph = model.graph.clone();
-    let mut out: Params = zeroed;
+/// Folds each removed channel's constant into its consumers' biases (adding a bias where a
+/// consumer has none), using their full, unsliced weights. Returns the padded consumers that got
+/// a non-zero constant: there the fold is exact only away from the borders.
+fn fold_removed_constants(
+    graph: &mut Graph,
+    out: &mut Params,
+    acts: &BTreeMap<String, Tensor>,
+    groups: &[ChannelGroup],
+    keep: &[Option<Vec<i64>>],
+) -> Result<Vec<String>> {
     let mut inexact = Vec::new();
-    // 1. Fold constants into consumers' biases, using their full (unsliced) weights.
     for (g, k) in groups.iter().zip(keep) {
         let Some(k) = k else { continue };
         let gone = removed(g.channels, k);
         if gone.is_empty() {
             continue;
         }
-        let gone_t = Tensor::from_slice(&gone).to_device(device);
         for c in &g.consumers {
             let act = &acts[&graph.node(c).expect("consumer exists").inputs[0]];
+            let gone_t = Tensor::from_slice(&gone).to_device(act.device());
             let per_channel = if act.dim() == 4 {
                 act.mean_dim([0i64, 2, 3].as_slice(), false, Kind::Float)
             } else {
                 act.mean_dim([0i64].as_slice(), false, Kind::Float)
             };
             let consts = per_channel.index_select(0, &gone_t);
-            let (weight, bias) = producer_weight(&graph, c)?;
+            let (weight, bias) = producer_weight(graph, c)?;
             let node = graph.nodes.iter_mut().find(|n| &n.name == c).expect("consumer exists");
             let w = &out[&weight];
             let taps = if w.dim() == 4 {
@@ -177,24 +218,35 @@ pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[O
             }
             let bias_name = match bias {
                 Some(b) => b,
-                None => {
-                    let name = match weight.strip_suffix(".weight") {
-                        Some(stem) => format!("{stem}.bias"),
-                        None => format!("{weight}.bias"),
-                    };
-                    if out.contains_key(&name) {
-                        bail!("cannot add bias '{name}' to '{c}': the name is taken");
-                    }
-                    out.insert(name.clone(), Tensor::zeros([w.size()[0]], (Kind::Float, device)));
-                    node.op = node.op.def().with_bias(name.clone()).expect("transforms take a bias");
-                    name
-                }
+                None => add_bias(node, out, &weight, c)?,
             };
             let b = out.get_mut(&bias_name).expect("bias exists");
             *b = &*b + delta;
         }
     }
-    // 2. Slice producers and batch norms (output side), then consumers (input side).
+    Ok(inexact)
+}
+
+/// A zero bias for consumer `c` (whose weight is `weight`), named after the weight; the node's op
+/// now reads it.
+fn add_bias(node: &mut Node, out: &mut Params, weight: &str, c: &str) -> Result<String> {
+    let name = match weight.strip_suffix(".weight") {
+        Some(stem) => format!("{stem}.bias"),
+        None => format!("{weight}.bias"),
+    };
+    if out.contains_key(&name) {
+        bail!("cannot add bias '{name}' to '{c}': the name is taken");
+    }
+    let w = &out[weight];
+    let zeros = Tensor::zeros([w.size()[0]], (Kind::Float, w.device()));
+    out.insert(name.clone(), zeros);
+    node.op = node.op.def().with_bias(name.clone()).expect("transforms take a bias");
+    Ok(name)
+}
+
+/// Keeps only the kept channels: producers and batch norms on the output side, consumers on
+/// the input side.
+fn slice_groups(graph: &Graph, out: &mut Params, groups: &[ChannelGroup], keep: &[Option<Vec<i64>>]) -> Result<()> {
     let select = |out: &mut Params, name: &str, dim: i64, idx: &Tensor| -> Result<()> {
         let t = out.get_mut(name).ok_or_else(|| anyhow!("tensor '{name}' is missing"))?;
         *t = t.index_select(dim, &idx.to_device(t.device()));
@@ -209,34 +261,27 @@ pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[O
                 ChannelRule::Transform { weight, bias, .. } => {
                     if g.producers.contains(name) {
                         for t in std::iter::once(weight).chain(bias) {
-                            select(&mut out, t, 0, &idx)?;
+                            select(out, t, 0, &idx)?;
                         }
                     }
                     if g.consumers.contains(name) {
-                        select(&mut out, weight, 1, &idx)?;
+                        select(out, weight, 1, &idx)?;
                     }
                 }
                 ChannelRule::PerChannel { tensors } if g.norms.contains(name) => {
                     for t in tensors {
-                        select(&mut out, t, 0, &idx)?;
+                        select(out, t, 0, &idx)?;
                     }
                 }
                 _ => {}
             }
         }
     }
-    let widths: Vec<usize> = groups
-        .iter()
-        .zip(keep)
-        .map(|(g, k)| k.as_ref().map_or(g.channels, |k| k.len()))
-        .collect();
-    let graph = resize(&graph, groups, &widths);
-    let model = Model {
-        graph,
-        tasks: model.tasks.clone(),
-        tokenizer: model.tokenizer.clone(),
-    };
-    model.validate()?;
+    Ok(())
+}
+
+/// Every parameter has the shape the shrunk graph expects.
+fn check_shapes(model: &Model, out: &Params) -> Result<()> {
     let shapes: BTreeMap<String, Vec<usize>> = out
         .iter()
         .map(|(k, v)| (k.clone(), v.size().iter().map(|&d| d as usize).collect()))
@@ -251,11 +296,7 @@ pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[O
             );
         }
     }
-    Ok(Shrunk {
-        model,
-        params: out,
-        inexact,
-    })
+    Ok(())
 }
 
 /// The graph with each group's channel count set to `widths[i]` (no tensors touched): what a

@@ -1,5 +1,6 @@
-//! What ops write their ONNX form into (`OpDef::export`): the builder and the ONNX messages. The
-//! export itself (the walk over a graph, the file) is `crate::onnx`.
+//! What ops write their ONNX form into (`OpDef::export`): the builder and the ONNX messages. It
+//! sits below the ops; reading and writing whole ONNX files (which needs the graph, its passes and
+//! shapes) is `crate::onnx`, above the graph.
 
 mod builder;
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -1,0 +1,24 @@
+//! `cut inspect`: a checkpoint's sizes, sparsity and compute per group. [`InspectJob`] in, an
+//! [`Inspection`] out.
+
+use crate::checkpoint::{Checkpoint, LoadOptions};
+use crate::report::inspect::{inspect, InputChoice, Inspection};
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// Everything `cut inspect` was asked.
+#[derive(Clone, Debug)]
+pub struct InspectJob {
+    pub model: PathBuf,
+    pub load: LoadOptions,
+    /// The input size MACs are counted at (default: the graph's).
+    pub input: InputChoice,
+    /// List every tensor too.
+    pub list_tensors: bool,
+}
+
+/// Reads the checkpoint and summarises it; its warnings are in the inspection.
+pub fn run(job: &InspectJob) -> Result<Inspection> {
+    let ckpt = Checkpoint::open(&job.model)?;
+    inspect(&ckpt, &job.load, job.input, job.list_tensors)
+}
