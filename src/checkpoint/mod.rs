@@ -204,6 +204,9 @@ pub struct Checkpoint {
     data_start: usize,
     pub tensors: BTreeMap<String, TensorEntry>,
     pub metadata: BTreeMap<String, String>,
+    /// Read from an ONNX file (imported into a temporary checkpoint): `--task-kinds` then names
+    /// the kinds of its outputs.
+    pub imported: bool,
 }
 
 pub use crate::families::{LoadOptions, LoadedModel};
@@ -307,7 +310,30 @@ impl Checkpoint {
         if !meta.is_file() {
             bail!("{shown}: not a regular file (a FIFO, device or socket); give a checkpoint file");
         }
+        if is_onnx(&path) {
+            return Checkpoint::from_onnx(path);
+        }
         let file = File::open(&path).map_err(|e| anyhow!("{shown}: cannot open ({e})"))?;
+        Checkpoint::from_file(path, file)
+    }
+
+    /// An ONNX file, imported (`crate::onnx::import`) into an anonymous temporary checkpoint, so
+    /// every command reads it as it reads its own files; `path` stays the ONNX file's.
+    pub fn from_onnx(path: PathBuf) -> Result<Checkpoint> {
+        use std::io::Write;
+        let imported = crate::onnx::import::import(&path, &Default::default())?;
+        let bytes = writer::model_bytes(&imported.model, &imported.params, DType::F32, false, None)?;
+        let mut file = tempfile::tempfile().map_err(|e| anyhow!("a temporary file for the import: {e}"))?;
+        file.write_all(&bytes)?;
+        let mut ckpt = Checkpoint::from_file(path, file)?;
+        ckpt.imported = true;
+        Ok(ckpt)
+    }
+
+    /// The checkpoint in `file`; `path` names it in messages.
+    fn from_file(path: PathBuf, file: File) -> Result<Checkpoint> {
+        let shown = path.display();
+        let meta = file.metadata().map_err(|e| anyhow!("{shown}: cannot open ({e})"))?;
         if meta.len() < 8 {
             bail!(
                 "{shown}: file is shorter than the 8-byte header length ({} bytes)",
@@ -374,6 +400,7 @@ impl Checkpoint {
             data_start: 8 + header_len,
             tensors,
             metadata,
+            imported: false,
         })
     }
 
@@ -462,7 +489,16 @@ impl Checkpoint {
     /// SceneNet tensor names when there is none. The tensors are checked against the graph.
     pub fn model(&self, opts: &LoadOptions) -> Result<LoadedModel> {
         let shown = self.path.display();
-        let loaded = if self.metadata.contains_key(metadata::GRAPH_KEY) {
+        let loaded = if self.imported {
+            let mut model = metadata::read_model(&self.metadata).with_context(|| format!("{shown}"))?;
+            name_output_kinds(&mut model, opts).with_context(|| format!("{shown}"))?;
+            LoadedModel {
+                model,
+                inferred: false,
+                warnings: Vec::new(),
+                ignored: Vec::new(),
+            }
+        } else if self.metadata.contains_key(metadata::GRAPH_KEY) {
             if opts.task_names.is_some() || opts.task_kinds.is_some() {
                 bail!("{shown}: --task-names and --task-kinds only apply to checkpoints without a cut graph; this one has its own task list");
             }
@@ -627,6 +663,40 @@ fn duplicate_key(header: &[u8]) -> Option<String> {
     }
     let mut de = serde_json::Deserializer::from_slice(header);
     Keys { nested: true }.deserialize(&mut de).ok().flatten()
+}
+
+/// Whether `path` names an ONNX file (by its extension).
+pub fn is_onnx(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx"))
+}
+
+/// `--task-kinds` on an imported model: kinds by output name ("seg:segmentation"), or in output
+/// order.
+fn name_output_kinds(model: &mut crate::graph::Model, opts: &LoadOptions) -> Result<()> {
+    let Some(kinds) = &opts.task_kinds else {
+        if opts.task_names.is_some() {
+            crate::usage_bail!("--task-names does not apply to an ONNX file: its tasks are its outputs");
+        }
+        return Ok(());
+    };
+    let names: Vec<String> = match &opts.task_names {
+        Some(n) => n.clone(),
+        None => model.tasks.iter().map(|t| t.name.clone()).collect(),
+    };
+    if names.len() != kinds.len() {
+        crate::usage_bail!("--task-kinds gives {} kinds for {} outputs", kinds.len(), names.len());
+    }
+    for (name, kind) in names.iter().zip(kinds) {
+        let Some(task) = model.tasks.iter_mut().find(|t| &t.name == name) else {
+            let outputs: Vec<&str> = model.tasks.iter().map(|t| t.name.as_str()).collect();
+            crate::usage_bail!(
+                "--task-kinds names '{name}', which is not an output (outputs: {})",
+                outputs.join(", ")
+            );
+        };
+        task.kind = *kind;
+    }
+    Ok(())
 }
 
 /// sha256 of a file, hex, read in chunks.

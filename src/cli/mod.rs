@@ -6,6 +6,7 @@ mod budget;
 mod data;
 mod eval;
 mod export;
+mod import;
 mod inspect;
 mod new;
 mod plan;
@@ -44,6 +45,8 @@ enum Command {
     Bench(bench::Args),
     /// Write a model for a runtime: ONNX (any model), or a text encoder as a Hugging Face folder.
     Export(export::Args),
+    /// Read an ONNX file (from PyTorch, timm, torchvision, ...) into a cut checkpoint.
+    Import(import::Args),
     /// Plan cooperative fine-tuning: which device fine-tunes which block, and the uplink shares.
     Plan(plan::Args),
     /// Split a model between a device and the cloud, with what crosses compressed; a report per cut.
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune(a) => prune::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Export(a) => export::run(a),
+        Command::Import(a) => import::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Split(a) => split::run(a),
     }

@@ -198,7 +198,12 @@ pub fn open_for(
     let labelled: Vec<crate::graph::TaskSpec> = model
         .tasks
         .iter()
-        .filter(|t| t.kind != crate::graph::TaskKind::Features)
+        .filter(|t| {
+            !matches!(
+                t.kind,
+                crate::graph::TaskKind::Features | crate::graph::TaskKind::Output
+            )
+        })
         .cloned()
         .collect();
     let positions = model.graph.max_tokens();

@@ -123,6 +123,8 @@ pub enum TaskKind {
     SequenceMean,
     /// What a split model's device part sends on (no labels; see `crate::split`).
     Features,
+    /// An imported model's output with no labelled kind given (`cut import --task-kinds`).
+    Output,
 }
 
 impl TaskKind {
@@ -137,8 +139,9 @@ impl TaskKind {
             "sequence" => TaskKind::Sequence,
             "sequence-mean" => TaskKind::SequenceMean,
             "features" => TaskKind::Features,
+            "output" => TaskKind::Output,
             other => bail!(
-                "unknown task kind '{other}' (expected segmentation, normal, depth, classification, regression, token, sequence, sequence-mean or features)"
+                "unknown task kind '{other}' (expected segmentation, normal, depth, classification, regression, token, sequence, sequence-mean, features or output)"
             ),
         })
     }
@@ -167,6 +170,7 @@ impl TaskKind {
             TaskKind::Sequence => "sequence",
             TaskKind::SequenceMean => "sequence-mean",
             TaskKind::Features => "features",
+            TaskKind::Output => "output",
         }
     }
 }

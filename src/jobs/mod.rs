@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod eval;
 pub mod export;
+pub mod import;
 pub mod inspect;
 pub mod new;
 pub mod plan;

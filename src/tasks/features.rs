@@ -32,7 +32,8 @@ impl KindDef for Features {
     }
 }
 
-struct Nothing;
+/// Metrics of a kind without labels: none.
+pub(super) struct Nothing;
 
 impl Metrics for Nothing {
     fn update(&mut self, _pred: &Tensor, _label: &Tensor) {}

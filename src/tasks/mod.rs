@@ -6,6 +6,7 @@ mod classification;
 mod depth;
 mod features;
 mod normal;
+mod output;
 mod regression;
 mod segmentation;
 mod text;
@@ -73,6 +74,7 @@ pub fn def(kind: TaskKind) -> &'static dyn KindDef {
         TaskKind::Token => &text::TOKEN,
         TaskKind::Sequence | TaskKind::SequenceMean => &text::SEQUENCE,
         TaskKind::Features => &features::Features,
+        TaskKind::Output => &output::Output,
     }
 }
 

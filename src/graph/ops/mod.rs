@@ -144,7 +144,7 @@ pub trait OpDef {
     fn with_bias(&self, _bias: String) -> Option<Op> {
         None
     }
-    /// The op as ONNX nodes reading the values `args` (see `crate::onnx`); returns the value
+    /// The op as ONNX nodes reading the values `args` (see `crate::graph::onnx`, and `crate::onnx` for whole files); returns the value
     /// that holds its output.
     fn export(&self, _cx: &mut crate::graph::onnx::ExportCx, _args: &[&str]) -> Result<String> {
         bail!("has no ONNX form")
@@ -197,6 +197,9 @@ registry! {
         tanh::Tanh => "tanh",
         first_token::FirstToken => "first_token",
         masked_mean::MaskedMean => "masked_mean",
+        sigmoid::Sigmoid => "sigmoid",
+        hard_swish::HardSwish => "hard_swish",
+        mul::Mul => "mul",
     ],
     data: [
         conv2d::Conv2d => "conv2d",
@@ -215,6 +218,10 @@ registry! {
         token_unpool::TokenUnpool => "token_unpool",
         wire::Wire => "wire",
         resize::Resize => "resize",
+        clip::Clip => "clip",
+        hard_sigmoid::HardSigmoid => "hard_sigmoid",
+        concat::Concat => "concat",
+        reduce_mean::ReduceMean => "reduce_mean",
     ],
 }
 

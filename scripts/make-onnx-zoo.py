@@ -1,0 +1,130 @@
+#!/usr/bin/env python3
+"""The ONNX test zoo: models built from the definitions in torchvision and timm (PyPI), with seeded
+random weights made "trained-like" (batch-norm statistics recomputed on a few random inputs, norm
+scales perturbed, so no two tensors are equal and the exporter folds nothing away), exported with
+torch.onnx.export (dynamo=False, opset 17, dynamic batch), with reference outputs from ONNX Runtime
+on the exported file at batch 1 and 4.
+
+  python3 scripts/make-onnx-zoo.py OUT_DIR [--small]
+
+--small writes the tiny variants the tests read (committed under tests/fixtures/onnx/, each well
+under 1 MB); without it, the benchmark zoo (docs/benchmarks.md). Needs torch, torchvision, timm,
+onnx and onnxruntime; the tests themselves need none of them.
+"""
+import os
+import sys
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+
+def trained_like(model, inputs, seed):
+    """Perturbs every norm scale and shift, then recomputes batch-norm statistics on `inputs`."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)) and m.weight is not None:
+            with torch.no_grad():
+                m.weight.mul_(1 + 0.2 * torch.randn(m.weight.shape, generator=g))
+                m.bias.add_(0.1 * torch.randn(m.bias.shape, generator=g))
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for x in inputs:
+            model(x)
+    return model.eval()
+
+
+class TwoHeads(nn.Module):
+    """A multi-task model: a torchvision backbone's features, a segmentation head (upsampled to the
+    input) and a classification head."""
+
+    def __init__(self, features, channels, classes, seg_classes):
+        super().__init__()
+        self.features = features
+        self.seg = nn.Sequential(nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, seg_classes, 1))
+        self.cls = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes))
+
+    def forward(self, x):
+        f = self.features(x)
+        seg = nn.functional.interpolate(self.seg(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return seg, self.cls(f)
+
+
+def zoo(small):
+    import timm
+    import torchvision.models as tvm
+
+    side = 32 if small else 224
+    mv2 = tvm.mobilenet_v2(num_classes=10, width_mult=0.1 if small else 1.0)
+    mv3 = tvm.mobilenet_v3_small(num_classes=10, width_mult=0.25 if small else 1.0)
+    eff_conf = tvm.efficientnet._efficientnet_conf("efficientnet_b0", width_mult=0.25 if small else 1.0,
+                                                   depth_mult=0.25 if small else 1.0)
+    eff = tvm.efficientnet.EfficientNet(eff_conf[0], 0.2, last_channel=eff_conf[1], num_classes=10)
+    regnet = tvm.regnet.RegNet(tvm.regnet.BlockParams.from_init_params(depth=4, w_0=8, w_a=8.0, w_m=2.0, group_width=8),
+                               num_classes=10) if small else tvm.regnet_x_400mf(num_classes=10)
+    resnet = timm.create_model("resnet18", pretrained=False, num_classes=10,
+                               **({"channels": (8, 16, 24, 32), "stem_width": 8} if small else {}))
+    two = TwoHeads(tvm.mobilenet_v2(width_mult=0.25 if small else 1.0).features[:7], 32 if not small else 8, 10, 5)
+    models = {
+        "tv_mobilenet_v2": (mv2, ["logits"]),
+        "tv_mobilenet_v3_small": (mv3, ["logits"]),
+        "tv_efficientnet_b0": (eff, ["logits"]),
+        "tv_regnet": (regnet, ["logits"]),
+        "timm_resnet18": (resnet, ["logits"]),
+        "tv_mobilenet_v2_two_heads": (two, ["seg", "cls"]),
+    }
+    return side, models
+
+
+def export(name, model, outputs, side, out_dir, seed):
+    torch.manual_seed(seed)
+    calib = [torch.randn(4, 3, side, side) for _ in range(3)]
+    model = trained_like(model, calib, seed)
+    path = os.path.join(out_dir, f"{name}.onnx")
+    torch.onnx.export(model, torch.randn(1, 3, side, side), path, dynamo=False, opset_version=17,
+                      input_names=["image"], output_names=outputs,
+                      dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}})
+    import onnxruntime as ort
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    refs = {}
+    for batch in (1, 4):
+        x = rng.standard_normal((batch, 3, side, side), dtype=np.float32)
+        refs[f"image.b{batch}"] = x
+        for o, y in zip(outputs, session.run(outputs, {"image": x})):
+            refs[f"{o}.b{batch}"] = y
+    save_safetensors(os.path.join(out_dir, f"{name}.ref.safetensors"), refs)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{name}: {params} parameters, {os.path.getsize(path)} bytes")
+
+
+def save_safetensors(path, tensors):
+    """Writes a safetensors file with numpy only (no torch needed by readers)."""
+    import json
+    import struct
+    header, blobs, offset = {}, [], 0
+    for k in sorted(tensors):
+        a = np.ascontiguousarray(tensors[k], dtype=np.float32)
+        header[k] = {"dtype": "F32", "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        blobs.append(a.tobytes())
+        offset += a.nbytes
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def main():
+    out_dir = sys.argv[1]
+    small = "--small" in sys.argv
+    os.makedirs(out_dir, exist_ok=True)
+    side, models = zoo(small)
+    for i, (name, (model, outputs)) in enumerate(models.items()):
+        export(name, model, outputs, side, out_dir, seed=i)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+//! `cut import`: arguments in, an [`ImportJob`] to the library, what was written out.
+
+use anyhow::{Context, Result};
+use cut::graph::TaskKind;
+use cut::jobs::import::{run as run_job, ImportJob};
+use cut::onnx::import::ImportOptions;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The ONNX file (opsets 13 to 21; external data beside it is read).
+    model: PathBuf,
+    /// Per-sample size of an input the file leaves symbolic (or to override it), as
+    /// name:CxHxW or name:L; repeat for several inputs.
+    #[arg(long = "input", value_name = "NAME:SIZE")]
+    inputs: Vec<String>,
+    /// Task kinds of the outputs, by output name: seg:segmentation,cls:classification. Outputs
+    /// not named are of kind `output` (no labels: magnitude pruning, export and bench work;
+    /// evaluation and fine-tuning need a kind).
+    #[arg(long, value_name = "name:kind,...")]
+    task_kinds: Option<String>,
+    /// Output checkpoint (default: the input with .safetensors).
+    #[arg(short, long)]
+    out: Option<PathBuf>,
+    /// Replace the output if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Print what was written as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let job = ImportJob {
+        model: a.model.clone(),
+        options: ImportOptions {
+            input_sizes: input_sizes(&a.inputs)?,
+            task_kinds: task_kinds(a.task_kinds.as_deref())?,
+        },
+        out: a.out.clone(),
+        force: a.force,
+        command: super::command_line(),
+    };
+    let done = run_job(&job)?;
+    let tasks: Vec<String> = done.tasks.iter().map(|(n, k)| format!("{n} ({k})")).collect();
+    let line = format!(
+        "wrote {} (opset {}, {} nodes, {} folded, {} parameters; tasks {})",
+        done.wrote.display(),
+        done.opset,
+        done.nodes,
+        done.folded,
+        done.parameters,
+        tasks.join(", ")
+    );
+    super::args::print_wrote(a.json, serde_json::to_value(&done)?, &line)
+}
+
+/// `--input name:3x224x224` (repeated) as per-sample sizes by input name.
+fn input_sizes(items: &[String]) -> Result<BTreeMap<String, Vec<usize>>> {
+    let mut sizes = BTreeMap::new();
+    for item in items {
+        let Some((name, size)) = item.rsplit_once(':') else {
+            cut::usage_bail!("--input '{item}': expected name:CxHxW or name:L");
+        };
+        let dims = size
+            .split('x')
+            .map(|d| d.trim().parse::<usize>().ok().filter(|&n| n > 0))
+            .collect::<Option<Vec<usize>>>();
+        match dims {
+            Some(d) if !d.is_empty() => sizes.insert(name.to_string(), d),
+            _ => cut::usage_bail!("--input '{item}': sizes must be positive numbers joined by x"),
+        };
+    }
+    Ok(sizes)
+}
+
+/// `--task-kinds a:kind,b:kind`.
+fn task_kinds(text: Option<&str>) -> Result<BTreeMap<String, TaskKind>> {
+    let mut kinds = BTreeMap::new();
+    for item in text.map(cut::graph::parse_task_list).unwrap_or_default() {
+        let Some((name, kind)) = item.split_once(':') else {
+            cut::usage_bail!("--task-kinds '{item}': expected output:kind");
+        };
+        let kind = TaskKind::parse(kind).with_context(|| format!("--task-kinds '{item}'"))?;
+        kinds.insert(name.to_string(), kind);
+    }
+    Ok(kinds)
+}

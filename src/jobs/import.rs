@@ -1,0 +1,67 @@
+//! `cut import`: an ONNX file written once as a `cut` checkpoint (graph in the header,
+//! initializers as tensors), so later commands skip the import.
+
+use crate::checkpoint::metadata::Provenance;
+use crate::checkpoint::{sha256_file, writer, DType};
+use crate::fsio;
+use crate::onnx::import::{import, ImportOptions};
+use anyhow::Result;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Everything `cut import` was asked.
+#[derive(Clone, Debug)]
+pub struct ImportJob {
+    pub model: PathBuf,
+    pub options: ImportOptions,
+    /// Default: the input with `.safetensors`.
+    pub out: Option<PathBuf>,
+    pub force: bool,
+    /// The command line, for the provenance record.
+    pub command: String,
+}
+
+/// What `cut import` wrote.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ImportDone {
+    pub wrote: PathBuf,
+    pub opset: i64,
+    /// Graph nodes, and ONNX nodes folded at import (constants, shape arithmetic, identities).
+    pub nodes: usize,
+    pub folded: usize,
+    pub parameters: usize,
+    /// Output name and kind, in output order.
+    pub tasks: Vec<(String, String)>,
+    pub import_s: f64,
+}
+
+/// Imports the file and writes the checkpoint; nothing is written on error.
+pub fn run(job: &ImportJob) -> Result<ImportDone> {
+    let out = job
+        .out
+        .clone()
+        .unwrap_or_else(|| job.model.with_extension("safetensors"));
+    fsio::check_output(&out, &[&job.model], job.force)?;
+    let t = Instant::now();
+    let imported = import(&job.model, &job.options)?;
+    let import_s = t.elapsed().as_secs_f64();
+    let provenance = Provenance::new(job.command.clone(), Some(sha256_file(&job.model)?));
+    let bytes = writer::model_bytes(&imported.model, &imported.params, DType::F32, false, Some(&provenance))?;
+    let mut outputs = fsio::Outputs::new(job.force);
+    outputs.stage(&out, &bytes)?;
+    outputs.commit()?;
+    Ok(ImportDone {
+        wrote: out,
+        opset: imported.opset,
+        nodes: imported.model.graph.nodes.len(),
+        folded: imported.folded,
+        parameters: imported.params.values().map(|t| t.numel()).sum(),
+        tasks: imported
+            .model
+            .tasks
+            .iter()
+            .map(|t| (t.name.clone(), t.kind.as_str().to_string()))
+            .collect(),
+        import_s,
+    })
+}

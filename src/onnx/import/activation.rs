@@ -1,0 +1,62 @@
+//! Element-wise activations: `Relu`, `Sigmoid`, `Tanh`, `Clip` (ReLU6), `HardSigmoid`,
+//! `HardSwish`, `Gelu` (opset 20).
+
+use super::tensor::Attrs;
+use super::ImportCx;
+use crate::graph::onnx::proto::NodeProto;
+use crate::graph::ops::{Clip, Gelu, GeluApproximation, HardSigmoid, Op};
+use anyhow::{bail, Result};
+
+fn unary(cx: &mut ImportCx, node: &NodeProto, op: Op) -> Result<()> {
+    let (x, _) = cx.live(node, 0)?;
+    cx.add(node, op, vec![x])
+}
+
+pub fn relu(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    unary(cx, node, Op::Relu)
+}
+
+pub fn sigmoid(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    unary(cx, node, Op::Sigmoid)
+}
+
+pub fn tanh(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    unary(cx, node, Op::Tanh)
+}
+
+pub fn hard_swish(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    unary(cx, node, Op::HardSwish)
+}
+
+pub fn hard_sigmoid(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    let attrs = Attrs(node);
+    let op = HardSigmoid {
+        alpha: attrs.float("alpha", 0.2) as f64,
+        beta: attrs.float("beta", 0.5) as f64,
+    };
+    unary(cx, node, Op::HardSigmoid(op))
+}
+
+/// Clip's bounds are inputs 1 and 2 (opset 11 on), constants.
+pub fn clip(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    let bound = |cx: &ImportCx, i: usize| -> Result<Option<f64>> {
+        if !ImportCx::has_input(node, i) {
+            return Ok(None);
+        }
+        Ok(Some(cx.constant(node, i)?.double_value(&[])))
+    };
+    let op = Clip {
+        min: bound(cx, 1)?,
+        max: bound(cx, 2)?,
+    };
+    unary(cx, node, Op::Clip(op))
+}
+
+pub fn gelu(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    let approximate = match Attrs(node).string("approximate", "none").as_str() {
+        "none" => GeluApproximation::default(),
+        "tanh" => GeluApproximation::Tanh,
+        other => bail!("Gelu approximation '{other}'"),
+    };
+    unary(cx, node, Op::Gelu(Gelu { approximate }))
+}

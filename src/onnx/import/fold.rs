@@ -1,0 +1,307 @@
+//! Folding at import: nodes whose inputs are all known (initializers, constants, the shapes of
+//! computed values) are evaluated now, so the graph keeps only what depends on the input. A
+//! computed value's `Shape` is known except for its batch, which folds to -1: a `Reshape` to
+//! `[batch, ...]` built from it then keeps the batch dynamic.
+
+use super::tensor::Attrs;
+use super::{ImportCx, Value};
+use crate::graph::onnx::proto::{tensor_proto::DataType, NodeProto};
+use anyhow::{anyhow, bail, Result};
+use tch::{Kind, Tensor};
+
+/// The ops folded when their inputs are known.
+pub const FOLDABLE: &[&str] = &[
+    "Constant",
+    "Shape",
+    "Gather",
+    "Unsqueeze",
+    "Squeeze",
+    "Concat",
+    "Cast",
+    "ConstantOfShape",
+    "Equal",
+    "Where",
+    "Expand",
+    "Range",
+    "Slice",
+    "Reshape",
+    "Transpose",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Sqrt",
+    "Neg",
+    "Identity",
+    "Dropout",
+    "Floor",
+    "Ceil",
+];
+
+/// Folds `node` when it can be evaluated now; returns whether it was.
+pub fn try_fold(cx: &mut ImportCx, node: &NodeProto) -> Result<bool> {
+    if !FOLDABLE.contains(&node.op_type.as_str()) {
+        return Ok(false);
+    }
+    let value = match node.op_type.as_str() {
+        "Constant" => constant(node)?,
+        "Shape" => match cx.value(node, 0)? {
+            Value::Live { shape, .. } => shape_with_batch(shape, node),
+            Value::Const(t) => Tensor::from_slice(&t.size()),
+        },
+        _ => {
+            let mut args = Vec::new();
+            for i in 0..node.input.len() {
+                if !ImportCx::has_input(node, i) {
+                    args.push(None);
+                    continue;
+                }
+                match cx.value(node, i)? {
+                    Value::Const(t) => args.push(Some(t.shallow_clone())),
+                    Value::Live { .. } => return Ok(false),
+                }
+            }
+            evaluate(node, &args)?
+        }
+    };
+    cx.alias(node, 0, Value::Const(value));
+    Ok(true)
+}
+
+/// `Shape` of a computed value: -1 for the batch, then the per-sample sizes (`start`/`end`
+/// attributes slice it, opset 15).
+fn shape_with_batch(shape: &[usize], node: &NodeProto) -> Tensor {
+    let full: Vec<i64> = std::iter::once(-1).chain(shape.iter().map(|&d| d as i64)).collect();
+    let attrs = Attrs(node);
+    let rank = full.len() as i64;
+    let norm = |v: i64| if v < 0 { (v + rank).clamp(0, rank) } else { v.min(rank) };
+    let start = norm(attrs.int("start", 0));
+    let end = if attrs.has("end") {
+        norm(attrs.int("end", rank))
+    } else {
+        rank
+    };
+    Tensor::from_slice(&full[start as usize..end.max(start) as usize])
+}
+
+fn constant(node: &NodeProto) -> Result<Tensor> {
+    let attrs = Attrs(node);
+    if let Some(t) = attrs.tensor("value") {
+        return super::tensor::tensor_of(t, std::path::Path::new("."));
+    }
+    if attrs.has("value_float") {
+        return Ok(Tensor::from(attrs.float("value_float", 0.0)));
+    }
+    if attrs.has("value_int") {
+        return Ok(Tensor::from(attrs.int("value_int", 0)));
+    }
+    if let Some(v) = attrs.ints("value_ints") {
+        return Ok(Tensor::from_slice(&v));
+    }
+    bail!("Constant without a value cut reads")
+}
+
+fn arg(args: &[Option<Tensor>], i: usize) -> Result<&Tensor> {
+    args.get(i)
+        .and_then(Option::as_ref)
+        .ok_or_else(|| anyhow!("has no input {i}"))
+}
+
+fn ints_of(t: &Tensor) -> Result<Vec<i64>> {
+    Ok(Vec::<i64>::try_from(t.to_kind(Kind::Int64).flatten(0, -1))?)
+}
+
+/// An axis, negative counting from the end, within `rank`.
+fn axis(a: i64, rank: i64) -> Result<i64> {
+    let n = if a < 0 { a + rank } else { a };
+    if !(0..rank.max(1)).contains(&n) {
+        bail!("axis {a} is outside a rank-{rank} tensor");
+    }
+    Ok(n)
+}
+
+/// Evaluates one foldable op on constants.
+fn evaluate(node: &NodeProto, args: &[Option<Tensor>]) -> Result<Tensor> {
+    let attrs = Attrs(node);
+    let x = arg(args, 0)?;
+    Ok(match node.op_type.as_str() {
+        "Identity" | "Dropout" => x.shallow_clone(),
+        "Gather" => gather(x, arg(args, 1)?, attrs.int("axis", 0))?,
+        "Unsqueeze" => {
+            let axes = match args.get(1).and_then(Option::as_ref) {
+                Some(a) => ints_of(a)?,
+                None => attrs.ints("axes").unwrap_or_default(),
+            };
+            let rank = x.dim() as i64 + axes.len() as i64;
+            let mut axes = axes.iter().map(|&a| axis(a, rank)).collect::<Result<Vec<_>>>()?;
+            axes.sort_unstable();
+            let mut shape = x.size();
+            for a in axes {
+                shape.insert(a as usize, 1);
+            }
+            x.reshape(shape.as_slice())
+        }
+        "Squeeze" => {
+            let rank = x.dim() as i64;
+            let axes = match args.get(1).and_then(Option::as_ref) {
+                Some(a) => ints_of(a)?.iter().map(|&a| axis(a, rank)).collect::<Result<Vec<_>>>()?,
+                None => (0..rank).filter(|&d| x.size()[d as usize] == 1).collect(),
+            };
+            let shape: Vec<i64> = x
+                .size()
+                .iter()
+                .enumerate()
+                .filter(|(d, _)| !axes.contains(&(*d as i64)))
+                .map(|(_, &n)| n)
+                .collect();
+            x.reshape(shape.as_slice())
+        }
+        "Concat" => {
+            let parts: Vec<Tensor> = args.iter().flatten().map(|t| t.shallow_clone()).collect();
+            let kind = if parts.iter().any(|t| t.is_floating_point()) {
+                Kind::Float
+            } else {
+                Kind::Int64
+            };
+            let parts: Vec<Tensor> = parts.iter().map(|t| t.to_kind(kind)).collect();
+            let a = axis(attrs.int("axis", 0), x.dim().max(1) as i64)?;
+            Tensor::cat(&parts, a)
+        }
+        "Cast" => cast(x, attrs.int("to", 1))?,
+        "ConstantOfShape" => {
+            let shape = ints_of(x)?;
+            let value = match attrs.tensor("value") {
+                Some(t) => super::tensor::tensor_of(t, std::path::Path::new("."))?,
+                None => Tensor::from(0.0f32),
+            };
+            value.reshape([-1]).get(0).expand(shape.as_slice(), false).contiguous()
+        }
+        "Equal" => x.eq_tensor(arg(args, 1)?).to_kind(Kind::Int64),
+        "Where" => arg(args, 1)?.where_self(&x.ne(0), arg(args, 2)?),
+        "Expand" => {
+            let want = ints_of(arg(args, 1)?)?;
+            let shape = broadcast_shape(&x.size(), &want)?;
+            x.expand(shape.as_slice(), false).contiguous()
+        }
+        "Range" => {
+            let (start, limit, delta) = (x, arg(args, 1)?, arg(args, 2)?);
+            if start.is_floating_point() {
+                let (s, l, d) = (
+                    start.double_value(&[]),
+                    limit.double_value(&[]),
+                    delta.double_value(&[]),
+                );
+                Tensor::arange_start_step(s, l, d, (Kind::Float, tch::Device::Cpu))
+            } else {
+                let (s, l, d) = (start.int64_value(&[]), limit.int64_value(&[]), delta.int64_value(&[]));
+                Tensor::arange_start_step(s, l, d, (Kind::Int64, tch::Device::Cpu))
+            }
+        }
+        "Slice" => slice(x, args)?,
+        "Reshape" => {
+            let want = ints_of(arg(args, 1)?)?;
+            let shape: Vec<i64> = want
+                .iter()
+                .enumerate()
+                .map(|(d, &n)| {
+                    if n == 0 {
+                        x.size().get(d).copied().unwrap_or(0)
+                    } else {
+                        n
+                    }
+                })
+                .collect();
+            x.reshape(shape.as_slice())
+        }
+        "Transpose" => {
+            let perm = attrs
+                .ints("perm")
+                .unwrap_or_else(|| (0..x.dim() as i64).rev().collect());
+            x.permute(perm.as_slice()).contiguous()
+        }
+        "Add" | "Sub" | "Mul" | "Div" => arithmetic(&node.op_type, x, arg(args, 1)?),
+        "Sqrt" => x.to_kind(Kind::Float).sqrt(),
+        "Neg" => x.neg(),
+        "Floor" => x.floor(),
+        "Ceil" => x.ceil(),
+        other => bail!("cannot fold {other}"),
+    })
+}
+
+fn gather(x: &Tensor, indices: &Tensor, a: i64) -> Result<Tensor> {
+    let a = axis(a, x.dim() as i64)?;
+    let size = x.size()[a as usize];
+    let idx = indices.to_kind(Kind::Int64);
+    let idx = idx.where_self(&idx.ge(0), &(&idx + size));
+    let picked = x.index_select(a, &idx.flatten(0, -1));
+    let mut shape: Vec<i64> = x.size()[..a as usize].to_vec();
+    shape.extend(indices.size());
+    shape.extend(&x.size()[a as usize + 1..]);
+    Ok(picked.reshape(shape.as_slice()))
+}
+
+fn cast(x: &Tensor, to: i64) -> Result<Tensor> {
+    let to = DataType::try_from(to as i32).map_err(|_| anyhow!("Cast to data type {to}"))?;
+    Ok(match to {
+        DataType::Float | DataType::Double | DataType::Float16 | DataType::Bfloat16 => x.to_kind(Kind::Float),
+        DataType::Int64 | DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint8 => {
+            x.to_kind(Kind::Int64)
+        }
+        DataType::Bool => x.ne(0).to_kind(Kind::Int64),
+        other => bail!("Cast to {other:?}"),
+    })
+}
+
+/// ONNX (numpy) broadcasting of two shapes.
+fn broadcast_shape(a: &[i64], b: &[i64]) -> Result<Vec<i64>> {
+    let rank = a.len().max(b.len());
+    let at = |s: &[i64], d: usize| if d + s.len() < rank { 1 } else { s[d + s.len() - rank] };
+    (0..rank)
+        .map(|d| match (at(a, d), at(b, d)) {
+            (x, y) if x == y || y == 1 => Ok(x),
+            (1, y) => Ok(y),
+            (x, y) => bail!("shapes {a:?} and {b:?} do not broadcast ({x} against {y})"),
+        })
+        .collect()
+}
+
+fn slice(x: &Tensor, args: &[Option<Tensor>]) -> Result<Tensor> {
+    let starts = ints_of(arg(args, 1)?)?;
+    let ends = ints_of(arg(args, 2)?)?;
+    let axes = match args.get(3).and_then(Option::as_ref) {
+        Some(a) => ints_of(a)?,
+        None => (0..starts.len() as i64).collect(),
+    };
+    let steps = match args.get(4).and_then(Option::as_ref) {
+        Some(s) => ints_of(s)?,
+        None => vec![1; starts.len()],
+    };
+    let mut out = x.shallow_clone();
+    for (((&s, &e), &a), &step) in starts.iter().zip(&ends).zip(&axes).zip(&steps) {
+        if step != 1 {
+            bail!("Slice with step {step} on a constant");
+        }
+        let a = axis(a, x.dim() as i64)?;
+        let n = out.size()[a as usize];
+        let clamp = |v: i64| if v < 0 { (v + n).max(0) } else { v.min(n) };
+        let (s, e) = (clamp(s), clamp(e));
+        out = out.narrow(a, s, (e - s).max(0));
+    }
+    Ok(out.contiguous())
+}
+
+fn arithmetic(op: &str, a: &Tensor, b: &Tensor) -> Tensor {
+    let floats = a.is_floating_point() || b.is_floating_point();
+    let (a, b) = if floats {
+        (a.to_kind(Kind::Float), b.to_kind(Kind::Float))
+    } else {
+        (a.shallow_clone(), b.shallow_clone())
+    };
+    match op {
+        "Add" => &a + &b,
+        "Sub" => &a - &b,
+        "Mul" => &a * &b,
+        _ if floats => &a / &b,
+        _ => a.divide_tensor_mode(&b, "trunc"),
+    }
+}

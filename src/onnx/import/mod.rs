@@ -1,0 +1,516 @@
+//! `cut import`: an ONNX file as a `cut` model. Initializers become parameters; constants and the
+//! shape arithmetic exporters emit are folded at import (`fold.rs`); every other node becomes a
+//! graph op through its converter, one file per ONNX op family (`conv.rs`, `norm.rs`,
+//! `activation.rs`, `elementwise.rs`, `pool.rs`, `gemm.rs`, `resize.rs`, `layout.rs`). The
+//! batch stays dynamic; other symbolic sizes are fixed at import (`--input`). Tasks are the
+//! graph's outputs, named by output name.
+
+mod activation;
+mod conv;
+mod elementwise;
+mod fold;
+mod gemm;
+mod layout;
+mod norm;
+mod pool;
+mod resize;
+mod tensor;
+
+use crate::graph::inputs::{Dim, GraphInput, InputDType};
+use crate::graph::onnx::proto::{self, tensor_proto::DataType, NodeProto};
+use crate::graph::ops::Op;
+use crate::graph::{Graph, GraphOutput, Model, Node, Params, TaskKind, TaskSpec};
+use anyhow::{anyhow, bail, Context, Result};
+use prost::Message;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+pub use tensor::Attrs;
+
+/// The opsets the importer reads.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 13..=21;
+
+/// What to fix at import.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Per-sample sizes of inputs by name, for dimensions the file leaves symbolic (or to
+    /// override the file's): "image" -> [3, 224, 224].
+    pub input_sizes: BTreeMap<String, Vec<usize>>,
+    /// Task kinds by output name; an output not named here is of kind `output` (no labels).
+    pub task_kinds: BTreeMap<String, TaskKind>,
+}
+
+/// An imported model, its parameters and what the import did.
+pub struct Imported {
+    pub model: Model,
+    pub params: Params,
+    pub opset: i64,
+    /// ONNX nodes evaluated at import (constants, shape arithmetic) and nodes dropped (identities).
+    pub folded: usize,
+}
+
+/// A value during import: known now (an initializer, a constant, folded shape arithmetic), or
+/// computed by a graph node at run time, with its per-sample shape.
+#[derive(Debug)]
+pub enum Value {
+    Const(Tensor),
+    Live { node: String, shape: Vec<usize> },
+}
+
+/// What a converter sees and adds to.
+pub struct ImportCx {
+    pub file: PathBuf,
+    pub opset: i64,
+    values: HashMap<String, Value>,
+    nodes: Vec<Node>,
+    /// Per-sample shapes of the graph nodes added so far.
+    node_shapes: HashMap<String, Vec<usize>>,
+    /// How many ONNX nodes (and graph outputs) read each value.
+    readers: HashMap<String, usize>,
+    params: Params,
+    folded: usize,
+}
+
+/// A converter: turns one ONNX node into graph nodes.
+type Converter = fn(&mut ImportCx, &NodeProto) -> Result<()>;
+
+/// Every ONNX op the importer turns into graph ops (folded ops are in `fold::FOLDABLE`).
+const CONVERTERS: &[(&str, Converter)] = &[
+    ("Conv", conv::conv),
+    ("BatchNormalization", norm::batch_norm),
+    ("LayerNormalization", norm::layer_norm),
+    ("Relu", activation::relu),
+    ("Sigmoid", activation::sigmoid),
+    ("Tanh", activation::tanh),
+    ("Clip", activation::clip),
+    ("HardSigmoid", activation::hard_sigmoid),
+    ("HardSwish", activation::hard_swish),
+    ("Gelu", activation::gelu),
+    ("Add", elementwise::add),
+    ("Mul", elementwise::mul),
+    ("MaxPool", pool::max_pool),
+    ("AveragePool", pool::average_pool),
+    ("GlobalAveragePool", pool::global_average_pool),
+    ("ReduceMean", pool::reduce_mean),
+    ("Gemm", gemm::gemm),
+    ("MatMul", gemm::matmul),
+    ("Resize", resize::resize),
+    ("Concat", layout::concat),
+    ("Flatten", layout::flatten),
+    ("Reshape", layout::reshape),
+    ("Identity", layout::identity),
+    ("Dropout", layout::identity),
+];
+
+/// The ONNX op types `cut import` reads: converted and folded, sorted.
+pub fn supported_ops() -> Vec<&'static str> {
+    let mut ops: Vec<&str> = CONVERTERS
+        .iter()
+        .map(|(n, _)| *n)
+        .chain(fold::FOLDABLE.iter().copied())
+        .collect();
+    ops.sort_unstable();
+    ops.dedup();
+    ops
+}
+
+/// Reads `path` as a model: its inputs, every node converted or folded, its outputs as tasks.
+/// Errors name the file and the node.
+pub fn import(path: &Path, opts: &ImportOptions) -> Result<Imported> {
+    let model = read_model(path)?;
+    let opset = default_opset(&model, path)?;
+    let graph = model
+        .graph
+        .ok_or_else(|| anyhow!("{}: the ONNX model has no graph", path.display()))?;
+    let mut cx = ImportCx {
+        file: path.to_path_buf(),
+        opset,
+        values: HashMap::new(),
+        nodes: Vec::new(),
+        node_shapes: HashMap::new(),
+        readers: count_readers(&graph),
+        params: Params::new(),
+        folded: 0,
+    };
+    for init in &graph.initializer {
+        let t = tensor::tensor_of(init, path).with_context(|| format!("{}: initializer", path.display()))?;
+        cx.values.insert(init.name.clone(), Value::Const(t));
+    }
+    let (inputs, sizes) = declare_inputs(&mut cx, &graph.input, opts)?;
+    for node in &graph.node {
+        cx.node(node).with_context(|| {
+            format!(
+                "{}: node '{}' ({} , opset {opset})",
+                path.display(),
+                node_name(node),
+                node.op_type
+            )
+        })?;
+    }
+    let (outputs, tasks) = declare_outputs(&cx, &graph.output, opts)?;
+    let graph = Graph {
+        family: Some("onnx".into()),
+        inputs,
+        sizes,
+        nodes: cx.nodes,
+        outputs,
+    };
+    let model = Model {
+        graph,
+        tasks,
+        tokenizer: None,
+    };
+    model
+        .validate()
+        .with_context(|| format!("{}: the imported graph", path.display()))?;
+    Ok(Imported {
+        model,
+        params: cx.params,
+        opset,
+        folded: cx.folded,
+    })
+}
+
+/// How many nodes and graph outputs read each value.
+fn count_readers(graph: &proto::GraphProto) -> HashMap<String, usize> {
+    let mut readers = HashMap::new();
+    let names = graph
+        .node
+        .iter()
+        .flat_map(|n| n.input.iter())
+        .chain(graph.output.iter().map(|o| &o.name));
+    for name in names.filter(|n| !n.is_empty()) {
+        *readers.entry(name.clone()).or_insert(0) += 1;
+    }
+    readers
+}
+
+/// The file as a `ModelProto`.
+fn read_model(path: &Path) -> Result<proto::ModelProto> {
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: cannot read ({e})", path.display()))?;
+    proto::ModelProto::decode(bytes.as_slice()).map_err(|e| {
+        anyhow!(
+            "{}: not an ONNX model (the protobuf does not parse: {e})",
+            path.display()
+        )
+    })
+}
+
+/// The opset of the default domain, one the importer reads.
+fn default_opset(model: &proto::ModelProto, path: &Path) -> Result<i64> {
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .ok_or_else(|| anyhow!("{}: the model imports no ONNX opset", path.display()))?;
+    if !OPSETS.contains(&opset) {
+        crate::usage_bail!(
+            "{}: opset {opset}; cut imports opsets {} to {} (re-export with opset_version=17)",
+            path.display(),
+            OPSETS.start(),
+            OPSETS.end()
+        );
+    }
+    Ok(opset)
+}
+
+fn node_name(node: &NodeProto) -> String {
+    if node.name.is_empty() {
+        node.output.first().cloned().unwrap_or_default()
+    } else {
+        node.name.clone()
+    }
+}
+
+/// The graph's inputs (those that are not initializers), each an `input` node: the batch left
+/// dynamic, other dimensions from the file or `--input`. A float input of rank 3 per sample is an
+/// image whose height and width are the graph's named sizes.
+fn declare_inputs(
+    cx: &mut ImportCx,
+    inputs: &[proto::ValueInfoProto],
+    opts: &ImportOptions,
+) -> Result<(Vec<GraphInput>, BTreeMap<String, usize>)> {
+    let file = cx.file.display().to_string();
+    let mut declared = Vec::new();
+    let mut sizes = BTreeMap::new();
+    let graph_inputs: Vec<&proto::ValueInfoProto> =
+        inputs.iter().filter(|vi| !cx.values.contains_key(&vi.name)).collect();
+    for vi in graph_inputs {
+        let (dtype, dims) = value_type(vi).with_context(|| format!("{file}: input '{}'", vi.name))?;
+        let shape = match opts.input_sizes.get(&vi.name) {
+            Some(s) => s.clone(),
+            None => dims
+                .iter()
+                .skip(1)
+                .enumerate()
+                .map(|(i, d)| {
+                    d.ok_or_else(|| {
+                        anyhow::Error::new(crate::error::UsageError(format!(
+                            "{file}: input '{}' leaves dimension {} symbolic: give its size, e.g. --input {}:{}",
+                            vi.name,
+                            i + 1,
+                            vi.name,
+                            example_size(dims.len() - 1)
+                        )))
+                    })
+                })
+                .collect::<Result<Vec<usize>>>()?,
+        };
+        if shape.len() + 1 != dims.len() {
+            crate::usage_bail!(
+                "{file}: input '{}' has {} dimensions after the batch; --input gives {}",
+                vi.name,
+                dims.len() - 1,
+                shape.len()
+            );
+        }
+        let image = dtype == InputDType::F32 && shape.len() == 3 && !sizes.contains_key("height");
+        let dims = if image {
+            sizes.insert("height".to_string(), shape[1]);
+            sizes.insert("width".to_string(), shape[2]);
+            vec![
+                Dim::Fixed(shape[0]),
+                Dim::Named("height".into()),
+                Dim::Named("width".into()),
+            ]
+        } else {
+            shape.iter().map(|&n| Dim::Fixed(n)).collect()
+        };
+        declared.push(GraphInput {
+            name: vi.name.clone(),
+            dtype,
+            dims,
+        });
+        cx.nodes.push(Node {
+            name: vi.name.clone(),
+            inputs: Vec::new(),
+            head: None,
+            op: Op::Input,
+        });
+        cx.node_shapes.insert(vi.name.clone(), shape.clone());
+        cx.values.insert(
+            vi.name.clone(),
+            Value::Live {
+                node: vi.name.clone(),
+                shape,
+            },
+        );
+    }
+    if declared.is_empty() {
+        bail!("{file}: the graph reads no input");
+    }
+    Ok((declared, sizes))
+}
+
+fn example_size(rank: usize) -> &'static str {
+    match rank {
+        3 => "3x224x224",
+        1 => "128",
+        _ => "AxB",
+    }
+}
+
+/// An input's element type and dimensions (None where symbolic).
+fn value_type(vi: &proto::ValueInfoProto) -> Result<(InputDType, Vec<Option<usize>>)> {
+    use proto::tensor_shape_proto::dimension::Value as D;
+    use proto::type_proto::Value as T;
+    let Some(T::TensorType(t)) = vi.r#type.as_ref().and_then(|t| t.value.as_ref()) else {
+        bail!("is not a tensor");
+    };
+    let dtype = match DataType::try_from(t.elem_type) {
+        Ok(DataType::Float) => InputDType::F32,
+        Ok(DataType::Int64) => InputDType::I64,
+        other => bail!("has element type {other:?}; cut reads float and int64 inputs"),
+    };
+    let dims = t
+        .shape
+        .as_ref()
+        .ok_or_else(|| anyhow!("has no shape"))?
+        .dim
+        .iter()
+        .map(|d| match &d.value {
+            Some(D::DimValue(n)) if *n > 0 => Some(*n as usize),
+            _ => None,
+        })
+        .collect::<Vec<_>>();
+    if dims.is_empty() {
+        bail!("is a scalar; cut reads batched inputs");
+    }
+    Ok((dtype, dims))
+}
+
+/// Each graph output as a task of the same name: its kind from `--task-kinds` (else `output`),
+/// its width the output's first per-sample size.
+fn declare_outputs(
+    cx: &ImportCx,
+    outputs: &[proto::ValueInfoProto],
+    opts: &ImportOptions,
+) -> Result<(Vec<GraphOutput>, Vec<TaskSpec>)> {
+    let file = cx.file.display();
+    if let Some(unknown) = opts.task_kinds.keys().find(|k| !outputs.iter().any(|o| &o.name == *k)) {
+        let names: Vec<&str> = outputs.iter().map(|o| o.name.as_str()).collect();
+        crate::usage_bail!(
+            "{file}: --task-kinds names '{unknown}', which is not an output (outputs: {})",
+            names.join(", ")
+        );
+    }
+    let mut graph_outputs = Vec::new();
+    let mut tasks = Vec::new();
+    for o in outputs {
+        let Some(Value::Live { node, shape }) = cx.values.get(&o.name) else {
+            bail!("{file}: output '{}' is a constant or is never computed", o.name);
+        };
+        graph_outputs.push(GraphOutput {
+            task: o.name.clone(),
+            node: node.clone(),
+        });
+        tasks.push(TaskSpec {
+            name: o.name.clone(),
+            kind: opts.task_kinds.get(&o.name).copied().unwrap_or(TaskKind::Output),
+            outputs: shape.first().copied().unwrap_or(1),
+            labels: None,
+        });
+    }
+    Ok((graph_outputs, tasks))
+}
+
+impl ImportCx {
+    /// One ONNX node: folded when its inputs are known now, else converted.
+    fn node(&mut self, node: &NodeProto) -> Result<()> {
+        if !node.domain.is_empty() && node.domain != "ai.onnx" {
+            bail!("is in domain '{}'; cut imports the default ONNX domain", node.domain);
+        }
+        if fold::try_fold(self, node)? {
+            self.folded += 1;
+            return Ok(());
+        }
+        let Some((_, convert)) = CONVERTERS.iter().find(|(op, _)| *op == node.op_type) else {
+            crate::usage_bail!(
+                "op '{}' is not supported (cut imports: {})",
+                node.op_type,
+                supported_ops().join(", ")
+            );
+        };
+        convert(self, node)
+    }
+
+    /// The value of input `i` (an error when missing).
+    pub fn value(&self, node: &NodeProto, i: usize) -> Result<&Value> {
+        let name = node
+            .input
+            .get(i)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| anyhow!("has no input {i}"))?;
+        self.values
+            .get(name)
+            .ok_or_else(|| anyhow!("reads '{name}', which nothing computes"))
+    }
+
+    /// Whether input `i` is given.
+    pub fn has_input(node: &NodeProto, i: usize) -> bool {
+        node.input.get(i).is_some_and(|n| !n.is_empty())
+    }
+
+    /// Input `i` as a value computed at run time: its node and per-sample shape.
+    pub fn live(&self, node: &NodeProto, i: usize) -> Result<(String, Vec<usize>)> {
+        match self.value(node, i)? {
+            Value::Live { node, shape } => Ok((node.clone(), shape.clone())),
+            Value::Const(_) => bail!(
+                "input {i} ('{}') is a constant where cut expects a computed value",
+                node.input[i]
+            ),
+        }
+    }
+
+    /// Input `i` as a constant.
+    pub fn constant(&self, node: &NodeProto, i: usize) -> Result<&Tensor> {
+        match self.value(node, i)? {
+            Value::Const(t) => Ok(t),
+            Value::Live { .. } => bail!(
+                "input {i} ('{}') must be a constant (a weight or a size)",
+                node.input[i]
+            ),
+        }
+    }
+
+    /// Input `i` as a parameter of the graph, under the initializer's name (a new name when
+    /// another node already reads it, so each layer owns its weights), or `name_hint` for a
+    /// folded constant. Returns the parameter's name.
+    pub fn param(&mut self, node: &NodeProto, i: usize, t: Tensor) -> Result<String> {
+        let base = node.input[i].clone();
+        let mut name = base.clone();
+        let mut n = 2;
+        while self.params.contains_key(&name) {
+            name = format!("{base}#{n}");
+            n += 1;
+        }
+        self.params
+            .insert(name.clone(), t.to_kind(tch::Kind::Float).contiguous());
+        Ok(name)
+    }
+
+    /// Adds a graph node computing ONNX output `output` from the nodes `inputs`; its shape is
+    /// inferred by the op.
+    pub fn add(&mut self, node: &NodeProto, op: Op, inputs: Vec<String>) -> Result<()> {
+        let name = self.fresh_name(&node_name(node));
+        let shapes: Vec<Vec<usize>> = inputs.iter().map(|i| self.shape_of_node(i)).collect::<Result<_>>()?;
+        let refs: Vec<&Vec<usize>> = shapes.iter().collect();
+        op.def().validate(&name)?;
+        let cx = crate::graph::ops::ShapeCx {
+            node: &name,
+            input_names: &inputs,
+            input: &[],
+        };
+        let shape = op.def().infer(&cx, &refs)?;
+        self.nodes.push(Node {
+            name: name.clone(),
+            inputs,
+            head: None,
+            op,
+        });
+        self.node_shapes.insert(name.clone(), shape.clone());
+        let out = node.output.first().ok_or_else(|| anyhow!("has no output"))?;
+        self.values.insert(out.clone(), Value::Live { node: name, shape });
+        Ok(())
+    }
+
+    /// Output `k` of the node is the value `value` (no node: an identity, a folded constant).
+    pub fn alias(&mut self, node: &NodeProto, k: usize, value: Value) {
+        if let Some(out) = node.output.get(k) {
+            self.values.insert(out.clone(), value);
+        }
+    }
+
+    /// How many nodes and graph outputs read the ONNX value `name`.
+    pub fn readers(&self, name: &str) -> usize {
+        self.readers.get(name).copied().unwrap_or(0)
+    }
+
+    /// The linear layer of graph node `name`, to give it a bias.
+    pub fn linear_mut(&mut self, name: &str) -> Option<&mut crate::graph::ops::Linear> {
+        match self.nodes.iter_mut().find(|n| n.name == name).map(|n| &mut n.op) {
+            Some(Op::Linear(l)) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// The per-sample shape of a graph node already added.
+    fn shape_of_node(&self, name: &str) -> Result<Vec<usize>> {
+        self.node_shapes
+            .get(name)
+            .cloned()
+            .ok_or_else(|| anyhow!("internal error: node '{name}' has no shape"))
+    }
+
+    fn fresh_name(&self, base: &str) -> String {
+        let base = if base.is_empty() { "node" } else { base };
+        let mut name = base.to_string();
+        let mut n = 2;
+        while self.node_shapes.contains_key(&name) {
+            name = format!("{base}#{n}");
+            n += 1;
+        }
+        name
+    }
+}
