@@ -67,6 +67,28 @@ def zoo(small):
                                num_classes=10) if small else tvm.regnet_x_400mf(num_classes=10)
     resnet = timm.create_model("resnet18", pretrained=False, num_classes=10,
                                **({"channels": (8, 16, 24, 32), "stem_width": 8} if small else {}))
+    if small:
+        vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, img_size=side, patch_size=8,
+                                embed_dim=48, depth=2, num_heads=3)
+        deit = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False, num_classes=10, img_size=side,
+                                 patch_size=8, embed_dim=48, depth=2, num_heads=3)
+        convnext = timm.create_model("convnext_atto", pretrained=False, num_classes=10, dims=(8, 16, 24, 32),
+                                     depths=(1, 1, 1, 1))
+        swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10, img_size=side,
+                                 patch_size=4, window_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2))
+    else:
+        vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=10)
+        deit = timm.create_model("deit_small_patch16_224", pretrained=False, num_classes=10)
+        convnext = timm.create_model("convnext_tiny", pretrained=False, num_classes=10)
+        swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10)
+    if small:
+        shuffle = tvm.ShuffleNetV2([2, 2, 2], [8, 16, 32, 64, 64], num_classes=10)
+        mnas = tvm.MNASNet(0.1, num_classes=10)
+        dense = tvm.DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=8, bn_size=2, num_classes=10)
+    else:
+        shuffle = tvm.shufflenet_v2_x1_0(num_classes=10)
+        mnas = tvm.mnasnet1_0(num_classes=10)
+        dense = tvm.densenet121(num_classes=10)
     two = TwoHeads(tvm.mobilenet_v2(width_mult=0.25 if small else 1.0).features[:7], 32 if not small else 8, 10, 5)
     models = {
         "tv_mobilenet_v2": (mv2, ["logits"]),
@@ -74,9 +96,69 @@ def zoo(small):
         "tv_efficientnet_b0": (eff, ["logits"]),
         "tv_regnet": (regnet, ["logits"]),
         "timm_resnet18": (resnet, ["logits"]),
+        "tv_shufflenet_v2": (shuffle, ["logits"]),
+        "tv_mnasnet": (mnas, ["logits"]),
+        "tv_densenet": (dense, ["logits"]),
         "tv_mobilenet_v2_two_heads": (two, ["seg", "cls"]),
+        "timm_vit": (vit, ["logits"]),
+        "timm_deit_distilled": (deit, ["logits"]),
+        "timm_convnext": (convnext, ["logits"]),
+        "timm_swin": (swin, ["logits"]),
     }
     return side, models
+
+
+def yolo_models(small):
+    """Ultralytics detect, segment and pose models from their YAML definitions (no download),
+    with the heads in export form (one concatenated output, as Ultralytics' exporter sets them).
+    The small variants scale widths to 1/32 and use 4 distribution bins instead of 16."""
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "cut-yolo-config"))
+    import ultralytics.nn.modules.head as heads
+    from ultralytics.nn.tasks import DetectionModel, PoseModel, SegmentationModel, yaml_model_load
+
+    models = {}
+    for name, cls, outputs in [
+        ("yolov8n.yaml", DetectionModel, ["boxes"]),
+        ("yolo11n.yaml", DetectionModel, ["boxes"]),
+        ("yolov8n-seg.yaml", SegmentationModel, ["boxes", "protos"]),
+        ("yolo11n-pose.yaml", PoseModel, ["boxes"]),
+    ]:
+        cfg = yaml_model_load(name)
+        if small:
+            cfg["scales"] = {"n": [0.33, 0.03125, 1024]}
+            cfg["scale"] = "n"
+            cfg["reg_max"] = 4
+        model = cls(cfg, nc=3, verbose=False).eval()
+        for m in model.modules():
+            if isinstance(m, heads.Detect):
+                m.export, m.format = True, "onnx"
+        models["ultralytics_" + name.removesuffix(".yaml").replace("-", "_")] = (model, outputs)
+    return models
+
+
+def hf_models(small):
+    """Hugging Face transformers models built from configurations (no download)."""
+    import transformers
+
+    if small:
+        config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                        num_attention_heads=2, intermediate_size=64, num_labels=10)
+    else:
+        config = transformers.ViTConfig(num_labels=10)
+    vit = transformers.ViTForImageClassification(config)
+    return {"hf_vit": (Logits(vit), ["logits"])}
+
+
+class Logits(nn.Module):
+    """A Hugging Face model's logits as a plain output."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(pixel_values=x).logits
 
 
 def export(name, model, outputs, side, out_dir, seed):
@@ -122,6 +204,10 @@ def main():
     small = "--small" in sys.argv
     os.makedirs(out_dir, exist_ok=True)
     side, models = zoo(small)
+    if "--no-yolo" not in sys.argv:
+        models.update(yolo_models(small))
+    if "--no-hf" not in sys.argv:
+        models.update(hf_models(small))
     for i, (name, (model, outputs)) in enumerate(models.items()):
         export(name, model, outputs, side, out_dir, seed=i)
 

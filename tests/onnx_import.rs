@@ -63,7 +63,11 @@ fn the_zoo_matches_onnx_runtime_at_batch_1_and_4() {
                 let got = outputs[*task].to_kind(Kind::Float);
                 assert_eq!(got.size(), want.size(), "{} {task} batch {batch}", file.display());
                 let err = relative_error(&got, want);
-                assert!(err < 1e-4, "{} output '{task}' at batch {batch}: relative error {err:e}", file.display());
+                assert!(
+                    err < 1e-4,
+                    "{} output '{task}' at batch {batch}: relative error {err:e}",
+                    file.display()
+                );
             }
         }
     }

@@ -37,12 +37,13 @@ pub fn init_params(graph: &Graph, seed: u64, device: Device) -> Params {
             }
             ParamRole::LinearWeight => normal(&spec.shape, (1.0 / spec.shape[1] as f64).sqrt()),
             // BERT's initialiser range.
-            ParamRole::Embedding => normal(&spec.shape, 0.02),
+            ParamRole::Embedding | ParamRole::Tensor => normal(&spec.shape, 0.02),
             ParamRole::ConvBias
             | ParamRole::LinearBias
             | ParamRole::BnBias
             | ParamRole::BnRunningMean
-            | ParamRole::NormBias => Tensor::zeros(&shape, opts),
+            | ParamRole::NormBias
+            | ParamRole::Constant => Tensor::zeros(&shape, opts),
             ParamRole::BnWeight | ParamRole::BnRunningVar | ParamRole::NormWeight => Tensor::ones(&shape, opts),
             ParamRole::BnBatchesTracked => Tensor::zeros(&shape, (Kind::Int64, Device::Cpu)),
         };

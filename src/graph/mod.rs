@@ -76,6 +76,11 @@ pub enum ParamRole {
     Embedding,
     NormWeight,
     NormBias,
+    /// A tensor an element-wise op reads, trained (an imported model's position embedding, class
+    /// token or layer scale).
+    Tensor,
+    /// A tensor an element-wise op reads, fixed (an imported model's literal constants).
+    Constant,
 }
 
 impl ParamRole {
@@ -87,7 +92,7 @@ impl ParamRole {
     pub fn is_buffer(self) -> bool {
         matches!(
             self,
-            ParamRole::BnRunningMean | ParamRole::BnRunningVar | ParamRole::BnBatchesTracked
+            ParamRole::BnRunningMean | ParamRole::BnRunningVar | ParamRole::BnBatchesTracked | ParamRole::Constant
         )
     }
 }

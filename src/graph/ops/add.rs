@@ -1,5 +1,5 @@
 //! `add`: element-wise sum of two or more inputs of one shape (residual additions, summed head
-//! branches). Channel k of every summand lands in channel k of the sum, so pruning ties them.
+//! branches); two summands may broadcast sizes of 1. Channel k of every summand lands in channel k of the sum, so pruning ties them.
 
 use crate::graph::onnx::ExportCx;
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
@@ -13,6 +13,10 @@ impl OpDef for Add {
         (2, usize::MAX)
     }
     fn infer(&self, cx: &ShapeCx, inputs: &[&Shape]) -> Result<Shape> {
+        if inputs.len() == 2 {
+            // Two summands broadcast sizes of 1, as ONNX's Add does.
+            return super::mul::broadcast(cx, inputs[0], inputs[1]);
+        }
         let first = inputs[0];
         for (i, s) in inputs.iter().enumerate().skip(1) {
             if *s != first {

@@ -200,6 +200,10 @@ registry! {
         sigmoid::Sigmoid => "sigmoid",
         hard_swish::HardSwish => "hard_swish",
         mul::Mul => "mul",
+        sub::Sub => "sub",
+        div::Div => "div",
+        erf::Erf => "erf",
+        matmul::MatMul => "matmul",
     ],
     data: [
         conv2d::Conv2d => "conv2d",
@@ -222,6 +226,12 @@ registry! {
         hard_sigmoid::HardSigmoid => "hard_sigmoid",
         concat::Concat => "concat",
         reduce_mean::ReduceMean => "reduce_mean",
+        constant::Constant => "constant",
+        softmax::Softmax => "softmax",
+        transpose::Transpose => "transpose",
+        reshape::Reshape => "reshape",
+        slice::Slice => "slice",
+        conv_transpose2d::ConvTranspose2d => "conv_transpose2d",
     ],
 }
 

@@ -1,10 +1,10 @@
 //! Element-wise activations: `Relu`, `Sigmoid`, `Tanh`, `Clip` (ReLU6), `HardSigmoid`,
-//! `HardSwish`, `Gelu` (opset 20).
+//! `HardSwish`, `Gelu` (opset 20), `Erf`, `Softmax`.
 
 use super::tensor::Attrs;
 use super::ImportCx;
 use crate::graph::onnx::proto::NodeProto;
-use crate::graph::ops::{Clip, Gelu, GeluApproximation, HardSigmoid, Op};
+use crate::graph::ops::{Clip, Gelu, GeluApproximation, HardSigmoid, Op, Softmax};
 use anyhow::{bail, Result};
 
 fn unary(cx: &mut ImportCx, node: &NodeProto, op: Op) -> Result<()> {
@@ -59,4 +59,25 @@ pub fn gelu(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
         other => bail!("Gelu approximation '{other}'"),
     };
     unary(cx, node, Op::Gelu(Gelu { approximate }))
+}
+
+pub fn erf(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    unary(cx, node, Op::Erf)
+}
+
+pub fn softmax(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    let (_, shape) = cx.live(node, 0)?;
+    let rank = shape.len() as i64 + 1;
+    let axis = Attrs(node).int("axis", -1);
+    let axis = if axis < 0 { axis + rank } else { axis };
+    if axis <= 0 || axis >= rank {
+        bail!("a softmax along axis {axis} (the batch, or outside the rank)");
+    }
+    unary(
+        cx,
+        node,
+        Op::Softmax(Softmax {
+            axis: axis as usize - 1,
+        }),
+    )
 }

@@ -36,6 +36,7 @@ pub const FOLDABLE: &[&str] = &[
     "Dropout",
     "Floor",
     "Ceil",
+    "Mod",
 ];
 
 /// Folds `node` when it can be evaluated now; returns whether it was.
@@ -48,6 +49,10 @@ pub fn try_fold(cx: &mut ImportCx, node: &NodeProto) -> Result<bool> {
         "Shape" => match cx.value(node, 0)? {
             Value::Live { shape, .. } => shape_with_batch(shape, node),
             Value::Const(t) => Tensor::from_slice(&t.size()),
+            Value::Moved { shape, perm, .. } => {
+                let full: Vec<i64> = std::iter::once(-1).chain(shape.iter().map(|&d| d as i64)).collect();
+                Tensor::from_slice(&perm.iter().map(|&p| full[p]).collect::<Vec<i64>>())
+            }
         },
         _ => {
             let mut args = Vec::new();
@@ -58,7 +63,7 @@ pub fn try_fold(cx: &mut ImportCx, node: &NodeProto) -> Result<bool> {
                 }
                 match cx.value(node, i)? {
                     Value::Const(t) => args.push(Some(t.shallow_clone())),
-                    Value::Live { .. } => return Ok(false),
+                    Value::Live { .. } | Value::Moved { .. } => return Ok(false),
                 }
             }
             evaluate(node, &args)?
@@ -220,6 +225,8 @@ fn evaluate(node: &NodeProto, args: &[Option<Tensor>]) -> Result<Tensor> {
             x.permute(perm.as_slice()).contiguous()
         }
         "Add" | "Sub" | "Mul" | "Div" => arithmetic(&node.op_type, x, arg(args, 1)?),
+        "Mod" if Attrs(node).int("fmod", 0) == 0 => x.remainder_tensor(arg(args, 1)?),
+        "Mod" => x.fmod_tensor(arg(args, 1)?),
         "Sqrt" => x.to_kind(Kind::Float).sqrt(),
         "Neg" => x.neg(),
         "Floor" => x.floor(),
@@ -278,16 +285,33 @@ fn slice(x: &Tensor, args: &[Option<Tensor>]) -> Result<Tensor> {
     };
     let mut out = x.shallow_clone();
     for (((&s, &e), &a), &step) in starts.iter().zip(&ends).zip(&axes).zip(&steps) {
-        if step != 1 {
-            bail!("Slice with step {step} on a constant");
-        }
         let a = axis(a, x.dim() as i64)?;
         let n = out.size()[a as usize];
-        let clamp = |v: i64| if v < 0 { (v + n).max(0) } else { v.min(n) };
-        let (s, e) = (clamp(s), clamp(e));
-        out = out.narrow(a, s, (e - s).max(0));
+        let picked = slice_indices(s, e, step, n)?;
+        out = out.index_select(a, &Tensor::from_slice(&picked));
     }
     Ok(out.contiguous())
+}
+
+/// The indices ONNX's `Slice` takes along an axis of `n`: starts and ends clamped (to [0, n] for
+/// a positive step, [-1, n - 1] for a negative one), negative values counting from the end.
+fn slice_indices(start: i64, end: i64, step: i64, n: i64) -> Result<Vec<i64>> {
+    if step == 0 {
+        bail!("Slice with step 0");
+    }
+    let from_end = |v: i64| if v < 0 { v + n } else { v };
+    let (start, end) = if step > 0 {
+        (from_end(start).clamp(0, n), from_end(end).clamp(0, n))
+    } else {
+        (from_end(start).clamp(-1, n - 1), from_end(end).clamp(-1, n - 1))
+    };
+    let mut picked = Vec::new();
+    let mut i = start;
+    while (step > 0 && i < end) || (step < 0 && i > end) {
+        picked.push(i);
+        i += step;
+    }
+    Ok(picked)
 }
 
 fn arithmetic(op: &str, a: &Tensor, b: &Tensor) -> Tensor {

@@ -1,4 +1,5 @@
-//! `Gemm` and `MatMul` with a constant weight as `linear` (weight stored [out, in]).
+//! `Gemm` and `MatMul` with a constant weight as `linear` (weight stored [out, in]); `MatMul` of
+//! two computed values as `matmul`.
 
 use super::tensor::Attrs;
 use super::ImportCx;
@@ -38,9 +39,14 @@ pub fn gemm(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
     cx.add(node, Op::Linear(op), vec![x])
 }
 
-/// A computed value times a constant 2-d matrix [in, out].
+/// A computed value times a constant 2-d matrix [in, out] (a linear layer), or times another
+/// computed value (`matmul`).
 pub fn matmul(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
     let (x, _) = cx.live(node, 0)?;
+    if let super::Value::Live { node: other, .. } = cx.value(node, 1)? {
+        let other = other.clone();
+        return cx.add(node, Op::MatMul, vec![x, other]);
+    }
     let b = cx.constant(node, 1)?.shallow_clone();
     if b.dim() != 2 {
         bail!("a MatMul by a {}-d constant; cut reads a 2-d weight", b.dim());

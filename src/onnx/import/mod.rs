@@ -54,7 +54,18 @@ pub struct Imported {
 #[derive(Debug)]
 pub enum Value {
     Const(Tensor),
-    Live { node: String, shape: Vec<usize> },
+    Live {
+        node: String,
+        shape: Vec<usize>,
+    },
+    /// A computed value (`node`, per-sample `shape`) seen through a transpose that moves the
+    /// batch axis (`perm`, full rank): attention's `[B, N, 3, H, D] -> [3, B, H, N, D]`, resolved
+    /// when the moved-in axis is split, gathered or squeezed away (`layout.rs`).
+    Moved {
+        node: String,
+        shape: Vec<usize>,
+        perm: Vec<usize>,
+    },
 }
 
 /// What a converter sees and adds to.
@@ -67,6 +78,8 @@ pub struct ImportCx {
     node_shapes: HashMap<String, Vec<usize>>,
     /// How many ONNX nodes (and graph outputs) read each value.
     readers: HashMap<String, usize>,
+    /// The names of the file's initializers (trained tensors, unlike literal constants).
+    initializers: std::collections::HashSet<String>,
     params: Params,
     folded: usize,
 }
@@ -77,6 +90,7 @@ type Converter = fn(&mut ImportCx, &NodeProto) -> Result<()>;
 /// Every ONNX op the importer turns into graph ops (folded ops are in `fold::FOLDABLE`).
 const CONVERTERS: &[(&str, Converter)] = &[
     ("Conv", conv::conv),
+    ("ConvTranspose", conv::conv_transpose),
     ("BatchNormalization", norm::batch_norm),
     ("LayerNormalization", norm::layer_norm),
     ("Relu", activation::relu),
@@ -87,7 +101,11 @@ const CONVERTERS: &[(&str, Converter)] = &[
     ("HardSwish", activation::hard_swish),
     ("Gelu", activation::gelu),
     ("Add", elementwise::add),
+    ("Sub", elementwise::sub),
     ("Mul", elementwise::mul),
+    ("Div", elementwise::div),
+    ("Erf", activation::erf),
+    ("Softmax", activation::softmax),
     ("MaxPool", pool::max_pool),
     ("AveragePool", pool::average_pool),
     ("GlobalAveragePool", pool::global_average_pool),
@@ -98,6 +116,13 @@ const CONVERTERS: &[(&str, Converter)] = &[
     ("Concat", layout::concat),
     ("Flatten", layout::flatten),
     ("Reshape", layout::reshape),
+    ("Squeeze", layout::squeeze),
+    ("Unsqueeze", layout::unsqueeze),
+    ("Transpose", layout::transpose),
+    ("Split", layout::split),
+    ("Slice", layout::slice),
+    ("Gather", layout::gather),
+    ("Pad", layout::pad),
     ("Identity", layout::identity),
     ("Dropout", layout::identity),
 ];
@@ -129,6 +154,7 @@ pub fn import(path: &Path, opts: &ImportOptions) -> Result<Imported> {
         nodes: Vec::new(),
         node_shapes: HashMap::new(),
         readers: count_readers(&graph),
+        initializers: graph.initializer.iter().map(|t| t.name.clone()).collect(),
         params: Params::new(),
         folded: 0,
     };
@@ -420,6 +446,10 @@ impl ImportCx {
                 "input {i} ('{}') is a constant where cut expects a computed value",
                 node.input[i]
             ),
+            Value::Moved { .. } => bail!(
+                "input {i} ('{}') has its batch axis moved by a transpose; cut follows that only into a split, gather or squeeze of the new first axis",
+                node.input[i]
+            ),
         }
     }
 
@@ -427,7 +457,7 @@ impl ImportCx {
     pub fn constant(&self, node: &NodeProto, i: usize) -> Result<&Tensor> {
         match self.value(node, i)? {
             Value::Const(t) => Ok(t),
-            Value::Live { .. } => bail!(
+            Value::Live { .. } | Value::Moved { .. } => bail!(
                 "input {i} ('{}') must be a constant (a weight or a size)",
                 node.input[i]
             ),
@@ -450,10 +480,24 @@ impl ImportCx {
         Ok(name)
     }
 
-    /// Adds a graph node computing ONNX output `output` from the nodes `inputs`; its shape is
-    /// inferred by the op.
+    /// Adds a graph node computing the node's first output from the graph nodes `inputs`.
     pub fn add(&mut self, node: &NodeProto, op: Op, inputs: Vec<String>) -> Result<()> {
-        let name = self.fresh_name(&node_name(node));
+        self.add_output(node, 0, &node_name(node), op, inputs)
+    }
+
+    /// Adds a graph node (named after `base`) computing output `k` of the node.
+    pub fn add_output(&mut self, node: &NodeProto, k: usize, base: &str, op: Op, inputs: Vec<String>) -> Result<()> {
+        let name = self.add_named(base, op, inputs)?;
+        let shape = self.node_shapes[&name].clone();
+        let out = node.output.get(k).ok_or_else(|| anyhow!("has no output {k}"))?;
+        self.values.insert(out.clone(), Value::Live { node: name, shape });
+        Ok(())
+    }
+
+    /// Adds a graph node named after `base` (made unique); its shape is inferred by the op.
+    /// Returns its name.
+    pub fn add_named(&mut self, base: &str, op: Op, inputs: Vec<String>) -> Result<String> {
+        let name = self.fresh_name(base);
         let shapes: Vec<Vec<usize>> = inputs.iter().map(|i| self.shape_of_node(i)).collect::<Result<_>>()?;
         let refs: Vec<&Vec<usize>> = shapes.iter().collect();
         op.def().validate(&name)?;
@@ -469,10 +513,13 @@ impl ImportCx {
             head: None,
             op,
         });
-        self.node_shapes.insert(name.clone(), shape.clone());
-        let out = node.output.first().ok_or_else(|| anyhow!("has no output"))?;
-        self.values.insert(out.clone(), Value::Live { node: name, shape });
-        Ok(())
+        self.node_shapes.insert(name.clone(), shape);
+        Ok(name)
+    }
+
+    /// Whether `name` is one of the file's initializers.
+    pub fn is_initializer(&self, name: &str) -> bool {
+        self.initializers.contains(name)
     }
 
     /// Output `k` of the node is the value `value` (no node: an identity, a folded constant).
