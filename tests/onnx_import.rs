@@ -72,3 +72,338 @@ fn the_zoo_matches_onnx_runtime_at_batch_1_and_4() {
         }
     }
 }
+
+fn write_npy(path: &Path, t: &Tensor) {
+    use ndarray_npy::WriteNpyExt;
+    let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+    let v = Vec::<f32>::try_from(t.to_kind(Kind::Float).flatten(0, -1)).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    ndarray::ArrayD::from_shape_vec(shape, v)
+        .unwrap()
+        .write_npy(file)
+        .unwrap();
+}
+
+/// Every zoo model, weight-pruned by magnitude (no data) and exported back to ONNX: the file passes
+/// the ONNX checker, and ONNX Runtime gives the interpreter's outputs of the pruned checkpoint.
+#[test]
+fn pruned_zoo_models_export_back_to_onnx() {
+    let tmp = tempfile::tempdir().unwrap();
+    for file in fixtures() {
+        let stem = file.file_stem().unwrap().to_string_lossy().to_string();
+        let dir = tmp.path().join(&stem);
+        std::fs::create_dir_all(dir.join("expected")).unwrap();
+        let imported = import(&file, &ImportOptions::default()).unwrap();
+        let tasks: Vec<String> = imported.model.tasks.iter().map(|t| t.name.clone()).collect();
+        let pruned = dir.join("pruned.safetensors");
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_cut"))
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "cut {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let (file_s, pruned_s) = (file.to_str().unwrap(), pruned.to_str().unwrap());
+        let task_list = tasks.join(",");
+        run(&[
+            "prune",
+            file_s,
+            "--tasks",
+            &task_list,
+            "--sparsity",
+            "0.5",
+            "-o",
+            pruned_s,
+        ]);
+        let onnx = dir.join("pruned.onnx");
+        run(&["export", pruned_s, "-o", onnx.to_str().unwrap()]);
+
+        let ckpt = cut::checkpoint::Checkpoint::open(&pruned).unwrap();
+        let model = ckpt.model(&Default::default()).unwrap().model;
+        let params = ckpt.load_params(&model, tch::Device::Cpu).unwrap();
+        let zeros: i64 = params
+            .values()
+            .map(|t| t.eq(0.0).sum(Kind::Int64).int64_value(&[]))
+            .sum();
+        assert!(zeros > 0, "{stem}: nothing was pruned");
+        let image = references(&file)["image.b4"].shallow_clone();
+        write_npy(&dir.join("image.npy"), &image);
+        let inputs = BTreeMap::from([("image".to_string(), image)]);
+        let names: Vec<&str> = tasks.iter().map(String::as_str).collect();
+        let outputs = forward_inputs(&model.graph, &params, &inputs, &names, Mode::Eval).unwrap();
+        for (name, t) in &outputs {
+            write_npy(&dir.join("expected").join(format!("{name}.npy")), t);
+        }
+        let out = std::process::Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
+            .env("PYTHONPATH", ".onnx-env")
+            .args(["scripts/check-onnx.py", onnx.to_str().unwrap(), dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{stem}: check-onnx.py: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let verdict: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        for task in &tasks {
+            let o = &verdict["outputs"][task];
+            let (diff, scale) = (o["diff"].as_f64().unwrap(), o["scale"].as_f64().unwrap());
+            assert!(
+                diff <= 1e-4 * scale.max(1e-6),
+                "{stem} '{task}': ONNX Runtime differs by {diff:e} (scale {scale})"
+            );
+        }
+    }
+}
+
+/// A one-node model: input "x" [batch, 3, 4, 4], `op` with a weight initializer "w" (external,
+/// in `external`, when given).
+fn tiny_model(op: &str, external: Option<&str>) -> Vec<u8> {
+    use cut::onnx::proto::*;
+    use prost::Message;
+    let dim = |d: tensor_shape_proto::dimension::Value| tensor_shape_proto::Dimension {
+        value: Some(d),
+        ..Default::default()
+    };
+    let image = ValueInfoProto {
+        name: "x".into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(TensorShapeProto {
+                    dim: vec![
+                        dim(tensor_shape_proto::dimension::Value::DimParam("batch".into())),
+                        dim(tensor_shape_proto::dimension::Value::DimValue(3)),
+                        dim(tensor_shape_proto::dimension::Value::DimValue(4)),
+                        dim(tensor_shape_proto::dimension::Value::DimValue(4)),
+                    ],
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut weight = TensorProto {
+        name: "w".into(),
+        dims: vec![2, 3, 1, 1],
+        data_type: 1,
+        raw_data: vec![0u8; 24],
+        ..Default::default()
+    };
+    if let Some(location) = external {
+        weight.raw_data.clear();
+        weight.data_location = 1;
+        weight.external_data = vec![StringStringEntryProto {
+            key: "location".into(),
+            value: location.into(),
+        }];
+    }
+    let node = NodeProto {
+        name: "the_node".into(),
+        op_type: op.into(),
+        input: vec!["x".into(), "w".into()],
+        output: vec!["y".into()],
+        ..Default::default()
+    };
+    let y = ValueInfoProto {
+        name: "y".into(),
+        ..Default::default()
+    };
+    let model = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(GraphProto {
+            node: vec![node],
+            initializer: vec![weight],
+            input: vec![image],
+            output: vec![y],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    model.encode_to_vec()
+}
+
+/// Bad files are one-line errors naming the file and the node, with a non-zero exit, and nothing
+/// is written.
+#[test]
+fn bad_onnx_files_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&str, Vec<u8>, &[&str]); 4] = [
+        (
+            "unsupported.onnx",
+            tiny_model("Hardmax", None),
+            &[
+                "op 'Hardmax' is not supported",
+                "node 'the_node'",
+                "opset 17",
+                "cut imports: Add,",
+            ],
+        ),
+        (
+            "garbage.onnx",
+            b"\xff\xff\xff\xff not protobuf".to_vec(),
+            &["garbage.onnx: not an ONNX model"],
+        ),
+        (
+            "external.onnx",
+            tiny_model("Conv", Some("weights.bin")),
+            &["external.onnx", "tensor 'w'", "weights.bin"],
+        ),
+        (
+            "escape.onnx",
+            tiny_model("Conv", Some("../weights.bin")),
+            &["must lie beside the model"],
+        ),
+    ];
+    for (name, bytes, wants) in cases {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let out_path = tmp.path().join(format!("{name}.safetensors"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cut"))
+            .args(["import", path.to_str().unwrap(), "-o", out_path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} was accepted");
+        assert_eq!(stderr.trim().lines().count(), 1, "{name}: {stderr}");
+        for want in wants {
+            assert!(stderr.contains(want), "{name}: '{want}' not in {stderr}");
+        }
+        assert!(!out_path.exists(), "{name}: an output was written");
+    }
+    // The same Conv with its weights beside it imports.
+    std::fs::write(tmp.path().join("weights.bin"), vec![0u8; 24]).unwrap();
+    let model = import(&tmp.path().join("external.onnx"), &ImportOptions::default()).unwrap();
+    assert_eq!(model.params.values().map(|t| t.numel()).sum::<usize>(), 6);
+}
+
+/// `--input` fixes a symbolic size, `--task-kinds` names an output's kind, and a wrong name is an
+/// error that lists the outputs.
+#[test]
+fn import_options() {
+    let file = fixtures()
+        .into_iter()
+        .find(|f| f.ends_with("tv_mobilenet_v2_two_heads.onnx"))
+        .unwrap();
+    let kinds = BTreeMap::from([
+        ("seg".to_string(), cut::graph::TaskKind::Segmentation),
+        ("cls".to_string(), cut::graph::TaskKind::Classification),
+    ]);
+    let sizes = BTreeMap::from([("image".to_string(), vec![3, 64, 48])]);
+    let imported = import(
+        &file,
+        &ImportOptions {
+            input_sizes: sizes,
+            task_kinds: kinds,
+        },
+    )
+    .unwrap();
+    let kinds: Vec<&str> = imported.model.tasks.iter().map(|t| t.kind.as_str()).collect();
+    assert_eq!(kinds, ["segmentation", "classification"]);
+    assert_eq!(imported.model.graph.sizes["height"], 64);
+    assert_eq!(imported.model.graph.sizes["width"], 48);
+    let wrong = BTreeMap::from([("depth".to_string(), cut::graph::TaskKind::Depth)]);
+    let err = import(
+        &file,
+        &ImportOptions {
+            task_kinds: wrong,
+            ..Default::default()
+        },
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("outputs: seg, cls"), "{err}");
+}
+
+/// `cut predict` on an ONNX file writes each task's outputs, named by task, in .npz and
+/// .safetensors: ONNX Runtime's values within 1e-4 (two outputs, batch 4).
+#[test]
+fn predict_writes_outputs_by_task() {
+    let file = fixtures()
+        .into_iter()
+        .find(|f| f.ends_with("tv_mobilenet_v2_two_heads.onnx"))
+        .unwrap();
+    let refs = references(&file);
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("image.npy");
+    write_npy(&image, &refs["image.b4"]);
+    for out in ["out.npz", "out.safetensors"] {
+        let out = tmp.path().join(out);
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_cut"))
+            .args([
+                "predict",
+                file.to_str().unwrap(),
+                image.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        let got: BTreeMap<String, Tensor> = if out.extension().unwrap() == "npz" {
+            let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(&out).unwrap()).unwrap();
+            npz.names()
+                .unwrap()
+                .into_iter()
+                .map(|k| {
+                    let a: ndarray::ArrayD<f32> = npz.by_name(&k).unwrap();
+                    let shape: Vec<i64> = a.shape().iter().map(|&d| d as i64).collect();
+                    let v: Vec<f32> = a.iter().copied().collect();
+                    (
+                        k.trim_end_matches(".npy").to_string(),
+                        Tensor::from_slice(&v).view(shape.as_slice()),
+                    )
+                })
+                .collect()
+        } else {
+            let bytes = std::fs::read(&out).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            st.tensors()
+                .into_iter()
+                .map(|(k, v)| {
+                    let vals: Vec<f32> = v
+                        .data()
+                        .chunks_exact(4)
+                        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                        .collect();
+                    let shape: Vec<i64> = v.shape().iter().map(|&d| d as i64).collect();
+                    (k, Tensor::from_slice(&vals).view(shape.as_slice()))
+                })
+                .collect()
+        };
+        assert_eq!(got.keys().collect::<Vec<_>>(), ["cls", "seg"], "{}", out.display());
+        for task in ["seg", "cls"] {
+            let err = relative_error(&got[task], &refs[&format!("{task}.b4")]);
+            assert!(err < 1e-4, "{task}: {err:e}");
+        }
+    }
+    // A wrong input is a one-line error; nothing is written.
+    let bad = tmp.path().join("bad.npy");
+    write_npy(&bad, &Tensor::zeros([2, 4, 32, 32], tch::kind::FLOAT_CPU));
+    let out = tmp.path().join("bad.npz");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_cut"))
+        .args([
+            "predict",
+            file.to_str().unwrap(),
+            bad.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert_eq!(status.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("input 'image' is [2, 4, 32, 32]: dimension 1 must be 3"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}

@@ -404,7 +404,13 @@ impl Checkpoint {
         })
     }
 
+    /// The size of the file on disk (an imported ONNX file's, not its temporary checkpoint's).
     pub fn file_len(&self) -> usize {
+        if self.imported {
+            if let Ok(meta) = std::fs::metadata(&self.path) {
+                return meta.len() as usize;
+            }
+        }
         self.map.len()
     }
 

@@ -10,6 +10,7 @@ mod import;
 mod inspect;
 mod new;
 mod plan;
+mod predict;
 mod progress;
 mod prune;
 mod split;
@@ -45,6 +46,8 @@ enum Command {
     Bench(bench::Args),
     /// Write a model for a runtime: ONNX (any model), or a text encoder as a Hugging Face folder.
     Export(export::Args),
+    /// Run a model on input arrays and write each task's outputs (.safetensors or .npz).
+    Predict(predict::Args),
     /// Read an ONNX file (from PyTorch, timm, torchvision, ...) into a cut checkpoint.
     Import(import::Args),
     /// Plan cooperative fine-tuning: which device fine-tunes which block, and the uplink shares.
@@ -66,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Prune(a) => prune::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Export(a) => export::run(a),
+        Command::Predict(a) => predict::run(a),
         Command::Import(a) => import::run(a),
         Command::Plan(a) => plan::run(a),
         Command::Split(a) => split::run(a),

@@ -9,6 +9,7 @@ pub mod import;
 pub mod inspect;
 pub mod new;
 pub mod plan;
+pub mod predict;
 pub mod prune;
 pub mod split;
 pub mod synth;

@@ -245,7 +245,7 @@ pub fn build(
         .map(|g| g.bytes_dense)
         .sum();
     // File bytes throughout, headers included, so the three figures add up.
-    let after_drop = input.file_len() as u64 - dropped_bytes;
+    let after_drop = (input.file_len() as u64).saturating_sub(dropped_bytes);
     let notes = notes(outcome);
     let (reached, keep_ratio_per_task, search_iterations) = outcome.search_figures();
     Ok(PruneReport {

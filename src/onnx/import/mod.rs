@@ -166,7 +166,7 @@ pub fn import(path: &Path, opts: &ImportOptions) -> Result<Imported> {
     for node in &graph.node {
         cx.node(node).with_context(|| {
             format!(
-                "{}: node '{}' ({} , opset {opset})",
+                "{}: node '{}' ({}, opset {opset})",
                 path.display(),
                 node_name(node),
                 node.op_type

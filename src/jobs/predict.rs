@@ -1,0 +1,250 @@
+//! `cut predict`: a model's outputs on given inputs, named by task, in a file (`.safetensors` or
+//! `.npz`). For looking at what a pruned model predicts, and for parity checks against another
+//! runtime.
+
+use crate::checkpoint::{Checkpoint, LoadOptions};
+use crate::device::DeviceChoice;
+use crate::fsio;
+use crate::graph::interpreter::forward_inputs;
+use crate::graph::ops::Mode;
+use anyhow::{anyhow, bail, Context, Result};
+use ndarray_npy::{NpzReader, NpzWriter, ReadNpyExt};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+/// Everything `cut predict` was asked.
+#[derive(Clone, Debug)]
+pub struct PredictJob {
+    pub model: PathBuf,
+    pub load: LoadOptions,
+    /// Input files: `.npy` (one array: for the graph's only input, or named as `name=file.npy`),
+    /// `.npz` or `.safetensors` (arrays named by graph input).
+    pub inputs: Vec<String>,
+    /// Only these tasks' outputs (all when `None`).
+    pub tasks: Option<Vec<String>>,
+    pub device: DeviceChoice,
+    /// `.safetensors` or `.npz`.
+    pub out: PathBuf,
+    pub force: bool,
+}
+
+/// What `cut predict` wrote.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct PredictDone {
+    pub wrote: PathBuf,
+    pub batch: usize,
+    /// Each task's output shape, batch first.
+    pub outputs: BTreeMap<String, Vec<i64>>,
+}
+
+/// Reads the inputs, runs the model (inference mode) and writes every selected task's output.
+pub fn run(job: &PredictJob) -> Result<PredictDone> {
+    let format = OutFormat::of(&job.out)?;
+    let mut inputs_read: Vec<&Path> = vec![&job.model];
+    let files: Vec<PathBuf> = job
+        .inputs
+        .iter()
+        .map(|i| PathBuf::from(i.split_once('=').map_or(i.as_str(), |p| p.1)))
+        .collect();
+    inputs_read.extend(files.iter().map(PathBuf::as_path));
+    fsio::check_output(&job.out, &inputs_read, job.force)?;
+    let ckpt = Checkpoint::open(&job.model)?;
+    let model = ckpt.model(&job.load)?.model;
+    let device = crate::device::resolve(job.device)?;
+    let params = ckpt.load_params(&model, device)?;
+    let graph_inputs = read_inputs(&job.inputs, &model.graph)?;
+    let batch = check_inputs(&graph_inputs, &model.graph)?;
+    let tasks: Vec<String> = match &job.tasks {
+        Some(t) => model.select_tasks(t)?.into_iter().map(|t| t.name).collect(),
+        None => model.tasks.iter().map(|t| t.name.clone()).collect(),
+    };
+    let names: Vec<&str> = tasks.iter().map(String::as_str).collect();
+    let on_device = graph_inputs
+        .iter()
+        .map(|(k, v)| (k.clone(), v.to_device(device)))
+        .collect();
+    let outputs = tch::no_grad(|| forward_inputs(&model.graph, &params, &on_device, &names, Mode::Eval))?;
+    let outputs: BTreeMap<String, Tensor> = outputs
+        .into_iter()
+        .map(|(k, v)| (k, v.to_device(tch::Device::Cpu).to_kind(Kind::Float).contiguous()))
+        .collect();
+    let bytes = format.bytes(&outputs)?;
+    let mut staged = fsio::Outputs::new(job.force);
+    staged.stage(&job.out, &bytes)?;
+    staged.commit()?;
+    Ok(PredictDone {
+        wrote: job.out.clone(),
+        batch,
+        outputs: outputs.iter().map(|(k, v)| (k.clone(), v.size())).collect(),
+    })
+}
+
+enum OutFormat {
+    Safetensors,
+    Npz,
+}
+
+impl OutFormat {
+    fn of(path: &Path) -> Result<OutFormat> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => Ok(OutFormat::Safetensors),
+            Some("npz") => Ok(OutFormat::Npz),
+            _ => crate::usage_bail!("-o {}: write .safetensors or .npz", path.display()),
+        }
+    }
+
+    fn bytes(&self, outputs: &BTreeMap<String, Tensor>) -> Result<Vec<u8>> {
+        let values: BTreeMap<&String, (Vec<f32>, Vec<usize>)> = outputs
+            .iter()
+            .map(|(k, v)| {
+                let shape = v.size().iter().map(|&d| d as usize).collect();
+                Ok((k, (Vec::<f32>::try_from(v.flatten(0, -1))?, shape)))
+            })
+            .collect::<Result<_>>()?;
+        match self {
+            OutFormat::Safetensors => {
+                let raw: BTreeMap<&String, (Vec<u8>, Vec<usize>)> = values
+                    .iter()
+                    .map(|(k, (v, s))| (*k, (v.iter().flat_map(|x| x.to_le_bytes()).collect(), s.clone())))
+                    .collect();
+                let views: Vec<(&str, safetensors::tensor::TensorView)> = raw
+                    .iter()
+                    .map(|(k, (b, s))| {
+                        Ok((
+                            k.as_str(),
+                            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)?,
+                        ))
+                    })
+                    .collect::<Result<_>>()?;
+                Ok(safetensors::serialize(views, None)?)
+            }
+            OutFormat::Npz => {
+                let mut npz = NpzWriter::new(std::io::Cursor::new(Vec::new()));
+                for (k, (v, s)) in values {
+                    npz.add_array(k.as_str(), &ndarray::ArrayD::from_shape_vec(s, v)?)?;
+                }
+                Ok(npz.finish()?.into_inner())
+            }
+        }
+    }
+}
+
+/// The arrays of every input argument, by graph input name.
+fn read_inputs(args: &[String], graph: &crate::graph::Graph) -> Result<BTreeMap<String, Tensor>> {
+    let mut out = BTreeMap::new();
+    for arg in args {
+        let (name, path) = match arg.split_once('=') {
+            Some((n, p)) => (Some(n.to_string()), PathBuf::from(p)),
+            None => (None, PathBuf::from(arg)),
+        };
+        let shown = path.display().to_string();
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("npy") => {
+                let name = match (name, graph.inputs.as_slice()) {
+                    (Some(n), _) => n,
+                    (None, [only]) => only.name.clone(),
+                    (None, _) => {
+                        crate::usage_bail!("{shown}: the model reads several inputs; name this one as NAME={shown}")
+                    }
+                };
+                out.insert(name, read_npy(&path).with_context(|| shown.clone())?);
+            }
+            Some("npz") => {
+                let file = std::fs::File::open(&path).map_err(|e| anyhow!("{shown}: cannot open ({e})"))?;
+                let mut npz = NpzReader::new(file).map_err(|e| anyhow!("{shown}: not an .npz file ({e})"))?;
+                for key in npz.names().map_err(|e| anyhow!("{shown}: {e}"))? {
+                    let t = match npz.by_name::<ndarray::OwnedRepr<f32>, ndarray::IxDyn>(&key) {
+                        Ok(a) => tensor_of(a.shape(), a.iter().copied().collect::<Vec<f32>>()),
+                        Err(_) => {
+                            let a = npz
+                                .by_name::<ndarray::OwnedRepr<i64>, ndarray::IxDyn>(&key)
+                                .map_err(|e| anyhow!("{shown}: array '{key}': {e} (f32 or i64 arrays)"))?;
+                            tensor_of(a.shape(), a.iter().copied().collect::<Vec<i64>>())
+                        }
+                    };
+                    out.insert(key.trim_end_matches(".npy").to_string(), t);
+                }
+            }
+            Some("safetensors") => {
+                let bytes = std::fs::read(&path).map_err(|e| anyhow!("{shown}: cannot read ({e})"))?;
+                let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{shown}: {e}"))?;
+                for (key, view) in st.tensors() {
+                    let t = match view.dtype() {
+                        safetensors::Dtype::F32 => tensor_of(
+                            view.shape(),
+                            view.data()
+                                .chunks_exact(4)
+                                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                                .collect::<Vec<f32>>(),
+                        ),
+                        safetensors::Dtype::I64 => tensor_of(
+                            view.shape(),
+                            view.data()
+                                .chunks_exact(8)
+                                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                                .collect::<Vec<i64>>(),
+                        ),
+                        other => bail!("{shown}: tensor '{key}' is {other:?}; give f32 or i64"),
+                    };
+                    out.insert(key, t);
+                }
+            }
+            _ => crate::usage_bail!("{shown}: give inputs as .npy, .npz or .safetensors"),
+        }
+    }
+    Ok(out)
+}
+
+fn read_npy(path: &Path) -> Result<Tensor> {
+    let open = || std::fs::File::open(path).map_err(|e| anyhow!("cannot open ({e})"));
+    if let Ok(a) = ndarray::ArrayD::<f32>::read_npy(open()?) {
+        return Ok(tensor_of(a.shape(), a.iter().copied().collect::<Vec<f32>>()));
+    }
+    let a = ndarray::ArrayD::<i64>::read_npy(open()?).map_err(|e| anyhow!("not an f32 or i64 .npy array ({e})"))?;
+    Ok(tensor_of(a.shape(), a.iter().copied().collect::<Vec<i64>>()))
+}
+
+fn tensor_of<T: tch::kind::Element>(shape: &[usize], values: Vec<T>) -> Tensor {
+    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
+    Tensor::from_slice(&values).view(dims.as_slice())
+}
+
+/// Every graph input is given, with one batch size, its dtype and its fixed sizes; returns the
+/// batch.
+fn check_inputs(given: &BTreeMap<String, Tensor>, graph: &crate::graph::Graph) -> Result<usize> {
+    if let Some(extra) = given.keys().find(|k| !graph.inputs.iter().any(|i| &i.name == *k)) {
+        let names: Vec<&str> = graph.inputs.iter().map(|i| i.name.as_str()).collect();
+        crate::usage_bail!("input '{extra}' is not one the model reads ({})", names.join(", "));
+    }
+    let mut batch = None;
+    for decl in &graph.inputs {
+        let Some(t) = given.get(&decl.name) else {
+            crate::usage_bail!("no array for input '{}'", decl.name);
+        };
+        let size = t.size();
+        if size.len() != decl.dims.len() + 1 {
+            crate::usage_bail!(
+                "input '{}' is {:?}: expected a batch then {} dimensions",
+                decl.name,
+                size,
+                decl.dims.len()
+            );
+        }
+        for (d, dim) in decl.dims.iter().enumerate() {
+            if let crate::graph::inputs::Dim::Fixed(n) = dim {
+                if size[d + 1] != *n as i64 {
+                    crate::usage_bail!("input '{}' is {:?}: dimension {} must be {n}", decl.name, size, d + 1);
+                }
+            }
+        }
+        let float = matches!(decl.dtype, crate::graph::inputs::InputDType::F32);
+        if float != t.is_floating_point() {
+            crate::usage_bail!("input '{}' must be {}", decl.name, if float { "f32" } else { "i64" });
+        }
+        if *batch.get_or_insert(size[0]) != size[0] {
+            crate::usage_bail!("the inputs have different batch sizes");
+        }
+    }
+    Ok(batch.unwrap_or(0) as usize)
+}
