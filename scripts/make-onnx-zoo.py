@@ -38,22 +38,25 @@ def trained_like(model, inputs, seed):
 
 
 class TwoHeads(nn.Module):
-    """A multi-task model: a torchvision backbone's features, a segmentation head (upsampled to the
-    input) and a classification head."""
+    """A multi-task model: a torchvision backbone's features, a segmentation head and a depth head
+    (both upsampled to the input, as the synthetic scenes of `cut data synth` label them), and a
+    classification head."""
 
     def __init__(self, features, channels, classes, seg_classes):
         super().__init__()
         self.features = features
         self.seg = nn.Sequential(nn.Conv2d(channels, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, seg_classes, 1))
+        self.depth = nn.Sequential(nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 1, 1))
         self.cls = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, classes))
 
     def forward(self, x):
         f = self.features(x)
-        seg = nn.functional.interpolate(self.seg(f), size=x.shape[-2:], mode="bilinear", align_corners=False)
-        return seg, self.cls(f)
+        up = lambda y: nn.functional.interpolate(y, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return up(self.seg(f)), up(self.depth(f)), self.cls(f)
 
 
 def zoo(small):
+    torch.manual_seed(0)  # random initialisation: the same files on every run
     import timm
     import torchvision.models as tvm
 
@@ -78,7 +81,7 @@ def zoo(small):
                                  patch_size=4, window_size=4, embed_dim=16, depths=(1, 1), num_heads=(1, 2))
     else:
         vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=10)
-        deit = timm.create_model("deit_small_patch16_224", pretrained=False, num_classes=10)
+        deit = timm.create_model("deit_small_distilled_patch16_224", pretrained=False, num_classes=10)
         convnext = timm.create_model("convnext_tiny", pretrained=False, num_classes=10)
         swin = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10)
     if small:
@@ -89,7 +92,7 @@ def zoo(small):
         shuffle = tvm.shufflenet_v2_x1_0(num_classes=10)
         mnas = tvm.mnasnet1_0(num_classes=10)
         dense = tvm.densenet121(num_classes=10)
-    two = TwoHeads(tvm.mobilenet_v2(width_mult=0.25 if small else 1.0).features[:7], 32 if not small else 8, 10, 5)
+    two = TwoHeads(tvm.mobilenet_v2(width_mult=0.25 if small else 1.0).features[:7], 32 if not small else 8, 10, 13)
     models = {
         "tv_mobilenet_v2": (mv2, ["logits"]),
         "tv_mobilenet_v3_small": (mv3, ["logits"]),
@@ -99,7 +102,7 @@ def zoo(small):
         "tv_shufflenet_v2": (shuffle, ["logits"]),
         "tv_mnasnet": (mnas, ["logits"]),
         "tv_densenet": (dense, ["logits"]),
-        "tv_mobilenet_v2_two_heads": (two, ["seg", "cls"]),
+        "tv_mobilenet_v2_three_heads": (two, ["seg", "depth", "cls"]),
         "timm_vit": (vit, ["logits"]),
         "timm_deit_distilled": (deit, ["logits"]),
         "timm_convnext": (convnext, ["logits"]),
@@ -117,6 +120,7 @@ def yolo_models(small):
     import ultralytics.nn.modules.head as heads
     from ultralytics.nn.tasks import DetectionModel, PoseModel, SegmentationModel, yaml_model_load
 
+    torch.manual_seed(1)
     models = {}
     for name, cls, outputs in [
         ("yolov8n.yaml", DetectionModel, ["boxes"]),
@@ -141,6 +145,7 @@ def hf_models(small):
     """Hugging Face transformers models built from configurations (no download)."""
     import transformers
 
+    torch.manual_seed(2)
     if small:
         config = transformers.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
                                         num_attention_heads=2, intermediate_size=64, num_labels=10)

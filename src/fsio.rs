@@ -162,6 +162,12 @@ impl Drop for Staged {
 /// registered for [`remove_temporaries`] in the same step that creates it (under the registry's
 /// lock, which the signal handler takes first), so a signal at any moment of the write finds it.
 fn staged_file(path: &Path, bytes: &[u8]) -> Result<Staged> {
+    staged_file_with(path, &mut |w| Ok(w.write_all(bytes)?))
+}
+
+/// [`staged_file`], its contents written by `write` through a buffer (a model streamed tensor by
+/// tensor, never whole in memory).
+fn staged_file_with(path: &Path, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<Staged> {
     let shown = path.display();
     let parent = folder(path);
     let staged = {
@@ -175,10 +181,10 @@ fn staged_file(path: &Path, bytes: &[u8]) -> Result<Staged> {
         Staged(Some(tmp))
     };
     let file = staged.0.as_ref().expect("just made").as_file();
-    let mut writer = file;
-    writer
-        .write_all(bytes)
-        .with_context(|| format!("{shown}: write failed"))?;
+    let mut writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    write(&mut writer).with_context(|| format!("{shown}: write failed"))?;
+    writer.flush().with_context(|| format!("{shown}: write failed"))?;
+    drop(writer);
     // tempfile creates 0600; a model file is an ordinary artefact, readable like any other output.
     use std::os::unix::fs::PermissionsExt;
     file.set_permissions(std::fs::Permissions::from_mode(0o644))
@@ -236,6 +242,13 @@ impl Outputs {
     pub fn stage_with(&mut self, path: &Path, bytes: &[u8], overwrite: bool) -> Result<()> {
         let tmp = staged_file(path, bytes)?;
         self.staged.push((path.to_path_buf(), tmp, overwrite));
+        Ok(())
+    }
+
+    /// [`Outputs::stage`] for contents `write` streams into the temporary.
+    pub fn stage_streamed(&mut self, path: &Path, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
+        let tmp = staged_file_with(path, write)?;
+        self.staged.push((path.to_path_buf(), tmp, self.overwrite));
         Ok(())
     }
 

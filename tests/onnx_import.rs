@@ -191,11 +191,11 @@ fn tiny_model(op: &str, external: Option<&str>) -> Vec<u8> {
         name: "w".into(),
         dims: vec![2, 3, 1, 1],
         data_type: 1,
-        raw_data: vec![0u8; 24],
+        raw_data: vec![0u8; 24].into(),
         ..Default::default()
     };
     if let Some(location) = external {
-        weight.raw_data.clear();
+        weight.raw_data = Default::default();
         weight.data_location = 1;
         weight.external_data = vec![StringStringEntryProto {
             key: "location".into(),
@@ -291,10 +291,11 @@ fn bad_onnx_files_are_refused() {
 fn import_options() {
     let file = fixtures()
         .into_iter()
-        .find(|f| f.ends_with("tv_mobilenet_v2_two_heads.onnx"))
+        .find(|f| f.ends_with("tv_mobilenet_v2_three_heads.onnx"))
         .unwrap();
     let kinds = BTreeMap::from([
         ("seg".to_string(), cut::graph::TaskKind::Segmentation),
+        ("depth".to_string(), cut::graph::TaskKind::Depth),
         ("cls".to_string(), cut::graph::TaskKind::Classification),
     ]);
     let sizes = BTreeMap::from([("image".to_string(), vec![3, 64, 48])]);
@@ -307,10 +308,10 @@ fn import_options() {
     )
     .unwrap();
     let kinds: Vec<&str> = imported.model.tasks.iter().map(|t| t.kind.as_str()).collect();
-    assert_eq!(kinds, ["segmentation", "classification"]);
+    assert_eq!(kinds, ["segmentation", "depth", "classification"]);
     assert_eq!(imported.model.graph.sizes["height"], 64);
     assert_eq!(imported.model.graph.sizes["width"], 48);
-    let wrong = BTreeMap::from([("depth".to_string(), cut::graph::TaskKind::Depth)]);
+    let wrong = BTreeMap::from([("normals".to_string(), cut::graph::TaskKind::Normal)]);
     let err = import(
         &file,
         &ImportOptions {
@@ -320,16 +321,16 @@ fn import_options() {
     )
     .err()
     .unwrap();
-    assert!(err.to_string().contains("outputs: seg, cls"), "{err}");
+    assert!(err.to_string().contains("outputs: seg, depth, cls"), "{err}");
 }
 
 /// `cut predict` on an ONNX file writes each task's outputs, named by task, in .npz and
-/// .safetensors: ONNX Runtime's values within 1e-4 (two outputs, batch 4).
+/// .safetensors: ONNX Runtime's values within 1e-4 (three outputs, batch 4).
 #[test]
 fn predict_writes_outputs_by_task() {
     let file = fixtures()
         .into_iter()
-        .find(|f| f.ends_with("tv_mobilenet_v2_two_heads.onnx"))
+        .find(|f| f.ends_with("tv_mobilenet_v2_three_heads.onnx"))
         .unwrap();
     let refs = references(&file);
     let tmp = tempfile::tempdir().unwrap();
@@ -379,8 +380,13 @@ fn predict_writes_outputs_by_task() {
                 })
                 .collect()
         };
-        assert_eq!(got.keys().collect::<Vec<_>>(), ["cls", "seg"], "{}", out.display());
-        for task in ["seg", "cls"] {
+        assert_eq!(
+            got.keys().collect::<Vec<_>>(),
+            ["cls", "depth", "seg"],
+            "{}",
+            out.display()
+        );
+        for task in ["seg", "depth", "cls"] {
             let err = relative_error(&got[task], &refs[&format!("{task}.b4")]);
             assert!(err < 1e-4, "{task}: {err:e}");
         }
@@ -406,4 +412,73 @@ fn predict_writes_outputs_by_task() {
         "{stderr}"
     );
     assert!(!out.exists());
+}
+
+/// Training runs through the imported ops: on the three-head torchvision model with labelled kinds
+/// for two outputs, snip scores both tasks, cuts 90% of the weights, and 10 fine-tuning steps lower
+/// the validation loss; the third output (no kind, not selected) is dropped.
+#[test]
+fn imported_model_prunes_and_fine_tunes_with_labelled_kinds() {
+    let file = fixtures()
+        .into_iter()
+        .find(|f| f.ends_with("tv_mobilenet_v2_three_heads.onnx"))
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let cut = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cut"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let data_arg = data.to_str().unwrap();
+    cut(&[
+        "data", "synth", "-o", data_arg, "--train", "16", "--test", "8", "--input", "32x32",
+    ]);
+    let pruned = tmp.path().join("pruned.safetensors");
+    let stdout = cut(&[
+        "prune",
+        file.to_str().unwrap(),
+        "--tasks",
+        "seg,depth",
+        "--task-kinds",
+        "seg:segmentation,depth:depth",
+        "--data",
+        data_arg,
+        "--criterion",
+        "snip",
+        "--finetune-steps",
+        "10",
+        "--lr",
+        "1e-3",
+        "--batch",
+        "4",
+        "-o",
+        pruned.to_str().unwrap(),
+        "--json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
+    let reached = report["sparsity"]["reached"].as_f64().unwrap();
+    assert!((reached - 0.9).abs() < 0.01, "sparsity {reached}");
+    let log = report["finetune_log"].as_array().unwrap();
+    let first = log[0]["val_total"].as_f64().unwrap();
+    let last = log.last().unwrap()["val_total"].as_f64().unwrap();
+    assert!(last < first, "validation loss {first} -> {last}");
+    let tasks: Vec<&str> = report["accuracy"]["after"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(tasks, ["seg", "depth"]);
+    let checkpoint = cut::checkpoint::Checkpoint::open(&pruned).unwrap();
+    let model = checkpoint.model(&Default::default()).unwrap().model;
+    let names: Vec<&str> = model.tasks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["seg", "depth"]);
 }

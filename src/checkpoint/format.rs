@@ -3,37 +3,81 @@
 //! so the (small) header is written here with sorted keys. Files are read back with the crate.
 
 use super::DType;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use tch::{Device, Tensor};
 
-/// One tensor's bytes as it will be stored.
+/// One tensor as it will be stored: on the CPU, contiguous, in its storage dtype. Its bytes are
+/// copied out only while the file is written, a chunk at a time, so writing a model needs no
+/// second copy of its weights.
 pub struct TensorBytes {
     pub name: String,
     pub dtype: DType,
     pub shape: Vec<usize>,
-    pub data: Vec<u8>,
+    data: Tensor,
 }
 
 impl TensorBytes {
-    /// Copies a tensor to the host in `dtype`.
+    /// The tensor on the host in `dtype` (no copy when it is there already).
     pub fn from_tensor(name: &str, tensor: &Tensor, dtype: DType) -> Result<TensorBytes> {
-        let t = tensor.to_device(Device::Cpu).to_kind(dtype.kind()).contiguous();
-        let numel = t.numel();
-        let mut data = vec![0u8; numel * dtype.size()];
-        t.f_copy_data_u8(&mut data, numel)
-            .with_context(|| format!("copying tensor '{name}'"))?;
+        let data = tensor.to_device(Device::Cpu).to_kind(dtype.kind()).contiguous();
         Ok(TensorBytes {
             name: name.to_string(),
             dtype,
-            shape: t.size().iter().map(|&d| d as usize).collect(),
+            shape: data.size().iter().map(|&d| d as usize).collect(),
             data,
         })
+    }
+
+    /// The stored size in bytes.
+    pub fn len(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The stored bytes, in memory.
+    pub fn bytes(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.len());
+        self.write_to(&mut out)?;
+        Ok(out)
+    }
+
+    /// Writes the values, little-endian, through a 1 MB buffer.
+    fn write_to(&self, out: &mut dyn std::io::Write) -> Result<()> {
+        let size = self.dtype.size();
+        let flat = self.data.reshape([-1]);
+        let numel = flat.numel();
+        let per_chunk = ((1 << 20) / size).max(1);
+        let mut buf = vec![0u8; per_chunk.min(numel.max(1)) * size];
+        let mut start = 0;
+        while start < numel {
+            let n = per_chunk.min(numel - start);
+            flat.narrow(0, start as i64, n as i64)
+                .f_copy_data_u8(&mut buf[..n * size], n)
+                .with_context(|| format!("copying tensor '{}'", self.name))?;
+            out.write_all(&buf[..n * size])?;
+            start += n;
+        }
+        Ok(())
     }
 }
 
 /// Serialises tensors (sorted by name) and metadata (sorted by key) into safetensors bytes.
 pub fn serialize(tensors: &mut [TensorBytes], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    serialize_to(tensors, metadata, &mut out)?;
+    Ok(out)
+}
+
+/// [`serialize`], written to `out` as it goes.
+pub fn serialize_to(
+    tensors: &mut [TensorBytes],
+    metadata: &BTreeMap<String, String>,
+    out: &mut dyn std::io::Write,
+) -> Result<()> {
     tensors.sort_by(|a, b| a.name.cmp(&b.name));
     let mut header = String::from("{");
     if !metadata.is_empty() {
@@ -42,15 +86,6 @@ pub fn serialize(tensors: &mut [TensorBytes], metadata: &BTreeMap<String, String
     }
     let mut offset = 0usize;
     for t in tensors.iter() {
-        if t.data.len() != t.shape.iter().product::<usize>() * t.dtype.size() {
-            bail!(
-                "tensor '{}' has {} bytes for shape {:?} and dtype {}",
-                t.name,
-                t.data.len(),
-                t.shape,
-                t.dtype
-            );
-        }
         if header.len() > 1 {
             header.push(',');
         }
@@ -60,20 +95,19 @@ pub fn serialize(tensors: &mut [TensorBytes], metadata: &BTreeMap<String, String
             t.dtype.safetensors_name(),
             serde_json::to_string(&t.shape)?,
             offset,
-            offset + t.data.len()
+            offset + t.len()
         ));
-        offset += t.data.len();
+        offset += t.len();
     }
     header.push('}');
     // The format pads the header with spaces to an 8-byte boundary.
     while header.len() % 8 != 0 {
         header.push(' ');
     }
-    let mut out = Vec::with_capacity(8 + header.len() + offset);
-    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
+    out.write_all(&(header.len() as u64).to_le_bytes())?;
+    out.write_all(header.as_bytes())?;
     for t in tensors.iter() {
-        out.extend_from_slice(&t.data);
+        t.write_to(out)?;
     }
-    Ok(out)
+    Ok(())
 }

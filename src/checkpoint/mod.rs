@@ -322,9 +322,11 @@ impl Checkpoint {
     pub fn from_onnx(path: PathBuf) -> Result<Checkpoint> {
         use std::io::Write;
         let imported = crate::onnx::import::import(&path, &Default::default())?;
-        let bytes = writer::model_bytes(&imported.model, &imported.params, DType::F32, false, None)?;
         let mut file = tempfile::tempfile().map_err(|e| anyhow!("a temporary file for the import: {e}"))?;
-        file.write_all(&bytes)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
+        writer::write_model(&mut out, &imported.model, &imported.params, DType::F32, None)?;
+        out.flush()?;
+        drop(out);
         let mut ckpt = Checkpoint::from_file(path, file)?;
         ckpt.imported = true;
         Ok(ckpt)

@@ -34,6 +34,31 @@ pub fn model_bytes(
     packed: bool,
     provenance: Option<&Provenance>,
 ) -> Result<Vec<u8>> {
+    let (mut tensors, meta) = model_tensors(model, params, dtype, packed, provenance)?;
+    serialize(&mut tensors, &meta)
+}
+
+/// [`model_bytes`], streamed into `out` tensor by tensor (no second copy of the weights).
+pub fn write_model(
+    out: &mut dyn std::io::Write,
+    model: &Model,
+    params: &Params,
+    dtype: DType,
+    provenance: Option<&Provenance>,
+) -> Result<()> {
+    let (mut tensors, meta) = model_tensors(model, params, dtype, false, provenance)?;
+    super::format::serialize_to(&mut tensors, &meta, out)
+}
+
+/// The tensors as stored, and the header's metadata.
+#[allow(clippy::type_complexity)]
+fn model_tensors(
+    model: &Model,
+    params: &Params,
+    dtype: DType,
+    packed: bool,
+    provenance: Option<&Provenance>,
+) -> Result<(Vec<TensorBytes>, BTreeMap<String, String>)> {
     let mut tensors = Vec::new();
     let mut packed_info = BTreeMap::new();
     for spec in model.graph.param_specs() {
@@ -59,5 +84,5 @@ pub fn model_bytes(
             serde_json::to_string(&packed_info)?,
         );
     }
-    serialize(&mut tensors, &meta)
+    Ok((tensors, meta))
 }

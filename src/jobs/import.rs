@@ -46,9 +46,10 @@ pub fn run(job: &ImportJob) -> Result<ImportDone> {
     let imported = import(&job.model, &job.options)?;
     let import_s = t.elapsed().as_secs_f64();
     let provenance = Provenance::new(job.command.clone(), Some(sha256_file(&job.model)?));
-    let bytes = writer::model_bytes(&imported.model, &imported.params, DType::F32, false, Some(&provenance))?;
     let mut outputs = fsio::Outputs::new(job.force);
-    outputs.stage(&out, &bytes)?;
+    outputs.stage_streamed(&out, &mut |w| {
+        writer::write_model(w, &imported.model, &imported.params, DType::F32, Some(&provenance))
+    })?;
     outputs.commit()?;
     Ok(ImportDone {
         wrote: out,

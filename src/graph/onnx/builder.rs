@@ -108,7 +108,7 @@ impl GraphBuilder {
             name: name.clone(),
             dims: t.size(),
             data_type: data_type as i32,
-            raw_data: raw(t, data_type)?,
+            raw_data: raw(t, data_type)?.into(),
             ..Default::default()
         });
         Ok(name)

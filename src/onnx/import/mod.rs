@@ -78,6 +78,9 @@ pub struct ImportCx {
     node_shapes: HashMap<String, Vec<usize>>,
     /// How many ONNX nodes (and graph outputs) read each value.
     readers: HashMap<String, usize>,
+    /// Readers not yet converted: a constant nobody reads any more is dropped (a transposed
+    /// weight's original, for one), so an import holds about one copy of the weights.
+    pending: HashMap<String, usize>,
     /// The names of the file's initializers (trained tensors, unlike literal constants).
     initializers: std::collections::HashSet<String>,
     params: Params,
@@ -143,6 +146,7 @@ pub fn supported_ops() -> Vec<&'static str> {
 /// Errors name the file and the node.
 pub fn import(path: &Path, opts: &ImportOptions) -> Result<Imported> {
     let model = read_model(path)?;
+
     let opset = default_opset(&model, path)?;
     let graph = model
         .graph
@@ -154,6 +158,7 @@ pub fn import(path: &Path, opts: &ImportOptions) -> Result<Imported> {
         nodes: Vec::new(),
         node_shapes: HashMap::new(),
         readers: count_readers(&graph),
+        pending: count_readers(&graph),
         initializers: graph.initializer.iter().map(|t| t.name.clone()).collect(),
         params: Params::new(),
         folded: 0,
@@ -211,15 +216,25 @@ fn count_readers(graph: &proto::GraphProto) -> HashMap<String, usize> {
     readers
 }
 
-/// The file as a `ModelProto`.
+/// The file as a `ModelProto`, decoded from a memory map: the initializers' bytes stay in the map
+/// (no copy) until each is read into a tensor.
 fn read_model(path: &Path) -> Result<proto::ModelProto> {
-    let bytes = std::fs::read(path).map_err(|e| anyhow!("{}: cannot read ({e})", path.display()))?;
-    proto::ModelProto::decode(bytes.as_slice()).map_err(|e| {
-        anyhow!(
-            "{}: not an ONNX model (the protobuf does not parse: {e})",
-            path.display()
-        )
-    })
+    let shown = path.display();
+    let meta = std::fs::metadata(path).map_err(|e| anyhow!("{shown}: cannot read ({e})"))?;
+    if !meta.is_file() {
+        bail!("{shown}: not a regular file");
+    }
+    let file = std::fs::File::open(path).map_err(|e| anyhow!("{shown}: cannot read ({e})"))?;
+    let bytes = if meta.len() == 0 {
+        prost::bytes::Bytes::new()
+    } else {
+        // SAFETY: read-only map; a file changed underneath is the caller's race, as with any
+        // memory-mapped reader.
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| anyhow!("{shown}: cannot map ({e})"))?;
+        prost::bytes::Bytes::from_owner(map)
+    };
+    proto::ModelProto::decode(bytes)
+        .map_err(|e| anyhow!("{shown}: not an ONNX model (the protobuf does not parse: {e})"))
 }
 
 /// The opset of the default domain, one the importer reads.
@@ -409,16 +424,31 @@ impl ImportCx {
         }
         if fold::try_fold(self, node)? {
             self.folded += 1;
-            return Ok(());
+        } else {
+            let Some((_, convert)) = CONVERTERS.iter().find(|(op, _)| *op == node.op_type) else {
+                crate::usage_bail!(
+                    "op '{}' is not supported (cut imports: {})",
+                    node.op_type,
+                    supported_ops().join(", ")
+                );
+            };
+            convert(self, node)?;
         }
-        let Some((_, convert)) = CONVERTERS.iter().find(|(op, _)| *op == node.op_type) else {
-            crate::usage_bail!(
-                "op '{}' is not supported (cut imports: {})",
-                node.op_type,
-                supported_ops().join(", ")
-            );
-        };
-        convert(self, node)
+        self.release_read_constants(node);
+        Ok(())
+    }
+
+    /// Drops the constants this node was the last to read.
+    fn release_read_constants(&mut self, node: &NodeProto) {
+        for name in node.input.iter().filter(|n| !n.is_empty()) {
+            let Some(left) = self.pending.get_mut(name) else {
+                continue;
+            };
+            *left = left.saturating_sub(1);
+            if *left == 0 && matches!(self.values.get(name), Some(Value::Const(_))) {
+                self.values.remove(name);
+            }
+        }
     }
 
     /// The value of input `i` (an error when missing).

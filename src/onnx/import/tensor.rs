@@ -21,6 +21,21 @@ pub fn tensor_of(t: &TensorProto, model: &Path) -> Result<Tensor> {
     };
     let numel: i64 = dims.iter().product();
     let tensor = match dtype {
+        DataType::Float if !raw.is_empty() && cfg!(target_endian = "little") => {
+            if raw.len() as i64 != numel * 4 {
+                bail!(
+                    "tensor '{}' holds {} bytes for dimensions {:?}",
+                    t.name,
+                    raw.len(),
+                    dims
+                );
+            }
+            let tensor = Tensor::f_from_data_size(raw, &[numel], Kind::Float)?;
+            if t.data_location != 1 {
+                release(raw);
+            }
+            tensor
+        }
         DataType::Float => floats(raw, &t.float_data, 4, |b| f32::from_le_bytes(b.try_into().unwrap()))?,
         DataType::Double => {
             let v: Vec<f64> = if raw.is_empty() {
@@ -73,6 +88,22 @@ pub fn tensor_of(t: &TensorProto, model: &Path) -> Result<Tensor> {
         );
     }
     Ok(tensor.reshape(dims.as_slice()))
+}
+
+/// Lets the kernel drop the pages of a weight already copied out of a memory map (they are
+/// re-read from the file if touched again), so an import holds about one copy of the weights.
+fn release(raw: &[u8]) {
+    const PAGE: usize = 4096;
+    let start = (raw.as_ptr() as usize).div_ceil(PAGE) * PAGE;
+    let end = (raw.as_ptr() as usize + raw.len()) / PAGE * PAGE;
+    if end > start {
+        // SAFETY: the range lies inside `raw`, which the caller passes only for weights inside
+        // the read-only file map `read_model` decodes from: DONTNEED there drops cached pages,
+        // which a later read faults in again from the file.
+        unsafe {
+            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED);
+        }
+    }
 }
 
 fn floats(raw: &[u8], inline: &[f32], width: usize, read: impl Fn(&[u8]) -> f32) -> Result<Tensor> {
