@@ -31,16 +31,24 @@ def run_timed(cmd):
     """Runs cmd under /usr/bin/time -v; returns (stdout, peak RSS in MB)."""
     out = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True)
     if out.returncode != 0:
-        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr else "failed")
+        errors = [l for l in out.stderr.splitlines() if l.startswith("cut: error")]
+        raise RuntimeError(errors[0].removeprefix("cut: error: ") if errors else "failed")
     peak_kb = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", out.stderr).group(1))
     return out.stdout, peak_kb / 1024
 
 
-def ort_median(path, batch_input, runs, threads):
+def feeds_at(model, refs, batch):
+    """The graph's inputs at `batch` from the references, integer inputs as int64."""
+    kinds = {onnx.TensorProto.INT64: np.int64}
+    initializers = {i.name for i in model.graph.initializer}
+    return {i.name: refs[f"{i.name}.b{batch}"].astype(kinds.get(i.type.tensor_type.elem_type, np.float32))
+            for i in model.graph.input if i.name not in initializers}
+
+
+def ort_median(path, feeds, runs, threads):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    feeds = {session.get_inputs()[0].name: batch_input}
     for _ in range(3):
         session.run(None, feeds)
     times = []
@@ -75,10 +83,9 @@ def main():
             outputs = [o.name for o in model.graph.output]
             worst = 0.0
             for batch in (1, 4):
-                x = refs[f"image.b{batch}"]
-                np.save(os.path.join(tmp, "x.npy"), x)
+                np.savez(os.path.join(tmp, "x.npz"), **feeds_at(model, refs, batch))
                 got_path = os.path.join(tmp, "y.npz")
-                subprocess.run([a.cut, "predict", path, os.path.join(tmp, "x.npy"), "-o", got_path, "--force"],
+                subprocess.run([a.cut, "predict", path, os.path.join(tmp, "x.npz"), "-o", got_path, "--force"],
                                check=True, capture_output=True)
                 got = np.load(got_path)
                 for o in outputs:
@@ -90,7 +97,7 @@ def main():
                 bench = json.loads(subprocess.run([a.cut, "bench", path, "--runs", str(a.runs), "--json"],
                                                   check=True, capture_output=True, text=True).stdout)
                 cut_ms.append(bench["median_ms"])
-                ort_ms.append(ort_median(path, refs["image.b1"], a.runs, a.threads))
+                ort_ms.append(ort_median(path, feeds_at(model, refs, 1), a.runs, a.threads))
             row["cut_ms"] = statistics.median(cut_ms)
             row["ort_ms"] = statistics.median(ort_ms)
             row["ratio"] = statistics.median(c / o for c, o in zip(cut_ms, ort_ms))

@@ -24,7 +24,9 @@ def main():
     out = {"nodes": len(model.graph.node), "ops": ops, "opset": model.opset_import[0].version, "outputs": {}}
     if len(sys.argv) > 2:
         folder = sys.argv[2]
-        feeds = {i.name: np.load(os.path.join(folder, i.name + ".npy")) for i in session.get_inputs()}
+        kinds = {"tensor(int64)": np.int64}  # token ids and masks; everything else is float
+        feeds = {i.name: np.load(os.path.join(folder, i.name + ".npy")).astype(kinds.get(i.type, np.float32))
+                 for i in session.get_inputs()}
         names = [o.name for o in session.get_outputs()]
         for name, got in zip(names, session.run(names, feeds)):
             want = np.load(os.path.join(folder, "expected", name + ".npy"))

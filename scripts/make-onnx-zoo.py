@@ -7,7 +7,8 @@ on the exported file at batch 1 and 4.
 
   python3 scripts/make-onnx-zoo.py OUT_DIR [--small]
 
---small writes the tiny variants the tests read (committed under tests/fixtures/onnx/, each well
+--small writes the tiny variants the tests read (committed under tests/fixtures/onnx/, and Swin,
+which cut refuses, under tests/fixtures/onnx-refused/; each well
 under 1 MB); without it, the benchmark zoo (docs/benchmarks.md). Needs torch, torchvision, timm,
 onnx and onnxruntime; the tests themselves need none of them.
 """
@@ -155,6 +156,60 @@ def hf_models(small):
     return {"hf_vit": (Logits(vit), ["logits"])}
 
 
+def hf_text_models(small):
+    """Hugging Face BERT and RoBERTa for sequence classification from configurations (no download):
+    inputs input_ids and attention_mask of a fixed length (dynamic batch), references with padding."""
+    import transformers
+
+    torch.manual_seed(3)
+    tiny = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                max_position_embeddings=64, num_labels=3) if small else dict(num_labels=3)
+    bert = transformers.BertForSequenceClassification(transformers.BertConfig(**tiny))
+    roberta = transformers.RobertaForSequenceClassification(transformers.RobertaConfig(**tiny))
+    return {"hf_bert": (TextLogits(bert), ["logits"]), "hf_roberta": (TextLogits(roberta), ["logits"])}
+
+
+class TextLogits(nn.Module):
+    """A Hugging Face text model's logits from token ids and an attention mask."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def export_text(name, model, outputs, out_dir, seed, seq=16):
+    """Exports a text model at sequence length `seq` with ONNX Runtime's outputs on random ids and
+    masks that pad some samples."""
+    torch.manual_seed(seed)
+    model = trained_like(model.eval(), [], seed)
+    vocab = model.model.config.vocab_size
+    path = os.path.join(out_dir, f"{name}.onnx")
+    ids = torch.randint(0, vocab, (1, seq))
+    inputs = ["input_ids", "attention_mask"]
+    torch.onnx.export(model, (ids, torch.ones_like(ids)), path, dynamo=False, opset_version=17,
+                      input_names=inputs, output_names=outputs,
+                      dynamic_axes={**{i: {0: "batch"} for i in inputs}, **{o: {0: "batch"} for o in outputs}})
+    import onnxruntime as ort
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(seed)
+    refs = {}
+    for batch in (1, 4):
+        ids = rng.integers(0, vocab, (batch, seq), dtype=np.int64)
+        mask = np.ones((batch, seq), dtype=np.int64)
+        for b in range(1, batch):
+            mask[b, seq - 3 * b:] = 0  # padded tails of different lengths
+        ids[mask == 0] = model.model.config.pad_token_id or 0
+        refs[f"input_ids.b{batch}"], refs[f"attention_mask.b{batch}"] = ids, mask
+        for o, y in zip(outputs, session.run(outputs, {"input_ids": ids, "attention_mask": mask})):
+            refs[f"{o}.b{batch}"] = y
+    save_safetensors(os.path.join(out_dir, f"{name}.ref.safetensors"), refs)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{name}: {params} parameters, {os.path.getsize(path)} bytes")
+
+
 class Logits(nn.Module):
     """A Hugging Face model's logits as a plain output."""
 
@@ -215,6 +270,9 @@ def main():
         models.update(hf_models(small))
     for i, (name, (model, outputs)) in enumerate(models.items()):
         export(name, model, outputs, side, out_dir, seed=i)
+    if "--no-hf" not in sys.argv:
+        for i, (name, (model, outputs)) in enumerate(hf_text_models(small).items()):
+            export_text(name, model, outputs, out_dir, seed=len(models) + i, seq=16 if small else 128)
 
 
 if __name__ == "__main__":

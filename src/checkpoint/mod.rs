@@ -321,7 +321,11 @@ impl Checkpoint {
     /// every command reads it as it reads its own files; `path` stays the ONNX file's.
     pub fn from_onnx(path: PathBuf) -> Result<Checkpoint> {
         use std::io::Write;
-        let imported = crate::onnx::import::import(&path, &Default::default())?;
+        let options = crate::onnx::import::ImportOptions {
+            direct: true,
+            ..Default::default()
+        };
+        let imported = crate::onnx::import::import(&path, &options)?;
         let mut file = tempfile::tempfile().map_err(|e| anyhow!("a temporary file for the import: {e}"))?;
         let mut out = std::io::BufWriter::with_capacity(1 << 20, &mut file);
         writer::write_model(&mut out, &imported.model, &imported.params, DType::F32, None)?;

@@ -37,6 +37,7 @@ pub fn run(a: Args) -> Result<()> {
         options: ImportOptions {
             input_sizes: input_sizes(&a.inputs)?,
             task_kinds: task_kinds(a.task_kinds.as_deref())?,
+            direct: false,
         },
         out: a.out.clone(),
         force: a.force,

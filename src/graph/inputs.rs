@@ -257,11 +257,11 @@ impl Graph {
                 .iter()
                 .any(|n| op(&n.op) && n.inputs.get(slot).is_some_and(|i| *i == decl.name))
         };
-        if read_as(0, |op| matches!(op, Op::Embeddings(_))) {
+        if read_as(0, |op| matches!(op, Op::Embeddings(_) | Op::Embedding(_))) {
             return InputRole::TokenIds;
         }
         if read_as(1, |op| matches!(op, Op::SelfAttention(_) | Op::MaskedMean))
-            || read_as(0, |op| matches!(op, Op::MaskPool(_)))
+            || read_as(0, |op| matches!(op, Op::MaskPool(_) | Op::MaskBias(_)))
         {
             return InputRole::AttentionMask;
         }

@@ -252,6 +252,7 @@ impl Graph {
     pub fn vocab_rows(&self) -> Option<usize> {
         self.nodes.iter().find_map(|n| match &n.op {
             Op::Embeddings(e) => Some(e.vocab),
+            Op::Embedding(e) => Some(e.rows),
             _ => None,
         })
     }

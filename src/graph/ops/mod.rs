@@ -232,6 +232,9 @@ registry! {
         reshape::Reshape => "reshape",
         slice::Slice => "slice",
         conv_transpose2d::ConvTranspose2d => "conv_transpose2d",
+        embedding::Embedding => "embedding",
+        mask_bias::MaskBias => "mask_bias",
+        position_ids::PositionIds => "position_ids",
     ],
 }
 

@@ -81,3 +81,32 @@ pub fn softmax(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
         }),
     )
 }
+
+/// `IsNaN` of a computed value: read only as the guard `Where(IsNaN(p), 0, p)` that Hugging Face
+/// puts after a masked softmax (whose rows are never NaN in `cut`: the mask's bias is finite).
+pub fn is_nan(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    let (name, shape) = cx.live(node, 0)?;
+    cx.nan_tests.insert(node.output[0].clone(), node.input[0].clone());
+    // A stand-in that only the guard reads (`ImportCx::node` refuses any other reader).
+    cx.alias(node, 0, super::Value::Live { node: name, shape });
+    Ok(())
+}
+
+/// `Where` on computed values: the NaN guard `Where(IsNaN(p), 0, p)`, which passes `p` on.
+pub fn where_nan_guard(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    let tested = cx.nan_tests.get(&node.input[0]).cloned();
+    let zero = match cx.value(node, 1)? {
+        super::Value::Const(t) => t.abs().max().double_value(&[]) == 0.0,
+        _ => false,
+    };
+    match tested {
+        Some(p) if zero && node.input.get(2) == Some(&p) => {
+            let (name, shape) = cx.live(node, 2)?;
+            cx.alias(node, 0, super::Value::Live { node: name, shape });
+            Ok(())
+        }
+        _ => anyhow::bail!(
+            "a Where on computed values other than the NaN guard Where(IsNaN(p), 0, p) (cut selects between constants only)"
+        ),
+    }
+}

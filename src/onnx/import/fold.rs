@@ -37,6 +37,17 @@ pub const FOLDABLE: &[&str] = &[
     "Floor",
     "Ceil",
     "Mod",
+    "And",
+    "Or",
+    "Not",
+    "Greater",
+    "GreaterOrEqual",
+    "Less",
+    "LessOrEqual",
+    "IsNaN",
+    "GatherElements",
+    "Flatten",
+    "CumSum",
 ];
 
 /// Folds `node` when it can be evaluated now; returns whether it was.
@@ -89,7 +100,7 @@ fn shape_with_batch(shape: &[usize], node: &NodeProto) -> Tensor {
     Tensor::from_slice(&full[start as usize..end.max(start) as usize])
 }
 
-fn constant(node: &NodeProto) -> Result<Tensor> {
+pub(super) fn constant(node: &NodeProto) -> Result<Tensor> {
     let attrs = Attrs(node);
     if let Some(t) = attrs.tensor("value") {
         return super::tensor::tensor_of(t, std::path::Path::new("."));
@@ -125,42 +136,14 @@ fn axis(a: i64, rank: i64) -> Result<i64> {
     Ok(n)
 }
 
-/// Evaluates one foldable op on constants.
-fn evaluate(node: &NodeProto, args: &[Option<Tensor>]) -> Result<Tensor> {
+/// Evaluates one foldable op on constants (booleans are int64 0 and 1).
+pub(super) fn evaluate(node: &NodeProto, args: &[Option<Tensor>]) -> Result<Tensor> {
     let attrs = Attrs(node);
     let x = arg(args, 0)?;
     Ok(match node.op_type.as_str() {
         "Identity" | "Dropout" => x.shallow_clone(),
         "Gather" => gather(x, arg(args, 1)?, attrs.int("axis", 0))?,
-        "Unsqueeze" => {
-            let axes = match args.get(1).and_then(Option::as_ref) {
-                Some(a) => ints_of(a)?,
-                None => attrs.ints("axes").unwrap_or_default(),
-            };
-            let rank = x.dim() as i64 + axes.len() as i64;
-            let mut axes = axes.iter().map(|&a| axis(a, rank)).collect::<Result<Vec<_>>>()?;
-            axes.sort_unstable();
-            let mut shape = x.size();
-            for a in axes {
-                shape.insert(a as usize, 1);
-            }
-            x.reshape(shape.as_slice())
-        }
-        "Squeeze" => {
-            let rank = x.dim() as i64;
-            let axes = match args.get(1).and_then(Option::as_ref) {
-                Some(a) => ints_of(a)?.iter().map(|&a| axis(a, rank)).collect::<Result<Vec<_>>>()?,
-                None => (0..rank).filter(|&d| x.size()[d as usize] == 1).collect(),
-            };
-            let shape: Vec<i64> = x
-                .size()
-                .iter()
-                .enumerate()
-                .filter(|(d, _)| !axes.contains(&(*d as i64)))
-                .map(|(_, &n)| n)
-                .collect();
-            x.reshape(shape.as_slice())
-        }
+        "Unsqueeze" | "Squeeze" => squeeze_or_unsqueeze(node, x, args)?,
         "Concat" => {
             let parts: Vec<Tensor> = args.iter().flatten().map(|t| t.shallow_clone()).collect();
             let kind = if parts.iter().any(|t| t.is_floating_point()) {
@@ -196,10 +179,13 @@ fn evaluate(node: &NodeProto, args: &[Option<Tensor>]) -> Result<Tensor> {
                     limit.double_value(&[]),
                     delta.double_value(&[]),
                 );
-                Tensor::arange_start_step(s, l, d, (Kind::Float, tch::Device::Cpu))
+                Tensor::f_arange_start_step(s, l, d, (Kind::Float, tch::Device::Cpu))
+                    .map_err(|_| anyhow!("Range from {s} to {l} by {d}"))?
             } else {
                 let (s, l, d) = (start.int64_value(&[]), limit.int64_value(&[]), delta.int64_value(&[]));
-                Tensor::arange_start_step(s, l, d, (Kind::Int64, tch::Device::Cpu))
+                Tensor::f_arange_start_step(s, l, d, (Kind::Int64, tch::Device::Cpu)).map_err(|_| {
+                    anyhow!("Range from {s} to {l} by {d} (a range over the batch, whose size is not known at import?)")
+                })?
             }
         }
         "Slice" => slice(x, args)?,
@@ -231,6 +217,79 @@ fn evaluate(node: &NodeProto, args: &[Option<Tensor>]) -> Result<Tensor> {
         "Neg" => x.neg(),
         "Floor" => x.floor(),
         "Ceil" => x.ceil(),
+        "And" | "Or" | "Not" | "Greater" | "GreaterOrEqual" | "Less" | "LessOrEqual" | "IsNaN" | "GatherElements"
+        | "CumSum" | "Flatten" => index_op(node, x, args)?,
+        other => bail!("cannot fold {other}"),
+    })
+}
+
+/// `Unsqueeze` and `Squeeze`, their axes an input (opset 13) or an attribute.
+fn squeeze_or_unsqueeze(node: &NodeProto, x: &Tensor, args: &[Option<Tensor>]) -> Result<Tensor> {
+    let attrs = Attrs(node);
+    Ok(match node.op_type.as_str() {
+        "Unsqueeze" => {
+            let axes = match args.get(1).and_then(Option::as_ref) {
+                Some(a) => ints_of(a)?,
+                None => attrs.ints("axes").unwrap_or_default(),
+            };
+            let rank = x.dim() as i64 + axes.len() as i64;
+            let mut axes = axes.iter().map(|&a| axis(a, rank)).collect::<Result<Vec<_>>>()?;
+            axes.sort_unstable();
+            let mut shape = x.size();
+            for a in axes {
+                shape.insert(a as usize, 1);
+            }
+            x.reshape(shape.as_slice())
+        }
+        "Squeeze" => {
+            let rank = x.dim() as i64;
+            let axes = match args.get(1).and_then(Option::as_ref) {
+                Some(a) => ints_of(a)?.iter().map(|&a| axis(a, rank)).collect::<Result<Vec<_>>>()?,
+                None => (0..rank).filter(|&d| x.size()[d as usize] == 1).collect(),
+            };
+            let shape: Vec<i64> = x
+                .size()
+                .iter()
+                .enumerate()
+                .filter(|(d, _)| !axes.contains(&(*d as i64)))
+                .map(|(_, &n)| n)
+                .collect();
+            x.reshape(shape.as_slice())
+        }
+        other => bail!("cannot fold {other}"),
+    })
+}
+
+/// The ops of index arithmetic (masks, positions): logic, comparisons, `GatherElements`,
+/// `CumSum`, `Flatten`.
+fn index_op(node: &NodeProto, x: &Tensor, args: &[Option<Tensor>]) -> Result<Tensor> {
+    let attrs = Attrs(node);
+    Ok(match node.op_type.as_str() {
+        "And" => x.ne(0).logical_and(&arg(args, 1)?.ne(0)).to_kind(Kind::Int64),
+        "Or" => x.ne(0).logical_or(&arg(args, 1)?.ne(0)).to_kind(Kind::Int64),
+        "Not" => x.eq(0).to_kind(Kind::Int64),
+        "Greater" | "GreaterOrEqual" | "Less" | "LessOrEqual" => compare(&node.op_type, x, arg(args, 1)?),
+        "IsNaN" => x.isnan().to_kind(Kind::Int64),
+        "GatherElements" => {
+            let a = axis(attrs.int("axis", 0), x.dim() as i64)?;
+            let size = x.size()[a as usize];
+            let idx = arg(args, 1)?.to_kind(Kind::Int64);
+            let idx = idx.where_self(&idx.ge(0), &(&idx + size));
+            x.gather(a, &idx, false)
+        }
+        "CumSum" => {
+            if attrs.int("exclusive", 0) != 0 || attrs.int("reverse", 0) != 0 {
+                bail!("CumSum exclusive or reversed");
+            }
+            let a = axis(ints_of(arg(args, 1)?)?[0], x.dim() as i64)?;
+            x.cumsum(a, x.kind())
+        }
+        "Flatten" => {
+            let a = attrs.int("axis", 1);
+            let a = if a < 0 { a + x.dim() as i64 } else { a } as usize;
+            let outer: i64 = x.size()[..a].iter().product();
+            x.reshape([outer, -1])
+        }
         other => bail!("cannot fold {other}"),
     })
 }
@@ -312,6 +371,23 @@ fn slice_indices(start: i64, end: i64, step: i64, n: i64) -> Result<Vec<i64>> {
         i += step;
     }
     Ok(picked)
+}
+
+/// An ONNX comparison as int64 0 and 1.
+fn compare(op: &str, a: &Tensor, b: &Tensor) -> Tensor {
+    let floats = a.is_floating_point() || b.is_floating_point();
+    let (a, b) = if floats {
+        (a.to_kind(Kind::Float), b.to_kind(Kind::Float))
+    } else {
+        (a.shallow_clone(), b.shallow_clone())
+    };
+    match op {
+        "Greater" => a.gt_tensor(&b),
+        "GreaterOrEqual" => a.ge_tensor(&b),
+        "Less" => a.lt_tensor(&b),
+        _ => a.le_tensor(&b),
+    }
+    .to_kind(Kind::Int64)
 }
 
 fn arithmetic(op: &str, a: &Tensor, b: &Tensor) -> Tensor {

@@ -94,6 +94,13 @@ pub fn reshape(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
     if dims.iter().any(|&d| d <= 0) {
         bail!("reshapes {shape:?} to {target:?}");
     }
+    let per_sample: i64 = dims.iter().product();
+    if batch == -1 && per_sample < numel as i64 && numel as i64 % per_sample == 0 {
+        bail!(
+            "reshapes each sample {shape:?} to {} pieces of {dims:?} along the batch (as window attention does): cut keeps the batch apart from each sample's shape, so it cannot fold part of a sample into the batch",
+            numel as i64 / per_sample
+        );
+    }
     reshaped(cx, node, dims.iter().map(|&d| d as usize).collect())
 }
 
@@ -253,6 +260,28 @@ pub fn slice(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
 
 /// `Gather` of one constant index along an axis: a `slice` of it and a reshape that drops the
 /// axis.
+/// `Gather` of a weight's rows by computed ids (axis 0): an embedding lookup.
+fn embedding(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    if Attrs(node).int("axis", 0) != 0 {
+        bail!("gathers a constant by computed indices along an axis other than 0 (cut reads row lookups)");
+    }
+    let table = cx.constant(node, 0)?.shallow_clone();
+    let &[rows, dim] = table.size().as_slice() else {
+        bail!(
+            "looks up rows of a {:?} table; cut reads [rows, dim] tables",
+            table.size()
+        );
+    };
+    let (ids, _) = cx.live(node, 1)?;
+    let name = cx.param(node, 0, table)?;
+    let op = Op::Embedding(crate::graph::ops::Embedding {
+        table: name,
+        rows: rows as usize,
+        dim: dim as usize,
+    });
+    cx.add(node, op, vec![ids])
+}
+
 pub fn gather(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
     if let Value::Moved { node: x, shape, perm } = cx.value(node, 0)? {
         let (x, mut shape, perm) = (x.clone(), shape.clone(), perm.clone());
@@ -276,6 +305,9 @@ pub fn gather(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
         )?;
         shape[axis] = 1;
         return drop_moved_axis(cx, node, one, shape, perm);
+    }
+    if let (Value::Const(_), Value::Live { .. }) = (cx.value(node, 0)?, cx.value(node, 1)?) {
+        return embedding(cx, node);
     }
     let (x, shape) = cx.live(node, 0)?;
     let index = cx.constant(node, 1)?;

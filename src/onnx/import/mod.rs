@@ -10,6 +10,7 @@ mod conv;
 mod elementwise;
 mod fold;
 mod gemm;
+mod index_math;
 mod layout;
 mod norm;
 mod pool;
@@ -38,6 +39,9 @@ pub struct ImportOptions {
     pub input_sizes: BTreeMap<String, Vec<usize>>,
     /// Task kinds by output name; an output not named here is of kind `output` (no labels).
     pub task_kinds: BTreeMap<String, TaskKind>,
+    /// Opened by a command other than `cut import`, which has no `--input NAME:SIZE`: a size the
+    /// file leaves symbolic then asks for `cut import` first.
+    pub direct: bool,
 }
 
 /// An imported model, its parameters and what the import did.
@@ -85,6 +89,10 @@ pub struct ImportCx {
     initializers: std::collections::HashSet<String>,
     params: Params,
     folded: usize,
+    /// The nodes that compute only from an attention mask input, and where they are read.
+    mask: Option<index_math::IndexRegion>,
+    /// `IsNaN` of a computed value, by output: the value it tests (softmax's NaN guard).
+    nan_tests: HashMap<String, String>,
 }
 
 /// A converter: turns one ONNX node into graph nodes.
@@ -109,6 +117,8 @@ const CONVERTERS: &[(&str, Converter)] = &[
     ("Div", elementwise::div),
     ("Erf", activation::erf),
     ("Softmax", activation::softmax),
+    ("IsNaN", activation::is_nan),
+    ("Where", activation::where_nan_guard),
     ("MaxPool", pool::max_pool),
     ("AveragePool", pool::average_pool),
     ("GlobalAveragePool", pool::global_average_pool),
@@ -162,6 +172,8 @@ pub fn import(path: &Path, opts: &ImportOptions) -> Result<Imported> {
         initializers: graph.initializer.iter().map(|t| t.name.clone()).collect(),
         params: Params::new(),
         folded: 0,
+        mask: index_math::IndexRegion::find(&graph),
+        nan_tests: HashMap::new(),
     };
     for init in &graph.initializer {
         let t = tensor::tensor_of(init, path).with_context(|| format!("{}: initializer", path.display()))?;
@@ -266,7 +278,8 @@ fn node_name(node: &NodeProto) -> String {
 
 /// The graph's inputs (those that are not initializers), each an `input` node: the batch left
 /// dynamic, other dimensions from the file or `--input`. A float input of rank 3 per sample is an
-/// image whose height and width are the graph's named sizes.
+/// image whose height and width are the graph's named sizes; integer inputs of rank 1 (token ids,
+/// masks) of one length read the named size `seq`.
 fn declare_inputs(
     cx: &mut ImportCx,
     inputs: &[proto::ValueInfoProto],
@@ -279,25 +292,7 @@ fn declare_inputs(
         inputs.iter().filter(|vi| !cx.values.contains_key(&vi.name)).collect();
     for vi in graph_inputs {
         let (dtype, dims) = value_type(vi).with_context(|| format!("{file}: input '{}'", vi.name))?;
-        let shape = match opts.input_sizes.get(&vi.name) {
-            Some(s) => s.clone(),
-            None => dims
-                .iter()
-                .skip(1)
-                .enumerate()
-                .map(|(i, d)| {
-                    d.ok_or_else(|| {
-                        anyhow::Error::new(crate::error::UsageError(format!(
-                            "{file}: input '{}' leaves dimension {} symbolic: give its size, e.g. --input {}:{}",
-                            vi.name,
-                            i + 1,
-                            vi.name,
-                            example_size(dims.len() - 1)
-                        )))
-                    })
-                })
-                .collect::<Result<Vec<usize>>>()?,
-        };
+        let shape = per_sample_shape(&file, vi, &dims, opts)?;
         if shape.len() + 1 != dims.len() {
             crate::usage_bail!(
                 "{file}: input '{}' has {} dimensions after the batch; --input gives {}",
@@ -315,6 +310,13 @@ fn declare_inputs(
                 Dim::Named("height".into()),
                 Dim::Named("width".into()),
             ]
+        } else if dtype == InputDType::I64
+            && shape.len() == 1
+            && *sizes.entry("seq".to_string()).or_insert(shape[0]) == shape[0]
+        {
+            // Token ids and masks share the sequence length, a named size as in text encoders
+            // (the folded constants fix it at this length).
+            vec![Dim::Named("seq".into())]
         } else {
             shape.iter().map(|&n| Dim::Fixed(n)).collect()
         };
@@ -342,6 +344,38 @@ fn declare_inputs(
         bail!("{file}: the graph reads no input");
     }
     Ok((declared, sizes))
+}
+
+/// An input's per-sample shape: `--input`'s, else the file's (an error where it is symbolic).
+fn per_sample_shape(
+    file: &str,
+    vi: &proto::ValueInfoProto,
+    dims: &[Option<usize>],
+    opts: &ImportOptions,
+) -> Result<Vec<usize>> {
+    Ok(match opts.input_sizes.get(&vi.name) {
+        Some(s) => s.clone(),
+        None => dims
+            .iter()
+            .skip(1)
+            .enumerate()
+            .map(|(i, d)| {
+                d.ok_or_else(|| {
+                    let flag = format!("--input {}:{}", vi.name, example_size(dims.len() - 1));
+                    let fix = if opts.direct {
+                        format!("import it once with its size: cut import {file} {flag} -o model.safetensors")
+                    } else {
+                        format!("give its size, e.g. {flag}")
+                    };
+                    anyhow::Error::new(crate::error::UsageError(format!(
+                        "{file}: input '{}' leaves dimension {} symbolic: {fix}",
+                        vi.name,
+                        i + 1,
+                    )))
+                })
+            })
+            .collect::<Result<Vec<usize>>>()?,
+    })
 }
 
 fn example_size(rank: usize) -> &'static str {
@@ -422,10 +456,29 @@ impl ImportCx {
         if !node.domain.is_empty() && node.domain != "ai.onnx" {
             bail!("is in domain '{}'; cut imports the default ONNX domain", node.domain);
         }
+        if node.op_type != "Where" && node.input.iter().any(|i| self.nan_tests.contains_key(i)) {
+            bail!("reads the result of an IsNaN other than as the guard Where(IsNaN(p), 0, p)");
+        }
+        if let Some(mut region) = self.mask.take() {
+            let skip = region.skip(self, node);
+            let done = if skip { Ok(()) } else { region.materialise(self, node) };
+            self.mask = Some(region);
+            done?;
+            if skip {
+                self.folded += 1;
+                return Ok(());
+            }
+        }
         if fold::try_fold(self, node)? {
             self.folded += 1;
         } else {
             let Some((_, convert)) = CONVERTERS.iter().find(|(op, _)| *op == node.op_type) else {
+                if fold::FOLDABLE.contains(&node.op_type.as_str()) {
+                    crate::usage_bail!(
+                        "op '{}' on computed values is not supported (cut evaluates it on constants and shapes only)",
+                        node.op_type
+                    );
+                }
                 crate::usage_bail!(
                     "op '{}' is not supported (cut imports: {})",
                     node.op_type,
