@@ -601,3 +601,144 @@ fn swin_is_refused_with_the_reason() {
     assert!(err.contains("(Reshape, opset 17)"), "{err}");
     assert!(err.contains("cannot fold part of a sample into the batch"), "{err}");
 }
+
+/// `cut predict` on image files: pixels scaled to [0, 1], reordered with --bgr and normalised with
+/// --mean/--std give the outputs of the same values given as an array.
+#[test]
+fn predict_reads_images() {
+    let file = fixtures()
+        .into_iter()
+        .find(|f| f.ends_with("tv_mobilenet_v2_three_heads.onnx"))
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let pixels: Vec<u8> = (0..32 * 32 * 3).map(|i| ((i * 37) % 256) as u8).collect();
+    let png = tmp.path().join("scene.png");
+    image::RgbImage::from_raw(32, 32, pixels.clone())
+        .unwrap()
+        .save(&png)
+        .unwrap();
+    let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
+    // By hand: channel c of the model's input is BGR channel c, (p / 255 - mean[c]) / std[c].
+    let mut by_hand = vec![0f32; 3 * 32 * 32];
+    for (i, px) in pixels.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            by_hand[c * 1024 + i] = (px[2 - c] as f32 / 255.0 - mean[c]) / std[c];
+        }
+    }
+    let npy = tmp.path().join("scene.npy");
+    write_npy(&npy, &Tensor::from_slice(&by_hand).view([1, 3, 32, 32]));
+    let predict = |input: &Path, out: &str| -> BTreeMap<String, Tensor> {
+        let out = tmp.path().join(out);
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_cut"))
+            .args([
+                "predict",
+                file.to_str().unwrap(),
+                input.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+            ])
+            .args(["--bgr", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"])
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+        let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(&out).unwrap()).unwrap();
+        ["seg", "depth", "cls"]
+            .iter()
+            .map(|k| {
+                let a: ndarray::ArrayD<f32> = npz.by_name(k).unwrap();
+                let shape: Vec<i64> = a.shape().iter().map(|&d| d as i64).collect();
+                let v: Vec<f32> = a.iter().copied().collect();
+                (k.to_string(), Tensor::from_slice(&v).view(shape.as_slice()))
+            })
+            .collect()
+    };
+    let from_image = predict(&png, "image.npz");
+    let from_array = predict(&npy, "array.npz");
+    for (task, t) in &from_image {
+        let err = relative_error(t, &from_array[task]);
+        assert!(err < 1e-5, "{task}: {err:e}");
+    }
+}
+
+/// Every command reads an ONNX file where it reads a checkpoint: inspect, bench, plan, eval,
+/// train --from (refusing, by name, a task the data has no labels for) and split on the three-head
+/// model (prune, export and predict are tested above).
+#[test]
+fn every_command_reads_onnx() {
+    let file = fixtures()
+        .into_iter()
+        .find(|f| f.ends_with("tv_mobilenet_v2_three_heads.onnx"))
+        .unwrap();
+    let model = file.to_str().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let at = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let cut = |args: &[&str]| -> serde_json::Value {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cut"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    let (data, devices) = (at("data"), at("devices.json"));
+    cut(&[
+        "data", "synth", "-o", &data, "--train", "8", "--test", "4", "--input", "32x32",
+    ]);
+    let kinds = ["--task-kinds", "seg:segmentation,depth:depth,cls:classification"];
+    let inspect = cut(&["inspect", model, "--json"]);
+    assert_eq!(inspect["tasks"].as_array().unwrap().len(), 3, "{inspect}");
+    let bench = cut(&["bench", model, "--runs", "2", "--json"]);
+    assert!(bench["median_ms"].as_f64().unwrap() > 0.0, "{bench}");
+    std::fs::write(
+        &devices,
+        r#"{"devices": [{"name": "a", "flops": "1T", "memory": "4G", "snr_db": 20, "samples": 64}]}"#,
+    )
+    .unwrap();
+    let plan = cut(&["plan", model, "--devices", &devices, "--json"]);
+    assert!(plan.is_object(), "{plan}");
+    let eval = cut(&[
+        &["eval", model, "--data", &data, "--tasks", "seg,depth", "--json"][..],
+        &kinds,
+    ]
+    .concat());
+    assert!(eval.is_object(), "{eval}");
+    // train --from fine-tunes every task, and the scenes have no labels for cls.
+    let trained = at("trained.safetensors");
+    let train = [
+        "train", "--from", model, "--data", &data, "--steps", "2", "--batch", "4", "-o", &trained,
+    ];
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_cut"))
+        .args([&train[..], &kinds].concat())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("no classification labels"),
+        "{err}"
+    );
+    assert!(!Path::new(&trained).exists());
+    let prefix = at("split");
+    let split = [
+        &[
+            "split",
+            model,
+            "--tasks",
+            "seg,depth",
+            "--data",
+            &data,
+            "--finetune-steps",
+            "2",
+            "--batch",
+            "4",
+        ][..],
+        &["-o", &prefix],
+        &kinds,
+    ]
+    .concat();
+    cut(&split);
+    assert!(Path::new(&at("split.device.safetensors")).exists());
+}

@@ -771,3 +771,42 @@ fn input_roles_come_from_the_graph() {
     let cloud: Vec<InputRole> = roles(&parts.cloud).into_iter().map(|(_, r)| r).collect();
     assert_eq!(cloud, [InputRole::Features, InputRole::AttentionMask]);
 }
+
+/// `cut predict` on a jsonl of texts: one row per line, and a line's outputs do not depend on
+/// what it is batched with (the padding of a longer neighbour is masked).
+#[test]
+fn predict_reads_texts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let short = r#"{"text": "The old bridge was closed."}"#;
+    let long = r#"{"text": "Why would anyone build a bridge across that river, and who would pay for it?"}"#;
+    let run = |lines: &[&str], name: &str| -> ndarray::ArrayD<f32> {
+        let input = tmp.path().join(format!("{name}.jsonl"));
+        std::fs::write(&input, lines.join("\n")).unwrap();
+        let out = tmp.path().join(format!("{name}.npz"));
+        cut()
+            .args(["predict", &format!("{FIXTURE}/bert"), "--task-kinds", KINDS])
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .assert()
+            .success();
+        let mut npz = ndarray_npy::NpzReader::new(std::fs::File::open(&out).unwrap()).unwrap();
+        npz.by_name("mood").unwrap()
+    };
+    let alone = run(&[short], "alone");
+    let batched = run(&[short, long], "batched");
+    assert_eq!(alone.shape(), [1, 2]);
+    assert_eq!(batched.shape(), [2, 2]);
+    for k in 0..2 {
+        assert!((alone[[0, k]] - batched[[0, k]]).abs() < 1e-5, "{alone} vs {batched}");
+    }
+    // A model without a tokenizer says so.
+    let err = fails(
+        cut()
+            .args(["predict", "tests/fixtures/onnx/hf_bert.onnx"])
+            .arg(tmp.path().join("alone.jsonl"))
+            .arg("-o")
+            .arg(tmp.path().join("x.npz")),
+    );
+    assert!(err.contains("carries no tokenizer"), "{err}");
+}

@@ -2,6 +2,7 @@
 //! scene generator that writes the same layout.
 
 pub mod example;
+pub mod images;
 pub mod layout;
 pub mod loader;
 pub mod synth;

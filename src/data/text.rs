@@ -151,6 +151,24 @@ pub fn open(root: &Path, opts: &TextOptions) -> Result<(Dataset, TextStats)> {
     ))
 }
 
+/// The token ids of every line of a jsonl file of texts ("text", or "tokens" as a list of words;
+/// other fields ignored), truncated to `max_len` keeping the closing special token, and the
+/// tokenizer's padding id: for running a model on texts without labels (`cut predict`).
+pub fn encode_unlabelled(path: &Path, tokenizer: &str, max_len: usize) -> Result<(Vec<Vec<i64>>, i64)> {
+    let tokenizer = tokenizer_from_json(tokenizer).map_err(|e| anyhow!("the model's tokenizer.json: {e}"))?;
+    let pad = pad_id(&tokenizer)?;
+    let opts = TextOptions {
+        tokenizer: "",
+        tasks: &[],
+        max_len,
+        positions: None,
+        ids: "",
+        mask: None,
+    };
+    let encoded = read_file(path, &tokenizer, &opts, &mut TextStats::default())?;
+    Ok((encoded.into_iter().map(|e| e.ids).collect(), pad))
+}
+
 fn pad_example(e: Encoded, length: usize, pad: i64, opts: &TextOptions) -> Example {
     let real = e.ids.len();
     let mut ids = e.ids;

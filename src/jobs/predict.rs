@@ -19,8 +19,11 @@ pub struct PredictJob {
     pub model: PathBuf,
     pub load: LoadOptions,
     /// Input files: `.npy` (one array: for the graph's only input, or named as `name=file.npy`),
-    /// `.npz` or `.safetensors` (arrays named by graph input).
+    /// `.npz` or `.safetensors` (arrays named by graph input), images (`.png`, `.jpg`: one batch
+    /// for the image input) or a `.jsonl` of texts (for a model with a tokenizer).
     pub inputs: Vec<String>,
+    /// How image files become the image input.
+    pub normalisation: crate::data::images::Normalisation,
     /// Only these tasks' outputs (all when `None`).
     pub tasks: Option<Vec<String>>,
     pub device: DeviceChoice,
@@ -53,7 +56,7 @@ pub fn run(job: &PredictJob) -> Result<PredictDone> {
     let model = ckpt.model(&job.load)?.model;
     let device = crate::device::resolve(job.device)?;
     let params = ckpt.load_params(&model, device)?;
-    let graph_inputs = read_inputs(&job.inputs, &model.graph)?;
+    let graph_inputs = read_inputs(&job.inputs, &model, &job.normalisation)?;
     let batch = check_inputs(&graph_inputs, &model.graph)?;
     let tasks: Vec<String> = match &job.tasks {
         Some(t) => model.select_tasks(t)?.into_iter().map(|t| t.name).collect(),
@@ -131,9 +134,31 @@ impl OutFormat {
 }
 
 /// The arrays of every input argument, by graph input name.
-fn read_inputs(args: &[String], graph: &crate::graph::Graph) -> Result<BTreeMap<String, Tensor>> {
+fn read_inputs(
+    args: &[String],
+    model: &crate::graph::Model,
+    norm: &crate::data::images::Normalisation,
+) -> Result<BTreeMap<String, Tensor>> {
+    let graph = &model.graph;
+    let is_image = |a: &String| {
+        let ext = Path::new(a)
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
+    };
+    let (images, args): (Vec<&String>, Vec<&String>) = args.iter().partition(|a| is_image(a));
     let mut out = BTreeMap::new();
+    if !images.is_empty() {
+        let paths: Vec<&Path> = images.iter().map(|a| Path::new(a.as_str())).collect();
+        let (name, batch) = image_input(graph, &paths, norm)?;
+        out.insert(name, batch);
+    }
     for arg in args {
+        if arg.ends_with(".jsonl") {
+            out.extend(text_inputs(Path::new(arg), model)?);
+            continue;
+        }
         let (name, path) = match arg.split_once('=') {
             Some((n, p)) => (Some(n.to_string()), PathBuf::from(p)),
             None => (None, PathBuf::from(arg)),
@@ -190,8 +215,68 @@ fn read_inputs(args: &[String], graph: &crate::graph::Graph) -> Result<BTreeMap<
                     out.insert(key, t);
                 }
             }
-            _ => crate::usage_bail!("{shown}: give inputs as .npy, .npz or .safetensors"),
+            _ => crate::usage_bail!(
+                "{shown}: give inputs as .npy, .npz, .safetensors, images (.png, .jpg) or a .jsonl of texts"
+            ),
         }
+    }
+    Ok(out)
+}
+
+/// Image files as one batch for the graph's image input, at its size.
+fn image_input(
+    graph: &crate::graph::Graph,
+    paths: &[&Path],
+    norm: &crate::data::images::Normalisation,
+) -> Result<(String, Tensor)> {
+    use crate::graph::inputs::InputRole;
+    let Some(name) = graph.input_named_by(InputRole::Image) else {
+        crate::usage_bail!("{}: the model reads no image", paths[0].display());
+    };
+    let [channels, height, width] = graph.image_input()?;
+    if channels != 3 {
+        crate::usage_bail!(
+            "{}: the model's image has {channels} channels; image files give 3",
+            paths[0].display()
+        );
+    }
+    let batch = crate::data::images::image_batch(paths, height, width, norm)?;
+    Ok((name.to_string(), batch))
+}
+
+/// A jsonl of texts as token ids and an attention mask, padded to the longest line (or to the
+/// length the graph is fixed at).
+fn text_inputs(path: &Path, model: &crate::graph::Model) -> Result<BTreeMap<String, Tensor>> {
+    use crate::graph::inputs::InputRole;
+    let shown = path.display();
+    let graph = &model.graph;
+    let Some(ids_name) = graph.input_named_by(InputRole::TokenIds) else {
+        crate::usage_bail!("{shown}: the model reads no token ids");
+    };
+    let Some(tokenizer) = &model.tokenizer else {
+        crate::usage_bail!(
+            "{shown}: the model carries no tokenizer to read text with (give token ids as .npy or .npz)"
+        );
+    };
+    let default = graph.sizes.get("seq").copied().unwrap_or(128);
+    let longer = BTreeMap::from([("seq".to_string(), default + 1)]);
+    let fixed = crate::graph::shapes::infer_sizes(graph, &longer).is_err();
+    let (lines, pad) = crate::data::text::encode_unlabelled(path, tokenizer, if fixed { default } else { 512 })?;
+    let length = if fixed {
+        default
+    } else {
+        lines.iter().map(Vec::len).max().unwrap_or(1)
+    };
+    let mut ids = Vec::with_capacity(lines.len() * length);
+    let mut mask = Vec::with_capacity(lines.len() * length);
+    for line in &lines {
+        ids.extend(line.iter().copied().chain(std::iter::repeat(pad)).take(length));
+        mask.extend((0..length).map(|i| i64::from(i < line.len())));
+    }
+    let shape = [lines.len(), length];
+    let mut out = BTreeMap::from([(ids_name.to_string(), tensor_of(&shape, ids))]);
+    if let Some(mask_name) = graph.input_named_by(InputRole::AttentionMask) {
+        out.insert(mask_name.to_string(), tensor_of(&shape, mask));
     }
     Ok(out)
 }

@@ -106,7 +106,8 @@ impl SplitJob {
 }
 
 /// The prefix the outputs are named from: `-o DIR/` (or an existing folder) means inside it, named
-/// after the model (`DIR/demo.device.safetensors`); anything else is the prefix itself.
+/// after the model (`DIR/demo.device.safetensors`, also for `demo.onnx`); anything else is the
+/// prefix itself.
 pub fn output_prefix(out: &Path, model: &Path) -> PathBuf {
     if !(out.as_os_str().to_string_lossy().ends_with('/') || out.is_dir()) {
         return out.to_path_buf();
@@ -114,7 +115,8 @@ pub fn output_prefix(out: &Path, model: &Path) -> PathBuf {
     let name = model
         .file_name()
         .map_or("split".to_string(), |n| n.to_string_lossy().to_string());
-    out.join(name.strip_suffix(".safetensors").unwrap_or(&name))
+    let stem = [".safetensors", ".onnx"].iter().find_map(|e| name.strip_suffix(e));
+    out.join(stem.unwrap_or(&name))
 }
 
 /// One model's inference forward on fixed inputs, for [`crate::bench::interleaved`].

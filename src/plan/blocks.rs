@@ -68,10 +68,10 @@ pub fn blocks(model: &Model, sizes: &BTreeMap<String, usize>, by: BlockSize) -> 
     let tasks: Vec<&str> = model.tasks.iter().map(|t| t.name.as_str()).collect();
     let needed_by: Vec<BTreeSet<String>> = tasks.iter().map(|t| graph.needed_nodes(&[t])).collect();
     let is_input = |name: &str| matches!(graph.node(name).map(|n| &n.op), Some(Op::Input));
-    // A head: the nodes only its task needs.
+    // A head: the nodes only its task needs (none in a one-task model, which is all backbone).
     let mut heads: Vec<(String, Vec<String>)> = Vec::new();
     let mut in_head: BTreeSet<String> = BTreeSet::new();
-    for (i, task) in tasks.iter().enumerate() {
+    for (i, task) in tasks.iter().enumerate().filter(|_| tasks.len() > 1) {
         let own: Vec<String> = graph
             .nodes
             .iter()
