@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""The ONNX test zoo: models built from the definitions in torchvision and timm (PyPI), with seeded
-random weights made "trained-like" (batch-norm statistics recomputed on a few random inputs, norm
-scales perturbed, so no two tensors are equal and the exporter folds nothing away), exported with
-torch.onnx.export (dynamo=False, opset 17, dynamic batch), with reference outputs from ONNX Runtime
-on the exported file at batch 1 and 4.
+"""The ONNX test zoo: models built from the definitions in torchvision, timm, Ultralytics and
+transformers (PyPI), with seeded random weights made "trained-like" (batch-norm statistics
+recomputed on a few random inputs, norm scales perturbed, so no two tensors are equal and the
+exporter folds nothing away), exported with torch.onnx.export (dynamo=False, opset 17, dynamic
+batch; a few also with dynamo=True, opset 18, as "<name>_dynamo"), with reference outputs from ONNX
+Runtime on the exported file at batch 1 and 4.
 
   python3 scripts/make-onnx-zoo.py OUT_DIR [--small]
 
 --small writes the tiny variants the tests read (committed under tests/fixtures/onnx/, and Swin,
 which cut refuses, under tests/fixtures/onnx-refused/; each well
 under 1 MB); without it, the benchmark zoo (docs/benchmarks.md). Needs torch, torchvision, timm,
-onnx and onnxruntime; the tests themselves need none of them.
+onnx and onnxruntime (and onnxscript for the dynamo exports; --no-dynamo skips them); the tests
+themselves need none of them.
 """
 import os
 import sys
@@ -221,14 +223,28 @@ class Logits(nn.Module):
         return self.model(pixel_values=x).logits
 
 
-def export(name, model, outputs, side, out_dir, seed):
+# Models also exported with the dynamo exporter (torch.onnx.export's default since PyTorch 2.9),
+# which writes attention differently (heads folded into the batch for a batched matmul, unbind as
+# Slice): "<name>_dynamo".
+DYNAMO = ["timm_resnet18", "tv_mobilenet_v3_small", "timm_vit", "hf_vit"]
+
+
+def export(name, model, outputs, side, out_dir, seed, dynamo=False):
     torch.manual_seed(seed)
     calib = [torch.randn(4, 3, side, side) for _ in range(3)]
     model = trained_like(model, calib, seed)
+    if dynamo:
+        name += "_dynamo"
     path = os.path.join(out_dir, f"{name}.onnx")
-    torch.onnx.export(model, torch.randn(1, 3, side, side), path, dynamo=False, opset_version=17,
-                      input_names=["image"], output_names=outputs,
-                      dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}})
+    if dynamo:
+        batch = torch.export.Dim("batch", min=1, max=64)
+        torch.onnx.export(model, (torch.randn(2, 3, side, side),), path, dynamo=True, opset_version=18,
+                          input_names=["image"], output_names=outputs, dynamic_shapes=({0: batch},),
+                          external_data=False)
+    else:
+        torch.onnx.export(model, torch.randn(1, 3, side, side), path, dynamo=False, opset_version=17,
+                          input_names=["image"], output_names=outputs,
+                          dynamic_axes={"image": {0: "batch"}, **{o: {0: "batch"} for o in outputs}})
     import onnxruntime as ort
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
@@ -270,6 +286,9 @@ def main():
         models.update(hf_models(small))
     for i, (name, (model, outputs)) in enumerate(models.items()):
         export(name, model, outputs, side, out_dir, seed=i)
+    for i, (name, (model, outputs)) in enumerate(models.items()):
+        if name in DYNAMO and "--no-dynamo" not in sys.argv:
+            export(name, model, outputs, side, out_dir, seed=i, dynamo=True)
     if "--no-hf" not in sys.argv:
         for i, (name, (model, outputs)) in enumerate(hf_text_models(small).items()):
             export_text(name, model, outputs, out_dir, seed=len(models) + i, seq=16 if small else 128)

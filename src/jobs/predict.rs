@@ -175,50 +175,62 @@ fn read_inputs(
                 };
                 out.insert(name, read_npy(&path).with_context(|| shown.clone())?);
             }
-            Some("npz") => {
-                let file = std::fs::File::open(&path).map_err(|e| anyhow!("{shown}: cannot open ({e})"))?;
-                let mut npz = NpzReader::new(file).map_err(|e| anyhow!("{shown}: not an .npz file ({e})"))?;
-                for key in npz.names().map_err(|e| anyhow!("{shown}: {e}"))? {
-                    let t = match npz.by_name::<ndarray::OwnedRepr<f32>, ndarray::IxDyn>(&key) {
-                        Ok(a) => tensor_of(a.shape(), a.iter().copied().collect::<Vec<f32>>()),
-                        Err(_) => {
-                            let a = npz
-                                .by_name::<ndarray::OwnedRepr<i64>, ndarray::IxDyn>(&key)
-                                .map_err(|e| anyhow!("{shown}: array '{key}': {e} (f32 or i64 arrays)"))?;
-                            tensor_of(a.shape(), a.iter().copied().collect::<Vec<i64>>())
-                        }
-                    };
-                    out.insert(key.trim_end_matches(".npy").to_string(), t);
-                }
-            }
-            Some("safetensors") => {
-                let bytes = std::fs::read(&path).map_err(|e| anyhow!("{shown}: cannot read ({e})"))?;
-                let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{shown}: {e}"))?;
-                for (key, view) in st.tensors() {
-                    let t = match view.dtype() {
-                        safetensors::Dtype::F32 => tensor_of(
-                            view.shape(),
-                            view.data()
-                                .chunks_exact(4)
-                                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                                .collect::<Vec<f32>>(),
-                        ),
-                        safetensors::Dtype::I64 => tensor_of(
-                            view.shape(),
-                            view.data()
-                                .chunks_exact(8)
-                                .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
-                                .collect::<Vec<i64>>(),
-                        ),
-                        other => bail!("{shown}: tensor '{key}' is {other:?}; give f32 or i64"),
-                    };
-                    out.insert(key, t);
-                }
-            }
+            Some("npz") => out.extend(read_npz(&path)?),
+            Some("safetensors") => out.extend(read_safetensors(&path)?),
             _ => crate::usage_bail!(
                 "{shown}: give inputs as .npy, .npz, .safetensors, images (.png, .jpg) or a .jsonl of texts"
             ),
         }
+    }
+    Ok(out)
+}
+
+/// The arrays of an `.npz` file (f32 or i64), by name.
+fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let shown = path.display();
+    let mut out = BTreeMap::new();
+    let file = std::fs::File::open(path).map_err(|e| anyhow!("{shown}: cannot open ({e})"))?;
+    let mut npz = NpzReader::new(file).map_err(|e| anyhow!("{shown}: not an .npz file ({e})"))?;
+    for key in npz.names().map_err(|e| anyhow!("{shown}: {e}"))? {
+        let t = match npz.by_name::<ndarray::OwnedRepr<f32>, ndarray::IxDyn>(&key) {
+            Ok(a) => tensor_of(a.shape(), a.iter().copied().collect::<Vec<f32>>()),
+            Err(_) => {
+                let a = npz
+                    .by_name::<ndarray::OwnedRepr<i64>, ndarray::IxDyn>(&key)
+                    .map_err(|e| anyhow!("{shown}: array '{key}': {e} (f32 or i64 arrays)"))?;
+                tensor_of(a.shape(), a.iter().copied().collect::<Vec<i64>>())
+            }
+        };
+        out.insert(key.trim_end_matches(".npy").to_string(), t);
+    }
+    Ok(out)
+}
+
+/// The tensors of a `.safetensors` file (f32 or i64), by name.
+fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let shown = path.display();
+    let mut out = BTreeMap::new();
+    let bytes = std::fs::read(path).map_err(|e| anyhow!("{shown}: cannot read ({e})"))?;
+    let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| anyhow!("{shown}: {e}"))?;
+    for (key, view) in st.tensors() {
+        let t = match view.dtype() {
+            safetensors::Dtype::F32 => tensor_of(
+                view.shape(),
+                view.data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect::<Vec<f32>>(),
+            ),
+            safetensors::Dtype::I64 => tensor_of(
+                view.shape(),
+                view.data()
+                    .chunks_exact(8)
+                    .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+                    .collect::<Vec<i64>>(),
+            ),
+            other => bail!("{shown}: tensor '{key}' is {other:?}; give f32 or i64"),
+        };
+        out.insert(key, t);
     }
     Ok(out)
 }

@@ -60,6 +60,12 @@ pub fn try_fold(cx: &mut ImportCx, node: &NodeProto) -> Result<bool> {
         "Shape" => match cx.value(node, 0)? {
             Value::Live { shape, .. } => shape_with_batch(shape, node),
             Value::Const(t) => Tensor::from_slice(&t.size()),
+            Value::Folded { shape, .. } => {
+                let full: Vec<i64> = std::iter::once(-1)
+                    .chain(shape[1..].iter().map(|&d| d as i64))
+                    .collect();
+                Tensor::from_slice(&full)
+            }
             Value::Moved { shape, perm, .. } => {
                 let full: Vec<i64> = std::iter::once(-1).chain(shape.iter().map(|&d| d as i64)).collect();
                 Tensor::from_slice(&perm.iter().map(|&p| full[p]).collect::<Vec<i64>>())
@@ -74,7 +80,7 @@ pub fn try_fold(cx: &mut ImportCx, node: &NodeProto) -> Result<bool> {
                 }
                 match cx.value(node, i)? {
                     Value::Const(t) => args.push(Some(t.shallow_clone())),
-                    Value::Live { .. } | Value::Moved { .. } => return Ok(false),
+                    Value::Live { .. } | Value::Moved { .. } | Value::Folded { .. } => return Ok(false),
                 }
             }
             evaluate(node, &args)?

@@ -67,6 +67,10 @@ fn reshaped(cx: &mut ImportCx, node: &NodeProto, shape: Vec<usize>) -> Result<()
 /// ONNX's target shape: the batch first (-1, 0, or the 1 an export at batch 1 wrote), 0 copying
 /// the input's size, one -1 inferred.
 pub fn reshape(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    if let Value::Folded { node: x, shape } = cx.value(node, 0)? {
+        let (x, shape) = (x.clone(), shape.clone());
+        return reshape_folded(cx, node, x, shape);
+    }
     let (_, shape) = cx.live(node, 0)?;
     let target = ints(cx, node, 1)?;
     let Some((&batch, rest)) = target.split_first() else {
@@ -96,12 +100,76 @@ pub fn reshape(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
     }
     let per_sample: i64 = dims.iter().product();
     if batch == -1 && per_sample < numel as i64 && numel as i64 % per_sample == 0 {
-        bail!(
-            "reshapes each sample {shape:?} to {} pieces of {dims:?} along the batch (as window attention does): cut keeps the batch apart from each sample's shape, so it cannot fold part of a sample into the batch",
-            numel as i64 / per_sample
-        );
+        return fold_into_batch(cx, node, numel as i64 / per_sample, &dims);
     }
     reshaped(cx, node, dims.iter().map(|&d| d as usize).collect())
+}
+
+/// A reshape to `[-1, dims...]` of fewer values than a sample has: `pieces` of `dims` per sample
+/// along the batch, held as a per-sample `[pieces, dims...]` (a [`Value::Folded`]).
+fn fold_into_batch(cx: &mut ImportCx, node: &NodeProto, pieces: i64, dims: &[i64]) -> Result<()> {
+    let (x, _) = cx.live(node, 0)?;
+    let shape: Vec<usize> = std::iter::once(pieces)
+        .chain(dims.iter().copied())
+        .map(|d| d as usize)
+        .collect();
+    let folded = cx.add_named(
+        &super::node_name(node),
+        Op::Reshape(Reshape { shape: shape.clone() }),
+        vec![x],
+    )?;
+    cx.alias(node, 0, Value::Folded { node: folded, shape });
+    Ok(())
+}
+
+/// A reshape of a folded value: `[-1, dims...]` with as many values as a sample has unfolds it,
+/// with fewer it stays folded. ONNX axis `a > 0` of a folded value is its per-sample axis `a`.
+fn reshape_folded(cx: &mut ImportCx, node: &NodeProto, x: String, shape: Vec<usize>) -> Result<()> {
+    let target = ints(cx, node, 1)?;
+    let numel: i64 = shape.iter().product::<usize>() as i64;
+    let Some((&batch, rest)) = target.split_first() else {
+        bail!("reshapes to a scalar");
+    };
+    let dims: Vec<i64> = rest
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| {
+            if n == 0 {
+                shape.get(d + 1).map_or(0, |&s| s as i64)
+            } else {
+                n
+            }
+        })
+        .collect();
+    let per_piece: i64 = dims.iter().product();
+    if batch != -1 || dims.iter().any(|&d| d <= 0) || per_piece <= 0 || numel % per_piece != 0 {
+        bail!(
+            "reshapes a value holding {} pieces of each sample along the batch ({shape:?} per sample) to {target:?}",
+            shape[0]
+        );
+    }
+    let pieces = numel / per_piece;
+    let out: Vec<usize> = std::iter::once(pieces)
+        .filter(|&k| k > 1)
+        .chain(dims.iter().copied())
+        .map(|d| d as usize)
+        .collect();
+    let y = if out == shape {
+        x
+    } else {
+        cx.add_named(
+            &super::node_name(node),
+            Op::Reshape(Reshape { shape: out.clone() }),
+            vec![x],
+        )?
+    };
+    let value = if pieces > 1 {
+        Value::Folded { node: y, shape: out }
+    } else {
+        Value::Live { node: y, shape: out }
+    };
+    cx.alias(node, 0, value);
+    Ok(())
 }
 
 /// The axes of `Squeeze` / `Unsqueeze` (an input from opset 13), per sample.
@@ -166,6 +234,24 @@ pub fn unsqueeze(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
 }
 
 pub fn transpose(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    if let Value::Folded { node: x, shape } = cx.value(node, 0)? {
+        let (x, shape) = (x.clone(), shape.clone());
+        let perm: Vec<usize> = match Attrs(node).ints("perm") {
+            Some(p) => p.iter().map(|&a| a as usize).collect(),
+            None => (0..shape.len()).rev().collect(),
+        };
+        if perm.first() != Some(&0) || perm.len() != shape.len() {
+            bail!("moves the batch axis of a value holding several pieces of each sample along it");
+        }
+        let name = cx.add_named(
+            &super::node_name(node),
+            Op::Transpose(Transpose { perm: perm.clone() }),
+            vec![x],
+        )?;
+        let shape = perm.iter().map(|&p| shape[p]).collect();
+        cx.alias(node, 0, Value::Folded { node: name, shape });
+        return Ok(());
+    }
     let (x, shape) = cx.live(node, 0)?;
     let perm = Attrs(node)
         .ints("perm")
@@ -226,7 +312,49 @@ pub fn split(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
 }
 
 /// `Slice` with step 1 along any axes but the batch: one `slice` node per axis.
+/// `Slice` along the new first axis of a value whose batch axis a transpose moved (the
+/// dynamo exporter's `unbind` of timm's qkv): the moved-in axis is sliced and stays moved.
+fn slice_moved(cx: &mut ImportCx, node: &NodeProto, x: String, mut shape: Vec<usize>, perm: Vec<usize>) -> Result<()> {
+    let (starts, ends) = (ints(cx, node, 1)?, ints(cx, node, 2)?);
+    let axes = if ImportCx::has_input(node, 3) {
+        ints(cx, node, 3)?
+    } else {
+        vec![0]
+    };
+    let steps = if ImportCx::has_input(node, 4) {
+        ints(cx, node, 4)?
+    } else {
+        vec![1]
+    };
+    if axes != [0] || steps != [1] || starts.len() != 1 || ends.len() != 1 {
+        bail!("slices a value whose batch axis a transpose moved other than along its new first axis");
+    }
+    let axis = perm[0] - 1;
+    let n = shape[axis] as i64;
+    let clamp = |v: i64| if v < 0 { (v + n).max(0) } else { v.min(n) };
+    let (start, end) = (clamp(starts[0]) as usize, clamp(ends[0]) as usize);
+    if start >= end {
+        bail!("slices nothing ({start}..{end} of {n})");
+    }
+    let sliced = cx.add_named(&super::node_name(node), Op::Slice(Slice { axis, start, end }), vec![x])?;
+    shape[axis] = end - start;
+    cx.alias(
+        node,
+        0,
+        Value::Moved {
+            node: sliced,
+            shape,
+            perm,
+        },
+    );
+    Ok(())
+}
+
 pub fn slice(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    if let Value::Moved { node: x, shape, perm } = cx.value(node, 0)? {
+        let (x, shape, perm) = (x.clone(), shape.clone(), perm.clone());
+        return slice_moved(cx, node, x, shape, perm);
+    }
     let (mut x, mut shape) = cx.live(node, 0)?;
     let (starts, ends) = (ints(cx, node, 1)?, ints(cx, node, 2)?);
     let axes = if ImportCx::has_input(node, 3) {

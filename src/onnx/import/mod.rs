@@ -70,6 +70,14 @@ pub enum Value {
         shape: Vec<usize>,
         perm: Vec<usize>,
     },
+    /// A computed value whose ONNX batch axis holds `shape[0]` pieces of each sample (a reshape to
+    /// `[-1, ...]` of fewer values than a sample has: the dynamo exporter's batched matmul of
+    /// attention heads). `node` computes the per-sample `shape`; ONNX axis `a > 0` is its axis `a`.
+    /// Followed through transposes that keep the first axis, and reshaped back (`layout.rs`).
+    Folded {
+        node: String,
+        shape: Vec<usize>,
+    },
 }
 
 /// What a converter sees and adds to.
@@ -533,6 +541,10 @@ impl ImportCx {
                 "input {i} ('{}') has its batch axis moved by a transpose; cut follows that only into a split, gather or squeeze of the new first axis",
                 node.input[i]
             ),
+            Value::Folded { .. } => bail!(
+                "input {i} ('{}') holds several pieces of each sample along the batch axis; cut follows that only through transposes that keep the first axis and reshapes back",
+                node.input[i]
+            ),
         }
     }
 
@@ -540,7 +552,7 @@ impl ImportCx {
     pub fn constant(&self, node: &NodeProto, i: usize) -> Result<&Tensor> {
         match self.value(node, i)? {
             Value::Const(t) => Ok(t),
-            Value::Live { .. } | Value::Moved { .. } => bail!(
+            Value::Live { .. } | Value::Moved { .. } | Value::Folded { .. } => bail!(
                 "input {i} ('{}') must be a constant (a weight or a size)",
                 node.input[i]
             ),
