@@ -8,8 +8,7 @@ Runtime on the exported file at batch 1 and 4.
 
   python3 scripts/make-onnx-zoo.py OUT_DIR [--small]
 
---small writes the tiny variants the tests read (committed under tests/fixtures/onnx/, and Swin,
-which cut refuses, under tests/fixtures/onnx-refused/; each well
+--small writes the tiny variants the tests read (committed under tests/fixtures/onnx/, each well
 under 1 MB); without it, the benchmark zoo (docs/benchmarks.md). Needs torch, torchvision, timm,
 onnx and onnxruntime (and onnxscript for the dynamo exports; --no-dynamo skips them); the tests
 themselves need none of them.
@@ -226,7 +225,7 @@ class Logits(nn.Module):
 # Models also exported with the dynamo exporter (torch.onnx.export's default since PyTorch 2.9),
 # which writes attention differently (heads folded into the batch for a batched matmul, unbind as
 # Slice): "<name>_dynamo".
-DYNAMO = ["timm_resnet18", "tv_mobilenet_v3_small", "timm_vit", "hf_vit"]
+DYNAMO = ["timm_resnet18", "tv_mobilenet_v3_small", "timm_vit", "timm_swin", "hf_vit"]
 
 
 def export(name, model, outputs, side, out_dir, seed, dynamo=False):

@@ -592,20 +592,6 @@ fn mask_arithmetic_cut_does_not_read_is_refused() {
     assert!(msg.contains("not the additive bias"), "{msg}");
 }
 
-/// timm's Swin (the zoo script's tiny variant) is refused where window attention computes on
-/// windows folded into the batch (the folding itself is followed, as for the dynamo exporter's
-/// heads), with the reason.
-#[test]
-fn swin_is_refused_with_the_reason() {
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/onnx-refused/timm_swin.onnx");
-    let err = format!("{:#}", import(&file, &ImportOptions::default()).err().unwrap());
-    assert!(err.contains("qkv/MatMul' (MatMul, opset 17)"), "{err}");
-    assert!(
-        err.contains("holds several pieces of each sample along the batch axis"),
-        "{err}"
-    );
-}
-
 /// `cut predict` on image files: pixels scaled to [0, 1], reordered with --bgr and normalised with
 /// --mean/--std give the outputs of the same values given as an array.
 #[test]

@@ -67,6 +67,9 @@ pub fn erf(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
 
 pub fn softmax(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
     let (_, shape) = cx.live(node, 0)?;
+    if matches!(cx.value(node, 0)?, super::Value::Folded { .. }) && Attrs(node).int("axis", -1) >= 0 {
+        bail!("a softmax along a positive axis of a value holding several pieces of each sample along the batch");
+    }
     let rank = shape.len() as i64 + 1;
     let axis = Attrs(node).int("axis", -1);
     let axis = if axis < 0 { axis + rank } else { axis };

@@ -9,8 +9,8 @@ use crate::graph::ops::{Constant, Op};
 use anyhow::{bail, Result};
 
 pub fn add(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
-    if let (Value::Live { .. }, Value::Const(_)) | (Value::Const(_), Value::Live { .. }) =
-        (cx.value(node, 0)?, cx.value(node, 1)?)
+    if let (Value::Live { .. } | Value::Folded { .. }, Value::Const(_))
+    | (Value::Const(_), Value::Live { .. } | Value::Folded { .. }) = (cx.value(node, 0)?, cx.value(node, 1)?)
     {
         if add_bias(cx, node)? {
             return Ok(());
@@ -34,7 +34,8 @@ pub fn div(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
 /// `op` on the node's two inputs, a constant one made a `constant` node first.
 fn binary(cx: &mut ImportCx, node: &NodeProto, op: Op) -> Result<()> {
     let reference = match (cx.value(node, 0)?, cx.value(node, 1)?) {
-        (Value::Live { node, .. }, _) | (_, Value::Live { node, .. }) => node.clone(),
+        (Value::Live { node, .. } | Value::Folded { node, .. }, _)
+        | (_, Value::Live { node, .. } | Value::Folded { node, .. }) => node.clone(),
         _ => bail!("has two constant inputs (cut folds those)"),
     };
     let a = cx.operand(node, 0, &reference)?;
@@ -60,7 +61,11 @@ fn add_bias(cx: &mut ImportCx, node: &NodeProto) -> Result<bool> {
     }
     let name = cx.param(node, k, bias.reshape([features]))?;
     cx.linear_mut(&producer).expect("found above").bias = Some(name);
-    cx.alias(node, 0, Value::Live { node: producer, shape });
+    let value = match cx.value(node, live)? {
+        Value::Folded { .. } => Value::Folded { node: producer, shape },
+        _ => Value::Live { node: producer, shape },
+    };
+    cx.alias(node, 0, value);
     Ok(true)
 }
 

@@ -43,7 +43,7 @@ pub fn gemm(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
 /// computed value (`matmul`).
 pub fn matmul(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
     let (x, _) = cx.live(node, 0)?;
-    if let super::Value::Live { node: other, .. } = cx.value(node, 1)? {
+    if let super::Value::Live { node: other, .. } | super::Value::Folded { node: other, .. } = cx.value(node, 1)? {
         let other = other.clone();
         return cx.add(node, Op::MatMul, vec![x, other]);
     }

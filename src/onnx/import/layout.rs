@@ -130,7 +130,7 @@ fn reshape_folded(cx: &mut ImportCx, node: &NodeProto, x: String, shape: Vec<usi
     let Some((&batch, rest)) = target.split_first() else {
         bail!("reshapes to a scalar");
     };
-    let dims: Vec<i64> = rest
+    let mut dims: Vec<i64> = rest
         .iter()
         .enumerate()
         .map(|(d, &n)| {
@@ -141,6 +141,11 @@ fn reshape_folded(cx: &mut ImportCx, node: &NodeProto, x: String, shape: Vec<usi
             }
         })
         .collect();
+    if let Some(free) = dims.iter().position(|&d| d == -1) {
+        // The batch axis given as -1 beside another -1: the pieces per sample stay.
+        let known: i64 = dims.iter().filter(|&&d| d != -1).product();
+        dims[free] = numel / (shape[0] as i64 * known.max(1));
+    }
     let per_piece: i64 = dims.iter().product();
     if batch != -1 || dims.iter().any(|&d| d <= 0) || per_piece <= 0 || numel % per_piece != 0 {
         bail!(
@@ -240,8 +245,11 @@ pub fn transpose(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
             Some(p) => p.iter().map(|&a| a as usize).collect(),
             None => (0..shape.len()).rev().collect(),
         };
-        if perm.first() != Some(&0) || perm.len() != shape.len() {
-            bail!("moves the batch axis of a value holding several pieces of each sample along it");
+        if perm.len() != shape.len() {
+            bail!("transposes {} axes of a rank-{} value", perm.len(), shape.len());
+        }
+        if perm[0] != 0 {
+            return move_folded(cx, node, x, shape, &perm);
         }
         let name = cx.add_named(
             &super::node_name(node),
@@ -267,6 +275,28 @@ pub fn transpose(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
         return Ok(());
     }
     cx.add(node, Op::Transpose(Transpose { perm }), vec![x])
+}
+
+/// A transpose that moves the folded batch axis of a value (attention on windows: `[B*k, N, 3, H,
+/// D] -> [3, B*k, H, N, D]`): held as a `Value::Moved` over `[batch, k, ...]`, ONNX axis 0 standing
+/// for the batch and the pieces together, and marked so that taking the moved-in axis apart leaves
+/// a folded value.
+fn move_folded(cx: &mut ImportCx, node: &NodeProto, x: String, shape: Vec<usize>, perm: &[usize]) -> Result<()> {
+    let full: Vec<usize> = perm
+        .iter()
+        .flat_map(|&a| if a == 0 { vec![0, 1] } else { vec![a + 1] })
+        .collect();
+    cx.folded_moved.insert(x.clone());
+    cx.alias(
+        node,
+        0,
+        Value::Moved {
+            node: x,
+            shape,
+            perm: full,
+        },
+    );
+    Ok(())
 }
 
 /// Each output a `slice` of the input along the axis: sizes from the input (opset 13), the
@@ -336,7 +366,12 @@ fn slice_moved(cx: &mut ImportCx, node: &NodeProto, x: String, mut shape: Vec<us
     if start >= end {
         bail!("slices nothing ({start}..{end} of {n})");
     }
-    let sliced = cx.add_named(&super::node_name(node), Op::Slice(Slice { axis, start, end }), vec![x])?;
+    let sliced = cx.add_named(
+        &super::node_name(node),
+        Op::Slice(Slice { axis, start, end }),
+        vec![x.clone()],
+    )?;
+    cx.inherit_fold(&x, &sliced);
     shape[axis] = end - start;
     cx.alias(
         node,
@@ -429,8 +464,9 @@ pub fn gather(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
                 start: i,
                 end: i + 1,
             }),
-            vec![x],
+            vec![x.clone()],
         )?;
+        cx.inherit_fold(&x, &one);
         shape[axis] = 1;
         return drop_moved_axis(cx, node, one, shape, perm);
     }
@@ -497,6 +533,7 @@ fn split_moved(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
             }),
             vec![x.clone()],
         )?;
+        cx.inherit_fold(&x, &part);
         let mut part_shape = shape.clone();
         part_shape[axis] = size;
         cx.alias(
@@ -523,24 +560,34 @@ fn drop_moved_axis(cx: &mut ImportCx, node: &NodeProto, x: String, shape: Vec<us
     let mut rest = shape.clone();
     rest.remove(moved - 1);
     let base = super::node_name(node);
+    let folded = cx.folded_moved.contains(&x);
     let dropped = cx.add_named(&base, Op::Reshape(Reshape { shape: rest.clone() }), vec![x])?;
     let perm: Vec<usize> = perm[1..].iter().map(|&p| if p > moved { p - 1 } else { p }).collect();
-    if perm[0] != 0 {
+    if perm[0] != 0 || (folded && perm[1] != 1) {
         bail!("leaves the batch axis moved");
     }
     let per_sample: Vec<usize> = perm[1..].iter().map(|&p| p - 1).collect();
-    if per_sample.iter().enumerate().all(|(i, &p)| i == p) {
-        cx.alias(
-            node,
-            0,
-            Value::Live {
-                node: dropped,
-                shape: rest,
-            },
-        );
-        return Ok(());
-    }
-    cx.add(node, Op::Transpose(Transpose { perm: per_sample }), vec![dropped])
+    let (node_out, shape_out) = if per_sample.iter().enumerate().all(|(i, &p)| i == p) {
+        (dropped, rest)
+    } else {
+        let name = format!("{base}/transpose");
+        let t = cx.add_named(&name, Op::Transpose(Transpose { perm: per_sample }), vec![dropped])?;
+        let shape = cx.shape_of(&t)?;
+        (t, shape)
+    };
+    let value = if folded {
+        Value::Folded {
+            node: node_out,
+            shape: shape_out,
+        }
+    } else {
+        Value::Live {
+            node: node_out,
+            shape: shape_out,
+        }
+    };
+    cx.alias(node, 0, value);
+    Ok(())
 }
 
 /// Padding by nothing (what exporters write for windows that already fit); other padding is

@@ -71,9 +71,9 @@ pub enum Value {
         perm: Vec<usize>,
     },
     /// A computed value whose ONNX batch axis holds `shape[0]` pieces of each sample (a reshape to
-    /// `[-1, ...]` of fewer values than a sample has: the dynamo exporter's batched matmul of
-    /// attention heads). `node` computes the per-sample `shape`; ONNX axis `a > 0` is its axis `a`.
-    /// Followed through transposes that keep the first axis, and reshaped back (`layout.rs`).
+    /// `[-1, ...]` of fewer values than a sample has: Swin's windows, the dynamo exporter's batched
+    /// matmul of attention heads). `node` computes the per-sample `shape`; ONNX axis `a > 0` is its
+    /// axis `a`. Read by reshapes and transposes (`layout.rs`) and by the ops of `FOLDED_OK`.
     Folded {
         node: String,
         shape: Vec<usize>,
@@ -101,7 +101,19 @@ pub struct ImportCx {
     mask: Option<index_math::IndexRegion>,
     /// `IsNaN` of a computed value, by output: the value it tests (softmax's NaN guard).
     nan_tests: HashMap<String, String>,
+    /// Graph nodes held in a `Value::Moved` whose batch axis was a folded one (attention on
+    /// windows): taking the moved axis apart leaves a `Value::Folded`.
+    folded_moved: std::collections::HashSet<String>,
+    /// Whether the node being converted may read folded values (element-wise ops, matmuls,
+    /// softmax along the last axis: ops that do not look at the first axis).
+    allow_folded: bool,
 }
+
+/// The ONNX ops that read a folded value as they read any other (none of them looks at the first
+/// axis); their output is folded too.
+const FOLDED_OK: &[&str] = &[
+    "Add", "Sub", "Mul", "Div", "MatMul", "Softmax", "Relu", "Gelu", "Erf", "Sigmoid", "Tanh",
+];
 
 /// A converter: turns one ONNX node into graph nodes.
 type Converter = fn(&mut ImportCx, &NodeProto) -> Result<()>;
@@ -182,6 +194,8 @@ pub fn import(path: &Path, opts: &ImportOptions) -> Result<Imported> {
         folded: 0,
         mask: index_math::IndexRegion::find(&graph),
         nan_tests: HashMap::new(),
+        folded_moved: Default::default(),
+        allow_folded: false,
     };
     for init in &graph.initializer {
         let t = tensor::tensor_of(init, path).with_context(|| format!("{}: initializer", path.display()))?;
@@ -477,6 +491,7 @@ impl ImportCx {
                 return Ok(());
             }
         }
+        self.allow_folded = FOLDED_OK.contains(&node.op_type.as_str());
         if fold::try_fold(self, node)? {
             self.folded += 1;
         } else {
@@ -541,8 +556,9 @@ impl ImportCx {
                 "input {i} ('{}') has its batch axis moved by a transpose; cut follows that only into a split, gather or squeeze of the new first axis",
                 node.input[i]
             ),
+            Value::Folded { node, shape } if self.allow_folded => Ok((node.clone(), shape.clone())),
             Value::Folded { .. } => bail!(
-                "input {i} ('{}') holds several pieces of each sample along the batch axis; cut follows that only through transposes that keep the first axis and reshapes back",
+                "input {i} ('{}') holds several pieces of each sample along the batch axis; cut follows that only through transposes, reshapes, element-wise ops and matmuls",
                 node.input[i]
             ),
         }
@@ -582,11 +598,47 @@ impl ImportCx {
 
     /// Adds a graph node (named after `base`) computing output `k` of the node.
     pub fn add_output(&mut self, node: &NodeProto, k: usize, base: &str, op: Op, inputs: Vec<String>) -> Result<()> {
+        let folded = self.reads_folded(node)?;
         let name = self.add_named(base, op, inputs)?;
         let shape = self.node_shapes[&name].clone();
         let out = node.output.get(k).ok_or_else(|| anyhow!("has no output {k}"))?;
-        self.values.insert(out.clone(), Value::Live { node: name, shape });
+        let value = if folded {
+            Value::Folded { node: name, shape }
+        } else {
+            Value::Live { node: name, shape }
+        };
+        self.values.insert(out.clone(), value);
         Ok(())
+    }
+
+    /// Marks graph node `to`, cut from `from`, as holding a moved folded batch axis when `from` does.
+    pub fn inherit_fold(&mut self, from: &str, to: &str) {
+        if self.folded_moved.contains(from) {
+            self.folded_moved.insert(to.to_string());
+        }
+    }
+
+    /// The per-sample shape of a graph node already added.
+    pub fn shape_of(&self, name: &str) -> Result<Vec<usize>> {
+        self.shape_of_node(name)
+    }
+
+    /// Whether the node reads a folded value (then its output is folded); an error when it also
+    /// reads a computed value that is not.
+    fn reads_folded(&self, node: &NodeProto) -> Result<bool> {
+        let inputs = node.input.iter().filter_map(|i| self.values.get(i));
+        let (mut folded, mut live) = (false, false);
+        for v in inputs {
+            match v {
+                Value::Folded { .. } => folded = true,
+                Value::Live { .. } | Value::Moved { .. } => live = true,
+                Value::Const(_) => {}
+            }
+        }
+        if folded && live {
+            bail!("combines a value holding several pieces of each sample along the batch axis with one that does not");
+        }
+        Ok(folded)
     }
 
     /// Adds a graph node named after `base` (made unique); its shape is inferred by the op.
