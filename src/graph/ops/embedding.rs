@@ -48,7 +48,6 @@ impl OpDef for Embedding {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::ops::Mode;
     use std::collections::BTreeMap;
 
     #[test]
@@ -62,19 +61,12 @@ mod tests {
             "t".to_string(),
             Tensor::from_slice(&[0f32, 1., 10., 11., 20., 21.]).view([3, 2]),
         )]);
-        let inputs = BTreeMap::new();
-        let cx = EvalCx {
-            node: "emb",
-            params: &params,
-            inputs: &inputs,
-            mode: Mode::Eval,
-        };
         let ids = Tensor::from_slice(&[2i64, 0, 2]).view([1, 3]);
-        let y = op.eval(&cx, &[&ids]).unwrap();
+        let y = super::super::eval_with_params(&op, &params, &[&ids]).unwrap();
         assert_eq!(y.size(), [1, 3, 2]);
         assert_eq!(Vec::<f32>::try_from(y.flatten(0, -1)).unwrap(), [20., 21., 0., 1., 20., 21.]);
         let bad = Tensor::from_slice(&[3i64]).view([1, 1]);
-        let err = op.eval(&cx, &[&bad]).unwrap_err().to_string();
+        let err = super::super::eval_with_params(&op, &params, &[&bad]).unwrap_err().to_string();
         assert!(err.contains("outside the table's 3 rows"), "{err}");
     }
 }

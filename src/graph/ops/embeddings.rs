@@ -151,9 +151,7 @@ impl OpDef for Embeddings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::ops::Mode;
     use crate::graph::Params;
-    use std::collections::BTreeMap;
     use tch::Device;
 
     fn op(padding_idx: Option<i64>) -> Embeddings {
@@ -180,16 +178,8 @@ mod tests {
     }
 
     fn run(op: &Embeddings, ids: &[i64]) -> Result<Vec<f32>> {
-        let params = params();
-        let inputs = BTreeMap::new();
-        let cx = EvalCx {
-            node: "emb",
-            params: &params,
-            inputs: &inputs,
-            mode: Mode::Eval,
-        };
         let ids = Tensor::from_slice(ids).view([1, -1]);
-        let y = op.eval(&cx, &[&ids])?;
+        let y = super::super::eval_with_params(op, &params(), &[&ids])?;
         Ok(Vec::<f32>::try_from(y.flatten(0, -1).to_device(Device::Cpu)).unwrap())
     }
 

@@ -83,6 +83,19 @@ pub fn eval_alone(op: &dyn OpDef, args: &[&Tensor]) -> Result<Tensor> {
     op.eval(&cx, args)
 }
 
+/// Evaluates an op that reads `params` on `args`, inference mode (hand-computed tests of ops with
+/// weights).
+pub fn eval_with_params(op: &dyn OpDef, params: &Params, args: &[&Tensor]) -> Result<Tensor> {
+    let inputs = BTreeMap::new();
+    let cx = EvalCx {
+        node: "alone",
+        params,
+        inputs: &inputs,
+        mode: Mode::Eval,
+    };
+    op.eval(&cx, args)
+}
+
 /// How an op treats channels (axis 1 of an activation), for structured pruning.
 pub enum ChannelRule<'a> {
     /// The graph's input: a space (of the width the graph declares) that pruning may not change.

@@ -58,17 +58,13 @@ pub fn try_fold(cx: &mut ImportCx, node: &NodeProto) -> Result<bool> {
     let value = match node.op_type.as_str() {
         "Constant" => constant(node)?,
         "Shape" => match cx.value(node, 0)? {
-            Value::Live { shape, .. } => shape_with_batch(shape, node),
-            Value::Const(t) => Tensor::from_slice(&t.size()),
-            Value::Folded { shape, .. } => {
-                let full: Vec<i64> = std::iter::once(-1)
-                    .chain(shape[1..].iter().map(|&d| d as i64))
-                    .collect();
-                Tensor::from_slice(&full)
-            }
+            Value::Const(t) => shape_attrs_slice(t.size(), node),
+            Value::Live { shape, .. } => shape_attrs_slice(with_batch(-1, shape), node),
+            // ONNX axis 0 of a folded value is the batch and the pieces together.
+            Value::Folded { shape, .. } => shape_attrs_slice(with_batch(-1, &shape[1..]), node),
             Value::Moved { shape, perm, .. } => {
-                let full: Vec<i64> = std::iter::once(-1).chain(shape.iter().map(|&d| d as i64)).collect();
-                Tensor::from_slice(&perm.iter().map(|&p| full[p]).collect::<Vec<i64>>())
+                let full = with_batch(-1, shape);
+                shape_attrs_slice(perm.iter().map(|&p| full[p]).collect(), node)
             }
         },
         _ => {
@@ -90,10 +86,13 @@ pub fn try_fold(cx: &mut ImportCx, node: &NodeProto) -> Result<bool> {
     Ok(true)
 }
 
-/// `Shape` of a computed value: -1 for the batch, then the per-sample sizes (`start`/`end`
-/// attributes slice it, opset 15).
-fn shape_with_batch(shape: &[usize], node: &NodeProto) -> Tensor {
-    let full: Vec<i64> = std::iter::once(-1).chain(shape.iter().map(|&d| d as i64)).collect();
+/// A per-sample shape with `batch` in front (-1 at import: the batch is not known).
+pub(super) fn with_batch(batch: i64, shape: &[usize]) -> Vec<i64> {
+    std::iter::once(batch).chain(shape.iter().map(|&d| d as i64)).collect()
+}
+
+/// The dimensions `Shape` gives: `full` sliced by its `start`/`end` attributes (opset 15).
+pub(super) fn shape_attrs_slice(full: Vec<i64>, node: &NodeProto) -> Tensor {
     let attrs = Attrs(node);
     let rank = full.len() as i64;
     let norm = |v: i64| if v < 0 { (v + rank).clamp(0, rank) } else { v.min(rank) };
@@ -381,12 +380,7 @@ fn slice_indices(start: i64, end: i64, step: i64, n: i64) -> Result<Vec<i64>> {
 
 /// An ONNX comparison as int64 0 and 1.
 fn compare(op: &str, a: &Tensor, b: &Tensor) -> Tensor {
-    let floats = a.is_floating_point() || b.is_floating_point();
-    let (a, b) = if floats {
-        (a.to_kind(Kind::Float), b.to_kind(Kind::Float))
-    } else {
-        (a.shallow_clone(), b.shallow_clone())
-    };
+    let (a, b, _) = promote(a, b);
     match op {
         "Greater" => a.gt_tensor(&b),
         "GreaterOrEqual" => a.ge_tensor(&b),
@@ -396,13 +390,18 @@ fn compare(op: &str, a: &Tensor, b: &Tensor) -> Tensor {
     .to_kind(Kind::Int64)
 }
 
-fn arithmetic(op: &str, a: &Tensor, b: &Tensor) -> Tensor {
-    let floats = a.is_floating_point() || b.is_floating_point();
-    let (a, b) = if floats {
-        (a.to_kind(Kind::Float), b.to_kind(Kind::Float))
+/// Both operands as floats when either is one (ONNX constants mix int64 sizes and floats);
+/// whether they are.
+fn promote(a: &Tensor, b: &Tensor) -> (Tensor, Tensor, bool) {
+    if a.is_floating_point() || b.is_floating_point() {
+        (a.to_kind(Kind::Float), b.to_kind(Kind::Float), true)
     } else {
-        (a.shallow_clone(), b.shallow_clone())
-    };
+        (a.shallow_clone(), b.shallow_clone(), false)
+    }
+}
+
+fn arithmetic(op: &str, a: &Tensor, b: &Tensor) -> Tensor {
+    let (a, b, floats) = promote(a, b);
     match op {
         "Add" => &a + &b,
         "Sub" => &a - &b,

@@ -379,10 +379,7 @@ fn evaluate(cx: &ImportCx, nodes: &[NodeProto], probes: &HashMap<String, Tensor>
                 Some(Value::Live { shape, .. }) => shape.clone(),
                 _ => bail!("it reads the shape of '{}', which cut cannot follow", node.input[0]),
             };
-            let full: Vec<i64> = std::iter::once(batch)
-                .chain(per_sample.iter().map(|&d| d as i64))
-                .collect();
-            Tensor::from_slice(&full)
+            super::fold::shape_attrs_slice(super::fold::with_batch(batch, &per_sample), node)
         } else {
             let mut args = Vec::new();
             for name in &node.input {
@@ -398,7 +395,7 @@ fn evaluate(cx: &ImportCx, nodes: &[NodeProto], probes: &HashMap<String, Tensor>
                 args.push(Some(t));
             }
             match (node.op_type.as_str(), args.first()) {
-                ("Shape", Some(Some(x))) => Tensor::from_slice(&x.size()),
+                ("Shape", Some(Some(x))) => super::fold::shape_attrs_slice(x.size(), node),
                 _ => super::fold::evaluate(node, &args)?,
             }
         };

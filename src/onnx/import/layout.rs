@@ -572,7 +572,7 @@ fn drop_moved_axis(cx: &mut ImportCx, node: &NodeProto, x: String, shape: Vec<us
     } else {
         let name = format!("{base}/transpose");
         let t = cx.add_named(&name, Op::Transpose(Transpose { perm: per_sample }), vec![dropped])?;
-        let shape = cx.shape_of(&t)?;
+        let shape = cx.shape_of_node(&t)?;
         (t, shape)
     };
     let value = if folded {

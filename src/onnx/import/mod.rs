@@ -104,9 +104,6 @@ pub struct ImportCx {
     /// Graph nodes held in a `Value::Moved` whose batch axis was a folded one (attention on
     /// windows): taking the moved axis apart leaves a `Value::Folded`.
     folded_moved: std::collections::HashSet<String>,
-    /// Whether the node being converted may read folded values (element-wise ops, matmuls,
-    /// softmax along the last axis: ops that do not look at the first axis).
-    allow_folded: bool,
 }
 
 /// The ONNX ops that read a folded value as they read any other (none of them looks at the first
@@ -195,7 +192,6 @@ pub fn import(path: &Path, opts: &ImportOptions) -> Result<Imported> {
         mask: index_math::IndexRegion::find(&graph),
         nan_tests: HashMap::new(),
         folded_moved: Default::default(),
-        allow_folded: false,
     };
     for init in &graph.initializer {
         let t = tensor::tensor_of(init, path).with_context(|| format!("{}: initializer", path.display()))?;
@@ -491,7 +487,6 @@ impl ImportCx {
                 return Ok(());
             }
         }
-        self.allow_folded = FOLDED_OK.contains(&node.op_type.as_str());
         if fold::try_fold(self, node)? {
             self.folded += 1;
         } else {
@@ -556,7 +551,9 @@ impl ImportCx {
                 "input {i} ('{}') has its batch axis moved by a transpose; cut follows that only into a split, gather or squeeze of the new first axis",
                 node.input[i]
             ),
-            Value::Folded { node, shape } if self.allow_folded => Ok((node.clone(), shape.clone())),
+            Value::Folded { node: name, shape } if FOLDED_OK.contains(&node.op_type.as_str()) => {
+                Ok((name.clone(), shape.clone()))
+            }
             Value::Folded { .. } => bail!(
                 "input {i} ('{}') holds several pieces of each sample along the batch axis; cut follows that only through transposes, reshapes, element-wise ops and matmuls",
                 node.input[i]
@@ -616,11 +613,6 @@ impl ImportCx {
         if self.folded_moved.contains(from) {
             self.folded_moved.insert(to.to_string());
         }
-    }
-
-    /// The per-sample shape of a graph node already added.
-    pub fn shape_of(&self, name: &str) -> Result<Vec<usize>> {
-        self.shape_of_node(name)
     }
 
     /// Whether the node reads a folded value (then its output is folded); an error when it also
@@ -690,7 +682,7 @@ impl ImportCx {
     }
 
     /// The per-sample shape of a graph node already added.
-    fn shape_of_node(&self, name: &str) -> Result<Vec<usize>> {
+    pub fn shape_of_node(&self, name: &str) -> Result<Vec<usize>> {
         self.node_shapes
             .get(name)
             .cloned()
