@@ -53,7 +53,12 @@ fn main() -> anyhow::Result<()> {
         },
         2,
     )?;
-    let items = Dataset::open(&dir.path().join("d"), None)?.split(Split::Train, 0.0)?;
+    let items = Dataset::open(
+        &dir.path().join("d"),
+        None,
+        &cut::data::layout::reference_normalisation(),
+    )?
+    .split(Split::Train, 0.0)?;
     println!(
         "model {} ({} tasks scored), input {size}x{size}, batch {batch}, device {}",
         args[0],

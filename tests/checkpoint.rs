@@ -75,6 +75,11 @@ fn reference_state_dict_is_recognised() {
     assert_eq!(names, ["task1", "task2", "task3"]);
     let kinds: Vec<TaskKind> = loaded.model.tasks.iter().map(|t| t.kind).collect();
     assert_eq!(kinds, [TaskKind::Segmentation, TaskKind::Normal, TaskKind::Depth]);
+    // The family records the reference's input, so image files need no flags.
+    assert_eq!(
+        loaded.model.graph.image_normalisation(),
+        Some(&cut::data::layout::reference_normalisation())
+    );
     assert!(
         loaded.warnings[0].contains("guessed from output widths"),
         "{:?}",

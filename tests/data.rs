@@ -171,7 +171,7 @@ fn reader_splits_and_decodes() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("d");
     synth(&root, 8, 2, 1);
-    let ds = Dataset::open(&root, None).unwrap();
+    let ds = Dataset::open(&root, None, &cut::data::layout::reference_normalisation()).unwrap();
     let val = ds.split(Split::Val, 0.25).unwrap();
     let train = ds.split(Split::Train, 0.25).unwrap();
     assert_eq!((val.count(), train.count()), (2, 6));
@@ -189,17 +189,29 @@ fn reader_splits_and_decodes() {
         .to_string()
         .contains("split is empty"));
 
-    let item = &cut::data::read_index(&root, None).unwrap().2[0];
+    let item = &cut::data::read_index(&root, None, &cut::data::layout::reference_normalisation())
+        .unwrap()
+        .2[0];
     let s = item.load().unwrap();
     let png = image::open(&item.image).unwrap().to_rgb8();
     let px = png.get_pixel(5, 3).0;
     let n = 24 * 32;
     let i = 3 * 32 + 5;
     // Channel 0 is blue minus the blue mean.
-    assert_eq!(s.image[i], px[2] as f32 - BGR_MEAN[0]);
-    assert_eq!(s.image[2 * n + i], px[0] as f32 - BGR_MEAN[2]);
+    assert_eq!(s.image[i], px[2] as f32 - BGR_MEAN[0] as f32);
+    assert_eq!(s.image[2 * n + i], px[0] as f32 - BGR_MEAN[2] as f32);
     let depth: ndarray::Array2<f32> = ndarray_npy::read_npy(&item.depth).unwrap();
     assert_eq!(s.depth[i], depth[[3, 5]]);
+    // A model that records torchvision's normalisation reads RGB, (p / 255 - mean) / std.
+    let rgb = cut::graph::Normalisation {
+        mean: [0.485, 0.456, 0.406],
+        std: [0.229, 0.224, 0.225],
+        ..Default::default()
+    };
+    let item = &cut::data::read_index(&root, None, &rgb).unwrap().2[0];
+    let s = item.load().unwrap();
+    assert_eq!(s.image[i], (px[0] as f32 / 255.0 - 0.485) / 0.229);
+    assert_eq!(s.image[2 * n + i], (px[2] as f32 / 255.0 - 0.406) / 0.225);
 
     let batches: Vec<_> = Loader::sequential(ds.test.clone(), 1, Device::Cpu)
         .map(|b| b.unwrap())
@@ -230,8 +242,11 @@ fn bad_files_are_named() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("d");
     synth(&root, 2, 1, 1);
-    let ds = Dataset::open(&root, None).unwrap();
-    let item = cut::data::read_index(&root, None).unwrap().2[0].clone();
+    let ds = Dataset::open(&root, None, &cut::data::layout::reference_normalisation()).unwrap();
+    let item = cut::data::read_index(&root, None, &cut::data::layout::reference_normalisation())
+        .unwrap()
+        .2[0]
+        .clone();
 
     std::fs::write(&item.image, b"not a png").unwrap();
     let err = item.load().err().unwrap().to_string();
@@ -240,7 +255,10 @@ fn bad_files_are_named() {
         "{err}"
     );
 
-    let item = cut::data::read_index(&root, None).unwrap().1[0].clone();
+    let item = cut::data::read_index(&root, None, &cut::data::layout::reference_normalisation())
+        .unwrap()
+        .1[0]
+        .clone();
     let small = image::GrayImage::new(4, 4);
     small.save(&item.seg).unwrap();
     let err = item.load().err().unwrap().to_string();
@@ -249,7 +267,10 @@ fn bad_files_are_named() {
         "{err}"
     );
 
-    let item = cut::data::read_index(&root, None).unwrap().1[1].clone();
+    let item = cut::data::read_index(&root, None, &cut::data::layout::reference_normalisation())
+        .unwrap()
+        .1[1]
+        .clone();
     let mut depth = ndarray::Array2::<f32>::ones((24, 32));
     depth[[2, 7]] = f32::NAN;
     ndarray_npy::write_npy(&item.depth, &depth).unwrap();
@@ -264,12 +285,20 @@ fn bad_files_are_named() {
     let results: Vec<_> = Loader::sequential(ds.train.clone(), 1, Device::Cpu).collect();
     assert!(results[0].is_err());
 
-    assert!(Dataset::open(&t.path().join("none"), None)
-        .unwrap_err()
-        .to_string()
-        .contains("does not exist"));
+    assert!(Dataset::open(
+        &t.path().join("none"),
+        None,
+        &cut::data::layout::reference_normalisation()
+    )
+    .unwrap_err()
+    .to_string()
+    .contains("does not exist"));
     std::fs::write(root.join("nyu_v2_3task.json"), b"{\"train\": 3}").unwrap();
-    assert!(format!("{:#}", Dataset::open(&root, None).unwrap_err()).contains("not a dataset index"));
+    assert!(format!(
+        "{:#}",
+        Dataset::open(&root, None, &cut::data::layout::reference_normalisation()).unwrap_err()
+    )
+    .contains("not a dataset index"));
 }
 
 /// A source of examples other than the NYUv2 layout: token ids [len] and a per-sample label, with
@@ -346,7 +375,10 @@ fn label_images_are_read_as_meant_or_refused() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("d");
     synth(&root, 2, 1, 1);
-    let item = cut::data::read_index(&root, None).unwrap().2[0].clone();
+    let item = cut::data::read_index(&root, None, &cut::data::layout::reference_normalisation())
+        .unwrap()
+        .2[0]
+        .clone();
     let (w, h) = (32u32, 24u32);
 
     let mut seg16 = image::ImageBuffer::<image::Luma<u16>, Vec<u16>>::new(w, h);
@@ -387,7 +419,10 @@ fn npy_shape_and_length_errors_say_so() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("d");
     synth(&root, 2, 1, 1);
-    let item = cut::data::read_index(&root, None).unwrap().2[0].clone();
+    let item = cut::data::read_index(&root, None, &cut::data::layout::reference_normalisation())
+        .unwrap()
+        .2[0]
+        .clone();
     ndarray_npy::write_npy(&item.depth, &ndarray::Array3::<f32>::ones((2, 3, 4))).unwrap();
     let err = item.load().err().unwrap().to_string();
     assert!(

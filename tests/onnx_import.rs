@@ -322,7 +322,6 @@ fn import_options() {
         &ImportOptions {
             input_sizes: sizes,
             task_kinds: kinds,
-            direct: false,
         },
     )
     .unwrap();
@@ -593,7 +592,8 @@ fn mask_arithmetic_cut_does_not_read_is_refused() {
 }
 
 /// `cut predict` on image files: pixels scaled to [0, 1], reordered with --bgr and normalised with
-/// --mean/--std give the outputs of the same values given as an array.
+/// --mean/--std give the outputs of the same values given as an array; the same normalisation
+/// recorded by `cut import` (and kept through `cut export`) gives the same outputs without flags.
 #[test]
 fn predict_reads_images() {
     let file = fixtures()
@@ -617,17 +617,18 @@ fn predict_reads_images() {
     }
     let npy = tmp.path().join("scene.npy");
     write_npy(&npy, &Tensor::from_slice(&by_hand).view([1, 3, 32, 32]));
-    let predict = |input: &Path, out: &str| -> BTreeMap<String, Tensor> {
+    let predict = |input: &Path, out: &str, model: &Path, flags: bool| -> BTreeMap<String, Tensor> {
         let out = tmp.path().join(out);
+        let norm = ["--bgr", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
         let status = std::process::Command::new(env!("CARGO_BIN_EXE_cut"))
             .args([
                 "predict",
-                file.to_str().unwrap(),
+                model.to_str().unwrap(),
                 input.to_str().unwrap(),
                 "-o",
                 out.to_str().unwrap(),
             ])
-            .args(["--bgr", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"])
+            .args(if flags { &norm[..] } else { &[] })
             .output()
             .unwrap();
         assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
@@ -642,11 +643,40 @@ fn predict_reads_images() {
             })
             .collect()
     };
-    let from_image = predict(&png, "image.npz");
-    let from_array = predict(&npy, "array.npz");
+    let from_image = predict(&png, "image.npz", &file, true);
+    let from_array = predict(&npy, "array.npz", &file, true);
     for (task, t) in &from_image {
         let err = relative_error(t, &from_array[task]);
         assert!(err < 1e-5, "{task}: {err:e}");
+    }
+    // `cut import` records the normalisation, so the checkpoint's images need no flags, and a
+    // round trip through `cut export` keeps it.
+    let imported = tmp.path().join("imported.safetensors");
+    let exported = tmp.path().join("exported.onnx");
+    let norm = ["--bgr", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225"];
+    for args in [
+        [
+            &["import", file.to_str().unwrap(), "-o", imported.to_str().unwrap()][..],
+            &norm,
+        ]
+        .concat(),
+        vec!["export", imported.to_str().unwrap(), "-o", exported.to_str().unwrap()],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cut"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for (model, out) in [(&imported, "recorded.npz"), (&exported, "round_trip.npz")] {
+        let recorded = predict(&png, out, model, false);
+        for (task, t) in &recorded {
+            assert_eq!(t, &from_image[task], "{}: {task}", model.display());
+        }
     }
 }
 
@@ -731,4 +761,198 @@ fn every_command_reads_onnx() {
     .concat();
     cut(&split);
     assert!(Path::new(&at("split.device.safetensors")).exists());
+}
+
+/// The three-head model with its height and width left symbolic, as exporters write them with
+/// `dynamic_axes`.
+fn symbolic_copy(dir: &Path) -> PathBuf {
+    use cut::onnx::proto::{tensor_shape_proto::dimension::Value as D, type_proto::Value as T, ModelProto};
+    use prost::Message;
+    let file = fixtures()
+        .into_iter()
+        .find(|f| f.ends_with("tv_mobilenet_v2_three_heads.onnx"))
+        .unwrap();
+    let mut model = ModelProto::decode(std::fs::read(&file).unwrap().as_slice()).unwrap();
+    let graph = model.graph.as_mut().unwrap();
+    let Some(T::TensorType(t)) = graph.input[0].r#type.as_mut().and_then(|t| t.value.as_mut()) else {
+        panic!("the image input is not a tensor")
+    };
+    let dims = &mut t.shape.as_mut().unwrap().dim;
+    dims[2].value = Some(D::DimParam("height".into()));
+    dims[3].value = Some(D::DimParam("width".into()));
+    let out = dir.join("symbolic.onnx");
+    std::fs::write(&out, model.encode_to_vec()).unwrap();
+    out
+}
+
+/// `--input [NAME:]SIZE` sizes an ONNX file's symbolic input on every command that reads a model:
+/// without it each refuses in one line that names the flag; with it inspect, bench, predict, plan,
+/// prune, export, eval and train --from run at that size. A name that is not an input, and a size
+/// given for a checkpoint, are refused.
+#[test]
+fn every_command_sizes_symbolic_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = symbolic_copy(tmp.path());
+    let model = model.to_str().unwrap();
+    let at = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cut"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let cut = |args: &[&str]| -> serde_json::Value {
+        let out = run(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    let refused = |args: &[&str], want: &str| {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: '{want}' not in {err}");
+    };
+    refused(&["inspect", model], "leaves dimension 2 symbolic");
+    refused(
+        &["inspect", model, "--input", "img:3x40x48"],
+        "'img', which is not an input (inputs: image)",
+    );
+
+    let inspect = cut(&["inspect", model, "--input", "image:3x40x48", "--json"]);
+    assert_eq!(inspect["input"], serde_json::json!([3, 40, 48]), "{inspect}");
+    let bench = cut(&[
+        "bench", model, "--input", "3x40x48", "--runs", "1", "--warmup", "0", "--json",
+    ]);
+    assert!(bench["median_ms"].as_f64().unwrap() > 0.0, "{bench}");
+
+    let x = at("x.npy");
+    write_npy(Path::new(&x), &Tensor::zeros([2, 3, 40, 48], tch::kind::FLOAT_CPU));
+    let out = at("out.npz");
+    let predicted = cut(&["predict", model, &x, "--input", "image:40x48", "-o", &out, "--json"]);
+    assert_eq!(
+        predicted["outputs"]["depth"],
+        serde_json::json!([2, 1, 40, 48]),
+        "{predicted}"
+    );
+
+    let devices = at("devices.json");
+    std::fs::write(
+        &devices,
+        r#"{"devices": [{"name": "a", "flops": "1T", "memory": "4G", "snr_db": 20, "samples": 64}]}"#,
+    )
+    .unwrap();
+    cut(&[
+        "plan",
+        model,
+        "--input",
+        "image:3x40x48",
+        "--devices",
+        &devices,
+        "--json",
+    ]);
+    let pruned = at("pruned.safetensors");
+    let sized = ["--input", "image:3x40x48"];
+    cut(&[
+        &[
+            "prune",
+            model,
+            "--tasks",
+            "seg,depth",
+            "--sparsity",
+            "0.5",
+            "-o",
+            &pruned,
+        ][..],
+        &sized,
+    ]
+    .concat());
+    cut(&[&["export", model, "-o", &at("sized.onnx")][..], &sized].concat());
+
+    let data = at("data");
+    cut(&[
+        "data", "synth", "-o", &data, "--train", "8", "--test", "4", "--input", "32x32",
+    ]);
+    let kinds = "seg:segmentation,depth:depth";
+    let eval = cut(&[
+        "eval",
+        model,
+        "--input",
+        "3x32x32",
+        "--data",
+        &data,
+        "--tasks",
+        "seg,depth",
+        "--task-kinds",
+        kinds,
+        "--json",
+    ]);
+    assert!(eval.is_object(), "{eval}");
+    // A model that records no normalisation reads the layout's images as the reference does;
+    // stating the reference's gives the same metrics, and another normalisation other ones.
+    let eval_with = |norm: &[&str]| {
+        let base = [
+            "eval",
+            model,
+            "--input",
+            "3x32x32",
+            "--data",
+            &data,
+            "--tasks",
+            "seg,depth",
+            "--task-kinds",
+            kinds,
+            "--json",
+        ];
+        cut(&[&base[..], norm].concat())["tasks"].clone()
+    };
+    let reference = [
+        "--pixel-range",
+        "255",
+        "--bgr",
+        "--mean",
+        "104.00699,116.66877,122.67892",
+    ];
+    assert_eq!(eval_with(&reference), eval["tasks"]);
+    assert_ne!(eval_with(&["--mean", "0.5,0.5,0.5"]), eval["tasks"]);
+    let trained = at("trained.safetensors");
+    cut(&[
+        "train",
+        "--from",
+        model,
+        "--input",
+        "3x32x32",
+        "--task-kinds",
+        kinds,
+        "--train-tasks",
+        "seg,depth",
+        "--data",
+        &data,
+        "--steps",
+        "1",
+        "--batch",
+        "4",
+        "-o",
+        &trained,
+    ]);
+    // The checkpoint records its sizes; --input NAME:SIZE is for ONNX files.
+    refused(
+        &[
+            "prune",
+            &pruned,
+            "--tasks",
+            "seg",
+            "--sparsity",
+            "0.5",
+            "-o",
+            &at("again.safetensors"),
+            "--input",
+            "image:3x8x8",
+        ],
+        "--input image:SIZE sets the size an ONNX file leaves symbolic",
+    );
 }

@@ -97,7 +97,7 @@ fn flat_dataset(root: &Path, n: usize) -> Dataset {
         index.test.push(files);
     }
     std::fs::write(root.join("nyu_v2_3task.json"), serde_json::to_string(&index).unwrap()).unwrap();
-    Dataset::open(root, None).unwrap()
+    Dataset::open(root, None, &cut::data::layout::reference_normalisation()).unwrap()
 }
 
 /// Two calibration batches of two images (shuffle seed 0), on the CPU.

@@ -24,7 +24,7 @@ fn masked_training_is_deterministic_and_selects_on_validation() {
         2,
     )
     .unwrap();
-    let ds = Dataset::open(&root, None).unwrap();
+    let ds = Dataset::open(&root, None, &cut::data::layout::reference_normalisation()).unwrap();
     let (model, params) = common::small_model();
     let tasks = model.tasks.clone();
 

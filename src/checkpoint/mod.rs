@@ -295,6 +295,12 @@ fn diagnose_offsets(header: &[u8]) -> Option<String> {
 
 impl Checkpoint {
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint> {
+        Checkpoint::open_with(path, &LoadOptions::default())
+    }
+
+    /// Opens a checkpoint, a Hugging Face folder or an ONNX file (imported with `opts`'s input
+    /// sizes, which only an ONNX file takes).
+    pub fn open_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Checkpoint> {
         let path = path.as_ref().to_path_buf();
         let shown = path.display();
         // Before opening: opening a FIFO blocks until something writes to it.
@@ -303,7 +309,7 @@ impl Checkpoint {
             // A Hugging Face model folder: its weights file.
             let inside = path.join("model.safetensors");
             if inside.is_file() {
-                return Checkpoint::open(inside);
+                return Checkpoint::open_with(inside, opts);
             }
             bail!("{shown}: is a directory without a model.safetensors (give a checkpoint file, or a Hugging Face model folder)");
         }
@@ -311,7 +317,16 @@ impl Checkpoint {
             bail!("{shown}: not a regular file (a FIFO, device or socket); give a checkpoint file");
         }
         if is_onnx(&path) {
-            return Checkpoint::from_onnx(path);
+            return Checkpoint::from_onnx(path, &opts.input_sizes);
+        }
+        if let Some(name) = opts.input_sizes.keys().next() {
+            let flag = match name.as_str() {
+                "" => "--input SIZE".to_string(),
+                n => format!("--input {n}:SIZE"),
+            };
+            crate::usage_bail!(
+                "{shown}: {flag} sets the size an ONNX file leaves symbolic; this checkpoint records its own sizes"
+            );
         }
         let file = File::open(&path).map_err(|e| anyhow!("{shown}: cannot open ({e})"))?;
         Checkpoint::from_file(path, file)
@@ -319,10 +334,10 @@ impl Checkpoint {
 
     /// An ONNX file, imported (`crate::onnx::import`) into an anonymous temporary checkpoint, so
     /// every command reads it as it reads its own files; `path` stays the ONNX file's.
-    pub fn from_onnx(path: PathBuf) -> Result<Checkpoint> {
+    pub fn from_onnx(path: PathBuf, input_sizes: &BTreeMap<String, Vec<usize>>) -> Result<Checkpoint> {
         use std::io::Write;
         let options = crate::onnx::import::ImportOptions {
-            direct: true,
+            input_sizes: input_sizes.clone(),
             ..Default::default()
         };
         let imported = crate::onnx::import::import(&path, &options)?;
@@ -501,7 +516,7 @@ impl Checkpoint {
     /// SceneNet tensor names when there is none. The tensors are checked against the graph.
     pub fn model(&self, opts: &LoadOptions) -> Result<LoadedModel> {
         let shown = self.path.display();
-        let loaded = if self.imported {
+        let mut loaded = if self.imported {
             let mut model = metadata::read_model(&self.metadata).with_context(|| format!("{shown}"))?;
             name_output_kinds(&mut model, opts).with_context(|| format!("{shown}"))?;
             LoadedModel {
@@ -545,6 +560,13 @@ impl Checkpoint {
         }
         self.check_against(&loaded.model, &loaded.ignored)
             .with_context(|| format!("{shown}"))?;
+        if let Some(norm) = &opts.normalisation {
+            loaded
+                .model
+                .graph
+                .set_image_normalisation(norm)
+                .with_context(|| format!("{shown}"))?;
+        }
         Ok(loaded)
     }
 

@@ -18,11 +18,115 @@ pub struct ModelArgs {
     /// (genre:sequence-mean,pos:token; kinds token, sequence, sequence-mean).
     #[arg(long, value_name = "k1,k2 | a:k1,b:k2")]
     pub task_kinds: Option<String>,
+    /// An ONNX file's per-sample input size, where the file leaves it symbolic (or to override
+    /// it): NAME:CxHxW, NAME:L for text, or CxHxW (HxW) for its only input; repeat for several.
+    /// bench, inspect and export also run at an unnamed size.
+    #[arg(long = "input", value_name = "[NAME:]SIZE")]
+    pub input_sizes: Vec<String>,
 }
 
 impl ModelArgs {
+    /// How to read the model; an unnamed `--input` is an ONNX file's import size.
     pub fn load_options(&self) -> Result<LoadOptions> {
-        load_options(self.task_names.as_deref(), self.task_kinds.as_deref())
+        let mut opts = load_options(self.task_names.as_deref(), self.task_kinds.as_deref())?;
+        opts.input_sizes = input_sizes(&self.input_sizes)?;
+        Ok(opts)
+    }
+
+    /// For commands that also run at a size (bench, inspect, export): how to read the model, and
+    /// the unnamed `--input`, which sizes a checkpoint's run and also an ONNX file's import.
+    pub fn load_options_and_run_size(&self) -> Result<(LoadOptions, Option<String>)> {
+        let mut opts = self.load_options()?;
+        let unnamed = self.input_sizes.iter().find(|i| !i.contains(':')).cloned();
+        if !cut::checkpoint::is_onnx(&self.model) {
+            opts.input_sizes.remove("");
+        }
+        Ok((opts, unnamed))
+    }
+}
+
+/// `--input NAME:3x224x224` or `--input 3x224x224` (repeated) as per-sample sizes by input name
+/// ("" for the unnamed one).
+pub fn input_sizes(items: &[String]) -> Result<std::collections::BTreeMap<String, Vec<usize>>> {
+    let mut sizes = std::collections::BTreeMap::new();
+    for item in items {
+        let (name, size) = item.rsplit_once(':').unwrap_or(("", item));
+        let dims = size
+            .split('x')
+            .map(|d| d.trim().parse::<usize>().ok().filter(|&n| n > 0))
+            .collect::<Option<Vec<usize>>>();
+        let Some(dims) = dims.filter(|d| !d.is_empty()) else {
+            cut::usage_bail!("--input '{item}': expected NAME:CxHxW, NAME:L or CxHxW (sizes positive, joined by x)");
+        };
+        if sizes.insert(name.to_string(), dims).is_some() {
+            let which = if name.is_empty() { "an unnamed size" } else { name };
+            cut::usage_bail!("--input gives {which} twice");
+        }
+    }
+    Ok(sizes)
+}
+
+/// How image files become a model's image input, as the user states it.
+#[derive(clap::Args, Clone, Debug)]
+pub struct NormArgs {
+    /// Images (files, a dataset's): per-channel mean subtracted after pixels are scaled to [0,
+    /// --pixel-range], "R,G,B" ("B,G,R" with --bgr); torchvision's ImageNet models take
+    /// 0.485,0.456,0.406. Recorded in the model written; default: what the model records, else 0,0,0.
+    #[arg(long, value_name = "R,G,B")]
+    pub mean: Option<String>,
+    /// Images: per-channel standard deviation divided out after the mean; torchvision's
+    /// ImageNet models take 0.229,0.224,0.225 (default: the model's, else 1,1,1).
+    #[arg(long, value_name = "R,G,B")]
+    pub std: Option<String>,
+    /// Images: the model reads blue, green, red (OpenCV's order), not red, green, blue.
+    #[arg(long)]
+    pub bgr: bool,
+    /// Images: what a pixel of 255 becomes before the mean: 1 (torchvision, timm, Ultralytics)
+    /// or 255 (Caffe and OpenCV models, which subtract a mean from pixels as stored).
+    #[arg(long, value_name = "1|255")]
+    pub pixel_range: Option<f64>,
+}
+
+impl NormArgs {
+    /// `opts` with the stated normalisation, which the model as loaded records.
+    pub fn apply(&self, opts: LoadOptions) -> Result<LoadOptions> {
+        Ok(LoadOptions {
+            normalisation: self.normalisation()?,
+            ..opts
+        })
+    }
+
+    /// The stated normalisation, or `None` when no flag was given.
+    pub fn normalisation(&self) -> Result<Option<cut::graph::Normalisation>> {
+        if self.mean.is_none() && self.std.is_none() && !self.bgr && self.pixel_range.is_none() {
+            return Ok(None);
+        }
+        let mut norm = cut::graph::Normalisation {
+            bgr: self.bgr,
+            range: self.pixel_range.unwrap_or(1.0),
+            ..Default::default()
+        };
+        if let Some(text) = &self.mean {
+            norm.mean = three("--mean", text)?;
+        }
+        if let Some(text) = &self.std {
+            norm.std = three("--std", text)?;
+        }
+        norm.check()?;
+        Ok(Some(norm))
+    }
+}
+
+/// Three comma-separated numbers.
+fn three(flag: &str, text: &str) -> Result<[f64; 3]> {
+    let values: Vec<f64> = text
+        .split(',')
+        .map(|v| v.trim().parse::<f64>())
+        .collect::<std::result::Result<Vec<f64>, _>>()
+        .unwrap_or_default();
+    match values.as_slice() {
+        &[a, b, c] => Ok([a, b, c]),
+        _ => cut::usage_bail!("{flag} '{text}': expected three numbers such as 0.485,0.456,0.406"),
     }
 }
 
@@ -76,9 +180,10 @@ pub struct SceneNetArgs {
     /// Dilation rates of the summed head branches.
     #[arg(long, default_value = "6,12,18,24")]
     pub rates: String,
-    /// Default input size (HxW) recorded in the graph for compute counts.
-    #[arg(long = "input", alias = "input-size", value_name = "HxW", default_value = "480x640")]
-    pub input_size: String,
+    /// Default input size (HxW) recorded in the graph for compute counts (default 480x640). With
+    /// --from an ONNX file: its input sizes, as `cut import --input` takes them.
+    #[arg(long = "input", alias = "input-size", value_name = "HxW")]
+    pub input_size: Option<String>,
 }
 
 impl SceneNetArgs {
@@ -94,7 +199,7 @@ impl SceneNetArgs {
         config.stem_width = self.stem_width;
         config.head_width = self.head_width;
         config.rates = parse_usize_list("--rates", &self.rates)?;
-        let [_, h, w] = parse_input_size(&self.input_size, 3)?;
+        let [_, h, w] = parse_input_size(self.input_size.as_deref().unwrap_or("480x640"), 3)?;
         config.input_hw = [h, w];
         Ok(config)
     }

@@ -20,9 +20,6 @@ pub struct Args {
     /// Samples per timed forward pass.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Input size CxHxW (default: the graph's).
-    #[arg(long, value_name = "CxHxW")]
-    input: Option<String>,
     /// A text model's sequence length (default: the graph's, 128).
     #[arg(long, value_name = "N")]
     seq_len: Option<usize>,
@@ -57,11 +54,13 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    // HxW leaves the channels at 0: the job takes the graph's.
-    let input = a.input.as_deref().map(|text| parse_input_size(text, 0)).transpose()?;
+    // An unnamed --input CxHxW is the timed size; HxW leaves the channels at 0: the job takes the
+    // graph's.
+    let (load, run_size) = a.model.load_options_and_run_size()?;
+    let input = run_size.as_deref().map(|text| parse_input_size(text, 0)).transpose()?;
     let job = BenchJob {
         model: a.model.model.clone(),
-        load: a.model.load_options()?,
+        load,
         tasks: a.tasks.as_deref().map(parse_task_list),
         device: a.device,
         batch: a.batch,

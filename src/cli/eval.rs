@@ -14,6 +14,8 @@ pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
+    norm: super::args::NormArgs,
+    #[command(flatten)]
     data: DataArgs,
     /// Split to evaluate.
     #[arg(long, value_parser = super::args::choice::<Split>(), default_value = "test")]
@@ -42,7 +44,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let job = EvalJob {
         model: a.model.model.clone(),
-        load: a.model.load_options()?,
+        load: a.norm.apply(a.model.load_options()?)?,
         data: a.data.settings(),
         split: a.split,
         tasks: a.tasks.as_deref().map(parse_task_list),

@@ -45,8 +45,8 @@ pub struct Args {
     /// ONNX, text models: a fixed sequence length instead of a dynamic one.
     #[arg(long)]
     seq_len: Option<usize>,
-    /// ONNX, image models: the input size HxW (default: the graph's).
-    #[arg(long = "input", alias = "size", value_name = "HxW", value_parser = super::args::parse_hw)]
+    /// ONNX, image models: the input size HxW (the unnamed `--input`'s form, kept for scripts).
+    #[arg(long, hide = true, value_name = "HxW", value_parser = super::args::parse_hw)]
     size: Option<(usize, usize)>,
     /// Replace existing output files.
     #[arg(long)]
@@ -60,18 +60,19 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let (load, run_size) = a.model.load_options_and_run_size()?;
     let format = match a.format {
         Format::HfFolder => ExportFormat::HfFolder,
         Format::Onnx => ExportFormat::Onnx(ExportOptions {
             opset: a.opset,
             half: a.dtype == WeightType::F16,
-            sizes: fixed_sizes(&a),
+            sizes: fixed_sizes(&a, run_size.as_deref())?,
             ..Default::default()
         }),
     };
     let job = ExportJob {
         model: a.model.model.clone(),
-        load: a.model.load_options()?,
+        load,
         tasks: a.tasks.as_deref().map(parse_task_list),
         format,
         out: a.out.clone(),
@@ -89,8 +90,9 @@ pub fn run(a: Args) -> Result<()> {
     super::args::print_wrote(a.json, serde_json::to_value(&done)?, &line)
 }
 
-/// The sizes the ONNX file fixes: the batch, a text model's sequence length, an image's size.
-fn fixed_sizes(a: &Args) -> std::collections::BTreeMap<String, usize> {
+/// The sizes the ONNX file fixes: the batch, a text model's sequence length, an image's size
+/// (`--input [C]xHxW`).
+fn fixed_sizes(a: &Args, input: Option<&str>) -> Result<std::collections::BTreeMap<String, usize>> {
     let mut sizes = std::collections::BTreeMap::new();
     if let Some(b) = a.batch {
         sizes.insert("batch".to_string(), b);
@@ -98,9 +100,16 @@ fn fixed_sizes(a: &Args) -> std::collections::BTreeMap<String, usize> {
     if let Some(s) = a.seq_len {
         sizes.insert("seq".to_string(), s);
     }
-    if let Some((h, w)) = a.size {
+    let hw = match input {
+        Some(text) => {
+            let [_, h, w] = super::args::parse_input_size(text, 0)?;
+            Some((h, w))
+        }
+        None => a.size,
+    };
+    if let Some((h, w)) = hw {
         sizes.insert("height".to_string(), h);
         sizes.insert("width".to_string(), w);
     }
-    sizes
+    Ok(sizes)
 }

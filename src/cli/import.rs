@@ -12,9 +12,11 @@ pub struct Args {
     /// The ONNX file (opsets 13 to 21; external data beside it is read).
     model: PathBuf,
     /// Per-sample size of an input the file leaves symbolic (or to override it), as
-    /// name:CxHxW or name:L; repeat for several inputs.
-    #[arg(long = "input", value_name = "NAME:SIZE")]
+    /// NAME:CxHxW, NAME:L, or CxHxW for the file's only input; repeat for several inputs.
+    #[arg(long = "input", value_name = "[NAME:]SIZE")]
     inputs: Vec<String>,
+    #[command(flatten)]
+    norm: super::args::NormArgs,
     /// Task kinds of the outputs, by output name: seg:segmentation,cls:classification. Outputs
     /// not named are of kind `output` (no labels: magnitude pruning, export and bench work;
     /// evaluation and fine-tuning need a kind).
@@ -35,10 +37,10 @@ pub fn run(a: Args) -> Result<()> {
     let job = ImportJob {
         model: a.model.clone(),
         options: ImportOptions {
-            input_sizes: input_sizes(&a.inputs)?,
+            input_sizes: super::args::input_sizes(&a.inputs)?,
             task_kinds: task_kinds(a.task_kinds.as_deref())?,
-            direct: false,
         },
+        normalisation: a.norm.normalisation()?,
         out: a.out.clone(),
         force: a.force,
         command: super::command_line(),
@@ -55,25 +57,6 @@ pub fn run(a: Args) -> Result<()> {
         tasks.join(", ")
     );
     super::args::print_wrote(a.json, serde_json::to_value(&done)?, &line)
-}
-
-/// `--input name:3x224x224` (repeated) as per-sample sizes by input name.
-fn input_sizes(items: &[String]) -> Result<BTreeMap<String, Vec<usize>>> {
-    let mut sizes = BTreeMap::new();
-    for item in items {
-        let Some((name, size)) = item.rsplit_once(':') else {
-            cut::usage_bail!("--input '{item}': expected name:CxHxW or name:L");
-        };
-        let dims = size
-            .split('x')
-            .map(|d| d.trim().parse::<usize>().ok().filter(|&n| n > 0))
-            .collect::<Option<Vec<usize>>>();
-        match dims {
-            Some(d) if !d.is_empty() => sizes.insert(name.to_string(), d),
-            _ => cut::usage_bail!("--input '{item}': sizes must be positive numbers joined by x"),
-        };
-    }
-    Ok(sizes)
 }
 
 /// `--task-kinds a:kind,b:kind`.

@@ -8,9 +8,6 @@ use cut::report::table::{bytes, count, percent, render};
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// Input size CxHxW for multiply-accumulate counts (default: the graph's, 3x480x640 for SceneNet).
-    #[arg(long, value_name = "CxHxW")]
-    input: Option<String>,
     /// Sequence length for a text model's multiply-accumulate counts (default: the graph's, 128).
     #[arg(long, value_name = "N")]
     seq_len: Option<usize>,
@@ -23,11 +20,13 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    // An unnamed --input CxHxW sizes the multiply-accumulate counts (default: the graph's).
+    let (load, run_size) = a.model.load_options_and_run_size()?;
     let job = InspectJob {
         model: a.model.model.clone(),
-        load: a.model.load_options()?,
+        load,
         input: InputChoice {
-            image: a.input.as_deref().map(|t| parse_input_size(t, 3)).transpose()?,
+            image: run_size.as_deref().map(|t| parse_input_size(t, 3)).transpose()?,
             seq_len: a.seq_len,
         },
         list_tensors: a.tensors,

@@ -2,6 +2,7 @@
 
 use super::args::ModelArgs;
 use anyhow::Result;
+use cut::checkpoint::LoadOptions;
 use cut::device::DeviceChoice;
 use cut::jobs::predict::{run as run_job, PredictJob};
 use std::path::PathBuf;
@@ -16,17 +17,8 @@ pub struct Args {
     /// tokenizer).
     #[arg(required = true, value_name = "INPUT")]
     inputs: Vec<String>,
-    /// Image files: per-channel mean subtracted from pixels scaled to [0, 1], "R,G,B" (or
-    /// "B,G,R" with --bgr); torchvision's ImageNet models take 0.485,0.456,0.406.
-    #[arg(long, value_name = "R,G,B", default_value = "0,0,0")]
-    mean: String,
-    /// Image files: per-channel standard deviation the pixels are divided by after the mean;
-    /// torchvision's ImageNet models take 0.229,0.224,0.225.
-    #[arg(long, value_name = "R,G,B", default_value = "1,1,1")]
-    std: String,
-    /// Image files: give the model blue, green, red (OpenCV's order) instead of red, green, blue.
-    #[arg(long)]
-    bgr: bool,
+    #[command(flatten)]
+    norm: super::args::NormArgs,
     /// Only these tasks' outputs (default: all).
     #[arg(long, value_name = "a,b")]
     tasks: Option<String>,
@@ -47,35 +39,21 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let job = PredictJob {
         model: a.model.model.clone(),
-        load: a.model.load_options()?,
-        inputs: a.inputs.clone(),
-        normalisation: cut::data::images::Normalisation {
-            mean: three("--mean", &a.mean)?,
-            std: three("--std", &a.std)?,
-            bgr: a.bgr,
+        load: LoadOptions {
+            normalisation: a.norm.normalisation()?,
+            ..a.model.load_options()?
         },
+        inputs: a.inputs.clone(),
         tasks: a.tasks.as_deref().map(cut::graph::parse_task_list),
         device: a.device,
         out: a.out.clone(),
         force: a.force,
     };
     let done = run_job(&job)?;
+    for w in &done.warnings {
+        eprintln!("cut: warning: {w}");
+    }
     let shapes: Vec<String> = done.outputs.iter().map(|(k, s)| format!("{k} {s:?}")).collect();
     let line = format!("wrote {} ({})", done.wrote.display(), shapes.join(", "));
     super::args::print_wrote(a.json, serde_json::to_value(&done)?, &line)
-}
-
-/// Three comma-separated numbers.
-fn three(flag: &str, text: &str) -> Result<[f32; 3]> {
-    let values: Vec<f32> = text
-        .split(',')
-        .map(|v| v.trim().parse::<f32>())
-        .collect::<std::result::Result<Vec<f32>, _>>()
-        .ok()
-        .filter(|v: &Vec<f32>| v.len() == 3)
-        .unwrap_or_default();
-    match values.as_slice() {
-        &[a, b, c] => Ok([a, b, c]),
-        _ => cut::usage_bail!("{flag} '{text}': expected three numbers such as 0.485,0.456,0.406"),
-    }
 }

@@ -19,6 +19,8 @@ use std::path::PathBuf;
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    norm: super::args::NormArgs,
     /// Tasks the pruned model must keep, e.g. seg,depth. Other heads are removed from the file.
     #[arg(long, value_name = "a,b")]
     tasks: String,
@@ -96,7 +98,7 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let job = PruneJob {
         model: a.model.model.clone(),
-        load: a.model.load_options()?,
+        load: a.norm.apply(a.model.load_options()?)?,
         tasks: parse_task_list(&a.tasks),
         request: PruneRequest {
             criterion: a.criterion,

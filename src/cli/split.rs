@@ -12,6 +12,8 @@ use std::path::PathBuf;
 pub struct Args {
     #[command(flatten)]
     model: ModelArgs,
+    #[command(flatten)]
+    norm: super::args::NormArgs,
     /// The tasks the split keeps, comma-separated.
     #[arg(long, value_name = "a,b")]
     tasks: String,
@@ -97,7 +99,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let job = SplitJob {
         model: a.model.model.clone(),
-        load: a.model.load_options()?,
+        load: a.norm.apply(a.model.load_options()?)?,
         tasks: cut::graph::parse_task_list(&a.tasks),
         at: (a.at != "auto").then(|| a.at.clone()),
         pools,

@@ -19,6 +19,8 @@ pub struct Args {
     #[command(flatten)]
     scenenet: SceneNetArgs,
     #[command(flatten)]
+    norm: super::args::NormArgs,
+    #[command(flatten)]
     data: DataArgs,
     /// With --from, fine-tune only this block's parameters (a block as `cut plan` names it:
     /// "backbone.blocks.2.0", "encoder.layer.3", "head:seg"); everything else, batch-norm
@@ -80,9 +82,18 @@ pub fn run(a: Args) -> Result<()> {
     let source = match &a.from {
         Some(path) => TrainSource::From {
             path: path.clone(),
-            load: super::args::load_options(None, a.task_kinds.as_deref())?,
+            load: a.norm.apply(cut::checkpoint::LoadOptions {
+                input_sizes: super::args::input_sizes(a.scenenet.input_size.as_slice())?,
+                ..super::args::load_options(None, a.task_kinds.as_deref())?
+            })?,
         },
-        None => TrainSource::New(a.scenenet.config()?.build()?),
+        None => {
+            let mut model = a.scenenet.config()?.build()?;
+            if let Some(norm) = a.norm.normalisation()? {
+                model.graph.set_image_normalisation(&norm)?;
+            }
+            TrainSource::New(model)
+        }
     };
     let job = TrainJob {
         source,

@@ -1,45 +1,12 @@
-//! Image files (PNG, JPEG) as a model's input batch: decoded to RGB (or BGR), scaled to [0, 1],
-//! resized to the model's size and normalised as the user states. For `cut predict`; the
-//! label-free data of unlabelled image folders is the next reader.
+//! Image files (PNG, JPEG) as a model's input batch: decoded to RGB (or BGR), scaled,
+//! resized to the model's size and normalised as the graph or the user states. For `cut predict`;
+//! the label-free data of unlabelled image folders is the next reader.
 
 use anyhow::{anyhow, bail, Result};
 use std::path::Path;
 use tch::{Kind, Tensor};
 
-/// How pixels become input values: `(pixel / 255 - mean) / std` per channel, in the channel
-/// order the model reads.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct Normalisation {
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-    /// Channels in blue, green, red order (OpenCV's), as the mean and std are given.
-    pub bgr: bool,
-}
-
-impl Default for Normalisation {
-    /// Pixels in [0, 1], RGB.
-    fn default() -> Self {
-        Normalisation {
-            mean: [0.0; 3],
-            std: [1.0; 3],
-            bgr: false,
-        }
-    }
-}
-
-impl Normalisation {
-    /// Checks the standard deviations.
-    pub fn check(&self) -> Result<()> {
-        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || self.mean.iter().any(|m| !m.is_finite()) {
-            crate::usage_bail!(
-                "--std must be positive and --mean finite (got mean {:?}, std {:?})",
-                self.mean,
-                self.std
-            );
-        }
-        Ok(())
-    }
-}
+pub use crate::graph::Normalisation;
 
 /// The images at `paths` as one batch [N, 3, height, width]: each resized (bilinear, half-pixel
 /// centres) to the model's size, then normalised.
@@ -62,7 +29,8 @@ fn read_image(path: &Path, height: usize, width: usize, norm: &Normalisation) ->
         bail!("{}: the image is empty", path.display());
     }
     let hwc = Tensor::from_slice(img.as_raw()).view([h, w, 3]);
-    let mut chw = hwc.permute([2, 0, 1]).to_kind(Kind::Float) / 255.0;
+    // As `Normalisation::value` computes it, so a file and a dataset give the same values.
+    let mut chw = hwc.permute([2, 0, 1]).to_kind(Kind::Float) / norm.divisor() as f64;
     if norm.bgr {
         chw = chw.flip([0]);
     }
@@ -72,8 +40,8 @@ fn read_image(path: &Path, height: usize, width: usize, norm: &Normalisation) ->
             .upsample_bilinear2d([height as i64, width as i64], false, None, None)
             .squeeze_dim(0);
     }
-    let mean = Tensor::from_slice(&norm.mean).view([3, 1, 1]);
-    let std = Tensor::from_slice(&norm.std).view([3, 1, 1]);
+    let mean = Tensor::from_slice(&norm.mean.map(|m| m as f32)).view([3, 1, 1]);
+    let std = Tensor::from_slice(&norm.std.map(|s| s as f32)).view([3, 1, 1]);
     Ok((chw - mean) / std)
 }
 
@@ -98,6 +66,7 @@ mod tests {
             mean: [0.5, 0.5, 0.5],
             std: [0.5, 0.25, 0.5],
             bgr: true,
+            ..Default::default()
         };
         let bgr = image_batch(&[&path], 1, 2, &norm).unwrap();
         // Blue first: (0 - 0.5) / 0.5 = -1, (1 - 0.5) / 0.5 = 1; green (0 - 0.5) / 0.25 = -2.

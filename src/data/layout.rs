@@ -9,7 +9,18 @@ use std::path::{Path, PathBuf};
 
 pub const INDEX_FILE: &str = "nyu_v2_3task.json";
 /// Per-channel mean subtracted from BGR images (the reference's).
-pub const BGR_MEAN: [f32; 3] = [104.006_99, 116.668_77, 122.678_92];
+pub const BGR_MEAN: [f64; 3] = [104.006_99, 116.668_77, 122.678_92];
+
+/// The reference's input: BGR pixels as stored (0 to 255) minus [`BGR_MEAN`]. The layout's images
+/// take it unless the model states its own.
+pub fn reference_normalisation() -> crate::graph::Normalisation {
+    crate::graph::Normalisation {
+        range: 255.0,
+        mean: BGR_MEAN,
+        std: [1.0; 3],
+        bgr: true,
+    }
+}
 /// Segmentation label of pixels that take no part in loss or metrics.
 pub const SEG_IGNORE: i64 = 255;
 /// Depth at or below this is invalid (the reference's threshold).
@@ -93,13 +104,15 @@ pub struct Item {
     pub seg: PathBuf,
     pub normal: PathBuf,
     pub depth: PathBuf,
+    /// How the image's pixels become the model's input.
+    pub norm: crate::graph::Normalisation,
 }
 
 /// Decoded sample: host arrays in the layout the model and metrics want.
 pub struct Sample {
     pub height: usize,
     pub width: usize,
-    /// BGR minus mean, channel-major [3, H, W].
+    /// Normalised as the item says, channel-major [3, H, W].
     pub image: Vec<f32>,
     /// [H, W], 255 = ignore.
     pub seg: Vec<i64>,
@@ -135,9 +148,10 @@ impl Item {
         let n = width * height;
         let mut image = vec![0f32; 3 * n];
         for (i, px) in img.pixels().enumerate() {
-            // Stored RGB; the reference reads BGR (OpenCV) and subtracts the BGR mean.
+            // Stored RGB; the reference reads BGR (OpenCV).
             for c in 0..3 {
-                image[c * n + i] = px.0[2 - c] as f32 - BGR_MEAN[c];
+                let stored = if self.norm.bgr { 2 - c } else { c };
+                image[c * n + i] = self.norm.value(px.0[stored], c);
             }
         }
         // Class indices as stored: 16-bit values are read as they are, not scaled to 8 bits.
@@ -207,7 +221,7 @@ impl Item {
     }
 }
 
-/// The NYUv2 layout as examples: the input `image` [3, H, W] (BGR minus mean) and the labels `seg`
+/// The NYUv2 layout as examples: the input `image` [3, H, W] (normalised as each item says) and the labels `seg`
 /// [H, W] (int64, 255 ignored), `normal` [3, H, W] and `depth` [1, H, W].
 impl super::example::Examples for Vec<Item> {
     fn count(&self) -> usize {

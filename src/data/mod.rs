@@ -56,9 +56,10 @@ pub struct Dataset {
 const VAL_SPLIT_SEED: u64 = 0x5_EED0_F5A1;
 
 impl Dataset {
-    /// Opens `root`, reading `index` (default `nyu_v2_3task.json`) inside it.
-    pub fn open(root: &Path, index: Option<&str>) -> Result<Dataset> {
-        let (index_path, train, test) = read_index(root, index)?;
+    /// Opens `root`, reading `index` (default `nyu_v2_3task.json`) inside it; its images become
+    /// inputs by `norm`.
+    pub fn open(root: &Path, index: Option<&str>, norm: &crate::graph::Normalisation) -> Result<Dataset> {
+        let (index_path, train, test) = read_index(root, index, norm)?;
         Ok(Dataset {
             root: root.to_path_buf(),
             index_path,
@@ -107,9 +108,13 @@ impl Dataset {
     }
 }
 
-/// The NYUv2-layout items of `root`'s index (default `nyu_v2_3task.json`): the index's path, the
-/// training items and the test items.
-pub fn read_index(root: &Path, index: Option<&str>) -> Result<(PathBuf, Vec<Item>, Vec<Item>)> {
+/// The NYUv2-layout items of `root`'s index (default `nyu_v2_3task.json`), their images read by
+/// `norm`: the index's path, the training items and the test items.
+pub fn read_index(
+    root: &Path,
+    index: Option<&str>,
+    norm: &crate::graph::Normalisation,
+) -> Result<(PathBuf, Vec<Item>, Vec<Item>)> {
     if !root.is_dir() {
         bail!("{}: dataset folder does not exist", root.display());
     }
@@ -128,6 +133,7 @@ pub fn read_index(root: &Path, index: Option<&str>) -> Result<(PathBuf, Vec<Item
                 seg: root.join(s),
                 normal: root.join(n),
                 depth: root.join(d),
+                norm: norm.clone(),
             })
             .collect()
     };
@@ -190,7 +196,10 @@ pub fn open_for(
     }
     use crate::graph::InputRole;
     let Some(ids) = model.graph.input_named_by(InputRole::TokenIds) else {
-        return Ok((Dataset::open(root, index)?, Vec::new()));
+        return Ok((
+            Dataset::open(root, index, &image_normalisation(&model.graph))?,
+            Vec::new(),
+        ));
     };
     let Some(tokenizer) = &model.tokenizer else {
         bail!("the model reads text but carries no tokenizer: put its tokenizer.json beside model.safetensors");
@@ -228,6 +237,15 @@ pub fn open_for(
         ));
     }
     Ok((data, warnings))
+}
+
+/// How the NYUv2 layout's images become `graph`'s image input: as the graph records, else the
+/// reference's (the layout's own convention, which models written before graphs recorded it take).
+pub fn image_normalisation(graph: &crate::graph::Graph) -> crate::graph::Normalisation {
+    graph
+        .image_normalisation()
+        .cloned()
+        .unwrap_or_else(layout::reference_normalisation)
 }
 
 /// The count of real (unpadded) tokens of every example of a text split, read from its input

@@ -21,6 +21,12 @@ pub struct LoadOptions {
     /// The folder holding the checkpoint (set by the reader), where a family finds the files that
     /// travel with a model (a Hugging Face `config.json`, `labels.json`).
     pub folder: Option<std::path::PathBuf>,
+    /// Per-sample sizes by input name for an ONNX file's symbolic dimensions (`--input
+    /// NAME:SIZE`); the name "" stands for a file's only input.
+    pub input_sizes: BTreeMap<String, Vec<usize>>,
+    /// How image files become the image input, as the user states it (`--mean`, `--std`, `--bgr`,
+    /// `--pixel-range`): recorded on the model as loaded, in place of what it records.
+    pub normalisation: Option<crate::graph::Normalisation>,
 }
 
 impl LoadOptions {
@@ -37,7 +43,7 @@ impl LoadOptions {
         Ok(LoadOptions {
             task_names: named.or_else(|| task_names.map(parse_task_list)),
             task_kinds,
-            folder: None,
+            ..Default::default()
         })
     }
 }

@@ -57,6 +57,69 @@ pub struct GraphInput {
     pub dtype: InputDType,
     /// Per sample (the batch dimension comes first and is not listed).
     pub dims: Vec<Dim>,
+    /// How image files become this input's values, where the model states it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalise: Option<Normalisation>,
+}
+
+/// How 8-bit pixels become an image input's values: `(pixel / (255 / range) - mean) / std` per
+/// channel, in the channel order the model reads. torchvision's ImageNet models take range 1 with
+/// mean 0.485,0.456,0.406 and std 0.229,0.224,0.225; Caffe-style models (the SceneNet family's)
+/// range 255, a BGR mean and std 1, which computes `pixel - mean` exactly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Normalisation {
+    /// The value a pixel of 255 becomes before the mean is subtracted: 1 or 255.
+    pub range: f64,
+    pub mean: [f64; 3],
+    pub std: [f64; 3],
+    /// Channels in blue, green, red order (OpenCV's), as the mean and std are given.
+    pub bgr: bool,
+}
+
+impl Default for Normalisation {
+    /// Pixels in [0, 1], RGB.
+    fn default() -> Self {
+        Normalisation {
+            range: 1.0,
+            mean: [0.0; 3],
+            std: [1.0; 3],
+            bgr: false,
+        }
+    }
+}
+
+impl Normalisation {
+    /// Checks the numbers: a range of 1 or 255, finite means, positive standard deviations.
+    pub fn check(&self) -> Result<()> {
+        if self.range != 1.0 && self.range != 255.0 {
+            crate::usage_bail!("--pixel-range must be 1 or 255 (got {})", self.range);
+        }
+        if self.std.iter().any(|s| !(s.is_finite() && *s > 0.0)) || self.mean.iter().any(|m| !m.is_finite()) {
+            crate::usage_bail!(
+                "--std must be positive and --mean finite (got mean {:?}, std {:?})",
+                self.mean,
+                self.std
+            );
+        }
+        Ok(())
+    }
+
+    /// The input value of 8-bit `pixel` in the model's channel `channel`, computed in f32.
+    pub fn value(&self, pixel: u8, channel: usize) -> f32 {
+        let (mean, std) = (self.mean[channel] as f32, self.std[channel] as f32);
+        (pixel as f32 / self.divisor() - mean) / std
+    }
+
+    /// What pixels are divided by first: 255 for a range of 1, 1 for 255.
+    pub fn divisor(&self) -> f32 {
+        (255.0 / self.range) as f32
+    }
+
+    /// The 8-bit pixel (rounded, clamped) of input value `value` in channel `channel`.
+    pub fn pixel(&self, value: f32, channel: usize) -> u8 {
+        let (mean, std) = (self.mean[channel] as f32, self.std[channel] as f32);
+        ((value * std + mean) * self.divisor()).round().clamp(0.0, 255.0) as u8
+    }
 }
 
 impl GraphInput {
@@ -70,6 +133,7 @@ impl GraphInput {
                 Dim::Named("height".into()),
                 Dim::Named("width".into()),
             ],
+            normalise: None,
         }
     }
 
@@ -134,6 +198,8 @@ pub struct InputSpec {
     /// Default spatial size used for multiply-accumulate counts.
     pub height: usize,
     pub width: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalise: Option<Normalisation>,
 }
 
 /// The graph as its JSON spells it.
@@ -184,6 +250,7 @@ impl TryFrom<GraphJson> for Graph {
                     .map_or("input".to_string(), |n| n.name.clone());
                 let input = GraphInput {
                     name,
+                    normalise: spec.normalise,
                     ..GraphInput::image(spec.channels)
                 };
                 (vec![input], image_sizes(spec.height, spec.width))
@@ -232,6 +299,7 @@ impl Graph {
                 channels,
                 height,
                 width,
+                normalise: input.normalise.clone(),
             }),
             _ => None,
         }
@@ -243,6 +311,35 @@ impl Graph {
             Some(s) => Ok([s.channels, s.height, s.width]),
             None => bail!("this graph's inputs are not one [C, height, width] image"),
         }
+    }
+
+    /// How image files become the image input, where the graph states it.
+    pub fn image_normalisation(&self) -> Option<&Normalisation> {
+        self.inputs
+            .iter()
+            .find(|d| self.input_role(d) == InputRole::Image)
+            .and_then(|d| d.normalise.as_ref())
+    }
+
+    /// Records `norm` on the graph's three-channel image inputs; an error where it has none.
+    pub fn set_image_normalisation(&mut self, norm: &Normalisation) -> Result<()> {
+        norm.check()?;
+        let images: Vec<usize> = (0..self.inputs.len())
+            .filter(|&i| {
+                self.input_role(&self.inputs[i]) == InputRole::Image && self.inputs[i].dims[0] == Dim::Fixed(3)
+            })
+            .collect();
+        if images.is_empty() {
+            let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+            crate::usage_bail!(
+                "--mean, --std, --bgr and --pixel-range describe a [3, height, width] image input; this model's inputs ({}) hold none",
+                names.join(", ")
+            );
+        }
+        for i in images {
+            self.inputs[i].normalise = Some(norm.clone());
+        }
+        Ok(())
     }
 
     /// The declaration of the input read by node `name`.
@@ -345,6 +442,7 @@ mod tests {
             name: name.into(),
             dtype,
             dims,
+            normalise: None,
         };
         let seq = || Dim::Named("seq".into());
         Graph {
@@ -414,6 +512,46 @@ mod tests {
         let err = serde_json::from_str::<Graph>(&both).unwrap_err().to_string();
         assert!(err.contains("either 'input' or 'inputs'"), "{err}");
         assert!(seq.image_input().is_err());
+    }
+
+    #[test]
+    fn image_normalisation_is_recorded_in_both_json_forms() {
+        let mut image = two_head_graph();
+        assert_eq!(image.image_normalisation(), None);
+        let caffe = crate::data::layout::reference_normalisation();
+        // Two channels are not an RGB image.
+        assert!(image.set_image_normalisation(&caffe).is_err());
+        image.inputs[0].dims[0] = Dim::Fixed(3);
+        image.set_image_normalisation(&caffe).unwrap();
+        let text = serde_json::to_string(&image).unwrap();
+        assert!(
+            text.contains(r#""input":{"channels":3,"height":4,"width":4,"normalise":{"range":255.0,"mean":[104.00699,116.66877,122.67892],"std":[1.0,1.0,1.0],"bgr":true}}"#),
+            "{text}"
+        );
+        let back: Graph = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.image_normalisation(), Some(&caffe));
+        // Range 255, std 1: the stored pixel minus the mean, exactly; and back.
+        let blue = crate::data::layout::BGR_MEAN[0] as f32;
+        // The f64 mean rounds to the f32 the reference's code subtracts.
+        assert_eq!(blue, 104.006_99f32);
+        assert_eq!(caffe.value(200, 0), 200.0 - blue);
+        assert_eq!(caffe.pixel(200.0 - blue, 0), 200);
+        let torch = Normalisation {
+            mean: [0.5; 3],
+            std: [0.25; 3],
+            ..Default::default()
+        };
+        assert_eq!(torch.value(255, 1), 2.0);
+        assert_eq!(torch.pixel(2.0, 1), 255);
+
+        let mut seq = sequence_graph();
+        let err = seq.set_image_normalisation(&torch).unwrap_err().to_string();
+        assert!(err.contains("this model's inputs (a, b, ids) hold none"), "{err}");
+        let bad = Normalisation {
+            range: 10.0,
+            ..Default::default()
+        };
+        assert!(image.set_image_normalisation(&bad).is_err());
     }
 
     #[test]

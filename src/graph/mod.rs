@@ -13,7 +13,7 @@ pub mod ops;
 pub mod passes;
 pub mod shapes;
 
-pub use inputs::{image_sizes, Dim, GraphInput, InputDType, InputRole, InputSpec};
+pub use inputs::{image_sizes, Dim, GraphInput, InputDType, InputRole, InputSpec, Normalisation};
 pub use ops::{BatchNorm, Conv2d, Linear, MaxPool, Mode, Op, OpDef, Upsample, UpsampleMode};
 
 use anyhow::{bail, Result};

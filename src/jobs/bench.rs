@@ -50,13 +50,13 @@ pub fn run(job: &BenchJob) -> Result<BenchDone> {
         tch::set_num_threads(t as i32);
     }
     let device = crate::device::resolve(job.device)?;
-    let ckpt = Checkpoint::open(&job.model)?;
+    let ckpt = Checkpoint::open_with(&job.model, &job.load)?;
     // --task-kinds applies to whichever of the model and the baseline has no cut graph (a
     // Hugging Face folder); the model reads it when both have one, and refuses it there.
     let baseline_needs_them = job
         .baseline
         .as_ref()
-        .map(|p| Checkpoint::open(p).map(|c| !has_graph(&c)))
+        .map(|p| open_baseline(p, job).map(|c| !has_graph(&c)))
         .transpose()?
         .unwrap_or(false);
     let model_opts = if has_graph(&ckpt) && baseline_needs_them {
@@ -137,13 +137,22 @@ fn bench_input(job: &BenchJob, model: &crate::graph::Model) -> Result<BenchInput
 }
 
 /// The baseline model and its parameters, checked to take the same input.
+/// The baseline, an ONNX one imported at the model's `--input` sizes.
+fn open_baseline(path: &std::path::Path, job: &BenchJob) -> Result<Checkpoint> {
+    if crate::checkpoint::is_onnx(path) {
+        Checkpoint::open_with(path, &job.load)
+    } else {
+        Checkpoint::open(path)
+    }
+}
+
 fn load_baseline(
     job: &BenchJob,
     input: &BenchInput,
     device: tch::Device,
 ) -> Result<Option<(crate::graph::Model, crate::graph::Params)>> {
     let Some(path) = &job.baseline else { return Ok(None) };
-    let ckpt = Checkpoint::open(path)?;
+    let ckpt = open_baseline(path, job)?;
     let opts = if has_graph(&ckpt) {
         LoadOptions::default()
     } else {

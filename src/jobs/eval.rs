@@ -45,7 +45,7 @@ fn limited(items: Samples, limit: Option<usize>) -> Result<Samples> {
 /// as it is known; `progress(done, total)` counts the samples evaluated.
 pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(usize, usize)) -> Result<EvalReport> {
     let started = std::time::Instant::now();
-    let ckpt = Checkpoint::open(&job.model)?;
+    let ckpt = Checkpoint::open_with(&job.model, &job.load)?;
     let loaded = ckpt.model(&job.load)?;
     for w in &loaded.warnings {
         warn(w);

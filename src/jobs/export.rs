@@ -49,7 +49,7 @@ pub struct ExportDone {
 
 /// Loads the model (its selected heads), writes it in the asked format, all files or none.
 pub fn run(job: &ExportJob, warn: &mut dyn FnMut(&str)) -> Result<ExportDone> {
-    let ckpt = Checkpoint::open(&job.model)?;
+    let ckpt = Checkpoint::open_with(&job.model, &job.load)?;
     let loaded = ckpt.model(&job.load)?;
     for w in &loaded.warnings {
         warn(w);

@@ -14,6 +14,8 @@ use std::time::Instant;
 pub struct ImportJob {
     pub model: PathBuf,
     pub options: ImportOptions,
+    /// How image files become the image input, recorded in the checkpoint.
+    pub normalisation: Option<crate::graph::Normalisation>,
     /// Default: the input with `.safetensors`.
     pub out: Option<PathBuf>,
     pub force: bool,
@@ -32,6 +34,9 @@ pub struct ImportDone {
     pub parameters: usize,
     /// Output name and kind, in output order.
     pub tasks: Vec<(String, String)>,
+    /// The image input's normalisation as recorded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalisation: Option<crate::graph::Normalisation>,
     pub import_s: f64,
 }
 
@@ -43,7 +48,13 @@ pub fn run(job: &ImportJob) -> Result<ImportDone> {
         .unwrap_or_else(|| job.model.with_extension("safetensors"));
     fsio::check_output(&out, &[&job.model], job.force)?;
     let t = Instant::now();
-    let imported = import(&job.model, &job.options)?;
+    let mut imported = import(&job.model, &job.options)?;
+    if let Some(norm) = &job.normalisation {
+        let graph = &mut imported.model.graph;
+        graph
+            .set_image_normalisation(norm)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", job.model.display()))?;
+    }
     let import_s = t.elapsed().as_secs_f64();
     let provenance = Provenance::new(job.command.clone(), Some(sha256_file(&job.model)?));
     let mut outputs = fsio::Outputs::new(job.force);
@@ -63,6 +74,7 @@ pub fn run(job: &ImportJob) -> Result<ImportDone> {
             .iter()
             .map(|t| (t.name.clone(), t.kind.as_str().to_string()))
             .collect(),
+        normalisation: imported.model.graph.image_normalisation().cloned(),
         import_s,
     })
 }

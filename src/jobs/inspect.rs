@@ -19,6 +19,6 @@ pub struct InspectJob {
 
 /// Reads the checkpoint and summarises it; its warnings are in the inspection.
 pub fn run(job: &InspectJob) -> Result<Inspection> {
-    let ckpt = Checkpoint::open(&job.model)?;
+    let ckpt = Checkpoint::open_with(&job.model, &job.load)?;
     inspect(&ckpt, &job.load, job.input, job.list_tensors)
 }

@@ -46,7 +46,7 @@ pub fn run(job: &PlanJob) -> Result<PlanReport> {
     if let Some(out) = &job.out {
         crate::fsio::check_output(out, &[&job.model, &job.devices], job.force)?;
     }
-    let ckpt = Checkpoint::open(&job.model)?;
+    let ckpt = Checkpoint::open_with(&job.model, &job.load)?;
     let model = ckpt.model(&job.load)?.model;
     let devices = crate::plan::devices::read(&job.devices, job.samples)?;
     let params = match job.request.measure {

@@ -22,8 +22,6 @@ pub struct PredictJob {
     /// `.npz` or `.safetensors` (arrays named by graph input), images (`.png`, `.jpg`: one batch
     /// for the image input) or a `.jsonl` of texts (for a model with a tokenizer).
     pub inputs: Vec<String>,
-    /// How image files become the image input.
-    pub normalisation: crate::data::images::Normalisation,
     /// Only these tasks' outputs (all when `None`).
     pub tasks: Option<Vec<String>>,
     pub device: DeviceChoice,
@@ -39,6 +37,11 @@ pub struct PredictDone {
     pub batch: usize,
     /// Each task's output shape, batch first.
     pub outputs: BTreeMap<String, Vec<i64>>,
+    /// How image files became the image input (absent when none were given).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub normalisation: Option<crate::graph::Normalisation>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Reads the inputs, runs the model (inference mode) and writes every selected task's output.
@@ -52,11 +55,12 @@ pub fn run(job: &PredictJob) -> Result<PredictDone> {
         .collect();
     inputs_read.extend(files.iter().map(PathBuf::as_path));
     fsio::check_output(&job.out, &inputs_read, job.force)?;
-    let ckpt = Checkpoint::open(&job.model)?;
+    let ckpt = Checkpoint::open_with(&job.model, &job.load)?;
     let model = ckpt.model(&job.load)?.model;
     let device = crate::device::resolve(job.device)?;
     let params = ckpt.load_params(&model, device)?;
-    let graph_inputs = read_inputs(&job.inputs, &model, &job.normalisation)?;
+    let (norm, warnings) = image_normalisation(&job.inputs, &model.graph, &job.model);
+    let graph_inputs = read_inputs(&job.inputs, &model, &norm.clone().unwrap_or_default())?;
     let batch = check_inputs(&graph_inputs, &model.graph)?;
     let tasks: Vec<String> = match &job.tasks {
         Some(t) => model.select_tasks(t)?.into_iter().map(|t| t.name).collect(),
@@ -80,6 +84,8 @@ pub fn run(job: &PredictJob) -> Result<PredictDone> {
         wrote: job.out.clone(),
         batch,
         outputs: outputs.iter().map(|(k, v)| (k.clone(), v.size())).collect(),
+        normalisation: norm,
+        warnings,
     })
 }
 
@@ -133,20 +139,43 @@ impl OutFormat {
     }
 }
 
+/// How image files among `inputs` become the image input: as the model records (or the user
+/// stated), else pixels in [0, 1], RGB, with a warning.
+fn image_normalisation(
+    inputs: &[String],
+    graph: &crate::graph::Graph,
+    model: &Path,
+) -> (Option<crate::graph::Normalisation>, Vec<String>) {
+    if !inputs.iter().any(|a| is_image(a)) {
+        return (None, Vec::new());
+    }
+    match graph.image_normalisation() {
+        Some(n) => (Some(n.clone()), Vec::new()),
+        None => (
+            Some(Default::default()),
+            vec![format!(
+                "{} records no input normalisation: images are read as RGB in [0, 1]; state it with --mean, --std, --bgr, --pixel-range (cut import records it)",
+                model.display()
+            )],
+        ),
+    }
+}
+
+fn is_image(arg: &str) -> bool {
+    let ext = Path::new(arg)
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
+}
+
 /// The arrays of every input argument, by graph input name.
 fn read_inputs(
     args: &[String],
     model: &crate::graph::Model,
-    norm: &crate::data::images::Normalisation,
+    norm: &crate::graph::Normalisation,
 ) -> Result<BTreeMap<String, Tensor>> {
     let graph = &model.graph;
-    let is_image = |a: &String| {
-        let ext = Path::new(a)
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        matches!(ext.as_deref(), Some("png" | "jpg" | "jpeg"))
-    };
     let (images, args): (Vec<&String>, Vec<&String>) = args.iter().partition(|a| is_image(a));
     let mut out = BTreeMap::new();
     if !images.is_empty() {
@@ -239,7 +268,7 @@ fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
 fn image_input(
     graph: &crate::graph::Graph,
     paths: &[&Path],
-    norm: &crate::data::images::Normalisation,
+    norm: &crate::graph::Normalisation,
 ) -> Result<(String, Tensor)> {
     use crate::graph::inputs::InputRole;
     let Some(name) = graph.input_named_by(InputRole::Image) else {

@@ -255,7 +255,7 @@ fn write_outputs(
 /// `progress(phase, done, total)` reports the long phases. Nothing is written unless every
 /// output is complete: the model and both reports are renamed into place together at the end.
 pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Result<PruneDone> {
-    let ckpt = Checkpoint::open(&job.model)?;
+    let ckpt = Checkpoint::open_with(&job.model, &job.load)?;
     let loaded = ckpt.model(&job.load)?;
     for w in &loaded.warnings {
         warn(w);

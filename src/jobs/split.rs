@@ -192,13 +192,14 @@ fn probes(model: &Model, test: &Samples) -> Result<Probes> {
     if model.graph.input_named_by(InputRole::TokenIds).is_none() {
         // Image: PNG size of every test image, mean and largest.
         let mut sizes = Vec::new();
+        let norm = crate::data::image_normalisation(&model.graph);
         for batch in Loader::sequential(test.clone(), 1, Device::Cpu) {
             let inputs = batch?.graph_inputs(&model.graph)?;
             let image = inputs
                 .values()
                 .find(|t| t.dim() == 4)
                 .ok_or_else(|| anyhow::anyhow!("{}: no image input", test.describe(sizes.len())))?;
-            sizes.push(payload::image_png(image)?.len());
+            sizes.push(payload::image_png(image, &norm)?.len());
         }
         let mean = sizes.iter().sum::<usize>() as f64 / sizes.len().max(1) as f64;
         return Ok(Probes {
@@ -556,7 +557,7 @@ pub fn run(
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<SplitDone> {
     job.validate()?;
-    let ckpt = Checkpoint::open(&job.model)?;
+    let ckpt = Checkpoint::open_with(&job.model, &job.load)?;
     let loaded = ckpt.model(&job.load)?;
     for w in &loaded.warnings {
         warn(w);

@@ -56,7 +56,7 @@ fn starting_point(
 ) -> Result<(Model, Params, Option<String>)> {
     match &job.source {
         TrainSource::From { path, load } => {
-            let ckpt = Checkpoint::open(path)?;
+            let ckpt = Checkpoint::open_with(path, load)?;
             let loaded = ckpt.model(load)?;
             for w in &loaded.warnings {
                 warn(w);

@@ -213,10 +213,12 @@ pub fn export(model: &Model, params: &Params, opts: &ExportOptions, external_nam
             output: outputs,
             ..Default::default()
         }),
-        metadata_props: vec![StringStringEntryProto {
-            key: "cut.tasks".into(),
+        metadata_props: std::iter::once(StringStringEntryProto {
+            key: super::import::recorded::TASKS_KEY.into(),
             value: serde_json::to_string(&tasks)?,
-        }],
+        })
+        .chain(super::import::recorded::normalisation_entry(&graph)?)
+        .collect(),
         ..Default::default()
     };
     Ok(Exported {

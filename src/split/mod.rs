@@ -420,6 +420,7 @@ pub fn separate(joined: &Model, params: &Params) -> Result<Parts> {
         name: FEATURES.into(),
         dtype: InputDType::F32,
         dims: feature_dims,
+        normalise: None,
     });
     for decl in &graph.inputs {
         if read.contains(&decl.name) {

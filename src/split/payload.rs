@@ -98,21 +98,21 @@ pub fn decode(
     Ok((x, tokens))
 }
 
-/// An image input ([1, 3, H, W], BGR minus the NYUv2 layout's mean) as an 8-bit RGB PNG: what
-/// cloud-only inference uploads.
-pub fn image_png(x: &Tensor) -> Result<Vec<u8>> {
+/// An image input ([1, 3, H, W], normalised by `norm`) as an 8-bit RGB PNG: what cloud-only
+/// inference uploads.
+pub fn image_png(x: &Tensor, norm: &crate::graph::Normalisation) -> Result<Vec<u8>> {
     let size = x.size();
     let [1, 3, h, w] = size.as_slice() else {
         bail!("an image input is [1, 3, H, W], not {size:?}");
     };
     let (h, w) = (*h as usize, *w as usize);
     let v = Vec::<f32>::try_from(x.to_kind(Kind::Float).flatten(0, -1))?;
-    let mean = crate::data::layout::BGR_MEAN;
     let mut rgb = vec![0u8; 3 * h * w];
     for i in 0..h * w {
         for c in 0..3 {
-            // Stored BGR: channel 2 - c is RGB channel c.
-            rgb[3 * i + c] = (v[(2 - c) * h * w + i] + mean[2 - c]).round().clamp(0.0, 255.0) as u8;
+            // A BGR model's channel 2 - c is RGB channel c.
+            let read = if norm.bgr { 2 - c } else { c };
+            rgb[3 * i + c] = norm.pixel(v[read * h * w + i], read);
         }
     }
     let mut out = Vec::new();

@@ -306,11 +306,13 @@ impl BertConfig {
                     name: IDS.into(),
                     dtype: InputDType::I64,
                     dims: seq(),
+                    normalise: None,
                 },
                 GraphInput {
                     name: MASK.into(),
                     dtype: InputDType::I64,
                     dims: seq(),
+                    normalise: None,
                 },
             ],
             sizes: BTreeMap::from([("seq".to_string(), DEFAULT_SEQ.min(self.max_tokens()))]),

@@ -201,7 +201,11 @@ impl SceneNetConfig {
             tokenizer: None,
             graph: Graph {
                 family: Some("scenenet".into()),
-                inputs: vec![GraphInput::image(self.in_channels)],
+                inputs: vec![GraphInput {
+                    // What the reference trains on, so image files need no flags.
+                    normalise: (self.in_channels == 3).then(crate::data::layout::reference_normalisation),
+                    ..GraphInput::image(self.in_channels)
+                }],
                 sizes: image_sizes(self.input_hw[0], self.input_hw[1]),
                 nodes: b.nodes,
                 outputs,

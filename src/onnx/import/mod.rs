@@ -14,6 +14,7 @@ mod index_math;
 mod layout;
 mod norm;
 mod pool;
+pub mod recorded;
 mod resize;
 mod tensor;
 
@@ -39,9 +40,6 @@ pub struct ImportOptions {
     pub input_sizes: BTreeMap<String, Vec<usize>>,
     /// Task kinds by output name; an output not named here is of kind `output` (no labels).
     pub task_kinds: BTreeMap<String, TaskKind>,
-    /// Opened by a command other than `cut import`, which has no `--input NAME:SIZE`: a size the
-    /// file leaves symbolic then asks for `cut import` first.
-    pub direct: bool,
 }
 
 /// An imported model, its parameters and what the import did.
@@ -208,14 +206,18 @@ pub fn import(path: &Path, opts: &ImportOptions) -> Result<Imported> {
             )
         })?;
     }
-    let (outputs, tasks) = declare_outputs(&cx, &graph.output, opts)?;
-    let graph = Graph {
+    let (outputs, mut tasks) = declare_outputs(&cx, &graph.output, opts)?;
+    let mut graph = Graph {
         family: Some("onnx".into()),
         inputs,
         sizes,
         nodes: cx.nodes,
         outputs,
     };
+    let props = &model.metadata_props;
+    recorded::apply_tasks(props, &mut tasks, &opts.task_kinds)
+        .and_then(|_| recorded::apply_normalisation(props, &mut graph))
+        .with_context(|| format!("{}", path.display()))?;
     let model = Model {
         graph,
         tasks,
@@ -308,9 +310,10 @@ fn declare_inputs(
     let mut sizes = BTreeMap::new();
     let graph_inputs: Vec<&proto::ValueInfoProto> =
         inputs.iter().filter(|vi| !cx.values.contains_key(&vi.name)).collect();
+    let given = sizes_by_input(&file, &graph_inputs, opts)?;
     for vi in graph_inputs {
         let (dtype, dims) = value_type(vi).with_context(|| format!("{file}: input '{}'", vi.name))?;
-        let shape = per_sample_shape(&file, vi, &dims, opts)?;
+        let shape = per_sample_shape(&file, vi, &dims, given.get(&vi.name))?;
         if shape.len() + 1 != dims.len() {
             crate::usage_bail!(
                 "{file}: input '{}' has {} dimensions after the batch; --input gives {}",
@@ -342,6 +345,7 @@ fn declare_inputs(
             name: vi.name.clone(),
             dtype,
             dims,
+            normalise: None,
         });
         cx.nodes.push(Node {
             name: vi.name.clone(),
@@ -364,14 +368,53 @@ fn declare_inputs(
     Ok((declared, sizes))
 }
 
-/// An input's per-sample shape: `--input`'s, else the file's (an error where it is symbolic).
+/// `--input`'s sizes by input name: an unnamed size ("") is the only input's; a name that is not
+/// an input is an error.
+fn sizes_by_input(
+    file: &str,
+    inputs: &[&proto::ValueInfoProto],
+    opts: &ImportOptions,
+) -> Result<BTreeMap<String, Vec<usize>>> {
+    let names: Vec<&str> = inputs.iter().map(|vi| vi.name.as_str()).collect();
+    let mut out = BTreeMap::new();
+    for (name, size) in &opts.input_sizes {
+        let name = match (name.as_str(), names.as_slice()) {
+            ("", [only]) => *only,
+            ("", _) => crate::usage_bail!(
+                "{file}: the graph reads {} inputs ({}); name the one --input sizes, as NAME:SIZE",
+                names.len(),
+                names.join(", ")
+            ),
+            (n, _) if names.contains(&n) => n,
+            (n, _) => crate::usage_bail!(
+                "{file}: --input names '{n}', which is not an input (inputs: {})",
+                names.join(", ")
+            ),
+        };
+        if out.insert(name.to_string(), size.clone()).is_some() {
+            crate::usage_bail!("{file}: --input gives input '{name}' twice");
+        }
+    }
+    Ok(out)
+}
+
+/// An input's per-sample shape: `--input`'s (HxW taking the file's channels), else the file's (an
+/// error where it is symbolic).
 fn per_sample_shape(
     file: &str,
     vi: &proto::ValueInfoProto,
     dims: &[Option<usize>],
-    opts: &ImportOptions,
+    given: Option<&Vec<usize>>,
 ) -> Result<Vec<usize>> {
-    Ok(match opts.input_sizes.get(&vi.name) {
+    Ok(match given {
+        Some(s) if s.len() == 2 && dims.len() == 4 => match dims[1] {
+            Some(c) => vec![c, s[0], s[1]],
+            None => crate::usage_bail!(
+                "{file}: input '{}' leaves its channels symbolic; give --input {}:CxHxW",
+                vi.name,
+                vi.name
+            ),
+        },
         Some(s) => s.clone(),
         None => dims
             .iter()
@@ -380,11 +423,7 @@ fn per_sample_shape(
             .map(|(i, d)| {
                 d.ok_or_else(|| {
                     let flag = format!("--input {}:{}", vi.name, example_size(dims.len() - 1));
-                    let fix = if opts.direct {
-                        format!("import it once with its size: cut import {file} {flag} -o model.safetensors")
-                    } else {
-                        format!("give its size, e.g. {flag}")
-                    };
+                    let fix = format!("give its size, e.g. {flag}");
                     anyhow::Error::new(crate::error::UsageError(format!(
                         "{file}: input '{}' leaves dimension {} symbolic: {fix}",
                         vi.name,
