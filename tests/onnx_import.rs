@@ -956,3 +956,54 @@ fn every_command_sizes_symbolic_inputs() {
         "--input image:SIZE sets the size an ONNX file leaves symbolic",
     );
 }
+
+/// Channel groups from the graph's dependencies on every zoo model: removing every other channel
+/// of every prunable group (keeping those whose constant a padded convolution would see) gives a
+/// smaller model whose outputs keep their shapes and equal, within 1e-4, those of the model with
+/// the removed channels zeroed (their constants folded into the consumers' biases).
+#[test]
+fn zoo_models_shrink_to_their_masked_outputs() {
+    use cut::prune::{channels::channel_groups, structured};
+    let mut shrunk_some = Vec::new();
+    for file in fixtures() {
+        let name = file.file_stem().unwrap().to_string_lossy().to_string();
+        let imported = import(&file, &ImportOptions::default()).unwrap();
+        let (model, params) = (&imported.model, &imported.params);
+        let groups = channel_groups(&model.graph).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let hazards = structured::fold_hazards(model, params, &groups).unwrap();
+        let keep: Vec<Option<Vec<i64>>> = groups
+            .iter()
+            .zip(&hazards)
+            .map(|(g, h)| {
+                (g.prunable() && !g.producers.is_empty() && g.channels > 1).then(|| {
+                    (0..g.channels)
+                        .filter(|&c| c % 2 == 0 || h[c])
+                        .map(|c| c as i64)
+                        .collect()
+                })
+            })
+            .collect();
+        if keep.iter().all(Option::is_none) {
+            continue;
+        }
+        let masked = structured::zero_removed(model, params, &groups, &keep).unwrap();
+        let shrunk = structured::shrink(model, params, &groups, &keep).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert!(shrunk.inexact.is_empty(), "{name}: {:?}", shrunk.inexact);
+        let before: usize = params.values().map(|t| t.numel()).sum();
+        let after: usize = shrunk.params.values().map(|t| t.numel()).sum();
+        assert!(after < before, "{name}: {after} parameters of {before}");
+        let refs = references(&file);
+        let inputs = inputs_at(model, &refs, 4);
+        let tasks: Vec<&str> = model.tasks.iter().map(|t| t.name.as_str()).collect();
+        let want = forward_inputs(&model.graph, &masked, &inputs, &tasks, Mode::Eval).unwrap();
+        let got = forward_inputs(&shrunk.model.graph, &shrunk.params, &inputs, &tasks, Mode::Eval).unwrap();
+        for task in &tasks {
+            assert_eq!(got[*task].size(), want[*task].size(), "{name}: {task}");
+            let err = relative_error(&got[*task], &want[*task]);
+            assert!(err < 1e-4, "{name}: {task}: {err:e}");
+        }
+        shrunk_some.push(name);
+    }
+    // Every architecture has channels to remove.
+    assert_eq!(shrunk_some.len(), fixtures().len(), "{shrunk_some:?}");
+}

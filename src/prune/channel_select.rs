@@ -156,8 +156,15 @@ pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], score
                     .collect();
                 let mut channel = vec![0.0; g.channels];
                 let mut add = |v: Vec<f64>| channel.iter_mut().zip(v).for_each(|(a, b)| *a += b);
-                for w in &producers {
-                    add(per_channel(&task_scores[w], 0));
+                // Output rows of the producers and of the depthwise filters the channel passes.
+                let filters = g.norms.iter().filter_map(|n| match graph.node(n)?.op.def().channels() {
+                    crate::graph::ops::ChannelRule::PerChannel { zeroed: Some(w), .. } => Some(w.to_string()),
+                    _ => None,
+                });
+                for w in producers.iter().cloned().chain(filters) {
+                    if let Some(scores) = task_scores.get(&w) {
+                        add(per_channel(scores, 0));
+                    }
                 }
                 for c in &g.consumers {
                     if let Some((w, _)) = producer_weight(graph, c)
@@ -371,7 +378,7 @@ impl<'a> ChannelSearch<'a> {
                 .map(|p| p.iter().flatten().filter(|&&h| h).count())
                 .unwrap_or(0);
             bail!(
-                "the budget cannot be met: the width rules (--min-channels {}, --round-to {}, --max-layer-ratio {}){} leave at least {} MACs and {} parameters (the model has {} and {}); relax a rule or the budget",
+                "the budget cannot be met: the width rules (--min-channels {}, --round-to {}, --max-layer-ratio {}){} leave at least {} MACs and {} parameters (the model has {} and {}); relax a rule{} or the budget",
                 self.rules.min_channels,
                 self.rules.round_to,
                 self.rules.max_layer_ratio,
@@ -383,7 +390,12 @@ impl<'a> ChannelSearch<'a> {
                 smallest.macs,
                 smallest.params,
                 before.macs,
-                before.params
+                before.params,
+                if protected > 0 {
+                    " (--fold approximate removes the channels the exact fold keeps)"
+                } else {
+                    ""
+                }
             );
         }
         let (mut lo, mut hi) = (0.0f64, 1.0f64);

@@ -8,7 +8,7 @@
 //! norm, and input channel k of every consumer.
 
 use crate::graph::ops::ChannelRule;
-use crate::graph::{Dim, Graph, Op};
+use crate::graph::{Dim, Graph, Node, Op};
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -33,6 +33,7 @@ impl ChannelGroup {
     }
 }
 
+#[derive(Default)]
 struct UnionFind(Vec<usize>);
 
 impl UnionFind {
@@ -53,7 +54,8 @@ impl UnionFind {
 
 /// The channel groups of a graph, in the order their spaces first appear.
 pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
-    let facts = record_spaces(graph);
+    let shapes = crate::graph::shapes::infer_sizes(graph, &graph.sizes)?;
+    let facts = record_spaces(graph, &shapes);
     let groups = resolve_groups(facts);
     check_widths(graph, &groups)?;
     Ok(groups.into_values().collect())
@@ -61,6 +63,7 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
 
 /// What the walk over the graph records: channel spaces joined by union-find, their widths, and
 /// per space the nodes that produce, normalise, consume or fix its channels.
+#[derive(Default)]
 struct SpaceFacts<'g> {
     width: Vec<usize>,
     uf: UnionFind,
@@ -70,76 +73,165 @@ struct SpaceFacts<'g> {
     fixed: Vec<(usize, String)>,
 }
 
-/// One walk in graph order, asking each op how it treats channels.
-fn record_spaces(graph: &Graph) -> SpaceFacts<'_> {
-    let mut space: HashMap<&str, usize> = HashMap::new();
-    let mut width: Vec<usize> = Vec::new();
-    let mut uf = UnionFind(Vec::new());
-    let new_space = |channels: usize, width: &mut Vec<usize>, uf: &mut UnionFind| {
-        width.push(channels);
-        uf.0.push(uf.0.len());
-        uf.0.len() - 1
-    };
-    // Facts recorded per node, resolved to groups once all unions are known.
-    let mut producers: Vec<(usize, &str)> = Vec::new();
-    let mut consumers: Vec<(usize, &str)> = Vec::new();
-    let mut norms: Vec<(usize, &str)> = Vec::new();
-    let mut fixed: Vec<(usize, String)> = Vec::new();
-    for node in &graph.nodes {
-        let input = |i: usize| -> usize { space[node.inputs[i].as_str()] };
-        let s = match node.op.def().channels() {
+/// The walk's state: each node's space, and where its channels lie, counted from the last axis
+/// of its per-sample shape (3 for [C, H, W], 1 for [tokens, C]; 0 where it has none), so that
+/// broadcasting, which aligns trailing axes, lines channels up.
+struct Walk<'g> {
+    graph: &'g Graph,
+    shapes: &'g HashMap<String, Vec<usize>>,
+    facts: SpaceFacts<'g>,
+    space: HashMap<&'g str, usize>,
+    axis: HashMap<&'g str, usize>,
+    /// Spaces of scalars, which broadcast over any channels.
+    scalars: std::collections::HashSet<usize>,
+}
+
+/// The size of `shape` at `axis` counted from its end (1 is the last).
+fn along(shape: &[usize], axis: usize) -> Option<usize> {
+    (axis >= 1 && axis <= shape.len()).then(|| shape[shape.len() - axis])
+}
+
+impl<'g> Walk<'g> {
+    fn new_space(&mut self, channels: usize) -> usize {
+        self.facts.width.push(channels);
+        let uf = &mut self.facts.uf.0;
+        uf.push(uf.len());
+        uf.len() - 1
+    }
+    fn fix(&mut self, s: usize, why: String) {
+        self.facts.fixed.push((s, why));
+    }
+    fn shape(&self, node: &str) -> &'g [usize] {
+        self.shapes.get(node).map_or(&[], Vec::as_slice)
+    }
+    /// Where `node`'s channels lie and its space.
+    fn at(&self, node: &str) -> (usize, usize) {
+        (self.space[node], self.axis.get(node).copied().unwrap_or(0))
+    }
+
+    /// One node: its output's space and channel axis, from how its op treats channels.
+    fn node(&mut self, node: &'g Node) -> (usize, usize) {
+        // The first input's space and axis (none for a graph input).
+        let (s0, a0) = node.inputs.first().map_or((usize::MAX, 0), |i| self.at(i));
+        let name = node.name.as_str();
+        match node.op.def().channels() {
             ChannelRule::Source => {
                 // An input's channels are its first dimension (none for, say, token ids).
-                let channels = match graph.input_decl(&node.name).and_then(|d| d.dims.first()) {
+                let channels = match self.graph.input_decl(name).and_then(|d| d.dims.first()) {
                     Some(Dim::Fixed(c)) => *c,
                     _ => 0,
                 };
-                let s = new_space(channels, &mut width, &mut uf);
-                fixed.push((s, "image input channels".into()));
-                s
+                let s = self.new_space(channels);
+                self.fix(s, "image input channels".into());
+                (s, self.shape(name).len())
             }
-            ChannelRule::Transform { outputs, fixes, .. } => {
-                consumers.push((input(0), &node.name));
-                let s = new_space(outputs, &mut width, &mut uf);
-                producers.push((s, &node.name));
+            ChannelRule::Transform {
+                outputs, fixes, axis, ..
+            } => {
+                self.facts.consumers.push((s0, name));
+                let s = self.new_space(outputs);
+                self.facts.producers.push((s, name));
                 if let Some(why) = fixes {
-                    fixed.push((input(0), format!("{why} '{}'", node.name)));
-                    fixed.push((s, format!("{why} '{}'", node.name)));
+                    self.fix(s0, format!("{why} '{name}'"));
+                    self.fix(s, format!("{why} '{name}'"));
                 }
-                s
+                (s, axis)
             }
             ChannelRule::PerChannel { .. } => {
-                norms.push((input(0), &node.name));
-                input(0)
+                self.facts.norms.push((s0, name));
+                (s0, a0)
             }
-            ChannelRule::Preserve => input(0),
-            ChannelRule::Tie => {
-                let first = input(0);
-                for i in 1..node.inputs.len() {
-                    uf.union(first, input(i));
+            ChannelRule::Preserve => match self.preserved_axis(node, a0) {
+                Some(a) => (s0, a),
+                None => self.mix(node, "changes the channel axis of"),
+            },
+            ChannelRule::Tie => self.tie(node),
+            ChannelRule::Constant { scalar } => {
+                let s = self.new_space(0);
+                if scalar {
+                    self.scalars.insert(s);
                 }
-                first
+                self.fix(s, format!("a constant tensor '{name}' (its width is fixed)"));
+                (s, 0)
             }
-            ChannelRule::Mix { why } => {
-                fixed.push((input(0), format!("{why} '{}'", node.name)));
-                let s = new_space(0, &mut width, &mut uf);
-                fixed.push((s, format!("{why} '{}'", node.name)));
-                s
-            }
+            ChannelRule::Mix { why } => self.mix(node, why),
+        }
+    }
+
+    /// Fixes every input's channels and starts a fixed space.
+    fn mix(&mut self, node: &'g Node, why: &str) -> (usize, usize) {
+        for i in &node.inputs {
+            let (s, _) = self.at(i);
+            self.fix(s, format!("{why} '{}'", node.name));
+        }
+        let s = self.new_space(0);
+        self.fix(s, format!("{why} '{}'", node.name));
+        (s, 0)
+    }
+
+    /// Where a channel-preserving op's output keeps its input's channels: the same axis, or the
+    /// same less the axes a reduction removed after it; `None` when neither holds the width.
+    fn preserved_axis(&self, node: &Node, axis: usize) -> Option<usize> {
+        let (input, output) = (self.shape(&node.inputs[0]), self.shape(&node.name));
+        let channels = along(input, axis);
+        if axis == 0 || channels.is_none() {
+            return Some(axis);
+        }
+        let dropped = input.len().saturating_sub(output.len());
+        [axis, axis.saturating_sub(dropped)]
+            .into_iter()
+            .find(|&a| along(output, a) == channels)
+    }
+
+    /// Channel k of every input (scalars aside) lands in channel k of the output: one space, when
+    /// every input holds its channels on the output's channel axis at the output's width.
+    fn tie(&mut self, node: &'g Node) -> (usize, usize) {
+        let members: Vec<(usize, usize, &str)> = node
+            .inputs
+            .iter()
+            .map(|i| {
+                let (s, a) = self.at(i);
+                (s, a, i.as_str())
+            })
+            .filter(|(s, _, _)| !self.scalars.contains(s))
+            .collect();
+        let Some(&(first, axis, _)) = members.first() else {
+            return self.at(&node.inputs[0]);
         };
-        space.insert(&node.name, s);
+        let width = along(self.shape(&node.name), axis);
+        let aligned = members
+            .iter()
+            .all(|&(_, a, i)| axis == 0 || (a == axis && along(self.shape(i), a) == width));
+        if !aligned {
+            return self.mix(node, "broadcasts channels against another axis in");
+        }
+        for &(s, _, _) in &members[1..] {
+            self.facts.uf.union(first, s);
+        }
+        (first, axis)
+    }
+}
+
+/// One walk in graph order, asking each op how it treats channels.
+fn record_spaces<'g>(graph: &'g Graph, shapes: &'g HashMap<String, Vec<usize>>) -> SpaceFacts<'g> {
+    let mut walk = Walk {
+        graph,
+        shapes,
+        facts: SpaceFacts::default(),
+        space: HashMap::new(),
+        axis: HashMap::new(),
+        scalars: Default::default(),
+    };
+    for node in &graph.nodes {
+        let (s, a) = walk.node(node);
+        walk.space.insert(&node.name, s);
+        walk.axis.insert(&node.name, a);
     }
     for out in &graph.outputs {
-        fixed.push((space[out.node.as_str()], format!("output of task '{}'", out.task)));
+        let s = walk.space[out.node.as_str()];
+        walk.fix(s, format!("output of task '{}'", out.task));
     }
-    SpaceFacts {
-        width,
-        uf,
-        producers,
-        consumers,
-        norms,
-        fixed,
-    }
+    walk.facts
 }
 
 /// The facts resolved to one group per union-find root, after every union is known.
@@ -160,13 +252,19 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
         s: usize,
     ) -> &'g mut ChannelGroup {
         let root = uf.find(s);
-        groups.entry(root).or_insert_with(|| ChannelGroup {
-            channels: width[root],
+        let group = groups.entry(root).or_insert_with(|| ChannelGroup {
+            channels: 0,
             producers: vec![],
             norms: vec![],
             consumers: vec![],
             fixed: None,
-        })
+        });
+        // A mixing op's output space has no width of its own (0); a space it is tied to has one.
+        group.channels = group.channels.max(width[s]);
+        group
+    }
+    for s in 0..width.len() {
+        group(&mut groups, &mut uf, &width, s);
     }
     for (s, n) in producers {
         group(&mut groups, &mut uf, &width, s).producers.push(n.to_string());
@@ -261,6 +359,80 @@ mod tests {
                 },
             ],
         }
+    }
+
+    /// input -> a (3 -> 8) -> depthwise 3x3 -> * scalar -> b (8 -> 4); c1, c2 (4 -> 2 each) ->
+    /// concat over channels -> e (4 -> 2) = output.
+    fn depthwise_scalar_concat() -> Graph {
+        use crate::graph::ops::{Concat, Constant};
+        let depthwise = match conv("dw", 8, 8) {
+            Op::Conv2d(c) => Op::Conv2d(crate::graph::Conv2d {
+                groups: 8,
+                kernel: [3, 3],
+                padding: [1, 1],
+                ..c
+            }),
+            _ => unreachable!(),
+        };
+        let scalar = Op::Constant(Constant {
+            tensor: "half".into(),
+            shape: vec![1, 1, 1],
+            trained: false,
+        });
+        Graph {
+            family: None,
+            inputs: vec![GraphInput::image(3)],
+            sizes: image_sizes(8, 8),
+            nodes: vec![
+                Node::new("input", &[], Op::Input),
+                Node::new("a", &["input"], conv("a", 3, 8)),
+                Node::new("dw", &["a"], depthwise),
+                Node::new("half", &["dw"], scalar),
+                Node::new("scaled", &["dw", "half"], Op::Mul),
+                Node::new("b", &["scaled"], conv("b", 8, 4)),
+                Node::new("c1", &["b"], conv("c1", 4, 2)),
+                Node::new("c2", &["b"], conv("c2", 4, 2)),
+                Node::new("cat", &["c1", "c2"], Op::Concat(Concat { axis: 0 })),
+                Node::new("e", &["cat"], conv("e", 4, 2)),
+            ],
+            outputs: vec![GraphOutput {
+                task: "t".into(),
+                node: "e".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn depthwise_filters_and_scalars_pass_channels_concatenation_fixes_every_input() {
+        let g = depthwise_scalar_concat();
+        g.validate().unwrap();
+        let groups = channel_groups(&g).unwrap();
+        let find = |p: &str| groups.iter().find(|g| g.producers.iter().any(|x| x == p)).unwrap();
+        // The depthwise filter is a per-channel member of a's group; the scalar joins nothing.
+        let a = find("a");
+        assert_eq!((a.channels, a.prunable()), (8, true));
+        assert_eq!(a.norms, ["dw"]);
+        assert_eq!(a.consumers, ["b"]);
+        assert!(find("b").prunable());
+        // Both concatenated inputs are fixed, not only the first.
+        assert!(
+            find("c1").fixed.as_deref().unwrap().contains("'cat'"),
+            "{:?}",
+            find("c1")
+        );
+        assert!(
+            find("c2").fixed.as_deref().unwrap().contains("'cat'"),
+            "{:?}",
+            find("c2")
+        );
+        // Resized, the depthwise filter keeps one group per channel.
+        let widths: Vec<usize> = groups.iter().map(|x| if x == a { 5 } else { x.channels }).collect();
+        let resized = crate::prune::structured::resize(&g, &groups, &widths);
+        let Op::Conv2d(dw) = &resized.node("dw").unwrap().op else {
+            panic!()
+        };
+        assert_eq!((dw.in_channels, dw.out_channels, dw.groups), (5, 5, 5));
+        resized.validate().unwrap();
     }
 
     #[test]

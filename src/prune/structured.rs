@@ -33,8 +33,8 @@ fn padded(node: &Node) -> bool {
     matches!(node.op.def().channels(), ChannelRule::Transform { padded: true, .. })
 }
 
-/// The model in which every removed channel's producers have zero weights (biases kept): what the
-/// shrunk model must reproduce.
+/// The model in which every removed channel's producers and depthwise filters have zero weights
+/// (biases kept): what the shrunk model must reproduce.
 pub fn zero_removed(
     model: &Model,
     params: &Params,
@@ -46,8 +46,19 @@ pub fn zero_removed(
     for (g, k) in groups.iter().zip(keep) {
         let Some(k) = k else { continue };
         let gone = Tensor::from_slice(&removed(g.channels, k));
-        for p in &g.producers {
-            let (w, _) = producer_weight(&model.graph, p)?;
+        let per_channel_zeroed = g
+            .norms
+            .iter()
+            .filter_map(|n| match model.graph.node(n)?.op.def().channels() {
+                ChannelRule::PerChannel { zeroed, .. } => zeroed.map(str::to_string),
+                _ => None,
+            });
+        let producer_weights = g
+            .producers
+            .iter()
+            .map(|p| producer_weight(&model.graph, p).map(|(w, _)| w))
+            .collect::<Result<Vec<_>>>()?;
+        for w in producer_weights.into_iter().chain(per_channel_zeroed) {
             let t = out.get_mut(&w).ok_or_else(|| anyhow!("tensor '{w}' is missing"))?;
             let _ = t.index_fill_(0, &gone.to_device(t.device()), 0.0);
         }
@@ -198,11 +209,14 @@ fn fold_removed_constants(
         for c in &g.consumers {
             let act = &acts[&graph.node(c).expect("consumer exists").inputs[0]];
             let gone_t = Tensor::from_slice(&gone).to_device(act.device());
-            let per_channel = if act.dim() == 4 {
-                act.mean_dim([0i64, 2, 3].as_slice(), false, Kind::Float)
-            } else {
-                act.mean_dim([0i64].as_slice(), false, Kind::Float)
+            let node = graph.nodes.iter_mut().find(|n| &n.name == c).expect("consumer exists");
+            // The consumer reads its input's channels where it writes its own (from the end).
+            let ChannelRule::Transform { axis, .. } = node.op.def().channels() else {
+                bail!("internal error: consumer '{c}' does not transform channels");
             };
+            let channel_dim = act.dim() as i64 - axis as i64;
+            let others: Vec<i64> = (0..act.dim() as i64).filter(|&d| d != channel_dim).collect();
+            let per_channel = act.mean_dim(others.as_slice(), false, Kind::Float);
             let consts = per_channel.index_select(0, &gone_t);
             let (weight, bias) = producer_weight(graph, c)?;
             let node = graph.nodes.iter_mut().find(|n| &n.name == c).expect("consumer exists");
@@ -268,7 +282,7 @@ fn slice_groups(graph: &Graph, out: &mut Params, groups: &[ChannelGroup], keep: 
                         select(out, weight, 1, &idx)?;
                     }
                 }
-                ChannelRule::PerChannel { tensors } if g.norms.contains(name) => {
+                ChannelRule::PerChannel { tensors, .. } if g.norms.contains(name) => {
                     for t in tensors {
                         select(out, t, 0, &idx)?;
                     }

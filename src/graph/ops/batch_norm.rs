@@ -91,7 +91,7 @@ impl OpDef for BatchNorm {
         let mut tensors: Vec<&str> = [&self.weight, &self.bias].into_iter().flatten().map(String::as_str).collect();
         tensors.push(&self.running_mean);
         tensors.push(&self.running_var);
-        ChannelRule::PerChannel { tensors }
+        ChannelRule::PerChannel { tensors, zeroed: None }
     }
     fn resized(&self, inputs: Option<usize>, outputs: Option<usize>) -> Option<Op> {
         Some(Op::BatchNorm(BatchNorm {

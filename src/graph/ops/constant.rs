@@ -50,8 +50,8 @@ impl OpDef for Constant {
         Ok(cx.op("Expand", &[&value, &full], vec![]))
     }
     fn channels(&self) -> ChannelRule<'_> {
-        ChannelRule::Mix {
-            why: "a constant tensor (its width is fixed)",
+        ChannelRule::Constant {
+            scalar: self.shape.iter().all(|&d| d == 1),
         }
     }
 }

@@ -42,6 +42,11 @@ fn is_false(b: &bool) -> bool {
 }
 
 impl Conv2d {
+    /// One filter per channel (channel k in makes channel k out): channels prune through it.
+    pub fn depthwise(&self) -> bool {
+        self.groups > 1 && self.groups == self.in_channels && self.groups == self.out_channels
+    }
+
     /// The window as the kernels take it.
     pub fn window(&self) -> kernels::ConvWindow {
         kernels::ConvWindow {
@@ -171,15 +176,31 @@ impl OpDef for Conv2d {
         Ok(if self.relu { cx.op("Relu", &[&y], vec![]) } else { y })
     }
     fn channels(&self) -> ChannelRule<'_> {
+        if self.depthwise() {
+            return ChannelRule::PerChannel {
+                tensors: std::iter::once(self.weight.as_str()).chain(self.bias.as_deref()).collect(),
+                zeroed: Some(&self.weight),
+            };
+        }
         ChannelRule::Transform {
             weight: &self.weight,
             bias: self.bias.as_deref(),
             outputs: self.out_channels,
             fixes: (self.groups != 1).then_some("grouped convolution"),
             padded: self.padding != [0, 0],
+            axis: 3,
         }
     }
     fn resized(&self, inputs: Option<usize>, outputs: Option<usize>) -> Option<Op> {
+        if self.depthwise() {
+            let channels = inputs.or(outputs).unwrap_or(self.in_channels);
+            return Some(Op::Conv2d(Conv2d {
+                in_channels: channels,
+                out_channels: channels,
+                groups: channels,
+                ..self.clone()
+            }));
+        }
         Some(Op::Conv2d(Conv2d {
             in_channels: inputs.unwrap_or(self.in_channels),
             out_channels: outputs.unwrap_or(self.out_channels),

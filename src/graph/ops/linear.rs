@@ -81,6 +81,7 @@ impl OpDef for Linear {
             outputs: self.out_features,
             fixes: None,
             padded: false,
+            axis: 1,
         }
     }
     fn resized(&self, inputs: Option<usize>, outputs: Option<usize>) -> Option<Op> {

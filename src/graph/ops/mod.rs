@@ -110,15 +110,27 @@ pub enum ChannelRule<'a> {
         outputs: usize,
         fixes: Option<&'static str>,
         padded: bool,
+        /// Where its output's channels lie, counted from the last axis: 3 for a convolution's
+        /// [C, H, W], 1 for a linear layer's [..., C].
+        axis: usize,
     },
-    /// One entry per channel of its input, along axis 0 of each tensor (a batch norm).
-    PerChannel { tensors: Vec<&'a str> },
+    /// One entry per channel of its input, along axis 0 of each tensor (a batch norm, a
+    /// depthwise convolution): channel k in makes channel k out. `zeroed` is the tensor whose
+    /// entry a removed channel zeroes, so that what it passes on stays a constant (a depthwise
+    /// weight: its bias alone, not a padded window of a constant).
+    PerChannel {
+        tensors: Vec<&'a str>,
+        zeroed: Option<&'a str>,
+    },
     /// Passes its input's channels on unchanged.
     Preserve,
     /// Channel k of every input lands in channel k of the output: all inputs share one space.
     Tie,
-    /// Mixes channels with other axes: its input's channels and its output are fixed.
+    /// Mixes channels with other axes: its inputs' channels and its output are fixed.
     Mix { why: &'static str },
+    /// A value of the model's own that reads its input for the batch size only (a constant): a
+    /// scalar belongs to no channel space (a tie ignores it); a tensor's width is fixed.
+    Constant { scalar: bool },
 }
 
 /// Everything about one op. The node name is passed where messages need it.
