@@ -7,14 +7,14 @@ use super::{proto, DataType, ExportCx, GraphBuilder};
 
 use crate::graph::passes::fold_batch_norms;
 use crate::graph::shapes::infer_sizes;
-use crate::graph::{inputs::Dim, inputs::InputDType, Model, Params};
+use crate::graph::{inputs::Dim, inputs::InputDType, Graph, Model, Params};
 use anyhow::{anyhow, bail, Result};
 use prost::Message;
 use proto::{
     tensor_shape_proto::{dimension::Value as DimValue, Dimension},
     type_proto, OperatorSetIdProto, StringStringEntryProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The opset written when none is asked for: ONNX Runtime, TensorRT 10 and OpenVINO all read it.
 pub const DEFAULT_OPSET: i64 = 17;
@@ -91,21 +91,10 @@ fn ir_version(opset: i64) -> i64 {
 /// The model for the tasks its graph has (restrict it with `Model::keep_tasks` first), as ONNX.
 /// `external_name` is the file name the model gives its external data, when it has any.
 pub fn export(model: &Model, params: &Params, opts: &ExportOptions, external_name: &str) -> Result<Exported> {
-    if !(13..=MAX_OPSET).contains(&opts.opset) {
-        crate::usage_bail!("--opset {} is not one cut writes (13 to {MAX_OPSET})", opts.opset);
-    }
-    if let Some((name, _)) = opts.sizes.iter().find(|(_, &v)| v == 0) {
-        let flag = match name.as_str() {
-            "batch" => "--batch",
-            "seq" => "--seq-len",
-            _ => "--size",
-        };
-        crate::usage_bail!("{flag} 0: a fixed {name} size must be at least 1");
-    }
+    check_options(opts)?;
     let (graph, params, _) = fold_batch_norms(&model.graph, params)?;
     // A text encoder, or a split's cloud part reading tokens (its pooled count stays dynamic too).
-    let text = graph.sizes.contains_key("seq");
-    let dynamic_seq = text && !opts.sizes.contains_key("seq");
+    let dynamic_seq = graph.sizes.contains_key("seq") && !opts.sizes.contains_key("seq");
     let mut sizes = graph.sizes.clone();
     sizes.extend(
         opts.sizes
@@ -119,6 +108,65 @@ pub fn export(model: &Model, params: &Params, opts: &ExportOptions, external_nam
         None => DimValue::DimParam("batch".into()),
     };
     let mut b = GraphBuilder::new(opts.opset, opts.half);
+    let inputs = declare_inputs(&graph, &sizes, &batch, dynamic_seq)?;
+    let values = emit_nodes(&graph, &params, &shapes, dynamic_seq, &mut b)?;
+    let outputs = declare_outputs(&graph, &shapes, &values, &batch, &mut b)?;
+    let nodes = b.nodes.len();
+    let weight_bytes: u64 = b.initializers.iter().map(|t| t.raw_data.len() as u64).sum();
+    let external = if weight_bytes > opts.external_threshold {
+        Some(move_to_external(&mut b.initializers, external_name))
+    } else {
+        None
+    };
+    let proto = proto::ModelProto {
+        ir_version: ir_version(opts.opset),
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: opts.opset,
+        }],
+        producer_name: "cut".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(proto::GraphProto {
+            name: graph.family.clone().unwrap_or_else(|| "cut".into()),
+            node: std::mem::take(&mut b.nodes),
+            initializer: std::mem::take(&mut b.initializers),
+            input: inputs,
+            output: outputs,
+            ..Default::default()
+        }),
+        metadata_props: metadata(model, &graph)?,
+        ..Default::default()
+    };
+    Ok(Exported {
+        model: proto.encode_to_vec(),
+        external,
+        nodes,
+    })
+}
+
+fn check_options(opts: &ExportOptions) -> Result<()> {
+    if !(13..=MAX_OPSET).contains(&opts.opset) {
+        crate::usage_bail!("--opset {} is not one cut writes (13 to {MAX_OPSET})", opts.opset);
+    }
+    if let Some((name, _)) = opts.sizes.iter().find(|(_, &v)| v == 0) {
+        let flag = match name.as_str() {
+            "batch" => "--batch",
+            "seq" => "--seq-len",
+            _ => "--size",
+        };
+        crate::usage_bail!("{flag} 0: a fixed {name} size must be at least 1");
+    }
+    Ok(())
+}
+
+/// The graph's inputs: the batch first, then each dimension fixed or (a text model's sequence)
+/// dynamic.
+fn declare_inputs(
+    graph: &Graph,
+    sizes: &BTreeMap<String, usize>,
+    batch: &DimValue,
+    dynamic_seq: bool,
+) -> Result<Vec<proto::ValueInfoProto>> {
     let mut inputs = Vec::new();
     for decl in &graph.inputs {
         let mut dims = vec![batch.clone()];
@@ -142,7 +190,17 @@ pub fn export(model: &Model, params: &Params, opts: &ExportOptions, external_nam
         };
         inputs.push(value_info(&decl.name, elem, dims));
     }
-    // Only what the outputs need, in graph order.
+    Ok(inputs)
+}
+
+/// Every node the outputs need, in graph order, each written by its op: the ONNX value of each.
+fn emit_nodes<'g>(
+    graph: &'g Graph,
+    params: &Params,
+    shapes: &HashMap<String, Vec<usize>>,
+    dynamic_seq: bool,
+    b: &mut GraphBuilder,
+) -> Result<BTreeMap<&'g str, String>> {
     let needed = graph.needed_nodes(&graph.outputs.iter().map(|o| o.task.as_str()).collect::<Vec<_>>());
     let mut values: BTreeMap<&str, String> = BTreeMap::new();
     for node in graph.nodes.iter().filter(|n| needed.contains(n.name.as_str())) {
@@ -153,11 +211,11 @@ pub fn export(model: &Model, params: &Params, opts: &ExportOptions, external_nam
             .collect();
         let mut cx = ExportCx {
             node: &node.name,
-            params: &params,
+            params,
             input_shapes: node.inputs.iter().map(|i| shapes[i].clone()).collect(),
             output_shape: shapes[&node.name].clone(),
             dynamic_seq,
-            graph: &mut b,
+            graph: b,
         };
         let out = node
             .op
@@ -166,6 +224,17 @@ pub fn export(model: &Model, params: &Params, opts: &ExportOptions, external_nam
             .map_err(|e| anyhow!("node '{}' ({}): {e}", node.name, node.op.name()))?;
         values.insert(&node.name, out);
     }
+    Ok(values)
+}
+
+/// One output per task, named by the task, batch first.
+fn declare_outputs(
+    graph: &Graph,
+    shapes: &HashMap<String, Vec<usize>>,
+    values: &BTreeMap<&str, String>,
+    batch: &DimValue,
+    b: &mut GraphBuilder,
+) -> Result<Vec<proto::ValueInfoProto>> {
     let mut outputs = Vec::new();
     for o in &graph.outputs {
         if graph.inputs.iter().any(|i| i.name == o.task) {
@@ -185,47 +254,23 @@ pub fn export(model: &Model, params: &Params, opts: &ExportOptions, external_nam
             .collect();
         outputs.push(value_info(&o.task, DataType::Float, dims));
     }
-    let nodes = b.nodes.len();
-    let weight_bytes: u64 = b.initializers.iter().map(|t| t.raw_data.len() as u64).sum();
-    let external = if weight_bytes > opts.external_threshold {
-        Some(move_to_external(&mut b.initializers, external_name))
-    } else {
-        None
-    };
+    Ok(outputs)
+}
+
+/// What the file records of its model: task kinds and labels, the inputs' normalisation.
+fn metadata(model: &Model, graph: &Graph) -> Result<Vec<StringStringEntryProto>> {
     let tasks: Vec<serde_json::Value> = model
         .tasks
         .iter()
         .map(|t| serde_json::json!({"name": t.name, "kind": t.kind.as_str(), "labels": t.labels}))
         .collect();
-    let proto = proto::ModelProto {
-        ir_version: ir_version(opts.opset),
-        opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: opts.opset,
-        }],
-        producer_name: "cut".into(),
-        producer_version: env!("CARGO_PKG_VERSION").into(),
-        graph: Some(proto::GraphProto {
-            name: graph.family.clone().unwrap_or_else(|| "cut".into()),
-            node: std::mem::take(&mut b.nodes),
-            initializer: std::mem::take(&mut b.initializers),
-            input: inputs,
-            output: outputs,
-            ..Default::default()
-        }),
-        metadata_props: std::iter::once(StringStringEntryProto {
-            key: super::import::recorded::TASKS_KEY.into(),
-            value: serde_json::to_string(&tasks)?,
-        })
-        .chain(super::import::recorded::normalisation_entry(&graph)?)
-        .collect(),
-        ..Default::default()
+    let tasks = StringStringEntryProto {
+        key: super::import::recorded::TASKS_KEY.into(),
+        value: serde_json::to_string(&tasks)?,
     };
-    Ok(Exported {
-        model: proto.encode_to_vec(),
-        external,
-        nodes,
-    })
+    Ok(std::iter::once(tasks)
+        .chain(super::import::recorded::normalisation_entry(graph)?)
+        .collect())
 }
 
 /// Moves every initializer's bytes to one external file (offsets aligned to 4 KiB), leaving
