@@ -155,15 +155,23 @@ pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], score
                     .filter_map(|p| producer_weight(graph, p).ok().map(|(w, _)| w))
                     .collect();
                 let mut channel = vec![0.0; g.channels];
-                let mut add = |v: Vec<f64>| channel.iter_mut().zip(v).for_each(|(a, b)| *a += b);
+                // A member holds the group's channels from its offset on (after a concatenation).
+                let mut add = |v: Vec<f64>, offset: usize| {
+                    channel
+                        .iter_mut()
+                        .zip(v.into_iter().skip(offset))
+                        .for_each(|(a, b)| *a += b)
+                };
                 // Output rows of the producers and of the depthwise filters the channel passes.
                 let filters = g.norms.iter().filter_map(|n| match graph.node(n)?.op.def().channels() {
-                    crate::graph::ops::ChannelRule::PerChannel { zeroed: Some(w), .. } => Some(w.to_string()),
+                    crate::graph::ops::ChannelRule::PerChannel { zeroed: Some(w), .. } => {
+                        Some((w.to_string(), g.offset(n)))
+                    }
                     _ => None,
                 });
-                for w in producers.iter().cloned().chain(filters) {
+                for (w, offset) in producers.iter().map(|p| (p.clone(), 0)).chain(filters) {
                     if let Some(scores) = task_scores.get(&w) {
-                        add(per_channel(scores, 0));
+                        add(per_channel(scores, 0), offset);
                     }
                 }
                 for c in &g.consumers {
@@ -171,7 +179,7 @@ pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], score
                         .ok()
                         .filter(|(w, _)| task_scores.contains_key(w))
                     {
-                        add(per_channel(&task_scores[&w], 1));
+                        add(per_channel(&task_scores[&w], 1), g.offset(c));
                     }
                 }
                 s.insert(i, channel);

@@ -18,10 +18,14 @@ pub struct ChannelGroup {
     pub channels: usize,
     /// Conv or linear nodes whose output channels form the group.
     pub producers: Vec<String>,
-    /// Batch norms over the group's channels.
+    /// Batch norms and depthwise filters over the group's channels.
     pub norms: Vec<String>,
     /// Conv or linear nodes whose input channels are the group's.
     pub consumers: Vec<String>,
+    /// Where a norm or consumer that reads a concatenation holds the group's channels (its
+    /// channel `offset + k` is the group's k); members not listed hold them at 0.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub offsets: BTreeMap<String, usize>,
     /// Why the group must keep every channel, if it must: the image input, a task output, a
     /// flatten that mixes channels with positions, or a grouped convolution.
     pub fixed: Option<String>,
@@ -30,6 +34,11 @@ pub struct ChannelGroup {
 impl ChannelGroup {
     pub fn prunable(&self) -> bool {
         self.fixed.is_none()
+    }
+
+    /// Where member `node` holds the group's channels.
+    pub fn offset(&self, node: &str) -> usize {
+        self.offsets.get(node).copied().unwrap_or(0)
     }
 }
 
@@ -68,8 +77,9 @@ struct SpaceFacts<'g> {
     width: Vec<usize>,
     uf: UnionFind,
     producers: Vec<(usize, &'g str)>,
-    consumers: Vec<(usize, &'g str)>,
-    norms: Vec<(usize, &'g str)>,
+    /// Space, node and the offset at which the node holds the space's channels.
+    consumers: Vec<(usize, &'g str, usize)>,
+    norms: Vec<(usize, &'g str, usize)>,
     fixed: Vec<(usize, String)>,
 }
 
@@ -84,6 +94,9 @@ struct Walk<'g> {
     axis: HashMap<&'g str, usize>,
     /// Spaces of scalars, which broadcast over any channels.
     scalars: std::collections::HashSet<usize>,
+    /// The spaces a concatenation's channels come from, in order, with their widths (its own
+    /// space is a placeholder, fixed).
+    parts: HashMap<&'g str, Vec<(usize, usize)>>,
 }
 
 /// The size of `shape` at `axis` counted from its end (1 is the last).
@@ -108,6 +121,28 @@ impl<'g> Walk<'g> {
     fn at(&self, node: &str) -> (usize, usize) {
         (self.space[node], self.axis.get(node).copied().unwrap_or(0))
     }
+    /// The spaces `node`'s channels come from, each with its offset.
+    fn parts_of(&self, node: &str) -> Vec<(usize, usize)> {
+        match self.parts.get(node) {
+            Some(parts) => parts
+                .iter()
+                .scan(0, |offset, &(s, width)| {
+                    let at = *offset;
+                    *offset += width;
+                    Some((s, at))
+                })
+                .collect(),
+            None => vec![(self.space[node], 0)],
+        }
+    }
+    /// Fixes `node`'s channels, every part of a concatenation's.
+    fn fix_node(&mut self, node: &str, why: String) {
+        let (s, _) = self.at(node);
+        for (part, _) in self.parts_of(node) {
+            self.fix(part, why.clone());
+        }
+        self.fix(s, why);
+    }
 
     /// One node: its output's space and channel axis, from how its op treats channels.
     fn node(&mut self, node: &'g Node) -> (usize, usize) {
@@ -128,24 +163,36 @@ impl<'g> Walk<'g> {
             ChannelRule::Transform {
                 outputs, fixes, axis, ..
             } => {
-                self.facts.consumers.push((s0, name));
+                for (part, offset) in self.parts_of(&node.inputs[0]) {
+                    self.facts.consumers.push((part, name, offset));
+                }
                 let s = self.new_space(outputs);
                 self.facts.producers.push((s, name));
                 if let Some(why) = fixes {
-                    self.fix(s0, format!("{why} '{name}'"));
+                    self.fix_node(&node.inputs[0], format!("{why} '{name}'"));
                     self.fix(s, format!("{why} '{name}'"));
                 }
                 (s, axis)
             }
             ChannelRule::PerChannel { .. } => {
-                self.facts.norms.push((s0, name));
+                for (part, offset) in self.parts_of(&node.inputs[0]) {
+                    self.facts.norms.push((part, name, offset));
+                }
+                self.pass_parts(node);
                 (s0, a0)
             }
             ChannelRule::Preserve => match self.preserved_axis(node, a0) {
-                Some(a) => (s0, a),
+                Some(a) => {
+                    self.pass_parts(node);
+                    (s0, a)
+                }
                 None => self.mix(node, "changes the channel axis of"),
             },
+            ChannelRule::Tie if node.inputs.iter().any(|i| self.parts.contains_key(i.as_str())) => {
+                self.mix(node, "adds a concatenation in")
+            }
             ChannelRule::Tie => self.tie(node),
+            ChannelRule::Join => self.join(node),
             ChannelRule::Constant { scalar } => {
                 let s = self.new_space(0);
                 if scalar {
@@ -158,11 +205,40 @@ impl<'g> Walk<'g> {
         }
     }
 
+    /// A channel-passing op's output holds its input's concatenated channels as they are.
+    fn pass_parts(&mut self, node: &'g Node) {
+        if let Some(parts) = self.parts.get(node.inputs[0].as_str()).cloned() {
+            self.parts.insert(&node.name, parts);
+        }
+    }
+
+    /// A concatenation along channels: its output's channels are its inputs' in order, where each
+    /// input holds its channels on its first per-sample axis.
+    fn join(&mut self, node: &'g Node) -> (usize, usize) {
+        let mut parts = Vec::new();
+        let mut axis = None;
+        for i in &node.inputs {
+            let (s, a) = self.at(i);
+            let shape = self.shape(i);
+            if a == 0 || a != shape.len() || self.scalars.contains(&s) || axis.is_some_and(|x| x != a) {
+                return self.mix(node, "concatenates values with channels elsewhere in");
+            }
+            axis = Some(a);
+            match self.parts.get(i.as_str()) {
+                Some(inner) => parts.extend(inner.iter().copied()),
+                None => parts.push((s, shape[0])),
+            }
+        }
+        let s = self.new_space(0);
+        self.fix(s, format!("the concatenation '{}' (its parts are followed)", node.name));
+        self.parts.insert(&node.name, parts);
+        (s, axis.unwrap_or(0))
+    }
+
     /// Fixes every input's channels and starts a fixed space.
     fn mix(&mut self, node: &'g Node, why: &str) -> (usize, usize) {
         for i in &node.inputs {
-            let (s, _) = self.at(i);
-            self.fix(s, format!("{why} '{}'", node.name));
+            self.fix_node(i, format!("{why} '{}'", node.name));
         }
         let s = self.new_space(0);
         self.fix(s, format!("{why} '{}'", node.name));
@@ -221,6 +297,7 @@ fn record_spaces<'g>(graph: &'g Graph, shapes: &'g HashMap<String, Vec<usize>>) 
         space: HashMap::new(),
         axis: HashMap::new(),
         scalars: Default::default(),
+        parts: HashMap::new(),
     };
     for node in &graph.nodes {
         let (s, a) = walk.node(node);
@@ -228,8 +305,7 @@ fn record_spaces<'g>(graph: &'g Graph, shapes: &'g HashMap<String, Vec<usize>>) 
         walk.axis.insert(&node.name, a);
     }
     for out in &graph.outputs {
-        let s = walk.space[out.node.as_str()];
-        walk.fix(s, format!("output of task '{}'", out.task));
+        walk.fix_node(&out.node, format!("output of task '{}'", out.task));
     }
     walk.facts
 }
@@ -257,6 +333,7 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
             producers: vec![],
             norms: vec![],
             consumers: vec![],
+            offsets: BTreeMap::new(),
             fixed: None,
         });
         // A mixing op's output space has no width of its own (0); a space it is tied to has one.
@@ -269,11 +346,33 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
     for (s, n) in producers {
         group(&mut groups, &mut uf, &width, s).producers.push(n.to_string());
     }
-    for (s, n) in norms {
-        group(&mut groups, &mut uf, &width, s).norms.push(n.to_string());
+    // A member that holds one group's channels at two offsets (a concatenation of a value with
+    // itself, or of two tied values) would lose a channel twice: such a group stays whole.
+    let mut twice = Vec::new();
+    for (s, n, offset) in norms {
+        let g = group(&mut groups, &mut uf, &width, s);
+        if g.norms.iter().any(|m| m == n) {
+            twice.push((s, n));
+        }
+        g.norms.push(n.to_string());
+        if offset > 0 {
+            g.offsets.insert(n.to_string(), offset);
+        }
     }
-    for (s, n) in consumers {
-        group(&mut groups, &mut uf, &width, s).consumers.push(n.to_string());
+    for (s, n, offset) in consumers {
+        let g = group(&mut groups, &mut uf, &width, s);
+        if g.consumers.iter().any(|m| m == n) {
+            twice.push((s, n));
+        }
+        g.consumers.push(n.to_string());
+        if offset > 0 {
+            g.offsets.insert(n.to_string(), offset);
+        }
+    }
+    for (s, n) in twice {
+        group(&mut groups, &mut uf, &width, s)
+            .fixed
+            .get_or_insert(format!("'{n}' reads its channels twice"));
     }
     for (s, why) in fixed {
         group(&mut groups, &mut uf, &width, s).fixed.get_or_insert(why);
@@ -403,7 +502,7 @@ mod tests {
     }
 
     #[test]
-    fn depthwise_filters_and_scalars_pass_channels_concatenation_fixes_every_input() {
+    fn depthwise_filters_and_scalars_pass_channels_concatenations_keep_offsets() {
         let g = depthwise_scalar_concat();
         g.validate().unwrap();
         let groups = channel_groups(&g).unwrap();
@@ -414,24 +513,33 @@ mod tests {
         assert_eq!(a.norms, ["dw"]);
         assert_eq!(a.consumers, ["b"]);
         assert!(find("b").prunable());
-        // Both concatenated inputs are fixed, not only the first.
-        assert!(
-            find("c1").fixed.as_deref().unwrap().contains("'cat'"),
-            "{:?}",
-            find("c1")
-        );
-        assert!(
-            find("c2").fixed.as_deref().unwrap().contains("'cat'"),
-            "{:?}",
-            find("c2")
-        );
-        // Resized, the depthwise filter keeps one group per channel.
-        let widths: Vec<usize> = groups.iter().map(|x| if x == a { 5 } else { x.channels }).collect();
+        // Each concatenated input is a group of its own, read by e at its offset.
+        let (c1, c2) = (find("c1"), find("c2"));
+        assert!(c1.prunable() && c2.prunable(), "{c1:?} {c2:?}");
+        assert_eq!((c1.consumers.clone(), c1.offset("e")), (vec!["e".to_string()], 0));
+        assert_eq!((c2.consumers.clone(), c2.offset("e")), (vec!["e".to_string()], 2));
+        // Resized, the depthwise filter keeps one group per channel, and e reads both parts.
+        let widths: Vec<usize> = groups
+            .iter()
+            .map(|x| {
+                if x == a {
+                    5
+                } else if x == c2 {
+                    1
+                } else {
+                    x.channels
+                }
+            })
+            .collect();
         let resized = crate::prune::structured::resize(&g, &groups, &widths);
         let Op::Conv2d(dw) = &resized.node("dw").unwrap().op else {
             panic!()
         };
         assert_eq!((dw.in_channels, dw.out_channels, dw.groups), (5, 5, 5));
+        let Op::Conv2d(e) = &resized.node("e").unwrap().op else {
+            panic!()
+        };
+        assert_eq!(e.in_channels, 3);
         resized.validate().unwrap();
     }
 

@@ -13,7 +13,7 @@ use crate::graph::ops::ChannelRule;
 use crate::graph::passes::slice_dead_taps_for;
 use crate::graph::{Graph, Model, Node};
 use anyhow::{anyhow, bail, Result};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tch::{Device, Kind, Tensor};
 
 pub struct Shrunk {
@@ -26,6 +26,11 @@ pub struct Shrunk {
 fn removed(channels: usize, keep: &[i64]) -> Vec<i64> {
     let kept: BTreeSet<i64> = keep.iter().copied().collect();
     (0..channels as i64).filter(|c| !kept.contains(c)).collect()
+}
+
+/// Channel indices of a group as a member at `offset` holds them.
+fn shifted(channels: &[i64], offset: usize) -> Tensor {
+    Tensor::from_slice(&channels.iter().map(|c| c + offset as i64).collect::<Vec<i64>>())
 }
 
 /// Whether a node's channel transform sees zero padding (see the module notes).
@@ -45,22 +50,24 @@ pub fn zero_removed(
     let _guard = tch::no_grad_guard();
     for (g, k) in groups.iter().zip(keep) {
         let Some(k) = k else { continue };
-        let gone = Tensor::from_slice(&removed(g.channels, k));
+        let gone = removed(g.channels, k);
+        // Producers' rows, and the depthwise filters' at the offset they hold the group at.
         let per_channel_zeroed = g
             .norms
             .iter()
             .filter_map(|n| match model.graph.node(n)?.op.def().channels() {
-                ChannelRule::PerChannel { zeroed, .. } => zeroed.map(str::to_string),
+                ChannelRule::PerChannel { zeroed, .. } => zeroed.map(|w| (w.to_string(), g.offset(n))),
                 _ => None,
             });
         let producer_weights = g
             .producers
             .iter()
-            .map(|p| producer_weight(&model.graph, p).map(|(w, _)| w))
+            .map(|p| producer_weight(&model.graph, p).map(|(w, _)| (w, 0)))
             .collect::<Result<Vec<_>>>()?;
-        for w in producer_weights.into_iter().chain(per_channel_zeroed) {
+        for (w, offset) in producer_weights.into_iter().chain(per_channel_zeroed) {
             let t = out.get_mut(&w).ok_or_else(|| anyhow!("tensor '{w}' is missing"))?;
-            let _ = t.index_fill_(0, &gone.to_device(t.device()), 0.0);
+            let rows = shifted(&gone, offset).to_device(t.device());
+            let _ = t.index_fill_(0, &rows, 0.0);
         }
     }
     Ok(out)
@@ -76,15 +83,21 @@ pub fn fold_hazards(model: &Model, params: &Params, groups: &[ChannelGroup]) -> 
     let zeroed = zero_removed(model, params, groups, &all_gone)?;
     let device = zeroed.values().next().map(|t| t.device()).unwrap_or(Device::Cpu);
     let probe = model.graph.zero_inputs(device)?;
-    let padded_inputs = |g: &ChannelGroup| -> Vec<String> {
+    // Each padded consumer's input, and where it holds the group's channels.
+    let padded_inputs = |g: &ChannelGroup| -> Vec<(String, usize)> {
         g.consumers
             .iter()
             .filter_map(|c| model.graph.node(c))
             .filter(|n| padded(n))
-            .map(|n| n.inputs[0].clone())
+            .map(|n| (n.inputs[0].clone(), g.offset(&n.name)))
             .collect()
     };
-    let wanted: Vec<String> = groups.iter().filter(|g| g.prunable()).flat_map(padded_inputs).collect();
+    let wanted: Vec<String> = groups
+        .iter()
+        .filter(|g| g.prunable())
+        .flat_map(padded_inputs)
+        .map(|(input, _)| input)
+        .collect();
     let wanted_ref: Vec<&str> = wanted.iter().map(String::as_str).collect();
     let acts = activations(
         &slice_dead_taps_for(&model.graph, &probe)?,
@@ -98,12 +111,12 @@ pub fn fold_hazards(model: &Model, params: &Params, groups: &[ChannelGroup]) -> 
         .map(|g| {
             let mut hazard = vec![false; g.channels];
             if g.prunable() {
-                for input in padded_inputs(g) {
+                for (input, offset) in padded_inputs(g) {
                     let a = &acts[&input];
                     let dims: Vec<i64> = (0..a.dim() as i64).filter(|&d| d != 1).collect();
                     let peak = a.abs().amax(dims.as_slice(), false).to_device(Device::Cpu);
                     let peak = Vec::<f32>::try_from(peak).unwrap_or_default();
-                    for (h, v) in hazard.iter_mut().zip(peak) {
+                    for (h, v) in hazard.iter_mut().zip(peak.into_iter().skip(offset)) {
                         *h |= v > 0.0;
                     }
                 }
@@ -208,7 +221,7 @@ fn fold_removed_constants(
         }
         for c in &g.consumers {
             let act = &acts[&graph.node(c).expect("consumer exists").inputs[0]];
-            let gone_t = Tensor::from_slice(&gone).to_device(act.device());
+            let gone_t = shifted(&gone, g.offset(c)).to_device(act.device());
             let node = graph.nodes.iter_mut().find(|n| &n.name == c).expect("consumer exists");
             // The consumer reads its input's channels where it writes its own (from the end).
             let ChannelRule::Transform { axis, .. } = node.op.def().channels() else {
@@ -258,38 +271,46 @@ fn add_bias(node: &mut Node, out: &mut Params, weight: &str, c: &str) -> Result<
     Ok(name)
 }
 
-/// Keeps only the kept channels: producers and batch norms on the output side, consumers on
-/// the input side.
+/// Keeps only the kept channels: producers and batch norms on the output side, consumers on the
+/// input side. A member of several groups (what reads a concatenation) loses each group's removed
+/// channels at its offset, in one selection per tensor and axis.
 fn slice_groups(graph: &Graph, out: &mut Params, groups: &[ChannelGroup], keep: &[Option<Vec<i64>>]) -> Result<()> {
-    let select = |out: &mut Params, name: &str, dim: i64, idx: &Tensor| -> Result<()> {
-        let t = out.get_mut(name).ok_or_else(|| anyhow!("tensor '{name}' is missing"))?;
-        *t = t.index_select(dim, &idx.to_device(t.device()));
-        Ok(())
-    };
+    let mut gone: BTreeMap<(String, i64), BTreeSet<i64>> = BTreeMap::new();
     for (g, k) in groups.iter().zip(keep) {
         let Some(k) = k else { continue };
-        let idx = Tensor::from_slice(k);
+        let removed = removed(g.channels, k);
+        let mut mark = |tensor: &str, axis: i64, offset: usize| {
+            let at = gone.entry((tensor.to_string(), axis)).or_default();
+            at.extend(removed.iter().map(|c| c + offset as i64));
+        };
         for node in &graph.nodes {
             let name = &node.name;
             match node.op.def().channels() {
                 ChannelRule::Transform { weight, bias, .. } => {
                     if g.producers.contains(name) {
                         for t in std::iter::once(weight).chain(bias) {
-                            select(out, t, 0, &idx)?;
+                            mark(t, 0, 0);
                         }
                     }
                     if g.consumers.contains(name) {
-                        select(out, weight, 1, &idx)?;
+                        mark(weight, 1, g.offset(name));
                     }
                 }
                 ChannelRule::PerChannel { tensors, .. } if g.norms.contains(name) => {
                     for t in tensors {
-                        select(out, t, 0, &idx)?;
+                        mark(t, 0, g.offset(name));
                     }
                 }
                 _ => {}
             }
         }
+    }
+    for ((name, axis), removed) in gone {
+        let t = out
+            .get_mut(&name)
+            .ok_or_else(|| anyhow!("tensor '{name}' is missing"))?;
+        let kept: Vec<i64> = (0..t.size()[axis as usize]).filter(|i| !removed.contains(i)).collect();
+        *t = t.index_select(axis, &Tensor::from_slice(&kept).to_device(t.device()));
     }
     Ok(())
 }
@@ -314,21 +335,33 @@ fn check_shapes(model: &Model, out: &Params) -> Result<()> {
 }
 
 /// The graph with each group's channel count set to `widths[i]` (no tensors touched): what a
-/// shrink to those widths produces, for costing candidate widths.
+/// shrink to those widths produces, for costing candidate widths. A node that reads several
+/// groups (through a concatenation) reads the sum of their widths.
 pub fn resize(graph: &Graph, groups: &[ChannelGroup], widths: &[usize]) -> Graph {
-    let mut graph = graph.clone();
+    let mut reads: HashMap<&str, usize> = HashMap::new();
+    let mut changed_inputs: HashSet<&str> = HashSet::new();
+    let mut outputs: HashMap<&str, usize> = HashMap::new();
     for (g, &n) in groups.iter().zip(widths) {
-        if n == g.channels {
-            continue;
+        for member in g.consumers.iter().chain(&g.norms) {
+            *reads.entry(member).or_default() += n;
+            if n != g.channels {
+                changed_inputs.insert(member);
+            }
         }
-        for node in graph.nodes.iter_mut() {
-            let is = |members: &[String]| members.contains(&node.name);
-            let inputs = (is(&g.consumers) || is(&g.norms)).then_some(n);
-            let outputs = is(&g.producers).then_some(n);
-            if inputs.is_some() || outputs.is_some() {
-                if let Some(op) = node.op.def().resized(inputs, outputs) {
-                    node.op = op;
-                }
+        if n != g.channels {
+            for p in &g.producers {
+                outputs.insert(p, n);
+            }
+        }
+    }
+    let mut graph = graph.clone();
+    for node in graph.nodes.iter_mut() {
+        let name = node.name.as_str();
+        let inputs = changed_inputs.contains(name).then(|| reads[name]);
+        let out = outputs.get(name).copied();
+        if inputs.is_some() || out.is_some() {
+            if let Some(op) = node.op.def().resized(inputs, out) {
+                node.op = op;
             }
         }
     }

@@ -1,5 +1,5 @@
 //! `concat`: inputs joined along one per-sample axis (0: channels, as in YOLO's C2f blocks and
-//! DeepLab's ASPP). Along another axis, channel k of every input is channel k of the output.
+//! DeepLab's ASPP, DenseNet). Along another axis, channel k of every input is channel k of the output.
 
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use crate::graph::onnx::{Attr, ExportCx};
@@ -49,9 +49,7 @@ impl OpDef for Concat {
     }
     fn channels(&self) -> ChannelRule<'_> {
         if self.axis == 0 {
-            ChannelRule::Mix {
-                why: "concatenates channels (offsets are not followed yet)",
-            }
+            ChannelRule::Join
         } else {
             ChannelRule::Tie
         }

@@ -128,6 +128,9 @@ pub enum ChannelRule<'a> {
     Tie,
     /// Mixes channels with other axes: its inputs' channels and its output are fixed.
     Mix { why: &'static str },
+    /// Joins its inputs' channels in order (a concatenation along channels): the output's channel
+    /// k of input i is channel k of that input at the offset of the inputs before it.
+    Join,
     /// A value of the model's own that reads its input for the batch size only (a constant): a
     /// scalar belongs to no channel space (a tie ignores it); a tensor's width is fixed.
     Constant { scalar: bool },
