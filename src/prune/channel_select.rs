@@ -149,10 +149,10 @@ pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], score
                 if !task_scores_group(graph, g, |w| task_scores.contains_key(w)) {
                     continue;
                 }
-                let producers: Vec<String> = g
+                let producers: Vec<(String, usize)> = g
                     .producers
                     .iter()
-                    .filter_map(|p| producer_weight(graph, p).ok().map(|(w, _)| w))
+                    .filter_map(|p| producer_weight(graph, p).ok().map(|(w, _)| (w, g.producer_offset(p))))
                     .collect();
                 let mut channel = vec![0.0; g.channels];
                 // A member holds the group's channels from its offset on (after a concatenation).
@@ -169,7 +169,7 @@ pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], score
                     }
                     _ => None,
                 });
-                for (w, offset) in producers.iter().map(|p| (p.clone(), 0)).chain(filters) {
+                for (w, offset) in producers.into_iter().chain(filters) {
                     if let Some(scores) = task_scores.get(&w) {
                         add(per_channel(scores, 0), offset);
                     }

@@ -26,6 +26,14 @@ pub struct ChannelGroup {
     /// channel `offset + k` is the group's k); members not listed hold them at 0.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub offsets: BTreeMap<String, usize>,
+    /// Producers that write the group's channels from an offset on (a convolution whose output a
+    /// split takes apart): their output row `offset + k` is the group's k.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub producer_offsets: BTreeMap<String, usize>,
+    /// Slices of channels whose bounds follow the group's width: true where the slice takes the
+    /// group, false where the group lies before the slice's range.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub slicers: BTreeMap<String, bool>,
     /// Why the group must keep every channel, if it must: the image input, a task output, a
     /// flatten that mixes channels with positions, or a grouped convolution.
     pub fixed: Option<String>,
@@ -39,6 +47,11 @@ impl ChannelGroup {
     /// Where member `node` holds the group's channels.
     pub fn offset(&self, node: &str) -> usize {
         self.offsets.get(node).copied().unwrap_or(0)
+    }
+
+    /// Where producer `node` writes the group's channels.
+    pub fn producer_offset(&self, node: &str) -> usize {
+        self.producer_offsets.get(node).copied().unwrap_or(0)
     }
 }
 
@@ -76,10 +89,12 @@ pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
 struct SpaceFacts<'g> {
     width: Vec<usize>,
     uf: UnionFind,
-    producers: Vec<(usize, &'g str)>,
     /// Space, node and the offset at which the node holds the space's channels.
+    producers: Vec<(usize, &'g str, usize)>,
     consumers: Vec<(usize, &'g str, usize)>,
     norms: Vec<(usize, &'g str, usize)>,
+    /// Space, slice node, and whether the slice takes the space (else the space lies before it).
+    slicers: Vec<(usize, &'g str, bool)>,
     fixed: Vec<(usize, String)>,
 }
 
@@ -94,9 +109,11 @@ struct Walk<'g> {
     axis: HashMap<&'g str, usize>,
     /// Spaces of scalars, which broadcast over any channels.
     scalars: std::collections::HashSet<usize>,
-    /// The spaces a concatenation's channels come from, in order, with their widths (its own
-    /// space is a placeholder, fixed).
-    parts: HashMap<&'g str, Vec<(usize, usize)>>,
+    /// The spaces a concatenation's channels come from, in order (its own space is a
+    /// placeholder, fixed).
+    parts: HashMap<&'g str, Vec<usize>>,
+    /// Spaces a slice of channels cut in two, with the two halves.
+    refined: HashMap<usize, [usize; 2]>,
 }
 
 /// The size of `shape` at `axis` counted from its end (1 is the last).
@@ -121,19 +138,31 @@ impl<'g> Walk<'g> {
     fn at(&self, node: &str) -> (usize, usize) {
         (self.space[node], self.axis.get(node).copied().unwrap_or(0))
     }
+    /// The spaces `s` stands for: itself, or the halves it was cut into, recursively.
+    fn leaves(&self, s: usize) -> Vec<usize> {
+        match self.refined.get(&s) {
+            Some(halves) => halves.iter().flat_map(|&h| self.leaves(h)).collect(),
+            None => vec![s],
+        }
+    }
     /// The spaces `node`'s channels come from, each with its offset.
     fn parts_of(&self, node: &str) -> Vec<(usize, usize)> {
-        match self.parts.get(node) {
-            Some(parts) => parts
-                .iter()
-                .scan(0, |offset, &(s, width)| {
-                    let at = *offset;
-                    *offset += width;
-                    Some((s, at))
-                })
-                .collect(),
-            None => vec![(self.space[node], 0)],
-        }
+        let spaces: Vec<usize> = match self.parts.get(node) {
+            Some(parts) => parts.iter().flat_map(|&s| self.leaves(s)).collect(),
+            None => self.leaves(self.space[node]),
+        };
+        let mut offset = 0;
+        spaces
+            .into_iter()
+            .map(|s| {
+                let at = offset;
+                offset += self.facts.width[s];
+                (s, at)
+            })
+            .collect()
+    }
+    fn composite(&self, node: &str) -> bool {
+        self.parts_of(node).len() > 1
     }
     /// Fixes `node`'s channels, every part of a concatenation's.
     fn fix_node(&mut self, node: &str, why: String) {
@@ -167,7 +196,7 @@ impl<'g> Walk<'g> {
                     self.facts.consumers.push((part, name, offset));
                 }
                 let s = self.new_space(outputs);
-                self.facts.producers.push((s, name));
+                self.facts.producers.push((s, name, 0));
                 if let Some(why) = fixes {
                     self.fix_node(&node.inputs[0], format!("{why} '{name}'"));
                     self.fix(s, format!("{why} '{name}'"));
@@ -188,11 +217,10 @@ impl<'g> Walk<'g> {
                 }
                 None => self.mix(node, "changes the channel axis of"),
             },
-            ChannelRule::Tie if node.inputs.iter().any(|i| self.parts.contains_key(i.as_str())) => {
-                self.mix(node, "adds a concatenation in")
-            }
+            ChannelRule::Tie if node.inputs.iter().any(|i| self.composite(i)) => self.tie_parts(node),
             ChannelRule::Tie => self.tie(node),
             ChannelRule::Join => self.join(node),
+            ChannelRule::Range { start, end } => self.range(node, start, end),
             ChannelRule::Constant { scalar } => {
                 let s = self.new_space(0);
                 if scalar {
@@ -224,15 +252,110 @@ impl<'g> Walk<'g> {
                 return self.mix(node, "concatenates values with channels elsewhere in");
             }
             axis = Some(a);
-            match self.parts.get(i.as_str()) {
-                Some(inner) => parts.extend(inner.iter().copied()),
-                None => parts.push((s, shape[0])),
+            let inner = self.parts_of(i);
+            let width: usize = inner.iter().map(|&(p, _)| self.facts.width[p]).sum();
+            if width != shape[0] {
+                return self.mix(node, "concatenates values of unknown width in");
             }
+            parts.extend(inner.into_iter().map(|(p, _)| p));
         }
         let s = self.new_space(0);
         self.fix(s, format!("the concatenation '{}' (its parts are followed)", node.name));
         self.parts.insert(&node.name, parts);
         (s, axis.unwrap_or(0))
+    }
+
+    /// A tie of values made of parts: one value's parts met by itself (x * sigmoid(x) after a
+    /// concatenation or a split) pass on; anything else mixes.
+    fn tie_parts(&mut self, node: &'g Node) -> (usize, usize) {
+        let members: Vec<&String> = node
+            .inputs
+            .iter()
+            .filter(|i| !self.scalars.contains(&self.space[i.as_str()]))
+            .collect();
+        let first = self.parts_of(members[0]);
+        if members.iter().all(|i| self.parts_of(i) == first) {
+            let (s, a) = self.at(members[0]);
+            if let Some(parts) = self.parts.get(members[0].as_str()).cloned() {
+                self.parts.insert(&node.name, parts);
+            }
+            return (s, a);
+        }
+        self.mix(node, "adds values made of different parts in")
+    }
+
+    /// A slice of channels `start..end`: the spaces it takes are cut at its bounds, so the slice
+    /// takes whole spaces and what follows it reads them.
+    fn range(&mut self, node: &'g Node, start: usize, end: usize) -> (usize, usize) {
+        let input = node.inputs[0].as_str();
+        let (_, a) = self.at(input);
+        if a == 0 || a != self.shape(input).len() {
+            return self.mix(node, "takes a range of channels in");
+        }
+        for cut in [start, end] {
+            let inside = self
+                .parts_of(input)
+                .into_iter()
+                .find(|&(p, at)| at < cut && cut < at + self.facts.width[p]);
+            if let Some((p, at)) = inside {
+                if !self.cut(p, cut - at) {
+                    return self.mix(node, "takes a range of channels tied elsewhere in");
+                }
+            }
+        }
+        let mut taken = Vec::new();
+        for (p, at) in self.parts_of(input) {
+            let width = self.facts.width[p];
+            if at >= start && at + width <= end {
+                taken.push(p);
+                self.facts.slicers.push((p, &node.name, true));
+            } else if at + width <= start {
+                self.facts.slicers.push((p, &node.name, false));
+            }
+        }
+        match taken.as_slice() {
+            [one] => (*one, a),
+            _ => {
+                let s = self.new_space(0);
+                self.fix(s, format!("the slice '{}' (its parts are followed)", node.name));
+                self.parts.insert(&node.name, taken);
+                (s, a)
+            }
+        }
+    }
+
+    /// Cuts space `s` in two at channel `at`: every fact about it holds for each half at the
+    /// half's offset. Only a space tied to no other is cut (a tie would have to be cut too).
+    fn cut(&mut self, s: usize, at: usize) -> bool {
+        let root = self.facts.uf.find(s);
+        let alone = (0..self.facts.width.len()).all(|x| x == s || self.facts.uf.find(x) != root);
+        if !alone || self.scalars.contains(&s) {
+            return false;
+        }
+        let width = self.facts.width[s];
+        let halves = [self.new_space(at), self.new_space(width - at)];
+        let offsets = [0, at];
+        let f = &mut self.facts;
+        let split = |list: &mut Vec<(usize, &'g str, usize)>| {
+            let moved: Vec<_> = list.iter().filter(|e| e.0 == s).copied().collect();
+            list.retain(|e| e.0 != s);
+            for (h, o) in halves.iter().zip(offsets) {
+                list.extend(moved.iter().map(|&(_, n, off)| (*h, n, off + o)));
+            }
+        };
+        split(&mut f.producers);
+        split(&mut f.norms);
+        split(&mut f.consumers);
+        let slicers: Vec<_> = f.slicers.iter().filter(|e| e.0 == s).copied().collect();
+        f.slicers.retain(|e| e.0 != s);
+        let fixed: Vec<_> = f.fixed.iter().filter(|e| e.0 == s).cloned().collect();
+        for h in halves {
+            f.slicers.extend(slicers.iter().map(|&(_, n, t)| (h, n, t)));
+            f.fixed.extend(fixed.iter().map(|(_, why)| (h, why.clone())));
+        }
+        f.fixed.push((s, "cut in two by a slice".into()));
+        self.refined.insert(s, halves);
+        true
     }
 
     /// Fixes every input's channels and starts a fixed space.
@@ -298,6 +421,7 @@ fn record_spaces<'g>(graph: &'g Graph, shapes: &'g HashMap<String, Vec<usize>>) 
         axis: HashMap::new(),
         scalars: Default::default(),
         parts: HashMap::new(),
+        refined: HashMap::new(),
     };
     for node in &graph.nodes {
         let (s, a) = walk.node(node);
@@ -318,6 +442,7 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
         producers,
         consumers,
         norms,
+        slicers,
         fixed,
     } = facts;
     let mut groups: BTreeMap<usize, ChannelGroup> = BTreeMap::new();
@@ -334,6 +459,8 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
             norms: vec![],
             consumers: vec![],
             offsets: BTreeMap::new(),
+            producer_offsets: BTreeMap::new(),
+            slicers: BTreeMap::new(),
             fixed: None,
         });
         // A mixing op's output space has no width of its own (0); a space it is tied to has one.
@@ -343,8 +470,17 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
     for s in 0..width.len() {
         group(&mut groups, &mut uf, &width, s);
     }
-    for (s, n) in producers {
-        group(&mut groups, &mut uf, &width, s).producers.push(n.to_string());
+    for (s, n, offset) in producers {
+        let g = group(&mut groups, &mut uf, &width, s);
+        g.producers.push(n.to_string());
+        if offset > 0 {
+            g.producer_offsets.insert(n.to_string(), offset);
+        }
+    }
+    for (s, n, takes) in slicers {
+        group(&mut groups, &mut uf, &width, s)
+            .slicers
+            .insert(n.to_string(), takes);
     }
     // A member that holds one group's channels at two offsets (a concatenation of a value with
     // itself, or of two tied values) would lose a channel twice: such a group stays whole.
@@ -383,14 +519,19 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
 /// Every producer of a group makes the group's width (the shape checker enforces it too).
 fn check_widths(graph: &Graph, groups: &BTreeMap<usize, ChannelGroup>) -> Result<()> {
     let by_name: HashMap<&str, &Op> = graph.nodes.iter().map(|n| (n.name.as_str(), &n.op)).collect();
+    // A producer a slice cut writes several groups, side by side.
+    let mut written: BTreeMap<&str, usize> = BTreeMap::new();
     for g in groups.values() {
         for p in &g.producers {
-            let ChannelRule::Transform { outputs: out, .. } = by_name[p.as_str()].def().channels() else {
-                bail!("node '{p}' is listed as a channel producer but does not make new channels");
-            };
-            if out != g.channels {
-                bail!("node '{p}' produces {out} channels into a group of {}", g.channels);
-            }
+            *written.entry(p).or_default() += g.channels;
+        }
+    }
+    for (p, channels) in written {
+        let ChannelRule::Transform { outputs: out, .. } = by_name[p].def().channels() else {
+            bail!("node '{p}' is listed as a channel producer but does not make new channels");
+        };
+        if out != channels {
+            bail!("node '{p}' produces {out} channels into groups of {channels}");
         }
     }
     Ok(())
@@ -541,6 +682,71 @@ mod tests {
         };
         assert_eq!(e.in_channels, 3);
         resized.validate().unwrap();
+    }
+
+    #[test]
+    fn a_split_cuts_its_producer_into_groups_and_resizes_its_slices() {
+        use crate::graph::ops::Slice;
+        let slice = |start, end| Op::Slice(Slice { axis: 0, start, end });
+        let g = Graph {
+            family: None,
+            inputs: vec![GraphInput::image(3)],
+            sizes: image_sizes(8, 8),
+            nodes: vec![
+                Node::new("input", &[], Op::Input),
+                Node::new("a", &["input"], conv("a", 3, 8)),
+                Node::new("relu", &["a"], Op::Relu),
+                Node::new("low", &["relu"], slice(0, 4)),
+                Node::new("high", &["relu"], slice(4, 8)),
+                Node::new("b", &["low"], conv("b", 4, 2)),
+                Node::new("c", &["high"], conv("c", 4, 2)),
+                Node::new("sum", &["b", "c"], Op::Add),
+            ],
+            outputs: vec![GraphOutput {
+                task: "t".into(),
+                node: "sum".into(),
+            }],
+        };
+        g.validate().unwrap();
+        let groups = channel_groups(&g).unwrap();
+        let halves: Vec<&ChannelGroup> = groups.iter().filter(|x| x.producers == ["a"]).collect();
+        let [low, high] = halves.as_slice() else {
+            panic!("{groups:?}")
+        };
+        assert!(low.prunable() && high.prunable());
+        assert_eq!(
+            (low.channels, low.producer_offset("a"), &low.consumers),
+            (4, 0, &vec!["b".to_string()])
+        );
+        assert_eq!(
+            (high.channels, high.producer_offset("a"), &high.consumers),
+            (4, 4, &vec!["c".to_string()])
+        );
+        assert_eq!(
+            low.slicers,
+            BTreeMap::from([("low".into(), true), ("high".into(), false)])
+        );
+        assert_eq!(high.slicers, BTreeMap::from([("high".into(), true)]));
+        // Three channels kept of the first half, two of the second: a writes 5, the slices move.
+        let widths: Vec<usize> = groups
+            .iter()
+            .map(|x| {
+                if x == *low {
+                    3
+                } else if x == *high {
+                    2
+                } else {
+                    x.channels
+                }
+            })
+            .collect();
+        let resized = crate::prune::structured::resize(&g, &groups, &widths);
+        resized.validate().unwrap();
+        let range = |n: &str| match &resized.node(n).unwrap().op {
+            Op::Slice(s) => (s.start, s.end),
+            _ => panic!(),
+        };
+        assert_eq!((range("low"), range("high")), ((0, 3), (3, 5)));
     }
 
     #[test]

@@ -494,6 +494,8 @@ fn first_order_change(
         } else {
             per_position.sum_dim_intlist(spatial.as_slice(), false, Kind::Double)
         };
+        // A producer a split cuts writes this group's channels from an offset on.
+        let per_image = per_image.narrow(1, group.producer_offset(p) as i64, group.channels as i64);
         change = Some(match change {
             Some(c) => c + per_image,
             None => per_image,

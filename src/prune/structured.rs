@@ -62,7 +62,7 @@ pub fn zero_removed(
         let producer_weights = g
             .producers
             .iter()
-            .map(|p| producer_weight(&model.graph, p).map(|(w, _)| (w, 0)))
+            .map(|p| producer_weight(&model.graph, p).map(|(w, _)| (w, g.producer_offset(p))))
             .collect::<Result<Vec<_>>>()?;
         for (w, offset) in producer_weights.into_iter().chain(per_channel_zeroed) {
             let t = out.get_mut(&w).ok_or_else(|| anyhow!("tensor '{w}' is missing"))?;
@@ -289,7 +289,7 @@ fn slice_groups(graph: &Graph, out: &mut Params, groups: &[ChannelGroup], keep: 
                 ChannelRule::Transform { weight, bias, .. } => {
                     if g.producers.contains(name) {
                         for t in std::iter::once(weight).chain(bias) {
-                            mark(t, 0, 0);
+                            mark(t, 0, g.producer_offset(name));
                         }
                     }
                     if g.consumers.contains(name) {
@@ -338,31 +338,46 @@ fn check_shapes(model: &Model, out: &Params) -> Result<()> {
 /// shrink to those widths produces, for costing candidate widths. A node that reads several
 /// groups (through a concatenation) reads the sum of their widths.
 pub fn resize(graph: &Graph, groups: &[ChannelGroup], widths: &[usize]) -> Graph {
+    // Per node: the summed new widths it reads and writes, its slice's new bounds, and whether
+    // any of them changed.
     let mut reads: HashMap<&str, usize> = HashMap::new();
+    let mut writes: HashMap<&str, usize> = HashMap::new();
+    let mut before: HashMap<&str, usize> = HashMap::new();
+    let mut taken: HashMap<&str, usize> = HashMap::new();
+    let mut changed: HashSet<&str> = HashSet::new();
     let mut changed_inputs: HashSet<&str> = HashSet::new();
-    let mut outputs: HashMap<&str, usize> = HashMap::new();
     for (g, &n) in groups.iter().zip(widths) {
-        for member in g.consumers.iter().chain(&g.norms) {
-            *reads.entry(member).or_default() += n;
+        let inputs = g.consumers.iter().chain(&g.norms).map(|m| (m, false));
+        for (member, writer) in inputs.chain(g.producers.iter().map(|p| (p, true))) {
+            let sums = if writer { &mut writes } else { &mut reads };
+            *sums.entry(member).or_default() += n;
             if n != g.channels {
-                changed_inputs.insert(member);
+                changed.insert(member);
+                if !writer {
+                    changed_inputs.insert(member);
+                }
             }
         }
-        if n != g.channels {
-            for p in &g.producers {
-                outputs.insert(p, n);
+        for (slice, &takes) in &g.slicers {
+            *if takes { &mut taken } else { &mut before }.entry(slice).or_default() += n;
+            if n != g.channels {
+                changed.insert(slice);
             }
         }
     }
     let mut graph = graph.clone();
-    for node in graph.nodes.iter_mut() {
+    for node in graph.nodes.iter_mut().filter(|n| changed.contains(n.name.as_str())) {
         let name = node.name.as_str();
-        let inputs = changed_inputs.contains(name).then(|| reads[name]);
-        let out = outputs.get(name).copied();
-        if inputs.is_some() || out.is_some() {
-            if let Some(op) = node.op.def().resized(inputs, out) {
+        if let Some(&len) = taken.get(name) {
+            let start = before.get(name).copied().unwrap_or(0);
+            if let Some(op) = node.op.def().resliced(start, start + len) {
                 node.op = op;
             }
+            continue;
+        }
+        let inputs = reads.get(name).copied().filter(|_| changed_inputs.contains(name));
+        if let Some(op) = node.op.def().resized(inputs, writes.get(name).copied()) {
+            node.op = op;
         }
     }
     graph

@@ -128,6 +128,8 @@ pub enum ChannelRule<'a> {
     Tie,
     /// Mixes channels with other axes: its inputs' channels and its output are fixed.
     Mix { why: &'static str },
+    /// Takes channels `start..end` of its input (a split's part).
+    Range { start: usize, end: usize },
     /// Joins its inputs' channels in order (a concatenation along channels): the output's channel
     /// k of input i is channel k of that input at the offset of the inputs before it.
     Join,
@@ -166,6 +168,11 @@ pub trait OpDef {
     /// The op with its input channels set to `inputs` and its output channels to `outputs`
     /// (`None` keeps a side); `None` when the op has no such widths.
     fn resized(&self, _inputs: Option<usize>, _outputs: Option<usize>) -> Option<Op> {
+        None
+    }
+    /// The op taking channels `start..end` instead (a slice of channels whose input shrank);
+    /// `None` when it takes no range.
+    fn resliced(&self, _start: usize, _end: usize) -> Option<Op> {
         None
     }
     /// The op reading a bias tensor of this name (it has none yet); `None` when it takes none.

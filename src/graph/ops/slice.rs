@@ -1,7 +1,7 @@
 //! `slice`: a range of one per-sample axis (`Split`'s parts, `Slice`, a `Gather` of one index
 //! followed by a reshape that drops the axis).
 
-use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
+use super::{ChannelRule, EvalCx, Op, OpDef, Shape, ShapeCx};
 use crate::graph::onnx::ExportCx;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -47,10 +47,16 @@ impl OpDef for Slice {
     }
     fn channels(&self) -> ChannelRule<'_> {
         if self.axis == 0 {
-            ChannelRule::Mix { why: "takes a range of channels" }
+            ChannelRule::Range {
+                start: self.start,
+                end: self.end,
+            }
         } else {
             ChannelRule::Preserve
         }
+    }
+    fn resliced(&self, start: usize, end: usize) -> Option<Op> {
+        Some(Op::Slice(Slice { start, end, ..self.clone() }))
     }
 }
 
