@@ -9,31 +9,12 @@ median of the per-round ratios). Prints a Markdown table for docs/pruning.md.
   PYTHONPATH=.onnx-env python3 scripts/bench-channel-zoo.py ZOO_DIR [CUT] [--runs 20] [--threads 2] [--rounds 5]
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
-import numpy as np
 import onnx
-import onnxruntime as ort
 
 sys.path.insert(0, os.path.dirname(__file__))
 from importlib import import_module
 
 zoo_bench = import_module("bench-onnx-zoo")
-
-
-def session(path, threads):
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
-def median_ms(sess, feeds, runs):
-    for _ in range(3):
-        sess.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, feeds)
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
 
 
 def prune(cut, path, out, tasks):
@@ -81,14 +62,14 @@ def main():
         pruned = os.path.join(tmp, name + ".onnx")
         onnx.checker.check_model(pruned, full_check=True)
         feeds = zoo_bench.feeds_at(model, refs, 1)
-        original, smaller = session(path, a.threads), session(pruned, a.threads)
+        original, smaller = zoo_bench.ort_session(path, a.threads), zoo_bench.ort_session(pruned, a.threads)
         want = dict(zip(tasks, original.run(None, feeds)))
         got = dict(zip([o.name for o in smaller.get_outputs()], smaller.run(None, feeds)))
         row["shapes_kept"] = all(got[t].shape == want[t].shape for t in tasks)
         before, after = [], []
         for _ in range(a.rounds):
-            before.append(median_ms(original, feeds, a.runs))
-            after.append(median_ms(smaller, feeds, a.runs))
+            before.append(zoo_bench.median_ms(original, feeds, a.runs))
+            after.append(zoo_bench.median_ms(smaller, feeds, a.runs))
         row.update(ort_ms=statistics.median(before), pruned_ms=statistics.median(after),
                    speedup=statistics.median(b / s for b, s in zip(before, after)))
         rows.append(row)

@@ -45,10 +45,14 @@ def feeds_at(model, refs, batch):
             for i in model.graph.input if i.name not in initializers}
 
 
-def ort_median(path, feeds, runs, threads):
+def ort_session(path, threads):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def median_ms(session, feeds, runs):
+    """The median of `runs` timed runs after 3 untimed ones, in ms."""
     for _ in range(3):
         session.run(None, feeds)
     times = []
@@ -57,6 +61,10 @@ def ort_median(path, feeds, runs, threads):
         session.run(None, feeds)
         times.append((time.perf_counter() - t) * 1e3)
     return statistics.median(times)
+
+
+def ort_median(path, feeds, runs, threads):
+    return median_ms(ort_session(path, threads), feeds, runs)
 
 
 def main():

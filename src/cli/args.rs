@@ -28,8 +28,8 @@ pub struct ModelArgs {
 impl ModelArgs {
     /// How to read the model; an unnamed `--input` is an ONNX file's import size.
     pub fn load_options(&self) -> Result<LoadOptions> {
-        let mut opts = load_options(self.task_names.as_deref(), self.task_kinds.as_deref())?;
-        opts.input_sizes = input_sizes(&self.input_sizes)?;
+        let mut opts = LoadOptions::from_flags(self.task_names.as_deref(), self.task_kinds.as_deref())?;
+        opts.input_sizes = LoadOptions::parse_input_sizes(&self.input_sizes)?;
         Ok(opts)
     }
 
@@ -43,27 +43,6 @@ impl ModelArgs {
         }
         Ok((opts, unnamed))
     }
-}
-
-/// `--input NAME:3x224x224` or `--input 3x224x224` (repeated) as per-sample sizes by input name
-/// ("" for the unnamed one).
-pub fn input_sizes(items: &[String]) -> Result<std::collections::BTreeMap<String, Vec<usize>>> {
-    let mut sizes = std::collections::BTreeMap::new();
-    for item in items {
-        let (name, size) = item.rsplit_once(':').unwrap_or(("", item));
-        let dims = size
-            .split('x')
-            .map(|d| d.trim().parse::<usize>().ok().filter(|&n| n > 0))
-            .collect::<Option<Vec<usize>>>();
-        let Some(dims) = dims.filter(|d| !d.is_empty()) else {
-            cut::usage_bail!("--input '{item}': expected NAME:CxHxW, NAME:L or CxHxW (sizes positive, joined by x)");
-        };
-        if sizes.insert(name.to_string(), dims).is_some() {
-            let which = if name.is_empty() { "an unnamed size" } else { name };
-            cut::usage_bail!("--input gives {which} twice");
-        }
-    }
-    Ok(sizes)
 }
 
 /// How image files become a model's image input, as the user states it.
@@ -98,41 +77,8 @@ impl NormArgs {
 
     /// The stated normalisation, or `None` when no flag was given.
     pub fn normalisation(&self) -> Result<Option<cut::graph::Normalisation>> {
-        if self.mean.is_none() && self.std.is_none() && !self.bgr && self.pixel_range.is_none() {
-            return Ok(None);
-        }
-        let mut norm = cut::graph::Normalisation {
-            bgr: self.bgr,
-            range: self.pixel_range.unwrap_or(1.0),
-            ..Default::default()
-        };
-        if let Some(text) = &self.mean {
-            norm.mean = three("--mean", text)?;
-        }
-        if let Some(text) = &self.std {
-            norm.std = three("--std", text)?;
-        }
-        norm.check()?;
-        Ok(Some(norm))
+        cut::graph::Normalisation::from_flags(self.mean.as_deref(), self.std.as_deref(), self.bgr, self.pixel_range)
     }
-}
-
-/// Three comma-separated numbers.
-fn three(flag: &str, text: &str) -> Result<[f64; 3]> {
-    let values: Vec<f64> = text
-        .split(',')
-        .map(|v| v.trim().parse::<f64>())
-        .collect::<std::result::Result<Vec<f64>, _>>()
-        .unwrap_or_default();
-    match values.as_slice() {
-        &[a, b, c] => Ok([a, b, c]),
-        _ => cut::usage_bail!("{flag} '{text}': expected three numbers such as 0.485,0.456,0.406"),
-    }
-}
-
-/// How to read a checkpoint without a cut graph, from `--task-names` and `--task-kinds`.
-pub fn load_options(task_names: Option<&str>, task_kinds: Option<&str>) -> Result<LoadOptions> {
-    LoadOptions::from_flags(task_names, task_kinds)
 }
 
 /// Parses "3x480x640" (or "480x640", taking `channels`).

@@ -37,7 +37,7 @@ pub fn run(a: Args) -> Result<()> {
     let job = ImportJob {
         model: a.model.clone(),
         options: ImportOptions {
-            input_sizes: super::args::input_sizes(&a.inputs)?,
+            input_sizes: cut::checkpoint::LoadOptions::parse_input_sizes(&a.inputs)?,
             task_kinds: task_kinds(a.task_kinds.as_deref())?,
         },
         normalisation: a.norm.normalisation()?,

@@ -83,8 +83,8 @@ pub fn run(a: Args) -> Result<()> {
         Some(path) => TrainSource::From {
             path: path.clone(),
             load: a.norm.apply(cut::checkpoint::LoadOptions {
-                input_sizes: super::args::input_sizes(a.scenenet.input_size.as_slice())?,
-                ..super::args::load_options(None, a.task_kinds.as_deref())?
+                input_sizes: cut::checkpoint::LoadOptions::parse_input_sizes(a.scenenet.input_size.as_slice())?,
+                ..cut::checkpoint::LoadOptions::from_flags(None, a.task_kinds.as_deref())?
             })?,
         },
         None => {

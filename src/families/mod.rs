@@ -48,6 +48,31 @@ impl LoadOptions {
     }
 }
 
+impl LoadOptions {
+    /// `--input NAME:3x224x224` or `--input 3x224x224` (repeated) as per-sample sizes by input
+    /// name ("" for the unnamed one).
+    pub fn parse_input_sizes(items: &[String]) -> Result<BTreeMap<String, Vec<usize>>> {
+        let mut sizes = BTreeMap::new();
+        for item in items {
+            let (name, size) = item.rsplit_once(':').unwrap_or(("", item));
+            let dims = size
+                .split('x')
+                .map(|d| d.trim().parse::<usize>().ok().filter(|&n| n > 0))
+                .collect::<Option<Vec<usize>>>();
+            let Some(dims) = dims.filter(|d| !d.is_empty()) else {
+                crate::usage_bail!(
+                    "--input '{item}': expected NAME:CxHxW, NAME:L or CxHxW (sizes positive, joined by x)"
+                );
+            };
+            if sizes.insert(name.to_string(), dims).is_some() {
+                let which = if name.is_empty() { "an unnamed size" } else { name };
+                crate::usage_bail!("--input gives {which} twice");
+            }
+        }
+        Ok(sizes)
+    }
+}
+
 /// `--task-kinds`: "k1,k2" (kinds in head order) or "a:k1,b:k2" (names with kinds).
 type TaskKinds = (Option<Vec<String>>, Option<Vec<TaskKind>>);
 

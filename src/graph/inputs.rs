@@ -104,6 +104,34 @@ impl Normalisation {
         Ok(())
     }
 
+    /// The normalisation `--mean`, `--std`, `--bgr` and `--pixel-range` state (defaults fill
+    /// what is not given), or `None` when none is given.
+    pub fn from_flags(mean: Option<&str>, std: Option<&str>, bgr: bool, range: Option<f64>) -> Result<Option<Self>> {
+        if mean.is_none() && std.is_none() && !bgr && range.is_none() {
+            return Ok(None);
+        }
+        let three = |flag: &str, text: &str| -> Result<[f64; 3]> {
+            let values: Vec<f64> = text
+                .split(',')
+                .map(|v| v.trim().parse::<f64>())
+                .collect::<std::result::Result<Vec<f64>, _>>()
+                .unwrap_or_default();
+            match values.as_slice() {
+                &[a, b, c] => Ok([a, b, c]),
+                _ => crate::usage_bail!("{flag} '{text}': expected three numbers such as 0.485,0.456,0.406"),
+            }
+        };
+        let defaults = Normalisation::default();
+        let norm = Normalisation {
+            range: range.unwrap_or(1.0),
+            mean: mean.map_or(Ok(defaults.mean), |t| three("--mean", t))?,
+            std: std.map_or(Ok(defaults.std), |t| three("--std", t))?,
+            bgr,
+        };
+        norm.check()?;
+        Ok(Some(norm))
+    }
+
     /// The input value of 8-bit `pixel` in the model's channel `channel`, computed in f32.
     pub fn value(&self, pixel: u8, channel: usize) -> f32 {
         let (mean, std) = (self.mean[channel] as f32, self.std[channel] as f32);

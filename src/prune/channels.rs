@@ -485,22 +485,14 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
     // A member that holds one group's channels at two offsets (a concatenation of a value with
     // itself, or of two tied values) would lose a channel twice: such a group stays whole.
     let mut twice = Vec::new();
-    for (s, n, offset) in norms {
+    let members = norms.into_iter().map(|m| (m, true));
+    for ((s, n, offset), norm) in members.chain(consumers.into_iter().map(|m| (m, false))) {
         let g = group(&mut groups, &mut uf, &width, s);
-        if g.norms.iter().any(|m| m == n) {
+        let list = if norm { &mut g.norms } else { &mut g.consumers };
+        if list.iter().any(|m| m == n) {
             twice.push((s, n));
         }
-        g.norms.push(n.to_string());
-        if offset > 0 {
-            g.offsets.insert(n.to_string(), offset);
-        }
-    }
-    for (s, n, offset) in consumers {
-        let g = group(&mut groups, &mut uf, &width, s);
-        if g.consumers.iter().any(|m| m == n) {
-            twice.push((s, n));
-        }
-        g.consumers.push(n.to_string());
+        list.push(n.to_string());
         if offset > 0 {
             g.offsets.insert(n.to_string(), offset);
         }

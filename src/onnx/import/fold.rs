@@ -149,26 +149,9 @@ pub(super) fn evaluate(node: &NodeProto, args: &[Option<Tensor>]) -> Result<Tens
         "Identity" | "Dropout" => x.shallow_clone(),
         "Gather" => gather(x, arg(args, 1)?, attrs.int("axis", 0))?,
         "Unsqueeze" | "Squeeze" => squeeze_or_unsqueeze(node, x, args)?,
-        "Concat" => {
-            let parts: Vec<Tensor> = args.iter().flatten().map(|t| t.shallow_clone()).collect();
-            let kind = if parts.iter().any(|t| t.is_floating_point()) {
-                Kind::Float
-            } else {
-                Kind::Int64
-            };
-            let parts: Vec<Tensor> = parts.iter().map(|t| t.to_kind(kind)).collect();
-            let a = axis(attrs.int("axis", 0), x.dim().max(1) as i64)?;
-            Tensor::cat(&parts, a)
-        }
+        "Concat" => concat(args, attrs.int("axis", 0))?,
         "Cast" => cast(x, attrs.int("to", 1))?,
-        "ConstantOfShape" => {
-            let shape = ints_of(x)?;
-            let value = match attrs.tensor("value") {
-                Some(t) => super::tensor::tensor_of(t, std::path::Path::new("."))?,
-                None => Tensor::from(0.0f32),
-            };
-            value.reshape([-1]).get(0).expand(shape.as_slice(), false).contiguous()
-        }
+        "ConstantOfShape" => constant_of_shape(x, &attrs)?,
         "Equal" => x.eq_tensor(arg(args, 1)?).to_kind(Kind::Int64),
         "Where" => arg(args, 1)?.where_self(&x.ne(0), arg(args, 2)?),
         "Expand" => {
@@ -176,39 +159,9 @@ pub(super) fn evaluate(node: &NodeProto, args: &[Option<Tensor>]) -> Result<Tens
             let shape = broadcast_shape(&x.size(), &want)?;
             x.expand(shape.as_slice(), false).contiguous()
         }
-        "Range" => {
-            let (start, limit, delta) = (x, arg(args, 1)?, arg(args, 2)?);
-            if start.is_floating_point() {
-                let (s, l, d) = (
-                    start.double_value(&[]),
-                    limit.double_value(&[]),
-                    delta.double_value(&[]),
-                );
-                Tensor::f_arange_start_step(s, l, d, (Kind::Float, tch::Device::Cpu))
-                    .map_err(|_| anyhow!("Range from {s} to {l} by {d}"))?
-            } else {
-                let (s, l, d) = (start.int64_value(&[]), limit.int64_value(&[]), delta.int64_value(&[]));
-                Tensor::f_arange_start_step(s, l, d, (Kind::Int64, tch::Device::Cpu)).map_err(|_| {
-                    anyhow!("Range from {s} to {l} by {d} (a range over the batch, whose size is not known at import?)")
-                })?
-            }
-        }
+        "Range" => range(x, arg(args, 1)?, arg(args, 2)?)?,
         "Slice" => slice(x, args)?,
-        "Reshape" => {
-            let want = ints_of(arg(args, 1)?)?;
-            let shape: Vec<i64> = want
-                .iter()
-                .enumerate()
-                .map(|(d, &n)| {
-                    if n == 0 {
-                        x.size().get(d).copied().unwrap_or(0)
-                    } else {
-                        n
-                    }
-                })
-                .collect();
-            x.reshape(shape.as_slice())
-        }
+        "Reshape" => reshape(x, arg(args, 1)?)?,
         "Transpose" => {
             let perm = attrs
                 .ints("perm")
@@ -226,6 +179,62 @@ pub(super) fn evaluate(node: &NodeProto, args: &[Option<Tensor>]) -> Result<Tens
         | "CumSum" | "Flatten" => index_op(node, x, args)?,
         other => bail!("cannot fold {other}"),
     })
+}
+
+/// `Concat` of constants: floats if any part is, else int64.
+fn concat(args: &[Option<Tensor>], axis_attr: i64) -> Result<Tensor> {
+    let parts: Vec<&Tensor> = args.iter().flatten().collect();
+    let kind = if parts.iter().any(|t| t.is_floating_point()) {
+        Kind::Float
+    } else {
+        Kind::Int64
+    };
+    let parts: Vec<Tensor> = parts.iter().map(|t| t.to_kind(kind)).collect();
+    let a = axis(axis_attr, arg(args, 0)?.dim().max(1) as i64)?;
+    Ok(Tensor::cat(&parts, a))
+}
+
+/// `ConstantOfShape`: its `value` (0 by default) at the shape `x` holds.
+fn constant_of_shape(x: &Tensor, attrs: &Attrs) -> Result<Tensor> {
+    let shape = ints_of(x)?;
+    let value = match attrs.tensor("value") {
+        Some(t) => super::tensor::tensor_of(t, std::path::Path::new("."))?,
+        None => Tensor::from(0.0f32),
+    };
+    Ok(value.reshape([-1]).get(0).expand(shape.as_slice(), false).contiguous())
+}
+
+/// `Range` of floats or of integers.
+fn range(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<Tensor> {
+    if start.is_floating_point() {
+        let (s, l, d) = (
+            start.double_value(&[]),
+            limit.double_value(&[]),
+            delta.double_value(&[]),
+        );
+        return Tensor::f_arange_start_step(s, l, d, (Kind::Float, tch::Device::Cpu))
+            .map_err(|_| anyhow!("Range from {s} to {l} by {d}"));
+    }
+    let (s, l, d) = (start.int64_value(&[]), limit.int64_value(&[]), delta.int64_value(&[]));
+    Tensor::f_arange_start_step(s, l, d, (Kind::Int64, tch::Device::Cpu)).map_err(|_| {
+        anyhow!("Range from {s} to {l} by {d} (a range over the batch, whose size is not known at import?)")
+    })
+}
+
+/// `Reshape` of a constant: a 0 in the target keeps that dimension.
+fn reshape(x: &Tensor, target: &Tensor) -> Result<Tensor> {
+    let shape: Vec<i64> = ints_of(target)?
+        .iter()
+        .enumerate()
+        .map(|(d, &n)| {
+            if n == 0 {
+                x.size().get(d).copied().unwrap_or(0)
+            } else {
+                n
+            }
+        })
+        .collect();
+    Ok(x.reshape(shape.as_slice()))
 }
 
 /// `Unsqueeze` and `Squeeze`, their axes an input (opset 13) or an attribute.

@@ -37,45 +37,11 @@ pub fn tensor_of(t: &TensorProto, model: &Path) -> Result<Tensor> {
             tensor
         }
         DataType::Float => floats(raw, &t.float_data, 4, |b| f32::from_le_bytes(b.try_into().unwrap()))?,
-        DataType::Double => {
-            let v: Vec<f64> = if raw.is_empty() {
-                t.double_data.clone()
-            } else {
-                raw.chunks_exact(8)
-                    .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
-                    .collect()
-            };
-            Tensor::from_slice(&v).to_kind(Kind::Float)
-        }
-        DataType::Float16 => {
-            let bits: Vec<u16> = if raw.is_empty() {
-                t.int32_data.iter().map(|&v| v as u16).collect()
-            } else {
-                raw.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()
-            };
-            let v: Vec<f32> = bits.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect();
-            Tensor::from_slice(&v)
-        }
+        DataType::Double => doubles(t, raw),
+        DataType::Float16 => halves(t, raw),
         DataType::Int64 => ints(raw, &t.int64_data, 8, |b| i64::from_le_bytes(b.try_into().unwrap())),
         DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint8 | DataType::Bool => {
-            let width = match dtype {
-                DataType::Int32 => 4,
-                DataType::Int16 => 2,
-                _ => 1,
-            };
-            let v: Vec<i64> = if raw.is_empty() {
-                t.int32_data.iter().map(|&v| v as i64).collect()
-            } else {
-                raw.chunks_exact(width)
-                    .map(|b| match (dtype, width) {
-                        (DataType::Int32, _) => i32::from_le_bytes(b.try_into().unwrap()) as i64,
-                        (DataType::Int16, _) => i16::from_le_bytes(b.try_into().unwrap()) as i64,
-                        (DataType::Int8, _) => b[0] as i8 as i64,
-                        _ => b[0] as i64,
-                    })
-                    .collect()
-            };
-            Tensor::from_slice(&v)
+            narrow_ints(t, raw, dtype)
         }
         other => bail!("tensor '{}' is of type {:?}, which cut does not read", t.name, other),
     };
@@ -88,6 +54,51 @@ pub fn tensor_of(t: &TensorProto, model: &Path) -> Result<Tensor> {
         );
     }
     Ok(tensor.reshape(dims.as_slice()))
+}
+
+/// f64 values, narrowed to f32.
+fn doubles(t: &TensorProto, raw: &[u8]) -> Tensor {
+    let v: Vec<f64> = if raw.is_empty() {
+        t.double_data.clone()
+    } else {
+        raw.chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap()))
+            .collect()
+    };
+    Tensor::from_slice(&v).to_kind(Kind::Float)
+}
+
+/// f16 values (raw, or as int32 bits), widened to f32.
+fn halves(t: &TensorProto, raw: &[u8]) -> Tensor {
+    let bits: Vec<u16> = if raw.is_empty() {
+        t.int32_data.iter().map(|&v| v as u16).collect()
+    } else {
+        raw.chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]])).collect()
+    };
+    let v: Vec<f32> = bits.iter().map(|&b| half::f16::from_bits(b).to_f32()).collect();
+    Tensor::from_slice(&v)
+}
+
+/// The integer types narrower than int64, and booleans, widened to i64.
+fn narrow_ints(t: &TensorProto, raw: &[u8], dtype: DataType) -> Tensor {
+    let width = match dtype {
+        DataType::Int32 => 4,
+        DataType::Int16 => 2,
+        _ => 1,
+    };
+    let v: Vec<i64> = if raw.is_empty() {
+        t.int32_data.iter().map(|&v| v as i64).collect()
+    } else {
+        raw.chunks_exact(width)
+            .map(|b| match dtype {
+                DataType::Int32 => i32::from_le_bytes(b.try_into().unwrap()) as i64,
+                DataType::Int16 => i16::from_le_bytes(b.try_into().unwrap()) as i64,
+                DataType::Int8 => b[0] as i8 as i64,
+                _ => b[0] as i64,
+            })
+            .collect()
+    };
+    Tensor::from_slice(&v)
 }
 
 /// Lets the kernel drop the pages of a weight already copied out of a memory map (they are
