@@ -39,10 +39,14 @@ def main():
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--only", help="comma-separated model names (file stems) to run")
     a = p.parse_args()
+    only = set(a.only.split(",")) if a.only else None
     tmp = tempfile.mkdtemp()
     rows = []
     for name in sorted(f[:-5] for f in os.listdir(a.zoo) if f.endswith(".onnx")):
+        if only is not None and name not in only:
+            continue
         path = os.path.join(a.zoo, name + ".onnx")
         model = onnx.load(path, load_external_data=False)
         refs = zoo_bench.read_safetensors(os.path.join(a.zoo, name + ".ref.safetensors"))

@@ -7,6 +7,7 @@ batch; a few also with dynamo=True, opset 18, as "<name>_dynamo"), with referenc
 Runtime on the exported file at batch 1 and 4.
 
   python3 scripts/make-onnx-zoo.py OUT_DIR [--small]
+  python3 scripts/make-onnx-zoo.py OUT_DIR --only-yolo --side 640 --no-dynamo   # YOLO at 640
 
 --small writes the tiny variants the tests read (committed under tests/fixtures/onnx/, each well
 under 1 MB); without it, the benchmark zoo (docs/benchmarks.md). Needs torch, torchvision, timm,
@@ -279,16 +280,20 @@ def main():
     small = "--small" in sys.argv
     os.makedirs(out_dir, exist_ok=True)
     side, models = zoo(small)
+    if "--only-yolo" in sys.argv:
+        # YOLO at another size than the zoo's (its native 640, say): --only-yolo --side 640.
+        models = {}
+        side = int(sys.argv[sys.argv.index("--side") + 1]) if "--side" in sys.argv else side
     if "--no-yolo" not in sys.argv:
         models.update(yolo_models(small))
-    if "--no-hf" not in sys.argv:
+    if "--no-hf" not in sys.argv and "--only-yolo" not in sys.argv:
         models.update(hf_models(small))
     for i, (name, (model, outputs)) in enumerate(models.items()):
         export(name, model, outputs, side, out_dir, seed=i)
     for i, (name, (model, outputs)) in enumerate(models.items()):
         if name in DYNAMO and "--no-dynamo" not in sys.argv:
             export(name, model, outputs, side, out_dir, seed=i, dynamo=True)
-    if "--no-hf" not in sys.argv:
+    if "--no-hf" not in sys.argv and "--only-yolo" not in sys.argv:
         for i, (name, (model, outputs)) in enumerate(hf_text_models(small).items()):
             export_text(name, model, outputs, out_dir, seed=len(models) + i, seq=16 if small else 128)
 

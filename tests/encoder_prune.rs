@@ -1,12 +1,17 @@
-//! Heads and FFN neurons of a BERT-family encoder: found from the graph, removed physically with
+//! Heads and FFN neurons of a BERT-family encoder, as the general channel pruner sees them: groups
+//! found from the graph (an attention is a transform whose units are heads), removed physically with
 //! their constants folded, equal to the model with those units' input weights zeroed; uneven and
-//! empty layers run, save and load.
+//! empty layers run, save and load; heads selected whole under their own rules.
 
 use cut::checkpoint::{writer, Checkpoint, DType, LoadOptions};
 use cut::families::bert::BertConfig;
 use cut::graph::interpreter::{forward_inputs, Inputs, Mode, Params};
+use cut::graph::ops::Unit;
 use cut::graph::{Model, TaskKind};
-use cut::prune::encoder::{encoder_groups, shrink, zero_removed, GroupKind};
+use cut::prune::channel_select::{ChannelScores, ChannelSearch, WidthRules};
+use cut::prune::channels::{channel_groups, ChannelGroup};
+use cut::prune::mask::Fusion;
+use cut::prune::structured::{shrink, zero_removed};
 use tch::{Device, Kind, Tensor};
 
 fn tiny() -> (Model, Params) {
@@ -49,62 +54,99 @@ fn run(model: &Model, params: &Params) -> Vec<Tensor> {
     vec![out["tag"].narrow(1, 0, 3).copy(), out["topic"].copy()]
 }
 
+fn prunable(model: &Model) -> Vec<ChannelGroup> {
+    channel_groups(&model.graph).unwrap()
+}
+
+/// Keep lists in channels from keep lists in units (None: the group stays whole).
+fn keep_units(groups: &[ChannelGroup], units: &[Option<Vec<usize>>]) -> Vec<Option<Vec<i64>>> {
+    groups
+        .iter()
+        .zip(units)
+        .map(|(g, u)| u.as_ref().map(|u| g.channels_of(u)))
+        .collect()
+}
+
+/// The prunable groups' (unit, first producer, first consumer, units).
+fn summary(groups: &[ChannelGroup]) -> Vec<(Unit, &str, &str, usize)> {
+    groups
+        .iter()
+        .filter(|g| g.prunable())
+        .map(|g| (g.unit, g.producers[0].as_str(), g.consumers[0].as_str(), g.units()))
+        .collect()
+}
+
 #[test]
 fn groups_found_by_hand() {
     let (model, _) = tiny();
-    let groups = encoder_groups(&model.graph);
-    let summary: Vec<(GroupKind, &str, &str, usize, usize)> = groups
-        .iter()
-        .map(|g| (g.kind, g.producer.as_str(), g.consumer.as_str(), g.units, g.unit_width))
-        .collect();
+    let groups = prunable(&model);
+    let heads = Unit::Head { width: 2 };
     assert_eq!(
-        summary,
+        summary(&groups),
         vec![
             (
-                GroupKind::Heads,
+                heads,
                 "bert.encoder.layer.0.attention.self",
                 "bert.encoder.layer.0.attention.output.dense",
-                4,
-                2
+                4
             ),
             (
-                GroupKind::Neurons,
+                Unit::Neuron,
                 "bert.encoder.layer.0.intermediate.dense",
                 "bert.encoder.layer.0.output.dense",
-                6,
-                1
+                6
             ),
             (
-                GroupKind::Heads,
+                heads,
                 "bert.encoder.layer.1.attention.self",
                 "bert.encoder.layer.1.attention.output.dense",
-                4,
-                2
+                4
             ),
             (
-                GroupKind::Neurons,
+                Unit::Neuron,
                 "bert.encoder.layer.1.intermediate.dense",
                 "bert.encoder.layer.1.output.dense",
-                6,
-                1
+                6
             ),
         ]
     );
-    // The task heads are not groups: their outputs are task outputs.
-    assert!(groups.iter().all(|g| !g.producer.starts_with("heads.")));
+    // The hidden size is tied to the embeddings and layer norms, the task heads' outputs are task
+    // outputs: neither is prunable.
+    assert!(groups.iter().filter(|g| !g.prunable()).all(|g| g
+        .producers
+        .iter()
+        .all(|p| !p.contains("intermediate") && !p.ends_with("self"))));
 }
 
-/// Uneven heads (2 of 4, then none) and neurons (3 of 6, then none): the smaller model equals the
+/// The prunable groups' indices in `channel_groups` order: heads 0, neurons 0, heads 1, neurons 1.
+fn layer_groups(groups: &[ChannelGroup]) -> Vec<usize> {
+    (0..groups.len()).filter(|&i| groups[i].prunable()).collect()
+}
+
+/// Keep lists with `units[k]` for the k-th prunable group.
+fn keep_prunable(groups: &[ChannelGroup], units: [Option<Vec<usize>>; 4]) -> Vec<Option<Vec<i64>>> {
+    let mut all: Vec<Option<Vec<usize>>> = vec![None; groups.len()];
+    for (i, u) in layer_groups(groups).into_iter().zip(units) {
+        all[i] = u;
+    }
+    keep_units(groups, &all)
+}
+
+/// Uneven heads (2 of 4, then none) and neurons (3 of 6, then 1): the smaller model equals the
 /// model with the removed units' input weights zeroed, within 1e-4, also after a save and a load.
 #[test]
 fn pruned_equals_zeroed_and_round_trips() {
     let (model, params) = tiny();
-    let groups = encoder_groups(&model.graph);
-    let keep = vec![vec![1, 3], vec![0, 2, 5], vec![], vec![]];
+    let groups = prunable(&model);
+    let keep = keep_prunable(
+        &groups,
+        [Some(vec![1, 3]), Some(vec![0, 2, 5]), Some(vec![]), Some(vec![4])],
+    );
     let zeroed = zero_removed(&model, &params, &groups, &keep).unwrap();
-    let (small, small_params) = shrink(&model, &params, &groups, &keep).unwrap();
-    let heads: Vec<usize> = encoder_groups(&small.graph).iter().map(|g| g.units).collect();
-    assert_eq!(heads, vec![2, 3, 0, 0]);
+    let small = shrink(&model, &params, &groups, &keep).unwrap();
+    let (small, small_params) = (small.model, small.params);
+    let widths: Vec<usize> = summary(&prunable(&small)).iter().map(|s| s.3).collect();
+    assert_eq!(widths, vec![2, 3, 0, 1]);
     let (want, got) = (run(&model, &zeroed), run(&small, &small_params));
     for (w, g) in want.iter().zip(&got) {
         let diff = (w - g).abs().max().double_value(&[]);
@@ -130,116 +172,120 @@ fn pruned_equals_zeroed_and_round_trips() {
     assert_eq!(loaded.tasks[0].kind, TaskKind::Token);
 }
 
+/// A repeated channel, one past the end, half a head, or no neuron at all is refused.
 #[test]
 fn bad_keep_lists_are_refused() {
     let (model, params) = tiny();
-    let groups = encoder_groups(&model.graph);
-    let err = shrink(&model, &params, &groups, &[vec![0, 0], vec![], vec![], vec![]]).unwrap_err();
-    assert!(err.to_string().contains("repeats a unit"), "{err}");
-    let err = shrink(&model, &params, &groups, &[vec![4], vec![], vec![], vec![]]).unwrap_err();
-    assert!(err.to_string().contains("past 4"), "{err}");
-    assert!(shrink(&model, &params, &groups, &[vec![]]).is_err());
+    let groups = prunable(&model);
+    let heads = layer_groups(&groups)[0];
+    let neurons = layer_groups(&groups)[1];
+    let with = |i: usize, k: Vec<i64>| {
+        let mut keep: Vec<Option<Vec<i64>>> = vec![None; groups.len()];
+        keep[i] = Some(k);
+        shrink(&model, &params, &groups, &keep).err().map(|e| e.to_string())
+    };
+    for (i, k) in [
+        (heads, vec![0, 1, 1]),
+        (heads, vec![8, 9]),
+        (heads, vec![0, 1, 2]),
+        (heads, vec![1, 2]),
+        (neurons, vec![]),
+    ] {
+        let err = with(i, k.clone()).unwrap_or_else(|| panic!("{k:?} was accepted"));
+        assert!(err.contains("must be sorted, unique, in range, whole"), "{err}");
+    }
+    assert!(with(heads, vec![]).is_none(), "a layer may lose all its heads");
 }
 
-fn groups_by_hand() -> [cut::prune::encoder::EncoderGroup; 2] {
-    use cut::prune::encoder::EncoderGroup;
-    let heads = EncoderGroup {
-        kind: GroupKind::Heads,
-        producer: "att".into(),
-        activation: None,
-        consumer: "out".into(),
-        units: 4,
-        unit_width: 2,
-    };
-    let ffn = EncoderGroup {
-        kind: GroupKind::Neurons,
-        producer: "in".into(),
-        activation: Some("act".into()),
-        consumer: "out2".into(),
-        units: 6,
-        unit_width: 1,
-    };
-    [heads, ffn]
+/// Rules with no cap, no rounding and one channel at least, unless a test says otherwise.
+const RULES: WidthRules = WidthRules {
+    min_channels: 1,
+    round_to: 1,
+    max_layer_ratio: 1.0,
+    min_heads: 1,
+};
+
+/// One task's scores for the first layer's heads and neurons (the second layer unscored).
+fn first_layer_scores(groups: &[ChannelGroup], heads: Vec<f64>, neurons: Vec<f64>) -> ChannelScores {
+    let ids = layer_groups(groups);
+    ChannelScores::from([("tag".to_string(), [(ids[0], heads), (ids[1], neurons)].into())])
 }
 
-/// Selection by hand, one task: heads of 100 MACs (scores 5, 1, 3, 2) and neurons of 10 MACs
-/// (scores .1 .3 .1 .1 .2 .1, kept two at a time). Per MAC the task ranks h0 (.05), h2 (.03), n1
-/// (.03, after h2 by position), h3 (.02), n4 (.02), then h1 and the other neurons (.01). Keeping its
-/// best 3 keeps heads 0 and 2 and neuron 1, widened to 2 neurons with n4: 200 + 40 = 240 MACs go.
-/// Its best 4 would add h3, and only 140 would go, under the 150 asked.
+/// The tiny model at 5 tokens: a head costs 3 x 5 x 8 x 2 (q, k, v) + 2 x 5 x 5 x 2 (scores and
+/// context) + 5 x 2 x 8 (its output columns) = 420 MACs, a neuron 5 x 8 + 5 x 8 = 80.
+fn at_five_tokens() -> Model {
+    let (mut model, _) = tiny();
+    model.graph.sizes.insert("seq".into(), 5);
+    model
+}
+
+/// Selection by hand, one task: heads scored 5, 1, 3, 2 (per MAC .0119, .0024, .0071, .0048) and
+/// neurons .4 1.2 .4 .4 .8 .4 (per MAC .005 .015 .005 .005 .01 .005). The task ranks n1, h0, n4,
+/// h2, then n0 n2 n3 n5, h3, h1. Its best 3 keep head 0 and neurons 1 and 4; its best 4 add head 2.
+/// Heads are whole (channels 2h, 2h + 1), never rounded, and at least `min_heads` stay, or none.
 #[test]
-fn selection_by_hand() {
-    use cut::prune::mask::Fusion;
-    use cut::prune::unit_select::{UnitRules, UnitScores, UnitSearch};
-    let groups = groups_by_hand();
-    let scores = UnitScores::from([(
-        "a".to_string(),
-        vec![vec![5.0, 1.0, 3.0, 2.0], vec![0.1, 0.3, 0.1, 0.1, 0.2, 0.1]],
-    )]);
-    let macs = [100, 10];
-    let rules = UnitRules {
-        min_heads: 1,
-        round_to: 2,
-        max_layer_ratio: 1.0,
-    };
-    let search = UnitSearch::new(&groups, &scores, &macs, Fusion::Vote, None).unwrap();
-    let plan = search.search(150, rules).unwrap();
-    assert_eq!(plan.keep, vec![vec![0, 2], vec![1, 4]]);
-    assert_eq!(plan.removed, 240);
-    // At most 3 heads (min 1) and all 6 neurons: 360 MACs.
-    let err = search.search(361, rules).unwrap_err().to_string();
-    assert!(err.contains("at most 360 go"), "{err}");
-    assert!(cut::error::is_usage(&search.search(361, rules).unwrap_err()));
-    let all = search.search(360, rules).unwrap();
-    assert_eq!(all.keep, vec![vec![0], Vec::<usize>::new()]);
-    // min_heads 0 lets the layer lose its attention; a cap of 0.5 keeps half of each layer.
-    let none = search.search(460, UnitRules { min_heads: 0, ..rules }).unwrap();
-    assert!(none.keep.iter().all(Vec::is_empty), "{:?}", none.keep);
-    let capped = UnitRules {
+fn heads_selected_whole_by_hand() {
+    let model = at_five_tokens();
+    let groups = prunable(&model);
+    let [h, n] = [layer_groups(&groups)[0], layer_groups(&groups)[1]];
+    let scores = first_layer_scores(&groups, vec![5.0, 1.0, 3.0, 2.0], vec![0.4, 1.2, 0.4, 0.4, 0.8, 0.4]);
+    let search =
+        |rules| ChannelSearch::from_channel_scores(&model, &groups, &scores, Fusion::Vote, None, rules).unwrap();
+    let keep = search(RULES).keep(0.3);
+    assert_eq!(keep[h], Some(vec![0, 1]));
+    assert_eq!(keep[n], Some(vec![1, 4]));
+    assert_eq!(search(RULES).keep(0.4)[h], Some(vec![0, 1, 4, 5]));
+    // At least 3 heads: head 0, then the best scored, 2 and 3.
+    let three = search(WidthRules { min_heads: 3, ..RULES }).keep(0.3);
+    assert_eq!(three[h], Some(vec![0, 1, 4, 5, 6, 7]));
+    // min_heads 0 lets the layer lose its attention; neurons keep min_channels.
+    let none = search(WidthRules { min_heads: 0, ..RULES }).keep(0.0);
+    assert_eq!((none[h].clone(), none[n].clone()), (Some(vec![]), Some(vec![1])));
+    // Rounding to 8 widens the neurons to all 6 and leaves heads alone.
+    let rounded = search(WidthRules { round_to: 8, ..RULES }).keep(0.3);
+    assert_eq!((rounded[h].clone(), rounded[n].clone()), (Some(vec![0, 1]), None));
+    // A cap of half a layer keeps 2 heads.
+    let capped = search(WidthRules {
         max_layer_ratio: 0.5,
-        ..rules
-    };
-    // Half of 4 heads (200) and, of 6 neurons, 3 rounded down to 2 (20).
-    assert!(search
-        .search(221, capped)
-        .unwrap_err()
-        .to_string()
-        .contains("at most 220 go"));
-    // Caps tried in turn: 0.5 cannot remove 300, 1.0 can.
-    let widened = search.search_with_caps(300, capped, &[0.5, 1.0]).unwrap();
-    assert_eq!(widened.rules.max_layer_ratio, 1.0);
+        ..RULES
+    })
+    .keep(0.0);
+    assert_eq!(capped[h], Some(vec![0, 1, 4, 5]));
+    // The search meets a MAC budget in whole heads.
+    let plan = search(RULES)
+        .search(cut::prune::channel_select::Budget::MacShare(0.2))
+        .unwrap();
+    assert!(plan.macs_removed >= 0.2, "{}", plan.macs_removed);
+    assert!(plan.keep[h]
+        .iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .chunks(2)
+        .all(|c| c[0] % 2 == 0 && *c[1] == c[0] + 1));
 }
 
-/// Two tasks that rank four heads (100 MACs each) in opposite orders, a at 4 3 2 1 and b at 1 2 3
-/// 4, with one head to go. Union keeps a head either task votes for: with each task's best one
-/// (heads 0 and 3) two heads go; with the best two all four stay. Intersection keeps a head both
-/// vote for: with the best three, heads 1 and 2.
+/// Two tasks that rank four heads in opposite orders, a at 4 3 2 1 and b at 1 2 3 4. Union keeps a
+/// head either task votes for: with each task's best one, heads 0 and 3. Intersection keeps a head
+/// both vote for: with the best three, heads 1 and 2; vote needs two of two tasks here.
 #[test]
 fn fusion_by_hand() {
-    use cut::prune::mask::Fusion;
-    use cut::prune::unit_select::{UnitRules, UnitScores, UnitSearch};
-    let groups = [groups_by_hand()[0].clone()];
-    let scores = UnitScores::from([
-        ("a".to_string(), vec![vec![4.0, 3.0, 2.0, 1.0]]),
-        ("b".to_string(), vec![vec![1.0, 2.0, 3.0, 4.0]]),
+    let model = at_five_tokens();
+    let groups = prunable(&model);
+    let h = layer_groups(&groups)[0];
+    let scores = ChannelScores::from([
+        ("a".to_string(), [(h, vec![4.0, 3.0, 2.0, 1.0])].into()),
+        ("b".to_string(), [(h, vec![1.0, 2.0, 3.0, 4.0])].into()),
     ]);
-    let rules = UnitRules {
-        min_heads: 1,
-        round_to: 1,
-        max_layer_ratio: 1.0,
-    };
-    let keep = |fusion| {
-        UnitSearch::new(&groups, &scores, &[100], fusion, None)
+    let keep = |fusion, ratio| {
+        ChannelSearch::from_channel_scores(&model, &groups, &scores, fusion, None, RULES)
             .unwrap()
-            .search(100, rules)
-            .unwrap()
-            .keep
+            .keep(ratio)[h]
+            .clone()
     };
-    assert_eq!(keep(Fusion::Union), vec![vec![0, 3]]);
-    assert_eq!(keep(Fusion::Intersection), vec![vec![1, 2]]);
-    // Vote needs min(2, tasks) votes: intersection here.
-    assert_eq!(keep(Fusion::Vote), vec![vec![1, 2]]);
-    let err = UnitSearch::new(&groups, &scores, &[100], Fusion::Vote, Some(3))
+    assert_eq!(keep(Fusion::Union, 0.25), Some(vec![0, 1, 6, 7]));
+    assert_eq!(keep(Fusion::Intersection, 0.75), Some(vec![2, 3, 4, 5]));
+    assert_eq!(keep(Fusion::Vote, 0.75), Some(vec![2, 3, 4, 5]));
+    let err = ChannelSearch::from_channel_scores(&model, &groups, &scores, Fusion::Vote, Some(3), RULES)
         .err()
         .unwrap();
     assert!(err.to_string().contains("--min-votes 3"), "{err}");
@@ -249,9 +295,9 @@ fn fusion_by_hand() {
 /// in a model 8 wide holds 3 x (2 x 8) producer and 8 x 2 consumer entries: 64; a neuron 8 + 8: 16.
 #[test]
 fn unit_scores_by_hand() {
-    use cut::prune::unit_select::unit_scores;
+    use cut::prune::channel_select::channel_scores_from_weights;
     let (model, params) = tiny();
-    let groups = encoder_groups(&model.graph);
+    let groups = prunable(&model);
     let ones: std::collections::BTreeMap<String, Tensor> = params
         .iter()
         .filter(|(n, _)| n.contains("encoder.") && n.ends_with("weight") && !n.contains("LayerNorm"))
@@ -264,10 +310,11 @@ fn unit_scores_by_hand() {
         ),
         ("topic".to_string(), ones),
     ]);
-    let s = unit_scores(&model.graph, &groups, &scores).unwrap();
+    let s = channel_scores_from_weights(&model.graph, &groups, &scores);
+    let ids = layer_groups(&groups);
     for task in ["tag", "topic"] {
-        assert_eq!(s[task][0], vec![64.0; 4]);
-        assert_eq!(s[task][1], vec![16.0; 6]);
+        assert_eq!(s[task][&ids[0]], vec![64.0; 4]);
+        assert_eq!(s[task][&ids[1]], vec![16.0; 6]);
     }
 }
 
@@ -310,32 +357,40 @@ fn sentences() -> cut::data::example::Samples {
     std::sync::Arc::new(Held(examples))
 }
 
-/// A task's loss on each sentence (batches of one, in order) with unit `u` of group `g` scaled
-/// by the mask `m` between its output and its removed output: the consumer's columns of the unit
-/// times m, and (1 - m) times their product with the removed output added to its bias.
+/// A task's loss on each sentence (batches of one, in order) with unit `u` of group `g` scaled by
+/// a mask m between the producer's output and what a removed unit outputs there: for a head, its
+/// context and its value bias c (the consumer's columns of the head times m, and (1 - m) times their
+/// product with c added to its bias); for a neuron, its pre-activation and its bias (its weight row
+/// times m).
 fn masked_losses(model: &Model, params: &Params, task: &str, g: usize, u: usize, m: f64) -> Vec<f64> {
-    use cut::prune::encoder::removed_outputs;
-    let group = &encoder_groups(&model.graph)[g];
-    let graph_node = model.graph.node(&group.consumer).unwrap();
-    let cut::graph::Op::Linear(consumer) = &graph_node.op else {
-        panic!()
-    };
+    let group = &prunable(model)[g];
     let mut p: Params = params
         .iter()
         .map(|(k, v)| (k.clone(), v.to_kind(Kind::Double)))
         .collect();
-    let c = removed_outputs(&model.graph, &p, group).unwrap();
-    let cols = Tensor::arange_start(
-        (u * group.unit_width) as i64,
-        ((u + 1) * group.unit_width) as i64,
-        (Kind::Int64, Device::Cpu),
-    );
-    let mut w = p[&consumer.weight].copy();
-    let w_unit = w.index_select(1, &cols);
-    let bias = &p[consumer.bias.as_ref().unwrap()] + w_unit.mv(&c.index_select(0, &cols)) * (1.0 - m);
-    let _ = w.index_copy_(1, &cols, &(w_unit * m));
-    p.insert(consumer.weight.clone(), w);
-    p.insert(consumer.bias.clone().unwrap(), bias);
+    let width = group.unit.width();
+    let cols = Tensor::arange_start((u * width) as i64, ((u + 1) * width) as i64, (Kind::Int64, Device::Cpu));
+    match &model.graph.node(&group.producers[0]).unwrap().op {
+        cut::graph::Op::SelfAttention(a) => {
+            let cut::graph::Op::Linear(consumer) = &model.graph.node(&group.consumers[0]).unwrap().op else {
+                panic!()
+            };
+            let c = p[&a.value_bias].copy();
+            let mut w = p[&consumer.weight].copy();
+            let w_unit = w.index_select(1, &cols);
+            let bias = &p[consumer.bias.as_ref().unwrap()] + w_unit.mv(&c.index_select(0, &cols)) * (1.0 - m);
+            let _ = w.index_copy_(1, &cols, &(w_unit * m));
+            p.insert(consumer.weight.clone(), w);
+            p.insert(consumer.bias.clone().unwrap(), bias);
+        }
+        cut::graph::Op::Linear(l) => {
+            let mut w = p[&l.weight].copy();
+            let rows = w.index_select(0, &cols) * m;
+            let _ = w.index_copy_(0, &cols, &rows);
+            p.insert(l.weight.clone(), w);
+        }
+        op => panic!("{op:?}"),
+    }
     let spec = model.tasks.iter().find(|t| t.name == task).unwrap().clone();
     let loader = cut::data::loader::Loader::sequential(sentences(), 1, Device::Cpu);
     let mut out = Vec::new();
@@ -354,10 +409,9 @@ fn masked_losses(model: &Model, params: &Params, task: &str, g: usize, u: usize,
 /// neuron of the first layer, for both tasks.
 #[test]
 fn taylor_is_the_mask_gradient() {
-    use cut::prune::score::Calibration;
-    use cut::prune::unit_taylor::unit_taylor;
+    use cut::prune::score::{taylor, Calibration};
     let (model, params) = tiny();
-    let groups = encoder_groups(&model.graph);
+    let groups = prunable(&model);
     let calibration = Calibration {
         items: sentences(),
         batches: 3,
@@ -365,13 +419,13 @@ fn taylor_is_the_mask_gradient() {
         seed: 0,
         device: Device::Cpu,
     };
-    let scores = unit_taylor(&model, &params, &model.tasks, &groups, calibration, |_| {}).unwrap();
+    let scores = taylor(&model, &params, &model.tasks, &groups, calibration, |_| {}).unwrap();
     // Losses come back in f32 (about 1e-7 of rounding each, 3e-5 over three sentences at this
     // step); a central difference's own error is O(eps^2).
     let eps = 1e-2;
     for task in ["tag", "topic"] {
-        for g in [0, 1] {
-            for (u, &got) in scores[task][g].iter().enumerate() {
+        for g in layer_groups(&groups).into_iter().take(2) {
+            for (u, &got) in scores[task][&g].iter().enumerate() {
                 let up = masked_losses(&model, &params, task, g, u, 1.0 + eps);
                 let down = masked_losses(&model, &params, task, g, u, 1.0 - eps);
                 let want: f64 = up.iter().zip(&down).map(|(a, b)| ((a - b) / (2.0 * eps)).abs()).sum();

@@ -251,24 +251,33 @@ fn text_model_matches_the_interpreter_in_onnx_runtime() {
 /// Heads pruned unevenly per layer on a two-layer encoder (one layer left with no heads).
 #[test]
 fn uneven_heads_export() {
-    use cut::prune::encoder::{encoder_groups, shrink};
+    use cut::prune::{channels::channel_groups, structured::shrink};
     let t = tempfile::tempdir().unwrap();
     let fixture = Path::new("tests/fixtures/text/bert");
     let ckpt = Checkpoint::open(fixture).unwrap();
     let kinds = LoadOptions::from_flags(None, Some("pos:token,mood:sequence,topic:sequence-mean")).unwrap();
     let model = ckpt.model(&kinds).unwrap().model;
     let params = ckpt.load_params(&model, Device::Cpu).unwrap();
-    let groups = encoder_groups(&model.graph);
-    let keep: Vec<Vec<usize>> = groups
+    let groups = channel_groups(&model.graph).unwrap();
+    // The prunable groups are each layer's heads, then its FFN neurons.
+    let mut layer = 0;
+    let keep: Vec<Option<Vec<i64>>> = groups
         .iter()
-        .enumerate()
-        .map(|(i, g)| match i {
-            0 => vec![1, 3],
-            2 => vec![],
-            _ => (0..g.units).step_by(3).collect(),
+        .map(|g| {
+            if !g.prunable() {
+                return None;
+            }
+            layer += 1;
+            let units: Vec<usize> = match layer {
+                1 => vec![1, 3],
+                3 => vec![],
+                _ => (0..g.units()).step_by(3).collect(),
+            };
+            Some(g.channels_of(&units))
         })
         .collect();
-    let (small, small_params) = shrink(&model, &params, &groups, &keep).unwrap();
+    let shrunk = shrink(&model, &params, &groups, &keep).unwrap();
+    let (small, small_params) = (shrunk.model, shrunk.params);
     let path = t.path().join("uneven.safetensors");
     cut::checkpoint::writer::save_model(&path, &small, &small_params, cut::checkpoint::DType::F32, false, None)
         .unwrap();

@@ -946,8 +946,9 @@ fn every_command_sizes_symbolic_inputs() {
     );
 }
 
-/// Channel groups from the graph's dependencies on every zoo model: removing every other channel
-/// of every prunable group (keeping those whose constant a padded convolution would see) gives a
+/// Channel groups from the graph's dependencies on every zoo model: removing every other unit (a
+/// channel, neuron or convolution group) of every prunable group (keeping those whose constant a
+/// padded convolution would see) gives a
 /// smaller model whose outputs keep their shapes and equal, within 1e-4, those of the model with
 /// the removed channels zeroed (their constants folded into the consumers' biases).
 #[test]
@@ -964,11 +965,12 @@ fn zoo_models_shrink_to_their_masked_outputs() {
             .iter()
             .zip(&hazards)
             .map(|(g, h)| {
-                (g.prunable() && !g.producers.is_empty() && g.channels > 1).then(|| {
-                    (0..g.channels)
-                        .filter(|&c| c % 2 == 0 || h[c])
-                        .map(|c| c as i64)
-                        .collect()
+                (g.prunable() && !g.producers.is_empty() && g.units() > 1).then(|| {
+                    let w = g.unit.width();
+                    let units: Vec<usize> = (0..g.units())
+                        .filter(|&u| u % 2 == 0 || h[u * w..(u + 1) * w].contains(&true))
+                        .collect();
+                    g.channels_of(&units)
                 })
             })
             .collect();
@@ -995,4 +997,54 @@ fn zoo_models_shrink_to_their_masked_outputs() {
     }
     // Every architecture has channels to remove.
     assert_eq!(shrunk_some.len(), fixtures().len(), "{shrunk_some:?}");
+}
+
+/// Attention heads through reshapes, transposes and products: timm's fused projection writes one
+/// group of heads at three offsets (queries, keys, values), Hugging Face's three projections write
+/// it side by side; the output projection reads it, and every reshape of heads follows its count.
+#[test]
+fn attention_heads_are_groups_of_imported_models() {
+    use cut::graph::ops::Unit;
+    use cut::prune::channels::{channel_groups, ChannelGroup};
+    let groups = |name: &str| -> Vec<ChannelGroup> {
+        let imported = import(&Path::new("tests/fixtures/onnx").join(name), &ImportOptions::default()).unwrap();
+        channel_groups(&imported.model.graph).unwrap()
+    };
+    let heads = |gs: &[ChannelGroup]| -> Vec<ChannelGroup> {
+        gs.iter()
+            .filter(|g| matches!(g.unit, Unit::Head { .. }))
+            .cloned()
+            .collect()
+    };
+    let vit = heads(&groups("timm_vit.onnx"));
+    assert_eq!(vit.len(), 2, "{vit:?}");
+    let block = &vit[0];
+    assert_eq!(
+        (block.unit, block.units(), block.prunable()),
+        (Unit::Head { width: 16 }, 3, true)
+    );
+    assert_eq!(block.producers, ["/blocks/blocks.0/attn/qkv/MatMul"]);
+    assert_eq!(block.producer_offsets_of(&block.producers[0]), [0, 48, 96]);
+    assert_eq!(block.consumers, ["/blocks/blocks.0/attn/proj/MatMul"]);
+    // The split into parts and heads, three squeezes, and the merge back into channels.
+    assert_eq!(block.reshapes.len(), 5, "{:?}", block.reshapes);
+    assert_eq!(block.reshapes["/blocks/blocks.0/attn/Reshape_1"], (1, 1));
+
+    let bert = heads(&groups("hf_bert.onnx"));
+    assert_eq!(bert.len(), 2, "{bert:?}");
+    let names: Vec<&str> = bert[0]
+        .producers
+        .iter()
+        .map(|p| p.rsplit('/').nth(1).unwrap())
+        .collect();
+    assert_eq!(names, ["query", "key", "value"]);
+    assert!(bert[0].prunable() && bert[0].producer_offsets.is_empty());
+
+    // Swin's relative position bias, a constant [heads, N, N] added to the scores, loses a removed
+    // head's entry.
+    let swin = heads(&groups("timm_swin.onnx"));
+    assert_eq!(swin.len(), 1, "{swin:?}");
+    let bias = "/layers/layers.1/blocks/blocks.0/attn/Add/const1";
+    assert!(swin[0].prunable());
+    assert_eq!(swin[0].constants.get(bias), Some(&(3, 16)), "{swin:?}");
 }

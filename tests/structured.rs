@@ -227,6 +227,7 @@ const RULES: WidthRules = WidthRules {
     min_channels: 8,
     round_to: 8,
     max_layer_ratio: 0.75,
+    min_heads: 1,
 };
 
 #[test]
@@ -244,6 +245,7 @@ fn width_rules_by_hand() {
         min_channels: 3,
         round_to: 1,
         max_layer_ratio: 1.0,
+        min_heads: 1,
     };
     assert_eq!(loose.floor(96), 3);
     assert_eq!(loose.round(41, 96), 41);
@@ -348,6 +350,7 @@ fn channel_plan_meets_budgets_and_width_rules() {
         min_channels: 3,
         round_to: 1,
         max_layer_ratio: 0.9,
+        min_heads: 1,
     };
     let plan_fine = ChannelSearch::new(&model, &groups, &scores, Fusion::Vote, None, fine)
         .unwrap()

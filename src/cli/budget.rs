@@ -16,8 +16,8 @@ pub struct BudgetArgs {
     /// Channel pruning: at most this many parameters (e.g. 5M), instead of --sparsity.
     #[arg(long, value_name = "N", value_parser = super::args::parse_count, conflicts_with = "sparsity")]
     pub target_params: Option<u64>,
-    /// Channel pruning: kept channel counts (a text encoder's FFN widths) are multiples of this (1
-    /// turns rounding off).
+    /// Channel pruning: kept channel and neuron counts are multiples of this (1 turns rounding
+    /// off; attention heads and convolution groups go whole and are not rounded).
     #[arg(long, default_value_t = 8)]
     pub round_to: usize,
     /// Channel pruning: every layer keeps at least this many channels (or all, if it has fewer).
@@ -34,11 +34,11 @@ pub struct BudgetArgs {
     /// only away from those convolutions' borders.
     #[arg(long, value_parser = super::args::choice::<Fold>(), default_value = "exact")]
     pub fold: Fold,
-    /// Text encoders (channel pruning): every layer keeps at least this many attention heads (0 lets
-    /// a layer lose its attention; it then adds only its output bias).
+    /// Channel pruning: every attention layer keeps at least this many heads (0 lets a layer lose
+    /// its attention; it then adds only its output bias).
     #[arg(long, default_value_t = 1)]
     pub min_heads: usize,
-    /// Text encoders: the sequence length MAC budgets are counted at (default: the mean length of
+    /// Models that read tokens: the sequence length MAC budgets are counted at (default: the mean length of
     /// the calibration data with --data, else the graph's 128).
     #[arg(long)]
     pub seq_len: Option<usize>,

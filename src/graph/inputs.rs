@@ -438,7 +438,8 @@ impl Graph {
     }
 
     /// A zero batch of one sample for every input at the default sizes (for analyses that probe
-    /// constants, such as the bias fold of removed channels).
+    /// constants, such as the bias fold of removed channels); attention masks are full, so that
+    /// every token is present.
     pub fn zero_inputs(&self, device: tch::Device) -> Result<BTreeMap<String, Tensor>> {
         self.inputs
             .iter()
@@ -449,7 +450,11 @@ impl Graph {
                     InputDType::F32 => Kind::Float,
                     InputDType::I64 => Kind::Int64,
                 };
-                Ok((i.name.clone(), Tensor::zeros(shape.as_slice(), (kind, device))))
+                let t = match self.input_role(i) {
+                    InputRole::AttentionMask => Tensor::ones(shape.as_slice(), (kind, device)),
+                    _ => Tensor::zeros(shape.as_slice(), (kind, device)),
+                };
+                Ok((i.name.clone(), t))
             })
             .collect()
     }

@@ -2,12 +2,12 @@
 //! decisions fused across the selected tasks, the width rules (minimum, rounding, per-layer cap),
 //! and a search for the per-task keep ratio that meets a compute or size budget.
 
-use super::channels::producer_weight;
 pub use super::channels::task_scores_group;
-use super::channels::ChannelGroup;
+use super::channels::{transform_params, ChannelGroup};
 use super::mask::Fusion;
 use super::structured::resize;
 pub use super::types::{ChannelScores, Scores};
+use crate::graph::ops::{ChannelRule, Unit};
 use crate::graph::{shapes, Graph, Model};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -21,8 +21,11 @@ pub struct WidthRules {
     pub min_channels: usize,
     /// Kept counts are multiples of this (or the group's full width); 1 turns rounding off.
     pub round_to: usize,
-    /// At most this share of a group's channels goes.
+    /// At most this share of a group's units goes.
     pub max_layer_ratio: f64,
+    /// Attention heads every layer keeps (0 lets a layer lose its attention); heads are neither
+    /// rounded nor held to `min_channels`.
+    pub min_heads: usize,
 }
 
 impl WidthRules {
@@ -48,6 +51,19 @@ impl WidthRules {
     /// `n` rounded up to the rounding step, never above the group's width.
     pub fn round(&self, n: usize, channels: usize) -> usize {
         n.div_ceil(self.round_to).saturating_mul(self.round_to).min(channels)
+    }
+
+    /// How many of `units` units a group keeps when `n` are asked for: at least the rules' floor
+    /// (for heads `min_heads`, for convolution groups enough for `min_channels`, and the cap),
+    /// rounded for channels and neurons (whole heads and groups are not).
+    pub fn units_kept(&self, unit: Unit, n: usize, units: usize) -> usize {
+        let capped = ((1.0 - self.max_layer_ratio) * units as f64 - 1e-9).ceil().max(0.0) as usize;
+        let least = match unit {
+            Unit::Head { .. } => self.min_heads,
+            Unit::Group { width } => self.min_channels.div_ceil(width),
+            Unit::Channel | Unit::Neuron => return self.round(n.max(self.floor(units)), units),
+        };
+        n.max(capped).max(least.min(units)).min(units)
     }
 }
 
@@ -128,6 +144,12 @@ pub struct ChannelSearch<'a> {
     protected: Option<Vec<Vec<bool>>>,
 }
 
+/// Whether the search may narrow group `g`: a prunable group of two units or more, or of heads (a
+/// layer may lose all its heads).
+fn removable(g: &ChannelGroup) -> bool {
+    g.prunable() && (g.units() >= 2 || matches!(g.unit, Unit::Head { .. }) && g.units() >= 1)
+}
+
 /// Sum of a weight's scores over every dimension but `dim`.
 fn per_channel(scores: &tch::Tensor, dim: i64) -> Vec<f64> {
     let moved = scores
@@ -137,9 +159,14 @@ fn per_channel(scores: &tch::Tensor, dim: i64) -> Vec<f64> {
     Vec::<f64>::try_from(moved.to_device(tch::Device::Cpu)).expect("1-d double tensor")
 }
 
-/// Channel scores from per-weight scores (as for unstructured pruning): a channel's score for a task
+/// A group's per-channel values summed per unit.
+fn per_unit(channel: Vec<f64>, unit: Unit) -> Vec<f64> {
+    channel.chunks(unit.width()).map(|c| c.iter().sum()).collect()
+}
+
+/// Unit scores from per-weight scores (as for unstructured pruning): a channel's score for a task
 /// is the sum of the scores of every weight that goes with it, its producers' output rows and its
-/// consumers' input columns.
+/// consumers' input columns; a unit's, its channels' sum.
 pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], scores: &Scores) -> ChannelScores {
     scores
         .iter()
@@ -149,11 +176,15 @@ pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], score
                 if !task_scores_group(graph, g, |w| task_scores.contains_key(w)) {
                     continue;
                 }
-                let producers: Vec<(String, usize)> = g
-                    .producers
-                    .iter()
-                    .filter_map(|p| producer_weight(graph, p).ok().map(|(w, _)| (w, g.producer_offset(p))))
-                    .collect();
+                let producers = g.producers.iter().filter_map(|p| {
+                    let weights = transform_params(graph, p).ok()?.weights;
+                    let offsets = g.producer_offsets_of(p);
+                    Some(
+                        offsets
+                            .into_iter()
+                            .flat_map(move |o| weights.clone().into_iter().map(move |(w, _)| (w, o))),
+                    )
+                });
                 let mut channel = vec![0.0; g.channels];
                 // A member holds the group's channels from its offset on (after a concatenation).
                 let mut add = |v: Vec<f64>, offset: usize| {
@@ -164,24 +195,21 @@ pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], score
                 };
                 // Output rows of the producers and of the depthwise filters the channel passes.
                 let filters = g.norms.iter().filter_map(|n| match graph.node(n)?.op.def().channels() {
-                    crate::graph::ops::ChannelRule::PerChannel { zeroed: Some(w), .. } => {
-                        Some((w.to_string(), g.offset(n)))
-                    }
+                    ChannelRule::PerChannel { zeroed: Some(w), .. } => Some((w.to_string(), g.offset(n))),
                     _ => None,
                 });
-                for (w, offset) in producers.into_iter().chain(filters) {
+                for (w, offset) in producers.flatten().chain(filters) {
                     if let Some(scores) = task_scores.get(&w) {
                         add(per_channel(scores, 0), offset);
                     }
                 }
                 for c in &g.consumers {
-                    if let Some((w, _)) = producer_weight(graph, c)
-                        .ok()
-                        .filter(|(w, _)| task_scores.contains_key(w))
-                    {
-                        add(per_channel(&task_scores[&w], 1), g.offset(c));
+                    let Ok(t) = transform_params(graph, c) else { continue };
+                    for (w, _) in t.weights.iter().filter(|(w, _)| task_scores.contains_key(w)) {
+                        add(per_channel(&task_scores[w], 1), g.offset(c));
                     }
                 }
+                let channel = per_unit(channel, g.unit);
                 s.insert(i, channel);
             }
             (task.clone(), s)
@@ -218,16 +246,16 @@ impl<'a> ChannelSearch<'a> {
         let graph = &model.graph;
         let full: Vec<usize> = groups.iter().map(|g| g.channels).collect();
         let before = cost(graph, groups, &full)?;
-        // MACs one channel of each group costs.
-        let mut per_channel_macs = Vec::with_capacity(groups.len());
+        // MACs one unit of each group costs.
+        let mut per_unit_macs = Vec::with_capacity(groups.len());
         for (i, g) in groups.iter().enumerate() {
-            if !g.prunable() || g.channels < 2 {
-                per_channel_macs.push(0);
+            if !removable(g) {
+                per_unit_macs.push(0);
                 continue;
             }
             let mut w = full.clone();
-            w[i] -= 1;
-            per_channel_macs.push(before.macs - cost(graph, groups, &w)?.macs);
+            w[i] -= g.unit.width();
+            per_unit_macs.push(before.macs - cost(graph, groups, &w)?.macs);
         }
         let mut tasks = Vec::new();
         for task_scores in scores.values() {
@@ -235,8 +263,8 @@ impl<'a> ChannelSearch<'a> {
             for (&i, v) in &s {
                 match groups.get(i) {
                     None => bail!("channel scores name group {i}; the graph has {} groups", groups.len()),
-                    Some(g) if g.channels != v.len() => {
-                        bail!("group {i} has {} channels but {} channel scores", g.channels, v.len())
+                    Some(g) if g.units() != v.len() => {
+                        bail!("group {i} has {} {} but {} scores", g.units(), g.unit.plural(), v.len())
                     }
                     Some(_) => {}
                 }
@@ -248,7 +276,7 @@ impl<'a> ChannelSearch<'a> {
             let mut order: Vec<(f64, usize, usize)> = s
                 .iter()
                 .flat_map(|(&g, v)| {
-                    let m = per_channel_macs[g].max(1) as f64;
+                    let m = per_unit_macs[g].max(1) as f64;
                     v.iter().enumerate().map(move |(c, &x)| (x / m, g, c))
                 })
                 .collect();
@@ -286,40 +314,48 @@ impl<'a> ChannelSearch<'a> {
         self
     }
 
-    /// Kept channels per group when each task keeps its best `ratio` share of its channels.
+    /// Kept channels per group when each task keeps its best `ratio` share of its units.
     pub fn keep(&self, ratio: f64) -> Vec<Option<Vec<i64>>> {
         self.groups
             .iter()
             .enumerate()
             .map(|(i, g)| {
                 let voters: Vec<&TaskChannels> = self.tasks.iter().filter(|t| t.rank.contains_key(&i)).collect();
-                if voters.is_empty() || g.channels < 2 {
+                if voters.is_empty() || !removable(g) {
                     return None;
                 }
-                let protected = |c: usize| self.protected.as_ref().is_some_and(|p| p[i][c]);
+                let width = g.unit.width();
+                let protected = |u: usize| {
+                    let channels = &self.protected.as_ref()?[i];
+                    Some(channels[u * width..(u + 1) * width].iter().any(|&p| p))
+                };
                 // A group scored by fewer tasks than the vote needs (a head) follows its own tasks.
                 let needed = self.needed.min(voters.len());
-                let mut ranked: Vec<(usize, f64, usize)> = (0..g.channels)
-                    .map(|c| {
+                let mut ranked: Vec<(usize, f64, usize)> = (0..g.units())
+                    .map(|u| {
                         let votes = voters
                             .iter()
-                            .filter(|t| t.rank[&i][c] < (ratio * t.total as f64).floor() as usize)
+                            .filter(|t| t.rank[&i][u] < (ratio * t.total as f64).floor() as usize)
                             .count();
-                        let score: f64 = voters.iter().map(|t| t.scores[&i][c]).sum();
-                        let class = if protected(c) { 2 } else { usize::from(votes >= needed) };
-                        (class, score, c)
+                        let score: f64 = voters.iter().map(|t| t.scores[&i][u]).sum();
+                        let class = if protected(u) == Some(true) {
+                            2
+                        } else {
+                            usize::from(votes >= needed)
+                        };
+                        (class, score, u)
                     })
                     .collect();
                 let fused = ranked.iter().filter(|r| r.0 >= 1).count();
-                let n = self.rules.round(fused.max(self.rules.floor(g.channels)), g.channels);
-                if n >= g.channels {
+                let n = self.rules.units_kept(g.unit, fused, g.units());
+                if n >= g.units() {
                     return None;
                 }
                 // Protected and fused keeps first, then the best of the rest to fill the rules' width.
                 ranked.sort_by(|a, b| b.0.cmp(&a.0).then(b.1.total_cmp(&a.1)).then(a.2.cmp(&b.2)));
-                let mut kept: Vec<i64> = ranked[..n].iter().map(|r| r.2 as i64).collect();
+                let mut kept: Vec<usize> = ranked[..n].iter().map(|r| r.2).collect();
                 kept.sort_unstable();
-                Some(kept)
+                Some(g.channels_of(&kept))
             })
             .collect()
     }

@@ -4,14 +4,11 @@
 
 pub mod channel_select;
 pub mod channels;
-pub mod encoder;
 pub mod mask;
 pub mod policy;
 pub mod score;
 pub mod structured;
 pub mod types;
-pub mod unit_select;
-pub mod unit_taylor;
 
 use crate::choice::Choice;
 use crate::data::{Dataset, Split};
@@ -63,34 +60,25 @@ pub struct ChannelOutcome {
     /// Padded consumers that received a non-zero constant: the pruned model matches the zeroed one
     /// exactly only away from their borders.
     pub inexact_fold: Vec<String>,
-    /// Text encoders: heads and FFN neurons instead of channels.
+    /// Text models: the sequence length the MACs are counted at.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub encoder: Option<EncoderOutcome>,
+    pub seq_len: Option<usize>,
 }
 
-/// What head and neuron pruning of a text encoder did.
-#[derive(Clone, Debug, Serialize)]
-pub struct EncoderOutcome {
-    /// The sequence length the MACs are counted at.
-    pub seq_len: usize,
-    pub rules: unit_select::UnitRules,
-    /// Per layer, [heads before, heads after].
-    pub heads: Vec<[usize; 2]>,
-    /// Per layer, [FFN width before, after].
-    pub ffn: Vec<[usize; 2]>,
-}
-
+/// One group whose width changed, in its units (channels, neurons, heads).
 #[derive(Clone, Debug, Serialize)]
 pub struct WidthChange {
-    /// Layers producing the group's channels.
+    /// Layers producing the group's channels (the first names the group).
     pub producers: Vec<String>,
+    /// "channels", "neurons" or "heads".
+    pub unit: &'static str,
     pub before: usize,
     pub after: usize,
 }
 
 #[derive(Clone, Debug)]
 pub struct PruneConfig {
-    /// What the user asked, as given (granularity, text-encoder rules, layout).
+    /// What the user asked, as given (granularity, width rules, layout).
     pub request: PruneRequest,
     /// The defaults the request resolved to (criterion, sparsity, channel budget and rules).
     pub resolved: Resolved,
@@ -216,25 +204,18 @@ fn eval_on(
     evaluate(model, params, items, tasks, cfg.finetune.batch, device, |_| {})
 }
 
-/// What the structured removal works on, decided once from the granularity and the graph: single
-/// weights, channel groups (image models), or heads and FFN neurons (a text encoder's units,
-/// `encoder.rs`). Each has its own score type, so a score never reaches a path it was not made for.
+/// What the structured removal works on, decided once from the granularity: single weights, or
+/// the graph's channel groups (channels, neurons, attention heads). Each has its own score type,
+/// so a score never reaches a path it was not made for.
 enum Structure {
     Weights,
     Channels(Vec<channels::ChannelGroup>),
-    Units(Vec<encoder::EncoderGroup>),
 }
 
 impl Structure {
     fn of(model: &Model, granularity: Granularity) -> Result<Structure> {
-        let encoder = model
-            .graph
-            .nodes
-            .iter()
-            .any(|n| matches!(n.op, crate::graph::Op::SelfAttention(_)));
         Ok(match granularity {
             Granularity::Weight => Structure::Weights,
-            Granularity::Channel if encoder => Structure::Units(encoder::encoder_groups(&model.graph)),
             Granularity::Channel => Structure::Channels(channels::channel_groups(&model.graph)?),
         })
     }
@@ -308,20 +289,6 @@ impl Scoring<'_, '_> {
         let batches = self.cfg.calib_batches;
         let progress = &mut self.progress;
         score::taylor(self.model, self.params, self.selected, groups, calibration, |i| {
-            progress("score", i, batches)
-        })
-    }
-
-    /// Per-unit scores of an encoder: taylor as the unit-mask gradient, or summed from weights.
-    fn units(&mut self, groups: &[encoder::EncoderGroup]) -> Result<unit_select::UnitScores> {
-        if self.cfg.resolved.criterion != Criterion::Taylor {
-            let weights = self.weights()?;
-            return unit_select::unit_scores(&self.model.graph, groups, &weights);
-        }
-        let calibration = self.calibration()?;
-        let batches = self.cfg.calib_batches;
-        let progress = &mut self.progress;
-        unit_taylor::unit_taylor(self.model, self.params, self.selected, groups, calibration, |i| {
             progress("score", i, batches)
         })
     }
@@ -455,14 +422,8 @@ pub fn prune(
         Structure::Channels(groups) => {
             let scores = scoring.channels(groups)?;
             timings.score_s = t.elapsed().as_secs_f64();
-            prune_channels(&model, &kept, groups, &scores, cfg)?
-        }
-        Structure::Units(groups) => {
-            let scores = scoring.units(groups)?;
-            timings.score_s = t.elapsed().as_secs_f64();
             let seq = budget_seq_len(&model, data, cfg)?;
-            let (out, params, outcome) = encoder_prune(&model, &kept, groups, &scores, seq, cfg)?;
-            (out, params, Pruned::Channels(outcome))
+            prune_channels(&model, &kept, groups, &scores, seq, cfg)?
         }
     };
     timings.mask_s = t.elapsed().as_secs_f64() - timings.score_s;
@@ -525,22 +486,24 @@ fn prune_weights(
     Ok((model.clone(), masked, Pruned::Weights { masks, search }))
 }
 
-/// Channel granularity on an image model: the channels to keep searched to the budget under the
-/// width rules (protecting those whose removal could not be folded exactly, with --fold exact),
-/// then removed physically.
+/// Channel granularity: the channels, neurons and heads to keep searched to the budget under the
+/// width rules (protecting channels whose removal could not be folded exactly, with --fold exact),
+/// then removed physically. A text model's MACs count at `seq` tokens.
 fn prune_channels(
     model: &Model,
     kept: &Params,
     groups: &[channels::ChannelGroup],
     scores: &channel_select::ChannelScores,
+    seq: Option<usize>,
     cfg: &PruneConfig,
 ) -> Result<(Model, Params, Pruned)> {
     let budget = cfg
         .resolved
         .channel_budget
         .unwrap_or(Budget::MacShare(cfg.resolved.sparsity.get()));
+    let at_seq = at_seq_len(model, seq);
     let mut search = ChannelSearch::from_channel_scores(
-        model,
+        &at_seq,
         groups,
         scores,
         cfg.options.fusion,
@@ -556,17 +519,6 @@ fn prune_channels(
     let start = cfg.resolved.channel_rules.max_layer_ratio;
     let plan = search.search_with_caps(budget, &layer_caps(cfg))?;
     let shrunk = structured::shrink(model, kept, groups, &plan.keep)?;
-    let layers = groups
-        .iter()
-        .zip(&plan.keep)
-        .filter_map(|(g, k)| {
-            k.as_ref().map(|k| WidthChange {
-                producers: g.producers.clone(),
-                before: g.channels,
-                after: k.len(),
-            })
-        })
-        .collect();
     let outcome = ChannelOutcome {
         budget,
         rules: plan.rules,
@@ -575,31 +527,57 @@ fn prune_channels(
         protected_channels,
         before: plan.before,
         // What was written: folds may have given consumers new biases.
-        after: channel_select::cost(&shrunk.model.graph, &[], &[])?,
+        after: channel_select::cost(&at_seq_len(&shrunk.model, seq).graph, &[], &[])?,
         macs_removed: plan.macs_removed,
         keep_ratio_per_task: plan.keep_ratio,
         search_iterations: plan.iterations,
-        layers,
+        layers: width_changes(groups, &plan.keep),
         inexact_fold: shrunk.inexact,
-        encoder: None,
+        seq_len: seq,
     };
     Ok((shrunk.model, shrunk.params, Pruned::Channels(outcome)))
 }
 
-/// The sequence length an encoder's MAC budget counts at: --seq-len, else the calibration data's
-/// mean real length, else the graph's default.
-fn budget_seq_len(model: &Model, data: Option<&Dataset>, cfg: &PruneConfig) -> Result<usize> {
-    Ok(match (cfg.request.seq_len, data) {
-        (Some(seq), _) => seq,
-        (None, Some(data)) => {
-            let mask = model
-                .graph
-                .input_named_by(crate::graph::InputRole::AttentionMask)
-                .ok_or_else(|| anyhow::anyhow!("the encoder reads no attention mask to count tokens in"))?;
-            crate::data::mean_tokens(&data.split(Split::Train, cfg.val_fraction)?, mask)?
+/// Every group the plan narrows, in its units.
+fn width_changes(groups: &[channels::ChannelGroup], keep: &[Option<Vec<i64>>]) -> Vec<WidthChange> {
+    groups
+        .iter()
+        .zip(keep)
+        .filter_map(|(g, k)| {
+            let width = g.unit.width();
+            k.as_ref().map(|k| WidthChange {
+                producers: g.producers.clone(),
+                unit: g.unit.plural(),
+                before: g.units(),
+                after: k.len() / width,
+            })
+        })
+        .collect()
+}
+
+/// The model with its sequence length set to `seq` (a text model's MAC count), or as it is.
+fn at_seq_len(model: &Model, seq: Option<usize>) -> std::borrow::Cow<'_, Model> {
+    match seq {
+        Some(seq) => {
+            let mut m = model.clone();
+            m.graph.sizes.insert("seq".into(), seq);
+            std::borrow::Cow::Owned(m)
         }
+        None => std::borrow::Cow::Borrowed(model),
+    }
+}
+
+/// The sequence length a text model's MAC budget counts at: --seq-len, else the calibration
+/// data's mean real length, else the graph's default; None for a model that reads no tokens.
+fn budget_seq_len(model: &Model, data: Option<&Dataset>, cfg: &PruneConfig) -> Result<Option<usize>> {
+    let Some(mask) = model.graph.input_named_by(crate::graph::InputRole::AttentionMask) else {
+        return Ok(None);
+    };
+    Ok(Some(match (cfg.request.seq_len, data) {
+        (Some(seq), _) => seq,
+        (None, Some(data)) => crate::data::mean_tokens(&data.split(Split::Train, cfg.val_fraction)?, mask)?,
         (None, None) => model.graph.sizes.get("seq").copied().unwrap_or(128),
-    })
+    }))
 }
 
 /// The parameters to write (on the CPU, rounded to the output dtype when measured), with the
@@ -708,120 +686,4 @@ fn layer_caps(cfg: &PruneConfig) -> Vec<f64> {
                 .filter(|&r| r > start && cfg.resolved.widen_layer_ratio),
         )
         .collect()
-}
-
-/// MACs and parameters of `graph` with its sequence length set to `seq`.
-fn cost_at_seq(graph: &crate::graph::Graph, seq: usize) -> Result<Cost> {
-    let mut graph = graph.clone();
-    graph.sizes.insert("seq".into(), seq);
-    channel_select::cost(&graph, &[], &[])
-}
-
-/// How much of the budget's unit (MACs or parameters) the encoder's units must give up.
-fn units_target(budget: Budget, before: &Cost) -> Result<u64> {
-    Ok(match budget {
-        Budget::MacShare(s) => (before.macs as f64 * s).round() as u64,
-        Budget::Macs(m) if m < before.macs => before.macs - m,
-        Budget::Macs(m) => crate::usage_bail!("--target-macs {m} is not below the model's {} MACs", before.macs),
-        Budget::Params(p) if p < before.params => before.params - p,
-        Budget::Params(p) => {
-            crate::usage_bail!(
-                "--target-params {p} is not below the model's {} parameters",
-                before.params
-            )
-        }
-    })
-}
-
-/// What one unit of each group costs, in the budget's unit (parameters, or MACs at `seq` tokens).
-fn unit_costs(model: &Model, groups: &[encoder::EncoderGroup], budget: Budget, seq: usize) -> Vec<u64> {
-    let hidden = model
-        .graph
-        .nodes
-        .iter()
-        .find_map(|n| match &n.op {
-            crate::graph::Op::SelfAttention(a) => Some(a.hidden),
-            _ => None,
-        })
-        .unwrap_or(0);
-    groups
-        .iter()
-        .map(|g| match budget {
-            Budget::Params(_) => encoder::unit_params(g, hidden),
-            _ => encoder::unit_macs(g, hidden, seq),
-        })
-        .collect()
-}
-
-/// Heads and FFN neurons removed from a text encoder to the budget, counted at `seq` tokens.
-fn encoder_prune(
-    model: &Model,
-    params: &Params,
-    groups: &[encoder::EncoderGroup],
-    scores: &unit_select::UnitScores,
-    seq: usize,
-    cfg: &PruneConfig,
-) -> Result<(Model, Params, ChannelOutcome)> {
-    if groups.is_empty() {
-        bail!("the encoder has no heads or FFN neurons cut can remove");
-    }
-    let budget = cfg
-        .resolved
-        .channel_budget
-        .unwrap_or(Budget::MacShare(cfg.resolved.sparsity.get()));
-    let before = cost_at_seq(&model.graph, seq)?;
-    let target = units_target(budget, &before)?;
-    let costs = unit_costs(model, groups, budget, seq);
-    let rules = unit_select::UnitRules {
-        min_heads: cfg.request.min_heads,
-        round_to: cfg.resolved.channel_rules.round_to,
-        max_layer_ratio: cfg.resolved.channel_rules.max_layer_ratio,
-    };
-    let start = rules.max_layer_ratio;
-    let search = unit_select::UnitSearch::new(groups, scores, &costs, cfg.options.fusion, cfg.options.min_votes)?;
-    let plan = search.search_with_caps(target, rules, &layer_caps(cfg))?;
-    let (out, out_params) = encoder::shrink(model, params, groups, &plan.keep)?;
-    let after = cost_at_seq(&out.graph, seq)?;
-    let widths = |kind: encoder::GroupKind| -> Vec<[usize; 2]> {
-        groups
-            .iter()
-            .zip(&plan.keep)
-            .filter(|(g, _)| g.kind == kind)
-            .map(|(g, k)| [g.units, k.len()])
-            .collect()
-    };
-    let layers = groups
-        .iter()
-        .zip(&plan.keep)
-        .filter(|(g, k)| k.len() != g.units)
-        .map(|(g, k)| WidthChange {
-            producers: vec![g.producer.clone()],
-            before: g.units,
-            after: k.len(),
-        })
-        .collect();
-    let outcome = ChannelOutcome {
-        budget,
-        rules: WidthRules {
-            max_layer_ratio: plan.rules.max_layer_ratio,
-            ..cfg.resolved.channel_rules
-        },
-        layer_ratio_widened: plan.rules.max_layer_ratio > start,
-        exact_fold: true,
-        protected_channels: 0,
-        macs_removed: 1.0 - after.macs as f64 / before.macs.max(1) as f64,
-        before,
-        after,
-        keep_ratio_per_task: plan.keep_ratio,
-        search_iterations: plan.iterations,
-        layers,
-        inexact_fold: Vec::new(),
-        encoder: Some(EncoderOutcome {
-            seq_len: seq,
-            rules: plan.rules,
-            heads: widths(encoder::GroupKind::Heads),
-            ffn: widths(encoder::GroupKind::Neurons),
-        }),
-    };
-    Ok((out, out_params, outcome))
 }

@@ -38,9 +38,9 @@ pub struct PruneRequest {
     pub min_channels: usize,
     pub round_to: usize,
     pub max_layer_ratio: Option<f64>,
-    /// Text encoders: heads every layer keeps.
+    /// Attention heads every layer keeps.
     pub min_heads: usize,
-    /// Text encoders: the sequence length MAC budgets count at.
+    /// Models that read tokens: the sequence length MAC budgets count at.
     pub seq_len: Option<usize>,
     pub packed: bool,
 }
@@ -100,6 +100,7 @@ impl PruneRequest {
             min_channels: self.min_channels,
             round_to: self.round_to,
             max_layer_ratio: self.max_layer_ratio.unwrap_or(AUTO_LAYER_RATIOS[0]),
+            min_heads: self.min_heads,
         };
         Ok(Resolved {
             criterion,

@@ -1,11 +1,12 @@
 //! Per-task importance of every prunable weight (conv and linear weights of the backbone and of the
 //! task's own head), or, for Taylor, of every prunable channel.
 
-use super::channels::{producer_weight, task_scores_group, ChannelGroup};
+use super::channels::{task_scores_group, transform_params, ChannelGroup};
 pub use super::types::{ChannelScores, Scores};
 use crate::data::example::Samples;
 use crate::data::loader::{Batch, Loader};
-use crate::graph::interpreter::{channels_last, forward_inputs, forward_observed, Inputs, Mode, Params};
+use crate::graph::interpreter::{channels_last, forward_inputs, forward_inputs_observed, Inputs, Mode, Params};
+use crate::graph::ops::ChannelRule;
 use crate::graph::passes::slice_dead_taps_for;
 use crate::graph::{Group, Model, ParamRole, TaskSpec};
 use crate::train::loss::task_loss;
@@ -390,11 +391,15 @@ pub fn taylor(
     mut on_batch: impl FnMut(usize),
 ) -> Result<ChannelScores> {
     let graph = &model.graph;
-    // Every producer's bias name (None: the output falls to zero).
-    let mut bias_of: HashMap<&str, Option<String>> = HashMap::new();
+    // What each producer's removed channel carries (None: zero), and where its channels lie.
+    let mut removed_as: HashMap<&str, (Option<String>, usize)> = HashMap::new();
     for g in groups.iter().filter(|g| g.prunable()) {
         for p in &g.producers {
-            bias_of.insert(p.as_str(), producer_weight(graph, p)?.1);
+            let axis = match graph.node(p).map(|n| n.op.def().channels()) {
+                Some(ChannelRule::Transform { axis, .. }) => axis,
+                _ => 3,
+            };
+            removed_as.insert(p.as_str(), (transform_params(graph, p)?.constant, axis));
         }
     }
     let scored_groups = groups_scored_by_task(model, tasks, groups);
@@ -402,22 +407,27 @@ pub fn taylor(
         .iter()
         .zip(&scored_groups)
         .map(|(t, ids)| {
-            let zeros = ids.iter().map(|&i| (i, vec![0.0; groups[i].channels])).collect();
+            let zeros = ids.iter().map(|&i| (i, vec![0.0; groups[i].units()])).collect();
             (t.name.clone(), zeros)
         })
         .collect();
     let task_names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
     calibration.each_batch(|i, b| {
-        // A differentiable input makes every activation part of the autograd graph; only the
-        // gradients at the producers' outputs are asked for.
-        let image = b.only_input()?.to_kind(Kind::Float).detach().set_requires_grad(true);
-        let sliced = slice_dead_taps_for(graph, &b.graph_inputs(graph)?)?;
+        let (inputs, leaves) = differentiable(b.graph_inputs(graph)?, params);
+        let sliced = slice_dead_taps_for(graph, &inputs)?;
         let mut outputs_of: HashMap<String, Tensor> = HashMap::new();
-        let outputs = forward_observed(&sliced, params, &image, &task_names, Mode::Eval, &mut |node, value| {
-            if bias_of.contains_key(node.name.as_str()) {
-                outputs_of.insert(node.name.clone(), value.shallow_clone());
-            }
-        })?;
+        let outputs = forward_inputs_observed(
+            &sliced,
+            &leaves,
+            &inputs,
+            &task_names,
+            Mode::Eval,
+            &mut |node, value| {
+                if removed_as.contains_key(node.name.as_str()) {
+                    outputs_of.insert(node.name.clone(), value.shallow_clone());
+                }
+            },
+        )?;
         for (k, (task, ids)) in tasks.iter().zip(&scored_groups).enumerate() {
             if ids.is_empty() {
                 continue;
@@ -432,10 +442,15 @@ pub fn taylor(
             let _guard = tch::no_grad_guard();
             let grad_of: HashMap<&str, Tensor> = nodes.iter().copied().zip(grads).collect();
             for &g in ids {
-                let Some(change) = first_order_change(&groups[g], &outputs_of, &grad_of, &bias_of, params) else {
+                let Some(change) = first_order_change(&groups[g], &outputs_of, &grad_of, &removed_as, params) else {
                     continue;
                 };
-                let scores = change.abs().sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
+                // A unit (a head) goes whole: its channels' changes add up before the absolute value.
+                let n = change.size()[0];
+                let per_unit = change
+                    .view([n, groups[g].units() as i64, groups[g].unit.width() as i64])
+                    .sum_dim_intlist([2i64].as_slice(), false, Kind::Double);
+                let scores = per_unit.abs().sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
                 let scores = Vec::<f64>::try_from(scores.to_device(Device::Cpu))?;
                 let slot = acc
                     .get_mut(&task.name)
@@ -463,14 +478,40 @@ fn groups_scored_by_task(model: &Model, tasks: &[TaskSpec], groups: &[ChannelGro
         .collect()
 }
 
+/// The batch's inputs and the parameters with gradients on the tape: float inputs (images) are
+/// made differentiable, which puts every activation on it; a graph whose inputs are all integers
+/// (token ids) gets differentiable parameters instead. Only the gradients at the producers'
+/// outputs are asked for either way.
+fn differentiable(mut inputs: Inputs, params: &Params) -> (Inputs, Params) {
+    let mut any_float = false;
+    for t in inputs.values_mut() {
+        if t.is_floating_point() {
+            *t = t.to_kind(Kind::Float).detach().set_requires_grad(true);
+            any_float = true;
+        }
+    }
+    let leaves = params
+        .iter()
+        .map(|(n, t)| {
+            let t = if !any_float && t.is_floating_point() {
+                t.detach().set_requires_grad(true)
+            } else {
+                t.shallow_clone()
+            };
+            (n.clone(), t)
+        })
+        .collect();
+    (inputs, leaves)
+}
+
 /// Per image and channel of `group`: the first-order change of the loss were each channel's
-/// producers' outputs replaced by their biases, summed over the producers (None when no
-/// producer has a gradient for this task).
+/// producers' outputs replaced by what a removed channel carries (the bias; an attention's value
+/// bias), summed over the producers (None when no producer has a gradient for this task).
 fn first_order_change(
     group: &ChannelGroup,
     outputs_of: &HashMap<String, Tensor>,
     grad_of: &HashMap<&str, Tensor>,
-    bias_of: &HashMap<&str, Option<String>>,
+    removed_as: &HashMap<&str, (Option<String>, usize)>,
     params: &Params,
 ) -> Option<Tensor> {
     let mut change: Option<Tensor> = None;
@@ -479,27 +520,33 @@ fn first_order_change(
         if !grad.defined() {
             continue;
         }
-        let delta = match &bias_of[p.as_str()] {
-            Some(bias) => {
+        let (constant, axis) = &removed_as[p.as_str()];
+        let channel_dim = a.dim() - axis;
+        let delta = match constant {
+            Some(c) => {
                 let mut shape = vec![1i64; a.dim()];
-                shape[1] = -1;
-                a - params[bias].view(shape.as_slice())
+                shape[channel_dim] = -1;
+                a - params[c].view(shape.as_slice())
             }
             None => a.shallow_clone(),
         };
-        let per_position = (delta * grad).to_kind(Kind::Double);
-        let spatial: Vec<i64> = (2..per_position.dim() as i64).collect();
-        let per_image = if spatial.is_empty() {
+        // [N, ..., C, ...] -> [N, C]: summed over positions (spatial or tokens).
+        let per_position = (delta * grad).to_kind(Kind::Double).movedim(channel_dim as i64, 1);
+        let positions: Vec<i64> = (2..per_position.dim() as i64).collect();
+        let per_image = if positions.is_empty() {
             per_position
         } else {
-            per_position.sum_dim_intlist(spatial.as_slice(), false, Kind::Double)
+            per_position.sum_dim_intlist(positions.as_slice(), false, Kind::Double)
         };
-        // A producer a split cuts writes this group's channels from an offset on.
-        let per_image = per_image.narrow(1, group.producer_offset(p) as i64, group.channels as i64);
-        change = Some(match change {
-            Some(c) => c + per_image,
-            None => per_image,
-        });
+        // A producer a split cuts writes this group's channels from an offset on (a fused
+        // projection, at one offset per part).
+        for offset in group.producer_offsets_of(p) {
+            let part = per_image.narrow(1, offset as i64, group.channels as i64);
+            change = Some(match change {
+                Some(c) => c + part,
+                None => part,
+            });
+        }
     }
     change
 }

@@ -6,10 +6,9 @@
 //! linear layers) and wherever c_k = 0; a padded convolution sees zeros instead of c_k at its
 //! borders, so there the fold is exact only away from the borders, and `inexact` lists it.
 
-pub use super::channels::producer_weight;
-use super::channels::ChannelGroup;
+use super::channels::{transform_params, ChannelGroup};
 use crate::graph::interpreter::{activations, Mode, Params};
-use crate::graph::ops::ChannelRule;
+use crate::graph::ops::{ChannelRule, Unit};
 use crate::graph::passes::slice_dead_taps_for;
 use crate::graph::{Graph, Model, Node};
 use anyhow::{anyhow, bail, Result};
@@ -59,11 +58,13 @@ pub fn zero_removed(
                 ChannelRule::PerChannel { zeroed, .. } => zeroed.map(|w| (w.to_string(), g.offset(n))),
                 _ => None,
             });
-        let producer_weights = g
-            .producers
-            .iter()
-            .map(|p| producer_weight(&model.graph, p).map(|(w, _)| (w, g.producer_offset(p))))
-            .collect::<Result<Vec<_>>>()?;
+        let mut producer_weights = Vec::new();
+        for p in &g.producers {
+            let t = transform_params(&model.graph, p)?;
+            for offset in g.producer_offsets_of(p) {
+                producer_weights.extend(t.weights.iter().map(|(w, _)| (w.clone(), offset)));
+            }
+        }
         for (w, offset) in producer_weights.into_iter().chain(per_channel_zeroed) {
             let t = out.get_mut(&w).ok_or_else(|| anyhow!("tensor '{w}' is missing"))?;
             let rows = shifted(&gone, offset).to_device(t.device());
@@ -155,7 +156,8 @@ pub fn shrink(model: &Model, params: &Params, groups: &[ChannelGroup], keep: &[O
     })
 }
 
-/// Each keep list belongs to a prunable group and is sorted, unique, in range and non-empty.
+/// Each keep list belongs to a prunable group and is sorted, unique, in range, whole units, and
+/// non-empty unless the units are heads (a layer may lose its attention).
 fn check_keep_lists(groups: &[ChannelGroup], keep: &[Option<Vec<i64>>]) -> Result<()> {
     for (g, k) in groups.iter().zip(keep) {
         let Some(k) = k else { continue };
@@ -165,10 +167,21 @@ fn check_keep_lists(groups: &[ChannelGroup], keep: &[Option<Vec<i64>>]) -> Resul
                 g.fixed.as_deref().unwrap_or("")
             );
         }
-        if k.is_empty() || k.iter().any(|&c| c < 0 || c as usize >= g.channels) || k.windows(2).any(|w| w[0] >= w[1]) {
+        let heads = matches!(g.unit, Unit::Head { .. });
+        let width = g.unit.width() as i64;
+        let whole_units = k
+            .chunks(width as usize)
+            .all(|u| u.len() == width as usize && u[0] % width == 0 && u.windows(2).all(|p| p[1] == p[0] + 1));
+        if (k.is_empty() && !heads)
+            || k.iter().any(|&c| c < 0 || c as usize >= g.channels)
+            || k.windows(2).any(|w| w[0] >= w[1])
+            || !whole_units
+        {
             bail!(
-                "keep list for a group of {} channels must be sorted, unique, in range and non-empty",
-                g.channels
+                "keep list for a group of {} channels in {} must be sorted, unique, in range, whole {} and non-empty",
+                g.channels,
+                g.unit.plural(),
+                g.unit.plural()
             );
         }
     }
@@ -231,24 +244,27 @@ fn fold_removed_constants(
             let others: Vec<i64> = (0..act.dim() as i64).filter(|&d| d != channel_dim).collect();
             let per_channel = act.mean_dim(others.as_slice(), false, Kind::Float);
             let consts = per_channel.index_select(0, &gone_t);
-            let (weight, bias) = producer_weight(graph, c)?;
-            let node = graph.nodes.iter_mut().find(|n| &n.name == c).expect("consumer exists");
-            let w = &out[&weight];
-            let taps = if w.dim() == 4 {
-                w.sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float)
-            } else {
-                w.shallow_clone()
+            let delta = |w: &Tensor| {
+                let taps = if w.dim() == 4 {
+                    w.sum_dim_intlist([2i64, 3].as_slice(), false, Kind::Float)
+                } else {
+                    w.shallow_clone()
+                };
+                taps.index_select(1, &gone_t).matmul(&consts)
             };
-            let delta = taps.index_select(1, &gone_t).matmul(&consts);
             if padded(node) && consts.abs().max().double_value(&[]) > 0.0 {
                 inexact.push(c.clone());
             }
-            let bias_name = match bias {
-                Some(b) => b,
-                None => add_bias(node, out, &weight, c)?,
-            };
-            let b = out.get_mut(&bias_name).expect("bias exists");
-            *b = &*b + delta;
+            for (weight, bias) in transform_params(graph, c)?.weights {
+                let node = graph.nodes.iter_mut().find(|n| &n.name == c).expect("consumer exists");
+                let change = delta(&out[&weight]);
+                let bias_name = match bias {
+                    Some(b) => b,
+                    None => add_bias(node, out, &weight, c)?,
+                };
+                let b = out.get_mut(&bias_name).expect("bias exists");
+                *b = &*b + change;
+            }
         }
     }
     Ok(inexact)
@@ -286,14 +302,18 @@ fn slice_groups(graph: &Graph, out: &mut Params, groups: &[ChannelGroup], keep: 
         for node in &graph.nodes {
             let name = &node.name;
             match node.op.def().channels() {
-                ChannelRule::Transform { weight, bias, .. } => {
-                    if g.producers.contains(name) {
-                        for t in std::iter::once(weight).chain(bias) {
-                            mark(t, 0, g.producer_offset(name));
+                ChannelRule::Transform { weights, .. } => {
+                    for (weight, bias) in weights {
+                        if g.producers.contains(name) {
+                            for t in std::iter::once(weight).chain(bias) {
+                                for offset in g.producer_offsets_of(name) {
+                                    mark(t, 0, offset);
+                                }
+                            }
                         }
-                    }
-                    if g.consumers.contains(name) {
-                        mark(weight, 1, g.offset(name));
+                        if g.consumers.contains(name) {
+                            mark(weight, 1, g.offset(name));
+                        }
                     }
                 }
                 ChannelRule::PerChannel { tensors, .. } if g.norms.contains(name) => {
@@ -305,6 +325,7 @@ fn slice_groups(graph: &Graph, out: &mut Params, groups: &[ChannelGroup], keep: 
             }
         }
     }
+    mark_constants(graph, groups, keep, &mut gone);
     for ((name, axis), removed) in gone {
         let t = out
             .get_mut(&name)
@@ -313,6 +334,30 @@ fn slice_groups(graph: &Graph, out: &mut Params, groups: &[ChannelGroup], keep: 
         *t = t.index_select(axis, &Tensor::from_slice(&kept).to_device(t.device()));
     }
     Ok(())
+}
+
+/// Marks the entries of constants with one entry per unit (a head's relative position bias) that
+/// removed units lose: `gone` is keyed by tensor and axis from the start, as the constants store
+/// a leading batch axis of 1.
+fn mark_constants(
+    graph: &Graph,
+    groups: &[ChannelGroup],
+    keep: &[Option<Vec<i64>>],
+    gone: &mut BTreeMap<(String, i64), BTreeSet<i64>>,
+) {
+    for (g, k) in groups.iter().zip(keep) {
+        let Some(k) = k else { continue };
+        let removed = removed(g.channels, k);
+        for (node, &(axis, per_entry)) in &g.constants {
+            let Some(n) = graph.node(node) else { continue };
+            let Some((tensor, _, shape)) = n.op.def().params().into_iter().next() else {
+                continue;
+            };
+            let at = (shape.len() - axis) as i64;
+            let entries = removed.iter().map(|c| c / per_entry as i64);
+            gone.entry((tensor, at)).or_default().extend(entries);
+        }
+    }
 }
 
 /// Every parameter has the shape the shrunk graph expects.
@@ -350,7 +395,8 @@ pub fn resize(graph: &Graph, groups: &[ChannelGroup], widths: &[usize]) -> Graph
         let inputs = g.consumers.iter().chain(&g.norms).map(|m| (m, false));
         for (member, writer) in inputs.chain(g.producers.iter().map(|p| (p, true))) {
             let sums = if writer { &mut writes } else { &mut reads };
-            *sums.entry(member).or_default() += n;
+            let times = if writer { g.producer_offsets_of(member).len() } else { 1 };
+            *sums.entry(member).or_default() += n * times;
             if n != g.channels {
                 changed.insert(member);
                 if !writer {
@@ -365,7 +411,23 @@ pub fn resize(graph: &Graph, groups: &[ChannelGroup], widths: &[usize]) -> Graph
             }
         }
     }
+    // Reshapes whose target follows a group: the entry counting its heads (or channels).
+    let mut reshaped: HashMap<&str, (usize, usize)> = HashMap::new();
+    for (g, &n) in groups.iter().zip(widths) {
+        for (node, &(axis, per_entry)) in &g.reshapes {
+            if n != g.channels {
+                reshaped.insert(node, (axis, n / per_entry));
+            }
+        }
+    }
     let mut graph = graph.clone();
+    for node in graph.nodes.iter_mut() {
+        if let Some(&(axis, size)) = reshaped.get(node.name.as_str()) {
+            if let Some(op) = node.op.def().reshaped(axis, size) {
+                node.op = op;
+            }
+        }
+    }
     for node in graph.nodes.iter_mut().filter(|n| changed.contains(n.name.as_str())) {
         let name = node.name.as_str();
         if let Some(&len) = taken.get(name) {

@@ -7,8 +7,9 @@ use tch::Tensor;
 /// normalised so that each task's scores sum to 1.
 pub type Scores = BTreeMap<String, BTreeMap<String, Tensor>>;
 
-/// Channel scores per task: task -> group index -> one score per channel, for the groups the task
-/// scores (prunable groups whose producers all belong to the backbone or the task's own head).
+/// Unit scores per task: task -> group index -> one score per unit (channel, neuron or head), for
+/// the groups the task scores (prunable groups whose producers all belong to the backbone or the
+/// task's own head).
 pub type ChannelScores = BTreeMap<String, BTreeMap<usize, Vec<f64>>>;
 
 /// A share of weights (or of MACs) to remove, strictly between 0 and 1: checked once, where it is

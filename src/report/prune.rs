@@ -195,16 +195,14 @@ fn notes(outcome: &PruneOutcome) -> Vec<String> {
     ];
     match outcome.channels() {
         None => notes.push("Sparsity is the share of zero conv and linear weights in the output model (backbone and kept heads); biases and batch norm are not pruned.".into()),
-        Some(c) if c.encoder.is_some() => {
-            let e = c.encoder.as_ref().expect("matched");
-            notes.push(format!("Sparsity is the share of the selected-task model's multiply-accumulates (one sentence of {} tokens) that removing attention heads and FFN neurons took away.", e.seq_len));
-            notes.push("A unit's score for a task sums the scores of its rows of the producing projections (query, key and value, or the FFN's first) and its columns of the output projection; units are ranked by score per multiply-accumulate (per parameter with --target-params).".into());
-            notes.push("Removed heads' value biases and removed neurons' GELU(bias) pass through the output projection into its bias, so the pruned model computes what the model with those units' input weights zeroed computes.".into());
-        }
         Some(c) => {
-            notes.push("Sparsity is the share of the selected-task model's multiply-accumulates (conv and linear layers, one image at the graph's input size) that channel removal took away.".into());
-            notes.push("A channel's score for a task sums the scores of its producers' output rows and its consumers' input columns; channels are ranked by score per multiply-accumulate.".into());
-            notes.push("Removed channels' constant activations (bias through batch norm and ReLU) are folded into the consumers' biases.".into());
+            let per = match c.seq_len {
+                Some(seq) => format!("one sequence of {seq} tokens"),
+                None => "one image at the graph's input size".into(),
+            };
+            notes.push(format!("Sparsity is the share of the selected-task model's multiply-accumulates ({per}) that removing channels, neurons and attention heads took away."));
+            notes.push("A channel's score for a task sums the scores of its producers' output rows (an attention head's rows of the query, key and value projections) and its consumers' input columns; a head scores its channels' sum; units are ranked by score per multiply-accumulate.".into());
+            notes.push("What a removed unit still outputs (a channel's bias through batch norm and activations, a head's value bias) is folded into the consumers' biases, so the pruned model computes what the model with those units' input weights zeroed computes.".into());
             if !c.inexact_fold.is_empty() {
                 notes.push(format!(
                     "{} padded convolution(s) received a non-zero folded constant ({}); there the fold is exact away from the image borders only, which fine-tuning absorbs.",
@@ -367,7 +365,7 @@ fn headline(r: &PruneReport, kept: &[&GroupReport]) -> String {
     )
 }
 
-/// The summary's lines on a structured prune: MACs and parameters, and an encoder's widths.
+/// The summary's lines on a structured prune: MACs and parameters, heads kept, the token count.
 fn structure_lines(c: &crate::prune::ChannelOutcome) -> String {
     let mut out = format!(
         "  channel pruning of the selected-task model: MACs {} -> {} ({} removed), parameters {} -> {}, {} layer groups narrowed\n",
@@ -378,16 +376,24 @@ fn structure_lines(c: &crate::prune::ChannelOutcome) -> String {
         count(c.after.params as f64),
         c.layers.len()
     );
-    if let Some(e) = &c.encoder {
-        let list = |w: &[[usize; 2]]| w.iter().map(|x| x[1].to_string()).collect::<Vec<_>>().join(" ");
-        out.push_str(&format!(
-            "  heads kept per layer: {}; FFN widths: {} (MACs at {} tokens)\n",
-            list(&e.heads),
-            list(&e.ffn),
-            e.seq_len
-        ));
+    if let Some(heads) = widths_of(c, "heads") {
+        out.push_str(&format!("  heads kept: {heads}\n"));
+    }
+    if let Some(seq) = c.seq_len {
+        out.push_str(&format!("  MACs counted at {seq} tokens\n"));
     }
     out
+}
+
+/// The widths after pruning of the narrowed groups of `unit` ("heads"), space-separated.
+fn widths_of(c: &crate::prune::ChannelOutcome, unit: &str) -> Option<String> {
+    let list: Vec<String> = c
+        .layers
+        .iter()
+        .filter(|l| l.unit == unit)
+        .map(|l| l.after.to_string())
+        .collect();
+    (!list.is_empty()).then(|| list.join(" "))
 }
 
 /// The command's summary: the headline, the structure, parameters and MACs kept, the metrics.
@@ -566,7 +572,7 @@ fn size_section(r: &PruneReport) -> String {
     md
 }
 
-/// At channel granularity: the widths before and after (heads and FFN neurons for an encoder).
+/// At channel granularity: each narrowed group's width before and after, in its units.
 fn structure_section(r: &PruneReport) -> String {
     let Some(c) = &r.channels else { return String::new() };
     let widened = if c.layer_ratio_widened {
@@ -574,36 +580,25 @@ fn structure_section(r: &PruneReport) -> String {
     } else {
         ""
     };
-    let mut md = String::new();
-    if let Some(e) = &c.encoder {
-        md.push_str(&format!(
-            "\n## Heads and FFN neurons\n\nBudget {} at {} tokens; rules: at least {} heads per layer, FFN widths rounded to multiples of {}, at most {} of a layer removed{}. Selected-task model: {}.\n\n| layer | heads before | heads after | FFN before | FFN after |\n| ---: | ---: | ---: | ---: | ---: |\n",
-            budget_text(c.budget),
-            e.seq_len,
-            e.rules.min_heads,
-            e.rules.round_to,
-            percent(e.rules.max_layer_ratio),
-            widened,
-            model_change(c, "sentence"),
-        ));
-        for (i, (h, f)) in e.heads.iter().zip(&e.ffn).enumerate() {
-            md.push_str(&format!("| {i} | {} | {} | {} | {} |\n", h[0], h[1], f[0], f[1]));
-        }
-        return md;
-    }
-    md.push_str(&format!(
-        "\n## Channels\n\nBudget {}; rules: at least {} channels per layer, counts rounded to multiples of {}, at most {} of a layer removed{}. Selected-task model: {}.\n\n| layers producing the channels | before | after |\n| --- | ---: | ---: |\n",
+    let (per, at) = match c.seq_len {
+        Some(seq) => ("sequence", format!(" at {seq} tokens")),
+        None => ("image", String::new()),
+    };
+    let mut md = format!(
+        "\n## Channels, neurons and heads\n\nBudget {}{at}; rules: at least {} channels or neurons per layer, counts rounded to multiples of {}, at least {} heads per layer, at most {} of a layer removed{}. Selected-task model: {}.\n\n| layer | units | before | after |\n| --- | --- | ---: | ---: |\n",
         budget_text(c.budget),
         c.rules.min_channels,
         c.rules.round_to,
+        c.rules.min_heads,
         percent(c.rules.max_layer_ratio),
         widened,
-        model_change(c, "image"),
-    ));
+        model_change(c, per),
+    );
     for l in &c.layers {
         md.push_str(&format!(
-            "| {} | {} | {} |\n",
+            "| {} | {} | {} | {} |\n",
             l.producers.join(", "),
+            l.unit,
             l.before,
             l.after
         ));

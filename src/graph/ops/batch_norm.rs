@@ -91,7 +91,11 @@ impl OpDef for BatchNorm {
         let mut tensors: Vec<&str> = [&self.weight, &self.bias].into_iter().flatten().map(String::as_str).collect();
         tensors.push(&self.running_mean);
         tensors.push(&self.running_var);
-        ChannelRule::PerChannel { tensors, zeroed: None }
+        ChannelRule::PerChannel {
+            tensors,
+            zeroed: None,
+            block: 1,
+        }
     }
     fn resized(&self, inputs: Option<usize>, outputs: Option<usize>) -> Option<Op> {
         Some(Op::BatchNorm(BatchNorm {

@@ -3,7 +3,7 @@
 //! write as constants next to computed values: position embeddings, class tokens, layer scales,
 //! literal scalars.
 
-use super::{ChannelRule, EvalCx, OpDef, ParamSlot, Shape, ShapeCx};
+use super::{ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx};
 use crate::graph::onnx::ExportCx;
 use crate::graph::ParamRole;
 use anyhow::{bail, Result};
@@ -53,5 +53,11 @@ impl OpDef for Constant {
         ChannelRule::Constant {
             scalar: self.shape.iter().all(|&d| d == 1),
         }
+    }
+    fn reshaped(&self, axis: usize, size: usize) -> Option<Op> {
+        let mut shape = self.shape.clone();
+        let at = shape.len().checked_sub(axis)?;
+        shape[at] = size;
+        Some(Op::Constant(Constant { shape, ..self.clone() }))
     }
 }

@@ -1,7 +1,7 @@
 //! `conv2d`: a 2-d convolution of [N, C, H, W], weight [O, C / groups, kh, kw], optional bias [O].
 
 use crate::graph::onnx::{ExportCx, Attr};
-use super::{saturating_product, pair, ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx};
+use super::{saturating_product, pair, ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx, Unit};
 use crate::graph::{arith::conv_out, kernels, ParamRole};
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,12 @@ impl Conv2d {
     /// One filter per channel (channel k in makes channel k out): channels prune through it.
     pub fn depthwise(&self) -> bool {
         self.groups > 1 && self.groups == self.in_channels && self.groups == self.out_channels
+    }
+
+    /// Grouped with as many outputs as inputs (depthwise included): group g's channels in make
+    /// group g's channels out, so channels go a group at a time, in and out together.
+    pub fn per_group(&self) -> bool {
+        self.groups > 1 && self.in_channels == self.out_channels
     }
 
     /// The window as the kernels take it.
@@ -176,28 +182,32 @@ impl OpDef for Conv2d {
         Ok(if self.relu { cx.op("Relu", &[&y], vec![]) } else { y })
     }
     fn channels(&self) -> ChannelRule<'_> {
-        if self.depthwise() {
+        if self.per_group() {
             return ChannelRule::PerChannel {
                 tensors: std::iter::once(self.weight.as_str()).chain(self.bias.as_deref()).collect(),
                 zeroed: Some(&self.weight),
+                block: self.in_channels / self.groups,
             };
         }
         ChannelRule::Transform {
-            weight: &self.weight,
-            bias: self.bias.as_deref(),
+            weights: vec![(&self.weight, self.bias.as_deref())],
+            constant: self.bias.as_deref(),
             outputs: self.out_channels,
+            unit: Unit::Channel,
             fixes: (self.groups != 1).then_some("grouped convolution"),
             padded: self.padding != [0, 0],
             axis: 3,
         }
     }
     fn resized(&self, inputs: Option<usize>, outputs: Option<usize>) -> Option<Op> {
-        if self.depthwise() {
+        if self.per_group() {
+            // Whole groups go: the group width stays.
+            let block = self.in_channels / self.groups;
             let channels = inputs.or(outputs).unwrap_or(self.in_channels);
             return Some(Op::Conv2d(Conv2d {
                 in_channels: channels,
                 out_channels: channels,
-                groups: channels,
+                groups: channels / block,
                 ..self.clone()
             }));
         }

@@ -2,7 +2,7 @@
 //! Weight [O, F], optional bias [O].
 
 use crate::graph::onnx::{ExportCx, Attr};
-use super::{saturating_product, ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx};
+use super::{saturating_product, ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx, Unit};
 use crate::graph::ParamRole;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -76,9 +76,10 @@ impl OpDef for Linear {
     }
     fn channels(&self) -> ChannelRule<'_> {
         ChannelRule::Transform {
-            weight: &self.weight,
-            bias: self.bias.as_deref(),
+            weights: vec![(&self.weight, self.bias.as_deref())],
+            constant: self.bias.as_deref(),
             outputs: self.out_features,
+            unit: Unit::Neuron,
             fixes: None,
             padded: false,
             axis: 1,

@@ -39,7 +39,7 @@ impl OpDef for MatMul {
         Ok(cx.op("MatMul", args, vec![]))
     }
     fn channels(&self) -> ChannelRule<'_> {
-        ChannelRule::Mix { why: "a product of two computed values" }
+        ChannelRule::Product
     }
 }
 

@@ -100,14 +100,21 @@ pub fn eval_with_params(op: &dyn OpDef, params: &Params, args: &[&Tensor]) -> Re
 pub enum ChannelRule<'a> {
     /// The graph's input: a space (of the width the graph declares) that pruning may not change.
     Source,
-    /// Reads its input's channels through axis 1 of `weight` and writes a new space of `outputs`
-    /// channels: rows (axis 0) of `weight` and `bias`. `fixes` says why neither space may be
-    /// pruned (a grouped convolution); `padded` that it sees zero padding, where a removed input
-    /// channel's constant is not seen.
+    /// Reads its input's channels and writes a new space of `outputs` channels. `fixes` says why
+    /// neither space may be pruned (a grouped convolution); `padded` that it sees zero padding,
+    /// where a removed input channel's constant is not seen.
     Transform {
-        weight: &'a str,
-        bias: Option<&'a str>,
+        /// Weight and bias pairs that read the input's channels through axis 1 of the weight and
+        /// write the output's through its rows (axis 0) and the bias: one pair for a convolution
+        /// or linear layer; an attention's query, key and value projections.
+        weights: Vec<(&'a str, Option<&'a str>)>,
+        /// What output channel k carries once its rows are zero: entry k of this tensor (the
+        /// bias; an attention's value bias, which a head with constant queries and keys averages),
+        /// or zero where there is none.
+        constant: Option<&'a str>,
         outputs: usize,
+        /// What one removable unit of the output is: a channel, a neuron, an attention head.
+        unit: Unit,
         fixes: Option<&'static str>,
         padded: bool,
         /// Where its output's channels lie, counted from the last axis: 3 for a convolution's
@@ -115,12 +122,16 @@ pub enum ChannelRule<'a> {
         axis: usize,
     },
     /// One entry per channel of its input, along axis 0 of each tensor (a batch norm, a
-    /// depthwise convolution): channel k in makes channel k out. `zeroed` is the tensor whose
+    /// depthwise or grouped convolution with as many outputs as inputs): channel k in makes
+    /// channel k out, or block b of channels in makes block b out. `zeroed` is the tensor whose
     /// entry a removed channel zeroes, so that what it passes on stays a constant (a depthwise
     /// weight: its bias alone, not a padded window of a constant).
     PerChannel {
         tensors: Vec<&'a str>,
         zeroed: Option<&'a str>,
+        /// Channels that go together: a grouped convolution's group width (its groups mix the
+        /// channels within them); 1 for a batch norm or a depthwise filter.
+        block: usize,
     },
     /// Passes its input's channels on unchanged.
     Preserve,
@@ -128,14 +139,59 @@ pub enum ChannelRule<'a> {
     Tie,
     /// Mixes channels with other axes: its inputs' channels and its output are fixed.
     Mix { why: &'static str },
-    /// Takes channels `start..end` of its input (a split's part).
-    Range { start: usize, end: usize },
+    /// Takes `start..end` of its input's per-sample axis `axis` (a split's part): channels
+    /// where the axis holds them; a part of a fused projection (queries, keys, values) where the
+    /// axis holds those.
+    Range { axis: usize, start: usize, end: usize },
+    /// The same values in another shape: channels follow where the shape keeps their axis, or
+    /// splits it into attention heads and their width, or merges heads back.
+    Reshape,
+    /// Moves axes: output axis i is input axis `perm[i]` (per sample).
+    Permute { perm: &'a [usize] },
+    /// The product of two computed values over their last two axes: attention's queries times
+    /// keys tie their heads (and head widths), its scores times values tie their heads.
+    Product,
     /// Joins its inputs' channels in order (a concatenation along channels): the output's channel
     /// k of input i is channel k of that input at the offset of the inputs before it.
     Join,
     /// A value of the model's own that reads its input for the batch size only (a constant): a
     /// scalar belongs to no channel space (a tie ignores it); a tensor's width is fixed.
     Constant { scalar: bool },
+}
+
+/// What one removable unit of a transform's output is, in the user's terms: a convolution's
+/// channel, a linear layer's neuron, or an attention head (`width` channels removed together).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unit {
+    Channel,
+    Neuron,
+    Head {
+        width: usize,
+    },
+    /// A group of a grouped convolution: `width` channels in, as many out.
+    Group {
+        width: usize,
+    },
+}
+
+impl Unit {
+    /// Channels per unit.
+    pub fn width(self) -> usize {
+        match self {
+            Unit::Head { width } | Unit::Group { width } => width,
+            Unit::Channel | Unit::Neuron => 1,
+        }
+    }
+    /// The units' name in reports: channels, neurons, heads.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Unit::Channel => "channels",
+            Unit::Neuron => "neurons",
+            Unit::Head { .. } => "heads",
+            Unit::Group { .. } => "convolution groups",
+        }
+    }
 }
 
 /// Everything about one op. The node name is passed where messages need it.
@@ -173,6 +229,12 @@ pub trait OpDef {
     /// The op taking channels `start..end` instead (a slice of channels whose input shrank);
     /// `None` when it takes no range.
     fn resliced(&self, _start: usize, _end: usize) -> Option<Op> {
+        None
+    }
+    /// The op with its per-sample target shape's axis `axis` (counted from the end, 1 the last)
+    /// set to `size` (a reshape that splits channels into heads, after heads went); `None` when it
+    /// has no target shape.
+    fn reshaped(&self, _axis: usize, _size: usize) -> Option<Op> {
         None
     }
     /// The op reading a bias tensor of this name (it has none yet); `None` when it takes none.

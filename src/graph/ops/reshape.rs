@@ -1,6 +1,6 @@
 //! `reshape`: the same values in another per-sample shape (the batch stays first).
 
-use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
+use super::{ChannelRule, EvalCx, Op, OpDef, Shape, ShapeCx};
 use crate::graph::onnx::ExportCx;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -33,7 +33,13 @@ impl OpDef for Reshape {
         true
     }
     fn channels(&self) -> ChannelRule<'_> {
-        ChannelRule::Mix { why: "reshapes the channel axis" }
+        ChannelRule::Reshape
+    }
+    fn reshaped(&self, axis: usize, size: usize) -> Option<Op> {
+        let mut shape = self.shape.clone();
+        let at = shape.len().checked_sub(axis)?;
+        shape[at] = size;
+        Some(Op::Reshape(Reshape { shape }))
     }
 }
 

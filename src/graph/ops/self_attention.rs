@@ -2,10 +2,12 @@
 //! inputs x [N, L, H] and mask [N, L] (1 for a token, 0 for padding); per head h, queries, keys and
 //! values are x W^T + b over rows `h*d .. (h+1)*d` of their weights; scores q k^T / sqrt(d) skip
 //! padded keys; the output [N, L, heads * d] is the heads' contexts side by side (the output
-//! projection is a `linear` after it). Removing a head is removing its rows of the three weights.
+//! projection is a `linear` after it). Removing a head is removing its rows of the three weights:
+//! for channel pruning it is a transform whose units are heads. A head whose rows are zero has
+//! constant queries and keys, so it attends uniformly to constant values: it outputs its value bias.
 
 use crate::graph::onnx::{Attr, DataType, ExportCx};
-use super::{saturating_product, ChannelRule, EvalCx, OpDef, ParamSlot, Shape, ShapeCx};
+use super::{saturating_product, ChannelRule, EvalCx, Op, OpDef, ParamSlot, Shape, ShapeCx, Unit};
 use crate::graph::{kernels, ParamRole};
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -138,9 +140,27 @@ impl OpDef for SelfAttention {
         Ok(cx.op("Reshape", &[&context, &merged], vec![]))
     }
     fn channels(&self) -> ChannelRule<'_> {
-        ChannelRule::Mix {
-            why: "attention heads (pruned by head, not by channel)",
+        let projections = [
+            (&self.query, &self.query_bias),
+            (&self.key, &self.key_bias),
+            (&self.value, &self.value_bias),
+        ];
+        ChannelRule::Transform {
+            weights: projections.map(|(w, b)| (w.as_str(), Some(b.as_str()))).to_vec(),
+            constant: Some(&self.value_bias),
+            outputs: self.width(),
+            unit: Unit::Head { width: self.head_dim },
+            fixes: None,
+            padded: false,
+            axis: 1,
         }
+    }
+    fn resized(&self, inputs: Option<usize>, outputs: Option<usize>) -> Option<Op> {
+        Some(Op::SelfAttention(SelfAttention {
+            hidden: inputs.unwrap_or(self.hidden),
+            heads: outputs.map_or(self.heads, |o| o / self.head_dim),
+            ..self.clone()
+        }))
     }
 }
 

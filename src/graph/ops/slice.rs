@@ -46,13 +46,10 @@ impl OpDef for Slice {
         true
     }
     fn channels(&self) -> ChannelRule<'_> {
-        if self.axis == 0 {
-            ChannelRule::Range {
-                start: self.start,
-                end: self.end,
-            }
-        } else {
-            ChannelRule::Preserve
+        ChannelRule::Range {
+            axis: self.axis,
+            start: self.start,
+            end: self.end,
         }
     }
     fn resliced(&self, start: usize, end: usize) -> Option<Op> {

@@ -36,7 +36,7 @@ impl OpDef for Transpose {
         Ok(cx.op("Transpose", args, vec![Attr::Ints("perm", full_perm(&self.perm))]))
     }
     fn channels(&self) -> ChannelRule<'_> {
-        ChannelRule::Mix { why: "moves the channel axis" }
+        ChannelRule::Permute { perm: &self.perm }
     }
 }
 

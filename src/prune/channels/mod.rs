@@ -7,7 +7,9 @@
 //! channel k of a space means removing output channel k of every producer, entry k of every batch
 //! norm, and input channel k of every consumer.
 
-use crate::graph::ops::ChannelRule;
+mod heads;
+
+use crate::graph::ops::{ChannelRule, Unit};
 use crate::graph::{Dim, Graph, Node, Op};
 use anyhow::{anyhow, bail, Result};
 use serde::Serialize;
@@ -27,9 +29,10 @@ pub struct ChannelGroup {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub offsets: BTreeMap<String, usize>,
     /// Producers that write the group's channels from an offset on (a convolution whose output a
-    /// split takes apart): their output row `offset + k` is the group's k.
+    /// split takes apart): their output row `offset + k` is the group's k. A fused projection of
+    /// queries, keys and values writes one group of heads three times, at three offsets.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub producer_offsets: BTreeMap<String, usize>,
+    pub producer_offsets: BTreeMap<String, Vec<usize>>,
     /// Slices of channels whose bounds follow the group's width: true where the slice takes the
     /// group, false where the group lies before the slice's range.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -37,6 +40,17 @@ pub struct ChannelGroup {
     /// Why the group must keep every channel, if it must: the image input, a task output, a
     /// flatten that mixes channels with positions, or a grouped convolution.
     pub fixed: Option<String>,
+    /// What its producers' units are (channels, neurons, heads): channels go a unit at a time.
+    pub unit: Unit,
+    /// Reshapes whose target shape follows the group's width: per node, the axis (counted from
+    /// the end) and how many of the group's channels one entry of that axis holds (a head's
+    /// width where the reshape splits heads out, 1 where it merges them back).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub reshapes: BTreeMap<String, (usize, usize)>,
+    /// Constant tensors with one entry per unit (Swin's relative position bias per head): per
+    /// node, the axis (counted from the end) and the channels one entry stands for.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub constants: BTreeMap<String, (usize, usize)>,
 }
 
 impl ChannelGroup {
@@ -49,9 +63,23 @@ impl ChannelGroup {
         self.offsets.get(node).copied().unwrap_or(0)
     }
 
-    /// Where producer `node` writes the group's channels.
-    pub fn producer_offset(&self, node: &str) -> usize {
-        self.producer_offsets.get(node).copied().unwrap_or(0)
+    /// Where producer `node` writes the group's channels (once, or once per part it writes).
+    pub fn producer_offsets_of(&self, node: &str) -> Vec<usize> {
+        self.producer_offsets.get(node).cloned().unwrap_or_else(|| vec![0])
+    }
+
+    /// How many units (channels, neurons or heads) the group has.
+    pub fn units(&self) -> usize {
+        self.channels / self.unit.width()
+    }
+
+    /// The channels of the units `units`, in order.
+    pub fn channels_of(&self, units: &[usize]) -> Vec<i64> {
+        let w = self.unit.width();
+        units
+            .iter()
+            .flat_map(|&u| (u * w..(u + 1) * w).map(|c| c as i64))
+            .collect()
     }
 }
 
@@ -78,9 +106,55 @@ impl UnionFind {
 pub fn channel_groups(graph: &Graph) -> Result<Vec<ChannelGroup>> {
     let shapes = crate::graph::shapes::infer_sizes(graph, &graph.sizes)?;
     let facts = record_spaces(graph, &shapes);
-    let groups = resolve_groups(facts);
+    let mut groups = resolve_groups(facts);
     check_widths(graph, &groups)?;
+    for g in groups.values_mut() {
+        assign_unit(graph, g);
+    }
     Ok(groups.into_values().collect())
+}
+
+/// A group's unit is its producers' (channels, neurons, heads), or the group width of a grouped
+/// convolution among its members. A group whose members' units differ in width, or that a split
+/// or concatenation cuts inside a unit, stays whole.
+fn assign_unit(graph: &Graph, g: &mut ChannelGroup) {
+    let rule = |n: &str| graph.node(n).map(|node| node.op.def().channels());
+    let mut units: Vec<Unit> = g
+        .producers
+        .iter()
+        .filter_map(|p| match rule(p)? {
+            ChannelRule::Transform { unit, .. } => Some(unit),
+            _ => None,
+        })
+        .collect();
+    units.extend(g.norms.iter().filter_map(|n| match rule(n)? {
+        ChannelRule::PerChannel { block, .. } if block > 1 => Some(Unit::Group { width: block }),
+        _ => None,
+    }));
+    if g.unit != Unit::Channel {
+        units.push(g.unit);
+    }
+    let Some(&widest) = units.iter().max_by_key(|u| u.width()) else {
+        return;
+    };
+    let w = widest.width();
+    g.unit = if w > 1 || units.iter().all(|&u| u == widest) {
+        widest
+    } else {
+        Unit::Channel
+    };
+    let uneven = units.iter().any(|u| u.width() != 1 && u.width() != w)
+        || !g.channels.is_multiple_of(w)
+        || g.producer_offsets
+            .values()
+            .flatten()
+            .chain(g.offsets.values())
+            .any(|o| !o.is_multiple_of(w));
+    if uneven {
+        g.unit = Unit::Channel;
+        g.fixed
+            .get_or_insert_with(|| format!("its members cut {} of {w} channels apart", widest.plural()));
+    }
 }
 
 /// What the walk over the graph records: channel spaces joined by union-find, their widths, and
@@ -96,6 +170,12 @@ struct SpaceFacts<'g> {
     /// Space, slice node, and whether the slice takes the space (else the space lies before it).
     slicers: Vec<(usize, &'g str, bool)>,
     fixed: Vec<(usize, String)>,
+    /// Spaces a reshape split into units (attention heads).
+    blocks: Vec<(usize, Unit)>,
+    /// Space, reshape node, axis from the end, channels per entry (see `ChannelGroup::reshapes`).
+    reshapes: Vec<(usize, &'g str, usize, usize)>,
+    /// The same for constants with one entry per head (see `ChannelGroup::constants`).
+    head_constants: Vec<(usize, &'g str, usize, usize)>,
 }
 
 /// The walk's state: each node's space, and where its channels lie, counted from the last axis
@@ -114,6 +194,10 @@ struct Walk<'g> {
     parts: HashMap<&'g str, Vec<usize>>,
     /// Spaces a slice of channels cut in two, with the two halves.
     refined: HashMap<usize, [usize; 2]>,
+    /// Values that hold channels split into attention heads, and fused projections split into
+    /// parts of heads (see `heads.rs`).
+    heads: HashMap<&'g str, heads::Heads>,
+    head_parts: HashMap<&'g str, heads::Parts>,
 }
 
 /// The size of `shape` at `axis` counted from its end (1 is the last).
@@ -175,6 +259,11 @@ impl<'g> Walk<'g> {
 
     /// One node: its output's space and channel axis, from how its op treats channels.
     fn node(&mut self, node: &'g Node) -> (usize, usize) {
+        // A constant reads its input for the batch size only.
+        let constant = matches!(node.op.def().channels(), ChannelRule::Constant { .. });
+        if !constant && node.inputs.iter().any(|i| self.headed(i)) {
+            return self.follow_heads(node);
+        }
         // The first input's space and axis (none for a graph input).
         let (s0, a0) = node.inputs.first().map_or((usize::MAX, 0), |i| self.at(i));
         let name = node.name.as_str();
@@ -210,7 +299,9 @@ impl<'g> Walk<'g> {
                 self.pass_parts(node);
                 (s0, a0)
             }
-            ChannelRule::Preserve => match self.preserved_axis(node, a0) {
+            ChannelRule::Range { axis: 0, start, end } => self.range(node, start, end),
+            // A range of another axis passes channels on where they stay whole.
+            ChannelRule::Preserve | ChannelRule::Range { .. } => match self.preserved_axis(node, a0) {
                 Some(a) => {
                     self.pass_parts(node);
                     (s0, a)
@@ -220,7 +311,9 @@ impl<'g> Walk<'g> {
             ChannelRule::Tie if node.inputs.iter().any(|i| self.composite(i)) => self.tie_parts(node),
             ChannelRule::Tie => self.tie(node),
             ChannelRule::Join => self.join(node),
-            ChannelRule::Range { start, end } => self.range(node, start, end),
+            ChannelRule::Reshape => self.reshape(node),
+            ChannelRule::Permute { perm } => self.permute(node, perm),
+            ChannelRule::Product => self.mix(node, "a product of two computed values"),
             ChannelRule::Constant { scalar } => {
                 let s = self.new_space(0);
                 if scalar {
@@ -422,6 +515,8 @@ fn record_spaces<'g>(graph: &'g Graph, shapes: &'g HashMap<String, Vec<usize>>) 
         scalars: Default::default(),
         parts: HashMap::new(),
         refined: HashMap::new(),
+        heads: HashMap::new(),
+        head_parts: HashMap::new(),
     };
     for node in &graph.nodes {
         let (s, a) = walk.node(node);
@@ -444,6 +539,9 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
         norms,
         slicers,
         fixed,
+        blocks,
+        reshapes,
+        head_constants,
     } = facts;
     let mut groups: BTreeMap<usize, ChannelGroup> = BTreeMap::new();
     fn group<'g>(
@@ -462,6 +560,9 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
             producer_offsets: BTreeMap::new(),
             slicers: BTreeMap::new(),
             fixed: None,
+            unit: Unit::Channel,
+            reshapes: BTreeMap::new(),
+            constants: BTreeMap::new(),
         });
         // A mixing op's output space has no width of its own (0); a space it is tied to has one.
         group.channels = group.channels.max(width[s]);
@@ -472,10 +573,13 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
     }
     for (s, n, offset) in producers {
         let g = group(&mut groups, &mut uf, &width, s);
-        g.producers.push(n.to_string());
-        if offset > 0 {
-            g.producer_offsets.insert(n.to_string(), offset);
+        if !g.producers.iter().any(|p| p == n) {
+            g.producers.push(n.to_string());
         }
+        g.producer_offsets.entry(n.to_string()).or_default().push(offset);
+    }
+    for g in groups.values_mut() {
+        g.producer_offsets.retain(|_, at| at.as_slice() != [0]);
     }
     for (s, n, takes) in slicers {
         group(&mut groups, &mut uf, &width, s)
@@ -502,6 +606,32 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
             .fixed
             .get_or_insert(format!("'{n}' reads its channels twice"));
     }
+    for (s, unit) in blocks {
+        group(&mut groups, &mut uf, &width, s).unit = unit;
+    }
+    for (s, n, axis, per_entry) in reshapes {
+        group(&mut groups, &mut uf, &width, s)
+            .reshapes
+            .insert(n.to_string(), (axis, per_entry));
+    }
+    for (s, n, axis, per_entry) in head_constants {
+        group(&mut groups, &mut uf, &width, s)
+            .constants
+            .insert(n.to_string(), (axis, per_entry));
+    }
+    // A reshape whose target follows two groups could not follow both.
+    let mut readers: BTreeMap<String, usize> = BTreeMap::new();
+    for g in groups.values() {
+        for n in g.reshapes.keys() {
+            *readers.entry(n.clone()).or_default() += 1;
+        }
+    }
+    for g in groups.values_mut() {
+        if let Some(n) = g.reshapes.keys().find(|n| readers[*n] > 1) {
+            g.fixed
+                .get_or_insert(format!("the reshape '{n}' follows several groups"));
+        }
+    }
     for (s, why) in fixed {
         group(&mut groups, &mut uf, &width, s).fixed.get_or_insert(why);
     }
@@ -515,7 +645,7 @@ fn check_widths(graph: &Graph, groups: &BTreeMap<usize, ChannelGroup>) -> Result
     let mut written: BTreeMap<&str, usize> = BTreeMap::new();
     for g in groups.values() {
         for p in &g.producers {
-            *written.entry(p).or_default() += g.channels;
+            *written.entry(p).or_default() += g.channels * g.producer_offsets_of(p).len();
         }
     }
     for (p, channels) in written {
@@ -529,8 +659,22 @@ fn check_widths(graph: &Graph, groups: &BTreeMap<usize, ChannelGroup>) -> Result
     Ok(())
 }
 
-/// The weight and bias names of a convolution or linear layer.
-pub fn producer_weight(graph: &Graph, node: &str) -> Result<(String, Option<String>)> {
+/// The parameters of a transform (a convolution, linear layer or attention): its weight and bias
+/// pairs, and what a removed output channel carries (see [`ChannelRule::Transform`]).
+pub struct TransformParams {
+    pub weights: Vec<(String, Option<String>)>,
+    pub constant: Option<String>,
+}
+
+impl TransformParams {
+    /// The first weight: the one whose scores say whether a task scores the transform.
+    pub fn weight(&self) -> &str {
+        &self.weights[0].0
+    }
+}
+
+/// The weight and bias names of a transform node.
+pub fn transform_params(graph: &Graph, node: &str) -> Result<TransformParams> {
     match graph
         .node(node)
         .ok_or_else(|| anyhow!("no node '{node}'"))?
@@ -538,8 +682,14 @@ pub fn producer_weight(graph: &Graph, node: &str) -> Result<(String, Option<Stri
         .def()
         .channels()
     {
-        ChannelRule::Transform { weight, bias, .. } => Ok((weight.to_string(), bias.map(str::to_string))),
-        _ => bail!("node '{node}' is not a convolution or linear layer"),
+        ChannelRule::Transform { weights, constant, .. } => Ok(TransformParams {
+            weights: weights
+                .into_iter()
+                .map(|(w, b)| (w.to_string(), b.map(str::to_string)))
+                .collect(),
+            constant: constant.map(str::to_string),
+        }),
+        _ => bail!("node '{node}' is not a convolution, linear layer or attention"),
     }
 }
 
@@ -550,7 +700,7 @@ pub fn task_scores_group(graph: &Graph, g: &ChannelGroup, scored: impl Fn(&str) 
         && !g.producers.is_empty()
         && g.producers
             .iter()
-            .all(|p| producer_weight(graph, p).is_ok_and(|(w, _)| scored(&w)))
+            .all(|p| transform_params(graph, p).is_ok_and(|t| scored(t.weight())))
 }
 
 #[cfg(test)]
@@ -634,6 +784,47 @@ mod tests {
         }
     }
 
+    /// A grouped 3x3 convolution (8 -> 8 in 2 groups of 4) after a passes a's channels a group at
+    /// a time; one with more outputs than inputs (8 -> 16) fixes both sides.
+    #[test]
+    fn grouped_convolutions_pass_whole_groups() {
+        let grouped = |name: &str, cout: usize| match conv(name, 8, cout) {
+            Op::Conv2d(c) => Op::Conv2d(crate::graph::Conv2d {
+                groups: 2,
+                kernel: [3, 3],
+                padding: [1, 1],
+                ..c
+            }),
+            _ => unreachable!(),
+        };
+        let mut g = depthwise_scalar_concat();
+        g.nodes[2] = Node::new("dw", &["a"], grouped("dw", 8));
+        g.validate().unwrap();
+        let groups = channel_groups(&g).unwrap();
+        let a = groups.iter().find(|x| x.producers == ["a"]).unwrap();
+        assert_eq!(
+            (a.unit, a.units(), a.norms.clone()),
+            (Unit::Group { width: 4 }, 2, vec!["dw".to_string()])
+        );
+        assert!(a.prunable());
+        assert_eq!(a.channels_of(&[1]), [4, 5, 6, 7]);
+        let widths: Vec<usize> = groups.iter().map(|x| if x == a { 4 } else { x.channels }).collect();
+        let resized = crate::prune::structured::resize(&g, &groups, &widths);
+        let Op::Conv2d(dw) = &resized.node("dw").unwrap().op else {
+            panic!()
+        };
+        assert_eq!((dw.in_channels, dw.out_channels, dw.groups), (4, 4, 1));
+        resized.validate().unwrap();
+
+        let mut wide = depthwise_scalar_concat();
+        wide.nodes[2] = Node::new("dw", &["a"], grouped("dw", 16));
+        wide.nodes[5] = Node::new("b", &["scaled"], conv("b", 16, 4));
+        wide.validate().unwrap();
+        let groups = channel_groups(&wide).unwrap();
+        let a = groups.iter().find(|x| x.producers == ["a"]).unwrap();
+        assert_eq!(a.fixed.as_deref(), Some("grouped convolution 'dw'"));
+    }
+
     #[test]
     fn depthwise_filters_and_scalars_pass_channels_concatenations_keep_offsets() {
         let g = depthwise_scalar_concat();
@@ -707,12 +898,12 @@ mod tests {
         };
         assert!(low.prunable() && high.prunable());
         assert_eq!(
-            (low.channels, low.producer_offset("a"), &low.consumers),
-            (4, 0, &vec!["b".to_string()])
+            (low.channels, low.producer_offsets_of("a"), &low.consumers),
+            (4, vec![0], &vec!["b".to_string()])
         );
         assert_eq!(
-            (high.channels, high.producer_offset("a"), &high.consumers),
-            (4, 4, &vec!["c".to_string()])
+            (high.channels, high.producer_offsets_of("a"), &high.consumers),
+            (4, vec![4], &vec!["c".to_string()])
         );
         assert_eq!(
             low.slicers,
