@@ -17,10 +17,10 @@ from importlib import import_module
 zoo_bench = import_module("bench-onnx-zoo")
 
 
-def prune(cut, path, out, tasks):
+def prune(cut, path, out, tasks, extra=()):
     """Runs cut prune; the report and which fold it took, or the one-line refusal."""
     base = [cut, "prune", path, "--tasks", ",".join(tasks), "--granularity", "channel", "--sparsity", "0.5",
-            "--onnx", "-o", out, "--force", "--json"]
+            "--onnx", "-o", out, "--force", "--json", *extra]
     for fold in ("exact", "approximate"):
         run = subprocess.run(base + ["--fold", fold], capture_output=True, text=True)
         if run.returncode == 0:
@@ -40,6 +40,7 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--only", help="comma-separated model names (file stems) to run")
+    p.add_argument("--extra", default="", help="more cut prune options, e.g. '--round-to 16'")
     a = p.parse_args()
     only = set(a.only.split(",")) if a.only else None
     tmp = tempfile.mkdtemp()
@@ -53,7 +54,7 @@ def main():
         tasks = [o.name for o in model.graph.output]
         row = {"model": name}
         t = time.perf_counter()
-        report, fold, error = prune(a.cut, path, os.path.join(tmp, name + ".safetensors"), tasks)
+        report, fold, error = prune(a.cut, path, os.path.join(tmp, name + ".safetensors"), tasks, a.extra.split())
         row["prune_s"] = time.perf_counter() - t
         if report is None:
             row["error"] = error[:140]
