@@ -391,17 +391,7 @@ pub fn taylor(
     mut on_batch: impl FnMut(usize),
 ) -> Result<ChannelScores> {
     let graph = &model.graph;
-    // What each producer's removed channel carries (None: zero), and where its channels lie.
-    let mut removed_as: HashMap<&str, (Option<String>, usize)> = HashMap::new();
-    for g in groups.iter().filter(|g| g.prunable()) {
-        for p in &g.producers {
-            let axis = match graph.node(p).map(|n| n.op.def().channels()) {
-                Some(ChannelRule::Transform { axis, .. }) => axis,
-                _ => 3,
-            };
-            removed_as.insert(p.as_str(), (transform_params(graph, p)?.constant, axis));
-        }
-    }
+    let removed_as = removed_outputs(graph, groups)?;
     let scored_groups = groups_scored_by_task(model, tasks, groups);
     let mut acc: ChannelScores = tasks
         .iter()
@@ -445,13 +435,7 @@ pub fn taylor(
                 let Some(change) = first_order_change(&groups[g], &outputs_of, &grad_of, &removed_as, params) else {
                     continue;
                 };
-                // A unit (a head) goes whole: its channels' changes add up before the absolute value.
-                let n = change.size()[0];
-                let per_unit = change
-                    .view([n, groups[g].units() as i64, groups[g].unit.width() as i64])
-                    .sum_dim_intlist([2i64].as_slice(), false, Kind::Double);
-                let scores = per_unit.abs().sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
-                let scores = Vec::<f64>::try_from(scores.to_device(Device::Cpu))?;
+                let scores = unit_scores(&groups[g], &change)?;
                 let slot = acc
                     .get_mut(&task.name)
                     .and_then(|t| t.get_mut(&g))
@@ -463,6 +447,36 @@ pub fn taylor(
         Ok(())
     })?;
     Ok(acc)
+}
+
+/// Per prunable group's producer: what its removed output channel carries (None: zero), and
+/// where its channels lie (counted from the last axis).
+fn removed_outputs<'g>(
+    graph: &'g crate::graph::Graph,
+    groups: &'g [ChannelGroup],
+) -> Result<HashMap<&'g str, (Option<String>, usize)>> {
+    let mut removed_as = HashMap::new();
+    for g in groups.iter().filter(|g| g.prunable()) {
+        for p in &g.producers {
+            let axis = match graph.node(p).map(|n| n.op.def().channels()) {
+                Some(ChannelRule::Transform { axis, .. }) => axis,
+                _ => 3,
+            };
+            removed_as.insert(p.as_str(), (transform_params(graph, p)?.constant, axis));
+        }
+    }
+    Ok(removed_as)
+}
+
+/// A batch's scores per unit of `group` from its per-image, per-channel changes: a unit (a head)
+/// goes whole, so its channels' changes add up before the absolute value; summed over images.
+fn unit_scores(group: &ChannelGroup, change: &Tensor) -> Result<Vec<f64>> {
+    let n = change.size()[0];
+    let per_unit = change
+        .view([n, group.units() as i64, group.unit.width() as i64])
+        .sum_dim_intlist([2i64].as_slice(), false, Kind::Double);
+    let scores = per_unit.abs().sum_dim_intlist([0i64].as_slice(), false, Kind::Double);
+    Ok(Vec::<f64>::try_from(scores.to_device(Device::Cpu))?)
 }
 
 /// Per task, the groups whose channels feed weights the task is scored on.

@@ -533,7 +533,7 @@ fn record_spaces<'g>(graph: &'g Graph, shapes: &'g HashMap<String, Vec<usize>>) 
 fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
     let SpaceFacts {
         width,
-        mut uf,
+        uf,
         producers,
         consumers,
         norms,
@@ -543,15 +543,47 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
         reshapes,
         head_constants,
     } = facts;
-    let mut groups: BTreeMap<usize, ChannelGroup> = BTreeMap::new();
-    fn group<'g>(
-        groups: &'g mut BTreeMap<usize, ChannelGroup>,
-        uf: &mut UnionFind,
-        width: &[usize],
-        s: usize,
-    ) -> &'g mut ChannelGroup {
-        let root = uf.find(s);
-        let group = groups.entry(root).or_insert_with(|| ChannelGroup {
+    let mut b = Builder {
+        groups: BTreeMap::new(),
+        uf,
+        width: &width,
+    };
+    for s in 0..width.len() {
+        b.of(s);
+    }
+    b.add_producers(producers);
+    for (s, n, takes) in slicers {
+        b.of(s).slicers.insert(n.to_string(), takes);
+    }
+    b.add_members(norms, consumers);
+    for (s, unit) in blocks {
+        b.of(s).unit = unit;
+    }
+    for (s, n, axis, per_entry) in reshapes {
+        b.of(s).reshapes.insert(n.to_string(), (axis, per_entry));
+    }
+    for (s, n, axis, per_entry) in head_constants {
+        b.of(s).constants.insert(n.to_string(), (axis, per_entry));
+    }
+    fix_shared_reshapes(&mut b.groups);
+    for (s, why) in fixed {
+        b.of(s).fixed.get_or_insert(why);
+    }
+    b.groups
+}
+
+/// One group per union-find root, made as the facts name their spaces.
+struct Builder<'w> {
+    groups: BTreeMap<usize, ChannelGroup>,
+    uf: UnionFind,
+    width: &'w [usize],
+}
+
+impl Builder<'_> {
+    /// The group of space `s`.
+    fn of(&mut self, s: usize) -> &mut ChannelGroup {
+        let root = self.uf.find(s);
+        let group = self.groups.entry(root).or_insert_with(|| ChannelGroup {
             channels: 0,
             producers: vec![],
             norms: vec![],
@@ -565,61 +597,52 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
             constants: BTreeMap::new(),
         });
         // A mixing op's output space has no width of its own (0); a space it is tied to has one.
-        group.channels = group.channels.max(width[s]);
+        group.channels = group.channels.max(self.width[s]);
         group
     }
-    for s in 0..width.len() {
-        group(&mut groups, &mut uf, &width, s);
-    }
-    for (s, n, offset) in producers {
-        let g = group(&mut groups, &mut uf, &width, s);
-        if !g.producers.iter().any(|p| p == n) {
-            g.producers.push(n.to_string());
+
+    /// Producers, once each with every offset they write the group at (offsets kept only where
+    /// they are not just 0).
+    fn add_producers(&mut self, producers: Vec<(usize, &str, usize)>) {
+        for (s, n, offset) in producers {
+            let g = self.of(s);
+            if !g.producers.iter().any(|p| p == n) {
+                g.producers.push(n.to_string());
+            }
+            g.producer_offsets.entry(n.to_string()).or_default().push(offset);
         }
-        g.producer_offsets.entry(n.to_string()).or_default().push(offset);
-    }
-    for g in groups.values_mut() {
-        g.producer_offsets.retain(|_, at| at.as_slice() != [0]);
-    }
-    for (s, n, takes) in slicers {
-        group(&mut groups, &mut uf, &width, s)
-            .slicers
-            .insert(n.to_string(), takes);
-    }
-    // A member that holds one group's channels at two offsets (a concatenation of a value with
-    // itself, or of two tied values) would lose a channel twice: such a group stays whole.
-    let mut twice = Vec::new();
-    let members = norms.into_iter().map(|m| (m, true));
-    for ((s, n, offset), norm) in members.chain(consumers.into_iter().map(|m| (m, false))) {
-        let g = group(&mut groups, &mut uf, &width, s);
-        let list = if norm { &mut g.norms } else { &mut g.consumers };
-        if list.iter().any(|m| m == n) {
-            twice.push((s, n));
-        }
-        list.push(n.to_string());
-        if offset > 0 {
-            g.offsets.insert(n.to_string(), offset);
+        for g in self.groups.values_mut() {
+            g.producer_offsets.retain(|_, at| at.as_slice() != [0]);
         }
     }
-    for (s, n) in twice {
-        group(&mut groups, &mut uf, &width, s)
-            .fixed
-            .get_or_insert(format!("'{n}' reads its channels twice"));
+
+    /// Norms and consumers at their offsets. A member that holds one group's channels at two
+    /// offsets (a concatenation of a value with itself, or of two tied values) would lose a
+    /// channel twice: such a group stays whole.
+    fn add_members(&mut self, norms: Vec<(usize, &str, usize)>, consumers: Vec<(usize, &str, usize)>) {
+        let mut twice = Vec::new();
+        let members = norms.into_iter().map(|m| (m, true));
+        for ((s, n, offset), norm) in members.chain(consumers.into_iter().map(|m| (m, false))) {
+            let g = self.of(s);
+            let list = if norm { &mut g.norms } else { &mut g.consumers };
+            if list.iter().any(|m| m == n) {
+                twice.push((s, n));
+            }
+            list.push(n.to_string());
+            if offset > 0 {
+                g.offsets.insert(n.to_string(), offset);
+            }
+        }
+        for (s, n) in twice {
+            self.of(s)
+                .fixed
+                .get_or_insert(format!("'{n}' reads its channels twice"));
+        }
     }
-    for (s, unit) in blocks {
-        group(&mut groups, &mut uf, &width, s).unit = unit;
-    }
-    for (s, n, axis, per_entry) in reshapes {
-        group(&mut groups, &mut uf, &width, s)
-            .reshapes
-            .insert(n.to_string(), (axis, per_entry));
-    }
-    for (s, n, axis, per_entry) in head_constants {
-        group(&mut groups, &mut uf, &width, s)
-            .constants
-            .insert(n.to_string(), (axis, per_entry));
-    }
-    // A reshape whose target follows two groups could not follow both.
+}
+
+/// A reshape whose target follows two groups could not follow both: those groups stay whole.
+fn fix_shared_reshapes(groups: &mut BTreeMap<usize, ChannelGroup>) {
     let mut readers: BTreeMap<String, usize> = BTreeMap::new();
     for g in groups.values() {
         for n in g.reshapes.keys() {
@@ -632,10 +655,6 @@ fn resolve_groups(facts: SpaceFacts) -> BTreeMap<usize, ChannelGroup> {
                 .get_or_insert(format!("the reshape '{n}' follows several groups"));
         }
     }
-    for (s, why) in fixed {
-        group(&mut groups, &mut uf, &width, s).fixed.get_or_insert(why);
-    }
-    groups
 }
 
 /// Every producer of a group makes the group's width (the shape checker enforces it too).
