@@ -5,7 +5,8 @@
 # assets/text-data (era, party, pos), then pruned to era,pos at half the selected-task model's MACs
 # with each criterion, and fine-tuned. The unpruned reference goes through the same fine-tuning (a
 # weight-granularity prune at 0.1% sparsity, so the loop, steps and data are the same).
-# Prints one line per run; reports stay in $WORK. Needs .text-demo/pkgs (scripts/setup-text-demo.sh).
+# Prints one line per run; reports stay in $WORK. CRITERIA (snip taylor random magnitude) and FUSION
+# (vote) choose the runs. Needs .text-demo/pkgs (scripts/setup-text-demo.sh).
 # About 40 minutes on 2 CPU cores with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,7 @@ steps="${STEPS:-300}"
 lr="${LR:-5e-5}"
 calib="${CALIB_BATCHES:-128}" # x 16 sentences = 2,048
 criteria="${CRITERIA:-snip taylor random magnitude}"
+fusion="${FUSION:-vote}"
 python="${PYTHON:-python3}"
 cut=./target/release/cut
 cargo build --release --quiet
@@ -26,7 +28,7 @@ if [[ ! -f "$work/full.safetensors" ]]; then
     --log "$work/full.log.json" --force
 fi
 common=(--tasks era,pos "$work/full.safetensors" --data assets/text-data --batch 16 --calib-batches "$calib"
-  --finetune-steps "$steps" --lr "$lr" --val-every 50 --seed 0 --force --json)
+  --finetune-steps "$steps" --lr "$lr" --val-every 50 --seed 0 --fusion "$fusion" --force --json)
 summarise() {
   "$python" - "$1" "$2" <<'EOF'
 import json, sys
