@@ -5,7 +5,9 @@
 //! pass their input's space on; an `add` makes all its inputs' spaces one, because channel k of
 //! every summand lands in channel k of the sum (residual streams, summed head branches). Removing
 //! channel k of a space means removing output channel k of every producer, entry k of every batch
-//! norm, and input channel k of every consumer.
+//! norm, and input channel k of every consumer. Channels go in units: one at a time, or a whole
+//! attention head (`heads.rs` follows heads through reshapes, transposes and products) or a whole
+//! group of a grouped convolution.
 
 mod heads;
 
@@ -18,11 +20,11 @@ use std::collections::{BTreeMap, HashMap};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ChannelGroup {
     pub channels: usize,
-    /// Conv or linear nodes whose output channels form the group.
+    /// Transforms (convolutions, linear layers, attentions) whose output channels form the group.
     pub producers: Vec<String>,
-    /// Batch norms and depthwise filters over the group's channels.
+    /// Batch norms and depthwise or grouped filters over the group's channels.
     pub norms: Vec<String>,
-    /// Conv or linear nodes whose input channels are the group's.
+    /// Transforms whose input channels are the group's.
     pub consumers: Vec<String>,
     /// Where a norm or consumer that reads a concatenation holds the group's channels (its
     /// channel `offset + k` is the group's k); members not listed hold them at 0.
@@ -38,9 +40,11 @@ pub struct ChannelGroup {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub slicers: BTreeMap<String, bool>,
     /// Why the group must keep every channel, if it must: the image input, a task output, a
-    /// flatten that mixes channels with positions, or a grouped convolution.
+    /// flatten that mixes channels with positions, a layer norm, a grouped convolution with more
+    /// outputs than inputs.
     pub fixed: Option<String>,
-    /// What its producers' units are (channels, neurons, heads): channels go a unit at a time.
+    /// What its units are (channels, neurons, heads, convolution groups): channels go a unit at a
+    /// time.
     pub unit: Unit,
     /// Reshapes whose target shape follows the group's width: per node, the axis (counted from
     /// the end) and how many of the group's channels one entry of that axis holds (a head's
