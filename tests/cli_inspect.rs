@@ -535,3 +535,49 @@ fn writers_report_on_stdout_and_in_json() {
         format!("wrote {}", p("n.safetensors"))
     );
 }
+
+/// `--prunable` lists what channel pruning can narrow: on the tiny timm ViT, each block's heads
+/// (3 of 16 channels) and MLP neurons, and why the rest stays whole (the residual stream, the
+/// task output). The JSON and the table agree; without the flag neither lists it.
+#[test]
+fn inspect_lists_prunable_groups() {
+    let vit = Path::new("tests/fixtures/onnx/timm_vit.onnx");
+    let out = cut()
+        .arg("inspect")
+        .arg(vit)
+        .args(["--prunable", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let groups = v["prunable"].as_array().unwrap();
+    let open: Vec<(&str, &str, u64)> = groups
+        .iter()
+        .filter(|g| g.get("fixed").is_none())
+        .map(|g| {
+            (
+                g["layer"].as_str().unwrap(),
+                g["unit"].as_str().unwrap(),
+                g["units"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        open,
+        [
+            ("/blocks/blocks.0/attn/qkv/MatMul", "heads", 3),
+            ("/blocks/blocks.0/mlp/fc1/MatMul", "neurons", 192),
+            ("/blocks/blocks.1/attn/qkv/MatMul", "heads", 3),
+            ("/blocks/blocks.1/mlp/fc1/MatMul", "neurons", 192),
+        ]
+    );
+    let head = groups.iter().find(|g| g["layer"] == "/head/Gemm").unwrap();
+    assert_eq!(head["fixed"], "output of task 'logits'");
+    let table = cut().arg("inspect").arg(vit).arg("--prunable").output().unwrap();
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("channel pruning: 4 of 7 groups prunable"), "{text}");
+    assert!(text.contains("3 heads"), "{text}");
+    let plain = cut().arg("inspect").arg(vit).arg("--json").output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert!(v.get("prunable").is_none());
+}

@@ -17,6 +17,10 @@ pub struct Args {
     /// List every tensor.
     #[arg(long)]
     tensors: bool,
+    /// List what `cut prune --granularity channel` can narrow: each group of channels, neurons,
+    /// attention heads or convolution groups, and why a group must stay whole.
+    #[arg(long)]
+    prunable: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -30,6 +34,7 @@ pub fn run(a: Args) -> Result<()> {
             seq_len: a.seq_len,
         },
         list_tensors: a.tensors,
+        list_prunable: a.prunable,
     };
     let report = run_job(&job)?;
     for w in &report.warnings {
@@ -119,6 +124,10 @@ fn human(r: &Inspection) -> String {
             .collect();
         out.push_str(&render(&["task", "params", "of params", "bytes", "MACs"], &rows));
     }
+    if let Some(groups) = &r.prunable {
+        out.push('\n');
+        out.push_str(&prunable_table(groups));
+    }
     if let Some(list) = &r.tensor_list {
         out.push('\n');
         let rows: Vec<Vec<String>> = list
@@ -143,4 +152,29 @@ fn human(r: &Inspection) -> String {
         out.push_str(&format!("\nwritten by {} {}: {}\n", p.tool, p.version, p.command));
     }
     out
+}
+
+/// One row per group of channels: the first layer writing it (and how many more), its units, and
+/// whether channel pruning may narrow it.
+fn prunable_table(groups: &[cut::report::inspect::PrunableGroup]) -> String {
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| {
+            let layer = match g.producers {
+                1 => g.layer.clone(),
+                n => format!("{} (+{} more)", g.layer, n - 1),
+            };
+            let status = g
+                .fixed
+                .as_ref()
+                .map_or("prunable".to_string(), |why| format!("fixed: {why}"));
+            vec![layer, format!("{} {}", g.units, g.unit), status]
+        })
+        .collect();
+    let open = groups.iter().filter(|g| g.fixed.is_none()).count();
+    format!(
+        "channel pruning: {open} of {} groups prunable\n{}",
+        groups.len(),
+        render(&["layer", "units", "channel pruning"], &rows)
+    )
 }

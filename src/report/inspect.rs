@@ -72,6 +72,40 @@ pub struct Inspection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tensor_list: Option<Vec<TensorStats>>,
     pub provenance: Option<Provenance>,
+    /// What channel pruning can narrow (`--prunable`): every group of channels a layer writes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prunable: Option<Vec<PrunableGroup>>,
+}
+
+/// One group of channels as channel pruning sees it: the layers writing it, its unit (channels,
+/// neurons, heads, convolution groups) and count, and why it must stay whole, if it must.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PrunableGroup {
+    /// The first layer writing the group.
+    pub layer: String,
+    /// Every layer writing it (a residual stream has many).
+    pub producers: usize,
+    pub unit: &'static str,
+    pub units: usize,
+    pub channels: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed: Option<String>,
+}
+
+/// The graph's channel groups that layers write, in graph order (see `prune::channels`).
+pub fn prunable_groups(graph: &crate::graph::Graph) -> Result<Vec<PrunableGroup>> {
+    Ok(crate::prune::channels::channel_groups(graph)?
+        .into_iter()
+        .filter(|g| !g.producers.is_empty())
+        .map(|g| PrunableGroup {
+            layer: g.producers[0].clone(),
+            producers: g.producers.len(),
+            unit: g.unit.plural(),
+            units: g.units(),
+            channels: g.channels,
+            fixed: g.fixed,
+        })
+        .collect())
 }
 
 fn group_label(group: &Group) -> (String, Option<String>) {
@@ -239,5 +273,6 @@ pub fn inspect(ckpt: &Checkpoint, opts: &LoadOptions, input: InputChoice, list_t
         drop_head_savings,
         tensor_list: list_tensors.then_some(tensor_list),
         provenance: read_provenance(&ckpt.metadata),
+        prunable: None,
     })
 }
