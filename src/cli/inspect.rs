@@ -70,6 +70,27 @@ fn human(r: &Inspection) -> String {
         ));
     }
     out.push('\n');
+    out.push_str(&groups_table(r));
+    if !r.drop_head_savings.is_empty() {
+        out.push_str("\ndropping a head saves:\n");
+        out.push_str(&savings_table(r));
+    }
+    if let Some(groups) = &r.prunable {
+        out.push('\n');
+        out.push_str(&prunable_table(groups));
+    }
+    if let Some(list) = &r.tensor_list {
+        out.push('\n');
+        out.push_str(&tensor_table(list));
+    }
+    if let Some(p) = &r.provenance {
+        out.push_str(&format!("\nwritten by {} {}: {}\n", p.tool, p.version, p.command));
+    }
+    out
+}
+
+/// Per group (backbone, each head) and in total: tensors, parameters, bytes, dtypes, zeros, MACs.
+fn groups_table(r: &Inspection) -> String {
     let row = |g: &cut::report::inspect::GroupStats| {
         vec![
             g.group.clone(),
@@ -95,7 +116,7 @@ fn human(r: &Inspection) -> String {
         ),
         (None, None) => "MACs".into(),
     };
-    out.push_str(&render(
+    render(
         &[
             "group",
             "tensors",
@@ -106,52 +127,43 @@ fn human(r: &Inspection) -> String {
             &macs_header,
         ],
         &rows,
-    ));
-    if !r.drop_head_savings.is_empty() {
-        out.push_str("\ndropping a head saves:\n");
-        let rows: Vec<Vec<String>> = r
-            .drop_head_savings
-            .iter()
-            .map(|d| {
-                vec![
-                    d.task.clone(),
-                    count(d.params as f64),
-                    percent(d.share_of_params),
-                    bytes(d.bytes as f64),
-                    cut::report::table::macs(d.macs),
-                ]
-            })
-            .collect();
-        out.push_str(&render(&["task", "params", "of params", "bytes", "MACs"], &rows));
-    }
-    if let Some(groups) = &r.prunable {
-        out.push('\n');
-        out.push_str(&prunable_table(groups));
-    }
-    if let Some(list) = &r.tensor_list {
-        out.push('\n');
-        let rows: Vec<Vec<String>> = list
-            .iter()
-            .map(|t| {
-                vec![
-                    t.name.clone(),
-                    t.group.clone(),
-                    t.dtype.clone(),
-                    format!("{:?}", t.shape),
-                    t.elements.to_string(),
-                    percent(t.zeros as f64 / t.elements.max(1) as f64),
-                ]
-            })
-            .collect();
-        out.push_str(&render(
-            &["tensor", "group", "dtype", "shape", "elements", "zeros"],
-            &rows,
-        ));
-    }
-    if let Some(p) = &r.provenance {
-        out.push_str(&format!("\nwritten by {} {}: {}\n", p.tool, p.version, p.command));
-    }
-    out
+    )
+}
+
+/// What dropping each task's head saves.
+fn savings_table(r: &Inspection) -> String {
+    let rows: Vec<Vec<String>> = r
+        .drop_head_savings
+        .iter()
+        .map(|d| {
+            vec![
+                d.task.clone(),
+                count(d.params as f64),
+                percent(d.share_of_params),
+                bytes(d.bytes as f64),
+                cut::report::table::macs(d.macs),
+            ]
+        })
+        .collect();
+    render(&["task", "params", "of params", "bytes", "MACs"], &rows)
+}
+
+/// Every tensor: its group, dtype, shape, size and share of zeros.
+fn tensor_table(list: &[cut::report::inspect::TensorStats]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|t| {
+            vec![
+                t.name.clone(),
+                t.group.clone(),
+                t.dtype.clone(),
+                format!("{:?}", t.shape),
+                t.elements.to_string(),
+                percent(t.zeros as f64 / t.elements.max(1) as f64),
+            ]
+        })
+        .collect();
+    render(&["tensor", "group", "dtype", "shape", "elements", "zeros"], &rows)
 }
 
 /// One row per group of channels: the first layer writing it (and how many more), its units, and
