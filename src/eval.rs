@@ -25,6 +25,12 @@ pub struct EvalReport {
     pub baseline: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta_m: Option<f64>,
+    /// `--reference`: the model it was compared with, and per task how closely the model's
+    /// outputs follow that model's (see `metrics::fidelity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<Vec<TaskMetrics>>,
 }
 
 /// Runs the model over `items` in batches and scores the given tasks. `on_batch` is called with the

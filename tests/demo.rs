@@ -179,6 +179,18 @@ fn readme_prune_command_runs_on_the_demo() {
     // Fine-tuning from the pruned state improves on the unfine-tuned masks at this learning rate.
     let acc = &report["accuracy"];
     assert!(acc["delta_m"].as_f64().unwrap() >= acc["delta_m_before_finetune"].as_f64().unwrap());
+    // Fidelity to the input model, per task: 90% of the weights are gone, so the outputs follow
+    // the input's closely but not exactly.
+    let agreement = common::metric(&acc["fidelity"], "seg", "agreement");
+    let kl = common::metric(&acc["fidelity"], "seg", "kl");
+    assert!((0.3..1.0).contains(&agreement) && kl > 0.0, "{}", acc["fidelity"]);
+    let error = common::metric(&acc["fidelity"], "depth", "relative_l2");
+    let cosine = common::metric(&acc["fidelity"], "depth", "cosine");
+    assert!(
+        error > 0.0 && error < 1.0 && cosine > 0.5 && cosine < 1.0,
+        "{}",
+        acc["fidelity"]
+    );
     assert_eq!(report["settings"]["dtype"], "f16");
     // eval reads the packed f16 output and, on the same split, matches the report's accuracy (the
     // report scores the weights rounded to the output dtype).
@@ -197,6 +209,52 @@ fn readme_prune_command_runs_on_the_demo() {
         (reported - measured).abs() < 1e-6,
         "report {reported} vs eval {measured}"
     );
+    // `eval --reference` measures the report's fidelity from the files, and a model's fidelity
+    // to itself is perfect.
+    let against = |model: &Path| -> serde_json::Value {
+        let o = cut()
+            .arg("eval")
+            .arg(model)
+            .args([
+                "--json",
+                "--tasks",
+                "seg,depth",
+                "--reference",
+                "assets/demo.safetensors",
+                "--data",
+            ])
+            .arg(root().join("assets/demo-data"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["fidelity"].clone()
+    };
+    let fidelity = against(&out);
+    for (task, name) in [
+        ("seg", "agreement"),
+        ("seg", "kl"),
+        ("depth", "relative_l2"),
+        ("depth", "cosine"),
+    ] {
+        let (reported, measured) = (
+            common::metric(&report["accuracy"]["fidelity"], task, name),
+            common::metric(&fidelity, task, name),
+        );
+        assert!(
+            (reported - measured).abs() < 1e-6,
+            "{task} {name}: {reported} vs {measured}"
+        );
+    }
+    let itself = against(&root().join("assets/demo.safetensors"));
+    for (task, name, perfect) in [
+        ("seg", "agreement", 1.0),
+        ("seg", "kl", 0.0),
+        ("depth", "relative_l2", 0.0),
+        ("depth", "cosine", 1.0),
+    ] {
+        let v = common::metric(&itself, task, name);
+        assert!((v - perfect).abs() < 1e-9, "{task} {name}: {v}");
+    }
     let inspect = cut().arg("inspect").arg(&out).arg("--json").output().unwrap();
     let iv: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(iv["total"]["dtypes"][0], "f16");

@@ -36,6 +36,11 @@ pub struct Args {
     /// train split) instead of the model.
     #[arg(long)]
     constant: bool,
+    /// Also compare the model's outputs with this model's (the original, before pruning) on the
+    /// same inputs, per task: top-1 agreement and KL for class outputs, relative L2 and cosine
+    /// for values. Needs no labels.
+    #[arg(long, value_name = "MODEL")]
+    reference: Option<PathBuf>,
     /// Print one JSON document.
     #[arg(long)]
     json: bool,
@@ -52,6 +57,7 @@ pub fn run(a: Args) -> Result<()> {
         device: a.device,
         baseline: a.baseline.clone(),
         constant: a.constant,
+        reference: a.reference.clone(),
     };
     let mut bar = None;
     let report = run_job(&job, &mut |w| eprintln!("cut: warning: {w}"), &mut |done, total| {
@@ -116,6 +122,10 @@ fn human(r: &EvalReport) -> String {
         r.seconds
     );
     out.push_str(&metrics_table(&r.tasks));
+    if let (Some(reference), Some(fidelity)) = (&r.reference, &r.fidelity) {
+        out.push_str(&format!("\nfidelity to {reference} (same inputs, no labels):\n"));
+        out.push_str(&metrics_table(fidelity));
+    }
     if r.tasks.iter().any(|t| t.kind == TaskKind::Segmentation) {
         out.push_str(&format!("\nmIoU: {}\n", r.miou_convention));
     }

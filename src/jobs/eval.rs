@@ -26,6 +26,8 @@ pub struct EvalJob {
     pub baseline: Option<PathBuf>,
     /// Score the best constant predictor fitted on the train split instead of the model.
     pub constant: bool,
+    /// A model (the original, before pruning) whose outputs the model's are compared with.
+    pub reference: Option<PathBuf>,
 }
 
 /// The first `limit` samples of `items` (all when `None`).
@@ -59,6 +61,16 @@ pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(u
     let items = limited(data.split(job.split, job.data.val_fraction)?, job.limit)?;
     let device = crate::device::resolve(job.device)?;
     let total = items.count();
+    let fidelity = match &job.reference {
+        Some(path) if job.constant => {
+            crate::usage_bail!(
+                "--reference compares two models' outputs; the constant predictor has none ({})",
+                path.display()
+            )
+        }
+        Some(path) => Some(fidelity_to(path, job, &ckpt, &model, items.clone(), &tasks, device)?),
+        None => None,
+    };
     let (metrics, images) = if job.constant {
         let predictor = ConstantPredictor::fit(data.split(Split::Train, job.data.val_fraction)?, &tasks)?;
         predictor.evaluate(items, &tasks)?
@@ -92,5 +104,37 @@ pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(u
         tasks: metrics,
         baseline: job.baseline.as_ref().map(|p| p.display().to_string()),
         delta_m: delta,
+        reference: job.reference.as_ref().map(|p| p.display().to_string()),
+        fidelity,
     })
+}
+
+/// How closely the model's outputs follow the reference model's on `items`, per task. The
+/// reference must have every task scored, with the same output shapes.
+fn fidelity_to(
+    path: &std::path::Path,
+    job: &EvalJob,
+    ckpt: &Checkpoint,
+    model: &crate::graph::Model,
+    items: Samples,
+    tasks: &[crate::graph::TaskSpec],
+    device: tch::Device,
+) -> Result<Vec<crate::metrics::TaskMetrics>> {
+    let reference_ckpt = Checkpoint::open_with(path, &job.load)?;
+    let reference = reference_ckpt.model(&job.load)?.model;
+    let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let reference = reference
+        .select_tasks(&names)
+        .map(|_| reference.keep_tasks(&names.iter().map(String::as_str).collect::<Vec<_>>()))
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let reference_params = reference_ckpt.load_params(&reference, device)?;
+    let params = ckpt.load_params(model, device)?;
+    crate::metrics::fidelity::fidelity(
+        (&reference, &reference_params),
+        (model, &params),
+        items,
+        tasks,
+        job.data.batch,
+        device,
+    )
 }

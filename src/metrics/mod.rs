@@ -10,6 +10,8 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+pub mod fidelity;
+
 pub use crate::tasks::{resize_nearest, Metric};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -138,6 +138,9 @@ pub struct Accuracy {
     /// delta_m of `after` against `before`, percent (positive is better).
     pub delta_m: f64,
     pub delta_m_before_finetune: f64,
+    /// How closely the output model follows the input model on the same split, per task, with
+    /// no labels: top-1 agreement and KL for class outputs, relative L2 and cosine for values.
+    pub fidelity: Vec<TaskMetrics>,
 }
 
 /// What pruning removed, by granularity.
@@ -662,12 +665,21 @@ fn measure_and_finetune(
         .map(|(k, v)| (k.clone(), v.to_device(device)))
         .collect();
     let (after, _) = eval_on(&shrunk.model, &on_device, data, cfg, selected, device)?;
+    let fidelity = crate::metrics::fidelity::fidelity(
+        (model, kept),
+        (&shrunk.model, &on_device),
+        data.split(cfg.options.eval_split, cfg.val_fraction)?,
+        selected,
+        cfg.finetune.batch,
+        device,
+    )?;
     timings.eval_after_s = t.elapsed().as_secs_f64();
     measured.accuracy = Some(Accuracy {
         split: cfg.options.eval_split.as_str().into(),
         images,
         delta_m: crate::metrics::delta_m(&after, &before)?,
         delta_m_before_finetune: crate::metrics::delta_m(&pruned, &before)?,
+        fidelity,
         before,
         pruned,
         after,
