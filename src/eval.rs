@@ -1,13 +1,15 @@
 //! Evaluation of a model (or a constant predictor) on a dataset split.
 
 use crate::data::example::Samples;
-use crate::data::loader::Loader;
+use crate::data::loader::{Batch, Loader};
 use crate::graph::interpreter::{forward_inputs, Mode, Params};
 use crate::graph::passes::{fuse_conv_relu, slice_dead_taps_for};
-use crate::graph::{Model, TaskSpec};
+use crate::graph::{Graph, InputRole, Model, TaskSpec};
+use crate::metrics::fidelity::Fidelity;
 use crate::metrics::{label_for, Accumulator, TaskMetrics, MIOU_CONVENTION};
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::Path;
 use tch::{Device, Tensor};
 
@@ -51,14 +53,7 @@ pub fn evaluate(
     let mut images = 0;
     for b in Loader::sequential(items, batch, device) {
         let b = b?.to_device(device);
-        let inputs = b.graph_inputs(&graph)?;
-        let outputs = forward_inputs(
-            &slice_dead_taps_for(&graph, &inputs)?,
-            params,
-            &inputs,
-            &names,
-            Mode::Eval,
-        )?;
+        let outputs = run_batch(&graph, params, &b, &names)?;
         for (task, acc) in tasks.iter().zip(accs.iter_mut()) {
             acc.update(&outputs[&task.name], label_for(task, &b)?);
         }
@@ -66,6 +61,81 @@ pub fn evaluate(
         on_batch(images);
     }
     Ok((tasks.iter().zip(&accs).map(|(t, a)| a.finish(t)).collect(), images))
+}
+
+/// The tasks' outputs for one batch, in inference mode.
+fn run_batch(graph: &Graph, params: &Params, b: &Batch, names: &[&str]) -> Result<BTreeMap<String, Tensor>> {
+    let inputs = b.graph_inputs(graph)?;
+    forward_inputs(
+        &slice_dead_taps_for(graph, &inputs)?,
+        params,
+        &inputs,
+        names,
+        Mode::Eval,
+    )
+}
+
+/// A model scored beside a reference model in one pass over the same batches.
+pub struct Compared {
+    pub metrics: Vec<TaskMetrics>,
+    pub reference_metrics: Vec<TaskMetrics>,
+    /// How closely the model's outputs follow the reference's (see `metrics::fidelity`).
+    pub fidelity: Vec<TaskMetrics>,
+    pub images: usize,
+}
+
+/// [`evaluate`] for `model` and `reference` together: both scored on each batch, and the model's
+/// fidelity to the reference, with one read of the data. Outputs of a task must have one shape.
+pub fn evaluate_against(
+    model: (&Model, &Params),
+    reference: (&Model, &Params),
+    items: Samples,
+    tasks: &[TaskSpec],
+    batch: usize,
+    device: Device,
+) -> Result<Compared> {
+    let _guard = tch::no_grad_guard();
+    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    let new_accs = || tasks.iter().map(Accumulator::new).collect::<Result<Vec<_>>>();
+    let (mut accs, mut reference_accs) = (new_accs()?, new_accs()?);
+    let mut fidelity: Vec<Fidelity> = tasks.iter().map(|t| Fidelity::new(t.kind)).collect();
+    let (graph, _) = fuse_conv_relu(&model.0.graph, &names);
+    let (reference_graph, _) = fuse_conv_relu(&reference.0.graph, &names);
+    let mask = model
+        .0
+        .graph
+        .input_named_by(InputRole::AttentionMask)
+        .map(str::to_string);
+    let mut images = 0;
+    for b in Loader::sequential(items, batch, device) {
+        let b = b?.to_device(device);
+        let got = run_batch(&graph, model.1, &b, &names)?;
+        let want = run_batch(&reference_graph, reference.1, &b, &names)?;
+        let weights = mask.as_deref().map(|m| b.input(m)).transpose()?;
+        for (k, task) in tasks.iter().enumerate() {
+            let (g, w) = (&got[&task.name], &want[&task.name]);
+            if g.size() != w.size() {
+                bail!(
+                    "task '{}': the outputs have shapes {:?} and {:?} (per batch); fidelity compares outputs of one shape",
+                    task.name,
+                    w.size(),
+                    g.size()
+                );
+            }
+            let label = label_for(task, &b)?;
+            accs[k].update(g, label);
+            reference_accs[k].update(w, label);
+            fidelity[k].update(w, g, weights);
+        }
+        images += b.len();
+    }
+    let finish = |accs: &[Accumulator]| tasks.iter().zip(accs).map(|(t, a)| a.finish(t)).collect();
+    Ok(Compared {
+        metrics: finish(&accs),
+        reference_metrics: finish(&reference_accs),
+        fidelity: tasks.iter().zip(&fidelity).map(|(t, f)| f.finish(t)).collect(),
+        images,
+    })
 }
 
 /// The best constant predictor of each task (see its kind: the majority class, the mean normal,

@@ -310,7 +310,7 @@ fn unit_scores_by_hand() {
         ),
         ("topic".to_string(), ones),
     ]);
-    let s = channel_scores_from_weights(&model.graph, &groups, &scores);
+    let s = channel_scores_from_weights(&model.graph, &groups, &scores).unwrap();
     let ids = layer_groups(&groups);
     for task in ["tag", "topic"] {
         assert_eq!(s[task][&ids[0]], vec![64.0; 4]);

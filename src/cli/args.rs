@@ -1,8 +1,7 @@
 //! Arguments shared by several subcommands.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use cut::checkpoint::LoadOptions;
-use cut::tasks::parse_task_specs;
 use std::path::PathBuf;
 
 /// How to read a model checkpoint.
@@ -81,75 +80,7 @@ impl NormArgs {
     }
 }
 
-/// Parses "3x480x640" (or "480x640", taking `channels`).
-pub fn parse_input_size(text: &str, channels: usize) -> Result<[usize; 3]> {
-    let parts: Vec<usize> = text
-        .split('x')
-        .map(|p| p.trim().parse::<usize>())
-        .collect::<std::result::Result<_, _>>()
-        .with_context(|| format!("--input '{text}': expected CxHxW such as 3x480x640"))?;
-    match parts.as_slice() {
-        [c, h, w] if *c > 0 && *h > 0 && *w > 0 => Ok([*c, *h, *w]),
-        [h, w] if *h > 0 && *w > 0 => Ok([channels, *h, *w]),
-        _ => cut::usage_bail!("--input '{text}': expected CxHxW such as 3x480x640"),
-    }
-}
-
-pub fn parse_usize_list(flag: &str, text: &str) -> Result<Vec<usize>> {
-    text.split(',')
-        .map(|p| {
-            p.trim()
-                .parse::<usize>()
-                .with_context(|| format!("{flag} '{text}': expected numbers separated by commas"))
-        })
-        .collect()
-}
-
-/// SceneNet shape flags, shared by `new` and `train`.
-#[derive(clap::Args, Clone, Debug)]
-pub struct SceneNetArgs {
-    /// Tasks as name:kind[:outputs], e.g. seg:segmentation:13,normal:normal,depth:depth.
-    #[arg(long, value_name = "SPECS")]
-    pub tasks: Option<String>,
-    /// BasicBlocks per stage (3,4,6,3 is ResNet-34, 2,2,2,2 ResNet-18).
-    #[arg(long, default_value = "3,4,6,3")]
-    pub blocks: String,
-    /// Channels per stage.
-    #[arg(long, default_value = "64,128,256,512")]
-    pub widths: String,
-    /// Channels of the 7x7 stem convolution.
-    #[arg(long, default_value_t = 64)]
-    pub stem_width: usize,
-    /// Hidden channels of each head branch.
-    #[arg(long, default_value_t = 1024)]
-    pub head_width: usize,
-    /// Dilation rates of the summed head branches.
-    #[arg(long, default_value = "6,12,18,24")]
-    pub rates: String,
-    /// Default input size (HxW) recorded in the graph for compute counts (default 480x640). With
-    /// --from an ONNX file: its input sizes, as `cut import --input` takes them.
-    #[arg(long = "input", alias = "input-size", value_name = "HxW")]
-    pub input_size: Option<String>,
-}
-
-impl SceneNetArgs {
-    pub fn config(&self) -> Result<cut::families::scenenet::SceneNetConfig> {
-        let Some(tasks) = &self.tasks else {
-            cut::usage_bail!(
-                "--tasks is required to build a model, e.g. --tasks seg:segmentation:13,normal:normal,depth:depth"
-            );
-        };
-        let mut config = cut::families::scenenet::SceneNetConfig::reference(parse_task_specs(tasks)?);
-        config.blocks = parse_usize_list("--blocks", &self.blocks)?;
-        config.widths = parse_usize_list("--widths", &self.widths)?;
-        config.stem_width = self.stem_width;
-        config.head_width = self.head_width;
-        config.rates = parse_usize_list("--rates", &self.rates)?;
-        let [_, h, w] = parse_input_size(self.input_size.as_deref().unwrap_or("480x640"), 3)?;
-        config.input_hw = [h, w];
-        Ok(config)
-    }
-}
+pub use cut::families::parse_image_size as parse_input_size;
 
 /// Where data comes from, shared by eval, train and prune.
 #[derive(clap::Args, Clone, Debug)]
@@ -225,17 +156,6 @@ impl FinetuneArgs {
             freeze_norm,
         }
     }
-}
-
-/// What a command wrote: one "wrote ..." line on stdout, or with `--json` the same facts as one
-/// JSON document (warnings and progress stay on stderr).
-pub fn print_wrote(json: bool, facts: serde_json::Value, line: &str) -> Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(&facts)?);
-    } else {
-        println!("{line}");
-    }
-    Ok(())
 }
 
 /// A command-line parser for one of the library's named option sets: its spellings are the

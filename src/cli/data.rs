@@ -56,7 +56,7 @@ pub fn run(cmd: Command) -> Result<()> {
                 done.test,
                 done.wrote.display()
             );
-            super::args::print_wrote(a.json, serde_json::to_value(&done)?, &line)
+            super::print_wrote(a.json, serde_json::to_value(&done)?, &line)
         }
     }
 }

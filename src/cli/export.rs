@@ -87,7 +87,7 @@ pub fn run(a: Args) -> Result<()> {
         ),
         _ => format!("wrote {} ({})", done.wrote.display(), done.files.join(", ")),
     };
-    super::args::print_wrote(a.json, serde_json::to_value(&done)?, &line)
+    super::print_wrote(a.json, serde_json::to_value(&done)?, &line)
 }
 
 /// The sizes the ONNX file fixes: the batch, a text model's sequence length, an image's size

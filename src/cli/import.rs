@@ -56,7 +56,7 @@ pub fn run(a: Args) -> Result<()> {
         done.parameters,
         tasks.join(", ")
     );
-    super::args::print_wrote(a.json, serde_json::to_value(&done)?, &line)
+    super::print_wrote(a.json, serde_json::to_value(&done)?, &line)
 }
 
 /// `--task-kinds a:kind,b:kind`.

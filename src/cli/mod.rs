@@ -13,6 +13,7 @@ mod plan;
 mod predict;
 mod progress;
 mod prune;
+mod scenenet;
 mod split;
 mod train;
 
@@ -82,6 +83,17 @@ pub fn command_line() -> String {
         .chain(std::env::args().skip(1))
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// What a command wrote: one "wrote ..." line on stdout, or with `--json` the same facts as one
+/// JSON document (warnings and progress stay on stderr).
+pub fn print_wrote(json: bool, facts: serde_json::Value, line: &str) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&facts)?);
+    } else {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-use super::args::SceneNetArgs;
+use super::scenenet::SceneNetArgs;
 use anyhow::{Context, Result};
 use cut::checkpoint::DType;
 use cut::fsio;
@@ -57,5 +57,5 @@ pub fn run(a: Args) -> Result<()> {
     };
     let done = run_job(&job)?;
     let line = format!("wrote {}", done.wrote.display());
-    super::args::print_wrote(a.json, serde_json::to_value(&done)?, &line)
+    super::print_wrote(a.json, serde_json::to_value(&done)?, &line)
 }

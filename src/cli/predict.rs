@@ -55,5 +55,5 @@ pub fn run(a: Args) -> Result<()> {
     }
     let shapes: Vec<String> = done.outputs.iter().map(|(k, s)| format!("{k} {s:?}")).collect();
     let line = format!("wrote {} ({})", done.wrote.display(), shapes.join(", "));
-    super::args::print_wrote(a.json, serde_json::to_value(&done)?, &line)
+    super::print_wrote(a.json, serde_json::to_value(&done)?, &line)
 }

@@ -1,5 +1,6 @@
-use super::args::{DataArgs, SceneNetArgs};
+use super::args::DataArgs;
 use super::progress::progress;
+use super::scenenet::SceneNetArgs;
 use anyhow::Result;
 use cut::checkpoint::DType;
 use cut::device::DeviceChoice;
@@ -138,5 +139,5 @@ pub fn run(a: Args) -> Result<()> {
         done.best_step,
         done.log.display()
     );
-    super::args::print_wrote(a.json, facts, &line)
+    super::print_wrote(a.json, facts, &line)
 }

@@ -55,11 +55,7 @@ impl LoadOptions {
         let mut sizes = BTreeMap::new();
         for item in items {
             let (name, size) = item.rsplit_once(':').unwrap_or(("", item));
-            let dims = size
-                .split('x')
-                .map(|d| d.trim().parse::<usize>().ok().filter(|&n| n > 0))
-                .collect::<Option<Vec<usize>>>();
-            let Some(dims) = dims.filter(|d| !d.is_empty()) else {
+            let Some(dims) = parse_dims(size) else {
                 crate::usage_bail!(
                     "--input '{item}': expected NAME:CxHxW, NAME:L or CxHxW (sizes positive, joined by x)"
                 );
@@ -70,6 +66,28 @@ impl LoadOptions {
             }
         }
         Ok(sizes)
+    }
+}
+
+/// Positive sizes joined by x ("3x224x224", "128"), or `None`.
+fn parse_dims(text: &str) -> Option<Vec<usize>> {
+    text.split('x')
+        .map(|d| d.trim().parse::<usize>().ok().filter(|&n| n > 0))
+        .collect::<Option<Vec<usize>>>()
+        .filter(|d| !d.is_empty())
+}
+
+/// An image size: "3x480x640", or "480x640" taking `channels`.
+pub fn parse_image_size(text: &str, channels: usize) -> Result<[usize; 3]> {
+    let parts: Vec<usize> = text
+        .split('x')
+        .map(|p| p.trim().parse::<usize>())
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("--input '{text}': expected CxHxW such as 3x480x640"))?;
+    match parts.as_slice() {
+        [c, h, w] if *c > 0 && *h > 0 && *w > 0 => Ok([*c, *h, *w]),
+        [h, w] if *h > 0 && *w > 0 => Ok([channels, *h, *w]),
+        _ => crate::usage_bail!("--input '{text}': expected CxHxW such as 3x480x640"),
     }
 }
 

@@ -61,24 +61,27 @@ pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(u
     let items = limited(data.split(job.split, job.data.val_fraction)?, job.limit)?;
     let device = crate::device::resolve(job.device)?;
     let total = items.count();
-    let fidelity = match &job.reference {
-        Some(path) if job.constant => {
-            crate::usage_bail!(
-                "--reference compares two models' outputs; the constant predictor has none ({})",
-                path.display()
-            )
-        }
-        Some(path) => Some(fidelity_to(path, job, &ckpt, &model, items.clone(), &tasks, device)?),
-        None => None,
-    };
-    let (metrics, images) = if job.constant {
+    if job.constant && job.reference.is_some() {
+        crate::usage_bail!("--reference compares two models' outputs; the constant predictor has none");
+    }
+    let (metrics, images, fidelity) = if job.constant {
         let predictor = ConstantPredictor::fit(data.split(Split::Train, job.data.val_fraction)?, &tasks)?;
-        predictor.evaluate(items, &tasks)?
+        let (metrics, images) = predictor.evaluate(items, &tasks)?;
+        (metrics, images, None)
     } else {
         let params = ckpt.load_params(&model, device)?;
-        evaluate(&model, &params, items, &tasks, job.data.batch, device, |done| {
-            progress(done, total)
-        })?
+        match &job.reference {
+            Some(path) => {
+                let compared = against_reference(path, job, (&model, &params), items, &tasks, device)?;
+                (compared.metrics, compared.images, Some(compared.fidelity))
+            }
+            None => {
+                let (metrics, images) = evaluate(&model, &params, items, &tasks, job.data.batch, device, |done| {
+                    progress(done, total)
+                })?;
+                (metrics, images, None)
+            }
+        }
     };
     for t in &metrics {
         for w in &t.warnings {
@@ -109,29 +112,27 @@ pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(u
     })
 }
 
-/// How closely the model's outputs follow the reference model's on `items`, per task. The
-/// reference must have every task scored, with the same output shapes.
-fn fidelity_to(
+/// The model scored beside the reference model (`--reference`), which must have every task
+/// scored, with the same output shapes.
+fn against_reference(
     path: &std::path::Path,
     job: &EvalJob,
-    ckpt: &Checkpoint,
-    model: &crate::graph::Model,
+    model: (&crate::graph::Model, &crate::graph::interpreter::Params),
     items: Samples,
     tasks: &[crate::graph::TaskSpec],
     device: tch::Device,
-) -> Result<Vec<crate::metrics::TaskMetrics>> {
+) -> Result<crate::eval::Compared> {
     let reference_ckpt = Checkpoint::open_with(path, &job.load)?;
     let reference = reference_ckpt.model(&job.load)?.model;
     let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
-    let reference = reference
+    reference
         .select_tasks(&names)
-        .map(|_| reference.keep_tasks(&names.iter().map(String::as_str).collect::<Vec<_>>()))
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let reference = reference.keep_tasks(&names.iter().map(String::as_str).collect::<Vec<_>>());
     let reference_params = reference_ckpt.load_params(&reference, device)?;
-    let params = ckpt.load_params(model, device)?;
-    crate::metrics::fidelity::fidelity(
+    crate::eval::evaluate_against(
+        model,
         (&reference, &reference_params),
-        (model, &params),
         items,
         tasks,
         job.data.batch,

@@ -3,17 +3,13 @@
 //! classes) score top-1 agreement and the KL divergence from the original's softmax to the other's
 //! (temperature 1, averaged over samples, pixels or tokens); maps and vectors (depth, normals,
 //! regression, an imported output) score the relative L2 error ||other - original|| / ||original||
-//! over the whole split and the mean cosine similarity per sample.
+//! over the whole split and the mean cosine similarity per sample. `eval::evaluate_against` runs
+//! both models and feeds it.
 
 use super::TaskMetrics;
-use crate::data::example::Samples;
-use crate::data::loader::Loader;
-use crate::graph::interpreter::{forward_inputs, Mode, Params};
-use crate::graph::passes::slice_dead_taps_for;
-use crate::graph::{InputRole, Model, TaskKind, TaskSpec};
+use crate::graph::{TaskKind, TaskSpec};
 use crate::tasks::Metric;
-use anyhow::{bail, Result};
-use tch::{Device, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// The class axis of a kind's output ([N, C], [N, C, H, W], or [N, L, C] for tokens), or `None`
 /// for a kind whose outputs are values.
@@ -89,8 +85,20 @@ impl Fidelity {
         self.samples += n as f64;
     }
 
+    /// Task `task`'s fidelity: what was scored (positions or samples) and the metrics.
+    pub fn finish(&self, task: &TaskSpec) -> TaskMetrics {
+        let (count, metrics) = self.values();
+        TaskMetrics {
+            task: task.name.clone(),
+            kind: task.kind,
+            count,
+            metrics,
+            warnings: Vec::new(),
+        }
+    }
+
     /// What was scored (positions or samples) and the metrics; `None` values where nothing was.
-    pub fn finish(&self) -> (u64, Vec<Metric>) {
+    fn values(&self) -> (u64, Vec<Metric>) {
         let metric = |name: &str, value: Option<f64>, higher_is_better| Metric {
             name: name.into(),
             value,
@@ -116,66 +124,6 @@ impl Fidelity {
     }
 }
 
-/// Each task's fidelity of `other` to `reference` on `items` (inference mode, batches of `batch`).
-pub fn fidelity(
-    reference: (&Model, &Params),
-    other: (&Model, &Params),
-    items: Samples,
-    tasks: &[TaskSpec],
-    batch: usize,
-    device: Device,
-) -> Result<Vec<TaskMetrics>> {
-    let _guard = tch::no_grad_guard();
-    let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
-    let mut accs: Vec<Fidelity> = tasks.iter().map(|t| Fidelity::new(t.kind)).collect();
-    let mask = reference
-        .0
-        .graph
-        .input_named_by(InputRole::AttentionMask)
-        .map(str::to_string);
-    for b in Loader::sequential(items, batch, device) {
-        let b = b?.to_device(device);
-        let run = |(model, params): (&Model, &Params)| -> Result<_> {
-            let inputs = b.graph_inputs(&model.graph)?;
-            forward_inputs(
-                &slice_dead_taps_for(&model.graph, &inputs)?,
-                params,
-                &inputs,
-                &names,
-                Mode::Eval,
-            )
-        };
-        let (want, got) = (run(reference)?, run(other)?);
-        let weights = mask.as_deref().map(|m| b.input(m)).transpose()?;
-        for (task, acc) in tasks.iter().zip(accs.iter_mut()) {
-            let (w, g) = (&want[&task.name], &got[&task.name]);
-            if w.size() != g.size() {
-                bail!(
-                    "task '{}': the outputs have shapes {:?} and {:?} (per batch); fidelity compares outputs of one shape",
-                    task.name,
-                    w.size(),
-                    g.size()
-                );
-            }
-            acc.update(w, g, weights);
-        }
-    }
-    Ok(tasks
-        .iter()
-        .zip(&accs)
-        .map(|(t, a)| {
-            let (count, metrics) = a.finish();
-            TaskMetrics {
-                task: t.name.clone(),
-                kind: t.kind,
-                count,
-                metrics,
-                warnings: Vec::new(),
-            }
-        })
-        .collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,7 +137,7 @@ mod tests {
         let r = Tensor::from_slice(&[3.0f32, 1.0, 0.0, 0.0, 0.0, 0.0]).view([2, 3]);
         let o = Tensor::from_slice(&[3.0f32, 1.0, 0.0, 0.0, 1.0, 0.0]).view([2, 3]);
         f.update(&r, &o, None);
-        let (count, m) = f.finish();
+        let (count, m) = f.values();
         assert_eq!(count, 2);
         // Row 2: the reference is uniform, its argmax 0; the other's argmax 1.
         assert_eq!(m[0].value, Some(0.5));
@@ -202,7 +150,7 @@ mod tests {
         let p = Tensor::from_slice(&[0.0f32, 3f32.ln()]).view([1, 2]);
         let q = Tensor::from_slice(&[3f32.ln(), 0.0]).view([1, 2]);
         binary.update(&p, &q, None);
-        let kl = binary.finish().1[1].value.unwrap();
+        let kl = binary.values().1[1].value.unwrap();
         assert!((kl - 3f64.ln() / 2.0).abs() < 1e-6, "{kl}");
     }
 
@@ -214,7 +162,7 @@ mod tests {
         let o = Tensor::from_slice(&[1.0f32, 0.0, 0.0, 1.0, 0.0, 1.0]).view([1, 3, 2]);
         let mask = Tensor::from_slice(&[1i64, 1, 0]).view([1, 3]);
         f.update(&r, &o, Some(&mask));
-        let (count, m) = f.finish();
+        let (count, m) = f.values();
         assert_eq!((count, m[0].value), (2, Some(0.5)));
     }
 
@@ -226,11 +174,11 @@ mod tests {
         let r = Tensor::from_slice(&[3.0f32, 4.0, 0.0, 1.0]).view([2, 2]);
         let o = Tensor::from_slice(&[3.0f32, 4.0, 0.0, 2.0]).view([2, 2]);
         f.update(&r, &o, None);
-        let (count, m) = f.finish();
+        let (count, m) = f.values();
         assert_eq!(count, 2);
         assert!((m[0].value.unwrap() - 1.0 / 26f64.sqrt()).abs() < 1e-12);
         assert!((m[1].value.unwrap() - 1.0).abs() < 1e-12);
         assert!(!m[0].higher_is_better && m[1].higher_is_better);
-        assert_eq!(Fidelity::new(TaskKind::Depth).finish().1[0].value, None);
+        assert_eq!(Fidelity::new(TaskKind::Depth).values().1[0].value, None);
     }
 }

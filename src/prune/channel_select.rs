@@ -7,7 +7,7 @@ use super::channels::{transform_params, ChannelGroup};
 use super::mask::Fusion;
 use super::structured::resize;
 pub use super::types::{ChannelScores, Scores};
-use crate::graph::ops::{ChannelRule, Unit};
+use crate::graph::ops::Unit;
 use crate::graph::{shapes, Graph, Model};
 use anyhow::{bail, Result};
 use serde::Serialize;
@@ -167,7 +167,7 @@ fn per_unit(channel: Vec<f64>, unit: Unit) -> Vec<f64> {
 /// Unit scores from per-weight scores (as for unstructured pruning): a channel's score for a task
 /// is the sum of the scores of every weight that goes with it, its producers' output rows and its
 /// consumers' input columns; a unit's, its channels' sum.
-pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], scores: &Scores) -> ChannelScores {
+pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], scores: &Scores) -> Result<ChannelScores> {
     scores
         .iter()
         .map(|(task, task_scores)| {
@@ -176,15 +176,6 @@ pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], score
                 if !task_scores_group(graph, g, |w| task_scores.contains_key(w)) {
                     continue;
                 }
-                let producers = g.producers.iter().filter_map(|p| {
-                    let weights = transform_params(graph, p).ok()?.weights;
-                    let offsets = g.producer_offsets_of(p);
-                    Some(
-                        offsets
-                            .into_iter()
-                            .flat_map(move |o| weights.clone().into_iter().map(move |(w, _)| (w, o))),
-                    )
-                });
                 let mut channel = vec![0.0; g.channels];
                 // A member holds the group's channels from its offset on (after a concatenation).
                 let mut add = |v: Vec<f64>, offset: usize| {
@@ -194,25 +185,24 @@ pub fn channel_scores_from_weights(graph: &Graph, groups: &[ChannelGroup], score
                         .for_each(|(a, b)| *a += b)
                 };
                 // Output rows of the producers and of the depthwise filters the channel passes.
-                let filters = g.norms.iter().filter_map(|n| match graph.node(n)?.op.def().channels() {
-                    ChannelRule::PerChannel { zeroed: Some(w), .. } => Some((w.to_string(), g.offset(n))),
-                    _ => None,
-                });
-                for (w, offset) in producers.flatten().chain(filters) {
+                for (w, offset) in g.output_rows(graph)? {
                     if let Some(scores) = task_scores.get(&w) {
                         add(per_channel(scores, 0), offset);
                     }
                 }
                 for c in &g.consumers {
-                    let Ok(t) = transform_params(graph, c) else { continue };
-                    for (w, _) in t.weights.iter().filter(|(w, _)| task_scores.contains_key(w)) {
+                    for (w, _) in transform_params(graph, c)?
+                        .weights
+                        .iter()
+                        .filter(|(w, _)| task_scores.contains_key(w))
+                    {
                         add(per_channel(&task_scores[w], 1), g.offset(c));
                     }
                 }
                 let channel = per_unit(channel, g.unit);
                 s.insert(i, channel);
             }
-            (task.clone(), s)
+            Ok((task.clone(), s))
         })
         .collect()
 }
@@ -227,7 +217,7 @@ impl<'a> ChannelSearch<'a> {
         min_votes: Option<usize>,
         rules: WidthRules,
     ) -> Result<ChannelSearch<'a>> {
-        let channel_scores = channel_scores_from_weights(&model.graph, groups, scores);
+        let channel_scores = channel_scores_from_weights(&model.graph, groups, scores)?;
         Self::from_channel_scores(model, groups, &channel_scores, fusion, min_votes, rules)
     }
 

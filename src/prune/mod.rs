@@ -282,11 +282,7 @@ impl Scoring<'_, '_> {
     fn channels(&mut self, groups: &[channels::ChannelGroup]) -> Result<channel_select::ChannelScores> {
         if self.cfg.resolved.criterion != Criterion::Taylor {
             let weights = self.weights()?;
-            return Ok(channel_select::channel_scores_from_weights(
-                &self.model.graph,
-                groups,
-                &weights,
-            ));
+            return channel_select::channel_scores_from_weights(&self.model.graph, groups, &weights);
         }
         let calibration = self.calibration()?;
         let batches = self.cfg.calib_batches;
@@ -623,7 +619,6 @@ fn measure_and_finetune(
     let device = cfg.finetune.device;
     let mut measured = Measured::untouched(&shrunk.params);
     let t = Instant::now();
-    let (before, images) = eval_on(model, kept, data, cfg, selected, device)?;
     let (pruned, _) = eval_on(&shrunk.model, &shrunk.params, data, cfg, selected, device)?;
     timings.eval_before_s = t.elapsed().as_secs_f64();
     if cfg.finetune.schedule.steps > 0 {
@@ -664,22 +659,23 @@ fn measure_and_finetune(
         .iter()
         .map(|(k, v)| (k.clone(), v.to_device(device)))
         .collect();
-    let (after, _) = eval_on(&shrunk.model, &on_device, data, cfg, selected, device)?;
-    let fidelity = crate::metrics::fidelity::fidelity(
-        (model, kept),
+    // The input and the output model in one pass: their metrics and the output's fidelity.
+    let compared = crate::eval::evaluate_against(
         (&shrunk.model, &on_device),
+        (model, kept),
         data.split(cfg.options.eval_split, cfg.val_fraction)?,
         selected,
         cfg.finetune.batch,
         device,
     )?;
     timings.eval_after_s = t.elapsed().as_secs_f64();
+    let (before, after) = (compared.reference_metrics, compared.metrics);
     measured.accuracy = Some(Accuracy {
         split: cfg.options.eval_split.as_str().into(),
-        images,
+        images: compared.images,
         delta_m: crate::metrics::delta_m(&after, &before)?,
         delta_m_before_finetune: crate::metrics::delta_m(&pruned, &before)?,
-        fidelity,
+        fidelity: compared.fidelity,
         before,
         pruned,
         after,

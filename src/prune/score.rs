@@ -6,7 +6,6 @@ pub use super::types::{ChannelScores, Scores};
 use crate::data::example::Samples;
 use crate::data::loader::{Batch, Loader};
 use crate::graph::interpreter::{channels_last, forward_inputs, forward_inputs_observed, Inputs, Mode, Params};
-use crate::graph::ops::ChannelRule;
 use crate::graph::passes::slice_dead_taps_for;
 use crate::graph::{Group, Model, ParamRole, TaskSpec};
 use crate::train::loss::task_loss;
@@ -458,11 +457,8 @@ fn removed_outputs<'g>(
     let mut removed_as = HashMap::new();
     for g in groups.iter().filter(|g| g.prunable()) {
         for p in &g.producers {
-            let axis = match graph.node(p).map(|n| n.op.def().channels()) {
-                Some(ChannelRule::Transform { axis, .. }) => axis,
-                _ => 3,
-            };
-            removed_as.insert(p.as_str(), (transform_params(graph, p)?.constant, axis));
+            let t = transform_params(graph, p)?;
+            removed_as.insert(p.as_str(), (t.constant, t.axis));
         }
     }
     Ok(removed_as)

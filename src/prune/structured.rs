@@ -50,22 +50,7 @@ pub fn zero_removed(
     for (g, k) in groups.iter().zip(keep) {
         let Some(k) = k else { continue };
         let gone = removed(g.channels, k);
-        // Producers' rows, and the depthwise filters' at the offset they hold the group at.
-        let per_channel_zeroed = g
-            .norms
-            .iter()
-            .filter_map(|n| match model.graph.node(n)?.op.def().channels() {
-                ChannelRule::PerChannel { zeroed, .. } => zeroed.map(|w| (w.to_string(), g.offset(n))),
-                _ => None,
-            });
-        let mut producer_weights = Vec::new();
-        for p in &g.producers {
-            let t = transform_params(&model.graph, p)?;
-            for offset in g.producer_offsets_of(p) {
-                producer_weights.extend(t.weights.iter().map(|(w, _)| (w.clone(), offset)));
-            }
-        }
-        for (w, offset) in producer_weights.into_iter().chain(per_channel_zeroed) {
+        for (w, offset) in g.output_rows(&model.graph)? {
             let t = out.get_mut(&w).ok_or_else(|| anyhow!("tensor '{w}' is missing"))?;
             let rows = shifted(&gone, offset).to_device(t.device());
             let _ = t.index_fill_(0, &rows, 0.0);
@@ -235,12 +220,9 @@ fn fold_removed_constants(
         for c in &g.consumers {
             let act = &acts[&graph.node(c).expect("consumer exists").inputs[0]];
             let gone_t = shifted(&gone, g.offset(c)).to_device(act.device());
-            let node = graph.nodes.iter_mut().find(|n| &n.name == c).expect("consumer exists");
+            let consumer = transform_params(graph, c)?;
             // The consumer reads its input's channels where it writes its own (from the end).
-            let ChannelRule::Transform { axis, .. } = node.op.def().channels() else {
-                bail!("internal error: consumer '{c}' does not transform channels");
-            };
-            let channel_dim = act.dim() as i64 - axis as i64;
+            let channel_dim = act.dim() as i64 - consumer.axis as i64;
             let others: Vec<i64> = (0..act.dim() as i64).filter(|&d| d != channel_dim).collect();
             let per_channel = act.mean_dim(others.as_slice(), false, Kind::Float);
             let consts = per_channel.index_select(0, &gone_t);
@@ -252,10 +234,10 @@ fn fold_removed_constants(
                 };
                 taps.index_select(1, &gone_t).matmul(&consts)
             };
-            if padded(node) && consts.abs().max().double_value(&[]) > 0.0 {
+            if padded(graph.node(c).expect("consumer exists")) && consts.abs().max().double_value(&[]) > 0.0 {
                 inexact.push(c.clone());
             }
-            for (weight, bias) in transform_params(graph, c)?.weights {
+            for (weight, bias) in consumer.weights {
                 let node = graph.nodes.iter_mut().find(|n| &n.name == c).expect("consumer exists");
                 let change = delta(&out[&weight]);
                 let bias_name = match bias {

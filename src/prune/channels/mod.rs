@@ -77,6 +77,26 @@ impl ChannelGroup {
         self.channels / self.unit.width()
     }
 
+    /// Every tensor whose rows (axis 0) hold the group's channels, with the row the group starts
+    /// at: each producer's weights at each offset it writes the group, and the depthwise or
+    /// grouped filters the channels pass (what a removed channel's zeroing and scores read).
+    pub fn output_rows(&self, graph: &Graph) -> Result<Vec<(String, usize)>> {
+        let mut rows = Vec::new();
+        for p in &self.producers {
+            let weights = transform_params(graph, p)?.weights;
+            for offset in self.producer_offsets_of(p) {
+                rows.extend(weights.iter().map(|(w, _)| (w.clone(), offset)));
+            }
+        }
+        for n in &self.norms {
+            if let Some(ChannelRule::PerChannel { zeroed: Some(w), .. }) = graph.node(n).map(|x| x.op.def().channels())
+            {
+                rows.push((w.to_string(), self.offset(n)));
+            }
+        }
+        Ok(rows)
+    }
+
     /// The channels of the units `units`, in order.
     pub fn channels_of(&self, units: &[usize]) -> Vec<i64> {
         let w = self.unit.width();
@@ -687,6 +707,8 @@ fn check_widths(graph: &Graph, groups: &BTreeMap<usize, ChannelGroup>) -> Result
 pub struct TransformParams {
     pub weights: Vec<(String, Option<String>)>,
     pub constant: Option<String>,
+    /// Where its channels lie, counted from the last axis (3 for [C, H, W], 1 for [..., C]).
+    pub axis: usize,
 }
 
 impl TransformParams {
@@ -705,12 +727,18 @@ pub fn transform_params(graph: &Graph, node: &str) -> Result<TransformParams> {
         .def()
         .channels()
     {
-        ChannelRule::Transform { weights, constant, .. } => Ok(TransformParams {
+        ChannelRule::Transform {
+            weights,
+            constant,
+            axis,
+            ..
+        } => Ok(TransformParams {
             weights: weights
                 .into_iter()
                 .map(|(w, b)| (w.to_string(), b.map(str::to_string)))
                 .collect(),
             constant: constant.map(str::to_string),
+            axis,
         }),
         _ => bail!("node '{node}' is not a convolution, linear layer or attention"),
     }
