@@ -64,7 +64,7 @@ pub fn evaluate(
 }
 
 /// The tasks' outputs for one batch, in inference mode.
-fn run_batch(graph: &Graph, params: &Params, b: &Batch, names: &[&str]) -> Result<BTreeMap<String, Tensor>> {
+pub(crate) fn run_batch(graph: &Graph, params: &Params, b: &Batch, names: &[&str]) -> Result<BTreeMap<String, Tensor>> {
     let inputs = b.graph_inputs(graph)?;
     forward_inputs(
         &slice_dead_taps_for(graph, &inputs)?,
@@ -86,6 +86,8 @@ pub struct Compared {
 
 /// [`evaluate`] for `model` and `reference` together: both scored on each batch, and the model's
 /// fidelity to the reference, with one read of the data. Outputs of a task must have one shape.
+/// On unlabelled data only distilled tasks (whose labels are a teacher's outputs) have metrics;
+/// every task has its fidelity.
 pub fn evaluate_against(
     model: (&Model, &Params),
     reference: (&Model, &Params),
@@ -106,6 +108,7 @@ pub fn evaluate_against(
         .graph
         .input_named_by(InputRole::AttentionMask)
         .map(str::to_string);
+    let labelled: Vec<bool> = tasks.iter().map(|t| t.distill || items.labelled()).collect();
     let mut images = 0;
     for b in Loader::sequential(items, batch, device) {
         let b = b?.to_device(device);
@@ -122,14 +125,24 @@ pub fn evaluate_against(
                     g.size()
                 );
             }
-            let label = label_for(task, &b)?;
-            accs[k].update(g, label);
-            reference_accs[k].update(w, label);
+            if labelled[k] {
+                let label = label_for(task, &b)?;
+                accs[k].update(g, label);
+                reference_accs[k].update(w, label);
+            }
             fidelity[k].update(w, g, weights);
         }
         images += b.len();
     }
-    let finish = |accs: &[Accumulator]| tasks.iter().zip(accs).map(|(t, a)| a.finish(t)).collect();
+    let finish = |accs: &[Accumulator]| {
+        tasks
+            .iter()
+            .zip(accs)
+            .zip(&labelled)
+            .filter(|(_, &l)| l)
+            .map(|((t, a), _)| a.finish(t))
+            .collect()
+    };
     Ok(Compared {
         metrics: finish(&accs),
         reference_metrics: finish(&reference_accs),
@@ -148,7 +161,7 @@ impl ConstantPredictor {
     pub fn fit(items: Samples, tasks: &[TaskSpec]) -> Result<ConstantPredictor> {
         let mut constants = tasks
             .iter()
-            .map(|t| Ok((t.clone(), crate::tasks::def(t.kind).constant(t)?)))
+            .map(|t| Ok((t.clone(), crate::tasks::def_for(t).constant(t)?)))
             .collect::<Result<Vec<_>>>()?;
         for b in Loader::sequential(items, 16, Device::Cpu) {
             let b = b?;

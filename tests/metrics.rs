@@ -10,6 +10,7 @@ fn task(kind: TaskKind, outputs: usize) -> TaskSpec {
         kind,
         outputs,
         labels: None,
+        distill: false,
     }
 }
 

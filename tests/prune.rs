@@ -64,12 +64,14 @@ fn linear_model() -> Model {
                 kind: TaskKind::Depth,
                 outputs: 1,
                 labels: None,
+                distill: false,
             },
             TaskSpec {
                 name: "other".into(),
                 kind: TaskKind::Depth,
                 outputs: 1,
                 labels: None,
+                distill: false,
             },
         ],
     }

@@ -68,12 +68,14 @@ fn graph(consumer_kernel: usize) -> Model {
             kind: TaskKind::Normal,
             outputs: 2,
             labels: None,
+            distill: false,
         },
         TaskSpec {
             name: "u".into(),
             kind: TaskKind::Depth,
             outputs: 1,
             labels: None,
+            distill: false,
         },
     ];
     Model {

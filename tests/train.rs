@@ -53,6 +53,7 @@ fn masked_training_is_deterministic_and_selects_on_validation() {
         lambdas: [("normal".to_string(), 20.0)].into_iter().collect(),
         device: Device::Cpu,
         only: None,
+        inference_mode: false,
     };
     let run = || {
         train(

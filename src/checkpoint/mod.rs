@@ -560,6 +560,15 @@ impl Checkpoint {
         }
         self.check_against(&loaded.model, &loaded.ignored)
             .with_context(|| format!("{shown}"))?;
+        if loaded
+            .model
+            .graph
+            .inputs
+            .iter()
+            .any(|i| i.dims.first() == Some(&crate::graph::Dim::Fixed(3)))
+        {
+            crate::families::fill_image_normalisation(&mut loaded.model.graph).with_context(|| format!("{shown}"))?;
+        }
         if let Some(norm) = &opts.normalisation {
             loaded
                 .model

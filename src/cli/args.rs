@@ -85,8 +85,9 @@ pub use cut::families::parse_image_size as parse_input_size;
 /// Where data comes from, shared by eval, train and prune.
 #[derive(clap::Args, Clone, Debug)]
 pub struct DataArgs {
-    /// Dataset folder: the NYUv2 3-task layout for image models, train.jsonl and test.jsonl for text
-    /// models.
+    /// Dataset: the NYUv2 3-task layout for image models, train.jsonl and test.jsonl for text
+    /// models; or, without labels (tasks are then distilled from the model), a folder of images,
+    /// of .npy/.npz files, one .npz with a row per example, or one .jsonl of texts.
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
     /// Index file inside the dataset folder.
@@ -102,6 +103,16 @@ pub struct DataArgs {
     /// (and counted). Default 128, or the model's position table if it holds fewer.
     #[arg(long)]
     pub max_len: Option<usize>,
+    /// A folder of images without labels: resize them to HxW (default: the model's input size).
+    #[arg(long, value_name = "HxW", value_parser = parse_resize)]
+    pub resize: Option<[usize; 2]>,
+}
+
+fn parse_resize(text: &str) -> std::result::Result<[usize; 2], String> {
+    match text.split_once('x').map(|(h, w)| (h.trim().parse(), w.trim().parse())) {
+        Some((Ok(h), Ok(w))) if h > 0 && w > 0 => Ok([h, w]),
+        _ => Err(format!("'{text}': expected HxW such as 224x224")),
+    }
 }
 
 impl DataArgs {
@@ -112,6 +123,7 @@ impl DataArgs {
             val_fraction: self.val_fraction,
             batch: self.batch,
             max_len: self.max_len,
+            resize: self.resize,
         }
     }
 }

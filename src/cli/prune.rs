@@ -72,6 +72,11 @@ pub struct Args {
     /// statistics, running statistics updated, as the reference does).
     #[arg(long, value_parser = super::args::choice::<NormMode>(), default_value = "frozen")]
     finetune_norm: NormMode,
+    /// Train and score every selected task by matching the input model's outputs (knowledge
+    /// distillation), even where --data has labels. Tasks the data has no labels for (a folder of
+    /// images, arrays or texts; an imported output of no named kind) are distilled anyway.
+    #[arg(long)]
+    distill: bool,
     /// Split for the before/after evaluation.
     #[arg(long, value_parser = super::args::choice::<Split>(), default_value = "test")]
     eval_split: Split,
@@ -122,6 +127,7 @@ pub fn run(a: Args) -> Result<()> {
             strategy: a.scoring,
             precision: a.precision,
             eval_split: a.eval_split,
+            distill: a.distill,
         },
         finetune: a.finetune.schedule(a.weight_decay, a.finetune_norm == NormMode::Frozen),
         lambdas: a.lambdas.clone(),

@@ -40,6 +40,10 @@ pub struct Args {
     /// Fine-tune the device part too.
     #[arg(long)]
     finetune_device: bool,
+    /// Recover every task by matching the unsplit model's outputs (distillation), even where
+    /// --data has labels; tasks without labels are distilled anyway.
+    #[arg(long)]
+    distill: bool,
     /// Uplink data rates in Mbit/s, comma-separated (default: 3G, 4G and Wi-Fi, 1.1, 5.85,
     /// 18.88). (`cut plan --bandwidth` is a spectrum in Hz, another quantity.)
     #[arg(long = "rate", alias = "bandwidth", value_name = "MBIT", allow_hyphen_values = true)]
@@ -112,6 +116,7 @@ pub fn run(a: Args) -> Result<()> {
         // Split fine-tunes without weight decay, batch norm training.
         finetune: a.finetune.schedule(0.0, false),
         finetune_device: a.finetune_device,
+        distill: a.distill,
         bandwidths,
         rtt_ms: a.rtt,
         cloud_speedup: a.cloud_speedup,

@@ -53,6 +53,15 @@ pub trait Examples: Send + Sync + 'static {
     fn load(&self, index: usize) -> Result<Example>;
     /// What names example `index` in an error (its file).
     fn describe(&self, index: usize) -> String;
+    /// Adds to a batch of these examples what no single example holds (a teacher model's
+    /// outputs, see `super::teacher`); the batch as it is by default.
+    fn complete(&self, batch: Batch) -> Result<Batch> {
+        Ok(batch)
+    }
+    /// Whether the examples carry labels (an unlabelled image folder does not).
+    fn labelled(&self) -> bool {
+        true
+    }
 }
 
 impl std::fmt::Debug for dyn Examples {
@@ -79,6 +88,12 @@ impl Examples for Subset {
     }
     fn describe(&self, index: usize) -> String {
         self.source.describe(self.indices[index])
+    }
+    fn complete(&self, batch: Batch) -> Result<Batch> {
+        self.source.complete(batch)
+    }
+    fn labelled(&self) -> bool {
+        self.source.labelled()
     }
 }
 

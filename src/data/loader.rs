@@ -64,6 +64,7 @@ impl Loader {
                 for chunk in chunks {
                     let result = load_parallel(source.as_ref(), chunk)
                         .and_then(|e| Batch::stack(e, source.as_ref(), chunk))
+                        .and_then(|b| source.complete(b))
                         .map(|b| if bound_for.is_cuda() { b.pinned(bound_for) } else { b });
                     let failed = result.is_err();
                     if tx.send(result).is_err() || failed {

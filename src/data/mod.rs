@@ -1,12 +1,15 @@
 //! Data: the NYUv2 3-task layout reader, its splits, a background batch loader, and the synthetic
 //! scene generator that writes the same layout.
 
+pub mod arrays;
 pub mod example;
 pub mod images;
 pub mod layout;
 pub mod loader;
 pub mod synth;
+pub mod teacher;
 pub mod text;
+pub mod unlabelled;
 
 use anyhow::{bail, Context, Result};
 use example::{Samples, Subset, Values};
@@ -152,6 +155,8 @@ pub struct DataSettings {
     pub batch: usize,
     /// Text data: the most tokens per line.
     pub max_len: Option<usize>,
+    /// A folder of images: the (height, width) they are resized to; default the model's input.
+    pub resize: Option<[usize; 2]>,
 }
 
 impl DataSettings {
@@ -161,7 +166,7 @@ impl DataSettings {
         let Some((dir, index)) = &self.folder else {
             return Ok(None);
         };
-        let (data, warnings) = open_for(model, dir, Some(index), self.max_len)?;
+        let (data, warnings) = open_with(model, dir, Some(index), self.max_len, self.resize)?;
         for w in &warnings {
             warn(w);
         }
@@ -191,15 +196,31 @@ pub fn open_for(
     index: Option<&str>,
     max_len: Option<usize>,
 ) -> Result<(Dataset, Vec<String>)> {
+    open_with(model, root, index, max_len, None)
+}
+
+/// [`open_for`], and for any other `root` than a labelled dataset: unlabelled data (see
+/// [`unlabelled`]), its images resized to `resize` (default the model's input size).
+pub fn open_with(
+    model: &crate::graph::Model,
+    root: &Path,
+    index: Option<&str>,
+    max_len: Option<usize>,
+    resize: Option<[usize; 2]>,
+) -> Result<(Dataset, Vec<String>)> {
     if max_len.is_some_and(|n| n < 2) {
         crate::usage_bail!("--max-len must be at least 2 (the special tokens)");
     }
+    if resize.is_some_and(|[h, w]| h == 0 || w == 0) {
+        crate::usage_bail!("--resize needs a positive height and width, such as 224x224");
+    }
     use crate::graph::InputRole;
     let Some(ids) = model.graph.input_named_by(InputRole::TokenIds) else {
-        return Ok((
-            Dataset::open(root, index, &image_normalisation(&model.graph))?,
-            Vec::new(),
-        ));
+        if root.join(index.unwrap_or(layout::INDEX_FILE)).is_file() {
+            let norm = image_normalisation(&model.graph);
+            return Ok((Dataset::open(root, index, &norm)?, Vec::new()));
+        }
+        return open_unlabelled(&model.graph, root, resize);
     };
     let Some(tokenizer) = &model.tokenizer else {
         bail!("the model reads text but carries no tokenizer: put its tokenizer.json beside model.safetensors");
@@ -235,6 +256,31 @@ pub fn open_for(
             "{} of {} lines are longer than --max-len {max_len} tokens and were truncated",
             stats.truncated, stats.lines
         ));
+    }
+    Ok((data, warnings))
+}
+
+/// Unlabelled data for `graph` at `root`, with a warning when its images are read with no
+/// normalisation the model records.
+fn open_unlabelled(
+    graph: &crate::graph::Graph,
+    root: &Path,
+    resize: Option<[usize; 2]>,
+) -> Result<(Dataset, Vec<String>)> {
+    let guessed = std::cell::Cell::new(false);
+    let reading = || {
+        let norm = graph.image_normalisation().cloned().unwrap_or_else(|| {
+            guessed.set(true);
+            crate::graph::Normalisation::default()
+        });
+        unlabelled::image_reading(graph, resize, norm)
+    };
+    let data = unlabelled::open(root, graph, &reading)?;
+    let mut warnings = Vec::new();
+    if guessed.get() {
+        warnings.push(
+            "the model records no input normalisation: images are read as RGB in [0, 1]; state it with --mean, --std, --bgr, --pixel-range".to_string(),
+        );
     }
     Ok((data, warnings))
 }

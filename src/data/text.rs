@@ -55,6 +55,8 @@ pub struct TextExamples {
     path: PathBuf,
     examples: Vec<Example>,
     lines: Vec<usize>,
+    /// Whether any line labels any task.
+    labelled: bool,
 }
 
 impl Examples for TextExamples {
@@ -66,6 +68,9 @@ impl Examples for TextExamples {
     }
     fn describe(&self, index: usize) -> String {
         format!("{}:{}", self.path.display(), self.lines[index])
+    }
+    fn labelled(&self) -> bool {
+        self.labelled
     }
 }
 
@@ -111,16 +116,25 @@ fn pad_id(tokenizer: &Tokenizer) -> Result<i64> {
 }
 
 /// Opens a text dataset folder for a model's tasks.
+/// `root` is a folder with `train.jsonl` and `test.jsonl` (and `val.jsonl` when it has one), or
+/// one `.jsonl` file, of which a fixed share is held back as the test split (see
+/// [`super::unlabelled::HELD_BACK`]).
 pub fn open(root: &Path, opts: &TextOptions) -> Result<(Dataset, TextStats)> {
-    if !root.is_dir() {
+    let one_file = root.is_file();
+    if !one_file && !root.is_dir() {
         bail!("{}: dataset folder does not exist", root.display());
     }
     let tokenizer = tokenizer_from_json(opts.tokenizer).map_err(|e| anyhow!("the model's tokenizer.json: {e}"))?;
     let pad = pad_id(&tokenizer)?;
     let mut stats = TextStats::default();
     let mut files = Vec::new();
-    for name in ["train.jsonl", "test.jsonl", "val.jsonl"] {
-        let path = root.join(name);
+    let names: &[&str] = if one_file {
+        &[""]
+    } else {
+        &["train.jsonl", "test.jsonl", "val.jsonl"]
+    };
+    for &name in names {
+        let path = if one_file { root.to_path_buf() } else { root.join(name) };
         if name == "val.jsonl" && !path.exists() {
             continue;
         }
@@ -135,10 +149,25 @@ pub fn open(root: &Path, opts: &TextOptions) -> Result<(Dataset, TextStats)> {
     stats.length = length;
     let mut splits = files.into_iter().map(|(path, encoded)| -> Arc<dyn Examples> {
         let lines = encoded.iter().map(|e| e.line).collect();
+        let labelled = encoded.iter().any(|e| {
+            e.labels
+                .iter()
+                .any(|(_, _, values)| values.iter().any(|&v| v != IGNORE))
+        });
         let examples = encoded.into_iter().map(|e| pad_example(e, length, pad, opts)).collect();
-        Arc::new(TextExamples { path, examples, lines })
+        Arc::new(TextExamples {
+            path,
+            examples,
+            lines,
+            labelled,
+        })
     });
-    let (train, test) = (splits.next().expect("two files"), splits.next().expect("two files"));
+    let first = splits.next().expect("one file at least");
+    let (train, test) = if one_file {
+        super::unlabelled::hold_back(first)?
+    } else {
+        (first, splits.next().expect("two files"))
+    };
     Ok((
         Dataset {
             root: root.to_path_buf(),
@@ -350,6 +379,7 @@ mod tests {
             kind,
             outputs: labels.len(),
             labels: Some(labels.iter().map(|s| s.to_string()).collect()),
+            distill: false,
         }
     }
 

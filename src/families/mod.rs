@@ -142,6 +142,26 @@ pub trait Family: Sync {
     fn signature(&self) -> &'static str;
     /// The graph such a checkpoint holds, inferred from names and shapes.
     fn infer(&self, shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel>;
+    /// How image files become the family's image input, for a checkpoint that does not record it
+    /// (one written before graphs recorded it).
+    fn image_normalisation(&self) -> Option<crate::graph::Normalisation> {
+        None
+    }
+}
+
+/// Records the family's image normalisation on a graph of a known family that records none.
+pub fn fill_image_normalisation(graph: &mut crate::graph::Graph) -> Result<()> {
+    if graph.image_normalisation().is_some() {
+        return Ok(());
+    }
+    let family = graph
+        .family
+        .as_deref()
+        .and_then(|name| FAMILIES.iter().find(|f| f.name() == name));
+    match family.and_then(|f| f.image_normalisation()) {
+        Some(norm) => graph.set_image_normalisation(&norm),
+        None => Ok(()),
+    }
 }
 
 /// Every family `cut` knows.

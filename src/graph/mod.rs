@@ -190,6 +190,10 @@ pub struct TaskSpec {
     /// the data spells out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<String>>,
+    /// This run trains and scores the task by matching the unpruned model's outputs
+    /// (`crate::tasks::distill`) rather than labels. A property of a run, never of a checkpoint.
+    #[serde(skip)]
+    pub distill: bool,
 }
 
 /// A graph with its task list: everything needed to run a checkpoint.
@@ -717,12 +721,14 @@ mod tests {
                     kind: TaskKind::Depth,
                     outputs: 1,
                     labels: None,
+                    distill: false,
                 },
                 TaskSpec {
                     name: "tb".into(),
                     kind: TaskKind::Segmentation,
                     outputs: 2,
                     labels: None,
+                    distill: false,
                 },
             ],
         };

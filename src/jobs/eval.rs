@@ -64,6 +64,12 @@ pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(u
     if job.constant && job.reference.is_some() {
         crate::usage_bail!("--reference compares two models' outputs; the constant predictor has none");
     }
+    if !data.labelled() && job.reference.is_none() {
+        crate::usage_bail!(
+            "{} has no labels: give --reference ORIGINAL to measure how closely the model follows it",
+            data.root.display()
+        );
+    }
     let (metrics, images, fidelity) = if job.constant {
         let predictor = ConstantPredictor::fit(data.split(Split::Train, job.data.val_fraction)?, &tasks)?;
         let (metrics, images) = predictor.evaluate(items, &tasks)?;

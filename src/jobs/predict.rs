@@ -3,12 +3,13 @@
 //! runtime.
 
 use crate::checkpoint::{Checkpoint, LoadOptions};
+use crate::data::arrays::{read_npy, read_npz, tensor_of};
 use crate::device::DeviceChoice;
 use crate::fsio;
 use crate::graph::interpreter::forward_inputs;
 use crate::graph::ops::Mode;
 use anyhow::{anyhow, bail, Context, Result};
-use ndarray_npy::{NpzReader, NpzWriter, ReadNpyExt};
+use ndarray_npy::NpzWriter;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
@@ -214,27 +215,6 @@ fn read_inputs(
     Ok(out)
 }
 
-/// The arrays of an `.npz` file (f32 or i64), by name.
-fn read_npz(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let shown = path.display();
-    let mut out = BTreeMap::new();
-    let file = std::fs::File::open(path).map_err(|e| anyhow!("{shown}: cannot open ({e})"))?;
-    let mut npz = NpzReader::new(file).map_err(|e| anyhow!("{shown}: not an .npz file ({e})"))?;
-    for key in npz.names().map_err(|e| anyhow!("{shown}: {e}"))? {
-        let t = match npz.by_name::<ndarray::OwnedRepr<f32>, ndarray::IxDyn>(&key) {
-            Ok(a) => tensor_of(a.shape(), a.iter().copied().collect::<Vec<f32>>()),
-            Err(_) => {
-                let a = npz
-                    .by_name::<ndarray::OwnedRepr<i64>, ndarray::IxDyn>(&key)
-                    .map_err(|e| anyhow!("{shown}: array '{key}': {e} (f32 or i64 arrays)"))?;
-                tensor_of(a.shape(), a.iter().copied().collect::<Vec<i64>>())
-            }
-        };
-        out.insert(key.trim_end_matches(".npy").to_string(), t);
-    }
-    Ok(out)
-}
-
 /// The tensors of a `.safetensors` file (f32 or i64), by name.
 fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let shown = path.display();
@@ -320,20 +300,6 @@ fn text_inputs(path: &Path, model: &crate::graph::Model) -> Result<BTreeMap<Stri
         out.insert(mask_name.to_string(), tensor_of(&shape, mask));
     }
     Ok(out)
-}
-
-fn read_npy(path: &Path) -> Result<Tensor> {
-    let open = || std::fs::File::open(path).map_err(|e| anyhow!("cannot open ({e})"));
-    if let Ok(a) = ndarray::ArrayD::<f32>::read_npy(open()?) {
-        return Ok(tensor_of(a.shape(), a.iter().copied().collect::<Vec<f32>>()));
-    }
-    let a = ndarray::ArrayD::<i64>::read_npy(open()?).map_err(|e| anyhow!("not an f32 or i64 .npy array ({e})"))?;
-    Ok(tensor_of(a.shape(), a.iter().copied().collect::<Vec<i64>>()))
-}
-
-fn tensor_of<T: tch::kind::Element>(shape: &[usize], values: Vec<T>) -> Tensor {
-    let dims: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
-    Tensor::from_slice(&values).view(dims.as_slice())
 }
 
 /// Every graph input is given, with one batch size, its dtype and its fixed sizes; returns the

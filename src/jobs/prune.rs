@@ -136,13 +136,7 @@ fn output_paths(job: &PruneJob, names: &[String], resolved: &Resolved) -> Result
 }
 
 /// The prune's configuration from the job and its resolved request, checked once.
-fn prune_config(
-    job: &PruneJob,
-    resolved: &Resolved,
-    lambdas: std::collections::BTreeMap<String, f64>,
-    device: tch::Device,
-    dtype: DType,
-) -> Result<CheckedConfig> {
+fn prune_config(job: &PruneJob, resolved: &Resolved, device: tch::Device, dtype: DType) -> Result<CheckedConfig> {
     let has_data = job.data.folder.is_some();
     let finetune = TrainConfig {
         // Fine-tuning needs data: none without it.
@@ -151,9 +145,10 @@ fn prune_config(
             ..job.finetune.clone()
         },
         batch: job.data.batch,
-        lambdas,
+        lambdas: Default::default(),
         device,
         only: None,
+        inference_mode: false,
     };
     PruneConfig {
         request: job.request.clone(),
@@ -266,13 +261,19 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
     let resolved = job.request.resolve(job.data.folder.is_some())?;
     let names: Vec<String> = selected.iter().map(|t| t.name.clone()).collect();
     let paths = output_paths(job, &names, &resolved)?;
-    let lambdas = task_lambdas(&selected, job.lambdas.as_deref())?;
     let device = crate::device::resolve(job.device)?;
-    let mut cfg = prune_config(job, &resolved, lambdas.clone(), device, dtype)?;
+    let mut cfg = prune_config(job, &resolved, device, dtype)?;
     for w in &resolved.warnings {
         warn(w);
     }
     let data = open_data(job, &full, &mut cfg, warn)?;
+    // Which tasks learn from the model itself, known once the data is open.
+    let selected = match &data {
+        Some(d) => crate::tasks::distill::mark(&selected, job.options.distill, d.labelled()),
+        None => selected,
+    };
+    let lambdas = task_lambdas(&selected, job.lambdas.as_deref())?;
+    cfg.set_lambdas(lambdas.clone());
     let t = std::time::Instant::now();
     let params = ckpt.load_params(&full, device)?;
     let input_sha = sha256_file(&ckpt.path)?;
@@ -297,7 +298,8 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         job.request.packed,
         Some(&Provenance::new(job.command.clone(), Some(input_sha.clone()))),
     )?;
-    let settings = settings(job, &full, &names, &cfg, lambdas, device, dtype)?;
+    let mut settings = settings(job, &full, &names, &cfg, lambdas, device, dtype)?;
+    settings.distilled = selected.iter().filter(|t| t.distill).map(|t| t.name.clone()).collect();
     let tolerance = if job.request.granularity == Granularity::Channel {
         0.0
     } else {
@@ -378,6 +380,7 @@ fn settings(
             "dense".into()
         },
         device: crate::device::describe(device),
+        distilled: Vec::new(),
     })
 }
 

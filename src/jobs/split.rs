@@ -45,6 +45,9 @@ pub struct SplitJob {
     pub finetune: Schedule,
     /// Fine-tune the device part too (gradients pass straight through the wire's rounding).
     pub finetune_device: bool,
+    /// Recover every task by distillation from the unsplit model, labels or not (tasks the data
+    /// has no labels for are distilled anyway).
+    pub distill: bool,
     /// Uplink bandwidths in Mbit/s.
     pub bandwidths: Vec<f64>,
     pub rtt_ms: f64,
@@ -356,7 +359,10 @@ struct Bench<'a> {
     job: &'a SplitJob,
     model: &'a Model,
     params: &'a Params,
+    /// The selected tasks as fine-tuning trains them and as the rows measure them (a distilled
+    /// task by its labels where the data has them).
     selected: &'a [TaskSpec],
+    measured: &'a [TaskSpec],
     data: &'a Dataset,
     test: Samples,
     probes: Probes,
@@ -374,7 +380,7 @@ impl Bench<'_> {
             m,
             p,
             self.test.clone(),
-            self.selected,
+            self.measured,
             self.job.data.batch,
             Device::Cpu,
             |_| {},
@@ -546,6 +552,8 @@ fn finetune_config(job: &SplitJob, selected: &[TaskSpec]) -> Result<TrainConfig>
         lambdas: task_lambdas(selected, None)?,
         device: Device::Cpu,
         only: None,
+        // Distillation's targets come from inference mode (see `TrainConfig::inference_mode`).
+        inference_mode: selected.iter().all(|t| t.distill),
     })
 }
 
@@ -573,6 +581,8 @@ pub fn run(
         .data
         .require(&full, "to split (test metrics, fine-tuning, payload probes)", warn)?;
     let params = ckpt.load_params(&model, Device::Cpu)?;
+    let selected = crate::tasks::distill::mark(&selected, job.distill, data.labelled());
+    let data = crate::data::teacher::for_tasks(&data, &model, &params, &selected, Device::Cpu);
     let input_sha = sha256_file(&ckpt.path)?;
     let test = data.split(Split::Test, job.data.val_fraction)?;
     let probes = probes(&model, &test)?;
@@ -586,6 +596,7 @@ pub fn run(
         model: &model,
         params: &params,
         selected: &selected,
+        measured: &crate::tasks::distill::measured(&selected, data.labelled()),
         data: &data,
         test,
         probes,

@@ -100,6 +100,7 @@ fn train_config(
             .as_deref()
             .map(|b| crate::plan::blocks::block_params(model, b))
             .transpose()?,
+        inference_mode: false,
     };
     cfg.validate()?;
     Ok(cfg)

@@ -13,7 +13,7 @@ use tch::{Kind, Tensor};
 
 /// The class axis of a kind's output ([N, C], [N, C, H, W], or [N, L, C] for tokens), or `None`
 /// for a kind whose outputs are values.
-fn class_axis(kind: TaskKind) -> Option<i64> {
+pub(crate) fn class_axis(kind: TaskKind) -> Option<i64> {
     match kind {
         TaskKind::Classification | TaskKind::Segmentation | TaskKind::Sequence | TaskKind::SequenceMean => Some(1),
         TaskKind::Token => Some(2),
@@ -37,8 +37,13 @@ pub struct Fidelity {
 
 impl Fidelity {
     pub fn new(kind: TaskKind) -> Fidelity {
+        Fidelity::with_class_axis(class_axis(kind))
+    }
+
+    /// Fidelity of outputs with classes along `class_axis`, or of values (`None`).
+    pub fn with_class_axis(class_axis: Option<i64>) -> Fidelity {
         Fidelity {
-            class_axis: class_axis(kind),
+            class_axis,
             positions: 0.0,
             agreeing: 0.0,
             kl: 0.0,
@@ -98,7 +103,7 @@ impl Fidelity {
     }
 
     /// What was scored (positions or samples) and the metrics; `None` values where nothing was.
-    fn values(&self) -> (u64, Vec<Metric>) {
+    pub(crate) fn values(&self) -> (u64, Vec<Metric>) {
         let metric = |name: &str, value: Option<f64>, higher_is_better| Metric {
             name: name.into(),
             value,

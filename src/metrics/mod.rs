@@ -37,7 +37,7 @@ pub const MIOU_CONVENTION: &str =
 
 /// The label a task is scored against, as its kind finds it in a batch.
 pub fn label_for<'b>(task: &TaskSpec, batch: &'b Batch) -> Result<&'b Tensor> {
-    crate::tasks::def(task.kind).label(task, batch)
+    crate::tasks::def_for(task).label(task, batch)
 }
 
 /// Dataset-wide metrics of one task, as its kind defines them (see [`crate::tasks`]).
@@ -48,7 +48,7 @@ pub struct Accumulator {
 impl Accumulator {
     pub fn new(task: &TaskSpec) -> Result<Accumulator> {
         Ok(Accumulator {
-            inner: crate::tasks::def(task.kind).metrics(task),
+            inner: crate::tasks::def_for(task).metrics(task),
         })
     }
 

@@ -112,6 +112,9 @@ pub struct PruneOptions {
     /// Arithmetic of the scoring passes.
     pub precision: Precision,
     pub eval_split: Split,
+    /// Score and fine-tune every selected task by distillation from the input model, labels or
+    /// not (tasks without labels are distilled anyway).
+    pub distill: bool,
 }
 
 /// What happened, phase by phase, for the report.
@@ -185,9 +188,9 @@ impl PruneOutcome {
     }
 }
 
-/// Checks that the dataset has a label for every selected task.
+/// Checks that the dataset has a label for every selected task that is not distilled.
 pub fn check_labels(tasks: &[TaskSpec]) -> Result<()> {
-    for t in tasks {
+    for t in tasks.iter().filter(|t| !t.distill) {
         if matches!(t.kind, TaskKind::Classification | TaskKind::Regression) {
             bail!("the dataset has no label for task '{}' ({}); the NYUv2 layout has segmentation, normal and depth labels", t.name, t.kind.as_str());
         }
@@ -337,6 +340,14 @@ impl CheckedConfig {
     }
 }
 
+impl CheckedConfig {
+    /// The fine-tuning loss weights, once the tasks' losses are known (a distilled task's differs
+    /// from its kind's).
+    pub fn set_lambdas(&mut self, lambdas: BTreeMap<String, f64>) {
+        self.cfg.finetune.lambdas = lambdas;
+    }
+}
+
 impl std::ops::Deref for CheckedConfig {
     type Target = PruneConfig;
     fn deref(&self) -> &PruneConfig {
@@ -358,6 +369,9 @@ impl PruneConfig {
         }
         if self.request.granularity == Granularity::Weight && self.resolved.channel_budget.is_some() {
             crate::usage_bail!("--target-macs and --target-params budget channel pruning: add --granularity channel");
+        }
+        if !has_data && self.options.distill {
+            crate::usage_bail!("--distill learns from the model's outputs on inputs: give --data (images, arrays or texts; no labels needed)");
         }
         if !has_data && self.finetune.schedule.steps > 0 {
             crate::usage_bail!("fine-tuning needs --data DIR; pass --finetune-steps 0 to prune without data");
@@ -400,6 +414,9 @@ pub fn prune(
         .iter()
         .map(|s| (s.name.clone(), params[&s.name].shallow_clone()))
         .collect();
+    // Distilled tasks learn from the model as loaded, whose outputs every batch then carries.
+    let taught = data.map(|d| crate::data::teacher::for_tasks(d, &model, &kept, selected, cfg.finetune.device));
+    let data = taught.as_ref();
 
     let structure = Structure::of(&model, cfg.request.granularity)?;
     let mut scoring = Scoring {
@@ -432,7 +449,13 @@ pub fn prune(
         removal,
     };
     let measured = match data {
-        Some(data) => measure_and_finetune(&model, &kept, &pruned, data, selected, cfg, &mut progress, &mut timings)?,
+        Some(data) => {
+            let tasks = RunTasks {
+                trained: selected,
+                measured: &crate::tasks::distill::measured(selected, data.labelled()),
+            };
+            measure_and_finetune(&model, &kept, &pruned, data, &tasks, cfg, &mut progress, &mut timings)?
+        }
         None => Measured::untouched(&pruned.params),
     };
     Ok(PruneOutcome {
@@ -603,6 +626,13 @@ impl Measured {
     }
 }
 
+/// The selected tasks as fine-tuning trains them and as evaluation measures them: a distilled
+/// task is measured by its labels where the data has them.
+struct RunTasks<'a> {
+    trained: &'a [TaskSpec],
+    measured: &'a [TaskSpec],
+}
+
 /// Evaluates the model before and after removal, fine-tunes (masks fixed at weight granularity),
 /// and evaluates what will be written: weights rounded to the output dtype.
 #[allow(clippy::too_many_arguments)]
@@ -611,7 +641,7 @@ fn measure_and_finetune(
     kept: &Params,
     shrunk: &Shrunk,
     data: &Dataset,
-    selected: &[TaskSpec],
+    tasks: &RunTasks,
     cfg: &PruneConfig,
     progress: &mut dyn FnMut(&str, usize, usize),
     timings: &mut Timings,
@@ -619,21 +649,24 @@ fn measure_and_finetune(
     let device = cfg.finetune.device;
     let mut measured = Measured::untouched(&shrunk.params);
     let t = Instant::now();
-    let (pruned, _) = eval_on(&shrunk.model, &shrunk.params, data, cfg, selected, device)?;
+    let (pruned, _) = eval_on(&shrunk.model, &shrunk.params, data, cfg, tasks.measured, device)?;
     timings.eval_before_s = t.elapsed().as_secs_f64();
     if cfg.finetune.schedule.steps > 0 {
         let t = Instant::now();
         let outcome = train(
             &shrunk.model,
             &shrunk.params,
-            selected,
+            tasks.trained,
             data.split(Split::Train, cfg.val_fraction)?,
             data.split(Split::Val, cfg.val_fraction)?,
             match &shrunk.removal {
                 Pruned::Weights { masks, .. } if !masks.is_empty() => Some(masks),
                 _ => None,
             },
-            &cfg.finetune,
+            &TrainConfig {
+                inference_mode: tasks.trained.iter().all(|t| t.distill),
+                ..cfg.finetune.clone()
+            },
             |s, _| progress("finetune", s, cfg.finetune.schedule.steps),
         )?;
         measured.best_step = Some(outcome.best_step);
@@ -664,7 +697,7 @@ fn measure_and_finetune(
         (&shrunk.model, &on_device),
         (model, kept),
         data.split(cfg.options.eval_split, cfg.val_fraction)?,
-        selected,
+        tasks.measured,
         cfg.finetune.batch,
         device,
     )?;

@@ -182,6 +182,7 @@ mod tests {
                 strategy: crate::prune::score::Strategy::Shared,
                 precision: crate::prune::score::Precision::F32,
                 eval_split: crate::data::Split::Test,
+                distill: false,
             },
             calib_batches: 1,
             tolerance: 0.005,
@@ -201,6 +202,7 @@ mod tests {
                 lambdas: Default::default(),
                 device: tch::Device::Cpu,
                 only: None,
+                inference_mode: false,
             },
             output_kind: tch::Kind::Float,
         }

@@ -8,7 +8,7 @@ use crate::data::loader::{Batch, Loader};
 use crate::graph::interpreter::{channels_last, forward_inputs, forward_inputs_observed, Inputs, Mode, Params};
 use crate::graph::passes::slice_dead_taps_for;
 use crate::graph::{Group, Model, ParamRole, TaskSpec};
-use crate::train::loss::task_loss;
+use crate::train::loss::scoring_loss;
 use anyhow::Result;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -155,6 +155,8 @@ impl Calibration {
         if self.batches == 0 {
             crate::usage_bail!("--calib-batches must be positive");
         }
+        // A distilled task's scoring loss draws its targets from libtorch's generator.
+        tch::manual_seed(self.seed as i64);
         let mut loader = Loader::shuffled(self.items, self.batch_size, self.seed, self.device);
         for i in 0..self.batches {
             let batch = loader
@@ -319,7 +321,7 @@ fn task_losses(
             let outputs = forward_inputs(graph, leaves, inputs, &task_names, Mode::Eval)?;
             clock.lap("forward");
             for (k, task) in tasks.iter().enumerate() {
-                let loss = task_loss(task, &outputs[&task.name].to_kind(Kind::Float), batch)?;
+                let loss = scoring_loss(task, &outputs[&task.name].to_kind(Kind::Float), batch)?;
                 accumulate(task, &loss, k + 1 < tasks.len());
             }
         }
@@ -327,7 +329,7 @@ fn task_losses(
             for task in tasks {
                 let outputs = forward_inputs(graph, leaves, inputs, &[task.name.as_str()], Mode::Eval)?;
                 clock.lap(&format!("{} forward", task.name));
-                let loss = task_loss(task, &outputs[&task.name].to_kind(Kind::Float), batch)?;
+                let loss = scoring_loss(task, &outputs[&task.name].to_kind(Kind::Float), batch)?;
                 accumulate(task, &loss, false);
             }
         }
@@ -421,7 +423,7 @@ pub fn taylor(
             if ids.is_empty() {
                 continue;
             }
-            let loss = task_loss(task, &outputs[&task.name], &b)?;
+            let loss = scoring_loss(task, &outputs[&task.name], &b)?;
             let nodes: Vec<&str> = ids
                 .iter()
                 .flat_map(|&g| groups[g].producers.iter().map(String::as_str))

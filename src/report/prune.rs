@@ -35,6 +35,9 @@ pub struct Settings {
     pub dtype: String,
     pub layout: String,
     pub device: String,
+    /// Tasks scored and fine-tuned by distillation from the input model (see `tasks::distill`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub distilled: Vec<String>,
 }
 
 /// Median batch-1 forward latency, from `cut prune --bench`.

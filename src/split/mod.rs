@@ -371,6 +371,7 @@ pub fn separate(joined: &Model, params: &Params) -> Result<Parts> {
             kind: TaskKind::Features,
             outputs: width,
             labels: None,
+            distill: false,
         }],
         tokenizer: joined.tokenizer.clone(),
     };

@@ -4,6 +4,7 @@
 
 mod classification;
 mod depth;
+pub mod distill;
 mod features;
 mod normal;
 mod output;
@@ -37,6 +38,11 @@ pub trait KindDef: Sync {
     /// The loss of a prediction against its label (for a spatial prediction [N, C, h, w], a label
     /// already resized to h x w).
     fn loss(&self, task: &TaskSpec, pred: &Tensor, label: &Tensor) -> Result<Tensor>;
+    /// The loss importance scores (snip, taylor) differentiate: the training loss, except where
+    /// that is at its minimum on the unpruned model (see [`distill`]).
+    fn scoring_loss(&self, task: &TaskSpec, pred: &Tensor, label: &Tensor) -> Result<Tensor> {
+        self.loss(task, pred, label)
+    }
     /// A dataset-wide metric accumulator for a task of this kind.
     fn metrics(&self, task: &TaskSpec) -> Box<dyn Metrics>;
     /// The best constant predictor, to be fitted on a split's labels.
@@ -75,6 +81,15 @@ pub fn def(kind: TaskKind) -> &'static dyn KindDef {
         TaskKind::Sequence | TaskKind::SequenceMean => &text::SEQUENCE,
         TaskKind::Features => &features::Features,
         TaskKind::Output => &output::Output,
+    }
+}
+
+/// The definition a task runs by: its kind's, or distillation's for a distilled task.
+pub fn def_for(task: &TaskSpec) -> &'static dyn KindDef {
+    if task.distill {
+        distill::of(task.kind)
+    } else {
+        def(task.kind)
     }
 }
 
@@ -172,6 +187,7 @@ pub fn parse_task_specs(text: &str) -> Result<Vec<TaskSpec>> {
                 kind,
                 outputs,
                 labels: None,
+                distill: false,
             })
         })
         .collect::<Result<Vec<TaskSpec>>>()?;

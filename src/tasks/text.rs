@@ -167,6 +167,7 @@ mod tests {
             kind: TaskKind::Token,
             outputs: 3,
             labels: None,
+            distill: false,
         }
     }
 

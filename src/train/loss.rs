@@ -27,11 +27,23 @@ fn resize_label(label: &Tensor, hw: (i64, i64)) -> Tensor {
 /// The task's loss as its kind defines it (cross-entropy ignoring 255, 1 - mean cosine over valid
 /// normals, L1 over valid depth; see `src/tasks/`), against its label from the batch.
 pub fn task_loss(task: &TaskSpec, pred: &Tensor, batch: &Batch) -> Result<Tensor> {
-    let kind = crate::tasks::def(task.kind);
-    let label = kind.label(task, batch)?;
+    let kind = crate::tasks::def_for(task);
+    let label = sized_label(kind.label(task, batch)?, pred);
+    kind.loss(task, pred, &label)
+}
+
+/// The loss importance scores differentiate (see `KindDef::scoring_loss`), against the same label.
+pub fn scoring_loss(task: &TaskSpec, pred: &Tensor, batch: &Batch) -> Result<Tensor> {
+    let kind = crate::tasks::def_for(task);
+    let label = sized_label(kind.label(task, batch)?, pred);
+    kind.scoring_loss(task, pred, &label)
+}
+
+/// The label resized to a spatial prediction's size; as it is for any other prediction.
+fn sized_label(label: &Tensor, pred: &Tensor) -> Tensor {
     if pred.dim() != 4 {
-        return kind.loss(task, pred, label);
+        return label.shallow_clone();
     }
     let s = pred.size();
-    kind.loss(task, pred, &resize_label(label, (s[2], s[3])))
+    resize_label(label, (s[2], s[3]))
 }

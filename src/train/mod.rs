@@ -69,6 +69,10 @@ pub struct TrainConfig {
     /// Train only these parameter tensors (one block, as a device of a cooperative round would);
     /// the others stay as they are. `None` trains every parameter.
     pub only: Option<Vec<String>>,
+    /// Train in inference mode (no dropout, batch norm's running statistics): for distillation,
+    /// whose targets are the teacher's outputs in inference mode; dropout's noise only keeps the
+    /// student from matching them (on the demo it made depth drift away from its teacher).
+    pub inference_mode: bool,
 }
 
 impl TrainConfig {
@@ -139,7 +143,7 @@ pub struct TrainOutcome {
 pub fn default_lambdas(tasks: &[TaskSpec]) -> BTreeMap<String, f64> {
     tasks
         .iter()
-        .map(|t| (t.name.clone(), crate::tasks::def(t.kind).default_loss_weight()))
+        .map(|t| (t.name.clone(), crate::tasks::def_for(t).default_loss_weight()))
         .collect()
 }
 
@@ -312,7 +316,9 @@ pub fn train(
             .ok_or_else(|| anyhow::anyhow!("training data ran out"))??
             .to_device(device);
         // A single block trains with batch norm's statistics fixed, so nothing outside it moves.
-        let mode = if cfg.schedule.freeze_norm || cfg.only.is_some() {
+        let mode = if cfg.inference_mode {
+            Mode::Eval
+        } else if cfg.schedule.freeze_norm || cfg.only.is_some() {
             Mode::TrainFrozenNorm
         } else {
             Mode::Train

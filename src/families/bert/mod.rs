@@ -292,6 +292,7 @@ impl BertConfig {
                 kind: head.kind,
                 outputs: head.classes,
                 labels: head.labels.clone(),
+                distill: false,
             });
             outputs.push(GraphOutput {
                 task: head.task.clone(),

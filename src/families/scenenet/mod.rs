@@ -293,18 +293,21 @@ pub fn scene_tasks(seg_classes: usize) -> Vec<TaskSpec> {
             kind: super::TaskKind::Segmentation,
             outputs: seg_classes,
             labels: None,
+            distill: false,
         },
         TaskSpec {
             name: "normal".into(),
             kind: super::TaskKind::Normal,
             outputs: 3,
             labels: None,
+            distill: false,
         },
         TaskSpec {
             name: "depth".into(),
             kind: super::TaskKind::Depth,
             outputs: 1,
             labels: None,
+            distill: false,
         },
     ]
 }
@@ -324,6 +327,9 @@ impl Family for SceneNet {
     }
     fn recognises(&self, shapes: &TensorShapes) -> bool {
         shapes.contains_key("backbone.conv1.weight")
+    }
+    fn image_normalisation(&self) -> Option<crate::graph::Normalisation> {
+        Some(crate::data::layout::reference_normalisation())
     }
     fn signature(&self) -> &'static str {
         "no 'backbone.conv1.weight'"

@@ -112,6 +112,7 @@ pub fn infer(shapes: &TensorShapes, opts: &LoadOptions) -> Result<LoadedModel> {
             kind,
             outputs,
             labels: None,
+            distill: false,
         })
         .collect();
 

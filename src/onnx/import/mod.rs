@@ -502,6 +502,7 @@ fn declare_outputs(
             kind: opts.task_kinds.get(&o.name).copied().unwrap_or(TaskKind::Output),
             outputs: shape.first().copied().unwrap_or(1),
             labels: None,
+            distill: false,
         });
     }
     Ok((graph_outputs, tasks))
