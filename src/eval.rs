@@ -4,7 +4,7 @@ use crate::data::example::Samples;
 use crate::data::loader::{Batch, Loader};
 use crate::graph::interpreter::{forward_inputs, Mode, Params};
 use crate::graph::passes::{fuse_conv_relu, slice_dead_taps_for};
-use crate::graph::{Graph, InputRole, Model, TaskSpec};
+use crate::graph::{Graph, InputRole, Model, TaskKind, TaskSpec};
 use crate::metrics::fidelity::Fidelity;
 use crate::metrics::{label_for, Accumulator, TaskMetrics, MIOU_CONVENTION};
 use anyhow::{anyhow, bail, Context, Result};
@@ -86,8 +86,8 @@ pub struct Compared {
 
 /// [`evaluate`] for `model` and `reference` together: both scored on each batch, and the model's
 /// fidelity to the reference, with one read of the data. Outputs of a task must have one shape.
-/// On unlabelled data only distilled tasks (whose labels are a teacher's outputs) have metrics;
-/// every task has its fidelity.
+/// Only tasks with labels have metrics: distilled tasks (whose labels are a teacher's outputs),
+/// and labelled kinds on labelled data; every task has its fidelity.
 pub fn evaluate_against(
     model: (&Model, &Params),
     reference: (&Model, &Params),
@@ -108,7 +108,10 @@ pub fn evaluate_against(
         .graph
         .input_named_by(InputRole::AttentionMask)
         .map(str::to_string);
-    let labelled: Vec<bool> = tasks.iter().map(|t| t.distill || items.labelled()).collect();
+    let labelled: Vec<bool> = tasks
+        .iter()
+        .map(|t| t.distill || (items.labelled() && !matches!(t.kind, TaskKind::Output | TaskKind::Features)))
+        .collect();
     let mut images = 0;
     for b in Loader::sequential(items, batch, device) {
         let b = b?.to_device(device);

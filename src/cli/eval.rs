@@ -117,13 +117,14 @@ fn human(r: &EvalReport) -> String {
         r.data,
         r.split,
         r.images,
-        TaskKind::samples_noun(r.tasks.iter().map(|t| t.kind)),
+        TaskKind::samples_noun(r.tasks.iter().chain(r.fidelity.iter().flatten()).map(|t| t.kind)),
         r.device,
         r.seconds
     );
     out.push_str(&metrics_table(&r.tasks));
     if let (Some(reference), Some(fidelity)) = (&r.reference, &r.fidelity) {
-        out.push_str(&format!("\nfidelity to {reference} (same inputs, no labels):\n"));
+        let gap = if r.tasks.is_empty() { "" } else { "\n" };
+        out.push_str(&format!("{gap}fidelity to {reference} (same inputs, no labels):\n"));
         out.push_str(&metrics_table(fidelity));
     }
     if r.tasks.iter().any(|t| t.kind == TaskKind::Segmentation) {
