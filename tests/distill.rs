@@ -59,7 +59,10 @@ fn image_folders_split_resize_and_normalise() {
     let (model, _) = common::small_model();
     let folder = image_folder(t.path(), "imgs", 10);
     let (data, warnings) = cut::data::open_with(&model, &folder, None, None, None).unwrap();
-    assert!(warnings.is_empty(), "the SceneNet family records its normalisation: {warnings:?}");
+    assert!(
+        warnings.is_empty(),
+        "the SceneNet family records its normalisation: {warnings:?}"
+    );
     assert!(!data.labelled());
     assert_eq!((data.train.count(), data.test.count()), (8, 2));
     let first = data.train.load(0).unwrap();
@@ -122,8 +125,14 @@ fn array_files_and_rows() {
 
     let wrong = t.path().join("wrong.npz");
     npz(&wrong, &[("other", ndarray::ArrayD::zeros(vec![3, c, h, w]))]);
-    let err = format!("{:#}", cut::data::open_with(&model, &wrong, None, None, None).unwrap_err());
-    assert!(err.contains("wrong.npz") && err.contains(&format!("no array '{input}'")), "{err}");
+    let err = format!(
+        "{:#}",
+        cut::data::open_with(&model, &wrong, None, None, None).unwrap_err()
+    );
+    assert!(
+        err.contains("wrong.npz") && err.contains(&format!("no array '{input}'")),
+        "{err}"
+    );
     npz(&files.join("5.npz"), &[(&input, ndarray::ArrayD::zeros(vec![c, h]))]);
     let (data, _) = cut::data::open_with(&model, &files, None, None, None).unwrap();
     let errors: Vec<String> = (0..data.train.count())
@@ -136,7 +145,10 @@ fn array_files_and_rows() {
     );
     let empty = t.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap();
-    let err = format!("{:#}", cut::data::open_with(&model, &empty, None, None, None).unwrap_err());
+    let err = format!(
+        "{:#}",
+        cut::data::open_with(&model, &empty, None, None, None).unwrap_err()
+    );
     assert!(err.contains("empty") && err.contains("folder of images"), "{err}");
 }
 
@@ -148,7 +160,11 @@ fn batches_carry_the_teachers_outputs() {
     let (model, params) = common::small_model();
     let folder = image_folder(t.path(), "imgs", 6);
     let (data, _) = cut::data::open_with(&model, &folder, None, None, None).unwrap();
-    let tasks = cut::tasks::distill::mark(&model.select_tasks(&["seg".into(), "depth".into()]).unwrap(), false, false);
+    let tasks = cut::tasks::distill::mark(
+        &model.select_tasks(&["seg".into(), "depth".into()]).unwrap(),
+        false,
+        false,
+    );
     assert!(tasks.iter().all(|t| t.distill));
     let taught = cut::data::teacher::for_tasks(&data, &model, &params, &tasks, Device::Cpu);
     let batch = Loader::sequential(taught.split(Split::Train, 0.2).unwrap(), 3, Device::Cpu)
@@ -174,7 +190,16 @@ fn prune_on(model: &Path, data: &Path, out: &Path, extra: &[&str]) -> serde_json
         .arg("prune")
         .arg(model)
         .args(["--tasks", "seg,depth", "--calib-batches", "2", "--batch", "4"])
-        .args(["--finetune-steps", "4", "--val-every", "2", "--lr", "1e-3", "--json", "--force"])
+        .args([
+            "--finetune-steps",
+            "4",
+            "--val-every",
+            "2",
+            "--lr",
+            "1e-3",
+            "--json",
+            "--force",
+        ])
         .args(extra)
         .arg("--data")
         .arg(data)
@@ -195,7 +220,16 @@ fn prune_distils_from_unlabelled_images() {
     let model = common::write_small(t.path(), "m.safetensors", DType::F32);
     let folder = image_folder(t.path(), "imgs", 15);
     let out = t.path().join("p.safetensors");
-    let args = ["--granularity", "channel", "--sparsity", "0.5", "--min-channels", "2", "--round-to", "1"];
+    let args = [
+        "--granularity",
+        "channel",
+        "--sparsity",
+        "0.5",
+        "--min-channels",
+        "2",
+        "--round-to",
+        "1",
+    ];
     let report = prune_on(&model, &folder, &out, &args);
     assert_eq!(report["settings"]["distilled"], serde_json::json!(["seg", "depth"]));
     let accuracy = &report["accuracy"];
@@ -205,7 +239,10 @@ fn prune_distils_from_unlabelled_images() {
     assert!(after_kl > 0.0 && after_kl.is_finite(), "{after_kl}");
     let first = std::fs::read(&out).unwrap();
     prune_on(&model, &folder, &out, &args);
-    assert!(first == std::fs::read(&out).unwrap(), "same inputs and seed, different bytes");
+    assert!(
+        first == std::fs::read(&out).unwrap(),
+        "same inputs and seed, different bytes"
+    );
 
     let o = cut()
         .arg("eval")
@@ -220,12 +257,20 @@ fn prune_distils_from_unlabelled_images() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let eval: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(eval["tasks"], serde_json::json!([]));
-    for (task, name) in [("seg", "agreement"), ("seg", "kl"), ("depth", "relative_l2"), ("depth", "cosine")] {
+    for (task, name) in [
+        ("seg", "agreement"),
+        ("seg", "kl"),
+        ("depth", "relative_l2"),
+        ("depth", "cosine"),
+    ] {
         let (reported, measured) = (
             common::metric(&accuracy["fidelity"], task, name),
             common::metric(&eval["fidelity"], task, name),
         );
-        assert!((reported - measured).abs() < 1e-9, "{task} {name}: {reported} vs {measured}");
+        assert!(
+            (reported - measured).abs() < 1e-9,
+            "{task} {name}: {reported} vs {measured}"
+        );
     }
     // Without a reference there is nothing to measure unlabelled data against.
     let o = cut().arg("eval").arg(&out).arg("--data").arg(&folder).output().unwrap();
@@ -240,12 +285,20 @@ fn distill_on_labelled_data_keeps_labelled_metrics() {
     let t = tempfile::tempdir().unwrap();
     let model = common::write_small(t.path(), "m.safetensors", DType::F32);
     image_folder(t.path(), "imgs", 12);
-    let report = prune_on(&model, &t.path().join("labelled"), &t.path().join("p.safetensors"), &["--distill"]);
+    let report = prune_on(
+        &model,
+        &t.path().join("labelled"),
+        &t.path().join("p.safetensors"),
+        &["--distill"],
+    );
     assert_eq!(report["settings"]["distilled"], serde_json::json!(["seg", "depth"]));
     let miou = common::metric(&report["accuracy"]["after"], "seg", "miou");
     assert!((0.0..=1.0).contains(&miou), "{miou}");
     // The losses are the distillation's, each weighing 1 (depth's labelled L1 weighs 3).
-    assert_eq!(report["settings"]["lambdas"], serde_json::json!({"seg": 1.0, "depth": 1.0}));
+    assert_eq!(
+        report["settings"]["lambdas"],
+        serde_json::json!({"seg": 1.0, "depth": 1.0})
+    );
     // Without data there is nothing to distil on.
     let o = cut()
         .arg("prune")
@@ -263,7 +316,8 @@ fn distill_on_labelled_data_keeps_labelled_metrics() {
 #[test]
 fn a_jsonl_of_texts_is_unlabelled_data() {
     let t = tempfile::tempdir().unwrap();
-    let opts = cut::checkpoint::LoadOptions::from_flags(None, Some("pos:token,mood:sequence,topic:sequence-mean")).unwrap();
+    let opts =
+        cut::checkpoint::LoadOptions::from_flags(None, Some("pos:token,mood:sequence,topic:sequence-mean")).unwrap();
     let model = cut::checkpoint::Checkpoint::open(Path::new("tests/fixtures/text/bert"))
         .and_then(|c| c.model(&opts))
         .unwrap()
@@ -278,4 +332,66 @@ fn a_jsonl_of_texts_is_unlabelled_data() {
     assert_eq!((data.train.count(), data.test.count()), (8, 2));
     let (labelled, _) = cut::data::open_for(&model, Path::new("tests/fixtures/text/data"), None, Some(16)).unwrap();
     assert!(labelled.labelled());
+}
+
+/// `cut split` on unlabelled images recovers the cloud part by distillation: every row measures
+/// its fidelity to the unsplit model (whose own row agrees with itself entirely).
+#[test]
+fn split_recovers_by_distillation() {
+    let t = tempfile::tempdir().unwrap();
+    let images = t.path().join("imgs");
+    std::fs::create_dir_all(&images).unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir("assets/demo-data/train/img")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files.iter().take(20) {
+        std::fs::copy(f, images.join(f.file_name().unwrap())).unwrap();
+    }
+    let out = t.path().join("demo");
+    cut()
+        .args([
+            "split",
+            "assets/demo.safetensors",
+            "--tasks",
+            "seg,depth",
+            "--at",
+            "backbone.blocks.3.1.relu2",
+        ])
+        .args([
+            "--pool",
+            "2",
+            "--wire",
+            "int8",
+            "--finetune-steps",
+            "4",
+            "--val-every",
+            "2",
+            "--runs",
+            "2",
+        ])
+        .arg("--data")
+        .arg(&images)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.path().join("demo.report.json")).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let change = |row: usize, when: &str, task: &str| {
+        rows[row][when]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["task"] == task)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(change(0, "before", "seg")["metric"], "agreement");
+    assert_eq!(change(0, "before", "seg")["value"], 1.0);
+    // An error of 0 (the unsplit model's relative L2 to itself) does not compare: cosine does.
+    assert_eq!(change(1, "after", "depth")["metric"], "cosine");
+    assert!(rows[1]["finetune_best_step"].is_u64());
 }

@@ -258,19 +258,21 @@ fn probes(model: &Model, test: &Samples) -> Result<Probes> {
     })
 }
 
-/// Points a task gains (positive) or loses, on its first metric: 100 x the difference for a score
-/// in [0, 1] where higher is better; the relative change in percent for an error.
+/// Points a task gains (positive) or loses, on its first metric that compares: 100 x the
+/// difference for a score in [0, 1] where higher is better; the relative change in percent for an
+/// error (which does not compare against an error of 0, such as a fidelity's at its reference).
 pub fn points(after: &TaskMetrics, before: &TaskMetrics) -> Option<(String, f64)> {
-    let m = after.metrics.first()?;
-    let (a, b) = (m.value?, before.get(&m.name)?);
-    let p = if m.higher_is_better {
-        100.0 * (a - b)
-    } else if b != 0.0 {
-        100.0 * (b - a) / b.abs()
-    } else {
-        return None;
-    };
-    Some((m.name.clone(), p))
+    after.metrics.iter().find_map(|m| {
+        let (a, b) = (m.value?, before.get(&m.name)?);
+        let p = if m.higher_is_better {
+            100.0 * (a - b)
+        } else if b != 0.0 {
+            100.0 * (b - a) / b.abs()
+        } else {
+            return None;
+        };
+        Some((m.name.clone(), p))
+    })
 }
 
 fn changes(after: &[TaskMetrics], reference: &[TaskMetrics]) -> Vec<TaskChange> {
