@@ -1,5 +1,6 @@
-//! Output: an imported model's output whose kind nobody named. It has no labels, loss or metrics;
-//! `cut eval`, `cut train` and data-driven pruning refuse it and say how to name its kind.
+//! Output: an imported model's output whose kind nobody named. It has no labels, loss or metrics
+//! of its own: pruning and splitting distil it from the model (`super::distill`), and `cut eval`
+//! and `cut train` refuse it and say how to name its kind.
 
 use super::features::Nothing;
 use super::{Constant, KindDef, Metrics};
