@@ -5,8 +5,8 @@ use crate::data::loader::{Batch, Loader};
 use crate::graph::interpreter::{forward_inputs, Mode, Params};
 use crate::graph::passes::{fuse_conv_relu, slice_dead_taps_for};
 use crate::graph::{Graph, InputRole, Model, TaskKind, TaskSpec};
-use crate::metrics::fidelity::Fidelity;
 use crate::metrics::{label_for, Accumulator, TaskMetrics, MIOU_CONVENTION};
+use crate::tasks::fidelity::Fidelity;
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -28,7 +28,7 @@ pub struct EvalReport {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delta_m: Option<f64>,
     /// `--reference`: the model it was compared with, and per task how closely the model's
-    /// outputs follow that model's (see `metrics::fidelity`).
+    /// outputs follow that model's (see `tasks::fidelity`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -64,7 +64,7 @@ pub fn evaluate(
 }
 
 /// The tasks' outputs for one batch, in inference mode.
-pub(crate) fn run_batch(graph: &Graph, params: &Params, b: &Batch, names: &[&str]) -> Result<BTreeMap<String, Tensor>> {
+fn run_batch(graph: &Graph, params: &Params, b: &Batch, names: &[&str]) -> Result<BTreeMap<String, Tensor>> {
     let inputs = b.graph_inputs(graph)?;
     forward_inputs(
         &slice_dead_taps_for(graph, &inputs)?,
@@ -79,7 +79,7 @@ pub(crate) fn run_batch(graph: &Graph, params: &Params, b: &Batch, names: &[&str
 pub struct Compared {
     pub metrics: Vec<TaskMetrics>,
     pub reference_metrics: Vec<TaskMetrics>,
-    /// How closely the model's outputs follow the reference's (see `metrics::fidelity`).
+    /// How closely the model's outputs follow the reference's (see `tasks::fidelity`).
     pub fidelity: Vec<TaskMetrics>,
     pub images: usize,
 }
@@ -149,7 +149,11 @@ pub fn evaluate_against(
     Ok(Compared {
         metrics: finish(&accs),
         reference_metrics: finish(&reference_accs),
-        fidelity: tasks.iter().zip(&fidelity).map(|(t, f)| f.finish(t)).collect(),
+        fidelity: tasks
+            .iter()
+            .zip(&fidelity)
+            .map(|(t, f)| TaskMetrics::of_fidelity(f, t))
+            .collect(),
         images,
     })
 }

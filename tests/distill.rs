@@ -174,7 +174,7 @@ fn batches_carry_the_teachers_outputs() {
     let inputs = batch.graph_inputs(&model.graph).unwrap();
     let want = forward_inputs(&model.graph, &params, &inputs, &["seg", "depth"], Mode::Eval).unwrap();
     for task in ["seg", "depth"] {
-        let got = batch.label(&cut::tasks::distill::teacher_label(task)).unwrap();
+        let got = batch.label(&cut::data::teacher::teacher_label(task)).unwrap();
         let diff = (got - &want[task]).abs().max().double_value(&[]);
         assert!(diff < 1e-5, "{task}: {diff}");
     }

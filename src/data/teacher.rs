@@ -5,12 +5,16 @@
 
 use super::example::{Batch, Example, Examples, Samples};
 use super::Dataset;
-use crate::graph::interpreter::Params;
+use crate::graph::interpreter::{forward_inputs, Mode, Params};
 use crate::graph::{Graph, Model, TaskSpec};
-use crate::tasks::distill::teacher_label;
 use anyhow::Result;
 use std::sync::{Arc, Mutex};
 use tch::Device;
+
+/// The batch label that carries the teacher's output for `task`.
+pub fn teacher_label(task: &str) -> String {
+    format!("teacher:{task}")
+}
 
 /// The model the distilled tasks learn from, with its weights.
 pub struct Teacher {
@@ -51,7 +55,9 @@ impl Teacher {
         let _guard = tch::no_grad_guard();
         let on_device = batch.to_device(state.device);
         let names: Vec<&str> = state.tasks.iter().map(String::as_str).collect();
-        let outputs = crate::eval::run_batch(&state.graph, &state.params, &on_device, &names)?;
+        let inputs = on_device.graph_inputs(&state.graph)?;
+        let graph = crate::graph::passes::slice_dead_taps_for(&state.graph, &inputs)?;
+        let outputs = forward_inputs(&graph, &state.params, &inputs, &names, Mode::Eval)?;
         for (task, output) in outputs {
             let home = batch.inputs.values().next().map_or(Device::Cpu, |t| t.device());
             batch.labels.insert(teacher_label(&task), output.to_device(home));

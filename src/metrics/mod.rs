@@ -10,7 +10,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-pub mod fidelity;
+pub use crate::tasks::fidelity;
 
 pub use crate::tasks::{resize_nearest, Metric};
 
@@ -27,6 +27,18 @@ pub struct TaskMetrics {
 }
 
 impl TaskMetrics {
+    /// Task `task`'s fidelity (see [`fidelity`]) as a report entry.
+    pub fn of_fidelity(f: &fidelity::Fidelity, task: &TaskSpec) -> TaskMetrics {
+        let (count, metrics) = f.values();
+        TaskMetrics {
+            task: task.name.clone(),
+            kind: task.kind,
+            count,
+            metrics,
+            warnings: Vec::new(),
+        }
+    }
+
     pub fn get(&self, name: &str) -> Option<f64> {
         self.metrics.iter().find(|m| m.name == name).and_then(|m| m.value)
     }

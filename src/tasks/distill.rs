@@ -12,21 +12,17 @@
 //! information, the curvature of the distillation loss there, so the expected score of a weight or
 //! channel grows with what removing it costs the task.
 
+use super::fidelity::{class_axis, Fidelity};
 use super::{Constant, KindDef, Metric, Metrics};
 use crate::data::loader::Batch;
+use crate::data::teacher::teacher_label;
 use crate::graph::{TaskKind, TaskSpec};
-use crate::metrics::fidelity::{class_axis, Fidelity};
 use anyhow::{anyhow, bail, Result};
 use tch::{Kind, Tensor};
 
 /// The softening of class outputs in the distillation loss. 1 (the teacher's softmax as it is)
 /// measured better than DistilBERT's 2 on both demos (docs/distill.md).
 pub const TEMPERATURE: f64 = 1.0;
-
-/// The batch label that carries the teacher's output for `task`.
-pub fn teacher_label(task: &str) -> String {
-    format!("teacher:{task}")
-}
 
 /// The tasks as a run trains them: each distilled when `all` asks (`--distill`), when its kind
 /// has no labels (an imported output nobody named), or when the data has no labels.

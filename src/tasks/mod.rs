@@ -6,6 +6,7 @@ mod classification;
 mod depth;
 pub mod distill;
 mod features;
+pub mod fidelity;
 mod normal;
 mod output;
 mod regression;

@@ -4,11 +4,10 @@
 //! (temperature 1, averaged over samples, pixels or tokens); maps and vectors (depth, normals,
 //! regression, an imported output) score the relative L2 error ||other - original|| / ||original||
 //! over the whole split and the mean cosine similarity per sample. `eval::evaluate_against` runs
-//! both models and feeds it.
+//! both models and feeds it; a distilled task's metrics are its fidelity to its teacher.
 
-use super::TaskMetrics;
-use crate::graph::{TaskKind, TaskSpec};
-use crate::tasks::Metric;
+use super::Metric;
+use crate::graph::TaskKind;
 use tch::{Kind, Tensor};
 
 /// The class axis of a kind's output ([N, C], [N, C, H, W], or [N, L, C] for tokens), or `None`
@@ -90,20 +89,8 @@ impl Fidelity {
         self.samples += n as f64;
     }
 
-    /// Task `task`'s fidelity: what was scored (positions or samples) and the metrics.
-    pub fn finish(&self, task: &TaskSpec) -> TaskMetrics {
-        let (count, metrics) = self.values();
-        TaskMetrics {
-            task: task.name.clone(),
-            kind: task.kind,
-            count,
-            metrics,
-            warnings: Vec::new(),
-        }
-    }
-
     /// What was scored (positions or samples) and the metrics; `None` values where nothing was.
-    pub(crate) fn values(&self) -> (u64, Vec<Metric>) {
+    pub fn values(&self) -> (u64, Vec<Metric>) {
         let metric = |name: &str, value: Option<f64>, higher_is_better| Metric {
             name: name.into(),
             value,
