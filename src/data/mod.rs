@@ -216,7 +216,12 @@ pub fn open_with(
     }
     use crate::graph::InputRole;
     let Some(ids) = model.graph.input_named_by(InputRole::TokenIds) else {
-        if root.join(index.unwrap_or(layout::INDEX_FILE)).is_file() {
+        if !root.exists() {
+            bail!("{}: dataset folder does not exist", root.display());
+        }
+        // A folder without the default index is unlabelled data; an index named otherwise must exist.
+        let named = index.is_some_and(|i| i != layout::INDEX_FILE);
+        if named || root.join(index.unwrap_or(layout::INDEX_FILE)).exists() {
             let norm = image_normalisation(&model.graph);
             return Ok((Dataset::open(root, index, &norm)?, Vec::new()));
         }
