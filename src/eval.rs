@@ -4,7 +4,7 @@ use crate::data::example::Samples;
 use crate::data::loader::{Batch, Loader};
 use crate::graph::interpreter::{forward_inputs, Mode, Params};
 use crate::graph::passes::{fuse_conv_relu, slice_dead_taps_for};
-use crate::graph::{Graph, InputRole, Model, TaskKind, TaskSpec};
+use crate::graph::{Graph, InputRole, Model, TaskSpec};
 use crate::metrics::{label_for, Accumulator, TaskMetrics, MIOU_CONVENTION};
 use crate::tasks::fidelity::Fidelity;
 use anyhow::{anyhow, bail, Context, Result};
@@ -110,7 +110,7 @@ pub fn evaluate_against(
         .map(str::to_string);
     let labelled: Vec<bool> = tasks
         .iter()
-        .map(|t| t.distill || (items.labelled() && !matches!(t.kind, TaskKind::Output | TaskKind::Features)))
+        .map(|t| t.distill || (items.labelled() && t.kind.has_labels()))
         .collect();
     let mut images = 0;
     for b in Loader::sequential(items, batch, device) {

@@ -229,22 +229,7 @@ fn readme_prune_command_runs_on_the_demo() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["fidelity"].clone()
     };
-    let fidelity = against(&out);
-    for (task, name) in [
-        ("seg", "agreement"),
-        ("seg", "kl"),
-        ("depth", "relative_l2"),
-        ("depth", "cosine"),
-    ] {
-        let (reported, measured) = (
-            common::metric(&report["accuracy"]["fidelity"], task, name),
-            common::metric(&fidelity, task, name),
-        );
-        assert!(
-            (reported - measured).abs() < 1e-6,
-            "{task} {name}: {reported} vs {measured}"
-        );
-    }
+    common::same_seg_depth_fidelity(&report["accuracy"]["fidelity"], &against(&out), 1e-6);
     let itself = against(&root().join("assets/demo.safetensors"));
     for (task, name, perfect) in [
         ("seg", "agreement", 1.0),

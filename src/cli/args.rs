@@ -104,15 +104,8 @@ pub struct DataArgs {
     #[arg(long)]
     pub max_len: Option<usize>,
     /// A folder of images without labels: resize them to HxW (default: the model's input size).
-    #[arg(long, value_name = "HxW", value_parser = parse_resize)]
+    #[arg(long, value_name = "HxW", value_parser = cut::data::unlabelled::parse_resize)]
     pub resize: Option<[usize; 2]>,
-}
-
-fn parse_resize(text: &str) -> std::result::Result<[usize; 2], String> {
-    match text.split_once('x').map(|(h, w)| (h.trim().parse(), w.trim().parse())) {
-        Some((Ok(h), Ok(w))) if h > 0 && w > 0 => Ok([h, w]),
-        _ => Err(format!("'{text}': expected HxW such as 224x224")),
-    }
 }
 
 impl DataArgs {

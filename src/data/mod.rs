@@ -231,17 +231,7 @@ pub fn open_with(
         bail!("the model reads text but carries no tokenizer: put its tokenizer.json beside model.safetensors");
     };
     // A split's device part outputs features, which have no labels to read.
-    let labelled: Vec<crate::graph::TaskSpec> = model
-        .tasks
-        .iter()
-        .filter(|t| {
-            !matches!(
-                t.kind,
-                crate::graph::TaskKind::Features | crate::graph::TaskKind::Output
-            )
-        })
-        .cloned()
-        .collect();
+    let labelled: Vec<crate::graph::TaskSpec> = model.tasks.iter().filter(|t| t.kind.has_labels()).cloned().collect();
     let positions = model.graph.max_tokens();
     let max_len = max_len.unwrap_or_else(|| positions.map_or(DEFAULT_MAX_LEN, |p| p.min(DEFAULT_MAX_LEN)));
     let (data, stats) = text::open(

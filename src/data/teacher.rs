@@ -58,8 +58,8 @@ impl Teacher {
         let inputs = on_device.graph_inputs(&state.graph)?;
         let graph = crate::graph::passes::slice_dead_taps_for(&state.graph, &inputs)?;
         let outputs = forward_inputs(&graph, &state.params, &inputs, &names, Mode::Eval)?;
+        let home = batch.inputs.values().next().map_or(Device::Cpu, |t| t.device());
         for (task, output) in outputs {
-            let home = batch.inputs.values().next().map_or(Device::Cpu, |t| t.device());
             batch.labels.insert(teacher_label(&task), output.to_device(home));
         }
         Ok(batch)

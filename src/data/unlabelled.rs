@@ -299,6 +299,14 @@ fn array_rows(path: &Path, graph: &Graph) -> Result<Samples> {
     }))
 }
 
+/// `--resize HxW`: a positive height and width.
+pub fn parse_resize(text: &str) -> std::result::Result<[usize; 2], String> {
+    match text.split_once('x').map(|(h, w)| (h.trim().parse(), w.trim().parse())) {
+        Some((Ok(h), Ok(w))) if h > 0 && w > 0 => Ok([h, w]),
+        _ => Err(format!("'{text}': expected HxW such as 224x224")),
+    }
+}
+
 /// How `graph` reads image files: into its image input at `resize` (height, width) or its own
 /// size, normalised as it records, else as `fallback` says.
 pub fn image_reading(graph: &Graph, resize: Option<[usize; 2]>, norm: Normalisation) -> Result<ImageReading> {

@@ -150,6 +150,11 @@ impl TaskKind {
             ),
         })
     }
+    /// Whether a dataset can label tasks of this kind (a split's features and an imported
+    /// output nobody named have no labels).
+    pub fn has_labels(self) -> bool {
+        !matches!(self, TaskKind::Features | TaskKind::Output)
+    }
     /// Whether tasks of this kind read text.
     pub fn is_text(self) -> bool {
         matches!(self, TaskKind::Token | TaskKind::Sequence | TaskKind::SequenceMean)

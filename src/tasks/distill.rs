@@ -30,7 +30,7 @@ pub fn mark(tasks: &[TaskSpec], all: bool, labelled_data: bool) -> Vec<TaskSpec>
     tasks
         .iter()
         .map(|t| TaskSpec {
-            distill: t.kind != TaskKind::Features && (all || !labelled_data || t.kind == TaskKind::Output),
+            distill: t.kind != TaskKind::Features && (all || !labelled_data || !t.kind.has_labels()),
             ..t.clone()
         })
         .collect()
@@ -42,7 +42,7 @@ pub fn measured(tasks: &[TaskSpec], labelled_data: bool) -> Vec<TaskSpec> {
     tasks
         .iter()
         .map(|t| TaskSpec {
-            distill: t.distill && (!labelled_data || t.kind == TaskKind::Output),
+            distill: t.distill && (!labelled_data || !t.kind.has_labels()),
             ..t.clone()
         })
         .collect()

@@ -89,6 +89,20 @@ pub fn find<'a>(array: &'a serde_json::Value, key: &str, value: &str) -> &'a ser
 
 /// A metric's value from a list of task metrics (`cut eval`'s `tasks`, a prune report's
 /// `accuracy.before` / `after`).
+/// The seg and depth fidelity figures of a prune report and of `cut eval --reference` agree
+/// within `tolerance`.
+pub fn same_seg_depth_fidelity(reported: &serde_json::Value, measured: &serde_json::Value, tolerance: f64) {
+    for (task, name) in [
+        ("seg", "agreement"),
+        ("seg", "kl"),
+        ("depth", "relative_l2"),
+        ("depth", "cosine"),
+    ] {
+        let (r, m) = (metric(reported, task, name), metric(measured, task, name));
+        assert!((r - m).abs() < tolerance, "{task} {name}: {r} vs {m}");
+    }
+}
+
 pub fn metric(tasks: &serde_json::Value, task: &str, name: &str) -> f64 {
     find(&find(tasks, "task", task)["metrics"], "name", name)["value"]
         .as_f64()
