@@ -5,10 +5,12 @@ that machine noise hits them alike; prints per model and batch the median latenc
 first model, the median of the per-round ratios.
 
 Usage: PYTHONPATH=.onnx-env python3 scripts/bench-onnx.py DENSE.onnx PRUNED.onnx [...]
-         [--batch 1 --batch 8] [--rounds 20] [--threads 2] [--seq 128]
+         [--batch 1 --batch 8] [--rounds 20] [--threads 2] [--seq 128] [--kernels]
 Inputs are random: images uniform in [0, 1), token ids uniform below 1000 with a full mask.
+--kernels prints, per model, the op types of the graph ONNX Runtime runs after its optimisations
+(QLinearConv, QLinearMatMul, ... where it fused an int8 file's QDQ groups).
 """
-import argparse, statistics, time
+import argparse, collections, os, statistics, tempfile, time
 import numpy as np
 import onnxruntime as ort
 
@@ -27,6 +29,18 @@ def feeds(session, batch, seq, rng):
     return out
 
 
+def print_kernels(models, threads):
+    import onnx
+    with tempfile.TemporaryDirectory() as tmp:
+        for k, m in enumerate(models):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = threads
+            options.optimized_model_filepath = os.path.join(tmp, f"{k}.onnx")
+            ort.InferenceSession(m, options, providers=["CPUExecutionProvider"])
+            ops = collections.Counter(n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node)
+            print(f"kernels {m}: " + ", ".join(f"{op} {n}" for op, n in ops.most_common()))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("models", nargs="+")
@@ -34,6 +48,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--kernels", action="store_true")
     a = ap.parse_args()
     batches = a.batch or [1, 8]
     options = ort.SessionOptions()
@@ -41,6 +56,8 @@ def main():
     options.inter_op_num_threads = 1
     sessions = [ort.InferenceSession(m, options, providers=["CPUExecutionProvider"]) for m in a.models]
     rng = np.random.default_rng(0)
+    if a.kernels:
+        print_kernels(a.models, a.threads)
     print(f"onnxruntime {ort.__version__}, {a.threads} threads, {a.rounds} rounds, interleaved")
     for batch in batches:
         inputs = [feeds(s, batch, a.seq, rng) for s in sessions]

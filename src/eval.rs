@@ -44,18 +44,34 @@ pub fn evaluate(
     tasks: &[TaskSpec],
     batch: usize,
     device: Device,
-    mut on_batch: impl FnMut(usize),
+    on_batch: impl FnMut(usize),
 ) -> Result<(Vec<TaskMetrics>, usize)> {
     let _guard = tch::no_grad_guard();
-    let mut accs: Vec<Accumulator> = tasks.iter().map(Accumulator::new).collect::<Result<_>>()?;
     let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
     let (graph, _) = fuse_conv_relu(&model.graph, &names);
+    let mut run = |b: &Batch| run_batch(&graph, params, b, &names);
+    evaluate_run(&mut run, items, tasks, batch, device, on_batch)
+}
+
+/// [`evaluate`] with any runner of the model (the interpreter, ONNX Runtime).
+pub fn evaluate_run(
+    run: &mut Run,
+    items: Samples,
+    tasks: &[TaskSpec],
+    batch: usize,
+    device: Device,
+    mut on_batch: impl FnMut(usize),
+) -> Result<(Vec<TaskMetrics>, usize)> {
+    let mut accs: Vec<Accumulator> = tasks.iter().map(Accumulator::new).collect::<Result<_>>()?;
     let mut images = 0;
     for b in Loader::sequential(items, batch, device) {
         let b = b?.to_device(device);
-        let outputs = run_batch(&graph, params, &b, &names)?;
+        let outputs = run(&b)?;
         for (task, acc) in tasks.iter().zip(accs.iter_mut()) {
-            acc.update(&outputs[&task.name], label_for(task, &b)?);
+            let output = outputs
+                .get(&task.name)
+                .ok_or_else(|| anyhow!("task '{}': the model has no output of that name", task.name))?;
+            acc.update(&output.to_device(device), label_for(task, &b)?);
         }
         images += b.len();
         on_batch(images);
@@ -98,16 +114,31 @@ pub fn evaluate_against(
 ) -> Result<Compared> {
     let _guard = tch::no_grad_guard();
     let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    let (graph, _) = fuse_conv_relu(&model.0.graph, &names);
+    let (reference_graph, _) = fuse_conv_relu(&reference.0.graph, &names);
+    let mut got = |b: &Batch| run_batch(&graph, model.1, b, &names);
+    let mut want = |b: &Batch| run_batch(&reference_graph, reference.1, b, &names);
+    let mask = model.0.graph.input_named_by(InputRole::AttentionMask);
+    compare_runs(&mut got, &mut want, mask, items, tasks, batch, device)
+}
+
+/// One batch's outputs by task name, from any runner (the interpreter, ONNX Runtime).
+pub type Run<'a> = dyn FnMut(&Batch) -> Result<BTreeMap<String, Tensor>> + 'a;
+
+/// [`evaluate_against`] over two runners: `got` scored and compared with `want` on each batch.
+/// `mask` names the input that marks real tokens (fidelity counts only those).
+pub fn compare_runs(
+    got: &mut Run,
+    want: &mut Run,
+    mask: Option<&str>,
+    items: Samples,
+    tasks: &[TaskSpec],
+    batch: usize,
+    device: Device,
+) -> Result<Compared> {
     let new_accs = || tasks.iter().map(Accumulator::new).collect::<Result<Vec<_>>>();
     let (mut accs, mut reference_accs) = (new_accs()?, new_accs()?);
     let mut fidelity: Vec<Fidelity> = tasks.iter().map(|t| Fidelity::new(t.kind)).collect();
-    let (graph, _) = fuse_conv_relu(&model.0.graph, &names);
-    let (reference_graph, _) = fuse_conv_relu(&reference.0.graph, &names);
-    let mask = model
-        .0
-        .graph
-        .input_named_by(InputRole::AttentionMask)
-        .map(str::to_string);
     let labelled: Vec<bool> = tasks
         .iter()
         .map(|t| t.distill || (items.labelled() && t.kind.has_labels()))
@@ -115,11 +146,16 @@ pub fn evaluate_against(
     let mut images = 0;
     for b in Loader::sequential(items, batch, device) {
         let b = b?.to_device(device);
-        let got = run_batch(&graph, model.1, &b, &names)?;
-        let want = run_batch(&reference_graph, reference.1, &b, &names)?;
-        let weights = mask.as_deref().map(|m| b.input(m)).transpose()?;
+        let (got, want) = (got(&b)?, want(&b)?);
+        let weights = mask.map(|m| b.input(m)).transpose()?;
         for (k, task) in tasks.iter().enumerate() {
-            let (g, w) = (&got[&task.name], &want[&task.name]);
+            let output = |outputs: &BTreeMap<String, Tensor>| {
+                outputs
+                    .get(&task.name)
+                    .map(|t| t.to_device(device))
+                    .ok_or_else(|| anyhow!("task '{}': no output of that name", task.name))
+            };
+            let (g, w) = (output(&got)?, output(&want)?);
             if g.size() != w.size() {
                 bail!(
                     "task '{}': the outputs have shapes {:?} and {:?} (per batch); fidelity compares outputs of one shape",
@@ -130,10 +166,10 @@ pub fn evaluate_against(
             }
             if labelled[k] {
                 let label = label_for(task, &b)?;
-                accs[k].update(g, label);
-                reference_accs[k].update(w, label);
+                accs[k].update(&g, label);
+                reference_accs[k].update(&w, label);
             }
-            fidelity[k].update(w, g, weights);
+            fidelity[k].update(&w, &g, weights);
         }
         images += b.len();
     }

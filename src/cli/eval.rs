@@ -41,6 +41,10 @@ pub struct Args {
     /// for values. Needs no labels.
     #[arg(long, value_name = "MODEL")]
     reference: Option<PathBuf>,
+    /// Where an .onnx model runs: cut's interpreter (cut), or ONNX Runtime on the CPU
+    /// (onnxruntime: the kernels a deployment runs, int8 ones for an int8 file).
+    #[arg(long, default_value = "cut", value_parser = ["cut", "onnxruntime"])]
+    runtime: String,
     /// Print one JSON document.
     #[arg(long)]
     json: bool,
@@ -58,6 +62,7 @@ pub fn run(a: Args) -> Result<()> {
         baseline: a.baseline.clone(),
         constant: a.constant,
         reference: a.reference.clone(),
+        onnx_runtime: a.runtime == "onnxruntime",
     };
     let mut bar = None;
     let report = run_job(&job, &mut |w| eprintln!("cut: warning: {w}"), &mut |done, total| {

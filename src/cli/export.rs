@@ -57,10 +57,21 @@ pub struct Args {
     /// Print what was written as JSON on stdout.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    int8: super::int8::Int8Args,
+    /// int8: calibration inputs, any form `cut prune --data` reads (labels are not needed).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// int8, a folder of images: resize them to HxW (default: the model's input size).
+    #[arg(long, value_name = "HxW", value_parser = cut::data::unlabelled::parse_resize)]
+    resize: Option<[usize; 2]>,
+    #[command(flatten)]
+    norm: super::args::NormArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let (load, run_size) = a.model.load_options_and_run_size()?;
+    let load = a.norm.apply(load)?;
     let format = match a.format {
         Format::HfFolder => ExportFormat::HfFolder,
         Format::Onnx => ExportFormat::Onnx(ExportOptions {
@@ -77,13 +88,25 @@ pub fn run(a: Args) -> Result<()> {
         format,
         out: a.out.clone(),
         force: a.force,
+        int8: a.int8.options(),
+        data: cut::data::DataSettings {
+            folder: a.data.clone().map(|d| (d, cut::data::layout::INDEX_FILE.to_string())),
+            val_fraction: 0.1,
+            batch: 8,
+            max_len: None,
+            resize: a.resize,
+        },
     };
     let done = run_job(&job, &mut |w| eprintln!("cut: warning: {w}"))?;
     let line = match (done.nodes, done.opset) {
         (Some(nodes), Some(opset)) => format!(
-            "wrote {} ({nodes} nodes, opset {opset}, tasks {})",
+            "wrote {} ({nodes} nodes, opset {opset}, tasks {}{})",
             done.wrote.display(),
-            done.tasks.join(", ")
+            done.tasks.join(", "),
+            done.int8.as_ref().map_or(String::new(), |q| format!(
+                "; int8, calibrated on {} inputs by {}",
+                q.calibration_inputs, q.calibration
+            ))
         ),
         _ => format!("wrote {} ({})", done.wrote.display(), done.files.join(", ")),
     };

@@ -8,6 +8,7 @@ mod eval;
 mod export;
 mod import;
 mod inspect;
+mod int8;
 mod new;
 mod plan;
 mod predict;

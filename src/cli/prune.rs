@@ -49,6 +49,9 @@ pub struct Args {
     /// Also write the pruned model as ONNX beside the output (<output stem>.onnx; see `cut export`).
     #[arg(long)]
     onnx: bool,
+    /// With --int8, also int8 ONNX (<output stem>.int8.onnx), both ONNX files measured in ONNX Runtime.
+    #[command(flatten)]
+    int8: super::int8::Int8Args,
     /// Calibration batches (of --batch images from the train split) for snip and taylor: default
     /// 20, at most one pass over the train split (capped, with a warning, when given).
     #[arg(long)]
@@ -137,6 +140,7 @@ pub fn run(a: Args) -> Result<()> {
         force: a.force,
         bench: a.bench,
         onnx: a.onnx,
+        int8: a.int8.options(),
         command: super::command_line(),
     };
     let done = with_phase_bars(|progress| run_job(&job, &mut |w| eprintln!("cut: warning: {w}"), progress));
@@ -150,7 +154,7 @@ pub fn run(a: Args) -> Result<()> {
             done.report_json.display(),
             done.report_md.display()
         );
-        if let Some(onnx) = &done.onnx {
+        for onnx in done.onnx.iter().chain(&done.int8) {
             println!("  onnx {}", onnx.display());
         }
     }

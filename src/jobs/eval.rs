@@ -28,6 +28,8 @@ pub struct EvalJob {
     pub constant: bool,
     /// A model (the original, before pruning) whose outputs the model's are compared with.
     pub reference: Option<PathBuf>,
+    /// Run an .onnx model in ONNX Runtime (CPU) instead of `cut`'s interpreter.
+    pub onnx_runtime: bool,
 }
 
 /// The first `limit` samples of `items` (all when `None`).
@@ -61,6 +63,9 @@ pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(u
     let items = limited(data.split(job.split, job.data.val_fraction)?, job.limit)?;
     let device = crate::device::resolve(job.device)?;
     let total = items.count();
+    if job.onnx_runtime && (job.constant || job.reference.is_some()) {
+        crate::usage_bail!("--runtime onnxruntime runs the model alone (not with --constant or --reference)");
+    }
     if job.constant && job.reference.is_some() {
         crate::usage_bail!("--reference compares two models' outputs; the constant predictor has none");
     }
@@ -70,7 +75,10 @@ pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(u
             data.root.display()
         );
     }
-    let (metrics, images, fidelity) = if job.constant {
+    let (metrics, images, fidelity) = if job.onnx_runtime {
+        let (metrics, images) = in_onnx_runtime(job, &model.graph, items, &tasks, &mut |done| progress(done, total))?;
+        (metrics, images, None)
+    } else if job.constant {
         let predictor = ConstantPredictor::fit(data.split(Split::Train, job.data.val_fraction)?, &tasks)?;
         let (metrics, images) = predictor.evaluate(items, &tasks)?;
         (metrics, images, None)
@@ -116,6 +124,25 @@ pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(u
         reference: job.reference.as_ref().map(|p| p.display().to_string()),
         fidelity,
     })
+}
+
+/// The .onnx file run in ONNX Runtime on `items` (its inputs named as the imported graph's).
+fn in_onnx_runtime(
+    job: &EvalJob,
+    graph: &crate::graph::Graph,
+    items: Samples,
+    tasks: &[crate::graph::TaskSpec],
+    progress: &mut dyn FnMut(usize),
+) -> Result<(Vec<crate::metrics::TaskMetrics>, usize)> {
+    if job.model.extension().and_then(|e| e.to_str()) != Some("onnx") {
+        crate::usage_bail!(
+            "--runtime onnxruntime runs .onnx files; {} is not one",
+            job.model.display()
+        );
+    }
+    let mut ort = crate::onnx::runtime::OrtModel::from_file(&job.model, 0)?;
+    let mut run = |b: &crate::data::loader::Batch| ort.run(&b.graph_inputs(graph)?);
+    crate::eval::evaluate_run(&mut run, items, tasks, job.data.batch, tch::Device::Cpu, progress)
 }
 
 /// The model scored beside the reference model (`--reference`), which must have every task

@@ -28,6 +28,10 @@ pub struct ExportJob {
     /// The .onnx file, or the folder for a Hugging Face folder.
     pub out: PathBuf,
     pub force: bool,
+    /// ONNX: write int8 (QDQ) instead, calibrated on `data`.
+    pub int8: Option<crate::onnx::quantize::Int8Options>,
+    /// The calibration data, with `int8`.
+    pub data: crate::data::DataSettings,
 }
 
 /// What `cut export` wrote.
@@ -45,6 +49,9 @@ pub struct ExportDone {
     /// A Hugging Face folder: its files.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<String>,
+    /// With --int8: what was quantized and how.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub int8: Option<crate::onnx::quantize::Int8Summary>,
 }
 
 /// Loads the model (its selected heads), writes it in the asked format, all files or none.
@@ -65,15 +72,23 @@ pub fn run(job: &ExportJob, warn: &mut dyn FnMut(&str)) -> Result<ExportDone> {
     match &job.format {
         ExportFormat::Onnx(opts) => {
             let mut outputs = fsio::Outputs::new(job.force);
-            let done = crate::onnx::stage(&model, &params, opts, &job.out, &[&ckpt.path], job.force, &mut outputs)?;
+            let (nodes, int8) = match &job.int8 {
+                Some(int8) => write_int8(job, &ckpt.path, &model, &params, opts, int8, &mut outputs, warn)?,
+                None => {
+                    let done =
+                        crate::onnx::stage(&model, &params, opts, &job.out, &[&ckpt.path], job.force, &mut outputs)?;
+                    (done.nodes, None)
+                }
+            };
             outputs.commit()?;
             Ok(ExportDone {
                 wrote: job.out.clone(),
                 format: "onnx",
                 tasks,
-                nodes: Some(done.nodes),
+                nodes: Some(nodes),
                 opset: Some(opts.opset),
                 files: Vec::new(),
+                int8,
             })
         }
         ExportFormat::HfFolder => {
@@ -85,9 +100,39 @@ pub fn run(job: &ExportJob, warn: &mut dyn FnMut(&str)) -> Result<ExportDone> {
                 nodes: None,
                 opset: None,
                 files,
+                int8: None,
             })
         }
     }
+}
+
+/// The int8 file, calibrated on the job's data; its node count and what was quantized.
+#[allow(clippy::too_many_arguments)]
+fn write_int8(
+    job: &ExportJob,
+    input: &Path,
+    model: &Model,
+    params: &Params,
+    opts: &ExportOptions,
+    int8: &crate::onnx::quantize::Int8Options,
+    outputs: &mut fsio::Outputs,
+    warn: &mut dyn FnMut(&str),
+) -> Result<(usize, Option<crate::onnx::quantize::Int8Summary>)> {
+    if opts.half {
+        crate::usage_bail!("--int8 and --dtype f16 exclude each other (int8 weights are not stored in f16)");
+    }
+    fsio::check_output(&job.out, &[input], job.force)?;
+    let Some(data) = job.data.open(model, warn)? else {
+        crate::usage_bail!(
+            "--int8 needs --data: inputs to calibrate the activations' ranges on (labels are not needed)"
+        );
+    };
+    let files = super::int8::int8_files(model, params, opts, &data, &job.data, int8)?;
+    outputs.stage(&job.out, &files.int8)?;
+    let nodes = <crate::onnx::proto::ModelProto as prost::Message>::decode(files.int8.as_slice())?
+        .graph
+        .map_or(0, |g| g.node.len());
+    Ok((nodes, Some(files.summary)))
 }
 
 /// The folder's files, each checked first, written together; returns their names.

@@ -7,6 +7,7 @@ pub mod eval;
 pub mod export;
 pub mod import;
 pub mod inspect;
+pub mod int8;
 pub mod new;
 pub mod plan;
 pub mod predict;

@@ -45,6 +45,9 @@ pub struct PruneJob {
     pub bench: bool,
     /// Also write the output as ONNX beside it (`<out stem>.onnx`).
     pub onnx: bool,
+    /// Also write it as int8 ONNX (`<out stem>.int8.onnx`), calibrated on the data, and measure
+    /// both ONNX files in ONNX Runtime.
+    pub int8: Option<crate::onnx::quantize::Int8Options>,
     /// The command line, for the provenance record.
     pub command: String,
 }
@@ -57,6 +60,8 @@ pub struct PruneDone {
     pub report_md: PathBuf,
     /// The ONNX file, with `--onnx`.
     pub onnx: Option<PathBuf>,
+    /// The int8 ONNX file, with `--int8`.
+    pub int8: Option<PathBuf>,
 }
 
 /// How far a long phase ("score", "fine-tune") is.
@@ -112,6 +117,7 @@ struct PrunePaths {
     report_json: PathBuf,
     report_md: PathBuf,
     onnx: Option<PathBuf>,
+    int8: Option<PathBuf>,
 }
 
 /// The outputs' paths (the default named after the request), each checked before any work.
@@ -124,11 +130,13 @@ fn output_paths(job: &PruneJob, names: &[String], resolved: &Resolved) -> Result
         report_json: sibling(&out, ".report.json"),
         report_md: sibling(&out, ".report.md"),
         onnx: job.onnx.then(|| sibling(&out, ".onnx")),
+        int8: job.int8.as_ref().map(|_| sibling(&out, ".int8.onnx")),
         out,
     };
     for p in [&paths.out, &paths.report_json, &paths.report_md]
         .into_iter()
         .chain(paths.onnx.as_ref())
+        .chain(paths.int8.as_ref())
     {
         check_output(p, &[&job.model], job.force)?;
     }
@@ -223,8 +231,12 @@ fn write_outputs(
     report: &PruneReport,
     outcome: &PruneOutcome,
     dtype: DType,
+    int8: Option<&[u8]>,
 ) -> Result<()> {
     let mut outputs = Outputs::new(job.force);
+    if let (Some(path), Some(bytes)) = (&paths.int8, int8) {
+        outputs.stage(path, bytes)?;
+    }
     outputs.stage(&paths.out, model_bytes)?;
     outputs.stage(&paths.report_json, serde_json::to_string_pretty(report)?.as_bytes())?;
     outputs.stage(&paths.report_md, markdown(report).as_bytes())?;
@@ -267,6 +279,11 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         warn(w);
     }
     let data = open_data(job, &full, &mut cfg, warn)?;
+    if job.int8.is_some() && data.is_none() {
+        crate::usage_bail!(
+            "--int8 needs --data: inputs to calibrate the activations' ranges on (labels are not needed)"
+        );
+    }
     // Which tasks learn from the model itself, known once the data is open.
     let selected = match &data {
         Some(d) => crate::tasks::distill::mark(&selected, job.options.distill, d.labelled()),
@@ -318,14 +335,68 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         job.command.clone(),
     )?;
     report.latency = bench_latency(job, &full, &params, &names, &outcome, device)?;
-    write_outputs(job, &paths, &bytes, &report, &outcome, dtype)?;
+    let int8 = match (&job.int8, &paths.int8, &data) {
+        (Some(opts), Some(path), Some(data)) => {
+            let cx = Int8Cx {
+                full: &full,
+                params: &params,
+                selected: &selected,
+                device,
+                cfg: &cfg,
+            };
+            let (files, int8_report) = int8_outputs(job, opts, path, &outcome, data, &cx)?;
+            report.int8 = Some(int8_report);
+            Some(files.int8)
+        }
+        _ => None,
+    };
+    write_outputs(job, &paths, &bytes, &report, &outcome, dtype, int8.as_deref())?;
     Ok(PruneDone {
         report,
         out: paths.out,
         report_json: paths.report_json,
         report_md: paths.report_md,
         onnx: paths.onnx,
+        int8: paths.int8,
     })
+}
+
+/// What the int8 step reads of the run.
+struct Int8Cx<'a> {
+    full: &'a Model,
+    params: &'a Params,
+    selected: &'a [crate::graph::TaskSpec],
+    device: tch::Device,
+    cfg: &'a CheckedConfig,
+}
+
+/// The int8 file of the output and its report: calibrated on the training split, both ONNX files
+/// run in ONNX Runtime on the evaluation split (distilled tasks against the input model's outputs).
+fn int8_outputs(
+    job: &PruneJob,
+    opts: &crate::onnx::quantize::Int8Options,
+    path: &Path,
+    outcome: &PruneOutcome,
+    data: &Dataset,
+    cx: &Int8Cx,
+) -> Result<(super::int8::Int8Files, crate::report::int8::Int8Report)> {
+    let export = crate::onnx::ExportOptions::default();
+    let files = super::int8::int8_files(&outcome.model, &outcome.params, &export, data, &job.data, opts)?;
+    let names: Vec<&str> = cx.selected.iter().map(|t| t.name.as_str()).collect();
+    let teacher = cx.full.keep_tasks(&names);
+    let taught = crate::data::teacher::for_tasks(data, &teacher, cx.params, cx.selected, cx.device);
+    let split = job.options.eval_split;
+    let items = taught.split(split, cx.cfg.val_fraction)?;
+    let tasks = crate::tasks::distill::measured(cx.selected, data.labelled());
+    let report = super::int8::report(
+        &files,
+        path,
+        &outcome.model.graph,
+        (items, split.as_str()),
+        &tasks,
+        job.data.batch,
+    )?;
+    Ok((files, report))
 }
 
 /// The report's record of the settings the run used.

@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod footprint;
 pub mod inspect;
+pub mod int8;
 pub mod prune;
 pub mod split;
 pub mod table;

@@ -130,6 +130,9 @@ pub struct PruneReport {
     pub channels: Option<crate::prune::ChannelOutcome>,
     /// With --bench.
     pub latency: Option<Latency>,
+    /// With --int8: the int8 ONNX file and its figures in ONNX Runtime.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8: Option<super::int8::Int8Report>,
     pub layers: Vec<LayerReport>,
     pub notes: Vec<String>,
 }
@@ -284,6 +287,7 @@ pub fn build(
         timings: outcome.timings.clone(),
         channels: outcome.channels().cloned(),
         latency: None,
+        int8: None,
         layers,
         notes,
     })
@@ -453,6 +457,9 @@ pub fn markdown(r: &PruneReport) -> String {
     let mut md = format!("# cut prune report\n\n`{}`\n\n", r.command);
     md.push_str(&summary_table(r));
     md.push_str(&accuracy_section(r));
+    if let Some(int8) = &r.int8 {
+        md.push_str(&super::int8::section(int8));
+    }
     md.push_str(&size_section(r));
     md.push_str(&structure_section(r));
     md.push_str(&settings_section(r));

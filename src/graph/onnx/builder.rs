@@ -16,7 +16,7 @@ pub enum Attr {
 }
 
 impl Attr {
-    fn proto(self) -> AttributeProto {
+    pub fn proto(self) -> AttributeProto {
         let mut a = AttributeProto::default();
         match self {
             Attr::Int(n, v) => {
@@ -84,6 +84,11 @@ fn raw(t: &Tensor, data_type: DataType) -> Result<Vec<u8>> {
         DataType::Int64 => Vec::<i64>::try_from(t.to_kind(Kind::Int64))?
             .iter()
             .flat_map(|v| v.to_le_bytes())
+            .collect(),
+        DataType::Uint8 => Vec::<u8>::try_from(t.to_kind(Kind::Uint8))?,
+        DataType::Int8 => Vec::<i8>::try_from(t.to_kind(Kind::Int8))?
+            .iter()
+            .map(|&v| v as u8)
             .collect(),
         other => bail!("no ONNX storage for {other:?}"),
     })
@@ -161,6 +166,16 @@ impl GraphBuilder {
     /// An int64 scalar constant (rank 0).
     pub fn int_scalar(&mut self, hint: &str, value: i64) -> Result<String> {
         self.constant(format!("int:{value}"), hint, &Tensor::from(value), DataType::Int64)
+    }
+
+    /// A uint8 (or, `signed`, int8) scalar constant: a quantization's zero point.
+    pub fn byte_scalar(&mut self, hint: &str, value: i64, signed: bool) -> Result<String> {
+        let (data_type, kind) = match signed {
+            true => (DataType::Int8, Kind::Int8),
+            false => (DataType::Uint8, Kind::Uint8),
+        };
+        let t = Tensor::from(value).to_kind(kind);
+        self.constant(format!("byte:{signed}:{value}"), hint, &t, data_type)
     }
 
     /// An f32 scalar constant (rank 0), always in f32.

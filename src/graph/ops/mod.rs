@@ -332,6 +332,8 @@ registry! {
         embedding::Embedding => "embedding",
         mask_bias::MaskBias => "mask_bias",
         position_ids::PositionIds => "position_ids",
+        quantize_linear::QuantizeLinear => "quantize_linear",
+        dequantize_linear::DequantizeLinear => "dequantize_linear",
     ],
 }
 

@@ -19,6 +19,17 @@ pub fn add(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
     binary(cx, node, Op::Add)
 }
 
+/// `Sum` of computed values of one shape (summed head branches); one input is that input.
+pub fn sum(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
+    let inputs = (0..node.input.len())
+        .map(|i| cx.live(node, i).map(|(x, _)| x))
+        .collect::<Result<Vec<_>>>()?;
+    match inputs.len() {
+        1 => super::layout::identity(cx, node),
+        _ => cx.add(node, Op::Add, inputs),
+    }
+}
+
 pub fn sub(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
     binary(cx, node, Op::Sub)
 }

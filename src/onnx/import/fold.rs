@@ -48,6 +48,8 @@ pub const FOLDABLE: &[&str] = &[
     "GatherElements",
     "Flatten",
     "CumSum",
+    "QuantizeLinear",
+    "DequantizeLinear",
 ];
 
 /// Folds `node` when it can be evaluated now; returns whether it was.
@@ -147,6 +149,8 @@ pub(super) fn evaluate(node: &NodeProto, args: &[Option<Tensor>]) -> Result<Tens
     let x = arg(args, 0)?;
     Ok(match node.op_type.as_str() {
         "Identity" | "Dropout" => x.shallow_clone(),
+        "DequantizeLinear" => super::quant::dequantize(x, args, attrs.int("axis", 1))?,
+        "QuantizeLinear" => super::quant::quantize(x, args, attrs.int("axis", 1))?,
         "Gather" => gather(x, arg(args, 1)?, attrs.int("axis", 0))?,
         "Unsqueeze" | "Squeeze" => squeeze_or_unsqueeze(node, x, args)?,
         "Concat" => concat(args, attrs.int("axis", 0))?,

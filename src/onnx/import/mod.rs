@@ -14,6 +14,7 @@ mod index_math;
 mod layout;
 mod norm;
 mod pool;
+mod quant;
 pub mod recorded;
 mod resize;
 mod tensor;
@@ -107,7 +108,19 @@ pub struct ImportCx {
 /// The ONNX ops that read a folded value as they read any other (none of them looks at the first
 /// axis); their output is folded too.
 const FOLDED_OK: &[&str] = &[
-    "Add", "Sub", "Mul", "Div", "MatMul", "Softmax", "Relu", "Gelu", "Erf", "Sigmoid", "Tanh",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "MatMul",
+    "Softmax",
+    "Relu",
+    "Gelu",
+    "Erf",
+    "Sigmoid",
+    "Tanh",
+    "QuantizeLinear",
+    "DequantizeLinear",
 ];
 
 /// A converter: turns one ONNX node into graph nodes.
@@ -127,6 +140,7 @@ const CONVERTERS: &[(&str, Converter)] = &[
     ("HardSwish", activation::hard_swish),
     ("Gelu", activation::gelu),
     ("Add", elementwise::add),
+    ("Sum", elementwise::sum),
     ("Sub", elementwise::sub),
     ("Mul", elementwise::mul),
     ("Div", elementwise::div),
@@ -153,6 +167,8 @@ const CONVERTERS: &[(&str, Converter)] = &[
     ("Pad", layout::pad),
     ("Identity", layout::identity),
     ("Dropout", layout::identity),
+    ("QuantizeLinear", quant::quantize_linear),
+    ("DequantizeLinear", quant::dequantize_linear),
 ];
 
 /// The ONNX op types `cut import` reads: converted and folded, sorted.

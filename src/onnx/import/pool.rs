@@ -16,14 +16,50 @@ pub fn max_pool(cx: &mut ImportCx, node: &NodeProto) -> Result<()> {
     if pair_of(&attrs, "dilations", 1)? != [1, 1] {
         bail!("a dilated MaxPool");
     }
-    let (x, _) = cx.live(node, 0)?;
+    let (x, shape) = cx.live(node, 0)?;
+    let kernel = pair_of(&attrs, "kernel_shape", 1)?;
+    let stride = pair_of(&attrs, "strides", 1)?;
+    let (padding, ceil_mode) = match symmetric_pads(&attrs) {
+        Ok(p) => (p, attrs.int("ceil_mode", 0) == 1),
+        Err(e) => end_padding_as_ceil(&attrs, &shape, kernel, stride).ok_or(e)?,
+    };
     let op = MaxPool {
-        kernel: pair_of(&attrs, "kernel_shape", 1)?,
-        stride: pair_of(&attrs, "strides", 1)?,
-        padding: symmetric_pads(&attrs)?,
-        ceil_mode: attrs.int("ceil_mode", 0) == 1,
+        kernel,
+        stride,
+        padding,
+        ceil_mode,
     };
     cx.add(node, Op::MaxPool(op), vec![x])
+}
+
+/// Extra padding at the ends only, as PyTorch's exporter (and `cut export`) writes `ceil_mode`:
+/// the begin pads and ceil mode when that gives the same output size on `shape` [C, H, W].
+fn end_padding_as_ceil(
+    attrs: &Attrs,
+    shape: &[usize],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+) -> Option<([usize; 2], bool)> {
+    let pads = attrs.ints("pads")?;
+    let [t, l, b, r] = pads.as_slice().try_into().ok()?;
+    if attrs.int("ceil_mode", 0) != 0 || shape.len() != 3 || t < 0 || l < 0 || b < t || r < l {
+        return None;
+    }
+    let begin = [t as usize, l as usize];
+    let end = [b as usize, r as usize];
+    for d in 0..2 {
+        let (size, k, s, p) = (shape[d + 1], kernel[d], stride[d], begin[d]);
+        let onnx = (size + p + end[d]).checked_sub(k)? / s + 1;
+        // PyTorch's ceil mode: one more window when it starts inside the input or its left padding.
+        let mut ceil = (size + 2 * p).checked_sub(k)?.div_ceil(s) + 1;
+        if (ceil - 1) * s >= size + p {
+            ceil -= 1;
+        }
+        if onnx != ceil {
+            return None;
+        }
+    }
+    Some((begin, true))
 }
 
 /// Square windows that tile the input exactly (kernel = stride, no padding).

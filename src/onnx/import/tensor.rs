@@ -40,9 +40,10 @@ pub fn tensor_of(t: &TensorProto, model: &Path) -> Result<Tensor> {
         DataType::Double => doubles(t, raw),
         DataType::Float16 => halves(t, raw),
         DataType::Int64 => ints(raw, &t.int64_data, 8, |b| i64::from_le_bytes(b.try_into().unwrap())),
-        DataType::Int32 | DataType::Int16 | DataType::Int8 | DataType::Uint8 | DataType::Bool => {
-            narrow_ints(t, raw, dtype)
-        }
+        // int8 and uint8 keep their kind: a quantization's zero point says the codes' type by it.
+        DataType::Int8 => narrow_ints(t, raw, dtype).to_kind(Kind::Int8),
+        DataType::Uint8 => narrow_ints(t, raw, dtype).to_kind(Kind::Uint8),
+        DataType::Int32 | DataType::Int16 | DataType::Bool => narrow_ints(t, raw, dtype),
         other => bail!("tensor '{}' is of type {:?}, which cut does not read", t.name, other),
     };
     if tensor.numel() as i64 != numel {

@@ -1,0 +1,225 @@
+//! Which nodes of an f32 ONNX graph run in int8, and which tensors carry int8 between them.
+//!
+//! Weight nodes (`Conv`, `Gemm`, `MatMul` with a constant weight) get int8 weights and int8
+//! activations on their input and (but a MatMul's) output; an `Add` whose two inputs are already int8 keeps its
+//! output in int8 too (ONNX Runtime runs it as `QLinearAdd`); a `Relu` that is the only reader of a
+//! quantized output is absorbed into that output's quantization (a zero point at 0 clips below it).
+//! Embedding tables read by `Gather` are stored in int8 per row. Everything else stays f32.
+
+use crate::graph::onnx::proto::{GraphProto, NodeProto};
+use anyhow::{bail, Result};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// The ops that can run in int8 here.
+pub const QUANTIZABLE: [&str; 5] = ["Conv", "Gemm", "MatMul", "Add", "Gather"];
+
+/// An activation carried in int8: `QuantizeLinear` reads `source`, `DequantizeLinear` writes
+/// `output` (which readers then read), with the range that `calibrate` takes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Activation {
+    pub source: String,
+    pub output: String,
+    pub calibrate: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Node indices whose weight (and bias) become int8.
+    pub weight_nodes: BTreeSet<usize>,
+    /// `Add` nodes between int8 activations.
+    pub add_nodes: BTreeSet<usize>,
+    /// `Relu` nodes folded into the quantization before them.
+    pub absorbed: BTreeSet<usize>,
+    /// Gather nodes whose constant table becomes int8 per row.
+    pub tables: BTreeSet<usize>,
+    pub activations: Vec<Activation>,
+    /// Weight nodes left in f32 by the `keep_float` rules, by node name.
+    pub kept_float: Vec<String>,
+}
+
+/// A rule for what stays f32: `first` (weight nodes no other weight node feeds), `last` (weight
+/// nodes that feed no other), an op type of [`QUANTIZABLE`], or a node-name prefix.
+pub fn check_rules(rules: &[String], graph: &GraphProto) -> Result<()> {
+    for r in rules {
+        let known = matches!(r.as_str(), "first" | "last") || QUANTIZABLE.contains(&r.as_str());
+        if !known && !graph.node.iter().any(|n| n.name.starts_with(r.as_str())) {
+            crate::usage_bail!(
+                "--keep-float {r}: not first, last, an op type ({}) or the start of a node name in the model",
+                QUANTIZABLE.join(", ")
+            );
+        }
+    }
+    Ok(())
+}
+
+struct Index<'g> {
+    graph: &'g GraphProto,
+    initializers: HashMap<&'g str, &'g crate::graph::onnx::proto::TensorProto>,
+    consumers: HashMap<&'g str, Vec<usize>>,
+    producer: HashMap<&'g str, usize>,
+    outputs: BTreeSet<&'g str>,
+}
+
+impl<'g> Index<'g> {
+    fn new(graph: &'g GraphProto) -> Index<'g> {
+        let mut consumers: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut producer = HashMap::new();
+        for (i, n) in graph.node.iter().enumerate() {
+            for input in n.input.iter().filter(|s| !s.is_empty()) {
+                consumers.entry(input.as_str()).or_default().push(i);
+            }
+            for o in &n.output {
+                producer.insert(o.as_str(), i);
+            }
+        }
+        Index {
+            graph,
+            initializers: graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect(),
+            consumers,
+            producer,
+            outputs: graph.output.iter().map(|o| o.name.as_str()).collect(),
+        }
+    }
+
+    /// An f32 initializer of `rank` dimensions.
+    fn float_weight(&self, name: &str, rank: usize) -> bool {
+        self.initializers.get(name).is_some_and(|t| {
+            t.data_type == crate::graph::onnx::DataType::Float as i32 && t.dims.len() == rank && !t.raw_data.is_empty()
+        })
+    }
+
+    fn is_weight_node(&self, n: &NodeProto) -> bool {
+        let attrs = |name: &str| n.attribute.iter().find(|a| a.name == name);
+        let int = |name: &str, default: i64| attrs(name).map_or(default, |a| a.i);
+        let float = |name: &str| attrs(name).map_or(1.0, |a| a.f);
+        let weight = |rank| n.input.len() > 1 && self.float_weight(&n.input[1], rank);
+        let bias_ok = n.input.len() < 3 || self.float_weight(&n.input[2], 1);
+        match n.op_type.as_str() {
+            "Conv" => weight(4) && bias_ok,
+            "Gemm" => {
+                weight(2)
+                    && bias_ok
+                    && int("transA", 0) == 0
+                    && int("transB", 0) == 1
+                    && float("alpha") == 1.0
+                    && float("beta") == 1.0
+            }
+            "MatMul" => weight(2) && !self.initializers.contains_key(n.input[0].as_str()),
+            _ => false,
+        }
+    }
+
+    /// What readers of `tensor` (an output of a quantized node) see: the output of the one `Relu`
+    /// reading it, absorbed, or the tensor itself.
+    fn visible(&self, tensor: &str) -> (String, Option<usize>) {
+        match self.consumers.get(tensor).map(Vec::as_slice) {
+            Some(&[only]) if !self.outputs.contains(tensor) => {
+                let n = &self.graph.node[only];
+                if n.op_type == "Relu" && !self.outputs.contains(n.output[0].as_str()) {
+                    return (n.output[0].clone(), Some(only));
+                }
+                (tensor.to_string(), None)
+            }
+            _ => (tensor.to_string(), None),
+        }
+    }
+}
+
+/// The plan for `graph`, leaving f32 what `keep_float` names.
+pub fn plan(graph: &GraphProto, keep_float: &[String]) -> Result<Plan> {
+    check_rules(keep_float, graph)?;
+    let ix = Index::new(graph);
+    let candidates: BTreeSet<usize> = (0..graph.node.len())
+        .filter(|&i| ix.is_weight_node(&graph.node[i]))
+        .collect();
+    let (first, last) = first_and_last(&ix, &candidates);
+    let kept = |i: usize| {
+        let n = &graph.node[i];
+        keep_float.iter().any(|r| match r.as_str() {
+            "first" => first.contains(&i),
+            "last" => last.contains(&i),
+            op if QUANTIZABLE.contains(&op) => n.op_type == op,
+            prefix => n.name.starts_with(prefix),
+        })
+    };
+    let mut plan = Plan::default();
+    // visible name -> (source tensor, absorbed relu)
+    let mut carried: BTreeMap<String, (String, Option<usize>)> = BTreeMap::new();
+    for &i in &candidates {
+        if kept(i) {
+            plan.kept_float.push(graph.node[i].name.clone());
+            continue;
+        }
+        plan.weight_nodes.insert(i);
+    }
+    for (i, n) in graph.node.iter().enumerate() {
+        if plan.weight_nodes.contains(&i) {
+            carried.entry(n.input[0].clone()).or_insert((n.input[0].clone(), None));
+        }
+    }
+    for (i, n) in graph.node.iter().enumerate() {
+        let is_add = n.op_type == "Add"
+            && n.input.len() == 2
+            && !kept(i)
+            && n.input
+                .iter()
+                .all(|x| carried.contains_key(x) && !ix.initializers.contains_key(x.as_str()));
+        // A MatMul's output stays f32: ONNX Runtime then runs it as MatMulIntegerToFloat, and the
+        // bias Add after it (a transformer's linear layer) needs no requantization.
+        let int8_output = is_add || (plan.weight_nodes.contains(&i) && n.op_type != "MatMul");
+        if int8_output {
+            let (visible, relu) = ix.visible(&n.output[0]);
+            if let Some(r) = relu {
+                plan.absorbed.insert(r);
+            }
+            carried.insert(visible, (n.output[0].clone(), relu));
+            if is_add {
+                plan.add_nodes.insert(i);
+            }
+        }
+        if n.op_type == "Gather" && !kept(i) && ix.float_weight(&n.input[0], 2) {
+            plan.tables.insert(i);
+        }
+    }
+    for (visible, (source, relu)) in carried {
+        if ix.initializers.contains_key(visible.as_str()) {
+            bail!("int8: tensor '{visible}' is a constant where an activation was expected");
+        }
+        plan.activations.push(Activation {
+            output: if relu.is_some() {
+                visible.clone()
+            } else {
+                format!("{visible}/dq")
+            },
+            source,
+            calibrate: visible,
+        });
+    }
+    Ok(plan)
+}
+
+/// Weight nodes that no other weight node feeds (first) and that feed no other (last).
+fn first_and_last(ix: &Index, weights: &BTreeSet<usize>) -> (BTreeSet<usize>, BTreeSet<usize>) {
+    let nodes = &ix.graph.node;
+    // after[i]: some weight node runs before node i on a path to it.
+    let mut after = vec![false; nodes.len()];
+    for (i, n) in nodes.iter().enumerate() {
+        after[i] = n
+            .input
+            .iter()
+            .filter_map(|x| ix.producer.get(x.as_str()))
+            .any(|&p| weights.contains(&p) || after[p]);
+    }
+    let mut feeds = vec![false; nodes.len()];
+    for i in (0..nodes.len()).rev() {
+        feeds[i] = nodes[i]
+            .output
+            .iter()
+            .filter_map(|o| ix.consumers.get(o.as_str()))
+            .flatten()
+            .any(|&c| weights.contains(&c) || feeds[c]);
+    }
+    let first = weights.iter().copied().filter(|&w| !after[w]).collect();
+    let last = weights.iter().copied().filter(|&w| !feeds[w]).collect();
+    (first, last)
+}
