@@ -41,10 +41,14 @@ pub struct Args {
     /// for values. Needs no labels.
     #[arg(long, value_name = "MODEL")]
     reference: Option<PathBuf>,
-    /// Where an .onnx model runs: cut's interpreter (cut), or ONNX Runtime on the CPU
-    /// (onnxruntime: the kernels a deployment runs, int8 ones for an int8 file).
+    /// Where the model runs: cut's interpreter, or ONNX Runtime on the CPU (an .onnx file as it is,
+    /// another model as its ONNX export): the kernels a deployment runs.
     #[arg(long, default_value = "cut", value_parser = ["cut", "onnxruntime"])]
     runtime: String,
+    /// With --runtime onnxruntime: run the model's int8 export, calibrated on --data's training
+    /// split (see cut export --int8).
+    #[command(flatten)]
+    int8: super::int8::Int8Args,
     /// Print one JSON document.
     #[arg(long)]
     json: bool,
@@ -63,6 +67,7 @@ pub fn run(a: Args) -> Result<()> {
         constant: a.constant,
         reference: a.reference.clone(),
         onnx_runtime: a.runtime == "onnxruntime",
+        int8: a.int8.options(),
     };
     let mut bar = None;
     let report = run_job(&job, &mut |w| eprintln!("cut: warning: {w}"), &mut |done, total| {

@@ -28,8 +28,12 @@ pub struct EvalJob {
     pub constant: bool,
     /// A model (the original, before pruning) whose outputs the model's are compared with.
     pub reference: Option<PathBuf>,
-    /// Run an .onnx model in ONNX Runtime (CPU) instead of `cut`'s interpreter.
+    /// Run the model in ONNX Runtime (CPU) instead of `cut`'s interpreter: an .onnx file as it
+    /// is, any other model as its ONNX export.
     pub onnx_runtime: bool,
+    /// With `onnx_runtime`, a model that is not an .onnx file runs as its int8 export, calibrated
+    /// on the data's training split.
+    pub int8: Option<crate::onnx::quantize::Int8Options>,
 }
 
 /// The first `limit` samples of `items` (all when `None`).
@@ -75,8 +79,14 @@ pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(u
             data.root.display()
         );
     }
+    if job.int8.is_some() && !job.onnx_runtime {
+        crate::usage_bail!("--int8 evaluates the int8 export in ONNX Runtime: add --runtime onnxruntime");
+    }
     let (metrics, images, fidelity) = if job.onnx_runtime {
-        let (metrics, images) = in_onnx_runtime(job, &model.graph, items, &tasks, &mut |done| progress(done, total))?;
+        let bytes = onnx_bytes(job, &ckpt, &model, &data)?;
+        let (metrics, images) = in_onnx_runtime(&bytes, job, &model.graph, items, &tasks, &mut |done| {
+            progress(done, total)
+        })?;
         (metrics, images, None)
     } else if job.constant {
         let predictor = ConstantPredictor::fit(data.split(Split::Train, job.data.val_fraction)?, &tasks)?;
@@ -126,21 +136,45 @@ pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(u
     })
 }
 
-/// The .onnx file run in ONNX Runtime on `items` (its inputs named as the imported graph's).
+/// What ONNX Runtime runs: an .onnx file as it is, another model's ONNX export (f32, or int8
+/// with `job.int8`).
+fn onnx_bytes(
+    job: &EvalJob,
+    ckpt: &Checkpoint,
+    model: &crate::graph::Model,
+    data: &crate::data::Dataset,
+) -> Result<Vec<u8>> {
+    let is_onnx = job.model.extension().and_then(|e| e.to_str()) == Some("onnx");
+    if is_onnx {
+        if job.int8.is_some() {
+            crate::usage_bail!(
+                "--int8 quantizes a model's export; {} is an ONNX file already",
+                job.model.display()
+            );
+        }
+        return std::fs::read(&job.model).map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", job.model.display()));
+    }
+    let params = ckpt.load_params(model, tch::Device::Cpu)?;
+    let export = crate::onnx::ExportOptions {
+        external_threshold: u64::MAX,
+        ..Default::default()
+    };
+    Ok(match &job.int8 {
+        Some(opts) => super::int8::int8_files(model, &params, &export, data, &job.data, opts)?.int8,
+        None => crate::onnx::export(model, &params, &export, "")?.model,
+    })
+}
+
+/// `bytes` run in ONNX Runtime on `items` (its inputs named as `graph`'s).
 fn in_onnx_runtime(
+    bytes: &[u8],
     job: &EvalJob,
     graph: &crate::graph::Graph,
     items: Samples,
     tasks: &[crate::graph::TaskSpec],
     progress: &mut dyn FnMut(usize),
 ) -> Result<(Vec<crate::metrics::TaskMetrics>, usize)> {
-    if job.model.extension().and_then(|e| e.to_str()) != Some("onnx") {
-        crate::usage_bail!(
-            "--runtime onnxruntime runs .onnx files; {} is not one",
-            job.model.display()
-        );
-    }
-    let mut ort = crate::onnx::runtime::OrtModel::from_file(&job.model, 0)?;
+    let mut ort = crate::onnx::runtime::OrtModel::from_bytes(bytes, 0, &job.model.display().to_string())?;
     let mut run = |b: &crate::data::loader::Batch| ort.run(&b.graph_inputs(graph)?);
     crate::eval::evaluate_run(&mut run, items, tasks, job.data.batch, tch::Device::Cpu, progress)
 }
