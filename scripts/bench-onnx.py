@@ -5,9 +5,11 @@ that machine noise hits them alike; prints per model and batch the median latenc
 first model, the median of the per-round ratios.
 
 Usage: PYTHONPATH=.onnx-env python3 scripts/bench-onnx.py DENSE.onnx PRUNED.onnx [...]
-         [--batch 1 --batch 8] [--rounds 20] [--threads 2] [--seq 128] [--kernels]
+         [--batch 1 --batch 8] [--rounds 20] [--threads 2] [--seq 128] [--kernels] [--no-spin]
 Inputs are random: images uniform in [0, 1), token ids uniform below 1000 with a full mask.
---kernels prints, per model, the op types of the graph ONNX Runtime runs after its optimisations
+--no-spin stops ONNX Runtime's idle threads from spinning: each session has its own thread pool,
+and spinning threads of one model's session take cores from the next model's run (the default
+spins, as ONNX Runtime does). --kernels prints, per model, the op types of the graph ONNX Runtime runs after its optimisations
 (QLinearConv, QLinearMatMul, ... where it fused an int8 file's QDQ groups).
 """
 import argparse, collections, os, statistics, tempfile, time
@@ -49,11 +51,14 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--kernels", action="store_true")
+    ap.add_argument("--no-spin", action="store_true")
     a = ap.parse_args()
     batches = a.batch or [1, 8]
     options = ort.SessionOptions()
     options.intra_op_num_threads = a.threads
     options.inter_op_num_threads = 1
+    if a.no_spin:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sessions = [ort.InferenceSession(m, options, providers=["CPUExecutionProvider"]) for m in a.models]
     rng = np.random.default_rng(0)
     if a.kernels:

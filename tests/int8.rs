@@ -100,8 +100,11 @@ fn demo_int8_export_checks_fuses_and_keeps_its_metrics() {
     );
     assert_eq!(done["int8"]["calibration_inputs"], 100);
     assert_eq!(done["int8"]["calibration"], "percentile 99.999");
-    // The heads' final 1x1 convolutions (4 branches each) stay f32 by default.
-    assert_eq!(done["int8"]["float_weight_nodes"].as_array().unwrap().len(), 12);
+    assert_eq!(done["int8"]["float_weight_nodes"], serde_json::json!([]));
+    assert_eq!(
+        done["int8"]["int8_nodes"],
+        serde_json::json!({"Add": 8, "Conv": 56, "MaxPool": 1})
+    );
     let verdict = check(&int8);
     assert_eq!(verdict["domains"], serde_json::json!([""]), "standard ops only");
     assert_eq!(
@@ -109,8 +112,13 @@ fn demo_int8_export_checks_fuses_and_keeps_its_metrics() {
         0,
         "every ReLU absorbed into its quantization"
     );
-    assert_eq!(count(&verdict["kernels"], "QLinearConv"), 44, "{verdict}");
+    assert_eq!(count(&verdict["kernels"], "QLinearConv"), 56, "{verdict}");
     assert_eq!(count(&verdict["kernels"], "QLinearAdd"), 8, "{verdict}");
+    assert_eq!(
+        count(&verdict["kernels"], "NhwcMaxPool"),
+        1,
+        "the pool runs on int8 codes: {verdict}"
+    );
     let (a, b) = (
         std::fs::metadata(&f32).unwrap().len(),
         std::fs::metadata(&int8).unwrap().len(),
@@ -152,9 +160,10 @@ fn same_inputs_same_bytes_and_the_options_change_the_file() {
     let a = write("a.onnx", &[]);
     assert_eq!(a, write("b.onnx", &[]), "same inputs, same bytes");
     assert_ne!(a, write("c.onnx", &["--calibrate", "minmax"]));
-    let all = dir.path().join("all.onnx");
-    std::fs::write(&all, write("all.onnx", &["--keep-float", "none"])).unwrap();
-    assert_eq!(count(&check(&all)["kernels"], "QLinearConv"), 56);
+    let last = dir.path().join("last.onnx");
+    std::fs::write(&last, write("last.onnx", &["--keep-float", "last"])).unwrap();
+    // The heads' final 1x1 convolutions (4 branches each) stay f32.
+    assert_eq!(count(&check(&last)["kernels"], "QLinearConv"), 44);
     let first = dir.path().join("first.onnx");
     std::fs::write(&first, write("first.onnx", &["--keep-float", "first,Add"])).unwrap();
     let verdict = check(&first);
@@ -202,7 +211,7 @@ fn prune_reports_int8_figures_that_eval_reproduces() {
         "the report's int8 figures are the file's"
     );
     let md = std::fs::read_to_string(dir.path().join("demo.pruned.report.md")).unwrap();
-    assert!(md.contains("## int8 (8 Add, 36 Conv)"), "{md}");
+    assert!(md.contains("## int8 (8 Add, 44 Conv, 1 MaxPool)"), "{md}");
 }
 
 #[test]

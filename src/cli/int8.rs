@@ -15,9 +15,10 @@ pub struct Int8Args {
     /// all seen; P 99.999 by default).
     #[arg(long, default_value = "percentile", value_name = "METHOD", value_parser = Method::parse)]
     pub calibrate: Method,
-    /// int8: what stays f32: first (weight layers no other feeds), last (the heads' final layers),
-    /// op types (Conv, Gemm, MatMul, Add, Gather), node-name prefixes; "none" for nothing.
-    #[arg(long, default_value = "last", value_name = "LIST")]
+    /// int8: weight layers to keep f32 (softmax, layer norm and activations always are): first
+    /// (layers no other feeds), last (the heads' final layers), op types (Conv, Gemm, MatMul, Add,
+    /// MaxPool, Gather), node-name prefixes; none (the default) keeps none.
+    #[arg(long, default_value = "none", value_name = "LIST")]
     pub keep_float: String,
 }
 

@@ -228,7 +228,11 @@ pub fn open_with(
         return open_unlabelled(&model.graph, root, resize);
     };
     let Some(tokenizer) = &model.tokenizer else {
-        bail!("the model reads text but carries no tokenizer: put its tokenizer.json beside model.safetensors");
+        // Token ids as arrays need no tokenizer (an imported text model carries none).
+        if unlabelled::holds_arrays(root) {
+            return open_unlabelled(&model.graph, root, resize);
+        }
+        bail!("the model reads text but carries no tokenizer: put its tokenizer.json beside model.safetensors, or give token ids as .npz");
     };
     // A split's device part outputs features, which have no labels to read.
     let labelled: Vec<crate::graph::TaskSpec> = model.tasks.iter().filter(|t| t.kind.has_labels()).cloned().collect();

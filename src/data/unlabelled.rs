@@ -167,6 +167,19 @@ fn has_extension(path: &Path, extensions: &[&str]) -> bool {
 const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg"];
 const ARRAY_EXTENSIONS: &[&str] = &["npy", "npz"];
 
+/// `root` is one `.npz`, or a folder with `.npy`/`.npz` files (token ids for a text model that
+/// carries no tokenizer).
+pub fn holds_arrays(root: &Path) -> bool {
+    if root.is_file() {
+        return has_extension(root, &["npz"]);
+    }
+    std::fs::read_dir(root).is_ok_and(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .any(|e| has_extension(&e.path(), ARRAY_EXTENSIONS))
+    })
+}
+
 /// The files of `dir` (not its subfolders) with one of `extensions`, sorted by name.
 fn files_in(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>> {
     let entries = std::fs::read_dir(dir).map_err(|e| anyhow!("{}: cannot read the folder ({e})", dir.display()))?;

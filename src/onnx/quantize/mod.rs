@@ -35,7 +35,7 @@ impl Default for Int8Options {
         Int8Options {
             calibration: DEFAULT_CALIBRATION,
             method: Method::Percentile(99.999),
-            keep_float: vec!["last".into()],
+            keep_float: Vec::new(),
         }
     }
 }
@@ -70,7 +70,8 @@ pub fn quantize(
         .as_ref()
         .ok_or_else(|| anyhow!("int8: the model has no graph"))?;
     let plan = plan::plan(graph, &opts.keep_float)?;
-    let names: Vec<&str> = plan.activations.iter().map(|a| a.calibrate.as_str()).collect();
+    let names: std::collections::BTreeSet<&str> = plan.activations.iter().map(|a| a.calibrate.as_str()).collect();
+    let names: Vec<&str> = names.into_iter().collect();
     let (ranges, seen) = calibrate::ranges(&model, &names, batches, opts.method)?;
     if seen == 0 {
         crate::usage_bail!("int8: no calibration inputs (the data's training split is empty)");
@@ -81,7 +82,13 @@ pub fn quantize(
         .collect();
     let quantized_graph = rewrite::Rewrite { plan: &plan, params }.apply(graph)?;
     let mut int8_nodes = BTreeMap::new();
-    for &i in plan.weight_nodes.iter().chain(&plan.add_nodes).chain(&plan.tables) {
+    for &i in plan
+        .weight_nodes
+        .iter()
+        .chain(&plan.add_nodes)
+        .chain(&plan.pools)
+        .chain(&plan.tables)
+    {
         *int8_nodes.entry(graph.node[i].op_type.clone()).or_insert(0) += 1;
     }
     let out = ModelProto {
@@ -91,7 +98,7 @@ pub fn quantize(
     let summary = Int8Summary {
         calibration_inputs: seen,
         calibration: opts.method.describe(),
-        weights: "int8, symmetric, one scale per output channel (per row for embedding tables)".into(),
+        weights: "int8, symmetric, one scale per output channel (one per embedding table)".into(),
         activations: "uint8, one scale and zero point per tensor".into(),
         keep_float: opts.keep_float.clone(),
         int8_nodes,

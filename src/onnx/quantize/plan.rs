@@ -3,15 +3,16 @@
 //! Weight nodes (`Conv`, `Gemm`, `MatMul` with a constant weight) get int8 weights and int8
 //! activations on their input and (but a MatMul's) output; an `Add` whose two inputs are already int8 keeps its
 //! output in int8 too (ONNX Runtime runs it as `QLinearAdd`); a `Relu` that is the only reader of a
-//! quantized output is absorbed into that output's quantization (a zero point at 0 clips below it).
-//! Embedding tables read by `Gather` are stored in int8 per row. Everything else stays f32.
+//! quantized output is absorbed into that output's quantization (a zero point at 0 clips below it);
+//! a `MaxPool` of int8 values stays int8 at their scale.
+//! Embedding tables read by `Gather` are stored in int8. Everything else stays f32.
 
 use crate::graph::onnx::proto::{GraphProto, NodeProto};
 use anyhow::{bail, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// The ops that can run in int8 here.
-pub const QUANTIZABLE: [&str; 5] = ["Conv", "Gemm", "MatMul", "Add", "Gather"];
+pub const QUANTIZABLE: [&str; 6] = ["Conv", "Gemm", "MatMul", "Add", "MaxPool", "Gather"];
 
 /// An activation carried in int8: `QuantizeLinear` reads `source`, `DequantizeLinear` writes
 /// `output` (which readers then read), with the range that `calibrate` takes.
@@ -30,8 +31,10 @@ pub struct Plan {
     pub add_nodes: BTreeSet<usize>,
     /// `Relu` nodes folded into the quantization before them.
     pub absorbed: BTreeSet<usize>,
-    /// Gather nodes whose constant table becomes int8 per row.
+    /// Gather nodes whose constant table becomes int8.
     pub tables: BTreeSet<usize>,
+    /// MaxPool nodes between int8 values.
+    pub pools: BTreeSet<usize>,
     pub activations: Vec<Activation>,
     /// Weight nodes left in f32 by the `keep_float` rules, by node name.
     pub kept_float: Vec<String>,
@@ -143,8 +146,8 @@ pub fn plan(graph: &GraphProto, keep_float: &[String]) -> Result<Plan> {
         })
     };
     let mut plan = Plan::default();
-    // visible name -> (source tensor, absorbed relu)
-    let mut carried: BTreeMap<String, (String, Option<usize>)> = BTreeMap::new();
+    // visible name -> (source tensor, absorbed relu, the tensor whose range it takes)
+    let mut carried: BTreeMap<String, (String, Option<usize>, Option<String>)> = BTreeMap::new();
     for &i in &candidates {
         if kept(i) {
             plan.kept_float.push(graph.node[i].name.clone());
@@ -154,7 +157,9 @@ pub fn plan(graph: &GraphProto, keep_float: &[String]) -> Result<Plan> {
     }
     for (i, n) in graph.node.iter().enumerate() {
         if plan.weight_nodes.contains(&i) {
-            carried.entry(n.input[0].clone()).or_insert((n.input[0].clone(), None));
+            carried
+                .entry(n.input[0].clone())
+                .or_insert((n.input[0].clone(), None, None));
         }
     }
     for (i, n) in graph.node.iter().enumerate() {
@@ -172,16 +177,25 @@ pub fn plan(graph: &GraphProto, keep_float: &[String]) -> Result<Plan> {
             if let Some(r) = relu {
                 plan.absorbed.insert(r);
             }
-            carried.insert(visible, (n.output[0].clone(), relu));
+            carried.insert(visible, (n.output[0].clone(), relu, None));
             if is_add {
                 plan.add_nodes.insert(i);
+            }
+        }
+        // A max pool of int8 values is int8 at the same scale (the maximum commutes with the
+        // rounding): ONNX Runtime then pools the codes.
+        if n.op_type == "MaxPool" && n.output.len() == 1 && !kept(i) {
+            if let Some((_, _, range)) = carried.get(&n.input[0]) {
+                let range = range.clone().unwrap_or_else(|| n.input[0].clone());
+                carried.insert(n.output[0].clone(), (n.output[0].clone(), None, Some(range)));
+                plan.pools.insert(i);
             }
         }
         if n.op_type == "Gather" && !kept(i) && ix.float_weight(&n.input[0], 2) {
             plan.tables.insert(i);
         }
     }
-    for (visible, (source, relu)) in carried {
+    for (visible, (source, relu, range)) in carried {
         if ix.initializers.contains_key(visible.as_str()) {
             bail!("int8: tensor '{visible}' is a constant where an activation was expected");
         }
@@ -192,7 +206,7 @@ pub fn plan(graph: &GraphProto, keep_float: &[String]) -> Result<Plan> {
                 format!("{visible}/dq")
             },
             source,
-            calibrate: visible,
+            calibrate: range.unwrap_or(visible),
         });
     }
     Ok(plan)

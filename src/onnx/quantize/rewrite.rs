@@ -83,9 +83,11 @@ impl Rewrite<'_> {
         let inits: HashMap<String, TensorProto> =
             graph.initializer.iter().map(|t| (t.name.clone(), t.clone())).collect();
         let mut renamed: HashMap<String, String> = HashMap::new();
+        // Readers of a quantized tensor read its DequantizeLinear. (An absorbed ReLU's reader is
+        // the ReLU itself, which goes.)
         for a in &self.plan.activations {
-            if a.output != a.calibrate {
-                renamed.insert(a.calibrate.clone(), a.output.clone());
+            if a.output != a.source {
+                renamed.insert(a.source.clone(), a.output.clone());
             }
         }
         let mut replaced: Vec<String> = Vec::new();
@@ -105,11 +107,14 @@ impl Rewrite<'_> {
             }
             if self.plan.weight_nodes.contains(&i) {
                 self.int8_weights(&mut n, &inits, &mut out, &mut replaced)?;
-            } else if self.plan.tables.contains(&i) {
-                int8_table(&mut n, &inits, &mut out, &mut replaced)?;
             }
+            let dequantize = match self.plan.tables.contains(&i) {
+                true => Some(int8_table(&mut n, &inits, &mut out, &mut replaced)?),
+                false => None,
+            };
             let produced = n.output.clone();
             out.node.push(n);
+            out.node.extend(dequantize);
             for o in &produced {
                 self.emit_qdq(o, &mut out)?;
             }
@@ -215,25 +220,36 @@ impl Rewrite<'_> {
     }
 }
 
-/// A Gather's constant table as int8, one scale per row.
+/// A Gather's constant table stored as int8 with one scale (its largest magnitude over 127): the
+/// Gather reads the codes and a DequantizeLinear after it turns only the gathered rows back into
+/// f32 (a DequantizeLinear before it would expand the whole table on every run).
 fn int8_table(
     n: &mut NodeProto,
     inits: &HashMap<String, TensorProto>,
     out: &mut GraphProto,
     replaced: &mut Vec<String>,
-) -> Result<()> {
+) -> Result<NodeProto> {
     let name = n.input[0].clone();
-    // A table read by several Gathers is quantized once.
-    if replaced.contains(&name) {
-        n.input[0] = format!("{name}/dq");
-        return Ok(());
+    let scale = format!("{name}/scale");
+    // A table read by several Gathers is stored once.
+    if !replaced.contains(&name) {
+        let t = &inits[&name];
+        let values = floats(t);
+        let peak = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let step = if peak > 0.0 { peak / 127.0 } else { 1.0 };
+        let codes = values
+            .iter()
+            .map(|v| (v / step).round().clamp(-127.0, 127.0) as i8 as u8)
+            .collect();
+        out.initializer
+            .push(tensor(&name, DataType::Int8, t.dims.clone(), codes));
+        out.initializer
+            .push(tensor(&scale, DataType::Float, vec![], raw_f32(&[step])));
+        replaced.push(name.clone());
     }
-    let t = &inits[&name];
-    let (codes, scales) = quantize_weight(&floats(t), &t.dims, 0);
-    let raw = codes.iter().map(|&c| c as u8).collect();
-    n.input[0] = symmetric(out, &name, (DataType::Int8, raw), &t.dims, &scales, 0);
-    replaced.push(name);
-    Ok(())
+    let rows = n.output[0].clone();
+    n.output[0] = format!("{rows}/int8");
+    Ok(node("DequantizeLinear", &[&n.output[0], &scale], &rows, vec![]))
 }
 
 /// A constant stored as integer `codes` under its own name with one scale per slice along `axis`
