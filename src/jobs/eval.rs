@@ -49,10 +49,25 @@ fn limited(items: Samples, limit: Option<usize>) -> Result<Samples> {
     }))
 }
 
+/// Flags that exclude each other, refused before anything is read.
+fn check_flags(job: &EvalJob) -> Result<()> {
+    if job.onnx_runtime && (job.constant || job.reference.is_some()) {
+        crate::usage_bail!("--runtime onnxruntime runs the model alone (not with --constant or --reference)");
+    }
+    if job.constant && job.reference.is_some() {
+        crate::usage_bail!("--reference compares two models' outputs; the constant predictor has none");
+    }
+    if job.int8.is_some() && !job.onnx_runtime {
+        crate::usage_bail!("--int8 evaluates the int8 export in ONNX Runtime: add --runtime onnxruntime");
+    }
+    Ok(())
+}
+
 /// Scores the model (or the constant predictor) on the split. `warn` gets each warning as soon
 /// as it is known; `progress(done, total)` counts the samples evaluated.
 pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(usize, usize)) -> Result<EvalReport> {
     let started = std::time::Instant::now();
+    check_flags(job)?;
     let ckpt = Checkpoint::open_with(&job.model, &job.load)?;
     let loaded = ckpt.model(&job.load)?;
     for w in &loaded.warnings {
@@ -67,23 +82,15 @@ pub fn run(job: &EvalJob, warn: &mut dyn FnMut(&str), progress: &mut dyn FnMut(u
     let items = limited(data.split(job.split, job.data.val_fraction)?, job.limit)?;
     let device = crate::device::resolve(job.device)?;
     let total = items.count();
-    if job.onnx_runtime && (job.constant || job.reference.is_some()) {
-        crate::usage_bail!("--runtime onnxruntime runs the model alone (not with --constant or --reference)");
-    }
-    if job.constant && job.reference.is_some() {
-        crate::usage_bail!("--reference compares two models' outputs; the constant predictor has none");
-    }
     if !data.labelled() && job.reference.is_none() {
         crate::usage_bail!(
             "{} has no labels: give --reference ORIGINAL to measure how closely the model follows it",
             data.root.display()
         );
     }
-    if job.int8.is_some() && !job.onnx_runtime {
-        crate::usage_bail!("--int8 evaluates the int8 export in ONNX Runtime: add --runtime onnxruntime");
-    }
     let (metrics, images, fidelity) = if job.onnx_runtime {
-        let bytes = onnx_bytes(job, &ckpt, &model, &data)?;
+        let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+        let bytes = onnx_bytes(job, &ckpt, &model.keep_tasks(&names), &data)?;
         let (metrics, images) = in_onnx_runtime(&bytes, job, &model.graph, items, &tasks, &mut |done| {
             progress(done, total)
         })?;

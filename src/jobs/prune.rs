@@ -181,6 +181,11 @@ fn open_data(
     warn: &mut dyn FnMut(&str),
 ) -> Result<Option<Dataset>> {
     let Some(data) = job.data.open(full, warn)? else {
+        if job.int8.is_some() {
+            crate::usage_bail!(
+                "--int8 needs --data: inputs to calibrate the activations' ranges on (labels are not needed)"
+            );
+        }
         return Ok(None);
     };
     let train = data.split(Split::Train, job.data.val_fraction)?.count();
@@ -279,11 +284,6 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         warn(w);
     }
     let data = open_data(job, &full, &mut cfg, warn)?;
-    if job.int8.is_some() && data.is_none() {
-        crate::usage_bail!(
-            "--int8 needs --data: inputs to calibrate the activations' ranges on (labels are not needed)"
-        );
-    }
     // Which tasks learn from the model itself, known once the data is open.
     let selected = match &data {
         Some(d) => crate::tasks::distill::mark(&selected, job.options.distill, d.labelled()),
@@ -300,14 +300,7 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         progress(phase, done, total)
     })?;
     outcome.timings.load_s = load_s;
-    if let Some(acc) = &outcome.accuracy {
-        // The labels are the same before and after: their warnings once.
-        for t in &acc.before {
-            for w in &t.warnings {
-                warn(&format!("task '{}': {w}", t.task));
-            }
-        }
-    }
+    warn_about_labels(&outcome, warn);
     let bytes = writer::model_bytes(
         &outcome.model,
         &outcome.params,
@@ -317,39 +310,31 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
     )?;
     let mut settings = settings(job, &full, &names, &cfg, lambdas, device, dtype)?;
     settings.distilled = selected.iter().filter(|t| t.distill).map(|t| t.name.clone()).collect();
-    let tolerance = if job.request.granularity == Granularity::Channel {
-        0.0
-    } else {
-        cfg.tolerance
-    };
+    let tolerance = (job.request.granularity != Granularity::Channel).then_some(cfg.tolerance);
     let mut report = build(
         &ckpt,
         input_sha,
         &full,
         &outcome,
         settings,
-        tolerance,
+        tolerance.unwrap_or(0.0),
         budget_target(&outcome, resolved.sparsity.get()),
         &paths.out,
         bytes.len() as u64,
         job.command.clone(),
     )?;
     report.latency = bench_latency(job, &full, &params, &names, &outcome, device)?;
-    let int8 = match (&job.int8, &paths.int8, &data) {
-        (Some(opts), Some(path), Some(data)) => {
-            let cx = Int8Cx {
-                full: &full,
-                params: &params,
-                selected: &selected,
-                device,
-                cfg: &cfg,
-            };
-            let (files, int8_report) = int8_outputs(job, opts, path, &outcome, data, &cx)?;
-            report.int8 = Some(int8_report);
-            Some(files.int8)
-        }
-        _ => None,
+    let cx = Int8Cx {
+        full: &full,
+        params: &params,
+        selected: &selected,
+        device,
+        cfg: &cfg,
     };
+    let int8 = int8_outputs(job, &paths, data.as_ref(), &outcome, &cx)?.map(|(files, int8_report)| {
+        report.int8 = Some(int8_report);
+        files.int8
+    });
     write_outputs(job, &paths, &bytes, &report, &outcome, dtype, int8.as_deref())?;
     Ok(PruneDone {
         report,
@@ -359,6 +344,15 @@ pub fn run(job: &PruneJob, warn: &mut dyn FnMut(&str), progress: Progress) -> Re
         onnx: paths.onnx,
         int8: paths.int8,
     })
+}
+
+/// The labels' warnings, once (they are the same before and after).
+fn warn_about_labels(outcome: &PruneOutcome, warn: &mut dyn FnMut(&str)) {
+    for t in outcome.accuracy.iter().flat_map(|acc| &acc.before) {
+        for w in &t.warnings {
+            warn(&format!("task '{}': {w}", t.task));
+        }
+    }
 }
 
 /// What the int8 step reads of the run.
@@ -372,14 +366,17 @@ struct Int8Cx<'a> {
 
 /// The int8 file of the output and its report: calibrated on the training split, both ONNX files
 /// run in ONNX Runtime on the evaluation split (distilled tasks against the input model's outputs).
+/// With --int8 (and the data it needs), else nothing.
 fn int8_outputs(
     job: &PruneJob,
-    opts: &crate::onnx::quantize::Int8Options,
-    path: &Path,
+    paths: &PrunePaths,
+    data: Option<&Dataset>,
     outcome: &PruneOutcome,
-    data: &Dataset,
     cx: &Int8Cx,
-) -> Result<(super::int8::Int8Files, crate::report::int8::Int8Report)> {
+) -> Result<Option<(super::int8::Int8Files, crate::report::int8::Int8Report)>> {
+    let (Some(opts), Some(path), Some(data)) = (&job.int8, &paths.int8, data) else {
+        return Ok(None);
+    };
     let export = crate::onnx::ExportOptions::default();
     let files = super::int8::int8_files(&outcome.model, &outcome.params, &export, data, &job.data, opts)?;
     let names: Vec<&str> = cx.selected.iter().map(|t| t.name.as_str()).collect();
@@ -396,7 +393,7 @@ fn int8_outputs(
         &tasks,
         job.data.batch,
     )?;
-    Ok((files, report))
+    Ok(Some((files, report)))
 }
 
 /// The report's record of the settings the run used.

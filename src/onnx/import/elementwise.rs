@@ -1,4 +1,4 @@
-//! Element-wise arithmetic: `Add`, `Sub`, `Mul`, `Div` of computed values and constants
+//! Element-wise arithmetic: `Add`, `Sub`, `Mul`, `Div` of computed values and constants, `Sum`
 //! (residuals, SE gates, SiLU, GELU's arithmetic, attention's scale, position embeddings). A
 //! constant added right after a bias-free linear layer (`MatMul` then `Add`, as exporters write
 //! `nn.Linear` on 3-d inputs) becomes that layer's bias; other constants become `constant` nodes.

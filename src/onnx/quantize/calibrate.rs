@@ -152,6 +152,9 @@ fn with_outputs(model: &ModelProto, names: &[&str]) -> ModelProto {
     m
 }
 
+/// Each tensor's range to quantize to, by name.
+pub type Ranges = BTreeMap<String, (f32, f32)>;
+
 /// The range of each of `names` (graph inputs or node outputs) over the calibration batches.
 /// Returns the ranges and the number of inputs seen.
 pub fn ranges(
@@ -159,7 +162,7 @@ pub fn ranges(
     names: &[&str],
     batches: &mut dyn Iterator<Item = Result<BTreeMap<String, Tensor>>>,
     method: Method,
-) -> Result<(BTreeMap<String, (f32, f32)>, usize)> {
+) -> Result<(Ranges, usize)> {
     let augmented = with_outputs(model, names).encode_to_vec();
     let mut ort = OrtModel::from_bytes(&augmented, 0, "int8 calibration")?;
     let histogram = matches!(method, Method::Percentile(_));

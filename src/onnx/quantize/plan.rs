@@ -146,8 +146,7 @@ pub fn plan(graph: &GraphProto, keep_float: &[String]) -> Result<Plan> {
         })
     };
     let mut plan = Plan::default();
-    // visible name -> (source tensor, absorbed relu, the tensor whose range it takes)
-    let mut carried: BTreeMap<String, (String, Option<usize>, Option<String>)> = BTreeMap::new();
+    let mut carried = Carried::new();
     for &i in &candidates {
         if kept(i) {
             plan.kept_float.push(graph.node[i].name.clone());
@@ -195,11 +194,22 @@ pub fn plan(graph: &GraphProto, keep_float: &[String]) -> Result<Plan> {
             plan.tables.insert(i);
         }
     }
+    plan.activations = activations(&ix, carried)?;
+    Ok(plan)
+}
+
+/// What the pass carries in int8: by the name readers see, the tensor QuantizeLinear reads, the
+/// ReLU absorbed into it, and the tensor whose range it takes when not its own.
+type Carried = BTreeMap<String, (String, Option<usize>, Option<String>)>;
+
+/// The activations to quantize, from what the pass carries.
+fn activations(ix: &Index, carried: Carried) -> Result<Vec<Activation>> {
+    let mut out = Vec::new();
     for (visible, (source, relu, range)) in carried {
         if ix.initializers.contains_key(visible.as_str()) {
             bail!("int8: tensor '{visible}' is a constant where an activation was expected");
         }
-        plan.activations.push(Activation {
+        out.push(Activation {
             output: if relu.is_some() {
                 visible.clone()
             } else {
@@ -209,7 +219,7 @@ pub fn plan(graph: &GraphProto, keep_float: &[String]) -> Result<Plan> {
             calibrate: range.unwrap_or(visible),
         });
     }
-    Ok(plan)
+    Ok(out)
 }
 
 /// Weight nodes that no other weight node feeds (first) and that feed no other (last).
