@@ -307,3 +307,63 @@ fn bad_int8_requests_fail_cleanly() {
         "nothing written"
     );
 }
+
+/// Imported models quantize too: a timm ResNet calibrated on a folder of images, and a Hugging
+/// Face BERT on token ids from an .npz; cut's interpreter reads the int8 files back and they
+/// follow the f32 originals (random-weight fixtures, so fidelity rather than accuracy).
+#[test]
+fn imported_models_quantize_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = dir.path().join("ids.npz");
+    {
+        let mut npz = ndarray_npy::NpzWriter::new(std::fs::File::create(&ids).unwrap());
+        let tokens = ndarray::Array2::from_shape_fn((40, 16), |(i, j)| ((i * 7 + j * 13) % 97 + 1) as i64);
+        npz.add_array("input_ids", &tokens).unwrap();
+        npz.add_array("attention_mask", &ndarray::Array2::<i64>::ones((40, 16)))
+            .unwrap();
+        npz.finish().unwrap();
+    }
+    let cases: [(&str, &Path, &Path, &[&str], f64); 2] = [
+        (
+            "timm_resnet18",
+            Path::new("assets/demo-data/train/img"),
+            Path::new("assets/demo-data/test/img"),
+            &[],
+            0.1,
+        ),
+        (
+            "hf_bert",
+            &ids,
+            &ids,
+            &["--input", "input_ids:16", "--input", "attention_mask:16"],
+            0.1,
+        ),
+    ];
+    for (name, calibrate, test, sizes, bound) in cases {
+        let original = Path::new("tests/fixtures/onnx").join(format!("{name}.onnx"));
+        let int8 = dir.path().join(format!("{name}.int8.onnx"));
+        cut()
+            .arg("export")
+            .arg(&original)
+            .args(["--int8", "--calibration", "16", "--data"])
+            .arg(calibrate)
+            .arg("-o")
+            .arg(&int8)
+            .assert()
+            .success();
+        assert_eq!(check(&int8)["domains"], serde_json::json!([""]));
+        let r = json_of(
+            cut()
+                .arg("eval")
+                .arg(&int8)
+                .arg("--data")
+                .arg(test)
+                .arg("--reference")
+                .arg(&original)
+                .arg("--json")
+                .args(sizes),
+        );
+        let l2 = metric(&r["fidelity"], "logits", "relative_l2");
+        assert!(l2 < bound, "{name}: relative L2 {l2} to the f32 original");
+    }
+}

@@ -3,7 +3,8 @@
 //! Weight nodes (`Conv`, `Gemm`, `MatMul` with a constant weight) get int8 weights and int8
 //! activations on their input and (but a MatMul's) output; an `Add` whose two inputs are already int8 keeps its
 //! output in int8 too (ONNX Runtime runs it as `QLinearAdd`); a `Relu` that is the only reader of a
-//! quantized output is absorbed into that output's quantization (a zero point at 0 clips below it);
+//! quantized output (or a `Clip` from at most 0: ReLU6) is absorbed into that output's
+//! quantization (the quantized range clips as it does);
 //! a `MaxPool` of int8 values stays int8 at their scale.
 //! Embedding tables read by `Gather` are stored in int8. Everything else stays f32.
 
@@ -29,7 +30,7 @@ pub struct Plan {
     pub weight_nodes: BTreeSet<usize>,
     /// `Add` nodes between int8 activations.
     pub add_nodes: BTreeSet<usize>,
-    /// `Relu` nodes folded into the quantization before them.
+    /// `Relu` and ReLU6 `Clip` nodes folded into the quantization before them.
     pub absorbed: BTreeSet<usize>,
     /// Gather nodes whose constant table becomes int8.
     pub tables: BTreeSet<usize>,
@@ -112,18 +113,38 @@ impl<'g> Index<'g> {
         }
     }
 
-    /// What readers of `tensor` (an output of a quantized node) see: the output of the one `Relu`
-    /// reading it, absorbed, or the tensor itself.
+    /// What readers of `tensor` (an output of a quantized node) see: the output of the one
+    /// clamping activation reading it, absorbed, or the tensor itself.
     fn visible(&self, tensor: &str) -> (String, Option<usize>) {
         match self.consumers.get(tensor).map(Vec::as_slice) {
             Some(&[only]) if !self.outputs.contains(tensor) => {
                 let n = &self.graph.node[only];
-                if n.op_type == "Relu" && !self.outputs.contains(n.output[0].as_str()) {
+                if self.clamps_at_or_below_zero(n) && !self.outputs.contains(n.output[0].as_str()) {
                     return (n.output[0].clone(), Some(only));
                 }
                 (tensor.to_string(), None)
             }
             _ => (tensor.to_string(), None),
+        }
+    }
+
+    /// A `Relu`, or a `Clip` whose lower bound is at most 0 (ReLU6): quantizing its input to the
+    /// range of its output clamps as it does, since that range holds 0 and lies within the clip's
+    /// bounds. (A lower bound above 0 would let values between 0 and it through.)
+    fn clamps_at_or_below_zero(&self, n: &NodeProto) -> bool {
+        match n.op_type.as_str() {
+            "Relu" => true,
+            "Clip" => {
+                let bound = |i: usize| -> Option<f32> {
+                    let t = self.initializers.get(n.input.get(i)?.as_str())?;
+                    (t.data_type == crate::graph::onnx::DataType::Float as i32 && t.raw_data.len() == 4)
+                        .then(|| f32::from_le_bytes(t.raw_data[..4].try_into().unwrap()))
+                };
+                let low_ok = n.input.len() < 2 || n.input[1].is_empty() || bound(1).is_some_and(|lo| lo <= 0.0);
+                let high_ok = n.input.len() < 3 || n.input[2].is_empty() || bound(2).is_some_and(|hi| hi >= 0.0);
+                low_ok && high_ok
+            }
+            _ => false,
         }
     }
 }
