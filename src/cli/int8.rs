@@ -15,9 +15,9 @@ pub struct Int8Args {
     /// all seen; P 99.999 by default).
     #[arg(long, default_value = "percentile", value_name = "METHOD", value_parser = Method::parse)]
     pub calibrate: Method,
-    /// int8: weight layers to keep f32 (softmax, layer norm and activations always are): first
-    /// (layers no other feeds), last (the heads' final layers), op types (Conv, Gemm, MatMul, Add,
-    /// MaxPool, Gather), node-name prefixes; none (the default) keeps none.
+    /// int8: what to keep f32 (softmax, layer norm, GELU always are): first (weight layers no
+    /// other feeds), last (the heads' final layers), op types (Conv, MatMul, Add, Mul, Sigmoid,
+    /// ...; docs/int8.md), node-name prefixes; none (the default) keeps nothing.
     #[arg(long, default_value = "none", value_name = "LIST")]
     pub keep_float: String,
 }

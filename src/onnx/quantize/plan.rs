@@ -1,19 +1,66 @@
 //! Which nodes of an f32 ONNX graph run in int8, and which tensors carry int8 between them.
 //!
-//! Weight nodes (`Conv`, `Gemm`, `MatMul` with a constant weight) get int8 weights and int8
-//! activations on their input and (but a MatMul's) output; an `Add` whose two inputs are already int8 keeps its
-//! output in int8 too (ONNX Runtime runs it as `QLinearAdd`); a `Relu` that is the only reader of a
-//! quantized output (or a `Clip` from at most 0: ReLU6) is absorbed into that output's
-//! quantization (the quantized range clips as it does);
-//! a `MaxPool` of int8 values stays int8 at their scale.
-//! Embedding tables read by `Gather` are stored in int8. Everything else stays f32.
+//! - Weight nodes (`Conv`, `Gemm`, `MatMul` with a constant weight) get int8 weights, and int8
+//!   activations on their input and (but a MatMul's) output.
+//! - An `Add`, `Mul`, `Sigmoid`, `Concat` or average pool whose inputs are all int8 keeps its
+//!   output in int8 too (`INT8_BETWEEN`).
+//! - A `Relu` (or a ReLU6 `Clip`) that is the only reader of a quantized output is absorbed into
+//!   that output's quantization: the quantized range clips as it does.
+//! - A `MaxPool` of int8 values stays int8 at their scale.
+//! - Embedding tables read by `Gather` are stored in int8.
+//!
+//! Everything else stays f32.
 
 use crate::graph::onnx::proto::{GraphProto, NodeProto};
 use anyhow::{bail, Result};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// Ops without weights that run in int8 when every input is int8 (ONNX Runtime has QLinearAdd,
+/// QLinearMul, QLinearSigmoid, QLinearConcat, QLinearAveragePool, QLinearGlobalAveragePool for
+/// most of them): SiLU (`x * sigmoid(x)`), squeeze-excitation gates and concatenations stay in
+/// int8. (It has no int8 hard-swish: that one runs in f32 between its DequantizeLinear and
+/// QuantizeLinear.)
+pub const INT8_BETWEEN: [&str; 8] = [
+    "Add",
+    "Mul",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Concat",
+    "AveragePool",
+    "GlobalAveragePool",
+];
+
+/// `n` is one of `INT8_BETWEEN` and reads only int8 activations (no constants).
+fn int8_between(n: &NodeProto, carried: &Carried, ix: &Index) -> bool {
+    let arity_ok = match n.op_type.as_str() {
+        "Add" | "Mul" => n.input.len() == 2,
+        "Concat" => !n.input.is_empty(),
+        op => INT8_BETWEEN.contains(&op) && n.input.len() == 1,
+    };
+    arity_ok
+        && n.output.len() == 1
+        && n.input
+            .iter()
+            .all(|x| carried.contains_key(x) && !ix.initializers.contains_key(x.as_str()))
+}
+
 /// The ops that can run in int8 here.
-pub const QUANTIZABLE: [&str; 6] = ["Conv", "Gemm", "MatMul", "Add", "MaxPool", "Gather"];
+pub const QUANTIZABLE: [&str; 13] = [
+    "Conv",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Mul",
+    "Sigmoid",
+    "HardSigmoid",
+    "HardSwish",
+    "Concat",
+    "AveragePool",
+    "GlobalAveragePool",
+    "MaxPool",
+    "Gather",
+];
 
 /// An activation carried in int8: `QuantizeLinear` reads `source`, `DequantizeLinear` writes
 /// `output` (which readers then read), with the range that `calibrate` takes.
@@ -28,7 +75,7 @@ pub struct Activation {
 pub struct Plan {
     /// Node indices whose weight (and bias) become int8.
     pub weight_nodes: BTreeSet<usize>,
-    /// `Add` nodes between int8 activations.
+    /// Nodes without weights between int8 activations (`INT8_BETWEEN`).
     pub add_nodes: BTreeSet<usize>,
     /// `Relu` and ReLU6 `Clip` nodes folded into the quantization before them.
     pub absorbed: BTreeSet<usize>,
@@ -183,22 +230,17 @@ pub fn plan(graph: &GraphProto, keep_float: &[String]) -> Result<Plan> {
         }
     }
     for (i, n) in graph.node.iter().enumerate() {
-        let is_add = n.op_type == "Add"
-            && n.input.len() == 2
-            && !kept(i)
-            && n.input
-                .iter()
-                .all(|x| carried.contains_key(x) && !ix.initializers.contains_key(x.as_str()));
+        let on_int8 = !kept(i) && int8_between(n, &carried, &ix);
         // A MatMul's output stays f32: ONNX Runtime then runs it as MatMulIntegerToFloat, and the
         // bias Add after it (a transformer's linear layer) needs no requantization.
-        let int8_output = is_add || (plan.weight_nodes.contains(&i) && n.op_type != "MatMul");
+        let int8_output = on_int8 || (plan.weight_nodes.contains(&i) && n.op_type != "MatMul");
         if int8_output {
             let (visible, relu) = ix.visible(&n.output[0]);
             if let Some(r) = relu {
                 plan.absorbed.insert(r);
             }
             carried.insert(visible, (n.output[0].clone(), relu, None));
-            if is_add {
+            if on_int8 {
                 plan.add_nodes.insert(i);
             }
         }
