@@ -233,7 +233,9 @@ pub fn plan(graph: &GraphProto, keep_float: &[String]) -> Result<Plan> {
         let on_int8 = !kept(i) && int8_between(n, &carried, &ix);
         // A MatMul's output stays f32: ONNX Runtime then runs it as MatMulIntegerToFloat, and the
         // bias Add after it (a transformer's linear layer) needs no requantization.
-        let int8_output = on_int8 || (plan.weight_nodes.contains(&i) && n.op_type != "MatMul");
+        // A model output read by nothing else stays f32 (the runtime returns the op's own output).
+        let read = !ix.outputs.contains(n.output[0].as_str()) || ix.consumers.contains_key(n.output[0].as_str());
+        let int8_output = read && (on_int8 || (plan.weight_nodes.contains(&i) && n.op_type != "MatMul"));
         if int8_output {
             let (visible, relu) = ix.visible(&n.output[0]);
             if let Some(r) = relu {
@@ -309,4 +311,94 @@ fn first_and_last(ix: &Index, weights: &BTreeSet<usize>) -> (BTreeSet<usize>, BT
     let first = weights.iter().copied().filter(|&w| !after[w]).collect();
     let last = weights.iter().copied().filter(|&w| !feeds[w]).collect();
     (first, last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::onnx::proto::{TensorProto, ValueInfoProto};
+    use crate::graph::onnx::DataType;
+
+    fn weight(name: &str, dims: Vec<i64>) -> TensorProto {
+        let n: i64 = dims.iter().product();
+        TensorProto {
+            name: name.into(),
+            data_type: DataType::Float as i32,
+            dims,
+            raw_data: vec![0u8; 4 * n as usize].into(),
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            name: output.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    /// x -> Conv -> Relu -> MaxPool -> Conv -> Sigmoid -> y: the ReLU is absorbed, the pool takes
+    /// its input's range, the model output stays f32.
+    fn graph() -> GraphProto {
+        GraphProto {
+            node: vec![
+                node("Conv", &["x", "w1", "b1"], "c1"),
+                node("Relu", &["c1"], "r1"),
+                node("MaxPool", &["r1"], "p1"),
+                node("Conv", &["p1", "w2"], "c2"),
+                node("Sigmoid", &["c2"], "y"),
+            ],
+            initializer: vec![
+                weight("w1", vec![4, 3, 3, 3]),
+                weight("b1", vec![4]),
+                weight("w2", vec![2, 4, 1, 1]),
+            ],
+            input: vec![ValueInfoProto {
+                name: "x".into(),
+                ..Default::default()
+            }],
+            output: vec![ValueInfoProto {
+                name: "y".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn what_runs_in_int8_by_hand() {
+        let g = graph();
+        let p = plan(&g, &[]).unwrap();
+        assert_eq!(p.weight_nodes, BTreeSet::from([0, 3]));
+        assert_eq!(p.absorbed, BTreeSet::from([1]));
+        assert_eq!(p.pools, BTreeSet::from([2]));
+        let act = |source: &str| p.activations.iter().find(|a| a.source == source).cloned();
+        let x = act("x").unwrap();
+        assert_eq!((x.output.as_str(), x.calibrate.as_str()), ("x/dq", "x"));
+        // The first conv's output is quantized to the ReLU's range and written as the ReLU's output.
+        let c1 = act("c1").unwrap();
+        assert_eq!((c1.output.as_str(), c1.calibrate.as_str()), ("r1", "r1"));
+        // The pool keeps the scale of what it pools.
+        assert_eq!(act("p1").unwrap().calibrate, "r1");
+        // The Sigmoid reads an int8 value, but its output is the model's: f32.
+        assert!(act("c2").is_some() && act("y").is_none());
+        assert_eq!(p.activations.len(), 4);
+    }
+
+    #[test]
+    fn keep_float_rules() {
+        let g = graph();
+        let first = plan(&g, &["first".into()]).unwrap();
+        assert_eq!(first.weight_nodes, BTreeSet::from([3]));
+        assert_eq!(first.kept_float, ["c1"]);
+        let last = plan(&g, &["last".into()]).unwrap();
+        assert_eq!(last.weight_nodes, BTreeSet::from([0]));
+        let by_op = plan(&g, &["Conv".into()]).unwrap();
+        assert!(by_op.weight_nodes.is_empty() && by_op.activations.is_empty());
+        let err = plan(&g, &["nothing".into()]).unwrap_err().to_string();
+        assert!(err.contains("--keep-float nothing"), "{err}");
+    }
 }
