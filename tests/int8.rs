@@ -251,6 +251,11 @@ fn bad_int8_requests_fail_cleanly() {
     };
     refused(&["export", DEMO, "--int8"], 2, "--int8 needs --data");
     refused(
+        &["export", TEXT_DEMO, "--int8", "--format", "hf-folder"],
+        2,
+        "not a Hugging Face folder",
+    );
+    refused(
         &["export", DEMO, "--int8", "--data", DEMO_DATA, "--dtype", "f16"],
         2,
         "--dtype f16",

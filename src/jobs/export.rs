@@ -92,6 +92,9 @@ pub fn run(job: &ExportJob, warn: &mut dyn FnMut(&str)) -> Result<ExportDone> {
             })
         }
         ExportFormat::HfFolder => {
+            if job.int8.is_some() {
+                crate::usage_bail!("--int8 writes ONNX, not a Hugging Face folder");
+            }
             let files = write_hf_folder(job, &ckpt.path, &model, &params)?;
             Ok(ExportDone {
                 wrote: job.out.clone(),
