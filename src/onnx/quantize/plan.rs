@@ -160,6 +160,18 @@ impl<'g> Index<'g> {
         }
     }
 
+    /// `tensor` is what the model returns: a graph output read by nothing else, or read only by
+    /// `Identity` nodes that are graph outputs (how `cut export` names outputs by task).
+    fn is_model_output(&self, tensor: &str) -> bool {
+        let readers = self.consumers.get(tensor).map(Vec::as_slice).unwrap_or_default();
+        let renamed_output = |&i: &usize| {
+            let n = &self.graph.node[i];
+            n.op_type == "Identity" && self.outputs.contains(n.output[0].as_str())
+        };
+        (self.outputs.contains(tensor) && readers.is_empty())
+            || (!readers.is_empty() && readers.iter().all(renamed_output))
+    }
+
     /// What readers of `tensor` (an output of a quantized node) see: the output of the one
     /// clamping activation reading it, absorbed, or the tensor itself.
     fn visible(&self, tensor: &str) -> (String, Option<usize>) {
@@ -233,9 +245,9 @@ pub fn plan(graph: &GraphProto, keep_float: &[String]) -> Result<Plan> {
         let on_int8 = !kept(i) && int8_between(n, &carried, &ix);
         // A MatMul's output stays f32: ONNX Runtime then runs it as MatMulIntegerToFloat, and the
         // bias Add after it (a transformer's linear layer) needs no requantization.
-        // A model output read by nothing else stays f32 (the runtime returns the op's own output).
-        let read = !ix.outputs.contains(n.output[0].as_str()) || ix.consumers.contains_key(n.output[0].as_str());
-        let int8_output = read && (on_int8 || (plan.weight_nodes.contains(&i) && n.op_type != "MatMul"));
+        // A model output stays f32: quantizing it would round what the user gets.
+        let int8_output =
+            !ix.is_model_output(&n.output[0]) && (on_int8 || (plan.weight_nodes.contains(&i) && n.op_type != "MatMul"));
         if int8_output {
             let (visible, relu) = ix.visible(&n.output[0]);
             if let Some(r) = relu {
