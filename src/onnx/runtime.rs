@@ -34,8 +34,8 @@ fn in_capi(capi: &Path) -> Option<PathBuf> {
 }
 
 /// Where to look: `$ORT_DYLIB_PATH`; `.onnx-env/` (what `scripts/setup-onnx.sh` installs) in the
-/// working folder, the executable's folder or one above them; the `onnxruntime` package that
-/// `python3` imports.
+/// working folder, the executable's folder or up to three folders above either; the
+/// `onnxruntime` package that `python3` imports.
 pub fn find_library() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os(LIBRARY_VAR) {
         let p = PathBuf::from(p);
