@@ -257,7 +257,8 @@ fn declare_outputs(
     Ok(outputs)
 }
 
-/// What the file records of its model: task kinds and labels, the inputs' normalisation.
+/// What the file records of its model: task kinds and labels, the inputs' normalisation, a text
+/// model's tokenizer.
 fn metadata(model: &Model, graph: &Graph) -> Result<Vec<StringStringEntryProto>> {
     let tasks: Vec<serde_json::Value> = model
         .tasks
@@ -270,6 +271,7 @@ fn metadata(model: &Model, graph: &Graph) -> Result<Vec<StringStringEntryProto>>
     };
     Ok(std::iter::once(tasks)
         .chain(super::import::recorded::normalisation_entry(graph)?)
+        .chain(super::import::recorded::tokenizer_entry(model))
         .collect())
 }
 

@@ -428,7 +428,7 @@ fn bias_fill(bias: &Tensor, mask: &Tensor) -> Option<f32> {
     let want = bias.zeros_like().masked_fill(&masked, f64::from(fill));
     // -inf (Hugging Face's) as the lowest finite float: the same softmax for any sample with a
     // token, and no NaN for one without (Hugging Face zeroes those rows after the softmax).
-    (fill < -1e4 && bias.equal(&want)).then_some(fill.max(f32::MIN))
+    (fill <= -1e4 && bias.equal(&want)).then_some(fill.max(f32::MIN))
 }
 
 #[cfg(test)]

@@ -237,7 +237,7 @@ pub fn import(path: &Path, opts: &ImportOptions) -> Result<Imported> {
     let model = Model {
         graph,
         tasks,
-        tokenizer: None,
+        tokenizer: recorded::tokenizer(props),
     };
     model
         .validate()

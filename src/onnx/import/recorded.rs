@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 
 pub const TASKS_KEY: &str = "cut.tasks";
 pub const NORMALISE_KEY: &str = "cut.normalise";
+/// A text model's tokenizer (its tokenizer.json), so that `cut` reads text for the file.
+pub const TOKENIZER_KEY: &str = "cut.tokenizer";
 
 #[derive(serde::Deserialize)]
 struct RecordedTask {
@@ -75,4 +77,17 @@ pub fn normalisation_entry(graph: &Graph) -> Result<Option<StringStringEntryProt
         key: NORMALISE_KEY.into(),
         value: serde_json::to_string(&recorded)?,
     }))
+}
+
+/// The metadata `cut export` writes for a text model's tokenizer (none without one).
+pub fn tokenizer_entry(model: &crate::graph::Model) -> Option<StringStringEntryProto> {
+    model.tokenizer.as_ref().map(|t| StringStringEntryProto {
+        key: TOKENIZER_KEY.into(),
+        value: t.to_string(),
+    })
+}
+
+/// The tokenizer a file records, if any.
+pub fn tokenizer(props: &[StringStringEntryProto]) -> Option<std::sync::Arc<String>> {
+    field(props, TOKENIZER_KEY).map(|t| std::sync::Arc::new(t.to_string()))
 }
