@@ -162,13 +162,10 @@ fn onnx_bytes(
         return std::fs::read(&job.model).map_err(|e| anyhow::anyhow!("{}: cannot read ({e})", job.model.display()));
     }
     let params = ckpt.load_params(model, tch::Device::Cpu)?;
-    let export = crate::onnx::ExportOptions {
-        external_threshold: u64::MAX,
-        ..Default::default()
-    };
+    let export = crate::onnx::ExportOptions::default();
     Ok(match &job.int8 {
         Some(opts) => super::int8::int8_files(model, &params, &export, data, &job.data, opts)?.int8,
-        None => crate::onnx::export(model, &params, &export, "")?.model,
+        None => super::int8::f32_onnx(model, &params, &export)?,
     })
 }
 

@@ -132,10 +132,7 @@ fn write_int8(
     };
     let files = super::int8::int8_files(model, params, opts, &data, &job.data, int8)?;
     outputs.stage(&job.out, &files.int8)?;
-    let nodes = <crate::onnx::proto::ModelProto as prost::Message>::decode(files.int8.as_slice())?
-        .graph
-        .map_or(0, |g| g.node.len());
-    Ok((nodes, Some(files.summary)))
+    Ok((files.nodes, Some(files.summary)))
 }
 
 /// The folder's files, each checked first, written together; returns their names.

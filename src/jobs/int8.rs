@@ -19,7 +19,20 @@ use tch::{Device, Tensor};
 pub struct Int8Files {
     pub f32: Vec<u8>,
     pub int8: Vec<u8>,
+    /// The int8 file's nodes.
+    pub nodes: usize,
     pub summary: Int8Summary,
+}
+
+/// The f32 ONNX file of `model` in memory (weights in f32, none external), as calibration and
+/// ONNX Runtime read it.
+pub fn f32_onnx(model: &Model, params: &Params, export: &ExportOptions) -> Result<Vec<u8>> {
+    let opts = ExportOptions {
+        half: false,
+        external_threshold: u64::MAX,
+        ..export.clone()
+    };
+    Ok(crate::onnx::export(model, params, &opts, "")?.model)
 }
 
 /// At most `n` examples of `items`, evenly spaced (a folder sorted by name is not one scene type
@@ -43,17 +56,16 @@ pub fn int8_files(
     settings: &crate::data::DataSettings,
     opts: &Int8Options,
 ) -> Result<Int8Files> {
-    let f32_opts = ExportOptions {
-        half: false,
-        external_threshold: u64::MAX,
-        ..export.clone()
-    };
-    let f32 = crate::onnx::export(model, params, &f32_opts, "")?.model;
+    let f32 = f32_onnx(model, params, export)?;
     let items = spread(data.split(Split::Train, settings.val_fraction)?, opts.calibration);
-    let graph = model.graph.clone();
-    let mut batches = Loader::sequential(items, settings.batch, Device::Cpu).map(|b| b?.graph_inputs(&graph));
-    let (int8, summary) = quantize(&f32, &mut batches, opts)?;
-    Ok(Int8Files { f32, int8, summary })
+    let mut batches = Loader::sequential(items, settings.batch, Device::Cpu).map(|b| b?.graph_inputs(&model.graph));
+    let q = quantize(&f32, &mut batches, opts)?;
+    Ok(Int8Files {
+        f32,
+        int8: q.bytes,
+        nodes: q.nodes,
+        summary: q.summary,
+    })
 }
 
 /// Both files run in ONNX Runtime over `items`: the int8 file's metrics against the f32 file's

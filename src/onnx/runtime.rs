@@ -131,18 +131,24 @@ impl OrtModel {
         })
     }
 
-    pub fn from_file(path: &Path, threads: usize) -> Result<OrtModel> {
-        let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        OrtModel::from_bytes(&bytes, threads, &path.display().to_string())
-    }
-
-    pub fn output_names(&self) -> Vec<String> {
-        self.session.outputs().iter().map(|o| o.name().to_string()).collect()
-    }
-
     /// Runs the model on `inputs` (by the model's input names; f32 or int64 tensors on any
     /// device) and returns every output as an f32 tensor on the CPU, by name.
     pub fn run(&mut self, inputs: &BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>> {
+        let mut out = BTreeMap::new();
+        self.run_with(inputs, |name, dims, data| {
+            out.insert(name.to_string(), Tensor::from_slice(data).reshape(dims));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Runs the model and hands `each` every output (name, dimensions, f32 values) where ONNX
+    /// Runtime holds it, without a copy.
+    pub fn run_with(
+        &mut self,
+        inputs: &BTreeMap<String, Tensor>,
+        mut each: impl FnMut(&str, &[i64], &[f32]) -> Result<()>,
+    ) -> Result<()> {
         let values = self
             .session
             .inputs()
@@ -162,15 +168,14 @@ impl OrtModel {
             .session
             .run(values)
             .map_err(|e| anyhow!("{}: ONNX Runtime failed to run ({e})", self.what))?;
-        let mut out = BTreeMap::new();
         for (name, value) in outputs.iter() {
             let (shape, data) = value
                 .try_extract_tensor::<f32>()
                 .map_err(|e| anyhow!("{}: output '{name}' is not f32 ({e})", self.what))?;
             let dims: Vec<i64> = shape.iter().copied().collect();
-            out.insert(name.to_string(), Tensor::from_slice(data).reshape(&dims));
+            each(name, &dims, data)?;
         }
-        Ok(out)
+        Ok(())
     }
 }
 

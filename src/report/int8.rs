@@ -3,6 +3,7 @@
 
 use crate::metrics::TaskMetrics;
 use crate::onnx::quantize::Int8Summary;
+use crate::tasks::Metric;
 use serde::{Deserialize, Serialize};
 
 /// Scores in [0, 1] may move this much in int8 and errors this share of their f32 value, and the
@@ -75,10 +76,6 @@ pub fn rows(f32: &[TaskMetrics], int8: &[TaskMetrics]) -> Vec<Int8Row> {
     rows
 }
 
-fn shown(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.4}"))
-}
-
 /// The report's markdown section.
 pub fn section(r: &Int8Report) -> String {
     let mut md = format!(
@@ -106,18 +103,13 @@ pub fn section(r: &Int8Report) -> String {
             "| {} | {} | {} | {} | {within} |\n",
             row.task,
             row.metric,
-            shown(row.f32),
-            shown(row.int8)
+            Metric::show(row.f32),
+            Metric::show(row.int8)
         ));
     }
-    let fidelity: Vec<String> = r
-        .fidelity
-        .iter()
-        .map(|t| {
-            let values: Vec<String> = t.metrics.iter().map(|m| format!("{} {}", m.name, m.shown())).collect();
-            format!("{} {}", t.task, values.join(", "))
-        })
-        .collect();
-    md.push_str(&format!("\nFidelity of int8 to f32: {}.\n", fidelity.join("; ")));
+    md.push_str(&format!(
+        "\nFidelity of int8 to f32: {}.\n",
+        super::prune::fidelity_phrase(&r.fidelity)
+    ));
     md
 }

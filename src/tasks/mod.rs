@@ -107,7 +107,12 @@ pub struct Metric {
 impl Metric {
     /// The value for a table: four decimals, or "-" when missing.
     pub fn shown(&self) -> String {
-        self.value.map_or("-".to_string(), |v| format!("{v:.4}"))
+        Metric::show(self.value)
+    }
+
+    /// A metric value for a table: four decimals, or "-" when missing.
+    pub fn show(value: Option<f64>) -> String {
+        value.map_or("-".to_string(), |v| format!("{v:.4}"))
     }
 }
 

@@ -2,7 +2,7 @@
 //! (x - zero_point) * scale. Constant weights behind a DequantizeLinear are folded at import;
 //! this op is for computed values (an int8 file's activations).
 
-use super::quantize_linear::check_scale;
+use super::quantize_linear::{check_scale, code_range};
 use super::{ChannelRule, EvalCx, OpDef, Shape, ShapeCx};
 use crate::graph::onnx::ExportCx;
 use anyhow::Result;
@@ -19,8 +19,7 @@ pub struct DequantizeLinear {
 
 impl OpDef for DequantizeLinear {
     fn validate(&self, node: &str) -> Result<()> {
-        let range = if self.signed { (-128, 127) } else { (0, 255) };
-        check_scale(node, self.scale, self.zero_point, range)
+        check_scale(node, self.scale, self.zero_point, code_range(self.signed))
     }
     fn infer(&self, _cx: &ShapeCx, inputs: &[&Shape]) -> Result<Shape> {
         Ok(inputs[0].clone())

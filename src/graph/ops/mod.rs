@@ -338,6 +338,7 @@ registry! {
 }
 
 pub use conv2d::LiveTaps;
+pub use quantize_linear::code_range;
 
 pub use gelu::GeluApproximation;
 pub use upsample::UpsampleMode;

@@ -19,11 +19,16 @@ pub struct QuantizeLinear {
 
 impl QuantizeLinear {
     pub fn range(&self) -> (i64, i64) {
-        if self.signed {
-            (-128, 127)
-        } else {
-            (0, 255)
-        }
+        code_range(self.signed)
+    }
+}
+
+/// The codes of int8 (`signed`) or uint8.
+pub fn code_range(signed: bool) -> (i64, i64) {
+    if signed {
+        (-128, 127)
+    } else {
+        (0, 255)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use super::ImportCx;
 use crate::graph::onnx::proto::NodeProto;
-use crate::graph::ops::{DequantizeLinear, Op, QuantizeLinear};
+use crate::graph::ops::{code_range, DequantizeLinear, Op, QuantizeLinear};
 use anyhow::{anyhow, bail, Result};
 use tch::{Kind, Tensor};
 
@@ -47,11 +47,11 @@ pub fn dequantize(x: &Tensor, args: &[Option<Tensor>], axis: i64) -> Result<Tens
     })
 }
 
-/// The codes' range: the zero point's type (uint8 without one).
-fn code_range(zero: Option<&Tensor>) -> Result<(i64, i64, bool)> {
+/// Whether the codes are int8 rather than uint8: the zero point's type (uint8 without one).
+fn signed_codes(zero: Option<&Tensor>) -> Result<bool> {
     match zero.map(Tensor::kind) {
-        None | Some(Kind::Uint8) => Ok((0, 255, false)),
-        Some(Kind::Int8) => Ok((-128, 127, true)),
+        None | Some(Kind::Uint8) => Ok(false),
+        Some(Kind::Int8) => Ok(true),
         Some(other) => bail!("zero points of {other:?} are not read (uint8 and int8 are)"),
     }
 }
@@ -63,7 +63,7 @@ pub fn quantize(x: &Tensor, args: &[Option<Tensor>], axis: i64) -> Result<Tensor
         .and_then(Option::as_ref)
         .ok_or_else(|| anyhow!("has no scale"))?;
     let scale = along_axis(&scale.to_kind(Kind::Float), x, axis)?;
-    let (low, high, _) = code_range(zero_point(args))?;
+    let (low, high) = code_range(signed_codes(zero_point(args))?);
     let zero = match zero_point(args) {
         Some(z) => along_axis(&z.to_kind(Kind::Float), x, axis)?,
         None => Tensor::from(0f32),
@@ -84,7 +84,7 @@ fn per_tensor(cx: &ImportCx, node: &NodeProto) -> Result<(f64, i64, bool)> {
             node.op_type
         );
     }
-    let (_, _, signed) = code_range(zero)?;
+    let signed = signed_codes(zero)?;
     Ok((scale.double_value(&[]), zero.map_or(0, |z| z.int64_value(&[])), signed))
 }
 

@@ -171,14 +171,18 @@ pub fn ranges(
     for inputs in batches {
         let inputs = inputs?;
         count += inputs.values().next().map_or(0, |t| t.size()[0] as usize);
-        let outputs = ort.run(&inputs)?;
-        for (name, s) in seen.iter_mut() {
-            let Some(t) = inputs.get(name).or_else(|| outputs.get(name)) else {
-                continue;
-            };
-            let values = Vec::<f32>::try_from(t.to_kind(tch::Kind::Float).flatten(0, -1))?;
-            s.add(&values);
+        // Graph inputs from the batch; everything else as ONNX Runtime holds it.
+        for (name, t) in &inputs {
+            if let Some(s) = seen.get_mut(name) {
+                s.add(&Vec::<f32>::try_from(t.to_kind(tch::Kind::Float).flatten(0, -1))?);
+            }
         }
+        ort.run_with(&inputs, |name, _, values| {
+            if let Some(s) = seen.get_mut(name).filter(|_| !inputs.contains_key(name)) {
+                s.add(values);
+            }
+            Ok(())
+        })?;
     }
     Ok((seen.into_iter().map(|(k, s)| (k, s.range(method))).collect(), count))
 }

@@ -8,7 +8,6 @@ mod plan;
 mod rewrite;
 
 pub use calibrate::Method;
-pub use plan::QUANTIZABLE;
 
 use crate::graph::onnx::proto::ModelProto;
 use anyhow::{anyhow, Result};
@@ -54,13 +53,20 @@ pub struct Int8Summary {
     pub float_weight_nodes: Vec<String>,
 }
 
+/// An int8 file: its bytes, its node count and what was quantized.
+pub struct Quantized {
+    pub bytes: Vec<u8>,
+    pub nodes: usize,
+    pub summary: Int8Summary,
+}
+
 /// The int8 QDQ form of the f32 ONNX model `f32_model`, calibrated on `batches` (the graph's
 /// inputs by name).
 pub fn quantize(
     f32_model: &[u8],
     batches: &mut dyn Iterator<Item = Result<BTreeMap<String, Tensor>>>,
     opts: &Int8Options,
-) -> Result<(Vec<u8>, Int8Summary)> {
+) -> Result<Quantized> {
     if opts.calibration == 0 {
         crate::usage_bail!("--calibration 0: int8 needs at least one calibration input");
     }
@@ -91,6 +97,7 @@ pub fn quantize(
     {
         *int8_nodes.entry(graph.node[i].op_type.clone()).or_insert(0) += 1;
     }
+    let nodes = quantized_graph.node.len();
     let out = ModelProto {
         graph: Some(quantized_graph),
         ..model.clone()
@@ -104,5 +111,9 @@ pub fn quantize(
         int8_nodes,
         float_weight_nodes: plan.kept_float.clone(),
     };
-    Ok((out.encode_to_vec(), summary))
+    Ok(Quantized {
+        bytes: out.encode_to_vec(),
+        nodes,
+        summary,
+    })
 }

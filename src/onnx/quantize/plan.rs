@@ -45,22 +45,18 @@ fn int8_between(n: &NodeProto, carried: &Carried, ix: &Index) -> bool {
             .all(|x| carried.contains_key(x) && !ix.initializers.contains_key(x.as_str()))
 }
 
-/// The ops that can run in int8 here.
-pub const QUANTIZABLE: [&str; 13] = [
-    "Conv",
-    "Gemm",
-    "MatMul",
-    "Add",
-    "Mul",
-    "Sigmoid",
-    "HardSigmoid",
-    "HardSwish",
-    "Concat",
-    "AveragePool",
-    "GlobalAveragePool",
-    "MaxPool",
-    "Gather",
-];
+/// Ops with a weight that run in int8, and the others `plan` handles besides `INT8_BETWEEN`.
+const WEIGHT_OPS: [&str; 3] = ["Conv", "Gemm", "MatMul"];
+const OTHER_OPS: [&str; 2] = ["MaxPool", "Gather"];
+
+/// The ops that can run in int8 here (what `--keep-float` may name by type).
+pub fn quantizable() -> impl Iterator<Item = &'static str> {
+    WEIGHT_OPS.into_iter().chain(INT8_BETWEEN).chain(OTHER_OPS)
+}
+
+fn is_quantizable(op: &str) -> bool {
+    quantizable().any(|q| q == op)
+}
 
 /// An activation carried in int8: `QuantizeLinear` reads `source`, `DequantizeLinear` writes
 /// `output` (which readers then read), with the range that `calibrate` takes.
@@ -89,14 +85,14 @@ pub struct Plan {
 }
 
 /// A rule for what stays f32: `first` (weight nodes no other weight node feeds), `last` (weight
-/// nodes that feed no other), an op type of [`QUANTIZABLE`], or a node-name prefix.
+/// nodes that feed no other), an op type of [`quantizable`], or a node-name prefix.
 pub fn check_rules(rules: &[String], graph: &GraphProto) -> Result<()> {
     for r in rules {
-        let known = matches!(r.as_str(), "first" | "last") || QUANTIZABLE.contains(&r.as_str());
+        let known = matches!(r.as_str(), "first" | "last") || is_quantizable(r);
         if !known && !graph.node.iter().any(|n| n.name.starts_with(r.as_str())) {
             crate::usage_bail!(
                 "--keep-float {r}: not first, last, an op type ({}) or the start of a node name in the model",
-                QUANTIZABLE.join(", ")
+                quantizable().collect::<Vec<_>>().join(", ")
             );
         }
     }
@@ -221,7 +217,7 @@ pub fn plan(graph: &GraphProto, keep_float: &[String]) -> Result<Plan> {
         keep_float.iter().any(|r| match r.as_str() {
             "first" => first.contains(&i),
             "last" => last.contains(&i),
-            op if QUANTIZABLE.contains(&op) => n.op_type == op,
+            op if is_quantizable(op) => n.op_type == op,
             prefix => n.name.starts_with(prefix),
         })
     };

@@ -235,16 +235,13 @@ fn int8_table(
     if !replaced.contains(&name) {
         let t = &inits[&name];
         let values = floats(t);
-        let peak = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let step = if peak > 0.0 { peak / 127.0 } else { 1.0 };
-        let codes = values
-            .iter()
-            .map(|v| (v / step).round().clamp(-127.0, 127.0) as i8 as u8)
-            .collect();
+        // One scale for the whole table: the table as a single slice.
+        let (codes, step) = quantize_weight(&values, &[1, values.len() as i64], 0);
+        let codes = codes.iter().map(|&c| c as u8).collect();
         out.initializer
             .push(tensor(&name, DataType::Int8, t.dims.clone(), codes));
         out.initializer
-            .push(tensor(&scale, DataType::Float, vec![], raw_f32(&[step])));
+            .push(tensor(&scale, DataType::Float, vec![], raw_f32(&step)));
         replaced.push(name.clone());
     }
     let rows = n.output[0].clone();
