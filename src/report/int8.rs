@@ -109,7 +109,7 @@ pub fn section(r: &Int8Report) -> String {
     }
     md.push_str(&format!(
         "\nFidelity of int8 to f32: {}.\n",
-        super::prune::fidelity_phrase(&r.fidelity)
+        super::table::fidelity_phrase(&r.fidelity)
     ));
     md
 }

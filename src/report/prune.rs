@@ -446,7 +446,7 @@ pub fn summary(r: &PruneReport) -> String {
             ));
             out.push_str(&format!(
                 "  fidelity to the input model: {}\n",
-                fidelity_phrase(&acc.fidelity)
+                super::table::fidelity_phrase(&acc.fidelity)
             ));
         }
         None => out.push_str("  accuracy not measured (no --data)\n"),
@@ -545,21 +545,9 @@ fn accuracy_section(r: &PruneReport) -> String {
     md.push_str(&format!(
         "\nFidelity of the output model to the input model on the same {}, no labels (top-1 agreement and KL divergence for class outputs, relative L2 error and cosine similarity for values): {}.\n",
         noun,
-        fidelity_phrase(&acc.fidelity)
+        super::table::fidelity_phrase(&acc.fidelity)
     ));
     md
-}
-
-/// "seg agreement 0.9312, kl 0.0412; depth relative_l2 0.1021, cosine 0.9940".
-pub fn fidelity_phrase(fidelity: &[crate::metrics::TaskMetrics]) -> String {
-    fidelity
-        .iter()
-        .map(|t| {
-            let values: Vec<String> = t.metrics.iter().map(|m| format!("{} {}", m.name, m.shown())).collect();
-            format!("{} {}", t.task, values.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join("; ")
 }
 
 /// Where the bytes went, and per group its parameters, bytes and MACs.

@@ -77,3 +77,15 @@ pub fn render(header: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+/// "seg agreement 0.9312, kl 0.0412; depth relative_l2 0.1021, cosine 0.9940".
+pub fn fidelity_phrase(fidelity: &[crate::metrics::TaskMetrics]) -> String {
+    fidelity
+        .iter()
+        .map(|t| {
+            let values: Vec<String> = t.metrics.iter().map(|m| format!("{} {}", m.name, m.shown())).collect();
+            format!("{} {}", t.task, values.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
